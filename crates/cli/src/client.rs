@@ -1,0 +1,400 @@
+//! The client commands: they talk to a node over its HTTP API, like any other client.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use nimbus_types::UsageReport;
+use serde_json::{Value, json};
+
+use crate::config::{DEFAULT_ENDPOINT, ENV_ENDPOINT};
+
+#[derive(Debug, clap::Args)]
+pub struct EndpointArg {
+    /// URL of the node's API.
+    #[arg(long, env = ENV_ENDPOINT, default_value = DEFAULT_ENDPOINT)]
+    endpoint: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DeployArgs {
+    /// Function name.
+    name: String,
+    /// A WebAssembly module to deploy; it is packaged as `function.wasm`.
+    #[arg(long, conflicts_with = "zip", required_unless_present = "zip")]
+    wasm: Option<PathBuf>,
+    /// A zip package to deploy (with --handler).
+    #[arg(long, requires = "handler")]
+    zip: Option<PathBuf>,
+    /// Path of the module inside the zip.
+    #[arg(long)]
+    handler: Option<String>,
+    #[arg(long, default_value = "wasm32-wasip1")]
+    runtime: String,
+    /// Memory in MB (128–10240).
+    #[arg(long)]
+    memory: Option<u32>,
+    /// Timeout in seconds (1–900).
+    #[arg(long)]
+    timeout: Option<u32>,
+    /// An environment variable, KEY=VALUE; repeat for more. Replaces the function's variables.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    #[arg(long)]
+    description: Option<String>,
+    #[command(flatten)]
+    endpoint: EndpointArg,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InvokeArgs {
+    name: String,
+    /// The event, as JSON.
+    #[arg(long, conflicts_with = "payload_file")]
+    payload: Option<String>,
+    /// A file holding the event.
+    #[arg(long)]
+    payload_file: Option<PathBuf>,
+    /// Also print the invocation's log to stderr.
+    #[arg(long)]
+    log: bool,
+    #[command(flatten)]
+    endpoint: EndpointArg,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    name: String,
+    /// Keep printing new log entries as they arrive.
+    #[arg(long, short)]
+    follow: bool,
+    #[command(flatten)]
+    endpoint: EndpointArg,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UsageArgs {
+    /// Only count invocations since then: a duration back from now (30m, 12h, 7d) or unix milliseconds.
+    #[arg(long)]
+    since: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    endpoint: EndpointArg,
+}
+
+struct Api {
+    base: String,
+    agent: ureq::Agent,
+}
+
+struct Reply {
+    status: u16,
+    headers: ureq::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn ok(self) -> anyhow::Result<Reply> {
+        if (200..300).contains(&self.status) {
+            return Ok(self);
+        }
+        let kind = self.header("x-amzn-ErrorType").unwrap_or("error").to_owned();
+        let message = serde_json::from_slice::<Value>(&self.body)
+            .ok()
+            .and_then(|v| v.get("Message").or(v.get("message")).and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&self.body).into_owned());
+        bail!("{kind}: {message}")
+    }
+
+    fn json(&self) -> anyhow::Result<Value> {
+        serde_json::from_slice(&self.body).context("the node answered with invalid JSON")
+    }
+}
+
+impl Api {
+    fn new(endpoint: &EndpointArg) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(960)))
+            .build()
+            .into();
+        Self {
+            base: endpoint.endpoint.trim_end_matches('/').to_owned(),
+            agent,
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> anyhow::Result<Reply> {
+        let url = format!("{}{path}", self.base);
+        let mut builder = ureq::http::Request::builder().method(method).uri(&url);
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let request = builder.body(body.unwrap_or_default())?;
+        let mut response = self
+            .agent
+            .run(request)
+            .with_context(|| format!("could not reach the node at {}", self.base))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .context("reading the node's answer")?;
+        Ok(Reply { status, headers, body })
+    }
+}
+
+fn encode_path(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+fn wasm_zip(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
+    let module = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    zip.start_file(
+        "function.wasm",
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated),
+    )?;
+    zip.write_all(&module)?;
+    Ok(zip.finish()?.into_inner())
+}
+
+pub fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
+    let api = Api::new(&args.endpoint);
+    let (zip, handler) = match (&args.wasm, &args.zip) {
+        (Some(wasm), _) => (wasm_zip(wasm)?, "function.wasm".to_owned()),
+        (None, Some(zip)) => (
+            std::fs::read(zip).with_context(|| format!("reading {}", zip.display()))?,
+            args.handler.clone().unwrap_or_default(),
+        ),
+        (None, None) => bail!("give --wasm FILE or --zip FILE --handler PATH"),
+    };
+    let zip_b64 = base64::engine::general_purpose::STANDARD.encode(&zip);
+    let mut env = BTreeMap::new();
+    for pair in &args.env {
+        let (k, v) = pair
+            .split_once('=')
+            .with_context(|| format!("--env {pair:?} is not KEY=VALUE"))?;
+        env.insert(k.to_owned(), v.to_owned());
+    }
+    let mut config = serde_json::Map::new();
+    config.insert("Handler".into(), json!(handler));
+    config.insert("Runtime".into(), json!(args.runtime));
+    if let Some(m) = args.memory {
+        config.insert("MemorySize".into(), json!(m));
+    }
+    if let Some(t) = args.timeout {
+        config.insert("Timeout".into(), json!(t));
+    }
+    if !args.env.is_empty() {
+        config.insert("Environment".into(), json!({ "Variables": env }));
+    }
+    if let Some(d) = &args.description {
+        config.insert("Description".into(), json!(d));
+    }
+    let name = encode_path(&args.name);
+    let json_header = [("content-type", "application/json")];
+    let existing = api.call("GET", &format!("/2015-03-31/functions/{name}/configuration"), &[], None)?;
+    let result = if existing.status == 404 {
+        let mut create = config.clone();
+        create.insert("FunctionName".into(), json!(args.name));
+        create.insert("Role".into(), json!("arn:aws:iam::000000000000:role/nimbus"));
+        create.insert("Code".into(), json!({ "ZipFile": zip_b64 }));
+        api.call("POST", "/2015-03-31/functions", &json_header, Some(serde_json::to_vec(&create)?))?
+            .ok()?
+    } else {
+        existing.ok()?;
+        api.call(
+            "PUT",
+            &format!("/2015-03-31/functions/{name}/code"),
+            &json_header,
+            Some(serde_json::to_vec(&json!({ "ZipFile": zip_b64 }))?),
+        )?
+        .ok()?;
+        api.call(
+            "PUT",
+            &format!("/2015-03-31/functions/{name}/configuration"),
+            &json_header,
+            Some(serde_json::to_vec(&config)?),
+        )?
+        .ok()?
+    };
+    let out = result.json()?;
+    println!(
+        "deployed {} ({}, {} MB, {} s, CodeSha256 {})",
+        out["FunctionName"].as_str().unwrap_or(&args.name),
+        out["Runtime"].as_str().unwrap_or("?"),
+        out["MemorySize"],
+        out["Timeout"],
+        out["CodeSha256"].as_str().unwrap_or("?"),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
+    let api = Api::new(&args.endpoint);
+    let payload = match (&args.payload, &args.payload_file) {
+        (Some(p), _) => p.clone().into_bytes(),
+        (None, Some(f)) => std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
+        (None, None) => b"{}".to_vec(),
+    };
+    let mut headers = vec![("content-type", "application/json")];
+    if args.log {
+        headers.push(("x-amz-log-type", "Tail"));
+    }
+    let reply = api
+        .call(
+            "POST",
+            &format!("/2015-03-31/functions/{}/invocations", encode_path(&args.name)),
+            &headers,
+            Some(payload),
+        )?
+        .ok()?;
+    if args.log {
+        if let Some(log) = reply
+            .header("x-amz-log-result")
+            .and_then(|l| base64::engine::general_purpose::STANDARD.decode(l).ok())
+        {
+            let _ = std::io::stderr().write_all(&log);
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(&reply.body)?;
+    if !reply.body.ends_with(b"\n") {
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(if reply.header("x-amz-function-error").is_some() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
+    let api = Api::new(&args.endpoint);
+    let name = encode_path(&args.name);
+    let mut after = 0u64;
+    loop {
+        let reply = api
+            .call("GET", &format!("/nimbus/v1/functions/{name}/logs?after={after}&limit=1000"), &[], None)?
+            .ok()?;
+        let page = reply.json()?;
+        let entries = page["entries"].as_array().cloned().unwrap_or_default();
+        let mut out = std::io::stdout().lock();
+        for entry in &entries {
+            if let Some(text) = entry["text"].as_str() {
+                out.write_all(text.as_bytes())?;
+                if !text.ends_with('\n') {
+                    out.write_all(b"\n")?;
+                }
+            }
+        }
+        out.flush()?;
+        after = page["next"].as_u64().unwrap_or(after);
+        if entries.len() < 1000 {
+            if !args.follow {
+                return Ok(ExitCode::SUCCESS);
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+/// Parses `--since`: `30s`, `15m`, `12h`, `7d`, or unix milliseconds.
+fn since_ms(since: &str, now_ms: i64) -> anyhow::Result<i64> {
+    if let Ok(ms) = since.parse::<i64>() {
+        return Ok(ms);
+    }
+    let (number, unit) = since.split_at(since.len().saturating_sub(1));
+    let n: i64 = number
+        .parse()
+        .with_context(|| format!("--since {since:?}: expected a duration like 30m, 12h, 7d or unix milliseconds"))?;
+    let unit_ms = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => bail!("--since {since:?}: unknown unit {unit:?} (use s, m, h or d)"),
+    };
+    Ok(now_ms - n.saturating_mul(unit_ms))
+}
+
+pub fn usage(args: UsageArgs) -> anyhow::Result<ExitCode> {
+    let api = Api::new(&args.endpoint);
+    let since = match &args.since {
+        Some(s) => since_ms(s, nimbus_types::time::now_ms())?,
+        None => 0,
+    };
+    let reply = api
+        .call("GET", &format!("/nimbus/v1/usage?since_ms={since}"), &[], None)?
+        .ok()?;
+    let report: UsageReport = serde_json::from_slice(&reply.body).context("the node answered with an invalid report")?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "{:<40} {:>12} {:>8} {:>8} {:>16} {:>14}",
+        "FUNCTION", "INVOCATIONS", "COLD", "ERRORS", "GB-SECONDS", "COST (USD)"
+    )?;
+    let row = |out: &mut std::io::StdoutLock<'_>, name: &str, t: &nimbus_types::telemetry::UsageTotals| {
+        writeln!(
+            out,
+            "{:<40} {:>12} {:>8} {:>8} {:>16.6} {:>14.8}",
+            name, t.invocations, t.cold_starts, t.errors, t.gb_seconds, t.cost
+        )
+    };
+    for f in &report.functions {
+        row(&mut out, &f.function, &f.totals)?;
+    }
+    row(&mut out, "TOTAL", &report.total)?;
+    writeln!(
+        out,
+        "prices: ${} per million requests, ${} per GB-second",
+        report.pricing.request_per_million, report.pricing.gb_second
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_accepts_durations_and_milliseconds() {
+        assert_eq!(since_ms("1700000000000", 0).unwrap(), 1_700_000_000_000);
+        assert_eq!(since_ms("30s", 100_000).unwrap(), 70_000);
+        assert_eq!(since_ms("2h", 10_000_000).unwrap(), 10_000_000 - 7_200_000);
+        assert!(since_ms("3w", 0).is_err());
+        assert!(since_ms("h", 0).is_err());
+    }
+
+    #[test]
+    fn path_segments_are_escaped() {
+        assert_eq!(encode_path("a:b/c"), "a%3Ab%2Fc");
+        assert_eq!(encode_path("plain-name_1"), "plain-name_1");
+    }
+}

@@ -1,0 +1,133 @@
+//! The node's configuration file: one TOML document, every section optional.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use nimbus_store::Retention;
+use nimbus_types::Pricing;
+use serde::Deserialize;
+
+/// Environment variables that override the configuration file.
+pub const ENV_CONFIG: &str = "NIMBUS_CONFIG";
+pub const ENV_LISTEN: &str = "NIMBUS_LISTEN";
+pub const ENV_DATA_DIR: &str = "NIMBUS_DATA_DIR";
+pub const ENV_ENDPOINT: &str = "NIMBUS_ENDPOINT";
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
+pub const DEFAULT_DATA_DIR: &str = "nimbus-data";
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9000";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub region: String,
+    pub pricing: Pricing,
+    pub limits: Limits,
+    pub sandboxes: Sandboxes,
+    pub worker: WorkerSection,
+    pub retention: Retention,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Invocations running at once across all functions.
+    pub concurrency: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sandboxes {
+    /// Seconds an idle sandbox stays warm.
+    pub keep_alive_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSection {
+    /// Memory the built-in worker offers to sandboxes; 0 means the machine's memory.
+    pub capacity_mb: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9000))),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            region: nimbus_types::name::DEFAULT_REGION.to_owned(),
+            pricing: Pricing::default(),
+            limits: Limits::default(),
+            sandboxes: Sandboxes::default(),
+            worker: WorkerSection::default(),
+            retention: Retention::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { concurrency: 1000 }
+    }
+}
+
+impl Default for Sandboxes {
+    fn default() -> Self {
+        Self { keep_alive_s: 600 }
+    }
+}
+
+impl Default for WorkerSection {
+    fn default() -> Self {
+        Self { capacity_mb: 0 }
+    }
+}
+
+impl NodeConfig {
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let config: Self = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (1..=100_000).contains(&self.limits.concurrency),
+            "limits.concurrency must be between 1 and 100000"
+        );
+        anyhow::ensure!(
+            self.pricing.request_per_million >= 0.0 && self.pricing.gb_second >= 0.0,
+            "prices must not be negative"
+        );
+        anyhow::ensure!(!self.region.is_empty(), "region must not be empty");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../../../nimbus.example.toml");
+        let config = NodeConfig::parse(text).unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.limits.concurrency, 1000);
+        assert!((config.pricing.gb_second - 0.0000166667).abs() < 1e-12);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(NodeConfig::parse("lsiten = \"127.0.0.1:1\"").is_err());
+        assert!(NodeConfig::parse("[pricing]\nfree = true").is_err());
+        assert!(NodeConfig::parse("[limits]\nconcurrency = 0").is_err());
+    }
+}

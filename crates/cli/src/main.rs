@@ -1,0 +1,98 @@
+//! `nimbus`: the one binary. `up` runs a node; the other commands are clients of a node's API.
+//! This crate is glue: argument parsing, configuration and wiring. The components live in the
+//! library crates.
+
+#![forbid(unsafe_code)]
+
+mod client;
+mod config;
+mod node;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{ENV_CONFIG, ENV_DATA_DIR, ENV_LISTEN, NodeConfig};
+
+#[derive(Debug, Parser)]
+#[command(name = "nimbus", version, about = "A serverless platform you run yourself")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run an all-in-one node in the foreground (frontend, worker manager, placement, a worker).
+    Up {
+        /// Address to serve the API on [default: 127.0.0.1:9000].
+        #[arg(long, env = ENV_LISTEN)]
+        listen: Option<std::net::SocketAddr>,
+        /// Directory of the embedded store and code [default: ./nimbus-data].
+        #[arg(long, env = ENV_DATA_DIR)]
+        data_dir: Option<PathBuf>,
+        /// TOML configuration file (see nimbus.example.toml).
+        #[arg(long, env = ENV_CONFIG)]
+        config: Option<PathBuf>,
+    },
+    /// Create a function, or update its code and configuration if it exists.
+    Deploy(client::DeployArgs),
+    /// Invoke a function synchronously and print its result.
+    Invoke(client::InvokeArgs),
+    /// Print a function's invocation logs.
+    Logs(client::LogsArgs),
+    /// Print invocations, GB-seconds and cost per function.
+    Usage(client::UsageArgs),
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NIMBUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn run_node(listen: Option<std::net::SocketAddr>, data_dir: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<()> {
+    let mut node_config = match config {
+        Some(path) => NodeConfig::load(&path)?,
+        None => NodeConfig::default(),
+    };
+    if let Some(listen) = listen {
+        node_config.listen = listen;
+    }
+    if let Some(dir) = data_dir {
+        node_config.data_dir = dir;
+    }
+    init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("nimbus")
+        .build()?;
+    runtime.block_on(node::run(node_config))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Up {
+            listen,
+            data_dir,
+            config,
+        } => run_node(listen, data_dir, config).map(|()| ExitCode::SUCCESS),
+        Command::Deploy(args) => client::deploy(args),
+        Command::Invoke(args) => client::invoke(args),
+        Command::Logs(args) => client::logs(args),
+        Command::Usage(args) => client::usage(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! `nimbus up`: wires the components of an all-in-one node and runs it until a signal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use nimbus_frontend::{Frontend, FrontendConfig};
+use nimbus_manager::{ManagerConfig, WorkerManager};
+use nimbus_runtime_wasm::{WasmConfig, WasmRuntime};
+use nimbus_store::{EmbeddedStore, LocalCodeStore, TelemetryWriter};
+use nimbus_worker::{LocalWorker, LocalWorkerConfig, Worker};
+use tokio::sync::watch;
+
+use crate::config::NodeConfig;
+
+fn machine_memory_mb() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(4096, |kb| kb / 1024)
+}
+
+fn private_dir(path: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {}", path.display()))?;
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
+    let data = &config.data_dir;
+    private_dir(data)?;
+    let store = Arc::new(
+        EmbeddedStore::open(&data.join("nimbus.redb"))
+            .with_context(|| format!("opening the store in {} (is another node using it?)", data.display()))?,
+    );
+    let code = Arc::new(LocalCodeStore::open(&data.join("code")).context("opening the code store")?);
+    let wasm = Arc::new(
+        WasmRuntime::new(&WasmConfig {
+            max_instances: config.limits.concurrency,
+            cache_dir: data.join("cache").join("wasm"),
+        })
+        .context("starting the wasm runtime")?,
+    );
+    let capacity_mb = match config.worker.capacity_mb {
+        0 => machine_memory_mb(),
+        n => n,
+    };
+    let worker: Arc<dyn Worker> = Arc::new(LocalWorker::new(
+        LocalWorkerConfig {
+            capacity_mb,
+            region: config.region.clone(),
+        },
+        code.clone(),
+        wasm,
+    ));
+    let telemetry = Arc::new(TelemetryWriter::start(store.clone(), config.retention.clone()));
+    let manager = Arc::new(WorkerManager::new(
+        ManagerConfig {
+            concurrency_limit: config.limits.concurrency,
+            keep_alive: Duration::from_secs(config.sandboxes.keep_alive_s),
+        },
+        vec![worker],
+        telemetry,
+    ));
+    let frontend = Arc::new(
+        Frontend::new(
+            FrontendConfig {
+                region: config.region.clone(),
+                pricing: config.pricing,
+            },
+            store.clone(),
+            code,
+            store,
+            manager.clone(),
+        )
+        .context("loading functions")?,
+    );
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let address = listener.local_addr()?;
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "nimbus listening on http://{address}")?;
+        out.flush()?;
+    }
+    tracing::info!(%address, data_dir = %data.display(), capacity_mb, "node started");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let reaper = tokio::spawn(manager.clone().run_reaper(stopped(stop_rx.clone())));
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("stopping: finishing in-flight requests");
+        let _ = stop_tx.send(true);
+    });
+    nimbus_frontend::serve(listener, frontend, stopped(stop_rx)).await?;
+    let _ = reaper.await;
+    manager.shutdown().await;
+    tracing::info!("node stopped");
+    Ok(())
+}

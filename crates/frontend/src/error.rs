@@ -1,0 +1,113 @@
+//! Lambda's error wire format: `x-amzn-ErrorType` header and a `{"Type","Message"}` body.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid_parameter(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "InvalidParameterValueException", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "ResourceNotFoundException", message)
+    }
+
+    pub fn function_not_found(arn: &str) -> Self {
+        Self::not_found(format!("Function not found: {arn}"))
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "ResourceConflictException", message)
+    }
+
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestTooLargeException", message)
+    }
+
+    pub fn bad_content(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "InvalidRequestContentException", message)
+    }
+
+    /// A failure inside the node: logged in full, reported to the client without internals.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ServiceException",
+            "The service encountered an internal error.",
+        )
+    }
+}
+
+impl From<nimbus_types::InvalidParameter> for ApiError {
+    fn from(e: nimbus_types::InvalidParameter) -> Self {
+        Self::invalid_parameter(e.0)
+    }
+}
+
+impl From<nimbus_store::Error> for ApiError {
+    fn from(e: nimbus_store::Error) -> Self {
+        match e {
+            nimbus_store::Error::InvalidCode(m) => Self::invalid_parameter(m),
+            nimbus_store::Error::Conflict(name) => Self::conflict(format!("Function already exist: {name}")),
+            other => Self::internal(format!("{:#}", anyhow_chain(&other))),
+        }
+    }
+}
+
+impl From<nimbus_manager::Error> for ApiError {
+    fn from(e: nimbus_manager::Error) -> Self {
+        match e {
+            nimbus_manager::Error::Throttled => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequestsException",
+                "Rate Exceeded.",
+            ),
+            nimbus_manager::Error::NoCapacity(mb) => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequestsException",
+                format!("No worker has capacity for a {mb} MB sandbox right now."),
+            ),
+            nimbus_manager::Error::InvalidCode(m) => Self::invalid_parameter(m),
+            nimbus_manager::Error::Internal(m) => Self::internal(m),
+        }
+    }
+}
+
+/// Renders an error with its sources, for logs.
+fn anyhow_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "Type": "User", "Message": self.message });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        response
+            .headers_mut()
+            .insert("x-amzn-ErrorType", HeaderValue::from_static(self.code));
+        response
+    }
+}

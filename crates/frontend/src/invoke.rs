@@ -1,0 +1,145 @@
+//! Lambda's Invoke API: `POST /2015-03-31/functions/{name}/invocations`.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use bytes::Bytes;
+use nimbus_types::InvokeRequest;
+use nimbus_types::limits::{LOG_TAIL_BYTES, MAX_SYNC_PAYLOAD_BYTES};
+
+use crate::error::ApiError;
+use crate::{QualifierQuery, Shared, read_body, resolve};
+
+/// Lambda's limit on the `X-Amz-Client-Context` header, base64-encoded.
+const MAX_CLIENT_CONTEXT_BYTES: usize = 3583;
+
+enum InvocationType {
+    RequestResponse,
+    DryRun,
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::invalid_parameter(format!("header {name} is not valid text")))
+        })
+        .transpose()
+}
+
+/// The last `LOG_TAIL_BYTES` of a log, cut at a character boundary.
+fn log_tail(log: &str) -> &str {
+    let mut start = log.len().saturating_sub(LOG_TAIL_BYTES);
+    while !log.is_char_boundary(start) {
+        start += 1;
+    }
+    &log[start..]
+}
+
+pub(crate) async fn invoke(
+    State(f): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<QualifierQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let invocation_type = match header(&headers, "x-amz-invocation-type")? {
+        None | Some("RequestResponse") => InvocationType::RequestResponse,
+        Some("DryRun") => InvocationType::DryRun,
+        Some("Event") => {
+            return Err(ApiError::invalid_parameter(
+                "InvocationType Event (asynchronous invocation) is not available on this node yet",
+            ));
+        }
+        Some(other) => {
+            return Err(ApiError::invalid_parameter(format!(
+                "1 validation error detected: Value '{other}' at 'invocationType' failed to \
+                 satisfy constraint: Member must satisfy enum value set: [Event, \
+                 RequestResponse, DryRun]"
+            )));
+        }
+    };
+    let tail = match header(&headers, "x-amz-log-type")? {
+        None | Some("None") => false,
+        Some("Tail") => true,
+        Some(other) => {
+            return Err(ApiError::invalid_parameter(format!(
+                "1 validation error detected: Value '{other}' at 'logType' failed to satisfy \
+                 constraint: Member must satisfy enum value set: [None, Tail]"
+            )));
+        }
+    };
+    if let Some(context) = header(&headers, "x-amz-client-context")? {
+        if context.len() > MAX_CLIENT_CONTEXT_BYTES {
+            return Err(ApiError::too_large(format!(
+                "Client context must be at most {MAX_CLIENT_CONTEXT_BYTES} bytes"
+            )));
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(context)
+            .map_err(|_| ApiError::bad_content("Client context must be base64-encoded JSON"))?;
+        serde_json::from_slice::<serde::de::IgnoredAny>(&decoded)
+            .map_err(|_| ApiError::bad_content("Client context must be base64-encoded JSON"))?;
+    }
+
+    let function = resolve(&f, &name, q.qualifier.as_deref())?;
+    let payload = read_body(&headers, body, MAX_SYNC_PAYLOAD_BYTES, "InvokeFunction").await?;
+    let payload = if payload.iter().all(u8::is_ascii_whitespace) {
+        Bytes::from_static(b"{}")
+    } else {
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
+            return Err(ApiError::bad_content(format!("Could not parse request body into json: {e}")));
+        }
+        payload
+    };
+    if let InvocationType::DryRun = invocation_type {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let outcome = f
+        .manager
+        .invoke(
+            &function,
+            InvokeRequest {
+                request_id: request_id.clone(),
+                payload,
+            },
+        )
+        .await?;
+
+    let mut response = Response::new(Body::from(outcome.payload));
+    let h = response.headers_mut();
+    h.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        h.insert("x-amzn-RequestId", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&function.version) {
+        h.insert("X-Amz-Executed-Version", v);
+    }
+    if outcome.error.is_some() {
+        h.insert("X-Amz-Function-Error", HeaderValue::from_static("Unhandled"));
+    }
+    if tail {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(log_tail(&outcome.log));
+        if let Ok(v) = HeaderValue::from_str(&encoded) {
+            h.insert("X-Amz-Log-Result", v);
+        }
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_tail_keeps_the_end_on_a_char_boundary() {
+        let log = format!("{}é{}", "a".repeat(10), "b".repeat(super::LOG_TAIL_BYTES - 1));
+        let tail = super::log_tail(&log);
+        assert!(tail.len() <= super::LOG_TAIL_BYTES);
+        assert!(tail.ends_with('b'));
+        assert_eq!(super::log_tail("short"), "short");
+    }
+}

@@ -1,0 +1,299 @@
+//! The Frontend: HTTP ingress. It serves Lambda's control-plane and Invoke APIs (wire-compatible,
+//! so the `aws` CLI and SDKs work with `--endpoint-url`) and nimbus's own API for logs and usage.
+//! Synchronous invocations go to the Worker Manager.
+//!
+//! It holds no sandbox state: any number of frontends can serve the same store. Every input is
+//! validated here, at the edge, and every error leaves in Lambda's wire format.
+
+#![forbid(unsafe_code)]
+
+mod control;
+mod error;
+mod invoke;
+mod nimbus_api;
+mod wire;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use nimbus_manager::WorkerManager;
+use nimbus_store::{CodeStore, FunctionStore, TelemetryStore};
+use nimbus_types::limits::MAX_CODE_REQUEST_BYTES;
+use nimbus_types::{FunctionRef, Pricing, Qualifier};
+use serde::Deserialize;
+
+pub use control::ControlPlane;
+pub use error::ApiError;
+
+use crate::wire::{FunctionConfiguration, GetFunctionOutput, ListFunctionsOutput};
+
+#[derive(Debug, Clone)]
+pub struct FrontendConfig {
+    pub region: String,
+    pub pricing: Pricing,
+}
+
+/// What every request handler can reach.
+pub struct Frontend {
+    control: ControlPlane,
+    manager: Arc<WorkerManager>,
+    telemetry: Arc<dyn TelemetryStore>,
+    pricing: Pricing,
+}
+
+type Shared = Arc<Frontend>;
+
+impl Frontend {
+    pub fn new(
+        config: FrontendConfig,
+        functions: Arc<dyn FunctionStore>,
+        code: Arc<dyn CodeStore>,
+        telemetry: Arc<dyn TelemetryStore>,
+        manager: Arc<WorkerManager>,
+    ) -> Result<Self, nimbus_store::Error> {
+        Ok(Self {
+            control: ControlPlane::load(config.region, functions, code, manager.clone())?,
+            manager,
+            telemetry,
+            pricing: config.pricing,
+        })
+    }
+
+    pub fn manager(&self) -> &Arc<WorkerManager> {
+        &self.manager
+    }
+}
+
+/// All routes of the node's HTTP API.
+pub fn router(frontend: Arc<Frontend>) -> Router {
+    const FUNCTIONS: &str = "/2015-03-31/functions";
+    Router::new()
+        .route(&format!("{FUNCTIONS}"), get(list_functions).post(create_function))
+        .route(&format!("{FUNCTIONS}/"), get(list_functions).post(create_function))
+        .route(
+            &format!("{FUNCTIONS}/{{name}}"),
+            get(get_function).delete(delete_function),
+        )
+        .route(
+            &format!("{FUNCTIONS}/{{name}}/configuration"),
+            get(get_function_configuration).put(update_function_configuration),
+        )
+        .route(&format!("{FUNCTIONS}/{{name}}/code"), axum::routing::put(update_function_code))
+        .route(&format!("{FUNCTIONS}/{{name}}/invocations"), post(invoke::invoke))
+        .route("/nimbus/v1/health", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route("/nimbus/v1/functions/{name}/logs", get(nimbus_api::logs))
+        .route("/nimbus/v1/functions/{name}/code", get(download_code))
+        .route("/nimbus/v1/usage", get(nimbus_api::usage))
+        .fallback(unknown_operation)
+        // Bodies are read with explicit limits in each handler, so that an oversized request
+        // gets Lambda's error rather than a bare 413.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(frontend)
+}
+
+async fn unknown_operation() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "UnknownOperationException", "Unknown operation")
+}
+
+/// Reads a request body, refusing more than `limit` bytes.
+pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize, what: &str) -> Result<bytes::Bytes, ApiError> {
+    let too_large = || ApiError::too_large(format!("Request must be smaller than {limit} bytes for the {what} operation"));
+    if let Some(len) = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > limit as u64 {
+            return Err(too_large());
+        }
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let is_limit = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if is_limit { too_large() } else { ApiError::bad_content(format!("could not read the request body: {e}")) }
+    })
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid_parameter(format!("could not parse the request body: {e}")))
+}
+
+/// Resolves a function named in a path, with an optional `Qualifier` query parameter.
+pub(crate) fn resolve(
+    frontend: &Frontend,
+    name: &str,
+    qualifier: Option<&str>,
+) -> Result<Arc<nimbus_types::FunctionConfig>, ApiError> {
+    let reference = FunctionRef::parse(name)?;
+    let from_query = qualifier.map(Qualifier::parse).transpose()?;
+    let qualifier = match (reference.qualifier, from_query) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ApiError::invalid_parameter(
+                "The derived qualifier from the function name does not match the specified qualifier.",
+            ));
+        }
+        (a, b) => a.or(b),
+    };
+    let arn = frontend.control.arn(&reference.name);
+    let function = frontend
+        .control
+        .function(&reference.name)
+        .ok_or_else(|| ApiError::function_not_found(&arn))?;
+    match qualifier {
+        None | Some(Qualifier::Latest) => Ok(function),
+        Some(Qualifier::Other(q)) => Err(ApiError::function_not_found(&format!("{arn}:{q}"))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct QualifierQuery {
+    #[serde(rename = "Qualifier")]
+    pub qualifier: Option<String>,
+}
+
+async fn create_function(State(f): State<Shared>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let body = read_body(&headers, body, MAX_CODE_REQUEST_BYTES, "CreateFunction").await?;
+    let input = parse_json(&body)?;
+    let function = f.control.create(input).await?;
+    let out = FunctionConfiguration::from_config(&function, &f.control.region);
+    Ok((StatusCode::CREATED, axum::Json(out)).into_response())
+}
+
+async fn get_function(
+    State(f): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<QualifierQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let function = resolve(&f, &name, q.qualifier.as_deref())?;
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or("127.0.0.1");
+    let out = GetFunctionOutput {
+        configuration: FunctionConfiguration::from_config(&function, &f.control.region),
+        code: serde_json::json!({
+            "RepositoryType": "S3",
+            "Location": format!("http://{host}/nimbus/v1/functions/{}/code", function.name),
+        }),
+        tags: Default::default(),
+    };
+    Ok(axum::Json(out).into_response())
+}
+
+async fn get_function_configuration(
+    State(f): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<QualifierQuery>,
+) -> Result<Response, ApiError> {
+    let function = resolve(&f, &name, q.qualifier.as_deref())?;
+    Ok(axum::Json(FunctionConfiguration::from_config(&function, &f.control.region)).into_response())
+}
+
+async fn update_function_code(
+    State(f): State<Shared>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_body(&headers, body, MAX_CODE_REQUEST_BYTES, "UpdateFunctionCode").await?;
+    let input = parse_json(&body)?;
+    let current = resolve(&f, &name, None)?;
+    let function = f.control.update_code(&current.name, input).await?;
+    Ok(axum::Json(FunctionConfiguration::from_config(&function, &f.control.region)).into_response())
+}
+
+async fn update_function_configuration(
+    State(f): State<Shared>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_body(&headers, body, 1 << 20, "UpdateFunctionConfiguration").await?;
+    let input = parse_json(&body)?;
+    let current = resolve(&f, &name, None)?;
+    let function = f.control.update_config(&current.name, input).await?;
+    Ok(axum::Json(FunctionConfiguration::from_config(&function, &f.control.region)).into_response())
+}
+
+async fn delete_function(
+    State(f): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<QualifierQuery>,
+) -> Result<Response, ApiError> {
+    let reference = FunctionRef::parse(&name)?;
+    let qualifier = reference.qualifier.or(q.qualifier.as_deref().map(Qualifier::parse).transpose()?);
+    match qualifier {
+        None => {}
+        Some(Qualifier::Latest) => {
+            return Err(ApiError::invalid_parameter(
+                "$LATEST version cannot be deleted without deleting the function.",
+            ));
+        }
+        Some(Qualifier::Other(q)) => {
+            return Err(ApiError::function_not_found(&format!(
+                "{}:{q}",
+                f.control.arn(&reference.name)
+            )));
+        }
+    }
+    f.control.delete(&reference.name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    #[serde(rename = "Marker")]
+    marker: Option<String>,
+    #[serde(rename = "MaxItems")]
+    max_items: Option<String>,
+}
+
+async fn list_functions(State(f): State<Shared>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
+    let limit = match q.max_items.as_deref() {
+        None => 50,
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=10_000).contains(&n) => n,
+            _ => {
+                return Err(ApiError::invalid_parameter(format!(
+                    "1 validation error detected: Value '{s}' at 'maxItems' failed to satisfy \
+                     constraint: Member must have value between 1 and 10000"
+                )));
+            }
+        },
+    };
+    let (page, more) = f.control.list(q.marker.as_deref(), limit)?;
+    let next_marker = if more { page.last().map(|f| f.name.clone()) } else { None };
+    let out = ListFunctionsOutput {
+        functions: page
+            .iter()
+            .map(|function| FunctionConfiguration::from_config(function, &f.control.region))
+            .collect(),
+        next_marker,
+    };
+    Ok(axum::Json(out).into_response())
+}
+
+async fn download_code(State(f): State<Shared>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let function = resolve(&f, &name, None)?;
+    let zip = f.control.code_zip(&function).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/zip")], zip).into_response())
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    frontend: Arc<Frontend>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(frontend))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,291 @@
+//! WebAssembly sandboxes on wasmtime: the only crate that imports wasmtime.
+//!
+//! A function of runtime `wasm32-wasip1` is a WASI command module. It is compiled once when it is
+//! deployed and the compiled artifact is cached on disk; a [`WasmTemplate`] (a pre-linked
+//! `InstancePre`) is the warm state of a sandbox, and every invocation runs in a fresh instance
+//! taken from the pooling allocator, so nothing leaks from one invocation to the next. Timeouts
+//! use epoch interruption, which also makes long computations yield to the async executor, and
+//! linear memory is capped by a resource limiter.
+
+#![deny(unsafe_code)]
+
+mod artifact;
+mod limits;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    PoolingAllocationConfig, Store, UpdateDeadline,
+};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
+
+use crate::limits::MemoryLimiter;
+
+/// The largest linear memory a 32-bit module can address.
+const MAX_WASM32_MEMORY: u64 = 4 << 30;
+/// How often the epoch advances: the granularity of timeouts and of cooperative yielding.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The module was refused; the message is meant for the user.
+    #[error("{0}")]
+    InvalidModule(String),
+    #[error("could not read {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not set up the wasm engine: {0}")]
+    Engine(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone)]
+pub struct WasmConfig {
+    /// How many instances may run at once; the pooling allocator reserves this many slots.
+    pub max_instances: u32,
+    /// Where compiled artifacts are cached.
+    pub cache_dir: PathBuf,
+}
+
+struct StoreState {
+    wasi: WasiP1Ctx,
+    limiter: MemoryLimiter,
+}
+
+/// The engine, its linker and the cache of compiled modules.
+pub struct WasmRuntime {
+    engine: Engine,
+    linker: Linker<StoreState>,
+    cache_dir: PathBuf,
+    /// Compiled modules by the sha256 of their bytes; `Module` is a cheap handle.
+    modules: Mutex<HashMap<String, Module>>,
+}
+
+/// A module linked against WASI and ready to instantiate: the warm state of a wasm sandbox.
+#[derive(Clone)]
+pub struct WasmTemplate {
+    pre: InstancePre<StoreState>,
+}
+
+/// What one run is given.
+pub struct RunInput {
+    pub stdin: Bytes,
+    pub env: Vec<(String, String)>,
+    pub memory_limit_bytes: u64,
+    pub timeout: Duration,
+    /// Output past this many bytes fails the run with [`RunStatus::OutputTooLarge`].
+    pub stdout_limit: usize,
+    /// Log output past this many bytes is cut.
+    pub stderr_limit: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunStatus {
+    /// `_start` returned, or the module called `proc_exit`, with this status.
+    Exited(i32),
+    Trapped(String),
+    TimedOut,
+    OutOfMemory,
+    OutputTooLarge,
+}
+
+#[derive(Debug)]
+pub struct RunOutput {
+    pub status: RunStatus,
+    pub stdout: Bytes,
+    pub stderr: Bytes,
+    pub peak_memory_bytes: u64,
+}
+
+/// Raised from the epoch callback when an invocation runs out of time.
+#[derive(Debug)]
+struct DeadlineExceeded;
+
+impl std::fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("deadline exceeded")
+    }
+}
+
+impl std::error::Error for DeadlineExceeded {}
+
+impl WasmRuntime {
+    pub fn new(config: &WasmConfig) -> Result<Self> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_core_instances(config.max_instances)
+            .total_memories(config.max_instances)
+            .total_tables(config.max_instances)
+            .total_stacks(config.max_instances)
+            .total_component_instances(0)
+            .total_gc_heaps(0)
+            .max_memory_size(MAX_WASM32_MEMORY as usize)
+            // Resetting a slot by zeroing the first pages is cheaper than unmapping them for the
+            // small heaps typical functions use.
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(64 << 10);
+        let mut wasm = Config::new();
+        wasm.epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .async_stack_size(2 << 20)
+            .max_wasm_stack(1 << 20);
+        let engine = Engine::new(&wasm).map_err(|e| Error::Engine(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut StoreState| &mut s.wasi)
+            .map_err(|e| Error::Engine(format!("{e:#}")))?;
+        std::fs::create_dir_all(&config.cache_dir).map_err(|source| Error::Io {
+            path: config.cache_dir.clone(),
+            source,
+        })?;
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("nimbus-wasm-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| Error::Engine(format!("could not start the epoch thread: {e}")))?;
+        Ok(Self {
+            engine,
+            linker,
+            cache_dir: config.cache_dir.clone(),
+            modules: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Compiles the module at `path` (or loads its cached artifact) and checks that it is a WASI
+    /// command this runtime can link. Compilation is CPU-bound: call it off the async executor.
+    pub fn prepare(&self, path: &Path) -> Result<WasmTemplate> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let key = artifact::digest(&bytes);
+        let cached = self.modules.lock().ok().and_then(|m| m.get(&key).cloned());
+        let module = match cached {
+            Some(module) => module,
+            None => {
+                let module = match artifact::load(&self.engine, &self.cache_dir, &key) {
+                    Some(module) => module,
+                    None => {
+                        let module = Module::new(&self.engine, &bytes).map_err(|e| {
+                            Error::InvalidModule(format!("the wasm module failed validation: {e:#}"))
+                        })?;
+                        artifact::store(&self.cache_dir, &key, &module);
+                        module
+                    }
+                };
+                if let Ok(mut modules) = self.modules.lock() {
+                    modules.insert(key, module.clone());
+                }
+                module
+            }
+        };
+        self.template(&module)
+    }
+
+    fn template(&self, module: &Module) -> Result<WasmTemplate> {
+        let start = module.get_export("_start");
+        let is_command = matches!(
+            start,
+            Some(wasmtime::ExternType::Func(ref f)) if f.params().len() == 0 && f.results().len() == 0
+        );
+        if !is_command {
+            return Err(Error::InvalidModule(
+                "the wasm module is not a WASI command: it must export a `_start` function taking \
+                 and returning nothing"
+                    .into(),
+            ));
+        }
+        let pre = self.linker.instantiate_pre(module).map_err(|e| {
+            Error::InvalidModule(format!("the wasm module imports something nimbus does not provide: {e:#}"))
+        })?;
+        Ok(WasmTemplate { pre })
+    }
+
+    /// Runs one invocation in a fresh instance.
+    pub async fn run(&self, template: &WasmTemplate, input: RunInput) -> RunOutput {
+        let stdout = MemoryOutputPipe::new(input.stdout_limit.saturating_add(1));
+        let stderr = MemoryOutputPipe::new(input.stderr_limit);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdin(MemoryInputPipe::new(input.stdin))
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .envs(&input.env)
+            .arg("function");
+        let memory_limit = input.memory_limit_bytes.min(MAX_WASM32_MEMORY);
+        let mut store = Store::new(
+            &self.engine,
+            StoreState {
+                wasi: wasi.build_p1(),
+                limiter: MemoryLimiter::new(memory_limit),
+            },
+        );
+        store.limiter(|s| &mut s.limiter);
+        let deadline = Instant::now() + input.timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(DeadlineExceeded.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+
+        let result = async {
+            let instance = template.pre.instantiate_async(&mut store).await?;
+            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+            start.call_async(&mut store, ()).await
+        }
+        .await;
+
+        let limiter = &store.data().limiter;
+        let peak_memory_bytes = limiter.peak_bytes();
+        let out_of_memory = limiter.exceeded();
+        drop(store);
+        let stdout = stdout.contents();
+        let status = match result {
+            _ if stdout.len() > input.stdout_limit => RunStatus::OutputTooLarge,
+            Ok(()) => RunStatus::Exited(0),
+            Err(e) => {
+                if let Some(exit) = e.downcast_ref::<I32Exit>() {
+                    RunStatus::Exited(exit.0)
+                } else if e.downcast_ref::<DeadlineExceeded>().is_some() {
+                    RunStatus::TimedOut
+                } else if out_of_memory {
+                    RunStatus::OutOfMemory
+                } else {
+                    RunStatus::Trapped(trap_message(&e))
+                }
+            }
+        };
+        RunOutput {
+            status,
+            stdout,
+            stderr: stderr.contents(),
+            peak_memory_bytes,
+        }
+    }
+}
+
+/// The trap's own description without the backtrace wasmtime appends.
+fn trap_message(e: &wasmtime::Error) -> String {
+    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+        return format!("wasm trap: {trap}");
+    }
+    let full = format!("{e:#}");
+    full.lines().next().unwrap_or("wasm trap").to_owned()
+}

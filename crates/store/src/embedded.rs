@@ -1,0 +1,359 @@
+//! The embedded store: one redb file under the node's data directory.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nimbus_types::{FunctionConfig, LogEntry, UsageRecord};
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use crate::telemetry::Retention;
+use crate::{Error, FunctionStore, NewLogEntry, Result, TelemetryStore};
+
+const FUNCTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("functions");
+/// Keyed by (function, sequence); the sequence is microseconds since the epoch, made unique.
+const LOGS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("logs");
+/// Keyed by sequence, in the same clock as logs.
+const USAGE: TableDefinition<u64, &[u8]> = TableDefinition::new("usage");
+
+pub struct EmbeddedStore {
+    db: Database,
+    /// The last sequence number handed out; sequences are strictly increasing across restarts
+    /// as long as the clock does not go back by more than the time since the last write.
+    last_seq: AtomicU64,
+}
+
+impl EmbeddedStore {
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        let mut last_seq = 0;
+        {
+            txn.open_table(FUNCTIONS)?;
+            let logs = txn.open_table(LOGS)?;
+            let usage = txn.open_table(USAGE)?;
+            if let Some((k, _)) = usage.last()? {
+                last_seq = last_seq.max(k.value());
+            }
+            for entry in logs.iter()? {
+                let (k, _) = entry?;
+                last_seq = last_seq.max(k.value().1);
+            }
+        }
+        txn.commit()?;
+        Ok(Self {
+            db,
+            last_seq: AtomicU64::new(last_seq),
+        })
+    }
+
+    fn next_seq(&self, time_ms: i64) -> u64 {
+        let wanted = (time_ms.max(0) as u64).saturating_mul(1000);
+        let mut current = self.last_seq.load(Ordering::Relaxed);
+        loop {
+            let next = wanted.max(current + 1);
+            match self.last_seq.compare_exchange_weak(
+                current,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return next,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Our own plain structs always serialise.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(Error::Corrupt)
+}
+
+impl FunctionStore for EmbeddedStore {
+    fn create_function(&self, function: &FunctionConfig) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(FUNCTIONS)?;
+            if table.get(function.name.as_str())?.is_some() {
+                return Err(Error::Conflict(function.name.clone()));
+            }
+            table.insert(function.name.as_str(), encode(function).as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn put_function(&self, function: &FunctionConfig) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(FUNCTIONS)?;
+            table.insert(function.name.as_str(), encode(function).as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn get_function(&self, name: &str) -> Result<Option<FunctionConfig>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(FUNCTIONS)?;
+        table.get(name)?.map(|v| decode(v.value())).transpose()
+    }
+
+    fn list_functions(&self, after: Option<&str>, limit: usize) -> Result<Vec<FunctionConfig>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(FUNCTIONS)?;
+        let mut out = Vec::new();
+        let iter = match after {
+            Some(after) => table.range::<&str>(after..)?,
+            None => table.range::<&str>(..)?,
+        };
+        for entry in iter {
+            let (k, v) = entry?;
+            if Some(k.value()) == after {
+                continue;
+            }
+            out.push(decode(v.value())?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn delete_function(&self, name: &str) -> Result<Option<FunctionConfig>> {
+        let txn = self.db.begin_write()?;
+        let removed = {
+            let mut table = txn.open_table(FUNCTIONS)?;
+            let removed = table.remove(name)?;
+            removed.map(|v| decode(v.value())).transpose()?
+        };
+        txn.commit()?;
+        Ok(removed)
+    }
+}
+
+impl TelemetryStore for EmbeddedStore {
+    fn append(&self, logs: &[NewLogEntry], usage: &[UsageRecord]) -> Result<()> {
+        if logs.is_empty() && usage.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.db.begin_write()?;
+        // Telemetry is written in batches by one thread; a commit that reaches the page cache
+        // is enough, the next durable commit (or the clean shutdown) makes it persistent.
+        txn.set_durability(Durability::Eventual);
+        {
+            let mut table = txn.open_table(LOGS)?;
+            for entry in logs {
+                let seq = self.next_seq(entry.time_ms);
+                let stored = LogEntry {
+                    seq,
+                    time_ms: entry.time_ms,
+                    function: entry.function.clone(),
+                    request_id: entry.request_id.clone(),
+                    text: entry.text.clone(),
+                };
+                table.insert((entry.function.as_str(), seq), encode(&stored).as_slice())?;
+            }
+            let mut table = txn.open_table(USAGE)?;
+            for record in usage {
+                let seq = self.next_seq(record.time_ms);
+                table.insert(seq, encode(record).as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn logs(&self, function: &str, after: u64, limit: usize) -> Result<Vec<LogEntry>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(LOGS)?;
+        let start = after.saturating_add(1);
+        let mut out = Vec::new();
+        for entry in table.range((function, start)..=(function, u64::MAX))? {
+            let (_, v) = entry?;
+            out.push(decode(v.value())?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn usage(&self, since_ms: i64) -> Result<Vec<UsageRecord>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(USAGE)?;
+        let start = (since_ms.max(0) as u64).saturating_mul(1000);
+        let mut out = Vec::new();
+        for entry in table.range(start..)? {
+            let (_, v) = entry?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn prune(&self, retention: &Retention, now_ms: i64) -> Result<()> {
+        let log_cutoff = seq_at(now_ms - retention.log_max_age_ms());
+        let usage_cutoff = seq_at(now_ms - retention.usage_max_age_ms());
+        let txn = self.db.begin_write()?;
+        {
+            let mut logs = txn.open_table(LOGS)?;
+            // Collect each function's cut point first: the table can't be changed while read.
+            let mut cuts: Vec<(String, u64)> = Vec::new();
+            let mut current: Option<String> = None;
+            let mut keys: Vec<u64> = Vec::new();
+            let mut flush = |name: Option<String>, keys: &mut Vec<u64>| {
+                if let Some(name) = name {
+                    let keep_from = if keys.len() > retention.logs_per_function {
+                        keys[keys.len() - retention.logs_per_function]
+                    } else {
+                        0
+                    };
+                    let cut = keep_from.max(log_cutoff);
+                    if keys.first().is_some_and(|first| *first < cut) {
+                        cuts.push((name, cut));
+                    }
+                }
+                keys.clear();
+            };
+            for entry in logs.iter()? {
+                let (k, _) = entry?;
+                let (name, seq) = k.value();
+                if current.as_deref() != Some(name) {
+                    flush(current.take(), &mut keys);
+                    current = Some(name.to_owned());
+                }
+                keys.push(seq);
+            }
+            flush(current.take(), &mut keys);
+            for (name, cut) in &cuts {
+                logs.retain_in((name.as_str(), 0)..(name.as_str(), *cut), |_, _| false)?;
+            }
+            let mut usage = txn.open_table(USAGE)?;
+            usage.retain_in(..usage_cutoff, |_, _| false)?;
+            let excess = usage.len()?.saturating_sub(retention.usage_records as u64);
+            for _ in 0..excess {
+                usage.pop_first()?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<()> {
+        // An empty transaction committed with immediate durability persists the eventual ones
+        // before it.
+        let txn = self.db.begin_write()?;
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+fn seq_at(ms: i64) -> u64 {
+    (ms.max(0) as u64).saturating_mul(1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nimbus_types::{CodeRef, OutcomeKind, Runtime};
+
+    fn function(name: &str) -> FunctionConfig {
+        FunctionConfig {
+            name: name.to_owned(),
+            runtime: Runtime::Wasm32Wasip1,
+            handler: "f.wasm".to_owned(),
+            role: String::new(),
+            description: String::new(),
+            memory_mb: 128,
+            timeout_s: 3,
+            environment: Default::default(),
+            ephemeral_storage_mb: 512,
+            code: CodeRef {
+                sha256: "00".repeat(32),
+                size: 1,
+            },
+            revision_id: "r".to_owned(),
+            last_modified_ms: 0,
+            version: "$LATEST".to_owned(),
+        }
+    }
+
+    #[test]
+    fn functions_create_list_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("db")).unwrap();
+        for name in ["c", "a", "b"] {
+            store.create_function(&function(name)).unwrap();
+        }
+        assert!(matches!(store.create_function(&function("a")), Err(Error::Conflict(_))));
+        let page: Vec<_> = store.list_functions(None, 2).unwrap().into_iter().map(|f| f.name).collect();
+        assert_eq!(page, ["a", "b"]);
+        let rest: Vec<_> = store.list_functions(Some("b"), 2).unwrap().into_iter().map(|f| f.name).collect();
+        assert_eq!(rest, ["c"]);
+        assert!(store.delete_function("b").unwrap().is_some());
+        assert!(store.delete_function("b").unwrap().is_none());
+        assert!(store.get_function("b").unwrap().is_none());
+    }
+
+    fn usage(function: &str, time_ms: i64) -> UsageRecord {
+        UsageRecord {
+            time_ms,
+            function: function.to_owned(),
+            version: "$LATEST".to_owned(),
+            request_id: "id".to_owned(),
+            duration_us: 10,
+            billed_ms: 1,
+            memory_mb: 128,
+            gb_seconds: 0.000125,
+            cold: false,
+            init_duration_us: None,
+            outcome: OutcomeKind::Success,
+        }
+    }
+
+    #[test]
+    fn telemetry_is_ordered_and_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = EmbeddedStore::open(&path).unwrap();
+        let logs: Vec<_> = (0..10)
+            .map(|i| NewLogEntry {
+                time_ms: 1_000 + i,
+                function: "f".to_owned(),
+                request_id: format!("r{i}"),
+                text: format!("line {i}"),
+            })
+            .collect();
+        let records: Vec<_> = (0..10).map(|i| usage("f", 1_000 + i)).collect();
+        store.append(&logs, &records).unwrap();
+        let got = store.logs("f", 0, 100).unwrap();
+        assert_eq!(got.len(), 10);
+        assert!(got.windows(2).all(|w| w[0].seq < w[1].seq));
+        let after = store.logs("f", got[4].seq, 100).unwrap();
+        assert_eq!(after[0].text, "line 5");
+        assert!(store.logs("g", 0, 100).unwrap().is_empty());
+
+        let retention = Retention {
+            log_max_age_s: 3600,
+            logs_per_function: 3,
+            usage_max_age_s: 3600,
+            usage_records: 4,
+        };
+        store.prune(&retention, 2_000).unwrap();
+        let kept = store.logs("f", 0, 100).unwrap();
+        assert_eq!(kept.iter().map(|e| e.text.as_str()).collect::<Vec<_>>(), ["line 7", "line 8", "line 9"]);
+        assert_eq!(store.usage(0).unwrap().len(), 4);
+        drop(store);
+        // Sequences keep increasing after a reopen.
+        let store = EmbeddedStore::open(&path).unwrap();
+        store
+            .append(&[NewLogEntry { time_ms: 0, function: "f".into(), request_id: "x".into(), text: "late".into() }], &[])
+            .unwrap();
+        let last = store.logs("f", 0, 100).unwrap();
+        assert_eq!(last.last().unwrap().text, "late");
+    }
+}

@@ -1,0 +1,97 @@
+//! Durable state of a nimbus node behind traits: function configuration ([`FunctionStore`]),
+//! invocation logs and usage records ([`TelemetryStore`]) and code packages ([`code::CodeStore`]).
+//!
+//! The embedded implementations here (redb for metadata, a directory for code) serve a single
+//! node; a cluster swaps in other implementations of the same traits. Nothing in this crate knows
+//! about HTTP or sandboxes.
+
+#![forbid(unsafe_code)]
+
+pub mod code;
+pub mod embedded;
+pub mod telemetry;
+
+use nimbus_types::{FunctionConfig, LogEntry, UsageRecord};
+
+pub use code::{CodeStore, LocalCodeStore};
+pub use embedded::EmbeddedStore;
+pub use telemetry::{Retention, TelemetryWriter};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("function already exists: {0}")]
+    Conflict(String),
+    /// The code package was refused; the message is meant for the user.
+    #[error("{0}")]
+    InvalidCode(String),
+    #[error("stored record is corrupt")]
+    Corrupt(#[source] serde_json::Error),
+    #[error("database error")]
+    Database(#[source] redb::Error),
+    #[error("i/o error on {path}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Database(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+pub(crate) fn io_err(path: impl Into<std::path::PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.into();
+    move |source| Error::Io { path, source }
+}
+
+/// Function configurations, keyed by name.
+pub trait FunctionStore: Send + Sync {
+    /// Stores a new function; fails with [`Error::Conflict`] if the name is taken.
+    fn create_function(&self, function: &FunctionConfig) -> Result<()>;
+    /// Replaces an existing function's configuration.
+    fn put_function(&self, function: &FunctionConfig) -> Result<()>;
+    fn get_function(&self, name: &str) -> Result<Option<FunctionConfig>>;
+    /// Functions in name order, starting after `after`.
+    fn list_functions(&self, after: Option<&str>, limit: usize) -> Result<Vec<FunctionConfig>>;
+    /// Removes a function; returns whether it existed.
+    fn delete_function(&self, name: &str) -> Result<Option<FunctionConfig>>;
+}
+
+/// A log entry before the store has given it a sequence number.
+#[derive(Debug, Clone)]
+pub struct NewLogEntry {
+    pub time_ms: i64,
+    pub function: String,
+    pub request_id: String,
+    pub text: String,
+}
+
+/// Invocation logs and usage records, with bounded retention.
+pub trait TelemetryStore: Send + Sync {
+    fn append(&self, logs: &[NewLogEntry], usage: &[UsageRecord]) -> Result<()>;
+    /// Log entries of one function with a sequence number above `after`, oldest first.
+    fn logs(&self, function: &str, after: u64, limit: usize) -> Result<Vec<LogEntry>>;
+    /// Usage records at or after `since_ms`, oldest first.
+    fn usage(&self, since_ms: i64) -> Result<Vec<UsageRecord>>;
+    /// Drops what the retention policy no longer keeps.
+    fn prune(&self, retention: &Retention, now_ms: i64) -> Result<()>;
+    /// Makes everything appended so far durable.
+    fn sync(&self) -> Result<()>;
+}

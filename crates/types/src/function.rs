@@ -1,0 +1,237 @@
+//! A function's configuration as nimbus stores it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::InvalidParameter;
+use crate::limits::*;
+
+/// The runtimes this build can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Runtime {
+    /// A WASI preview 1 command module: event on stdin, result on stdout, log on stderr.
+    #[serde(rename = "wasm32-wasip1")]
+    Wasm32Wasip1,
+}
+
+impl Runtime {
+    pub const SUPPORTED: &'static [&'static str] = &["wasm32-wasip1"];
+
+    pub fn parse(s: &str) -> Result<Self, InvalidParameter> {
+        match s {
+            "wasm32-wasip1" => Ok(Self::Wasm32Wasip1),
+            other => Err(InvalidParameter::new(format!(
+                "The runtime parameter of {other} is not supported by this node. Supported \
+                 runtimes: {}",
+                Self::SUPPORTED.join(", ")
+            ))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Wasm32Wasip1 => "wasm32-wasip1",
+        }
+    }
+}
+
+impl fmt::Display for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A code package in the content-addressed code store.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CodeRef {
+    /// Lowercase hex sha256 of the zip as uploaded.
+    pub sha256: String,
+    /// Size of the zip in bytes.
+    pub size: u64,
+}
+
+/// Everything nimbus knows about one function version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionConfig {
+    pub name: String,
+    pub runtime: Runtime,
+    pub handler: String,
+    pub role: String,
+    pub description: String,
+    pub memory_mb: u32,
+    pub timeout_s: u32,
+    pub environment: BTreeMap<String, String>,
+    pub ephemeral_storage_mb: u32,
+    pub code: CodeRef,
+    /// Changes on every update; sandboxes are keyed by it so an update never reuses old ones.
+    pub revision_id: String,
+    /// Unix time in milliseconds of the last change.
+    pub last_modified_ms: i64,
+    pub version: String,
+}
+
+/// Environment variable names Lambda sets itself and does not let users override.
+pub const RESERVED_ENV_KEYS: &[&str] = &[
+    "_HANDLER",
+    "_X_AMZN_TRACE_ID",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_INITIALIZATION_TYPE",
+    "AWS_LAMBDA_LOG_GROUP_NAME",
+    "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_ACCESS_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_LAMBDA_RUNTIME_API",
+    "LAMBDA_TASK_ROOT",
+    "LAMBDA_RUNTIME_DIR",
+];
+
+pub fn validate_memory(mb: u32) -> Result<(), InvalidParameter> {
+    if (MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&mb) {
+        Ok(())
+    } else {
+        Err(InvalidParameter::new(format!(
+            "1 validation error detected: Value '{mb}' at 'memorySize' failed to satisfy \
+             constraint: Member must have value between {MIN_MEMORY_MB} and {MAX_MEMORY_MB}"
+        )))
+    }
+}
+
+pub fn validate_timeout(s: u32) -> Result<(), InvalidParameter> {
+    if (MIN_TIMEOUT_S..=MAX_TIMEOUT_S).contains(&s) {
+        Ok(())
+    } else {
+        Err(InvalidParameter::new(format!(
+            "1 validation error detected: Value '{s}' at 'timeout' failed to satisfy constraint: \
+             Member must have value between {MIN_TIMEOUT_S} and {MAX_TIMEOUT_S}"
+        )))
+    }
+}
+
+pub fn validate_description(d: &str) -> Result<(), InvalidParameter> {
+    if d.chars().count() <= MAX_DESCRIPTION_CHARS {
+        Ok(())
+    } else {
+        Err(InvalidParameter::new(format!(
+            "description must be at most {MAX_DESCRIPTION_CHARS} characters"
+        )))
+    }
+}
+
+pub fn validate_ephemeral_storage(mb: u32) -> Result<(), InvalidParameter> {
+    if (512..=10_240).contains(&mb) {
+        Ok(())
+    } else {
+        Err(InvalidParameter::new(format!(
+            "1 validation error detected: Value '{mb}' at 'ephemeralStorage.size' failed to \
+             satisfy constraint: Member must have value between 512 and 10240"
+        )))
+    }
+}
+
+/// Checks keys against Lambda's pattern, the reserved names and the 4 KB total.
+pub fn validate_environment(env: &BTreeMap<String, String>) -> Result<(), InvalidParameter> {
+    let mut total = 0usize;
+    let mut reserved = Vec::new();
+    for (key, value) in env {
+        let mut bytes = key.bytes();
+        let valid = key.len() >= 2
+            && bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+            && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            return Err(InvalidParameter::new(format!(
+                "environment variable name {key:?} must match [a-zA-Z]([a-zA-Z0-9_])+"
+            )));
+        }
+        if RESERVED_ENV_KEYS.contains(&key.as_str()) {
+            reserved.push(key.as_str());
+        }
+        if value.contains('\0') {
+            return Err(InvalidParameter::new(format!(
+                "environment variable {key} contains a NUL character"
+            )));
+        }
+        total += key.len() + value.len();
+    }
+    if !reserved.is_empty() {
+        return Err(InvalidParameter::new(format!(
+            "Lambda was unable to configure your environment variables because the environment \
+             variables you have provided contains reserved keys that are currently not supported \
+             for modification. Reserved keys used in this request: {}",
+            reserved.join(", ")
+        )));
+    }
+    if total > MAX_ENVIRONMENT_BYTES {
+        return Err(InvalidParameter::new(format!(
+            "Lambda was unable to configure your environment variables because the environment \
+             variables you have provided exceeded the 4KB limit. String measured: {total} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that a handler names a file inside the package without leaving it.
+pub fn validate_handler_path(handler: &str) -> Result<(), InvalidParameter> {
+    let ok = !handler.is_empty()
+        && handler.len() <= 128
+        && !handler.starts_with('/')
+        && !handler.contains('\\')
+        && !handler.contains('\0')
+        && handler.split('/').all(|c| !c.is_empty() && c != "." && c != "..");
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidParameter::new(format!(
+            "handler {handler:?} must be a relative path of a file inside the code package"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_rules_follow_lambda() {
+        let mut env = BTreeMap::new();
+        env.insert("GREETING".to_owned(), "hi".to_owned());
+        assert!(validate_environment(&env).is_ok());
+        env.insert("AWS_REGION".to_owned(), "x".to_owned());
+        let err = validate_environment(&env).unwrap_err();
+        assert!(err.0.contains("AWS_REGION"));
+        let mut bad = BTreeMap::new();
+        bad.insert("1X".to_owned(), String::new());
+        assert!(validate_environment(&bad).is_err());
+        let mut big = BTreeMap::new();
+        big.insert("BIG".to_owned(), "x".repeat(5000));
+        assert!(validate_environment(&big).is_err());
+    }
+
+    #[test]
+    fn handler_paths_stay_inside_the_package() {
+        assert!(validate_handler_path("echo.wasm").is_ok());
+        assert!(validate_handler_path("bin/echo.wasm").is_ok());
+        for bad in ["", "/etc/passwd", "../x.wasm", "a/../../b", "a//b", "./a"] {
+            assert!(validate_handler_path(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn limits_match_lambda() {
+        assert!(validate_memory(127).is_err());
+        assert!(validate_memory(128).is_ok());
+        assert!(validate_memory(10240).is_ok());
+        assert!(validate_memory(10241).is_err());
+        assert!(validate_timeout(0).is_err());
+        assert!(validate_timeout(900).is_ok());
+        assert!(validate_timeout(901).is_err());
+    }
+}

@@ -1,0 +1,89 @@
+//! What the Worker Manager asks of a worker, and what comes back.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// One synchronous invocation of a function.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InvokeRequest {
+    pub request_id: String,
+    /// The event, already checked to be JSON and within the payload limit.
+    pub payload: Bytes,
+}
+
+/// Lambda's error object as a function error reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionError {
+    #[serde(rename = "errorType")]
+    pub error_type: String,
+    #[serde(rename = "errorMessage")]
+    pub error_message: String,
+}
+
+impl FunctionError {
+    pub fn new(error_type: impl Into<String>, error_message: impl Into<String>) -> Self {
+        Self {
+            error_type: error_type.into(),
+            error_message: error_message.into(),
+        }
+    }
+
+    pub fn to_json(&self) -> Bytes {
+        // Serialising two strings cannot fail.
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+}
+
+/// How an invocation ended, for the usage record and the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    Success,
+    Error,
+    Timeout,
+    OutOfMemory,
+}
+
+/// The result of one invocation, with everything measured about it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InvokeOutcome {
+    pub request_id: String,
+    pub kind: OutcomeKind,
+    /// Set when the function failed; `payload` then holds its JSON.
+    pub error: Option<FunctionError>,
+    /// The response body: the function's result, or the error JSON.
+    pub payload: Bytes,
+    /// The invocation's log: START, the function's own output, END and REPORT.
+    pub log: String,
+    pub duration_us: u64,
+    pub billed_ms: u64,
+    /// Set on a cold start: how long the sandbox took to initialise.
+    pub init_duration_us: Option<u64>,
+    pub memory_mb: u32,
+    pub max_memory_used_mb: u32,
+}
+
+/// Lambda bills in 1 ms steps, rounding up, with a minimum of 1 ms.
+pub fn billed_ms(duration_us: u64) -> u64 {
+    duration_us.div_ceil(1000).max(1)
+}
+
+/// GB-seconds for one invocation, the unit Lambda's compute price is quoted in.
+pub fn gb_seconds(memory_mb: u32, billed_ms: u64) -> f64 {
+    (memory_mb as f64 / 1024.0) * (billed_ms as f64 / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn billing_rounds_up_to_whole_milliseconds() {
+        assert_eq!(billed_ms(0), 1);
+        assert_eq!(billed_ms(1), 1);
+        assert_eq!(billed_ms(1000), 1);
+        assert_eq!(billed_ms(1001), 2);
+        assert!((gb_seconds(1024, 1000) - 1.0).abs() < 1e-12);
+        assert!((gb_seconds(128, 1) - 0.000_122_070_312_5).abs() < 1e-15);
+    }
+}

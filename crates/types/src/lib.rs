@@ -1,0 +1,30 @@
+//! Plain data shared by every nimbus component: function configuration, invocation requests and
+//! outcomes, usage records, and the limits Lambda documents. Everything here is a serde type so
+//! that a call between components can become a network call without changing either side.
+//!
+//! This crate performs no I/O.
+
+#![forbid(unsafe_code)]
+
+pub mod function;
+pub mod invocation;
+pub mod limits;
+pub mod name;
+pub mod telemetry;
+pub mod time;
+
+pub use function::{CodeRef, FunctionConfig, Runtime};
+pub use invocation::{FunctionError, InvokeOutcome, InvokeRequest, OutcomeKind};
+pub use name::{FunctionRef, Qualifier};
+pub use telemetry::{LogEntry, Pricing, UsageRecord, UsageReport};
+
+/// A validation failure of user-supplied configuration, worded for the user.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct InvalidParameter(pub String);
+
+impl InvalidParameter {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}

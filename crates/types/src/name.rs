@@ -1,0 +1,143 @@
+//! Function names, ARNs and qualifiers as Lambda accepts them.
+
+use crate::InvalidParameter;
+
+pub const LATEST: &str = "$LATEST";
+pub const DEFAULT_REGION: &str = "us-east-1";
+pub const DEFAULT_ACCOUNT: &str = "000000000000";
+
+/// Which version of a function a request addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Qualifier {
+    Latest,
+    /// A version number or alias name; none exist yet, so these resolve to nothing.
+    Other(String),
+}
+
+impl Qualifier {
+    pub fn parse(s: &str) -> Result<Self, InvalidParameter> {
+        if s == LATEST {
+            return Ok(Self::Latest);
+        }
+        let valid = !s.is_empty()
+            && s.len() <= 128
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if valid {
+            Ok(Self::Other(s.to_owned()))
+        } else {
+            Err(InvalidParameter::new(format!("invalid qualifier: {s:?}")))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Latest => LATEST,
+            Self::Other(s) => s,
+        }
+    }
+}
+
+/// A function named by a request: plain name, partial ARN or full ARN, with an optional qualifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionRef {
+    pub name: String,
+    pub qualifier: Option<Qualifier>,
+}
+
+/// Checks a bare function name against Lambda's pattern: 1–64 of `[a-zA-Z0-9-_]`.
+pub fn validate_function_name(name: &str) -> Result<(), InvalidParameter> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidParameter::new(format!(
+            "1 validation error detected: Value '{name}' at 'functionName' failed to satisfy \
+             constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9-_]+ and have \
+             length between 1 and 64"
+        )))
+    }
+}
+
+impl FunctionRef {
+    /// Parses what Lambda accepts as `FunctionName`: `name`, `name:qualifier`,
+    /// `123456789012:function:name[:qualifier]` or
+    /// `arn:aws:lambda:region:123456789012:function:name[:qualifier]`.
+    pub fn parse(input: &str) -> Result<Self, InvalidParameter> {
+        if input.len() > 170 {
+            return Err(InvalidParameter::new("function name or ARN is too long"));
+        }
+        let parts: Vec<&str> = input.split(':').collect();
+        let (name, qualifier) = match parts.as_slice() {
+            [name] => (*name, None),
+            [name, q] => (*name, Some(*q)),
+            [account, "function", name] if is_account(account) => (*name, None),
+            [account, "function", name, q] if is_account(account) => (*name, Some(*q)),
+            ["arn", partition, "lambda", region, account, "function", name]
+                if valid_arn_prefix(partition, region, account) =>
+            {
+                (*name, None)
+            }
+            ["arn", partition, "lambda", region, account, "function", name, q]
+                if valid_arn_prefix(partition, region, account) =>
+            {
+                (*name, Some(*q))
+            }
+            _ => {
+                return Err(InvalidParameter::new(format!(
+                    "invalid function name or ARN: {input:?}"
+                )));
+            }
+        };
+        validate_function_name(name)?;
+        let qualifier = qualifier.map(Qualifier::parse).transpose()?;
+        Ok(Self {
+            name: name.to_owned(),
+            qualifier,
+        })
+    }
+}
+
+fn is_account(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn valid_arn_prefix(partition: &str, region: &str, account: &str) -> bool {
+    partition.starts_with("aws")
+        && !region.is_empty()
+        && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && is_account(account)
+}
+
+/// The ARN nimbus reports for a function.
+pub fn function_arn(region: &str, name: &str) -> String {
+    format!("arn:aws:lambda:{region}:{DEFAULT_ACCOUNT}:function:{name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_form_lambda_accepts() {
+        let plain = FunctionRef::parse("hello").unwrap();
+        assert_eq!(plain.name, "hello");
+        assert_eq!(plain.qualifier, None);
+        let q = FunctionRef::parse("hello:$LATEST").unwrap();
+        assert_eq!(q.qualifier, Some(Qualifier::Latest));
+        let partial = FunctionRef::parse("123456789012:function:hello:prod").unwrap();
+        assert_eq!(partial.name, "hello");
+        assert_eq!(partial.qualifier, Some(Qualifier::Other("prod".into())));
+        let arn = FunctionRef::parse("arn:aws:lambda:us-east-1:123456789012:function:hello").unwrap();
+        assert_eq!(arn.name, "hello");
+    }
+
+    #[test]
+    fn rejects_names_outside_the_pattern() {
+        for bad in ["", "bad name", "a/b", "x".repeat(65).as_str(), "arn:aws:s3:::bucket", "a:b:c"] {
+            assert!(FunctionRef::parse(bad).is_err(), "{bad:?} must be rejected");
+        }
+        assert!(validate_function_name("ok-name_1").is_ok());
+    }
+}

@@ -1,0 +1,305 @@
+//! A worker in the node's own process.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use nimbus_runtime_wasm::{RunInput, RunStatus, WasmRuntime, WasmTemplate};
+use nimbus_store::CodeStore;
+use nimbus_types::invocation::billed_ms;
+use nimbus_types::limits::{MAX_FUNCTION_LOG_BYTES, MAX_SYNC_PAYLOAD_BYTES};
+use nimbus_types::{FunctionConfig, FunctionError, InvokeOutcome, InvokeRequest, OutcomeKind, Runtime};
+
+use crate::log::{Report, frame};
+use crate::{Error, Result, SandboxId, SandboxInit, Worker, WorkerStatus};
+
+#[derive(Debug, Clone)]
+pub struct LocalWorkerConfig {
+    pub capacity_mb: u64,
+    pub region: String,
+}
+
+struct Sandbox {
+    function: FunctionConfig,
+    template: WasmTemplate,
+    env: Vec<(String, String)>,
+    /// Set until the first invocation has reported the sandbox's init duration.
+    init_duration_us: Mutex<Option<u64>>,
+    busy: AtomicBool,
+}
+
+pub struct LocalWorker {
+    config: LocalWorkerConfig,
+    code: Arc<dyn CodeStore>,
+    wasm: Arc<WasmRuntime>,
+    sandboxes: Mutex<HashMap<SandboxId, Arc<Sandbox>>>,
+    prepared: Mutex<HashSet<String>>,
+    next_id: AtomicU64,
+    reserved_mb: AtomicU64,
+}
+
+impl LocalWorker {
+    pub fn new(config: LocalWorkerConfig, code: Arc<dyn CodeStore>, wasm: Arc<WasmRuntime>) -> Self {
+        Self {
+            config,
+            code,
+            wasm,
+            sandboxes: Mutex::new(HashMap::new()),
+            prepared: Mutex::new(HashSet::new()),
+            next_id: AtomicU64::new(1),
+            reserved_mb: AtomicU64::new(0),
+        }
+    }
+
+    /// Unpacks the code and links the module; CPU-bound, so it runs on the blocking pool.
+    async fn template_for(&self, function: &FunctionConfig) -> Result<WasmTemplate> {
+        let code = self.code.clone();
+        let wasm = self.wasm.clone();
+        let function = function.clone();
+        let template = tokio::task::spawn_blocking(move || {
+            let root = code.unpacked(&function.code).map_err(|e| match e {
+                nimbus_store::Error::InvalidCode(m) => Error::InvalidCode(m),
+                other => Error::Internal(format!("{other:#}")),
+            })?;
+            let path = root.join(&function.handler);
+            if !path.is_file() {
+                return Err(Error::InvalidCode(format!(
+                    "the handler {:?} is not a file in the code package",
+                    function.handler
+                )));
+            }
+            match function.runtime {
+                Runtime::Wasm32Wasip1 => wasm.prepare(&path).map_err(|e| match e {
+                    nimbus_runtime_wasm::Error::InvalidModule(m) => Error::InvalidCode(m),
+                    other => Error::Internal(other.to_string()),
+                }),
+            }
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("preparing code panicked: {e}")))??;
+        Ok(template)
+    }
+
+    fn environment(&self, function: &FunctionConfig, sandbox: SandboxId) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = function
+            .environment
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let date = nimbus_types::time::lambda_timestamp(nimbus_types::time::now_ms());
+        let day = date.get(..10).unwrap_or("1970-01-01").replace('-', "/");
+        let standard = [
+            ("AWS_LAMBDA_FUNCTION_NAME", function.name.clone()),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", function.memory_mb.to_string()),
+            ("AWS_LAMBDA_FUNCTION_VERSION", function.version.clone()),
+            ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", function.name)),
+            (
+                "AWS_LAMBDA_LOG_STREAM_NAME",
+                format!("{day}/[{}]{sandbox:016x}", function.version),
+            ),
+            ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".to_owned()),
+            ("AWS_REGION", self.config.region.clone()),
+            ("AWS_DEFAULT_REGION", self.config.region.clone()),
+            ("AWS_EXECUTION_ENV", format!("AWS_Lambda_{}", function.runtime)),
+            ("_HANDLER", function.handler.clone()),
+            ("TZ", ":UTC".to_owned()),
+            ("LANG", "en_US.UTF-8".to_owned()),
+        ];
+        env.extend(standard.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        env
+    }
+}
+
+fn sandbox_error(request_id: &str, status: &RunStatus, function: &FunctionConfig) -> (OutcomeKind, FunctionError) {
+    match status {
+        RunStatus::Exited(code) => (
+            OutcomeKind::Error,
+            FunctionError::new(
+                "Runtime.ExitError",
+                format!("RequestId: {request_id} Error: Runtime exited with error: exit status {code}"),
+            ),
+        ),
+        RunStatus::Trapped(message) => (
+            OutcomeKind::Error,
+            FunctionError::new("Runtime.Trap", format!("RequestId: {request_id} Error: {message}")),
+        ),
+        RunStatus::TimedOut => (
+            OutcomeKind::Timeout,
+            FunctionError::new(
+                "Sandbox.Timedout",
+                format!(
+                    "RequestId: {request_id} Error: Task timed out after {}.00 seconds",
+                    function.timeout_s
+                ),
+            ),
+        ),
+        RunStatus::OutOfMemory => (
+            OutcomeKind::OutOfMemory,
+            FunctionError::new(
+                "Runtime.OutOfMemory",
+                format!(
+                    "RequestId: {request_id} Error: Runtime exited with error: memory limit of {} MB exceeded",
+                    function.memory_mb
+                ),
+            ),
+        ),
+        RunStatus::OutputTooLarge => (
+            OutcomeKind::Error,
+            FunctionError::new(
+                "Function.ResponseSizeTooLarge",
+                format!(
+                    "Response payload size exceeded maximum allowed payload size ({MAX_SYNC_PAYLOAD_BYTES} bytes)."
+                ),
+            ),
+        ),
+    }
+}
+
+#[async_trait]
+impl Worker for LocalWorker {
+    fn status(&self) -> WorkerStatus {
+        WorkerStatus {
+            capacity_mb: self.config.capacity_mb,
+            reserved_mb: self.reserved_mb.load(Ordering::Relaxed),
+            sandboxes: self.sandboxes.lock().map(|s| s.len() as u32).unwrap_or(0),
+        }
+    }
+
+    fn has_code(&self, sha256: &str) -> bool {
+        self.prepared.lock().map(|p| p.contains(sha256)).unwrap_or(false)
+    }
+
+    async fn prepare(&self, function: &FunctionConfig) -> Result<()> {
+        self.template_for(function).await?;
+        if let Ok(mut prepared) = self.prepared.lock() {
+            prepared.insert(function.code.sha256.clone());
+        }
+        Ok(())
+    }
+
+    async fn init(&self, function: &FunctionConfig) -> Result<SandboxInit> {
+        let started = Instant::now();
+        let template = self.template_for(function).await?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let env = self.environment(function, id);
+        let init_duration_us = started.elapsed().as_micros() as u64;
+        let sandbox = Arc::new(Sandbox {
+            function: function.clone(),
+            template,
+            env,
+            init_duration_us: Mutex::new(Some(init_duration_us)),
+            busy: AtomicBool::new(false),
+        });
+        self.sandboxes
+            .lock()
+            .map_err(|_| Error::Internal("sandbox table poisoned".into()))?
+            .insert(id, sandbox);
+        self.reserved_mb.fetch_add(function.memory_mb as u64, Ordering::Relaxed);
+        if let Ok(mut prepared) = self.prepared.lock() {
+            prepared.insert(function.code.sha256.clone());
+        }
+        tracing::debug!(function = %function.name, sandbox = id, init_us = init_duration_us, "sandbox ready");
+        Ok(SandboxInit {
+            sandbox: id,
+            init_duration_us,
+        })
+    }
+
+    async fn invoke(&self, sandbox_id: SandboxId, request: InvokeRequest) -> Result<InvokeOutcome> {
+        let sandbox = self
+            .sandboxes
+            .lock()
+            .ok()
+            .and_then(|s| s.get(&sandbox_id).cloned())
+            .ok_or(Error::UnknownSandbox(sandbox_id))?;
+        if sandbox.busy.swap(true, Ordering::Acquire) {
+            return Err(Error::Internal(format!("sandbox {sandbox_id} is already busy")));
+        }
+        let function = &sandbox.function;
+        let init_duration_us = sandbox.init_duration_us.lock().ok().and_then(|mut i| i.take());
+        let timeout = Duration::from_secs(function.timeout_s as u64);
+        let deadline_ms = nimbus_types::time::now_ms() + timeout.as_millis() as i64;
+        let mut env = sandbox.env.clone();
+        env.push(("NIMBUS_REQUEST_ID".to_owned(), request.request_id.clone()));
+        env.push(("NIMBUS_DEADLINE_MS".to_owned(), deadline_ms.to_string()));
+        let started = Instant::now();
+        let output = self
+            .wasm
+            .run(
+                &sandbox.template,
+                RunInput {
+                    stdin: request.payload,
+                    env,
+                    memory_limit_bytes: (function.memory_mb as u64) << 20,
+                    timeout,
+                    stdout_limit: MAX_SYNC_PAYLOAD_BYTES,
+                    stderr_limit: MAX_FUNCTION_LOG_BYTES,
+                },
+            )
+            .await;
+        let duration_us = started.elapsed().as_micros() as u64;
+        sandbox.busy.store(false, Ordering::Release);
+
+        let request_id = request.request_id;
+        let (kind, error) = match &output.status {
+            RunStatus::Exited(0) => (OutcomeKind::Success, None),
+            status => {
+                let (kind, error) = sandbox_error(&request_id, status, function);
+                (kind, Some(error))
+            }
+        };
+        // Lambda bills a timed-out invocation for the whole timeout.
+        let billed = if kind == OutcomeKind::Timeout {
+            function.timeout_s as u64 * 1000
+        } else {
+            billed_ms(duration_us)
+        };
+        let max_memory_used_mb = output.peak_memory_bytes.div_ceil(1 << 20) as u32;
+        let extra = error.as_ref().map(|e| {
+            format!(
+                "{} {request_id} {}",
+                nimbus_types::time::lambda_timestamp(nimbus_types::time::now_ms()),
+                e.error_message.trim_start_matches(&format!("RequestId: {request_id} Error: "))
+            )
+        });
+        let log = frame(
+            &Report {
+                request_id: &request_id,
+                version: &function.version,
+                duration_us,
+                billed_ms: billed,
+                memory_mb: function.memory_mb,
+                max_memory_used_mb,
+                init_duration_us,
+            },
+            &output.stderr,
+            extra.as_deref(),
+        );
+        let payload = match &error {
+            Some(e) => e.to_json(),
+            None => output.stdout,
+        };
+        Ok(InvokeOutcome {
+            request_id,
+            kind,
+            error,
+            payload,
+            log,
+            duration_us,
+            billed_ms: billed,
+            init_duration_us,
+            memory_mb: function.memory_mb,
+            max_memory_used_mb,
+        })
+    }
+
+    async fn release(&self, sandbox: SandboxId) {
+        let removed = self.sandboxes.lock().ok().and_then(|mut s| s.remove(&sandbox));
+        if let Some(sandbox) = removed {
+            self.reserved_mb
+                .fetch_sub(sandbox.function.memory_mb as u64, Ordering::Relaxed);
+        }
+    }
+}
