@@ -354,13 +354,13 @@ def test_boto3_create_get(lambda_client, make_zip):
     data = make_zip("echo")
     created = s.create_function(
         lambda_client, name, data, "echo.wasm", memory=256, timeout=7,
-        description="boto3 function", env={"A": "1"},
+        description="boto3 function", env={"GREETING": "1"},
     )
     check_configuration(created, name, "echo.wasm", data)
     assert created["MemorySize"] == 256
     assert created["Timeout"] == 7
     assert created["Description"] == "boto3 function"
-    assert created["Environment"]["Variables"] == {"A": "1"}
+    assert created["Environment"]["Variables"] == {"GREETING": "1"}
 
     cfg = lambda_client.get_function(FunctionName=name)["Configuration"]
     check_configuration(cfg, name, "echo.wasm", data)
@@ -368,7 +368,7 @@ def test_boto3_create_get(lambda_client, make_zip):
     assert cfg["LastUpdateStatus"] == "Successful"
     assert cfg["MemorySize"] == 256
     assert cfg["Timeout"] == 7
-    assert cfg["Environment"]["Variables"] == {"A": "1"}
+    assert cfg["Environment"]["Variables"] == {"GREETING": "1"}
 
     conf = lambda_client.get_function_configuration(FunctionName=name)
     check_configuration(conf, name, "echo.wasm", data)

@@ -34,7 +34,7 @@ def test_restart_keeps_functions_and_usage(nimbus_bin, node_factory, wasm_fixtur
     env_fn = s.unique_name("keep-env")
     gone = s.unique_name("gone")
 
-    cli.ok("deploy", keep, "--wasm", wasm_fixtures["echo"], "--memory", "256", "--env", "K=v")
+    cli.ok("deploy", keep, "--wasm", wasm_fixtures["echo"], "--memory", "256", "--env", "KEY=v")
     s.wait_updated(client, keep)
     s.create_function(client, env_fn, make_zip("env"), "env.wasm", memory=128)
     s.create_function(client, gone, make_zip("echo"), "echo.wasm")
@@ -74,7 +74,7 @@ def test_restart_keeps_functions_and_usage(nimbus_bin, node_factory, wasm_fixtur
     assert cfg["LastUpdateStatus"] == "Successful"
     assert cfg["CodeSha256"] == keep_cfg["CodeSha256"]
     assert cfg["MemorySize"] == 256
-    assert cfg["Environment"]["Variables"] == {"K": "v"}
+    assert cfg["Environment"]["Variables"] == {"KEY": "v"}
 
     # Usage recorded before the restart is still there.
     after = s.usage_entry(cli.usage(), keep)

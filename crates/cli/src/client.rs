@@ -108,10 +108,18 @@ impl Reply {
         if (200..300).contains(&self.status) {
             return Ok(self);
         }
-        let kind = self.header("x-amzn-ErrorType").unwrap_or("error").to_owned();
+        let kind = self
+            .header("x-amzn-ErrorType")
+            .unwrap_or("error")
+            .to_owned();
         let message = serde_json::from_slice::<Value>(&self.body)
             .ok()
-            .and_then(|v| v.get("Message").or(v.get("message")).and_then(Value::as_str).map(str::to_owned))
+            .and_then(|v| {
+                v.get("Message")
+                    .or(v.get("message"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
             .unwrap_or_else(|| String::from_utf8_lossy(&self.body).into_owned());
         bail!("{kind}: {message}")
     }
@@ -134,7 +142,13 @@ impl Api {
         }
     }
 
-    fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> anyhow::Result<Reply> {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<Reply> {
         let url = format!("{}{path}", self.base);
         let mut builder = ureq::http::Request::builder().method(method).uri(&url);
         for (k, v) in headers {
@@ -153,7 +167,11 @@ impl Api {
             .limit(64 << 20)
             .read_to_vec()
             .context("reading the node's answer")?;
-        Ok(Reply { status, headers, body })
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
     }
 }
 
@@ -161,7 +179,9 @@ fn encode_path(segment: &str) -> String {
     segment
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             other => format!("%{other:02X}"),
         })
         .collect()
@@ -172,7 +192,8 @@ fn wasm_zip(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     zip.start_file(
         "function.wasm",
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated),
+        zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated),
     )?;
     zip.write_all(&module)?;
     Ok(zip.finish()?.into_inner())
@@ -213,14 +234,27 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     }
     let name = encode_path(&args.name);
     let json_header = [("content-type", "application/json")];
-    let existing = api.call("GET", &format!("/2015-03-31/functions/{name}/configuration"), &[], None)?;
+    let existing = api.call(
+        "GET",
+        &format!("/2015-03-31/functions/{name}/configuration"),
+        &[],
+        None,
+    )?;
     let result = if existing.status == 404 {
         let mut create = config.clone();
         create.insert("FunctionName".into(), json!(args.name));
-        create.insert("Role".into(), json!("arn:aws:iam::000000000000:role/nimbus"));
+        create.insert(
+            "Role".into(),
+            json!("arn:aws:iam::000000000000:role/nimbus"),
+        );
         create.insert("Code".into(), json!({ "ZipFile": zip_b64 }));
-        api.call("POST", "/2015-03-31/functions", &json_header, Some(serde_json::to_vec(&create)?))?
-            .ok()?
+        api.call(
+            "POST",
+            "/2015-03-31/functions",
+            &json_header,
+            Some(serde_json::to_vec(&create)?),
+        )?
+        .ok()?
     } else {
         existing.ok()?;
         api.call(
@@ -264,18 +298,20 @@ pub fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     let reply = api
         .call(
             "POST",
-            &format!("/2015-03-31/functions/{}/invocations", encode_path(&args.name)),
+            &format!(
+                "/2015-03-31/functions/{}/invocations",
+                encode_path(&args.name)
+            ),
             &headers,
             Some(payload),
         )?
         .ok()?;
-    if args.log {
-        if let Some(log) = reply
+    if args.log
+        && let Some(log) = reply
             .header("x-amz-log-result")
             .and_then(|l| base64::engine::general_purpose::STANDARD.decode(l).ok())
-        {
-            let _ = std::io::stderr().write_all(&log);
-        }
+    {
+        let _ = std::io::stderr().write_all(&log);
     }
     let mut out = std::io::stdout().lock();
     out.write_all(&reply.body)?;
@@ -296,7 +332,12 @@ pub fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
     let mut after = 0u64;
     loop {
         let reply = api
-            .call("GET", &format!("/nimbus/v1/functions/{name}/logs?after={after}&limit=1000"), &[], None)?
+            .call(
+                "GET",
+                &format!("/nimbus/v1/functions/{name}/logs?after={after}&limit=1000"),
+                &[],
+                None,
+            )?
             .ok()?;
         let page = reply.json()?;
         let entries = page["entries"].as_array().cloned().unwrap_or_default();
@@ -326,9 +367,9 @@ fn since_ms(since: &str, now_ms: i64) -> anyhow::Result<i64> {
         return Ok(ms);
     }
     let (number, unit) = since.split_at(since.len().saturating_sub(1));
-    let n: i64 = number
-        .parse()
-        .with_context(|| format!("--since {since:?}: expected a duration like 30m, 12h, 7d or unix milliseconds"))?;
+    let n: i64 = number.parse().with_context(|| {
+        format!("--since {since:?}: expected a duration like 30m, 12h, 7d or unix milliseconds")
+    })?;
     let unit_ms = match unit {
         "s" => 1_000,
         "m" => 60_000,
@@ -346,9 +387,15 @@ pub fn usage(args: UsageArgs) -> anyhow::Result<ExitCode> {
         None => 0,
     };
     let reply = api
-        .call("GET", &format!("/nimbus/v1/usage?since_ms={since}"), &[], None)?
+        .call(
+            "GET",
+            &format!("/nimbus/v1/usage?since_ms={since}"),
+            &[],
+            None,
+        )?
         .ok()?;
-    let report: UsageReport = serde_json::from_slice(&reply.body).context("the node answered with an invalid report")?;
+    let report: UsageReport =
+        serde_json::from_slice(&reply.body).context("the node answered with an invalid report")?;
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &report)?;
@@ -360,7 +407,9 @@ pub fn usage(args: UsageArgs) -> anyhow::Result<ExitCode> {
         "{:<40} {:>12} {:>8} {:>8} {:>16} {:>14}",
         "FUNCTION", "INVOCATIONS", "COLD", "ERRORS", "GB-SECONDS", "COST (USD)"
     )?;
-    let row = |out: &mut std::io::StdoutLock<'_>, name: &str, t: &nimbus_types::telemetry::UsageTotals| {
+    let row = |out: &mut std::io::StdoutLock<'_>,
+               name: &str,
+               t: &nimbus_types::telemetry::UsageTotals| {
         writeln!(
             out,
             "{:<40} {:>12} {:>8} {:>8} {:>16.6} {:>14.8}",

@@ -47,6 +47,7 @@ pub struct Sandboxes {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[derive(Default)]
 pub struct WorkerSection {
     /// Memory the built-in worker offers to sandboxes; 0 means the machine's memory.
     pub capacity_mb: u64,
@@ -55,7 +56,9 @@ pub struct WorkerSection {
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
-            listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9000))),
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9000))),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             region: nimbus_types::name::DEFAULT_REGION.to_owned(),
             pricing: Pricing::default(),
@@ -79,12 +82,6 @@ impl Default for Sandboxes {
     }
 }
 
-impl Default for WorkerSection {
-    fn default() -> Self {
-        Self { capacity_mb: 0 }
-    }
-}
-
 impl NodeConfig {
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let config: Self = toml::from_str(text)?;
@@ -93,7 +90,8 @@ impl NodeConfig {
     }
 
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("in {}", path.display()))
     }
 

@@ -16,7 +16,11 @@ use clap::{Parser, Subcommand};
 use crate::config::{ENV_CONFIG, ENV_DATA_DIR, ENV_LISTEN, NodeConfig};
 
 #[derive(Debug, Parser)]
-#[command(name = "nimbus", version, about = "A serverless platform you run yourself")]
+#[command(
+    name = "nimbus",
+    version,
+    about = "A serverless platform you run yourself"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -56,7 +60,11 @@ fn init_tracing() {
         .init();
 }
 
-fn run_node(listen: Option<std::net::SocketAddr>, data_dir: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<()> {
+fn run_node(
+    listen: Option<std::net::SocketAddr>,
+    data_dir: Option<PathBuf>,
+    config: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let mut node_config = match config {
         Some(path) => NodeConfig::load(&path)?,
         None => NodeConfig::default(),

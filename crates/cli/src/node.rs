@@ -36,36 +36,34 @@ fn private_dir(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
+/// Registers for SIGINT and SIGTERM now, so that a signal arriving right after the node
+/// announces itself is handled gracefully too; the future resolves on the first of them.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    })
 }
 
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let data = &config.data_dir;
     private_dir(data)?;
     let store = Arc::new(
-        EmbeddedStore::open(&data.join("nimbus.redb"))
-            .with_context(|| format!("opening the store in {} (is another node using it?)", data.display()))?,
+        EmbeddedStore::open(&data.join("nimbus.redb")).with_context(|| {
+            format!(
+                "opening the store in {} (is another node using it?)",
+                data.display()
+            )
+        })?,
     );
-    let code = Arc::new(LocalCodeStore::open(&data.join("code")).context("opening the code store")?);
+    let code =
+        Arc::new(LocalCodeStore::open(&data.join("code")).context("opening the code store")?);
     let wasm = Arc::new(
         WasmRuntime::new(&WasmConfig {
             max_instances: config.limits.concurrency,
@@ -85,7 +83,10 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         code.clone(),
         wasm,
     ));
-    let telemetry = Arc::new(TelemetryWriter::start(store.clone(), config.retention.clone()));
+    let telemetry = Arc::new(TelemetryWriter::start(
+        store.clone(),
+        config.retention.clone(),
+    ));
     let manager = Arc::new(WorkerManager::new(
         ManagerConfig {
             concurrency_limit: config.limits.concurrency,
@@ -108,6 +109,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .context("loading functions")?,
     );
 
+    let signal = shutdown_signal()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -126,7 +128,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     };
     let reaper = tokio::spawn(manager.clone().run_reaper(stopped(stop_rx.clone())));
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signal.await;
         tracing::info!("stopping: finishing in-flight requests");
         let _ = stop_tx.send(true);
     });

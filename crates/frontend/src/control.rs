@@ -34,7 +34,9 @@ type ApiResult<T> = Result<T, ApiError>;
 
 fn to_u32(field: &str, value: i64) -> ApiResult<u32> {
     u32::try_from(value).map_err(|_| {
-        ApiError::invalid_parameter(format!("{field} must be a non-negative integer, got {value}"))
+        ApiError::invalid_parameter(format!(
+            "{field} must be a non-negative integer, got {value}"
+        ))
     })
 }
 
@@ -157,12 +159,9 @@ impl ControlPlane {
         if input.layers.as_ref().is_some_and(|l| !l.is_empty()) {
             return Err(ApiError::invalid_parameter("Layers are not supported"));
         }
-        let runtime = Runtime::parse(
-            input
-                .runtime
-                .as_deref()
-                .ok_or_else(|| ApiError::invalid_parameter("Runtime is required for a zip package"))?,
-        )?;
+        let runtime = Runtime::parse(input.runtime.as_deref().ok_or_else(|| {
+            ApiError::invalid_parameter("Runtime is required for a zip package")
+        })?)?;
         let handler = input
             .handler
             .ok_or_else(|| ApiError::invalid_parameter("Handler is required for a zip package"))?;
@@ -187,7 +186,10 @@ impl ControlPlane {
         let code_input = input
             .code
             .ok_or_else(|| ApiError::invalid_parameter("Code is required"))?;
-        if code_input.s3_bucket.is_some() || code_input.s3_key.is_some() || code_input.image_uri.is_some() {
+        if code_input.s3_bucket.is_some()
+            || code_input.s3_key.is_some()
+            || code_input.image_uri.is_some()
+        {
             return Err(ApiError::invalid_parameter(
                 "only Code.ZipFile is supported: upload the zip inline",
             ));
@@ -201,7 +203,9 @@ impl ControlPlane {
 
         let _guard = self.mutations.lock().await;
         if self.function(&name).is_some() {
-            return Err(ApiError::conflict(format!("Function already exist: {name}")));
+            return Err(ApiError::conflict(format!(
+                "Function already exist: {name}"
+            )));
         }
         let code = self.store_zip(zip).await?;
         let function = FunctionConfig {
@@ -225,7 +229,8 @@ impl ControlPlane {
         }
         let store = self.store.clone();
         let record = function.clone();
-        self.blocking(move || store.create_function(&record)).await?;
+        self.blocking(move || store.create_function(&record))
+            .await?;
         self.cache(&function);
         tracing::info!(function = %function.name, code = %function.code.sha256, "function created");
         Ok(Arc::new(function))
@@ -249,7 +254,11 @@ impl ControlPlane {
     }
 
     /// Stores an updated function after checking its code runs with the new settings.
-    async fn commit_update(&self, old: &FunctionConfig, mut updated: FunctionConfig) -> ApiResult<Arc<FunctionConfig>> {
+    async fn commit_update(
+        &self,
+        old: &FunctionConfig,
+        mut updated: FunctionConfig,
+    ) -> ApiResult<Arc<FunctionConfig>> {
         updated.revision_id = new_revision();
         updated.last_modified_ms = nimbus_types::time::now_ms();
         self.manager.prepare(&updated).await?;
@@ -265,12 +274,20 @@ impl ControlPlane {
         Ok(Arc::new(updated))
     }
 
-    pub async fn update_code(&self, name: &str, input: UpdateCodeInput) -> ApiResult<Arc<FunctionConfig>> {
+    pub async fn update_code(
+        &self,
+        name: &str,
+        input: UpdateCodeInput,
+    ) -> ApiResult<Arc<FunctionConfig>> {
         if input.s3_bucket.is_some() || input.image_uri.is_some() {
-            return Err(ApiError::invalid_parameter("only ZipFile is supported: upload the zip inline"));
+            return Err(ApiError::invalid_parameter(
+                "only ZipFile is supported: upload the zip inline",
+            ));
         }
         if input.publish == Some(true) {
-            return Err(ApiError::invalid_parameter("Publish is not supported yet: only $LATEST exists"));
+            return Err(ApiError::invalid_parameter(
+                "Publish is not supported yet: only $LATEST exists",
+            ));
         }
         let zip = decode_zip(
             input
@@ -296,7 +313,11 @@ impl ControlPlane {
         result
     }
 
-    pub async fn update_config(&self, name: &str, input: UpdateConfigInput) -> ApiResult<Arc<FunctionConfig>> {
+    pub async fn update_config(
+        &self,
+        name: &str,
+        input: UpdateConfigInput,
+    ) -> ApiResult<Arc<FunctionConfig>> {
         if input.layers.as_ref().is_some_and(|l| !l.is_empty()) {
             return Err(ApiError::invalid_parameter("Layers are not supported"));
         }
@@ -352,8 +373,15 @@ impl ControlPlane {
     }
 
     /// Functions in name order after `marker`, at most `limit`, and whether more follow.
-    pub fn list(&self, marker: Option<&str>, limit: usize) -> ApiResult<(Vec<Arc<FunctionConfig>>, bool)> {
-        let functions = self.functions.read().map_err(|_| ApiError::internal("function table poisoned"))?;
+    pub fn list(
+        &self,
+        marker: Option<&str>,
+        limit: usize,
+    ) -> ApiResult<(Vec<Arc<FunctionConfig>>, bool)> {
+        let functions = self
+            .functions
+            .read()
+            .map_err(|_| ApiError::internal("function table poisoned"))?;
         let mut names: Vec<&String> = functions
             .keys()
             .filter(|n| marker.is_none_or(|m| n.as_str() > m))

@@ -19,8 +19,17 @@ impl ApiError {
         }
     }
 
+    /// A bad parameter. Lambda reports violations of its API model's constraints (patterns,
+    /// ranges, enums: the messages that start "1 validation error detected") as
+    /// `ValidationException`, and everything else as `InvalidParameterValueException`.
     pub fn invalid_parameter(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "InvalidParameterValueException", message)
+        let message = message.into();
+        let code = if message.starts_with("1 validation error detected") {
+            "ValidationException"
+        } else {
+            "InvalidParameterValueException"
+        };
+        Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -36,11 +45,19 @@ impl ApiError {
     }
 
     pub fn too_large(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestTooLargeException", message)
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTooLargeException",
+            message,
+        )
     }
 
     pub fn bad_content(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "InvalidRequestContentException", message)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContentException",
+            message,
+        )
     }
 
     /// A failure inside the node: logged in full, reported to the client without internals.
@@ -64,7 +81,9 @@ impl From<nimbus_store::Error> for ApiError {
     fn from(e: nimbus_store::Error) -> Self {
         match e {
             nimbus_store::Error::InvalidCode(m) => Self::invalid_parameter(m),
-            nimbus_store::Error::Conflict(name) => Self::conflict(format!("Function already exist: {name}")),
+            nimbus_store::Error::Conflict(name) => {
+                Self::conflict(format!("Function already exist: {name}"))
+            }
             other => Self::internal(format!("{:#}", anyhow_chain(&other))),
         }
     }

@@ -24,8 +24,9 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Api
     headers
         .get(name)
         .map(|v| {
-            v.to_str()
-                .map_err(|_| ApiError::invalid_parameter(format!("header {name} is not valid text")))
+            v.to_str().map_err(|_| {
+                ApiError::invalid_parameter(format!("header {name} is not valid text"))
+            })
         })
         .transpose()
 }
@@ -91,7 +92,9 @@ pub(crate) async fn invoke(
         Bytes::from_static(b"{}")
     } else {
         if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
-            return Err(ApiError::bad_content(format!("Could not parse request body into json: {e}")));
+            return Err(ApiError::bad_content(format!(
+                "Could not parse request body into json: {e}"
+            )));
         }
         payload
     };
@@ -113,7 +116,10 @@ pub(crate) async fn invoke(
 
     let mut response = Response::new(Body::from(outcome.payload));
     let h = response.headers_mut();
-    h.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         h.insert("x-amzn-RequestId", v);
     }
@@ -121,7 +127,10 @@ pub(crate) async fn invoke(
         h.insert("X-Amz-Executed-Version", v);
     }
     if outcome.error.is_some() {
-        h.insert("X-Amz-Function-Error", HeaderValue::from_static("Unhandled"));
+        h.insert(
+            "X-Amz-Function-Error",
+            HeaderValue::from_static("Unhandled"),
+        );
     }
     if tail {
         let encoded = base64::engine::general_purpose::STANDARD.encode(log_tail(&outcome.log));
@@ -136,7 +145,11 @@ pub(crate) async fn invoke(
 mod tests {
     #[test]
     fn log_tail_keeps_the_end_on_a_char_boundary() {
-        let log = format!("{}é{}", "a".repeat(10), "b".repeat(super::LOG_TAIL_BYTES - 1));
+        let log = format!(
+            "{}é{}",
+            "a".repeat(10),
+            "b".repeat(super::LOG_TAIL_BYTES - 1)
+        );
         let tail = super::log_tail(&log);
         assert!(tail.len() <= super::LOG_TAIL_BYTES);
         assert!(tail.ends_with('b'));

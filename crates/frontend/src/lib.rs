@@ -73,8 +73,11 @@ impl Frontend {
 pub fn router(frontend: Arc<Frontend>) -> Router {
     const FUNCTIONS: &str = "/2015-03-31/functions";
     Router::new()
-        .route(&format!("{FUNCTIONS}"), get(list_functions).post(create_function))
-        .route(&format!("{FUNCTIONS}/"), get(list_functions).post(create_function))
+        .route(FUNCTIONS, get(list_functions).post(create_function))
+        .route(
+            &format!("{FUNCTIONS}/"),
+            get(list_functions).post(create_function),
+        )
         .route(
             &format!("{FUNCTIONS}/{{name}}"),
             get(get_function).delete(delete_function),
@@ -83,9 +86,18 @@ pub fn router(frontend: Arc<Frontend>) -> Router {
             &format!("{FUNCTIONS}/{{name}}/configuration"),
             get(get_function_configuration).put(update_function_configuration),
         )
-        .route(&format!("{FUNCTIONS}/{{name}}/code"), axum::routing::put(update_function_code))
-        .route(&format!("{FUNCTIONS}/{{name}}/invocations"), post(invoke::invoke))
-        .route("/nimbus/v1/health", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            &format!("{FUNCTIONS}/{{name}}/code"),
+            axum::routing::put(update_function_code),
+        )
+        .route(
+            &format!("{FUNCTIONS}/{{name}}/invocations"),
+            post(invoke::invoke),
+        )
+        .route(
+            "/nimbus/v1/health",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
         .route("/nimbus/v1/functions/{name}/logs", get(nimbus_api::logs))
         .route("/nimbus/v1/functions/{name}/code", get(download_code))
         .route("/nimbus/v1/usage", get(nimbus_api::usage))
@@ -97,25 +109,41 @@ pub fn router(frontend: Arc<Frontend>) -> Router {
 }
 
 async fn unknown_operation() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "UnknownOperationException", "Unknown operation")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "UnknownOperationException",
+        "Unknown operation",
+    )
 }
 
 /// Reads a request body, refusing more than `limit` bytes.
-pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize, what: &str) -> Result<bytes::Bytes, ApiError> {
-    let too_large = || ApiError::too_large(format!("Request must be smaller than {limit} bytes for the {what} operation"));
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    what: &str,
+) -> Result<bytes::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::too_large(format!(
+            "Request must be smaller than {limit} bytes for the {what} operation"
+        ))
+    };
     if let Some(len) = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
+        && len > limit as u64
     {
-        if len > limit as u64 {
-            return Err(too_large());
-        }
+        return Err(too_large());
     }
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         let is_limit = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if is_limit { too_large() } else { ApiError::bad_content(format!("could not read the request body: {e}")) }
+        if is_limit {
+            too_large()
+        } else {
+            ApiError::bad_content(format!("could not read the request body: {e}"))
+        }
     })
 }
 
@@ -157,7 +185,11 @@ pub(crate) struct QualifierQuery {
     pub qualifier: Option<String>,
 }
 
-async fn create_function(State(f): State<Shared>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn create_function(
+    State(f): State<Shared>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let body = read_body(&headers, body, MAX_CODE_REQUEST_BYTES, "CreateFunction").await?;
     let input = parse_json(&body)?;
     let function = f.control.create(input).await?;
@@ -194,7 +226,11 @@ async fn get_function_configuration(
     Query(q): Query<QualifierQuery>,
 ) -> Result<Response, ApiError> {
     let function = resolve(&f, &name, q.qualifier.as_deref())?;
-    Ok(axum::Json(FunctionConfiguration::from_config(&function, &f.control.region)).into_response())
+    Ok(axum::Json(FunctionConfiguration::from_config(
+        &function,
+        &f.control.region,
+    ))
+    .into_response())
 }
 
 async fn update_function_code(
@@ -207,7 +243,11 @@ async fn update_function_code(
     let input = parse_json(&body)?;
     let current = resolve(&f, &name, None)?;
     let function = f.control.update_code(&current.name, input).await?;
-    Ok(axum::Json(FunctionConfiguration::from_config(&function, &f.control.region)).into_response())
+    Ok(axum::Json(FunctionConfiguration::from_config(
+        &function,
+        &f.control.region,
+    ))
+    .into_response())
 }
 
 async fn update_function_configuration(
@@ -220,7 +260,11 @@ async fn update_function_configuration(
     let input = parse_json(&body)?;
     let current = resolve(&f, &name, None)?;
     let function = f.control.update_config(&current.name, input).await?;
-    Ok(axum::Json(FunctionConfiguration::from_config(&function, &f.control.region)).into_response())
+    Ok(axum::Json(FunctionConfiguration::from_config(
+        &function,
+        &f.control.region,
+    ))
+    .into_response())
 }
 
 async fn delete_function(
@@ -229,7 +273,10 @@ async fn delete_function(
     Query(q): Query<QualifierQuery>,
 ) -> Result<Response, ApiError> {
     let reference = FunctionRef::parse(&name)?;
-    let qualifier = reference.qualifier.or(q.qualifier.as_deref().map(Qualifier::parse).transpose()?);
+    let qualifier =
+        reference
+            .qualifier
+            .or(q.qualifier.as_deref().map(Qualifier::parse).transpose()?);
     match qualifier {
         None => {}
         Some(Qualifier::Latest) => {
@@ -256,7 +303,10 @@ struct ListQuery {
     max_items: Option<String>,
 }
 
-async fn list_functions(State(f): State<Shared>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
+async fn list_functions(
+    State(f): State<Shared>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
     let limit = match q.max_items.as_deref() {
         None => 50,
         Some(s) => match s.parse::<usize>() {
@@ -270,7 +320,11 @@ async fn list_functions(State(f): State<Shared>, Query(q): Query<ListQuery>) -> 
         },
     };
     let (page, more) = f.control.list(q.marker.as_deref(), limit)?;
-    let next_marker = if more { page.last().map(|f| f.name.clone()) } else { None };
+    let next_marker = if more {
+        page.last().map(|f| f.name.clone())
+    } else {
+        None
+    };
     let out = ListFunctionsOutput {
         functions: page
             .iter()
@@ -281,7 +335,10 @@ async fn list_functions(State(f): State<Shared>, Query(q): Query<ListQuery>) -> 
     Ok(axum::Json(out).into_response())
 }
 
-async fn download_code(State(f): State<Shared>, Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn download_code(
+    State(f): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
     let function = resolve(&f, &name, None)?;
     let zip = f.control.code_zip(&function).await?;
     Ok(([(axum::http::header::CONTENT_TYPE, "application/zip")], zip).into_response())

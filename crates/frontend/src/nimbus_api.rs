@@ -28,7 +28,9 @@ pub(crate) async fn logs(
         .await
         .map_err(ApiError::internal)??;
     let next = entries.last().map_or(after, |e| e.seq);
-    Ok(Json(serde_json::json!({ "entries": entries, "next": next })))
+    Ok(Json(
+        serde_json::json!({ "entries": entries, "next": next }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -37,7 +39,10 @@ pub(crate) struct UsageQuery {
     since_ms: Option<i64>,
 }
 
-pub(crate) async fn usage(State(f): State<Shared>, Query(q): Query<UsageQuery>) -> Result<Json<UsageReport>, ApiError> {
+pub(crate) async fn usage(
+    State(f): State<Shared>,
+    Query(q): Query<UsageQuery>,
+) -> Result<Json<UsageReport>, ApiError> {
     let since_ms = q.since_ms.unwrap_or(0);
     let telemetry = f.telemetry.clone();
     let records = tokio::task::spawn_blocking(move || telemetry.usage(since_ms))

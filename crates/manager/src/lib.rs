@@ -76,7 +76,11 @@ pub struct WorkerManager {
 }
 
 impl WorkerManager {
-    pub fn new(config: ManagerConfig, workers: Vec<Arc<dyn Worker>>, telemetry: Arc<TelemetryWriter>) -> Self {
+    pub fn new(
+        config: ManagerConfig,
+        workers: Vec<Arc<dyn Worker>>,
+        telemetry: Arc<TelemetryWriter>,
+    ) -> Self {
         Self {
             concurrency: Semaphore::new(config.concurrency_limit as usize),
             config,
@@ -89,7 +93,10 @@ impl WorkerManager {
     /// Checks that a function's code can run and puts it on the workers ahead of its first
     /// invocation, so that a cold start does not wait for unpacking or compilation.
     pub async fn prepare(&self, function: &FunctionConfig) -> Result<()> {
-        let worker = self.workers.first().ok_or(Error::NoCapacity(function.memory_mb))?;
+        let worker = self
+            .workers
+            .first()
+            .ok_or(Error::NoCapacity(function.memory_mb))?;
         worker.prepare(function).await?;
         for other in self.workers.iter().skip(1) {
             if let Err(e) = other.prepare(function).await {
@@ -120,11 +127,13 @@ impl WorkerManager {
         let Ok(mut pools) = self.pools.lock() else {
             return (None, Vec::new());
         };
-        let pool = pools.entry(function.name.clone()).or_insert_with(|| FunctionPool {
-            revision: function.revision_id.clone(),
-            idle: Vec::new(),
-            per_worker: vec![0; self.workers.len()],
-        });
+        let pool = pools
+            .entry(function.name.clone())
+            .or_insert_with(|| FunctionPool {
+                revision: function.revision_id.clone(),
+                idle: Vec::new(),
+                per_worker: vec![0; self.workers.len()],
+            });
         let mut stale = Vec::new();
         if pool.revision != function.revision_id {
             stale = std::mem::take(&mut pool.idle);
@@ -163,21 +172,26 @@ impl WorkerManager {
             return Err(Error::NoCapacity(function.memory_mb));
         };
         let init = self.workers[index].init(function).await?;
-        if let Ok(mut pools) = self.pools.lock() {
-            if let Some(pool) = pools.get_mut(&function.name) {
-                if pool.revision == function.revision_id {
-                    if let Some(count) = pool.per_worker.get_mut(index) {
-                        *count += 1;
-                    }
-                }
-            }
+        if let Ok(mut pools) = self.pools.lock()
+            && let Some(pool) = pools.get_mut(&function.name)
+            && pool.revision == function.revision_id
+            && let Some(count) = pool.per_worker.get_mut(index)
+        {
+            *count += 1;
         }
         Ok((index, init.sandbox))
     }
 
     /// Runs one synchronous invocation and records its log and usage.
-    pub async fn invoke(&self, function: &FunctionConfig, request: InvokeRequest) -> Result<InvokeOutcome> {
-        let _permit = self.concurrency.try_acquire().map_err(|_| Error::Throttled)?;
+    pub async fn invoke(
+        &self,
+        function: &FunctionConfig,
+        request: InvokeRequest,
+    ) -> Result<InvokeOutcome> {
+        let _permit = self
+            .concurrency
+            .try_acquire()
+            .map_err(|_| Error::Throttled)?;
         let (idle, stale) = self.take_idle(function);
         if !stale.is_empty() {
             self.release_all(stale).await;
@@ -254,8 +268,10 @@ impl WorkerManager {
         let mut expired = Vec::new();
         if let Ok(mut pools) = self.pools.lock() {
             for pool in pools.values_mut() {
-                let (old, fresh): (Vec<_>, Vec<_>) =
-                    pool.idle.drain(..).partition(|s| s.since.elapsed() >= keep_alive);
+                let (old, fresh): (Vec<_>, Vec<_>) = pool
+                    .idle
+                    .drain(..)
+                    .partition(|s| s.since.elapsed() >= keep_alive);
                 pool.idle = fresh;
                 for s in &old {
                     if let Some(count) = pool.per_worker.get_mut(s.worker) {
@@ -273,7 +289,8 @@ impl WorkerManager {
 
     /// Reaps idle sandboxes until `shutdown` resolves.
     pub async fn run_reaper(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
-        let period = (self.config.keep_alive / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
+        let period =
+            (self.config.keep_alive / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
         let mut tick = tokio::time::interval(period);
         tokio::pin!(shutdown);
         loop {

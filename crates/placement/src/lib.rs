@@ -54,7 +54,9 @@ pub fn place(workers: &[WorkerView], request: &SandboxRequest) -> PlacementDecis
                 *i,
             )
         })
-        .map_or(PlacementDecision::NoCapacity, |(i, _)| PlacementDecision::Place(i))
+        .map_or(PlacementDecision::NoCapacity, |(i, _)| {
+            PlacementDecision::Place(i)
+        })
 }
 
 #[cfg(test)]
@@ -83,15 +85,24 @@ mod tests {
         let mut sick = worker(4096, 0);
         sick.healthy = false;
         let full = worker(1024, 1000);
-        assert_eq!(place(&[sick.clone(), full.clone()], &REQ), PlacementDecision::NoCapacity);
-        assert_eq!(place(&[sick, full, worker(256, 0)], &REQ), PlacementDecision::Place(2));
+        assert_eq!(
+            place(&[sick.clone(), full.clone()], &REQ),
+            PlacementDecision::NoCapacity
+        );
+        assert_eq!(
+            place(&[sick, full, worker(256, 0)], &REQ),
+            PlacementDecision::Place(2)
+        );
     }
 
     #[test]
     fn cached_code_beats_free_memory() {
         let mut cached = worker(1024, 512);
         cached.has_code = true;
-        assert_eq!(place(&[worker(8192, 0), cached], &REQ), PlacementDecision::Place(1));
+        assert_eq!(
+            place(&[worker(8192, 0), cached], &REQ),
+            PlacementDecision::Place(1)
+        );
     }
 
     #[test]
@@ -105,7 +116,13 @@ mod tests {
 
     #[test]
     fn most_free_memory_then_lowest_index() {
-        assert_eq!(place(&[worker(1024, 0), worker(2048, 0)], &REQ), PlacementDecision::Place(1));
-        assert_eq!(place(&[worker(1024, 0), worker(1024, 0)], &REQ), PlacementDecision::Place(0));
+        assert_eq!(
+            place(&[worker(1024, 0), worker(2048, 0)], &REQ),
+            PlacementDecision::Place(1)
+        );
+        assert_eq!(
+            place(&[worker(1024, 0), worker(1024, 0)], &REQ),
+            PlacementDecision::Place(0)
+        );
     }
 }

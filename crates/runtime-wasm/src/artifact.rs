@@ -20,7 +20,10 @@ pub(crate) fn load(engine: &Engine, dir: &Path, key: &str) -> Option<Module> {
     let bytes = fs::read(dir.join(format!("{key}.cwasm"))).ok()?;
     let recorded = fs::read_to_string(dir.join(format!("{key}.cwasm.sha256"))).ok()?;
     if digest(&bytes) != recorded.trim() {
-        tracing::warn!(module = key, "cached wasm artifact does not match its checksum; recompiling");
+        tracing::warn!(
+            module = key,
+            "cached wasm artifact does not match its checksum; recompiling"
+        );
         return None;
     }
     // SAFETY: the bytes were produced by `Module::serialize` in `store` below, in a directory

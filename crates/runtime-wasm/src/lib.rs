@@ -182,7 +182,9 @@ impl WasmRuntime {
                     Some(module) => module,
                     None => {
                         let module = Module::new(&self.engine, &bytes).map_err(|e| {
-                            Error::InvalidModule(format!("the wasm module failed validation: {e:#}"))
+                            Error::InvalidModule(format!(
+                                "the wasm module failed validation: {e:#}"
+                            ))
                         })?;
                         artifact::store(&self.cache_dir, &key, &module);
                         module
@@ -211,7 +213,9 @@ impl WasmRuntime {
             ));
         }
         let pre = self.linker.instantiate_pre(module).map_err(|e| {
-            Error::InvalidModule(format!("the wasm module imports something nimbus does not provide: {e:#}"))
+            Error::InvalidModule(format!(
+                "the wasm module imports something nimbus does not provide: {e:#}"
+            ))
         })?;
         Ok(WasmTemplate { pre })
     }

@@ -130,7 +130,10 @@ impl CodeStore for LocalCodeStore {
 
     fn read_zip(&self, code: &CodeRef) -> Result<Vec<u8>> {
         if !is_sha_hex(&code.sha256) {
-            return Err(Error::InvalidCode(format!("malformed code digest {:?}", code.sha256)));
+            return Err(Error::InvalidCode(format!(
+                "malformed code digest {:?}",
+                code.sha256
+            )));
         }
         let path = self.zip_path(&code.sha256);
         let zip = fs::read(&path).map_err(io_err(&path))?;
@@ -204,7 +207,9 @@ fn safe_entry_path(name: &str) -> Result<PathBuf> {
 }
 
 fn unpack(zip: &[u8], dest: &Path) -> Result<()> {
-    let bad = |e: zip::result::ZipError| Error::InvalidCode(format!("could not unzip the code package: {e}"));
+    let bad = |e: zip::result::ZipError| {
+        Error::InvalidCode(format!("could not unzip the code package: {e}"))
+    };
     let mut archive = zip::ZipArchive::new(io::Cursor::new(zip)).map_err(bad)?;
     if archive.len() > MAX_ZIP_ENTRIES {
         return Err(Error::InvalidCode(format!(
@@ -315,7 +320,13 @@ mod tests {
     fn refuses_paths_that_escape() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalCodeStore::open(dir.path()).unwrap();
-        for name in ["../evil", "a/../../evil", "/etc/evil", "C:/evil", "a\\..\\evil"] {
+        for name in [
+            "../evil",
+            "a/../../evil",
+            "/etc/evil",
+            "C:/evil",
+            "a\\..\\evil",
+        ] {
             let err = store.put_zip(&zip_of(&[(name, b"x")])).unwrap_err();
             assert!(matches!(err, Error::InvalidCode(_)), "{name}: {err}");
         }
@@ -326,7 +337,10 @@ mod tests {
     fn refuses_garbage_and_bombs() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalCodeStore::open(dir.path()).unwrap();
-        assert!(matches!(store.put_zip(b"not a zip"), Err(Error::InvalidCode(_))));
+        assert!(matches!(
+            store.put_zip(b"not a zip"),
+            Err(Error::InvalidCode(_))
+        ));
         let mut w = zip::ZipWriter::new(io::Cursor::new(Vec::new()));
         let options = SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Deflated)
@@ -340,6 +354,9 @@ mod tests {
         let err = store.put_zip(&bomb).unwrap_err();
         assert!(err.to_string().contains("Unzipped size"), "{err}");
         // Nothing half-unpacked is left behind.
-        assert_eq!(fs::read_dir(dir.path().join("unpacked")).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(dir.path().join("unpacked")).unwrap().count(),
+            0
+        );
     }
 }

@@ -289,10 +289,23 @@ mod tests {
         for name in ["c", "a", "b"] {
             store.create_function(&function(name)).unwrap();
         }
-        assert!(matches!(store.create_function(&function("a")), Err(Error::Conflict(_))));
-        let page: Vec<_> = store.list_functions(None, 2).unwrap().into_iter().map(|f| f.name).collect();
+        assert!(matches!(
+            store.create_function(&function("a")),
+            Err(Error::Conflict(_))
+        ));
+        let page: Vec<_> = store
+            .list_functions(None, 2)
+            .unwrap()
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
         assert_eq!(page, ["a", "b"]);
-        let rest: Vec<_> = store.list_functions(Some("b"), 2).unwrap().into_iter().map(|f| f.name).collect();
+        let rest: Vec<_> = store
+            .list_functions(Some("b"), 2)
+            .unwrap()
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
         assert_eq!(rest, ["c"]);
         assert!(store.delete_function("b").unwrap().is_some());
         assert!(store.delete_function("b").unwrap().is_none());
@@ -345,13 +358,24 @@ mod tests {
         };
         store.prune(&retention, 2_000).unwrap();
         let kept = store.logs("f", 0, 100).unwrap();
-        assert_eq!(kept.iter().map(|e| e.text.as_str()).collect::<Vec<_>>(), ["line 7", "line 8", "line 9"]);
+        assert_eq!(
+            kept.iter().map(|e| e.text.as_str()).collect::<Vec<_>>(),
+            ["line 7", "line 8", "line 9"]
+        );
         assert_eq!(store.usage(0).unwrap().len(), 4);
         drop(store);
         // Sequences keep increasing after a reopen.
         let store = EmbeddedStore::open(&path).unwrap();
         store
-            .append(&[NewLogEntry { time_ms: 0, function: "f".into(), request_id: "x".into(), text: "late".into() }], &[])
+            .append(
+                &[NewLogEntry {
+                    time_ms: 0,
+                    function: "f".into(),
+                    request_id: "x".into(),
+                    text: "late".into(),
+                }],
+                &[],
+            )
             .unwrap();
         let last = store.logs("f", 0, 100).unwrap();
         assert_eq!(last.last().unwrap().text, "late");

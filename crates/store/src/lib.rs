@@ -27,7 +27,7 @@ pub enum Error {
     #[error("stored record is corrupt")]
     Corrupt(#[source] serde_json::Error),
     #[error("database error")]
-    Database(#[source] redb::Error),
+    Database(#[source] Box<redb::Error>),
     #[error("i/o error on {path}")]
     Io {
         path: std::path::PathBuf,
@@ -42,7 +42,7 @@ macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for Error {
             fn from(e: $t) -> Self {
-                Error::Database(e.into())
+                Error::Database(Box::new(e.into()))
             }
         }
     )*};

@@ -138,10 +138,10 @@ fn write_loop(store: Arc<dyn TelemetryStore>, retention: Retention, rx: Receiver
         }
         logs.clear();
         usage.clear();
-        if !waiters.is_empty() || stop {
-            if let Err(err) = store.sync() {
-                tracing::error!(error = %err, "could not sync telemetry");
-            }
+        if (!waiters.is_empty() || stop)
+            && let Err(err) = store.sync()
+        {
+            tracing::error!(error = %err, "could not sync telemetry");
         }
         for done in waiters.drain(..) {
             let _ = done.send(());

@@ -185,7 +185,9 @@ pub fn validate_handler_path(handler: &str) -> Result<(), InvalidParameter> {
         && !handler.starts_with('/')
         && !handler.contains('\\')
         && !handler.contains('\0')
-        && handler.split('/').all(|c| !c.is_empty() && c != "." && c != "..");
+        && handler
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
     if ok {
         Ok(())
     } else {

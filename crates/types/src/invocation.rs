@@ -84,6 +84,6 @@ mod tests {
         assert_eq!(billed_ms(1000), 1);
         assert_eq!(billed_ms(1001), 2);
         assert!((gb_seconds(1024, 1000) - 1.0).abs() < 1e-12);
-        assert!((gb_seconds(128, 1) - 0.000_122_070_312_5).abs() < 1e-15);
+        assert!((gb_seconds(128, 1) - 0.000_125).abs() < 1e-15);
     }
 }

@@ -21,7 +21,8 @@ impl Qualifier {
         }
         let valid = !s.is_empty()
             && s.len() <= 128
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if valid {
             Ok(Self::Other(s.to_owned()))
         } else {
@@ -48,7 +49,9 @@ pub struct FunctionRef {
 pub fn validate_function_name(name: &str) -> Result<(), InvalidParameter> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if ok {
         Ok(())
     } else {
@@ -74,16 +77,25 @@ impl FunctionRef {
             [name, q] => (*name, Some(*q)),
             [account, "function", name] if is_account(account) => (*name, None),
             [account, "function", name, q] if is_account(account) => (*name, Some(*q)),
-            ["arn", partition, "lambda", region, account, "function", name]
-                if valid_arn_prefix(partition, region, account) =>
-            {
-                (*name, None)
-            }
-            ["arn", partition, "lambda", region, account, "function", name, q]
-                if valid_arn_prefix(partition, region, account) =>
-            {
-                (*name, Some(*q))
-            }
+            [
+                "arn",
+                partition,
+                "lambda",
+                region,
+                account,
+                "function",
+                name,
+            ] if valid_arn_prefix(partition, region, account) => (*name, None),
+            [
+                "arn",
+                partition,
+                "lambda",
+                region,
+                account,
+                "function",
+                name,
+                q,
+            ] if valid_arn_prefix(partition, region, account) => (*name, Some(*q)),
             _ => {
                 return Err(InvalidParameter::new(format!(
                     "invalid function name or ARN: {input:?}"
@@ -106,7 +118,9 @@ fn is_account(s: &str) -> bool {
 fn valid_arn_prefix(partition: &str, region: &str, account: &str) -> bool {
     partition.starts_with("aws")
         && !region.is_empty()
-        && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && is_account(account)
 }
 
@@ -129,13 +143,21 @@ mod tests {
         let partial = FunctionRef::parse("123456789012:function:hello:prod").unwrap();
         assert_eq!(partial.name, "hello");
         assert_eq!(partial.qualifier, Some(Qualifier::Other("prod".into())));
-        let arn = FunctionRef::parse("arn:aws:lambda:us-east-1:123456789012:function:hello").unwrap();
+        let arn =
+            FunctionRef::parse("arn:aws:lambda:us-east-1:123456789012:function:hello").unwrap();
         assert_eq!(arn.name, "hello");
     }
 
     #[test]
     fn rejects_names_outside_the_pattern() {
-        for bad in ["", "bad name", "a/b", "x".repeat(65).as_str(), "arn:aws:s3:::bucket", "a:b:c"] {
+        for bad in [
+            "",
+            "bad name",
+            "a/b",
+            "x".repeat(65).as_str(),
+            "arn:aws:s3:::bucket",
+            "a:b:c",
+        ] {
             assert!(FunctionRef::parse(bad).is_err(), "{bad:?} must be rejected");
         }
         assert!(validate_function_name("ok-name_1").is_ok());

@@ -99,7 +99,10 @@ impl UsageReport {
         let mut by_function: std::collections::BTreeMap<&str, UsageTotals> = Default::default();
         let mut total = UsageTotals::default();
         for record in records {
-            by_function.entry(record.function.as_str()).or_default().add(record);
+            by_function
+                .entry(record.function.as_str())
+                .or_default()
+                .add(record);
             total.add(record);
         }
         total.price(&pricing);

@@ -26,6 +26,9 @@ mod tests {
     #[test]
     fn formats_like_lambda() {
         assert_eq!(super::lambda_timestamp(0), "1970-01-01T00:00:00.000+0000");
-        assert_eq!(super::lambda_timestamp(1_700_000_000_123), "2023-11-14T22:13:20.123+0000");
+        assert_eq!(
+            super::lambda_timestamp(1_700_000_000_123),
+            "2023-11-14T22:13:20.123+0000"
+        );
     }
 }

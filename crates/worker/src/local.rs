@@ -10,7 +10,9 @@ use nimbus_runtime_wasm::{RunInput, RunStatus, WasmRuntime, WasmTemplate};
 use nimbus_store::CodeStore;
 use nimbus_types::invocation::billed_ms;
 use nimbus_types::limits::{MAX_FUNCTION_LOG_BYTES, MAX_SYNC_PAYLOAD_BYTES};
-use nimbus_types::{FunctionConfig, FunctionError, InvokeOutcome, InvokeRequest, OutcomeKind, Runtime};
+use nimbus_types::{
+    FunctionConfig, FunctionError, InvokeOutcome, InvokeRequest, OutcomeKind, Runtime,
+};
 
 use crate::log::{Report, frame};
 use crate::{Error, Result, SandboxId, SandboxInit, Worker, WorkerStatus};
@@ -41,7 +43,11 @@ pub struct LocalWorker {
 }
 
 impl LocalWorker {
-    pub fn new(config: LocalWorkerConfig, code: Arc<dyn CodeStore>, wasm: Arc<WasmRuntime>) -> Self {
+    pub fn new(
+        config: LocalWorkerConfig,
+        code: Arc<dyn CodeStore>,
+        wasm: Arc<WasmRuntime>,
+    ) -> Self {
         Self {
             config,
             code,
@@ -92,9 +98,15 @@ impl LocalWorker {
         let day = date.get(..10).unwrap_or("1970-01-01").replace('-', "/");
         let standard = [
             ("AWS_LAMBDA_FUNCTION_NAME", function.name.clone()),
-            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", function.memory_mb.to_string()),
+            (
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+                function.memory_mb.to_string(),
+            ),
             ("AWS_LAMBDA_FUNCTION_VERSION", function.version.clone()),
-            ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", function.name)),
+            (
+                "AWS_LAMBDA_LOG_GROUP_NAME",
+                format!("/aws/lambda/{}", function.name),
+            ),
             (
                 "AWS_LAMBDA_LOG_STREAM_NAME",
                 format!("{day}/[{}]{sandbox:016x}", function.version),
@@ -102,7 +114,10 @@ impl LocalWorker {
             ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".to_owned()),
             ("AWS_REGION", self.config.region.clone()),
             ("AWS_DEFAULT_REGION", self.config.region.clone()),
-            ("AWS_EXECUTION_ENV", format!("AWS_Lambda_{}", function.runtime)),
+            (
+                "AWS_EXECUTION_ENV",
+                format!("AWS_Lambda_{}", function.runtime),
+            ),
             ("_HANDLER", function.handler.clone()),
             ("TZ", ":UTC".to_owned()),
             ("LANG", "en_US.UTF-8".to_owned()),
@@ -112,18 +127,27 @@ impl LocalWorker {
     }
 }
 
-fn sandbox_error(request_id: &str, status: &RunStatus, function: &FunctionConfig) -> (OutcomeKind, FunctionError) {
+fn sandbox_error(
+    request_id: &str,
+    status: &RunStatus,
+    function: &FunctionConfig,
+) -> (OutcomeKind, FunctionError) {
     match status {
         RunStatus::Exited(code) => (
             OutcomeKind::Error,
             FunctionError::new(
                 "Runtime.ExitError",
-                format!("RequestId: {request_id} Error: Runtime exited with error: exit status {code}"),
+                format!(
+                    "RequestId: {request_id} Error: Runtime exited with error: exit status {code}"
+                ),
             ),
         ),
         RunStatus::Trapped(message) => (
             OutcomeKind::Error,
-            FunctionError::new("Runtime.Trap", format!("RequestId: {request_id} Error: {message}")),
+            FunctionError::new(
+                "Runtime.Trap",
+                format!("RequestId: {request_id} Error: {message}"),
+            ),
         ),
         RunStatus::TimedOut => (
             OutcomeKind::Timeout,
@@ -168,7 +192,10 @@ impl Worker for LocalWorker {
     }
 
     fn has_code(&self, sha256: &str) -> bool {
-        self.prepared.lock().map(|p| p.contains(sha256)).unwrap_or(false)
+        self.prepared
+            .lock()
+            .map(|p| p.contains(sha256))
+            .unwrap_or(false)
     }
 
     async fn prepare(&self, function: &FunctionConfig) -> Result<()> {
@@ -196,7 +223,8 @@ impl Worker for LocalWorker {
             .lock()
             .map_err(|_| Error::Internal("sandbox table poisoned".into()))?
             .insert(id, sandbox);
-        self.reserved_mb.fetch_add(function.memory_mb as u64, Ordering::Relaxed);
+        self.reserved_mb
+            .fetch_add(function.memory_mb as u64, Ordering::Relaxed);
         if let Ok(mut prepared) = self.prepared.lock() {
             prepared.insert(function.code.sha256.clone());
         }
@@ -215,10 +243,16 @@ impl Worker for LocalWorker {
             .and_then(|s| s.get(&sandbox_id).cloned())
             .ok_or(Error::UnknownSandbox(sandbox_id))?;
         if sandbox.busy.swap(true, Ordering::Acquire) {
-            return Err(Error::Internal(format!("sandbox {sandbox_id} is already busy")));
+            return Err(Error::Internal(format!(
+                "sandbox {sandbox_id} is already busy"
+            )));
         }
         let function = &sandbox.function;
-        let init_duration_us = sandbox.init_duration_us.lock().ok().and_then(|mut i| i.take());
+        let init_duration_us = sandbox
+            .init_duration_us
+            .lock()
+            .ok()
+            .and_then(|mut i| i.take());
         let timeout = Duration::from_secs(function.timeout_s as u64);
         let deadline_ms = nimbus_types::time::now_ms() + timeout.as_millis() as i64;
         let mut env = sandbox.env.clone();
@@ -261,7 +295,8 @@ impl Worker for LocalWorker {
             format!(
                 "{} {request_id} {}",
                 nimbus_types::time::lambda_timestamp(nimbus_types::time::now_ms()),
-                e.error_message.trim_start_matches(&format!("RequestId: {request_id} Error: "))
+                e.error_message
+                    .trim_start_matches(&format!("RequestId: {request_id} Error: "))
             )
         });
         let log = frame(
@@ -296,7 +331,11 @@ impl Worker for LocalWorker {
     }
 
     async fn release(&self, sandbox: SandboxId) {
-        let removed = self.sandboxes.lock().ok().and_then(|mut s| s.remove(&sandbox));
+        let removed = self
+            .sandboxes
+            .lock()
+            .ok()
+            .and_then(|mut s| s.remove(&sandbox));
         if let Some(sandbox) = removed {
             self.reserved_mb
                 .fetch_sub(sandbox.function.memory_mb as u64, Ordering::Relaxed);

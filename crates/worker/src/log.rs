@@ -17,10 +17,18 @@ fn ms(us: u64) -> String {
 }
 
 /// Builds the whole log of one invocation around the function's own output.
-pub(crate) fn frame(report: &Report<'_>, function_output: &[u8], extra_line: Option<&str>) -> String {
+pub(crate) fn frame(
+    report: &Report<'_>,
+    function_output: &[u8],
+    extra_line: Option<&str>,
+) -> String {
     let output = String::from_utf8_lossy(function_output);
     let mut log = String::with_capacity(output.len() + 256);
-    let _ = writeln!(log, "START RequestId: {} Version: {}", report.request_id, report.version);
+    let _ = writeln!(
+        log,
+        "START RequestId: {} Version: {}",
+        report.request_id, report.version
+    );
     log.push_str(&output);
     if !output.is_empty() && !output.ends_with('\n') {
         log.push('\n');
