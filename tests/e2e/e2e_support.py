@@ -44,6 +44,7 @@ FIXTURE_NAMES = (
     "fail",
     "logger",
     "badjson",
+    "slow",
 )
 
 REGION = "us-east-1"

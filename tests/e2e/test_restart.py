@@ -6,6 +6,8 @@ Each test runs its own node on its own data dir.
 from __future__ import annotations
 
 import signal
+import threading
+import time
 
 import pytest
 
@@ -155,3 +157,32 @@ def test_stop_is_graceful_with_idle_node(node_factory):
     assert node.stop(signal.SIGTERM) == 0
     node.start()
     assert node.stop(signal.SIGINT) == 0
+
+
+def test_stop_lets_in_flight_invocations_finish(nimbus_bin, node_factory, make_zip):
+    """SIGTERM while an invocation runs: the client still gets the function's result, the node
+    exits cleanly, and the invocation's usage record is there after a restart."""
+    node = node_factory(name="inflight")
+    client = s.lambda_client(node.endpoint)
+    name = s.unique_name("slow")
+    s.create_function(client, name, make_zip("slow"), handler="slow.wasm", timeout=10)
+    result: dict = {}
+
+    def call() -> None:
+        try:
+            result["invocation"] = s.invoke(client, name, {"in": "flight"})
+        except Exception as e:  # reported by the assertion below
+            result["error"] = e
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    time.sleep(0.5)
+    assert node.stop(signal.SIGTERM) == 0
+    worker.join(timeout=30)
+    assert "error" not in result, result.get("error")
+    invocation = result["invocation"]
+    assert invocation.function_error is None
+    assert invocation.json() == {"in": "flight"}
+    node.start()
+    cli = s.NimbusCli(nimbus_bin, node)
+    assert s.usage_entry(cli.usage(), name)["invocations"] == 1
