@@ -43,7 +43,7 @@ class Client:
         self.conn.request(method, path, body=body, headers=headers or {})
         r = self.conn.getresponse()
         data = r.read()
-        return r.status, dict(r.getheaders()), data
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, data
 
     def create(self, name: str, zip_bytes: bytes):
         body = json.dumps({
@@ -60,7 +60,7 @@ class Client:
             "POST", f"/2015-03-31/functions/{name}/invocations", PAYLOAD, {"x-amz-log-type": "Tail"})
         elapsed = (time.perf_counter_ns() - t0) / 1e6
         assert status == 200 and data == PAYLOAD, (status, data)
-        log = base64.b64decode(headers.get("X-Amz-Log-Result", "")).decode()
+        log = base64.b64decode(headers.get("x-amz-log-result", "")).decode()
         m = re.search(r"Init Duration: ([0-9.]+) ms", log)
         return elapsed, float(m.group(1)) if m else None
 

@@ -22,7 +22,9 @@ if [[ ! -x $PEER_WASMTIME ]]; then
   echo "installing wasmtime-cli 48 into $PEER_ROOT (a long build)" >&2
   cargo install wasmtime-cli --version 48.0.8 --locked --root "$PEER_ROOT"
 fi
-cargo build --release -p nimbus >&2
+if [[ -z ${SKIP_BUILD:-} ]]; then
+  cargo build --release -p nimbus >&2
+fi
 bash tests/fixtures/build.sh >&2
 (cd bench/peer-echo && cargo build --release --target wasm32-wasip2 >&2)
 NIMBUS=$ROOT/target/release/nimbus

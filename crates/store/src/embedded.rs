@@ -15,6 +15,8 @@ const LOGS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("logs");
 /// Keyed by sequence, in the same clock as logs.
 const USAGE: TableDefinition<u64, &[u8]> = TableDefinition::new("usage");
 
+const CACHE_BYTES: usize = 16 << 20;
+
 pub struct EmbeddedStore {
     db: Database,
     /// The last sequence number handed out; sequences are strictly increasing across restarts
@@ -24,7 +26,11 @@ pub struct EmbeddedStore {
 
 impl EmbeddedStore {
     pub fn open(path: &Path) -> Result<Self> {
-        let db = Database::create(path)?;
+        // redb's default page cache is 1 GiB; telemetry is written once and rarely read, so a
+        // small cache keeps the node's footprint small without slowing the hot path.
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)?;
         let txn = db.begin_write()?;
         let mut last_seq = 0;
         {

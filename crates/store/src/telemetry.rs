@@ -52,6 +52,7 @@ enum Message {
 }
 
 const MAX_BATCH: usize = 4096;
+
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
 pub struct TelemetryWriter {
@@ -128,7 +129,7 @@ fn write_loop(store: Arc<dyn TelemetryStore>, retention: Retention, rx: Receiver
                 Message::Flush(done) => waiters.push(done),
                 Message::Stop => stop = true,
             }
-            if logs.len() >= MAX_BATCH || stop {
+            if logs.len() >= MAX_BATCH || stop || !waiters.is_empty() {
                 break;
             }
             next = rx.try_recv().ok();
