@@ -51,7 +51,7 @@ def test_create_bad_name(raw_lambda_client, make_zip, assert_serving, name):
     assert_serving()
 
 
-@pytest.mark.parametrize("runtime", ["python3.12", "nodejs20.x", "provided.al2023", "wasm32-wasip2"])
+@pytest.mark.parametrize("runtime", ["python3.12", "nodejs18.x", "java21", "go1.x", "wasm32-wasip2", "provided.al2023"])
 def test_create_unsupported_runtime(raw_lambda_client, make_zip, assert_serving, runtime):
     name = s.unique_name("runtime")
     s.assert_client_error(

@@ -84,6 +84,13 @@ fn run_node(
 }
 
 fn main() -> ExitCode {
+    // The sandbox helper is this same executable; it must start before anything else runs.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == nimbus_sandbox::HELPER_ARG)
+    {
+        nimbus_sandbox::helper_main();
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up {

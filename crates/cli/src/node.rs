@@ -8,7 +8,7 @@ use nimbus_frontend::{Frontend, FrontendConfig};
 use nimbus_manager::{ManagerConfig, WorkerManager};
 use nimbus_runtime_wasm::{WasmConfig, WasmRuntime};
 use nimbus_store::{EmbeddedStore, LocalCodeStore, TelemetryWriter};
-use nimbus_worker::{LocalWorker, LocalWorkerConfig, Worker};
+use nimbus_worker::{HostRuntimes, LocalWorker, LocalWorkerConfig, ProcessConfig, Worker};
 use tokio::sync::watch;
 
 use crate::config::NodeConfig;
@@ -51,6 +51,29 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
+/// Sets up process sandboxes if this host can run them; wasm functions work either way.
+fn process_sandboxes(data: &std::path::Path) -> Option<ProcessConfig> {
+    if let Err(e) = nimbus_sandbox::check_support() {
+        tracing::warn!(reason = %e, "process runtimes are disabled");
+        return None;
+    }
+    let config = ProcessConfig {
+        runtime_dir: data.join("runtime"),
+        sandbox_dir: data.join("sandboxes"),
+        host: HostRuntimes::detect(),
+    };
+    match config.install() {
+        Ok(()) => {
+            tracing::info!(runtimes = ?config.host.names(), "process runtimes enabled");
+            Some(config)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "process runtimes are disabled: could not install the runtimes");
+            None
+        }
+    }
+}
+
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let data = &config.data_dir;
     private_dir(data)?;
@@ -75,10 +98,12 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         0 => machine_memory_mb(),
         n => n,
     };
+    let process = process_sandboxes(data);
     let worker: Arc<dyn Worker> = Arc::new(LocalWorker::new(
         LocalWorkerConfig {
             capacity_mb,
             region: config.region.clone(),
+            process,
         },
         code.clone(),
         wasm,

@@ -11,7 +11,7 @@ use base64::Engine;
 use nimbus_manager::WorkerManager;
 use nimbus_store::{CodeStore, FunctionStore};
 use nimbus_types::function::{
-    validate_description, validate_environment, validate_ephemeral_storage, validate_handler_path,
+    validate_description, validate_environment, validate_ephemeral_storage, validate_handler,
     validate_memory, validate_timeout,
 };
 use nimbus_types::limits::{DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, MAX_ZIP_BYTES};
@@ -165,7 +165,7 @@ impl ControlPlane {
         let handler = input
             .handler
             .ok_or_else(|| ApiError::invalid_parameter("Handler is required for a zip package"))?;
-        validate_handler_path(&handler)?;
+        validate_handler(runtime, &handler)?;
         let memory_mb = input
             .memory_size
             .map(|m| to_u32("MemorySize", m))
@@ -329,9 +329,9 @@ impl ControlPlane {
             updated.runtime = Runtime::parse(runtime)?;
         }
         if let Some(handler) = input.handler {
-            validate_handler_path(&handler)?;
             updated.handler = handler;
         }
+        validate_handler(updated.runtime, &updated.handler)?;
         if let Some(m) = input.memory_size {
             updated.memory_mb = to_u32("MemorySize", m)?;
             validate_memory(updated.memory_mb)?;

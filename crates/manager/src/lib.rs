@@ -206,15 +206,35 @@ impl WorkerManager {
             Err(nimbus_worker::Error::UnknownSandbox(_)) => {
                 let (worker, sandbox) = self.cold_start(function).await?;
                 let outcome = self.workers[worker].invoke(sandbox, request).await?;
-                self.give_back(function, worker, sandbox).await;
+                if outcome.reusable {
+                    self.give_back(function, worker, sandbox).await;
+                } else {
+                    self.forget(function, worker, sandbox).await;
+                }
                 self.record(function, &outcome);
                 return Ok(outcome);
             }
             Err(e) => return Err(e.into()),
         };
-        self.give_back(function, worker, sandbox).await;
+        if outcome.reusable {
+            self.give_back(function, worker, sandbox).await;
+        } else {
+            self.forget(function, worker, sandbox).await;
+        }
         self.record(function, &outcome);
         Ok(outcome)
+    }
+
+    /// Shuts down a sandbox that cannot serve again (its runtime crashed or was killed).
+    async fn forget(&self, function: &FunctionConfig, worker: usize, sandbox: SandboxId) {
+        if let Ok(mut pools) = self.pools.lock()
+            && let Some(pool) = pools.get_mut(&function.name)
+            && pool.revision == function.revision_id
+            && let Some(count) = pool.per_worker.get_mut(worker)
+        {
+            *count = count.saturating_sub(1);
+        }
+        self.workers[worker].release(sandbox).await;
     }
 
     async fn give_back(&self, function: &FunctionConfig, worker: usize, sandbox: SandboxId) {

@@ -8,38 +8,97 @@ use serde::{Deserialize, Serialize};
 use crate::InvalidParameter;
 use crate::limits::*;
 
-/// The runtimes this build can run.
+/// A function's runtime. Which of these a node can actually run depends on the host (the
+/// Python and Node.js versions installed); the worker checks that when code is prepared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Runtime {
     /// A WASI preview 1 command module: event on stdin, result on stdout, log on stderr.
-    #[serde(rename = "wasm32-wasip1")]
     Wasm32Wasip1,
+    /// A custom runtime: an executable `bootstrap` at the root of the package.
+    Provided(ProvidedFlavor),
+    /// `python3.N`, run by nimbus's Python bootstrap.
+    Python { minor: u8 },
+    /// `nodejsN.x`, run by nimbus's Node.js bootstrap.
+    Node { major: u8 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProvidedFlavor {
+    Provided,
+    Al2,
+    Al2023,
 }
 
 impl Runtime {
-    pub const SUPPORTED: &'static [&'static str] = &["wasm32-wasip1"];
-
     pub fn parse(s: &str) -> Result<Self, InvalidParameter> {
-        match s {
-            "wasm32-wasip1" => Ok(Self::Wasm32Wasip1),
-            other => Err(InvalidParameter::new(format!(
-                "The runtime parameter of {other} is not supported by this node. Supported \
-                 runtimes: {}",
-                Self::SUPPORTED.join(", ")
-            ))),
+        let parsed = match s {
+            "wasm32-wasip1" => Some(Self::Wasm32Wasip1),
+            "provided" => Some(Self::Provided(ProvidedFlavor::Provided)),
+            "provided.al2" => Some(Self::Provided(ProvidedFlavor::Al2)),
+            "provided.al2023" => Some(Self::Provided(ProvidedFlavor::Al2023)),
+            _ => {
+                if let Some(minor) = s.strip_prefix("python3.") {
+                    minor
+                        .parse()
+                        .ok()
+                        .filter(|m| *m >= 8)
+                        .map(|minor| Self::Python { minor })
+                } else if let Some(major) =
+                    s.strip_prefix("nodejs").and_then(|r| r.strip_suffix(".x"))
+                {
+                    major
+                        .parse()
+                        .ok()
+                        .filter(|m| *m >= 16)
+                        .map(|major| Self::Node { major })
+                } else {
+                    None
+                }
+            }
+        };
+        parsed.ok_or_else(|| {
+            InvalidParameter::new(format!(
+                "The runtime parameter of {s} is not supported. Runtimes: wasm32-wasip1, provided, \
+                 provided.al2, provided.al2023, python3.N and nodejsN.x for the versions installed \
+                 on the node"
+            ))
+        })
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            Self::Wasm32Wasip1 => "wasm32-wasip1".to_owned(),
+            Self::Provided(ProvidedFlavor::Provided) => "provided".to_owned(),
+            Self::Provided(ProvidedFlavor::Al2) => "provided.al2".to_owned(),
+            Self::Provided(ProvidedFlavor::Al2023) => "provided.al2023".to_owned(),
+            Self::Python { minor } => format!("python3.{minor}"),
+            Self::Node { major } => format!("nodejs{major}.x"),
         }
     }
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Wasm32Wasip1 => "wasm32-wasip1",
-        }
+    /// Whether functions of this runtime run as processes speaking the Runtime API.
+    pub fn is_process(self) -> bool {
+        !matches!(self, Self::Wasm32Wasip1)
+    }
+}
+
+impl TryFrom<String> for Runtime {
+    type Error = InvalidParameter;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<Runtime> for String {
+    fn from(r: Runtime) -> String {
+        r.name()
     }
 }
 
 impl fmt::Display for Runtime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(&self.name())
     }
 }
 
@@ -178,6 +237,24 @@ pub fn validate_environment(env: &BTreeMap<String, String>) -> Result<(), Invali
     Ok(())
 }
 
+/// Checks a handler for a runtime: a file path inside the package for wasm, Lambda's
+/// `[^\s]+` (up to 128 characters) for the others.
+pub fn validate_handler(runtime: Runtime, handler: &str) -> Result<(), InvalidParameter> {
+    if runtime == Runtime::Wasm32Wasip1 {
+        return validate_handler_path(handler);
+    }
+    if handler.is_empty()
+        || handler.len() > 128
+        || handler.chars().any(|c| c.is_whitespace() || c == '\0')
+    {
+        return Err(InvalidParameter::new(format!(
+            "1 validation error detected: Value '{handler}' at 'handler' failed to satisfy \
+             constraint: Member must satisfy regular expression pattern: [^\\s]+"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks that a handler names a file inside the package without leaving it.
 pub fn validate_handler_path(handler: &str) -> Result<(), InvalidParameter> {
     let ok = !handler.is_empty()
@@ -224,6 +301,25 @@ mod tests {
         for bad in ["", "/etc/passwd", "../x.wasm", "a/../../b", "a//b", "./a"] {
             assert!(validate_handler_path(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn runtimes_parse_and_print() {
+        for name in [
+            "wasm32-wasip1",
+            "provided",
+            "provided.al2",
+            "provided.al2023",
+            "python3.11",
+            "nodejs20.x",
+        ] {
+            assert_eq!(Runtime::parse(name).unwrap().name(), name);
+        }
+        for bad in ["python2.7", "python3.x", "nodejs.x", "java21", "go1.x", ""] {
+            assert!(Runtime::parse(bad).is_err(), "{bad}");
+        }
+        assert!(validate_handler(Runtime::Python { minor: 11 }, "app.handler").is_ok());
+        assert!(validate_handler(Runtime::Python { minor: 11 }, "app handler").is_err());
     }
 
     #[test]

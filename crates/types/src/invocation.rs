@@ -61,6 +61,14 @@ pub struct InvokeOutcome {
     pub init_duration_us: Option<u64>,
     pub memory_mb: u32,
     pub max_memory_used_mb: u32,
+    /// Whether the sandbox can serve another invocation; a crashed, timed-out or killed
+    /// process sandbox cannot.
+    #[serde(default = "yes")]
+    pub reusable: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Lambda bills in 1 ms steps, rounding up, with a minimum of 1 ms.

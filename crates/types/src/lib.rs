@@ -13,7 +13,7 @@ pub mod name;
 pub mod telemetry;
 pub mod time;
 
-pub use function::{CodeRef, FunctionConfig, Runtime};
+pub use function::{CodeRef, FunctionConfig, ProvidedFlavor, Runtime};
 pub use invocation::{FunctionError, InvokeOutcome, InvokeRequest, OutcomeKind};
 pub use name::{FunctionRef, Qualifier};
 pub use telemetry::{LogEntry, Pricing, UsageRecord, UsageReport};

@@ -10,12 +10,15 @@
 
 mod local;
 mod log;
+mod process;
+mod runtime_api;
 
 use async_trait::async_trait;
 use nimbus_types::{FunctionConfig, InvokeOutcome, InvokeRequest};
 use serde::{Deserialize, Serialize};
 
 pub use local::{LocalWorker, LocalWorkerConfig};
+pub use process::{HostRuntimes, ProcessConfig};
 
 /// Identifies a sandbox on its worker.
 pub type SandboxId = u64;

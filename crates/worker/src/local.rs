@@ -15,18 +15,28 @@ use nimbus_types::{
 };
 
 use crate::log::{Report, frame};
+use crate::process::{ProcessConfig, ProcessResult, ProcessSandbox, describe_exit};
 use crate::{Error, Result, SandboxId, SandboxInit, Worker, WorkerStatus};
 
 #[derive(Debug, Clone)]
 pub struct LocalWorkerConfig {
     pub capacity_mb: u64,
     pub region: String,
+    /// Settings for process sandboxes; `None` where they cannot run.
+    pub process: Option<ProcessConfig>,
+}
+
+enum SandboxKind {
+    Wasm {
+        template: WasmTemplate,
+        env: Vec<(String, String)>,
+    },
+    Process(ProcessSandbox),
 }
 
 struct Sandbox {
     function: FunctionConfig,
-    template: WasmTemplate,
-    env: Vec<(String, String)>,
+    kind: SandboxKind,
     /// Set until the first invocation has reported the sandbox's init duration.
     init_duration_us: Mutex<Option<u64>>,
     busy: AtomicBool,
@@ -69,6 +79,9 @@ impl LocalWorker {
                 nimbus_store::Error::InvalidCode(m) => Error::InvalidCode(m),
                 other => Error::Internal(format!("{other:#}")),
             })?;
+            if function.runtime != Runtime::Wasm32Wasip1 {
+                return Err(Error::Internal("not a wasm function".into()));
+            }
             let path = root.join(&function.handler);
             if !path.is_file() {
                 return Err(Error::InvalidCode(format!(
@@ -76,16 +89,121 @@ impl LocalWorker {
                     function.handler
                 )));
             }
-            match function.runtime {
-                Runtime::Wasm32Wasip1 => wasm.prepare(&path).map_err(|e| match e {
-                    nimbus_runtime_wasm::Error::InvalidModule(m) => Error::InvalidCode(m),
-                    other => Error::Internal(other.to_string()),
-                }),
-            }
+            wasm.prepare(&path).map_err(|e| match e {
+                nimbus_runtime_wasm::Error::InvalidModule(m) => Error::InvalidCode(m),
+                other => Error::Internal(other.to_string()),
+            })
         })
         .await
         .map_err(|e| Error::Internal(format!("preparing code panicked: {e}")))??;
         Ok(template)
+    }
+
+    /// Unpacks a process function's code and checks that its runtime can start here.
+    async fn code_dir_for(&self, function: &FunctionConfig) -> Result<std::path::PathBuf> {
+        let process = self.config.process.clone().ok_or_else(|| {
+            Error::InvalidCode(format!(
+                "The runtime {} needs process sandboxes, which this node cannot run",
+                function.runtime
+            ))
+        })?;
+        let code = self.code.clone();
+        let function = function.clone();
+        tokio::task::spawn_blocking(move || {
+            let root = code.unpacked(&function.code).map_err(|e| match e {
+                nimbus_store::Error::InvalidCode(m) => Error::InvalidCode(m),
+                other => Error::Internal(format!("{other:#}")),
+            })?;
+            process.check(&function, &root)?;
+            Ok(root)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("preparing code panicked: {e}")))?
+    }
+
+    async fn invoke_wasm(
+        &self,
+        function: &FunctionConfig,
+        template: &WasmTemplate,
+        env: &[(String, String)],
+        request: InvokeRequest,
+        init_duration_us: Option<u64>,
+    ) -> InvokeOutcome {
+        let timeout = Duration::from_secs(function.timeout_s as u64);
+        let deadline_ms = nimbus_types::time::now_ms() + timeout.as_millis() as i64;
+        let mut env = env.to_vec();
+        env.push(("NIMBUS_REQUEST_ID".to_owned(), request.request_id.clone()));
+        env.push(("NIMBUS_DEADLINE_MS".to_owned(), deadline_ms.to_string()));
+        let started = Instant::now();
+        let output = self
+            .wasm
+            .run(
+                template,
+                RunInput {
+                    stdin: request.payload,
+                    env,
+                    memory_limit_bytes: (function.memory_mb as u64) << 20,
+                    timeout,
+                    stdout_limit: MAX_SYNC_PAYLOAD_BYTES,
+                    stderr_limit: MAX_FUNCTION_LOG_BYTES,
+                },
+            )
+            .await;
+        let duration_us = started.elapsed().as_micros() as u64;
+
+        let request_id = request.request_id;
+        let (kind, error) = match &output.status {
+            RunStatus::Exited(0) => (OutcomeKind::Success, None),
+            status => {
+                let (kind, error) = sandbox_error(&request_id, status, function);
+                (kind, Some(error))
+            }
+        };
+        // Lambda bills a timed-out invocation for the whole timeout.
+        let billed = if kind == OutcomeKind::Timeout {
+            function.timeout_s as u64 * 1000
+        } else {
+            billed_ms(duration_us)
+        };
+        let max_memory_used_mb = output.peak_memory_bytes.div_ceil(1 << 20) as u32;
+        let extra = error.as_ref().map(|e| {
+            format!(
+                "{} {request_id} {}",
+                nimbus_types::time::lambda_timestamp(nimbus_types::time::now_ms()),
+                e.error_message
+                    .trim_start_matches(&format!("RequestId: {request_id} Error: "))
+            )
+        });
+        let log = frame(
+            &Report {
+                request_id: &request_id,
+                version: &function.version,
+                duration_us,
+                billed_ms: billed,
+                memory_mb: function.memory_mb,
+                max_memory_used_mb,
+                init_duration_us,
+            },
+            &output.stderr,
+            extra.as_deref(),
+        );
+        let payload = match &error {
+            Some(e) => e.to_json(),
+            None => output.stdout,
+        };
+        InvokeOutcome {
+            request_id,
+            kind,
+            error,
+            payload,
+            log,
+            duration_us,
+            billed_ms: billed,
+            init_duration_us,
+            memory_mb: function.memory_mb,
+            max_memory_used_mb,
+            reusable: true,
+        }
     }
 
     fn environment(&self, function: &FunctionConfig, sandbox: SandboxId) -> Vec<(String, String)> {
@@ -199,7 +317,11 @@ impl Worker for LocalWorker {
     }
 
     async fn prepare(&self, function: &FunctionConfig) -> Result<()> {
-        self.template_for(function).await?;
+        if function.runtime.is_process() {
+            self.code_dir_for(function).await?;
+        } else {
+            self.template_for(function).await?;
+        }
         if let Ok(mut prepared) = self.prepared.lock() {
             prepared.insert(function.code.sha256.clone());
         }
@@ -208,14 +330,26 @@ impl Worker for LocalWorker {
 
     async fn init(&self, function: &FunctionConfig) -> Result<SandboxInit> {
         let started = Instant::now();
-        let template = self.template_for(function).await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let env = self.environment(function, id);
+        let kind = if function.runtime.is_process() {
+            let code_dir = self.code_dir_for(function).await?;
+            let process = self
+                .config
+                .process
+                .as_ref()
+                .ok_or_else(|| Error::Internal("no process config".into()))?;
+            SandboxKind::Process(
+                ProcessSandbox::start(process, function, code_dir, id, &self.config.region).await?,
+            )
+        } else {
+            let template = self.template_for(function).await?;
+            let env = self.environment(function, id);
+            SandboxKind::Wasm { template, env }
+        };
         let init_duration_us = started.elapsed().as_micros() as u64;
         let sandbox = Arc::new(Sandbox {
             function: function.clone(),
-            template,
-            env,
+            kind,
             init_duration_us: Mutex::new(Some(init_duration_us)),
             busy: AtomicBool::new(false),
         });
@@ -247,87 +381,22 @@ impl Worker for LocalWorker {
                 "sandbox {sandbox_id} is already busy"
             )));
         }
-        let function = &sandbox.function;
         let init_duration_us = sandbox
             .init_duration_us
             .lock()
             .ok()
             .and_then(|mut i| i.take());
-        let timeout = Duration::from_secs(function.timeout_s as u64);
-        let deadline_ms = nimbus_types::time::now_ms() + timeout.as_millis() as i64;
-        let mut env = sandbox.env.clone();
-        env.push(("NIMBUS_REQUEST_ID".to_owned(), request.request_id.clone()));
-        env.push(("NIMBUS_DEADLINE_MS".to_owned(), deadline_ms.to_string()));
-        let started = Instant::now();
-        let output = self
-            .wasm
-            .run(
-                &sandbox.template,
-                RunInput {
-                    stdin: request.payload,
-                    env,
-                    memory_limit_bytes: (function.memory_mb as u64) << 20,
-                    timeout,
-                    stdout_limit: MAX_SYNC_PAYLOAD_BYTES,
-                    stderr_limit: MAX_FUNCTION_LOG_BYTES,
-                },
-            )
-            .await;
-        let duration_us = started.elapsed().as_micros() as u64;
-        sandbox.busy.store(false, Ordering::Release);
-
-        let request_id = request.request_id;
-        let (kind, error) = match &output.status {
-            RunStatus::Exited(0) => (OutcomeKind::Success, None),
-            status => {
-                let (kind, error) = sandbox_error(&request_id, status, function);
-                (kind, Some(error))
+        let outcome = match &sandbox.kind {
+            SandboxKind::Wasm { template, env } => {
+                self.invoke_wasm(&sandbox.function, template, env, request, init_duration_us)
+                    .await
+            }
+            SandboxKind::Process(process) => {
+                invoke_process(&sandbox.function, process, request, init_duration_us).await
             }
         };
-        // Lambda bills a timed-out invocation for the whole timeout.
-        let billed = if kind == OutcomeKind::Timeout {
-            function.timeout_s as u64 * 1000
-        } else {
-            billed_ms(duration_us)
-        };
-        let max_memory_used_mb = output.peak_memory_bytes.div_ceil(1 << 20) as u32;
-        let extra = error.as_ref().map(|e| {
-            format!(
-                "{} {request_id} {}",
-                nimbus_types::time::lambda_timestamp(nimbus_types::time::now_ms()),
-                e.error_message
-                    .trim_start_matches(&format!("RequestId: {request_id} Error: "))
-            )
-        });
-        let log = frame(
-            &Report {
-                request_id: &request_id,
-                version: &function.version,
-                duration_us,
-                billed_ms: billed,
-                memory_mb: function.memory_mb,
-                max_memory_used_mb,
-                init_duration_us,
-            },
-            &output.stderr,
-            extra.as_deref(),
-        );
-        let payload = match &error {
-            Some(e) => e.to_json(),
-            None => output.stdout,
-        };
-        Ok(InvokeOutcome {
-            request_id,
-            kind,
-            error,
-            payload,
-            log,
-            duration_us,
-            billed_ms: billed,
-            init_duration_us,
-            memory_mb: function.memory_mb,
-            max_memory_used_mb,
-        })
+        sandbox.busy.store(false, Ordering::Release);
+        Ok(outcome)
     }
 
     async fn release(&self, sandbox: SandboxId) {
@@ -339,6 +408,134 @@ impl Worker for LocalWorker {
         if let Some(sandbox) = removed {
             self.reserved_mb
                 .fetch_sub(sandbox.function.memory_mb as u64, Ordering::Relaxed);
+            if matches!(sandbox.kind, SandboxKind::Process(_)) {
+                // Killing and cleaning up a jail waits on the kernel: keep it off the executor.
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let SandboxKind::Process(process) = &sandbox.kind {
+                        process.destroy();
+                    }
+                })
+                .await;
+            }
         }
+    }
+}
+
+/// Runs one invocation in a process sandbox and measures it.
+async fn invoke_process(
+    function: &FunctionConfig,
+    process: &ProcessSandbox,
+    request: InvokeRequest,
+    init_duration_us: Option<u64>,
+) -> InvokeOutcome {
+    let request_id = request.request_id;
+    let timeout = Duration::from_secs(function.timeout_s as u64);
+    let started = Instant::now();
+    let result = process.invoke(&request_id, request.payload, timeout).await;
+    let duration_us = started.elapsed().as_micros() as u64;
+    let max_memory_used_mb = process.peak_memory_bytes().div_ceil(1 << 20) as u32;
+    let error_line = |e: &FunctionError| {
+        format!(
+            "{} {request_id} {}",
+            nimbus_types::time::lambda_timestamp(nimbus_types::time::now_ms()),
+            e.error_message
+                .trim_start_matches(&format!("RequestId: {request_id} Error: "))
+        )
+    };
+    let (kind, payload, error, reusable) = match result {
+        ProcessResult::Response(body) => (OutcomeKind::Success, body, None, true),
+        ProcessResult::Error(body, error) => (OutcomeKind::Error, body, Some(error), true),
+        ProcessResult::TooLarge => {
+            let error = FunctionError::new(
+                "Function.ResponseSizeTooLarge",
+                format!(
+                    "Response payload size exceeded maximum allowed payload size ({MAX_SYNC_PAYLOAD_BYTES} bytes)."
+                ),
+            );
+            (OutcomeKind::Error, error.to_json(), Some(error), true)
+        }
+        ProcessResult::Exited {
+            status,
+            out_of_memory,
+        } => {
+            let (kind, error_type) = if out_of_memory {
+                (OutcomeKind::OutOfMemory, "Runtime.OutOfMemory")
+            } else {
+                (OutcomeKind::Error, "Runtime.ExitError")
+            };
+            let detail = if out_of_memory {
+                format!(
+                    "{} (memory limit of {} MB exceeded)",
+                    describe_exit(status),
+                    function.memory_mb
+                )
+            } else {
+                describe_exit(status)
+            };
+            let error = FunctionError::new(
+                error_type,
+                format!("RequestId: {request_id} Error: Runtime exited with error: {detail}"),
+            );
+            (kind, error.to_json(), Some(error), false)
+        }
+        ProcessResult::TimedOut => {
+            let error = FunctionError::new(
+                "Sandbox.Timedout",
+                format!(
+                    "RequestId: {request_id} Error: Task timed out after {}.00 seconds",
+                    function.timeout_s
+                ),
+            );
+            (OutcomeKind::Timeout, error.to_json(), Some(error), false)
+        }
+        ProcessResult::InitFailed(body, error) => (OutcomeKind::Error, body, Some(error), false),
+    };
+    let billed = if kind == OutcomeKind::Timeout {
+        function.timeout_s as u64 * 1000
+    } else {
+        billed_ms(duration_us)
+    };
+    let mut output = Vec::new();
+    if init_duration_us.is_some() {
+        output.extend_from_slice(
+            format!(
+                "INIT_START Runtime Version: nimbus:{}\tSandbox Setup: {}.{:02} ms\n",
+                function.runtime,
+                process.setup_us / 1000,
+                (process.setup_us % 1000) / 10
+            )
+            .as_bytes(),
+        );
+    }
+    output.extend_from_slice(&process.take_output());
+    let extra = match &error {
+        Some(e) if !reusable => Some(error_line(e)),
+        _ => None,
+    };
+    let log = frame(
+        &Report {
+            request_id: &request_id,
+            version: &function.version,
+            duration_us,
+            billed_ms: billed,
+            memory_mb: function.memory_mb,
+            max_memory_used_mb,
+            init_duration_us,
+        },
+        &output,
+        extra.as_deref(),
+    );
+    InvokeOutcome {
+        request_id,
+        kind,
+        error,
+        payload,
+        log,
+        duration_us,
+        billed_ms: billed,
+        init_duration_us,
+        memory_mb: function.memory_mb,
+        max_memory_used_mb,
+        reusable,
     }
 }

@@ -1,0 +1,189 @@
+//! Per-sandbox cgroups: memory = MemorySize (no swap), a pids limit, a CPU weight proportional
+//! to memory. Works with the unified hierarchy (v2) and with the v1 controllers mounted
+//! separately.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Result, os};
+
+const ROOT: &str = "/sys/fs/cgroup";
+/// The parent of every sandbox's cgroup.
+const PARENT: &str = "nimbus";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupVersion {
+    V1,
+    V2,
+}
+
+/// What a sandbox's cgroup reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CgroupStats {
+    /// Highest memory use since the last reset.
+    pub peak_memory_bytes: u64,
+    /// Processes the kernel killed for running out of memory.
+    pub oom_kills: u64,
+}
+
+pub(crate) struct Cgroup {
+    version: CgroupVersion,
+    /// v2: one directory. v1: memory, pids, cpu, in that order.
+    dirs: Vec<PathBuf>,
+}
+
+fn write(path: &Path, value: &str) -> Result<()> {
+    fs::write(path, value).map_err(os(format!("writing {}", path.display())))
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Reads `key value` lines, as in memory.events or memory.oom_control.
+fn read_key(path: &Path, key: &str) -> Option<u64> {
+    let text = fs::read_to_string(path).ok()?;
+    text.lines().find_map(|line| {
+        let (k, v) = line.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+impl Cgroup {
+    pub(crate) fn detect() -> Result<CgroupVersion> {
+        if Path::new(ROOT).join("cgroup.controllers").is_file() {
+            return Ok(CgroupVersion::V2);
+        }
+        let v1_ok = ["memory", "pids", "cpu"]
+            .iter()
+            .all(|c| Path::new(ROOT).join(c).join("tasks").is_file());
+        if v1_ok {
+            Ok(CgroupVersion::V1)
+        } else {
+            Err(Error::Unsupported(
+                "no usable cgroup hierarchy (need v2, or v1 with memory, pids and cpu)".into(),
+            ))
+        }
+    }
+
+    pub(crate) fn create(name: &str, memory_mb: u32, pids_max: u32) -> Result<Self> {
+        let version = Self::detect()?;
+        let memory = (memory_mb as u64) << 20;
+        let cgroup = match version {
+            CgroupVersion::V2 => {
+                let parent = Path::new(ROOT).join(PARENT);
+                if !parent.is_dir() {
+                    fs::create_dir_all(&parent).map_err(os("creating the nimbus cgroup"))?;
+                }
+                // Controllers must be enabled from the root down to the sandbox's parent.
+                let _ = fs::write(
+                    Path::new(ROOT).join("cgroup.subtree_control"),
+                    "+memory +pids +cpu",
+                );
+                write(&parent.join("cgroup.subtree_control"), "+memory +pids +cpu")?;
+                let dir = parent.join(name);
+                fs::create_dir(&dir).map_err(os(format!("creating cgroup {}", dir.display())))?;
+                let cgroup = Cgroup {
+                    version,
+                    dirs: vec![dir.clone()],
+                };
+                write(&dir.join("memory.max"), &memory.to_string())?;
+                let _ = fs::write(dir.join("memory.swap.max"), "0");
+                write(&dir.join("pids.max"), &pids_max.to_string())?;
+                let weight = (memory_mb as u64 * 100 / 1024).clamp(1, 10_000);
+                write(&dir.join("cpu.weight"), &weight.to_string())?;
+                cgroup
+            }
+            CgroupVersion::V1 => {
+                let mut dirs = Vec::new();
+                for controller in ["memory", "pids", "cpu"] {
+                    let dir = Path::new(ROOT).join(controller).join(PARENT).join(name);
+                    fs::create_dir_all(&dir)
+                        .map_err(os(format!("creating cgroup {}", dir.display())))?;
+                    dirs.push(dir);
+                }
+                let cgroup = Cgroup { version, dirs };
+                let mem = &cgroup.dirs[0];
+                write(&mem.join("memory.limit_in_bytes"), &memory.to_string())?;
+                // Without swap accounting the file is absent; with it, forbid swapping past the limit.
+                let _ = fs::write(mem.join("memory.memsw.limit_in_bytes"), memory.to_string());
+                let _ = fs::write(mem.join("memory.swappiness"), "0");
+                write(&cgroup.dirs[1].join("pids.max"), &pids_max.to_string())?;
+                write(
+                    &cgroup.dirs[2].join("cpu.shares"),
+                    &(memory_mb.max(2)).to_string(),
+                )?;
+                cgroup
+            }
+        };
+        Ok(cgroup)
+    }
+
+    pub(crate) fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
+    }
+
+    pub(crate) fn stats(&self) -> CgroupStats {
+        let dir = &self.dirs[0];
+        match self.version {
+            CgroupVersion::V2 => CgroupStats {
+                peak_memory_bytes: read_u64(&dir.join("memory.peak")).unwrap_or(0),
+                oom_kills: read_key(&dir.join("memory.events"), "oom_kill").unwrap_or(0),
+            },
+            CgroupVersion::V1 => CgroupStats {
+                peak_memory_bytes: read_u64(&dir.join("memory.max_usage_in_bytes")).unwrap_or(0),
+                oom_kills: read_key(&dir.join("memory.oom_control"), "oom_kill").unwrap_or(0),
+            },
+        }
+    }
+
+    pub(crate) fn reset_peak(&self) {
+        let dir = &self.dirs[0];
+        let file = match self.version {
+            CgroupVersion::V2 => dir.join("memory.peak"),
+            CgroupVersion::V1 => dir.join("memory.max_usage_in_bytes"),
+        };
+        let _ = fs::write(file, "0");
+    }
+
+    fn pids(&self) -> Vec<i32> {
+        fs::read_to_string(self.dirs[0].join("cgroup.procs"))
+            .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn kill_all(&self) {
+        if self.version == CgroupVersion::V2
+            && fs::write(self.dirs[0].join("cgroup.kill"), "1").is_ok()
+        {
+            return;
+        }
+        // v1 has no cgroup.kill: kill what is listed until nothing is (a fork may race a kill).
+        for _ in 0..50 {
+            let pids = self.pids();
+            if pids.is_empty() {
+                return;
+            }
+            for pid in pids {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    pub(crate) fn remove(&self) {
+        for dir in &self.dirs {
+            // The kernel refuses while dying processes are still accounted; retry briefly.
+            for _ in 0..100 {
+                match fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The Linux jail for process sandboxes, and the only crate with `unsafe` code.
+//!
+//! A [`Jail`] runs one program (a Lambda runtime's `bootstrap`) with its own mount, pid, ipc, uts
+//! and network namespaces; a network namespace with only loopback, in which the worker's Runtime
+//! API listener already waits on `127.0.0.1:9001`; a root made of read-only binds of the host's
+//! `/usr` and the function's code at `/var/task`; a private size-limited `/tmp`; a cgroup with a
+//! memory limit, a pids limit and a CPU weight (cgroup v1 or v2); and, in the process itself, an
+//! unprivileged uid, no capabilities, no new privileges and a seccomp filter.
+//!
+//! Setting up the namespaces happens in a helper: the worker's own executable started with
+//! [`HELPER_ARG`] as its first argument, which calls [`helper_main`]. It enters the namespaces,
+//! builds the root, forks the namespace's init and then the runtime. This crate does not know
+//! about invocations or HTTP.
+
+#![allow(unsafe_code)]
+
+mod cgroup;
+mod helper;
+mod netns;
+mod seccomp;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+pub use cgroup::{CgroupStats, CgroupVersion};
+pub use helper::helper_main;
+
+/// The first argument that turns the worker's executable into the sandbox helper.
+pub const HELPER_ARG: &str = "__nimbus-sandbox-helper";
+/// Where the Runtime API listens inside every sandbox, as on Lambda.
+pub const RUNTIME_API_PORT: u16 = 9001;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("process sandboxes need root and Linux namespaces: {0}")]
+    Unsupported(String),
+    #[error("{what}")]
+    Os {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the sandbox could not start its program: {0}")]
+    Exec(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn os(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Os { what, source }
+}
+
+/// A directory bound read-only into the sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Bind {
+    pub host: PathBuf,
+    pub sandbox: PathBuf,
+}
+
+/// Everything needed to start one sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JailSpec {
+    /// A unique name, used for the cgroup.
+    pub name: String,
+    /// An empty directory the helper turns into the sandbox's root.
+    pub root_dir: PathBuf,
+    /// The unpacked code, mounted read-only at `/var/task`.
+    pub code_dir: PathBuf,
+    /// More read-only binds, such as the runtime's own files at `/var/runtime`.
+    pub binds: Vec<Bind>,
+    /// The program to run, as seen inside the sandbox, and its arguments.
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub memory_mb: u32,
+    pub tmp_mb: u32,
+    pub pids_max: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Internal: what the helper receives.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct HelperConfig {
+    pub spec: JailSpec,
+    pub cgroup_procs: Vec<PathBuf>,
+    /// The write end of the exec-report pipe: closed by a successful exec, or given an error.
+    pub report_fd: i32,
+}
+
+/// A running sandbox.
+pub struct Jail {
+    helper: Child,
+    cgroup: cgroup::Cgroup,
+    listener: Option<TcpListener>,
+    /// How long namespaces, cgroup and mounts took, up to the exec of the program.
+    pub setup: Duration,
+}
+
+fn helper_path() -> Result<PathBuf> {
+    std::env::current_exe().map_err(os("locating the sandbox helper"))
+}
+
+/// Whether this host can run process sandboxes, with the reason if not.
+pub fn check_support() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(Error::Unsupported("the node is not running as root".into()));
+    }
+    cgroup::Cgroup::detect().map(|_| ())
+}
+
+impl Jail {
+    /// Starts the sandbox and returns once its program has been executed.
+    pub fn spawn(spec: JailSpec) -> Result<Jail> {
+        let started = Instant::now();
+        check_support()?;
+        let (netns, listener) = netns::create_with_listener(RUNTIME_API_PORT)?;
+        let cgroup = cgroup::Cgroup::create(&spec.name, spec.memory_mb, spec.pids_max)?;
+        let (report_read, report_write) = pipe()?;
+        let config = HelperConfig {
+            cgroup_procs: cgroup.procs_files(),
+            spec,
+            report_fd: report_write.as_raw_fd(),
+        };
+        let config = serde_json::to_string(&config).map_err(|e| Error::Exec(e.to_string()))?;
+
+        let mut command = Command::new(helper_path()?);
+        command
+            .arg(HELPER_ARG)
+            .arg(config)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let net_fd = netns.as_raw_fd();
+        let report_fd = report_write.as_raw_fd();
+        // SAFETY: the closure runs in the forked child before exec and only makes system calls
+        // (fcntl, prctl, setns, unshare), which are async-signal-safe; it allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                // The report pipe must survive into the helper; the helper closes it on its
+                // final exec.
+                if libc::fcntl(report_fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::setns(net_fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let flags = libc::CLONE_NEWNS
+                    | libc::CLONE_NEWPID
+                    | libc::CLONE_NEWIPC
+                    | libc::CLONE_NEWUTS;
+                if libc::unshare(flags) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let helper = command.spawn().map_err(os("starting the sandbox helper"))?;
+        drop(report_write);
+        drop(netns);
+        let mut jail = Jail {
+            helper,
+            cgroup,
+            listener: Some(listener),
+            setup: Duration::ZERO,
+        };
+        // EOF means the program was executed; anything else is the reason it was not.
+        let mut report = String::new();
+        let mut file = std::fs::File::from(report_read);
+        let _ = file.read_to_string(&mut report);
+        if !report.is_empty() {
+            jail.kill();
+            return Err(Error::Exec(report));
+        }
+        jail.setup = started.elapsed();
+        Ok(jail)
+    }
+
+    /// The Runtime API listener inside the sandbox's network namespace; taken once.
+    pub fn take_listener(&mut self) -> Option<TcpListener> {
+        self.listener.take()
+    }
+
+    pub fn take_stdout(&mut self) -> Option<ChildStdout> {
+        self.helper.stdout.take()
+    }
+
+    pub fn take_stderr(&mut self) -> Option<ChildStderr> {
+        self.helper.stderr.take()
+    }
+
+    /// The helper's pid; it exits with the program's status (128 + signal if it was killed).
+    pub fn pid(&self) -> u32 {
+        self.helper.id()
+    }
+
+    /// Waits for the sandbox's program to exit; returns its status as the helper reports it.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.helper.try_wait().ok().flatten()
+    }
+
+    pub fn stats(&self) -> CgroupStats {
+        self.cgroup.stats()
+    }
+
+    /// Resets the peak-memory counter, so that the next reading covers one invocation.
+    pub fn reset_peak_memory(&self) {
+        self.cgroup.reset_peak();
+    }
+
+    /// Kills every process of the sandbox.
+    pub fn kill(&mut self) {
+        self.cgroup.kill_all();
+        let _ = self.helper.kill();
+        let _ = self.helper.wait();
+    }
+}
+
+impl Drop for Jail {
+    fn drop(&mut self) {
+        self.kill();
+        self.cgroup.remove();
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 writes two descriptors into the array on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(os("creating a pipe")(std::io::Error::last_os_error()));
+    }
+    // SAFETY: both descriptors were just created and are owned by nothing else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}

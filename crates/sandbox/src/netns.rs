@@ -1,0 +1,65 @@
+//! A network namespace with only loopback, and a listener already bound inside it.
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use crate::{Error, Result, os};
+
+/// Creates a fresh network namespace, brings its loopback up and binds `127.0.0.1:port` in it.
+/// Returns a handle on the namespace (for the sandbox to join) and the listener, which keeps
+/// working from the worker's own namespace.
+pub(crate) fn create_with_listener(port: u16) -> Result<(OwnedFd, TcpListener)> {
+    // Namespaces belong to threads: a short-lived thread enters the new namespace so that the
+    // rest of the process never leaves its own.
+    std::thread::Builder::new()
+        .name("nimbus-netns".into())
+        .spawn(move || -> Result<(OwnedFd, TcpListener)> {
+            // SAFETY: unshare has no memory-safety preconditions; it moves only this thread.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return Err(os("creating a network namespace")(
+                    std::io::Error::last_os_error(),
+                ));
+            }
+            loopback_up()?;
+            let listener = TcpListener::bind(("127.0.0.1", port))
+                .map_err(os("binding the Runtime API listener"))?;
+            let ns = File::open("/proc/thread-self/ns/net")
+                .map_err(os("opening the network namespace"))?;
+            Ok((OwnedFd::from(ns), listener))
+        })
+        .map_err(os("starting the namespace thread"))?
+        .join()
+        .map_err(|_| Error::Unsupported("the namespace thread panicked".into()))?
+}
+
+fn loopback_up() -> Result<()> {
+    // SAFETY: socket has no preconditions; the result is checked below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(os("opening a socket for loopback")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: fd was just returned by socket and is owned by nothing else.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let _ = &socket;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in request.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: the request names an interface and has room for the flags the kernel writes.
+    if unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut request) } != 0 {
+        return Err(os("reading loopback flags")(std::io::Error::last_os_error()));
+    }
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    unsafe {
+        request.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    }
+    // SAFETY: as above; SIOCSIFFLAGS only reads the request.
+    if unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, &request) } != 0 {
+        return Err(os("bringing loopback up")(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! The system-call filter of every process sandbox: calls that reconfigure the kernel, the
+//! machine or namespaces, or that inspect other processes, fail with EPERM.
+
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+
+const DENIED: &[libc::c_long] = &[
+    libc::SYS_mount,
+    libc::SYS_umount2,
+    libc::SYS_pivot_root,
+    libc::SYS_chroot,
+    libc::SYS_unshare,
+    libc::SYS_setns,
+    libc::SYS_ptrace,
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+    libc::SYS_kcmp,
+    libc::SYS_kexec_load,
+    libc::SYS_kexec_file_load,
+    libc::SYS_init_module,
+    libc::SYS_finit_module,
+    libc::SYS_delete_module,
+    libc::SYS_reboot,
+    libc::SYS_swapon,
+    libc::SYS_swapoff,
+    libc::SYS_acct,
+    libc::SYS_settimeofday,
+    libc::SYS_clock_settime,
+    libc::SYS_clock_adjtime,
+    libc::SYS_adjtimex,
+    libc::SYS_sethostname,
+    libc::SYS_setdomainname,
+    libc::SYS_bpf,
+    libc::SYS_perf_event_open,
+    libc::SYS_userfaultfd,
+    libc::SYS_keyctl,
+    libc::SYS_add_key,
+    libc::SYS_request_key,
+    libc::SYS_iopl,
+    libc::SYS_ioperm,
+    libc::SYS_quotactl,
+    libc::SYS_syslog,
+    libc::SYS_vhangup,
+    libc::SYS_open_by_handle_at,
+    libc::SYS_name_to_handle_at,
+    libc::SYS_lookup_dcookie,
+    libc::SYS_fsopen,
+    libc::SYS_fsconfig,
+    libc::SYS_fsmount,
+    libc::SYS_fspick,
+    libc::SYS_move_mount,
+    libc::SYS_open_tree,
+    libc::SYS_mount_setattr,
+    libc::SYS_personality,
+];
+
+/// Namespace flags a sandboxed process may not pass to clone.
+const NAMESPACE_FLAGS: &[libc::c_int] = &[
+    libc::CLONE_NEWUSER,
+    libc::CLONE_NEWNS,
+    libc::CLONE_NEWPID,
+    libc::CLONE_NEWNET,
+    libc::CLONE_NEWUTS,
+    libc::CLONE_NEWIPC,
+    libc::CLONE_NEWCGROUP,
+];
+
+fn program(
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    action: SeccompAction,
+) -> Result<BpfProgram, String> {
+    let filter = SeccompFilter::new(rules, SeccompAction::Allow, action, TargetArch::x86_64)
+        .map_err(|e| format!("building the seccomp filter: {e}"))?;
+    filter
+        .try_into()
+        .map_err(|e| format!("compiling the seccomp filter: {e:?}"))
+}
+
+pub(crate) fn filters() -> Result<Vec<BpfProgram>, String> {
+    let mut denied: BTreeMap<i64, Vec<SeccompRule>> =
+        DENIED.iter().map(|s| (*s as i64, vec![])).collect();
+    let mut clone_rules = Vec::new();
+    for flag in NAMESPACE_FLAGS {
+        let condition = SeccompCondition::new(
+            0,
+            SeccompCmpArgLen::Qword,
+            SeccompCmpOp::MaskedEq(*flag as u64),
+            *flag as u64,
+        )
+        .map_err(|e| format!("building the seccomp filter: {e}"))?;
+        clone_rules.push(
+            SeccompRule::new(vec![condition])
+                .map_err(|e| format!("building the seccomp filter: {e}"))?,
+        );
+    }
+    denied.insert(libc::SYS_clone as i64, clone_rules);
+    let eperm = program(denied, SeccompAction::Errno(libc::EPERM as u32))?;
+    // clone3 takes its flags in memory where a filter cannot read them; ENOSYS makes libc fall
+    // back to clone, which the filter above inspects.
+    let clone3: BTreeMap<i64, Vec<SeccompRule>> =
+        [(libc::SYS_clone3 as i64, vec![])].into_iter().collect();
+    let enosys = program(clone3, SeccompAction::Errno(libc::ENOSYS as u32))?;
+    Ok(vec![eperm, enosys])
+}
+
+pub(crate) fn apply() -> Result<(), String> {
+    for filter in filters()? {
+        seccompiler::apply_filter(&filter)
+            .map_err(|e| format!("installing the seccomp filter: {e}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn filters_compile() {
+        let filters = super::filters().unwrap();
+        assert_eq!(filters.len(), 2);
+        assert!(filters.iter().all(|f| !f.is_empty()));
+    }
+}

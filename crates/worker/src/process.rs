@@ -1,0 +1,500 @@
+//! Process sandboxes: a Lambda runtime (a `bootstrap`, or nimbus's Python or Node.js runtime)
+//! in a jail, talking to the worker over the Runtime API.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use nimbus_sandbox::{Bind, Jail, JailSpec};
+use nimbus_types::{FunctionConfig, FunctionError, Runtime};
+use tokio::io::AsyncReadExt;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::runtime_api::{Pending, Reply, RuntimeApi, router};
+use crate::{Error, Result};
+
+/// How long a runtime may take to initialise before it is given up (Lambda: 10 s).
+const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Processes and threads one sandbox may have (Lambda: 1024).
+const PIDS_MAX: u32 = 1024;
+/// Sandboxes run as uids from here on, each its own, so that none can signal another.
+const UID_BASE: u32 = 200_000;
+const UID_RANGE: u64 = 100_000;
+
+const PYTHON_BOOTSTRAP: &str = include_str!("../runtimes/python/bootstrap.py");
+const NODE_BOOTSTRAP: &str = include_str!("../runtimes/node/bootstrap.js");
+
+/// The language runtimes this host can serve, found at start-up.
+#[derive(Debug, Clone)]
+pub struct HostRuntimes {
+    pub python_minor: Option<u8>,
+    pub node_major: Option<u8>,
+}
+
+impl HostRuntimes {
+    /// Looks for `/usr/bin/python3` and `/usr/bin/node`: only what lies under `/usr` is visible
+    /// inside a sandbox.
+    pub fn detect() -> Self {
+        let python_minor = std::fs::canonicalize("/usr/bin/python3")
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .and_then(|n| n.strip_prefix("python3.").and_then(|m| m.parse().ok()));
+        let node_major = std::process::Command::new("/usr/bin/node")
+            .arg("--version")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|v| {
+                v.trim()
+                    .trim_start_matches('v')
+                    .split('.')
+                    .next()
+                    .and_then(|m| m.parse().ok())
+            });
+        Self {
+            python_minor,
+            node_major,
+        }
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = ["provided", "provided.al2", "provided.al2023"]
+            .map(String::from)
+            .to_vec();
+        if let Some(m) = self.python_minor {
+            names.push(format!("python3.{m}"));
+        }
+        if let Some(m) = self.node_major {
+            names.push(format!("nodejs{m}.x"));
+        }
+        names
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProcessConfig {
+    /// Where nimbus's runtime bootstraps are written; bound at `/var/runtime`.
+    pub runtime_dir: PathBuf,
+    /// Parent of the sandboxes' root mount points.
+    pub sandbox_dir: PathBuf,
+    pub host: HostRuntimes,
+}
+
+impl ProcessConfig {
+    /// Writes the bundled runtimes and clears sandbox directories left by an earlier run.
+    pub fn install(&self) -> std::io::Result<()> {
+        for (dir, file, content) in [
+            ("python", "bootstrap.py", PYTHON_BOOTSTRAP),
+            ("node", "bootstrap.js", NODE_BOOTSTRAP),
+        ] {
+            let path = self.runtime_dir.join(dir);
+            std::fs::create_dir_all(&path)?;
+            std::fs::write(path.join(file), content)?;
+        }
+        set_mode(&self.runtime_dir, 0o755)?;
+        if self.sandbox_dir.is_dir() {
+            for entry in std::fs::read_dir(&self.sandbox_dir)?.flatten() {
+                let _ = std::fs::remove_dir(entry.path());
+            }
+        }
+        std::fs::create_dir_all(&self.sandbox_dir)
+    }
+
+    /// The program a runtime starts with, or why this node cannot run it.
+    fn program(&self, runtime: Runtime, code_dir: &Path) -> Result<(PathBuf, Vec<String>)> {
+        let unavailable = || {
+            Error::InvalidCode(format!(
+                "The runtime {runtime} is not available on this node. Available: wasm32-wasip1, {}",
+                self.host.names().join(", ")
+            ))
+        };
+        match runtime {
+            Runtime::Provided(_) => {
+                let bootstrap = code_dir.join("bootstrap");
+                let executable = std::fs::metadata(&bootstrap)
+                    .map(|m| {
+                        std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+                            && m.is_file()
+                    })
+                    .unwrap_or(false);
+                if !executable {
+                    return Err(Error::InvalidCode(
+                        "a provided runtime needs an executable file named bootstrap at the root of the \
+                         code package"
+                            .into(),
+                    ));
+                }
+                Ok((PathBuf::from("/var/task/bootstrap"), vec![]))
+            }
+            Runtime::Python { minor } if Some(minor) == self.host.python_minor => Ok((
+                PathBuf::from(format!("/usr/bin/python3.{minor}")),
+                vec!["-u".into(), "/var/runtime/python/bootstrap.py".into()],
+            )),
+            Runtime::Node { major } if Some(major) == self.host.node_major => Ok((
+                PathBuf::from("/usr/bin/node"),
+                vec!["/var/runtime/node/bootstrap.js".into()],
+            )),
+            _ => Err(unavailable()),
+        }
+    }
+
+    /// Checks that a function of this runtime can start here, without starting it.
+    pub(crate) fn check(&self, function: &FunctionConfig, code_dir: &Path) -> Result<()> {
+        nimbus_sandbox::check_support().map_err(|e| Error::InvalidCode(e.to_string()))?;
+        self.program(function.runtime, code_dir).map(|_| ())
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+/// Lambda's environment for a runtime process, then the function's own variables.
+fn environment(function: &FunctionConfig, region: &str, log_stream: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = [
+        ("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{}", nimbus_sandbox::RUNTIME_API_PORT)),
+        ("_HANDLER", function.handler.clone()),
+        ("LAMBDA_TASK_ROOT", "/var/task".to_owned()),
+        ("LAMBDA_RUNTIME_DIR", "/var/runtime".to_owned()),
+        ("AWS_LAMBDA_FUNCTION_NAME", function.name.clone()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", function.memory_mb.to_string()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", function.version.clone()),
+        ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", function.name)),
+        ("AWS_LAMBDA_LOG_STREAM_NAME", log_stream.to_owned()),
+        ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".to_owned()),
+        ("AWS_REGION", region.to_owned()),
+        ("AWS_DEFAULT_REGION", region.to_owned()),
+        ("AWS_EXECUTION_ENV", format!("AWS_Lambda_{}", function.runtime)),
+        ("TZ", ":UTC".to_owned()),
+        ("LANG", "en_US.UTF-8".to_owned()),
+        ("PATH", "/var/lang/bin:/usr/local/bin:/usr/bin:/bin:/opt/bin".to_owned()),
+        (
+            "LD_LIBRARY_PATH",
+            "/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib"
+                .to_owned(),
+        ),
+        ("PYTHONPATH", "/var/runtime".to_owned()),
+        ("NODE_PATH", "/opt/nodejs/node_modules:/var/runtime/node_modules:/var/runtime:/var/task".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    env.extend(
+        function
+            .environment
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    env
+}
+
+/// How an invocation in a process sandbox ended.
+pub(crate) enum ProcessResult {
+    Response(Bytes),
+    Error(Bytes, FunctionError),
+    TooLarge,
+    /// The runtime exited (or was killed by the kernel) before answering.
+    Exited {
+        status: Option<i32>,
+        out_of_memory: bool,
+    },
+    TimedOut,
+    InitFailed(Bytes, FunctionError),
+}
+
+pub(crate) struct ProcessSandbox {
+    jail: Mutex<Option<Jail>>,
+    api: Arc<RuntimeApi>,
+    queue: mpsc::Sender<Pending>,
+    output: Arc<Mutex<Vec<u8>>>,
+    exited: watch::Receiver<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    root_dir: PathBuf,
+    function_arn: String,
+    pub(crate) setup_us: u64,
+    init_failure: Mutex<Option<(Bytes, FunctionError)>>,
+}
+
+/// Copies a sandbox's stdout or stderr into its output buffer until EOF.
+fn pump(
+    stream: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    output: Arc<Mutex<Vec<u8>>>,
+    open_streams: Arc<std::sync::atomic::AtomicUsize>,
+    exited: Arc<watch::Sender<bool>>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut stream = stream;
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if let Ok(mut out) = output.lock() {
+                        // Keep the log bounded if a function writes without end.
+                        if out.len() < nimbus_types::limits::MAX_FUNCTION_LOG_BYTES * 4 {
+                            out.extend_from_slice(&buf[..n]);
+                        }
+                    }
+                }
+            }
+        }
+        if open_streams.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            let _ = exited.send(true);
+        }
+    })
+}
+
+impl ProcessSandbox {
+    /// Starts the runtime and waits for it to ask for its first invocation.
+    pub(crate) async fn start(
+        config: &ProcessConfig,
+        function: &FunctionConfig,
+        code_dir: PathBuf,
+        sandbox_id: u64,
+        region: &str,
+    ) -> Result<Self> {
+        let (program, args) = config.program(function.runtime, &code_dir)?;
+        let name = format!("{}-{sandbox_id}", std::process::id());
+        let root_dir = config.sandbox_dir.join(&name);
+        let day = nimbus_types::time::lambda_timestamp(nimbus_types::time::now_ms());
+        let log_stream = format!(
+            "{}/[{}]{sandbox_id:016x}",
+            day.get(..10).unwrap_or("1970-01-01").replace('-', "/"),
+            function.version
+        );
+        let uid = UID_BASE + (sandbox_id % UID_RANGE) as u32;
+        let spec = JailSpec {
+            name,
+            root_dir: root_dir.clone(),
+            code_dir,
+            binds: vec![Bind {
+                host: config.runtime_dir.clone(),
+                sandbox: PathBuf::from("/var/runtime"),
+            }],
+            program,
+            args,
+            env: environment(function, region, &log_stream),
+            memory_mb: function.memory_mb,
+            tmp_mb: function.ephemeral_storage_mb,
+            pids_max: PIDS_MAX,
+            uid,
+            gid: uid,
+        };
+        let mut jail = tokio::task::spawn_blocking(move || Jail::spawn(spec))
+            .await
+            .map_err(|e| Error::Internal(format!("starting a sandbox panicked: {e}")))?
+            .map_err(|e| Error::Internal(format!("{e:#}")))?;
+        let setup_us = jail.setup.as_micros() as u64;
+
+        let (api, queue) = RuntimeApi::new();
+        let listener = jail
+            .take_listener()
+            .ok_or_else(|| Error::Internal("the sandbox has no Runtime API listener".into()))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| Error::Internal(format!("runtime api listener: {e}")))?;
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|e| Error::Internal(format!("runtime api listener: {e}")))?;
+        let app = router(api.clone());
+        let mut tasks = vec![tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        })];
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let (exited_tx, exited) = watch::channel(false);
+        let exited_tx = Arc::new(exited_tx);
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(2));
+        if let Some(out) = jail
+            .take_stdout()
+            .and_then(|s| tokio::process::ChildStdout::from_std(s).ok())
+        {
+            tasks.push(pump(out, output.clone(), open.clone(), exited_tx.clone()));
+        }
+        if let Some(err) = jail
+            .take_stderr()
+            .and_then(|s| tokio::process::ChildStderr::from_std(s).ok())
+        {
+            tasks.push(pump(err, output.clone(), open.clone(), exited_tx.clone()));
+        }
+        let sandbox = Self {
+            jail: Mutex::new(Some(jail)),
+            api,
+            queue,
+            output,
+            exited,
+            tasks,
+            root_dir,
+            function_arn: nimbus_types::name::function_arn(region, &function.name),
+            setup_us,
+            init_failure: Mutex::new(None),
+        };
+        sandbox.wait_ready().await;
+        Ok(sandbox)
+    }
+
+    /// Waits until the runtime calls `next`; records why not if it fails or exits first.
+    async fn wait_ready(&self) {
+        let mut exited = self.exited.clone();
+        let failure = tokio::select! {
+            _ = self.api.ready.notified() => None,
+            _ = self.api.init_failed.notified() => {
+                self.api.init_error.lock().ok().and_then(|mut e| e.take())
+            }
+            () = wait_exit(&mut exited) => {
+                let status = self.exit_status().await;
+                let error = FunctionError::new(
+                    "Runtime.ExitError",
+                    format!("RequestId:  Error: Runtime exited with error: {}", describe_exit(status)),
+                );
+                Some((error.to_json(), error))
+            }
+            _ = tokio::time::sleep(INIT_TIMEOUT) => {
+                let error = FunctionError::new(
+                    "Sandbox.Timedout",
+                    format!("RequestId:  Error: Task timed out after {}.00 seconds during init", INIT_TIMEOUT.as_secs()),
+                );
+                Some((error.to_json(), error))
+            }
+        };
+        if let Some(failure) = failure {
+            if let Ok(mut slot) = self.init_failure.lock() {
+                *slot = Some(failure);
+            }
+        }
+    }
+
+    async fn exit_status(&self) -> Option<i32> {
+        for _ in 0..100 {
+            let status = self
+                .jail
+                .lock()
+                .ok()
+                .and_then(|mut j| j.as_mut().and_then(|j| j.try_wait()));
+            if let Some(status) = status {
+                return status.code();
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        None
+    }
+
+    pub(crate) fn take_output(&self) -> Vec<u8> {
+        self.output
+            .lock()
+            .map(|mut o| std::mem::take(&mut *o))
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn peak_memory_bytes(&self) -> u64 {
+        self.jail
+            .lock()
+            .ok()
+            .and_then(|j| j.as_ref().map(|j| j.stats().peak_memory_bytes))
+            .unwrap_or(0)
+    }
+
+    fn out_of_memory(&self) -> bool {
+        self.jail
+            .lock()
+            .ok()
+            .and_then(|j| j.as_ref().map(|j| j.stats().oom_kills > 0))
+            .unwrap_or(false)
+    }
+
+    /// Runs one invocation through the Runtime API.
+    pub(crate) async fn invoke(
+        &self,
+        request_id: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> ProcessResult {
+        if let Some((payload, error)) = self.init_failure.lock().ok().and_then(|f| f.clone()) {
+            return ProcessResult::InitFailed(payload, error);
+        }
+        if let Some(jail) = self
+            .jail
+            .lock()
+            .ok()
+            .and_then(|j| j.as_ref().map(|j| j.reset_peak_memory()))
+        {
+            let () = jail;
+        }
+        let deadline = Instant::now() + timeout;
+        let deadline_ms = nimbus_types::time::now_ms() + timeout.as_millis() as i64;
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let pending = Pending {
+            request_id: request_id.to_owned(),
+            payload,
+            deadline_ms,
+            function_arn: self.function_arn.clone(),
+            trace_id: format!(
+                "Root=1-{:08x}-{}",
+                deadline_ms / 1000,
+                &request_id.replace('-', "")[..24.min(request_id.len())]
+            ),
+            reply: reply_tx,
+        };
+        let mut exited = self.exited.clone();
+        if self.queue.send(pending).await.is_err() {
+            return ProcessResult::Exited {
+                status: None,
+                out_of_memory: false,
+            };
+        }
+        let result = tokio::select! {
+            reply = reply_rx => match reply {
+                Ok(Reply::Response(body)) => ProcessResult::Response(body),
+                Ok(Reply::Error(body, error)) => ProcessResult::Error(body, error),
+                Ok(Reply::TooLarge) => ProcessResult::TooLarge,
+                Err(_) => ProcessResult::Exited { status: None, out_of_memory: false },
+            },
+            () = wait_exit(&mut exited) => {
+                let status = self.exit_status().await;
+                ProcessResult::Exited { status, out_of_memory: self.out_of_memory() }
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => ProcessResult::TimedOut,
+        };
+        // Give the output pumps a moment to move what the runtime printed just before it
+        // answered into this invocation's log.
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        result
+    }
+
+    /// Kills the sandbox and removes what it left on the host. Blocking.
+    pub(crate) fn destroy(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Some(jail) = self.jail.lock().ok().and_then(|mut j| j.take()) {
+            drop(jail);
+        }
+        let _ = std::fs::remove_dir(&self.root_dir);
+    }
+}
+
+/// Resolves once the sandbox's output streams have closed: its processes are gone.
+async fn wait_exit(exited: &mut watch::Receiver<bool>) {
+    let _ = exited.wait_for(|e| *e).await;
+}
+
+pub(crate) fn describe_exit(status: Option<i32>) -> String {
+    match status {
+        Some(code) if code > 128 => format!("signal: {}", signal_name(code - 128)),
+        Some(code) => format!("exit status {code}"),
+        None => "signal: killed".to_owned(),
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        9 => "killed",
+        6 => "aborted",
+        11 => "segmentation fault",
+        15 => "terminated",
+        _ => "killed",
+    }
+}

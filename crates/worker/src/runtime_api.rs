@@ -1,0 +1,270 @@
+//! The Lambda Runtime API, served by the worker to one sandbox on the listener inside the
+//! sandbox's network namespace (`AWS_LAMBDA_RUNTIME_API=127.0.0.1:9001`).
+//!
+//! One invocation at a time: `next` hands the runtime the pending invocation, `response` or
+//! `error` completes it. Requests that do not fit that state machine are refused with the
+//! status codes Lambda documents (400 for an unknown request id, 403 for a second answer to
+//! the same invocation, 413 for a response over 6 MB).
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use nimbus_types::FunctionError;
+use nimbus_types::limits::MAX_SYNC_PAYLOAD_BYTES;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+/// An invocation waiting for the runtime to take it.
+pub(crate) struct Pending {
+    pub request_id: String,
+    pub payload: Bytes,
+    pub deadline_ms: i64,
+    pub function_arn: String,
+    pub trace_id: String,
+    pub reply: oneshot::Sender<Reply>,
+}
+
+/// How the runtime answered an invocation.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    Response(Bytes),
+    Error(Bytes, FunctionError),
+    TooLarge,
+}
+
+struct Current {
+    request_id: String,
+    reply: Option<oneshot::Sender<Reply>>,
+}
+
+/// State shared between the sandbox's HTTP server and the worker.
+pub(crate) struct RuntimeApi {
+    next: tokio::sync::Mutex<mpsc::Receiver<Pending>>,
+    current: Mutex<Option<Current>>,
+    /// Signalled when the runtime first asks for an invocation: its init is done.
+    pub ready: Notify,
+    pub ready_flag: std::sync::atomic::AtomicBool,
+    pub init_error: Mutex<Option<(Bytes, FunctionError)>>,
+    pub init_failed: Notify,
+}
+
+impl RuntimeApi {
+    pub(crate) fn new() -> (Arc<Self>, mpsc::Sender<Pending>) {
+        let (tx, rx) = mpsc::channel(1);
+        let api = Arc::new(Self {
+            next: tokio::sync::Mutex::new(rx),
+            current: Mutex::new(None),
+            ready: Notify::new(),
+            ready_flag: std::sync::atomic::AtomicBool::new(false),
+            init_error: Mutex::new(None),
+            init_failed: Notify::new(),
+        });
+        (api, tx)
+    }
+}
+
+type Shared = Arc<RuntimeApi>;
+
+pub(crate) fn router(api: Shared) -> Router {
+    Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next))
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/response",
+            post(response),
+        )
+        .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+        .route("/2018-06-01/runtime/init/error", post(init_error))
+        .fallback(|| async {
+            runtime_error(StatusCode::NOT_FOUND, "InvalidRequest", "Unknown path")
+        })
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(api)
+}
+
+fn runtime_error(status: StatusCode, error_type: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "errorType": error_type, "errorMessage": message });
+    (status, axum::Json(body)).into_response()
+}
+
+fn accepted() -> Response {
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({ "status": "OK" })),
+    )
+        .into_response()
+}
+
+async fn next(State(api): State<Shared>) -> Response {
+    if !api
+        .ready_flag
+        .swap(true, std::sync::atomic::Ordering::AcqRel)
+    {
+        api.ready.notify_waiters();
+        api.ready.notify_one();
+    }
+    let mut queue = api.next.lock().await;
+    let Some(pending) = queue.recv().await else {
+        return runtime_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Runtime.Shutdown",
+            "The sandbox is shutting down",
+        );
+    };
+    drop(queue);
+    if let Ok(mut current) = api.current.lock() {
+        *current = Some(Current {
+            request_id: pending.request_id.clone(),
+            reply: Some(pending.reply),
+        });
+    }
+    let mut response = Response::new(Body::from(pending.payload));
+    let h = response.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("application/json"));
+    let pairs = [
+        ("Lambda-Runtime-Aws-Request-Id", pending.request_id.as_str()),
+        (
+            "Lambda-Runtime-Invoked-Function-Arn",
+            pending.function_arn.as_str(),
+        ),
+        ("Lambda-Runtime-Trace-Id", pending.trace_id.as_str()),
+    ];
+    for (name, value) in pairs {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
+    }
+    h.insert(
+        "Lambda-Runtime-Deadline-Ms",
+        HeaderValue::from(pending.deadline_ms),
+    );
+    response
+}
+
+/// Takes the reply channel of the current invocation if `id` names it.
+fn take_reply(api: &RuntimeApi, id: &str) -> Result<oneshot::Sender<Reply>, Response> {
+    let mut current = api.current.lock().map_err(|_| {
+        runtime_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Runtime.Internal",
+            "state poisoned",
+        )
+    })?;
+    match current.as_mut() {
+        Some(c) if c.request_id == id => c.reply.take().ok_or_else(|| {
+            runtime_error(
+                StatusCode::FORBIDDEN,
+                "InvalidStateTransition",
+                "The invocation already has a response",
+            )
+        }),
+        _ => Err(runtime_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestID",
+            "Invalid request ID",
+        )),
+    }
+}
+
+async fn read_limited(body: Body) -> Result<Bytes, ()> {
+    axum::body::to_bytes(body, MAX_SYNC_PAYLOAD_BYTES)
+        .await
+        .map_err(|_| ())
+}
+
+async fn response(State(api): State<Shared>, Path(id): Path<String>, body: Body) -> Response {
+    let reply = match take_reply(&api, &id) {
+        Ok(reply) => reply,
+        Err(refusal) => return refusal,
+    };
+    match read_limited(body).await {
+        Ok(bytes) => {
+            let _ = reply.send(Reply::Response(bytes));
+            accepted()
+        }
+        Err(()) => {
+            let _ = reply.send(Reply::TooLarge);
+            runtime_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                &format!("Exceeded maximum allowed payload size ({MAX_SYNC_PAYLOAD_BYTES} bytes)."),
+            )
+        }
+    }
+}
+
+/// Reads a runtime's error report: Lambda's error JSON, or anything, with the type header.
+fn parse_error(headers: &HeaderMap, body: &Bytes) -> (Bytes, FunctionError) {
+    let header_type = headers
+        .get("Lambda-Runtime-Function-Error-Type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let field = |name: &str| {
+        parsed
+            .as_ref()
+            .and_then(|v| v.get(name))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    let error_type = field("errorType")
+        .or(header_type)
+        .unwrap_or_else(|| "Unhandled".to_owned());
+    let error_message = field("errorMessage").unwrap_or_default();
+    let error = FunctionError::new(error_type, error_message);
+    let payload = match parsed {
+        Some(serde_json::Value::Object(_)) => body.clone(),
+        _ => error.to_json(),
+    };
+    (payload, error)
+}
+
+async fn error(
+    State(api): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let reply = match take_reply(&api, &id) {
+        Ok(reply) => reply,
+        Err(refusal) => return refusal,
+    };
+    let Ok(bytes) = read_limited(body).await else {
+        let _ = reply.send(Reply::TooLarge);
+        return runtime_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            "Error payload too large",
+        );
+    };
+    let (payload, error) = parse_error(&headers, &bytes);
+    let _ = reply.send(Reply::Error(payload, error));
+    accepted()
+}
+
+async fn init_error(State(api): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+    if api.ready_flag.load(std::sync::atomic::Ordering::Acquire) {
+        return runtime_error(
+            StatusCode::FORBIDDEN,
+            "InvalidStateTransition",
+            "init/error is only allowed before the first invocation",
+        );
+    }
+    let Ok(bytes) = read_limited(body).await else {
+        return runtime_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            "Error payload too large",
+        );
+    };
+    let parsed = parse_error(&headers, &bytes);
+    if let Ok(mut slot) = api.init_error.lock() {
+        *slot = Some(parsed);
+    }
+    api.init_failed.notify_one();
+    accepted()
+}
