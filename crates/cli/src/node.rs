@@ -8,7 +8,9 @@ use nimbus_frontend::{Frontend, FrontendConfig};
 use nimbus_manager::{ManagerConfig, WorkerManager};
 use nimbus_runtime_wasm::{WasmConfig, WasmRuntime};
 use nimbus_store::{EmbeddedStore, LocalCodeStore, TelemetryWriter};
-use nimbus_worker::{HostRuntimes, LocalWorker, LocalWorkerConfig, ProcessConfig, Worker};
+use nimbus_worker::{
+    HostRuntimes, JailPool, LocalWorker, LocalWorkerConfig, ProcessConfig, Worker,
+};
 use tokio::sync::watch;
 
 use crate::config::NodeConfig;
@@ -57,14 +59,17 @@ fn process_sandboxes(data: &std::path::Path) -> Option<ProcessConfig> {
         tracing::warn!(reason = %e, "process runtimes are disabled");
         return None;
     }
+    let (runtime_dir, sandbox_dir) = (data.join("runtime"), data.join("sandboxes"));
     let config = ProcessConfig {
-        runtime_dir: data.join("runtime"),
-        sandbox_dir: data.join("sandboxes"),
+        pool: JailPool::new(2, sandbox_dir.clone(), runtime_dir.clone()),
+        runtime_dir,
+        sandbox_dir,
         host: HostRuntimes::detect(),
     };
     match config.install() {
         Ok(()) => {
             tracing::info!(runtimes = ?config.host.names(), "process runtimes enabled");
+            config.pool.refill_in_background();
             Some(config)
         }
         Err(e) => {
@@ -99,6 +104,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         n => n,
     };
     let process = process_sandboxes(data);
+    let pool = process.as_ref().map(|p| p.pool.clone());
     let worker: Arc<dyn Worker> = Arc::new(LocalWorker::new(
         LocalWorkerConfig {
             capacity_mb,
@@ -160,6 +166,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     nimbus_frontend::serve(listener, frontend, stopped(stop_rx)).await?;
     let _ = reaper.await;
     manager.shutdown().await;
+    if let Some(pool) = pool {
+        let _ = tokio::task::spawn_blocking(move || pool.clear()).await;
+    }
     tracing::info!("node stopped");
     Ok(())
 }

@@ -66,9 +66,9 @@ impl Cgroup {
         }
     }
 
-    pub(crate) fn create(name: &str, memory_mb: u32, pids_max: u32) -> Result<Self> {
+    /// Creates the cgroup with no limits yet; [`Cgroup::set_limits`] follows before the program runs.
+    pub(crate) fn create(name: &str) -> Result<Self> {
         let version = Self::detect()?;
-        let memory = (memory_mb as u64) << 20;
         let cgroup = match version {
             CgroupVersion::V2 => {
                 let parent = Path::new(ROOT).join(PARENT);
@@ -83,16 +83,10 @@ impl Cgroup {
                 write(&parent.join("cgroup.subtree_control"), "+memory +pids +cpu")?;
                 let dir = parent.join(name);
                 fs::create_dir(&dir).map_err(os(format!("creating cgroup {}", dir.display())))?;
-                let cgroup = Cgroup {
+                Cgroup {
                     version,
-                    dirs: vec![dir.clone()],
-                };
-                write(&dir.join("memory.max"), &memory.to_string())?;
-                let _ = fs::write(dir.join("memory.swap.max"), "0");
-                write(&dir.join("pids.max"), &pids_max.to_string())?;
-                let weight = (memory_mb as u64 * 100 / 1024).clamp(1, 10_000);
-                write(&dir.join("cpu.weight"), &weight.to_string())?;
-                cgroup
+                    dirs: vec![dir],
+                }
             }
             CgroupVersion::V1 => {
                 let mut dirs = Vec::new();
@@ -102,21 +96,38 @@ impl Cgroup {
                         .map_err(os(format!("creating cgroup {}", dir.display())))?;
                     dirs.push(dir);
                 }
-                let cgroup = Cgroup { version, dirs };
-                let mem = &cgroup.dirs[0];
+                Cgroup { version, dirs }
+            }
+        };
+        Ok(cgroup)
+    }
+
+    /// Memory = MemorySize without swap, the pids limit, and a CPU weight proportional to memory.
+    pub(crate) fn set_limits(&self, memory_mb: u32, pids_max: u32) -> Result<()> {
+        let memory = (memory_mb as u64) << 20;
+        match self.version {
+            CgroupVersion::V2 => {
+                let dir = &self.dirs[0];
+                write(&dir.join("memory.max"), &memory.to_string())?;
+                let _ = fs::write(dir.join("memory.swap.max"), "0");
+                write(&dir.join("pids.max"), &pids_max.to_string())?;
+                let weight = (memory_mb as u64 * 100 / 1024).clamp(1, 10_000);
+                write(&dir.join("cpu.weight"), &weight.to_string())?;
+            }
+            CgroupVersion::V1 => {
+                let mem = &self.dirs[0];
                 write(&mem.join("memory.limit_in_bytes"), &memory.to_string())?;
                 // Without swap accounting the file is absent; with it, forbid swapping past the limit.
                 let _ = fs::write(mem.join("memory.memsw.limit_in_bytes"), memory.to_string());
                 let _ = fs::write(mem.join("memory.swappiness"), "0");
-                write(&cgroup.dirs[1].join("pids.max"), &pids_max.to_string())?;
+                write(&self.dirs[1].join("pids.max"), &pids_max.to_string())?;
                 write(
-                    &cgroup.dirs[2].join("cpu.shares"),
-                    &(memory_mb.max(2)).to_string(),
+                    &self.dirs[2].join("cpu.shares"),
+                    &memory_mb.max(2).to_string(),
                 )?;
-                cgroup
             }
-        };
-        Ok(cgroup)
+        }
+        Ok(())
     }
 
     pub(crate) fn procs_files(&self) -> Vec<PathBuf> {
@@ -124,7 +135,9 @@ impl Cgroup {
     }
 
     pub(crate) fn stats(&self) -> CgroupStats {
-        let dir = &self.dirs[0];
+        let Some(dir) = self.dirs.first() else {
+            return CgroupStats::default();
+        };
         match self.version {
             CgroupVersion::V2 => CgroupStats {
                 peak_memory_bytes: read_u64(&dir.join("memory.peak")).unwrap_or(0),
@@ -138,7 +151,9 @@ impl Cgroup {
     }
 
     pub(crate) fn reset_peak(&self) {
-        let dir = &self.dirs[0];
+        let Some(dir) = self.dirs.first() else {
+            return;
+        };
         let file = match self.version {
             CgroupVersion::V2 => dir.join("memory.peak"),
             CgroupVersion::V1 => dir.join("memory.max_usage_in_bytes"),
@@ -147,7 +162,10 @@ impl Cgroup {
     }
 
     fn pids(&self) -> Vec<i32> {
-        fs::read_to_string(self.dirs[0].join("cgroup.procs"))
+        let Some(dir) = self.dirs.first() else {
+            return Vec::new();
+        };
+        fs::read_to_string(dir.join("cgroup.procs"))
             .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
             .unwrap_or_default()
     }

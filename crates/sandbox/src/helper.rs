@@ -9,9 +9,9 @@ use std::ffi::CString;
 use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::HelperConfig;
+use crate::{HelperConfig, JailSpec};
 
 type Step<T = ()> = std::result::Result<T, String>;
 
@@ -95,7 +95,8 @@ fn bind_file_if_present(host: &str, target: &Path) -> Step {
     bind_readonly(host, target)
 }
 
-fn build_etc(root: &Path, uid: u32, gid: u32) -> Step {
+/// The parts of /etc that do not depend on the function; left writable until [`finish_etc`].
+fn build_etc(root: &Path) -> Step {
     let etc = root.join("etc");
     make_dir(&etc)?;
     mount(
@@ -105,23 +106,13 @@ fn build_etc(root: &Path, uid: u32, gid: u32) -> Step {
         libc::MS_NOSUID | libc::MS_NODEV,
         "size=1m,mode=755",
     )?;
-    let files: [(&str, String); 5] = [
-        (
-            "passwd",
-            format!(
-                "root:x:0:0:root:/root:/sbin/nologin\nsbx_user:x:{uid}:{gid}::/tmp:/sbin/nologin\n"
-            ),
-        ),
-        ("group", format!("root:x:0:\nsbx_user:x:{gid}:\n")),
-        (
-            "hosts",
-            "127.0.0.1 localhost sandbox\n::1 localhost\n".to_owned(),
-        ),
+    let files = [
+        ("hosts", "127.0.0.1 localhost sandbox\n::1 localhost\n"),
         (
             "nsswitch.conf",
-            "passwd: files\ngroup: files\nhosts: files\n".to_owned(),
+            "passwd: files\ngroup: files\nhosts: files\n",
         ),
-        ("resolv.conf", String::new()),
+        ("resolv.conf", ""),
     ];
     for (name, content) in files {
         fs::write(etc.join(name), content).map_err(|e| format!("writing /etc/{name}: {e}"))?;
@@ -135,6 +126,18 @@ fn build_etc(root: &Path, uid: u32, gid: u32) -> Step {
     ] {
         bind_file_if_present(&format!("/etc/{shared}"), &etc.join(shared))?;
     }
+    Ok(())
+}
+
+/// The sandbox user's entries, then /etc becomes read-only.
+fn finish_etc(root: &Path, uid: u32, gid: u32) -> Step {
+    let etc = root.join("etc");
+    let passwd = format!(
+        "root:x:0:0:root:/root:/sbin/nologin\nsbx_user:x:{uid}:{gid}::/tmp:/sbin/nologin\n"
+    );
+    fs::write(etc.join("passwd"), passwd).map_err(|e| format!("writing /etc/passwd: {e}"))?;
+    fs::write(etc.join("group"), format!("root:x:0:\nsbx_user:x:{gid}:\n"))
+        .map_err(|e| format!("writing /etc/group: {e}"))?;
     mount(
         "",
         &etc,
@@ -187,47 +190,51 @@ fn build_dev(root: &Path) -> Step {
     )
 }
 
-fn build_root(config: &HelperConfig) -> Step {
-    let spec = &config.spec;
-    let root: PathBuf = spec.root_dir.clone();
+/// Everything that does not depend on the function, done while the sandbox waits for one:
+/// the root, the host's /usr, /etc, /dev and the runtime binds.
+fn build_base(config: &HelperConfig) -> Step {
+    let root = &config.root_dir;
     // Nothing mounted from here on may propagate back to the host.
     mount("", Path::new("/"), "", libc::MS_REC | libc::MS_PRIVATE, "")?;
-    make_dir(&root)?;
+    make_dir(root)?;
     mount(
         "tmpfs",
-        &root,
+        root,
         "tmpfs",
         libc::MS_NOSUID | libc::MS_NODEV,
         "size=1m,mode=755",
     )?;
     for name in ["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
-        mirror(&root, name)?;
+        mirror(root, name)?;
     }
-    build_etc(&root, spec.uid, spec.gid)?;
-    build_dev(&root)?;
-    let task = root.join("var/task");
-    make_dir(&task)?;
-    bind_readonly(&spec.code_dir, &task)?;
-    for bind in &spec.binds {
+    build_etc(root)?;
+    build_dev(root)?;
+    for bind in &config.binds {
         let inside = bind.sandbox.strip_prefix("/").unwrap_or(&bind.sandbox);
         let target = root.join(inside);
         make_dir(&target)?;
         bind_readonly(&bind.host, &target)?;
     }
-    let tmp = root.join("tmp");
-    make_dir(&tmp)?;
+    for dir in ["var/task", "tmp", "proc", ".old-root"] {
+        make_dir(&root.join(dir))?;
+    }
+    Ok(())
+}
+
+/// The function's part: its code, its /tmp, its user; then the root is sealed.
+fn finish_root(config: &HelperConfig, spec: &JailSpec) -> Step {
+    let root = &config.root_dir;
+    finish_etc(root, spec.uid, spec.gid)?;
+    bind_readonly(&spec.code_dir, &root.join("var/task"))?;
     mount(
         "tmpfs",
-        &tmp,
+        &root.join("tmp"),
         "tmpfs",
         libc::MS_NOSUID | libc::MS_NODEV,
         &format!("size={}m,mode=1777", spec.tmp_mb),
     )?;
-    make_dir(&root.join("proc"))?;
-
     let old = root.join(".old-root");
-    make_dir(&old)?;
-    let (root_c, old_c) = (cstr(&root)?, cstr(&old)?);
+    let (root_c, old_c) = (cstr(root)?, cstr(&old)?);
     // SAFETY: both arguments are valid paths; pivot_root has no other preconditions.
     if unsafe { libc::syscall(libc::SYS_pivot_root, root_c.as_ptr(), old_c.as_ptr()) } != 0 {
         return Err(errno("pivot_root"));
@@ -255,8 +262,7 @@ fn build_root(config: &HelperConfig) -> Step {
 }
 
 /// In the program's process: drop every privilege, filter system calls, exec.
-fn exec_program(config: &HelperConfig) -> String {
-    let spec = &config.spec;
+fn exec_program(config: &HelperConfig, spec: &JailSpec) -> String {
     let program = match cstr(&spec.program) {
         Ok(p) => p,
         Err(e) => return e,
@@ -317,6 +323,15 @@ fn exec_program(config: &HelperConfig) -> String {
     if let Err(e) = crate::seccomp::apply() {
         return e;
     }
+    // The helper's stdin carried the spec; the program reads nothing from it.
+    // SAFETY: open and dup2 on paths and descriptors this process owns.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+        if null >= 0 {
+            libc::dup2(null, 0);
+            libc::close(null);
+        }
+    }
     if std::env::set_current_dir("/var/task").is_err() {
         let _ = std::env::set_current_dir("/");
     }
@@ -361,7 +376,7 @@ fn wait_for(pid: libc::pid_t) -> i32 {
 
 /// PID 1 of the sandbox: mounts /proc, starts the program, reaps orphans, and ends the
 /// namespace (killing every process left) when the program exits.
-fn init(config: &HelperConfig) -> i32 {
+fn init(config: &HelperConfig, spec: &JailSpec) -> i32 {
     if let Err(e) = mount(
         "proc",
         Path::new("/proc"),
@@ -379,7 +394,7 @@ fn init(config: &HelperConfig) -> i32 {
         return 127;
     }
     if child == 0 {
-        let error = exec_program(config);
+        let error = exec_program(config, spec);
         report(config.report_fd, &error);
         // SAFETY: leaving the child without running the parent's exit handlers.
         unsafe { libc::_exit(127) };
@@ -422,7 +437,18 @@ fn run(config: &HelperConfig) -> Step<i32> {
     for procs in &config.cgroup_procs {
         fs::write(procs, &pid).map_err(|e| format!("joining cgroup {}: {e}", procs.display()))?;
     }
-    build_root(config)?;
+    build_base(config)?;
+    // Prepared ahead of need: wait here for the function this sandbox will run.
+    let mut spec_json = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut spec_json)
+        .map_err(|e| format!("reading the sandbox spec: {e}"))?;
+    if spec_json.is_empty() {
+        // The worker let the prepared sandbox go unused.
+        return Ok(0);
+    }
+    let spec: JailSpec =
+        serde_json::from_slice(&spec_json).map_err(|e| format!("parsing the sandbox spec: {e}"))?;
+    finish_root(config, &spec)?;
     // SAFETY: fork in a single-threaded process; the child is PID 1 of the new pid namespace.
     let child = unsafe { libc::fork() };
     if child < 0 {
@@ -432,7 +458,7 @@ fn run(config: &HelperConfig) -> Step<i32> {
         // SAFETY: plain system calls.
         unsafe {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            libc::_exit(init(config));
+            libc::_exit(init(config, &spec));
         }
     }
     // SAFETY: closing this process's copy of the report pipe.

@@ -65,17 +65,11 @@ pub struct Bind {
     pub sandbox: PathBuf,
 }
 
-/// Everything needed to start one sandbox.
+/// What a prepared sandbox needs to run one function.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JailSpec {
-    /// A unique name, used for the cgroup.
-    pub name: String,
-    /// An empty directory the helper turns into the sandbox's root.
-    pub root_dir: PathBuf,
     /// The unpacked code, mounted read-only at `/var/task`.
     pub code_dir: PathBuf,
-    /// More read-only binds, such as the runtime's own files at `/var/runtime`.
-    pub binds: Vec<Bind>,
     /// The program to run, as seen inside the sandbox, and its arguments.
     pub program: PathBuf,
     pub args: Vec<String>,
@@ -87,13 +81,34 @@ pub struct JailSpec {
     pub gid: u32,
 }
 
-/// Internal: what the helper receives.
+/// Internal: what the helper receives on its command line; the [`JailSpec`] follows on stdin.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct HelperConfig {
-    pub spec: JailSpec,
+    /// An empty directory the helper turns into the sandbox's root.
+    pub root_dir: PathBuf,
+    /// Read-only binds common to every sandbox, such as the runtimes at `/var/runtime`.
+    pub binds: Vec<Bind>,
     pub cgroup_procs: Vec<PathBuf>,
     /// The write end of the exec-report pipe: closed by a successful exec, or given an error.
     pub report_fd: i32,
+}
+
+/// A sandbox made ahead of need: namespaces, cgroup and helper exist, waiting for a function.
+/// Creating these is most of the cost of a sandbox (moving a process into a v1 cgroup waits
+/// for an RCU grace period), so the worker keeps a few ready and takes one per cold start.
+pub struct PreparedJail {
+    /// Taken when the jail is started; whatever is left is torn down on drop.
+    parts: Option<PreparedParts>,
+    root_dir: PathBuf,
+    /// How long preparing took, off the cold path.
+    pub prepare: Duration,
+}
+
+struct PreparedParts {
+    helper: Child,
+    cgroup: cgroup::Cgroup,
+    listener: TcpListener,
+    report: OwnedFd,
 }
 
 /// A running sandbox.
@@ -101,8 +116,11 @@ pub struct Jail {
     helper: Child,
     cgroup: cgroup::Cgroup,
     listener: Option<TcpListener>,
-    /// How long namespaces, cgroup and mounts took, up to the exec of the program.
+    root_dir: PathBuf,
+    /// How long the cold path took: limits, mounts and the exec of the program.
     pub setup: Duration,
+    /// How long preparing the namespaces, cgroup and helper took before that.
+    pub prepare: Duration,
 }
 
 fn helper_path() -> Result<PathBuf> {
@@ -118,17 +136,19 @@ pub fn check_support() -> Result<()> {
     cgroup::Cgroup::detect().map(|_| ())
 }
 
-impl Jail {
-    /// Starts the sandbox and returns once its program has been executed.
-    pub fn spawn(spec: JailSpec) -> Result<Jail> {
+impl PreparedJail {
+    /// Creates the namespaces and the cgroup and starts the helper inside them, which builds
+    /// the parts of the root that do not depend on the function under `root_dir`. Blocking.
+    pub fn prepare(name: &str, root_dir: PathBuf, binds: Vec<Bind>) -> Result<PreparedJail> {
         let started = Instant::now();
         check_support()?;
         let (netns, listener) = netns::create_with_listener(RUNTIME_API_PORT)?;
-        let cgroup = cgroup::Cgroup::create(&spec.name, spec.memory_mb, spec.pids_max)?;
+        let cgroup = cgroup::Cgroup::create(name)?;
         let (report_read, report_write) = pipe()?;
         let config = HelperConfig {
+            root_dir: root_dir.clone(),
+            binds,
             cgroup_procs: cgroup.procs_files(),
-            spec,
             report_fd: report_write.as_raw_fd(),
         };
         let config = serde_json::to_string(&config).map_err(|e| Error::Exec(e.to_string()))?;
@@ -138,7 +158,7 @@ impl Jail {
             .arg(HELPER_ARG)
             .arg(config)
             .env_clear()
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let net_fd = netns.as_raw_fd();
@@ -168,27 +188,82 @@ impl Jail {
                 Ok(())
             });
         }
-        let helper = command.spawn().map_err(os("starting the sandbox helper"))?;
+        let helper = spawn_from_keeper(command).map_err(os("starting the sandbox helper"))?;
         drop(report_write);
         drop(netns);
+        Ok(PreparedJail {
+            parts: Some(PreparedParts {
+                helper,
+                cgroup,
+                listener,
+                report: report_read,
+            }),
+            root_dir,
+            prepare: started.elapsed(),
+        })
+    }
+
+    /// Gives the prepared sandbox its function and returns once the program was executed.
+    pub fn start(mut self, spec: JailSpec) -> Result<Jail> {
+        let started = Instant::now();
+        let parts = self
+            .parts
+            .take()
+            .ok_or_else(|| Error::Exec("the prepared sandbox was already used".into()))?;
         let mut jail = Jail {
-            helper,
-            cgroup,
-            listener: Some(listener),
+            helper: parts.helper,
+            cgroup: parts.cgroup,
+            listener: Some(parts.listener),
+            root_dir: self.root_dir.clone(),
             setup: Duration::ZERO,
+            prepare: self.prepare,
         };
+        if let Err(e) = jail.cgroup.set_limits(spec.memory_mb, spec.pids_max) {
+            jail.kill();
+            return Err(e);
+        }
+        let limits_done = started.elapsed();
+        let spec_json = serde_json::to_vec(&spec).map_err(|e| Error::Exec(e.to_string()))?;
+        // Closing stdin after the spec tells the helper it has all of it.
+        let sent = jail
+            .helper
+            .stdin
+            .take()
+            .map(|mut stdin| std::io::Write::write_all(&mut stdin, &spec_json))
+            .is_some_and(|r| r.is_ok());
         // EOF means the program was executed; anything else is the reason it was not.
         let mut report = String::new();
-        let mut file = std::fs::File::from(report_read);
-        let _ = file.read_to_string(&mut report);
+        let _ = std::fs::File::from(parts.report).read_to_string(&mut report);
+        if !sent && report.is_empty() {
+            report = "the sandbox helper exited before it was given its function".into();
+        }
         if !report.is_empty() {
             jail.kill();
             return Err(Error::Exec(report));
         }
         jail.setup = started.elapsed();
+        tracing::debug!(
+            limits_us = limits_done.as_micros() as u64,
+            setup_us = jail.setup.as_micros() as u64,
+            "sandbox started"
+        );
         Ok(jail)
     }
+}
 
+impl Drop for PreparedJail {
+    fn drop(&mut self) {
+        if let Some(mut parts) = self.parts.take() {
+            parts.cgroup.kill_all();
+            let _ = parts.helper.kill();
+            let _ = parts.helper.wait();
+            parts.cgroup.remove();
+        }
+        let _ = std::fs::remove_dir(&self.root_dir);
+    }
+}
+
+impl Jail {
     /// The Runtime API listener inside the sandbox's network namespace; taken once.
     pub fn take_listener(&mut self) -> Option<TcpListener> {
         self.listener.take()
@@ -207,7 +282,7 @@ impl Jail {
         self.helper.id()
     }
 
-    /// Waits for the sandbox's program to exit; returns its status as the helper reports it.
+    /// The program's exit status if it has exited.
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
         self.helper.try_wait().ok().flatten()
     }
@@ -233,7 +308,40 @@ impl Drop for Jail {
     fn drop(&mut self) {
         self.kill();
         self.cgroup.remove();
+        let _ = std::fs::remove_dir(&self.root_dir);
     }
+}
+
+type SpawnJob = (Command, std::sync::mpsc::SyncSender<std::io::Result<Child>>);
+
+/// Spawns a helper from one long-lived thread. The helper asks to be killed when its parent
+/// dies (PR_SET_PDEATHSIG), and Linux means the parent *thread*: spawned from a pool thread
+/// that later exits, a healthy sandbox would be killed with it.
+fn spawn_from_keeper(command: Command) -> std::io::Result<Child> {
+    static KEEPER: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<SpawnJob>>> =
+        std::sync::OnceLock::new();
+    let keeper = KEEPER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<SpawnJob>();
+        let started = std::thread::Builder::new()
+            .name("nimbus-sandbox-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in rx {
+                    let _ = reply.send(command.spawn());
+                }
+            });
+        if let Err(e) = started {
+            tracing::error!(error = %e, "could not start the sandbox spawner thread");
+        }
+        std::sync::Mutex::new(tx)
+    });
+    let (reply_tx, reply_rx) = std::sync::mpsc::sync_channel(1);
+    let gone = || std::io::Error::other("the sandbox spawner thread is gone");
+    keeper
+        .lock()
+        .map_err(|_| gone())?
+        .send((command, reply_tx))
+        .map_err(|_| gone())?;
+    reply_rx.recv().map_err(|_| gone())?
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {

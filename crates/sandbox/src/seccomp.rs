@@ -81,8 +81,7 @@ fn program(
 }
 
 pub(crate) fn filters() -> Result<Vec<BpfProgram>, String> {
-    let mut denied: BTreeMap<i64, Vec<SeccompRule>> =
-        DENIED.iter().map(|s| (*s as i64, vec![])).collect();
+    let mut denied: BTreeMap<i64, Vec<SeccompRule>> = DENIED.iter().map(|s| (*s, vec![])).collect();
     let mut clone_rules = Vec::new();
     for flag in NAMESPACE_FLAGS {
         let condition = SeccompCondition::new(
@@ -97,12 +96,12 @@ pub(crate) fn filters() -> Result<Vec<BpfProgram>, String> {
                 .map_err(|e| format!("building the seccomp filter: {e}"))?,
         );
     }
-    denied.insert(libc::SYS_clone as i64, clone_rules);
+    denied.insert(libc::SYS_clone, clone_rules);
     let eperm = program(denied, SeccompAction::Errno(libc::EPERM as u32))?;
     // clone3 takes its flags in memory where a filter cannot read them; ENOSYS makes libc fall
     // back to clone, which the filter above inspects.
     let clone3: BTreeMap<i64, Vec<SeccompRule>> =
-        [(libc::SYS_clone3 as i64, vec![])].into_iter().collect();
+        [(libc::SYS_clone3, vec![])].into_iter().collect();
     let enosys = program(clone3, SeccompAction::Errno(libc::ENOSYS as u32))?;
     Ok(vec![eperm, enosys])
 }

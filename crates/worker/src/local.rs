@@ -31,7 +31,7 @@ enum SandboxKind {
         template: WasmTemplate,
         env: Vec<(String, String)>,
     },
-    Process(ProcessSandbox),
+    Process(Box<ProcessSandbox>),
 }
 
 struct Sandbox {
@@ -338,9 +338,9 @@ impl Worker for LocalWorker {
                 .process
                 .as_ref()
                 .ok_or_else(|| Error::Internal("no process config".into()))?;
-            SandboxKind::Process(
+            SandboxKind::Process(Box::new(
                 ProcessSandbox::start(process, function, code_dir, id, &self.config.region).await?,
-            )
+            ))
         } else {
             let template = self.template_for(function).await?;
             let env = self.environment(function, id);

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use nimbus_sandbox::{Bind, Jail, JailSpec};
+use nimbus_sandbox::{Bind, JailSpec, PreparedJail};
 use nimbus_types::{FunctionConfig, FunctionError, Runtime};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -80,6 +80,111 @@ pub struct ProcessConfig {
     /// Parent of the sandboxes' root mount points.
     pub sandbox_dir: PathBuf,
     pub host: HostRuntimes,
+    /// Sandboxes prepared ahead of cold starts.
+    pub pool: Arc<JailPool>,
+}
+
+/// Sandboxes whose namespaces, cgroup and helper exist already, so that a cold start only
+/// mounts the function's code and executes its runtime.
+pub struct JailPool {
+    ready: Mutex<Vec<PreparedJail>>,
+    target: usize,
+    sandbox_dir: PathBuf,
+    binds: Vec<Bind>,
+    next: std::sync::atomic::AtomicU64,
+    refilling: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for JailPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JailPool")
+            .field("target", &self.target)
+            .finish()
+    }
+}
+
+impl JailPool {
+    /// A pool of `target` sandboxes with their roots under `sandbox_dir` and nimbus's
+    /// runtimes from `runtime_dir` at `/var/runtime`.
+    pub fn new(target: usize, sandbox_dir: PathBuf, runtime_dir: PathBuf) -> Arc<Self> {
+        Arc::new(Self {
+            ready: Mutex::new(Vec::new()),
+            target,
+            sandbox_dir,
+            binds: vec![Bind {
+                host: runtime_dir,
+                sandbox: PathBuf::from("/var/runtime"),
+            }],
+            next: std::sync::atomic::AtomicU64::new(1),
+            refilling: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    fn prepare_one(&self) -> Result<PreparedJail> {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("{}-{n}", std::process::id());
+        PreparedJail::prepare(&name, self.sandbox_dir.join(&name), self.binds.clone())
+            .map_err(|e| Error::Internal(format!("{e:#}")))
+    }
+
+    /// A prepared sandbox: one from the pool, or a new one if the pool is empty. Blocking.
+    fn take(self: &Arc<Self>) -> Result<PreparedJail> {
+        let ready = self.ready.lock().ok().and_then(|mut r| r.pop());
+        self.refill_in_background();
+        match ready {
+            Some(jail) => Ok(jail),
+            None => self.prepare_one(),
+        }
+    }
+
+    /// Tops the pool up to its target on a background thread.
+    pub fn refill_in_background(self: &Arc<Self>) {
+        if self.target == 0
+            || self
+                .refilling
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        let pool = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("nimbus-jail-pool".into())
+            .spawn(move || {
+                loop {
+                    let len = pool.ready.lock().map(|r| r.len()).unwrap_or(usize::MAX);
+                    if len >= pool.target {
+                        break;
+                    }
+                    match pool.prepare_one() {
+                        Ok(jail) => {
+                            if let Ok(mut ready) = pool.ready.lock() {
+                                ready.push(jail);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not prepare a sandbox ahead of need");
+                            break;
+                        }
+                    }
+                }
+                pool.refilling
+                    .store(false, std::sync::atomic::Ordering::Release);
+            });
+        if spawned.is_err() {
+            self.refilling
+                .store(false, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// Tears down every prepared sandbox.
+    pub fn clear(&self) {
+        let jails = self
+            .ready
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default();
+        drop(jails);
+    }
 }
 
 impl ProcessConfig {
@@ -206,13 +311,12 @@ pub(crate) enum ProcessResult {
 }
 
 pub(crate) struct ProcessSandbox {
-    jail: Mutex<Option<Jail>>,
+    jail: Mutex<Option<nimbus_sandbox::Jail>>,
     api: Arc<RuntimeApi>,
     queue: mpsc::Sender<Pending>,
     output: Arc<Mutex<Vec<u8>>>,
     exited: watch::Receiver<bool>,
     tasks: Vec<JoinHandle<()>>,
-    root_dir: PathBuf,
     function_arn: String,
     pub(crate) setup_us: u64,
     init_failure: Mutex<Option<(Bytes, FunctionError)>>,
@@ -257,8 +361,6 @@ impl ProcessSandbox {
         region: &str,
     ) -> Result<Self> {
         let (program, args) = config.program(function.runtime, &code_dir)?;
-        let name = format!("{}-{sandbox_id}", std::process::id());
-        let root_dir = config.sandbox_dir.join(&name);
         let day = nimbus_types::time::lambda_timestamp(nimbus_types::time::now_ms());
         let log_stream = format!(
             "{}/[{}]{sandbox_id:016x}",
@@ -267,13 +369,7 @@ impl ProcessSandbox {
         );
         let uid = UID_BASE + (sandbox_id % UID_RANGE) as u32;
         let spec = JailSpec {
-            name,
-            root_dir: root_dir.clone(),
             code_dir,
-            binds: vec![Bind {
-                host: config.runtime_dir.clone(),
-                sandbox: PathBuf::from("/var/runtime"),
-            }],
             program,
             args,
             env: environment(function, region, &log_stream),
@@ -283,10 +379,14 @@ impl ProcessSandbox {
             uid,
             gid: uid,
         };
-        let mut jail = tokio::task::spawn_blocking(move || Jail::spawn(spec))
-            .await
-            .map_err(|e| Error::Internal(format!("starting a sandbox panicked: {e}")))?
-            .map_err(|e| Error::Internal(format!("{e:#}")))?;
+        let pool = config.pool.clone();
+        let mut jail = tokio::task::spawn_blocking(move || {
+            pool.take()?
+                .start(spec)
+                .map_err(|e| Error::Internal(format!("{e:#}")))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("starting a sandbox panicked: {e}")))??;
         let setup_us = jail.setup.as_micros() as u64;
 
         let (api, queue) = RuntimeApi::new();
@@ -325,7 +425,6 @@ impl ProcessSandbox {
             output,
             exited,
             tasks,
-            root_dir,
             function_arn: nimbus_types::name::function_arn(region, &function.name),
             setup_us,
             init_failure: Mutex::new(None),
@@ -358,10 +457,10 @@ impl ProcessSandbox {
                 Some((error.to_json(), error))
             }
         };
-        if let Some(failure) = failure {
-            if let Ok(mut slot) = self.init_failure.lock() {
-                *slot = Some(failure);
-            }
+        if let Some(failure) = failure
+            && let Ok(mut slot) = self.init_failure.lock()
+        {
+            *slot = Some(failure);
         }
     }
 
@@ -472,7 +571,6 @@ impl ProcessSandbox {
         if let Some(jail) = self.jail.lock().ok().and_then(|mut j| j.take()) {
             drop(jail);
         }
-        let _ = std::fs::remove_dir(&self.root_dir);
     }
 }
 

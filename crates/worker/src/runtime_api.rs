@@ -146,27 +146,27 @@ async fn next(State(api): State<Shared>) -> Response {
 }
 
 /// Takes the reply channel of the current invocation if `id` names it.
-fn take_reply(api: &RuntimeApi, id: &str) -> Result<oneshot::Sender<Reply>, Response> {
+fn take_reply(api: &RuntimeApi, id: &str) -> Result<oneshot::Sender<Reply>, Box<Response>> {
     let mut current = api.current.lock().map_err(|_| {
-        runtime_error(
+        Box::new(runtime_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Runtime.Internal",
             "state poisoned",
-        )
+        ))
     })?;
     match current.as_mut() {
         Some(c) if c.request_id == id => c.reply.take().ok_or_else(|| {
-            runtime_error(
+            Box::new(runtime_error(
                 StatusCode::FORBIDDEN,
                 "InvalidStateTransition",
                 "The invocation already has a response",
-            )
+            ))
         }),
-        _ => Err(runtime_error(
+        _ => Err(Box::new(runtime_error(
             StatusCode::BAD_REQUEST,
             "InvalidRequestID",
             "Invalid request ID",
-        )),
+        ))),
     }
 }
 
@@ -179,7 +179,7 @@ async fn read_limited(body: Body) -> Result<Bytes, ()> {
 async fn response(State(api): State<Shared>, Path(id): Path<String>, body: Body) -> Response {
     let reply = match take_reply(&api, &id) {
         Ok(reply) => reply,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     match read_limited(body).await {
         Ok(bytes) => {
@@ -231,7 +231,7 @@ async fn error(
 ) -> Response {
     let reply = match take_reply(&api, &id) {
         Ok(reply) => reply,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let Ok(bytes) = read_limited(body).await else {
         let _ = reply.send(Reply::TooLarge);

@@ -5,31 +5,85 @@ Each invocation calls `function(event, context)`; what it returns is serialised 
 An exception becomes Lambda's error object; a module that fails to import is an init error.
 """
 
-import http.client
+import _socket
 import importlib
 import json
 import os
 import sys
 import time
-import traceback
 
 API = os.environ["AWS_LAMBDA_RUNTIME_API"]
 RUNTIME = "/2018-06-01/runtime"
 
 
 class Api:
-    def __init__(self):
-        host, _, port = API.partition(":")
-        self.conn = http.client.HTTPConnection(host, int(port or 80))
+    """A minimal HTTP/1.1 client for the Runtime API: http.client alone costs Python ~30 ms
+    of imports, a third of a cold start."""
 
-    def call(self, method, path, body=None, headers=None):
+    def __init__(self):
+        host, _, port = API.rpartition(":")
+        self.address = (host, int(port))
+        self.sock = None
+        self.buffer = b""
+
+    def _connect(self):
+        sock = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+        sock.connect(self.address)
+        sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        self.sock = sock
+        self.buffer = b""
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the Runtime API closed the connection")
+        self.buffer += chunk
+
+    def _read_until(self, marker):
+        while marker not in self.buffer:
+            self._fill()
+        head, _, self.buffer = self.buffer.partition(marker)
+        return head
+
+    def _read_exact(self, n):
+        while len(self.buffer) < n:
+            self._fill()
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+    def _exchange(self, method, path, body, headers):
+        head = f"{method} {RUNTIME}{path} HTTP/1.1\r\nHost: {API}\r\nContent-Length: {len(body)}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.sock.sendall(head.encode("latin-1") + b"\r\n" + body)
+        lines = self._read_until(b"\r\n\r\n").decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        response_headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            response_headers[name.strip().lower()] = value.strip()
+        if response_headers.get("transfer-encoding", "").lower() == "chunked":
+            data = b""
+            while True:
+                size = int(self._read_until(b"\r\n").split(b";")[0], 16)
+                if size == 0:
+                    self._read_until(b"\r\n")
+                    break
+                data += self._read_exact(size)
+                self._read_exact(2)
+        else:
+            data = self._read_exact(int(response_headers.get("content-length", "0")))
+        return status, response_headers, data
+
+    def call(self, method, path, body=b"", headers=None):
         for attempt in (0, 1):
             try:
-                self.conn.request(method, RUNTIME + path, body=body, headers=headers or {})
-                response = self.conn.getresponse()
-                return response.status, response.headers, response.read()
-            except (http.client.HTTPException, ConnectionError):
-                self.conn.close()
+                if self.sock is None:
+                    self._connect()
+                return self._exchange(method, path, body, headers or {})
+            except (ConnectionError, OSError):
+                if self.sock is not None:
+                    self.sock.close()
+                self.sock = None
                 if attempt:
                     raise
 
@@ -52,6 +106,8 @@ class Context:
 
 
 def error_object(exc, request_id=""):
+    import traceback
+
     frames = traceback.extract_tb(exc.__traceback__)
     return {
         "errorMessage": str(exc),
@@ -64,6 +120,8 @@ def error_object(exc, request_id=""):
 def post_init_error(api, error_type, message, exc=None):
     body = {"errorMessage": message, "errorType": error_type, "requestId": "", "stackTrace": []}
     if exc is not None:
+        import traceback
+
         body["stackTrace"] = traceback.format_list(traceback.extract_tb(exc.__traceback__))
     sys.stderr.write(f"[ERROR] {error_type}: {message}\n")
     api.call(
@@ -106,14 +164,14 @@ def main():
             sys.stderr.write(f"runtime API answered {status} to next\n")
             time.sleep(0.01)
             continue
-        request_id = headers.get("Lambda-Runtime-Aws-Request-Id", "")
-        os.environ["_X_AMZN_TRACE_ID"] = headers.get("Lambda-Runtime-Trace-Id", "")
-        client_context = headers.get("Lambda-Runtime-Client-Context")
-        identity = headers.get("Lambda-Runtime-Cognito-Identity")
+        request_id = headers.get("lambda-runtime-aws-request-id", "")
+        os.environ["_X_AMZN_TRACE_ID"] = headers.get("lambda-runtime-trace-id", "")
+        client_context = headers.get("lambda-runtime-client-context")
+        identity = headers.get("lambda-runtime-cognito-identity")
         context = Context(
             request_id,
-            int(headers.get("Lambda-Runtime-Deadline-Ms", "0")),
-            headers.get("Lambda-Runtime-Invoked-Function-Arn"),
+            int(headers.get("lambda-runtime-deadline-ms", "0")),
+            headers.get("lambda-runtime-invoked-function-arn"),
             json.loads(client_context) if client_context else None,
             json.loads(identity) if identity else None,
         )
