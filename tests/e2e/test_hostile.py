@@ -1,0 +1,101 @@
+"""A hostile function tries to get out of its sandbox. Every attempt must fail inside the
+sandbox, and the node and other functions keep serving."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+import e2e_support as s
+import process_support as p
+
+PYTHON = p.host_python_runtime()
+
+
+@pytest.fixture(scope="module")
+def hostile(lambda_client):
+    return p.deploy(lambda_client, "python-hostile", PYTHON, "app.handler", Timeout=30, MemorySize=1024)
+
+
+def attack(client, name, **event):
+    result = s.invoke(client, name, event)
+    assert result.function_error is None, result.body
+    return result.json()
+
+
+@pytest.mark.parametrize("path", ["/etc/shadow", "/root/.bashrc", "/proc/1/environ"])
+def test_cannot_read_host_files(lambda_client, hostile, assert_serving, path):
+    out = attack(lambda_client, hostile, attack="read_file", path=path)
+    assert out["outcome"] == "failed", out
+    assert_serving()
+
+
+def test_cannot_see_the_nodes_data_directory(lambda_client, hostile, node):
+    for path in [str(node.data_dir), str(node.data_dir / "nimbus.redb"), "/root"]:
+        out = attack(lambda_client, hostile, attack="list_dir", path=path)
+        assert out["outcome"] == "failed", (path, out)
+
+
+def test_cannot_write_its_code(lambda_client, hostile):
+    out = attack(lambda_client, hostile, attack="write_task")
+    assert out == {"outcome": "failed", "error": "EROFS", "message": out["message"]}
+
+
+def test_tmp_is_private_and_limited(lambda_client):
+    name = p.deploy(lambda_client, "python-hostile", PYTHON, "app.handler",
+                    Timeout=60, MemorySize=1024, EphemeralStorage={"Size": 512})
+    out = attack(lambda_client, name, attack="fill_tmp", limit_mb=512)
+    assert out["error"] == "ENOSPC", out
+    assert out["written_mb"] <= 512
+
+
+def test_fork_bomb_is_contained(lambda_client, hostile, assert_serving):
+    out = attack(lambda_client, hostile, attack="fork_bomb")
+    assert out.get("error") == "EAGAIN", out
+    assert out["children"] < 1100
+    assert_serving()
+
+
+def test_cannot_reach_host_services_or_other_sandboxes(lambda_client, hostile, node):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    host_port = listener.getsockname()[1]
+    node_port = int(node.endpoint.rsplit(":", 1)[1])
+    try:
+        out = attack(lambda_client, hostile, attack="connect", ports=[host_port, node_port])
+    finally:
+        listener.close()
+    assert out["results"] == {str(host_port): "ECONNREFUSED", str(node_port): "ECONNREFUSED"}, out
+    assert out["interfaces"] == ["lo"], "the sandbox has loopback only"
+
+
+def test_cannot_signal_processes_outside(lambda_client, hostile, node):
+    out = attack(lambda_client, hostile, attack="signal_outside", pid=node.proc.pid)
+    assert out["error"] == "ESRCH", out
+    out = attack(lambda_client, hostile, attack="signal_outside", pid=os.getpid())
+    assert out["error"] == "ESRCH", out
+    # A fresh sandbox (the shared one may still hold fork-bomb children) sees only itself.
+    fresh = p.deploy(lambda_client, "python-hostile", PYTHON, "app.handler")
+    pids = attack(lambda_client, fresh, attack="processes")["pids"]
+    assert len(pids) <= 3 and 1 in pids, pids
+
+
+def test_privileged_system_calls_are_denied(lambda_client, hostile):
+    out = attack(lambda_client, hostile, attack="syscalls")
+    for call in ["unshare_user", "unshare_mount", "mount", "ptrace_attach_1", "setuid_root", "chroot"]:
+        assert out[call] in ("EPERM", "EACCES"), (call, out)
+    assert out["CapEff"] == "0000000000000000"
+    assert out["NoNewPrivs"] == "1"
+    assert out["Seccomp"] == "2"
+    assert out["uid"] != 0
+
+
+def test_node_unharmed_after_attacks(lambda_client, hostile, assert_serving):
+    for event in [{"attack": "fork_bomb"}, {"attack": "write_task"}, {"attack": "syscalls"}]:
+        s.invoke(lambda_client, hostile, event)
+    assert_serving()
+    hello = p.deploy(lambda_client, "python-hello", PYTHON, "app.handler")
+    assert s.invoke(lambda_client, hello, {"ok": 1}).json()["event"] == {"ok": 1}
