@@ -21,6 +21,11 @@ deps:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
 	$(PYTHON) -c "import boto3" 2>/dev/null || $(PYTHON) -m pip install --quiet boto3
 	command -v aws >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet awscli
+	# aws-lambda-ric (npm) builds its native client from source during the tests.
+	@missing=""; for tool in cmake autoconf automake libtoolize g++ make; do \
+		command -v $$tool >/dev/null 2>&1 || missing=yes; done; \
+	if [ -n "$$missing" ]; then \
+		apt-get update -qq && apt-get install -y -qq cmake autoconf automake libtool g++ make >/dev/null; fi
 
 fixtures:
 	bash tests/fixtures/build.sh

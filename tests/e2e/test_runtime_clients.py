@@ -1,5 +1,6 @@
 """AWS's own runtime interface clients, unmodified, run as nimbus functions: awslambdaric
-(Python, from PyPI) and the lambda_runtime crate (Rust), both as custom `provided` runtimes."""
+(Python, from PyPI), aws-lambda-ric (Node.js, from npm) and the lambda_runtime crate (Rust),
+all as custom `provided` runtimes."""
 
 from __future__ import annotations
 
@@ -92,3 +93,47 @@ def test_rust_lambda_runtime_function(lambda_client, rust_zip):
     failed = s.invoke(lambda_client, name, {"fail": True})
     assert failed.function_error == "Unhandled"
     assert failed.json()["errorMessage"] == "rust says no"
+
+
+@pytest.fixture(scope="module")
+def node_ric_zip(tmp_path_factory):
+    """aws-lambda-ric from npm. Its install script compiles the native Runtime API client and
+    its bundled libcurl from source, so it needs cmake, autoconf, automake, libtool and a C++
+    compiler (the test command installs them)."""
+    work = tmp_path_factory.mktemp("node-ric")
+    subprocess.run(
+        ["npm", "install", "--no-audit", "--no-fund", "--silent", "aws-lambda-ric@3.3.0"],
+        cwd=work, check=True, timeout=1500, capture_output=True,
+    )
+    package = work / "node_modules" / "aws-lambda-ric"
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for sub in ["bin", "dist"]:
+            for path in sorted((package / sub).rglob("*")):
+                if path.is_file():
+                    z.write(path, f"node_modules/aws-lambda-ric/{path.relative_to(package)}")
+        z.write(package / "package.json", "node_modules/aws-lambda-ric/package.json")
+        z.writestr("index.js", "exports.handler = async (event, context) => "
+                               "({ ric: 'node', event, fn: context.functionName });\n"
+                               "exports.fails = async () => { throw new RangeError('node ric says no'); };\n")
+        info = zipfile.ZipInfo("bootstrap")
+        info.external_attr = 0o100755 << 16
+        z.writestr(info, '#!/bin/sh\nexec /usr/bin/node /var/task/node_modules/aws-lambda-ric/bin/index.mjs "$_HANDLER"\n')
+    return buf.getvalue()
+
+
+def test_node_aws_lambda_ric_function(lambda_client, node_ric_zip):
+    name = s.unique_name("node-ric")
+    create(lambda_client, name, node_ric_zip, "index.handler")
+    result = s.invoke(lambda_client, name, {"z": 3})
+    assert result.function_error is None, result.body
+    assert result.json() == {"ric": "node", "event": {"z": 3}, "fn": name}
+    failing = s.unique_name("node-ric-fail")
+    create(lambda_client, failing, node_ric_zip, "index.fails")
+    failed = s.invoke(lambda_client, failing, {})
+    assert failed.function_error == "Unhandled"
+    assert failed.json()["errorType"] == "RangeError"
+    assert failed.json()["errorMessage"] == "node ric says no"

@@ -488,7 +488,16 @@ async fn invoke_process(
             );
             (OutcomeKind::Timeout, error.to_json(), Some(error), false)
         }
-        ProcessResult::InitFailed(body, error) => (OutcomeKind::Error, body, Some(error), false),
+        ProcessResult::InitFailed(body, mut error) => {
+            // The init failed before any request existed; name the one it failed.
+            let unnamed = "RequestId:  Error: ";
+            if let Some(rest) = error.error_message.strip_prefix(unnamed) {
+                error.error_message = format!("RequestId: {request_id} Error: {rest}");
+                (OutcomeKind::Error, error.to_json(), Some(error), false)
+            } else {
+                (OutcomeKind::Error, body, Some(error), false)
+            }
+        }
     };
     let billed = if kind == OutcomeKind::Timeout {
         function.timeout_s as u64 * 1000
