@@ -158,13 +158,13 @@ def test_response_over_6_mb_is_refused(lambda_client):
 
 def test_idle_sandboxes_are_shut_down_after_keep_alive(node_factory, tmp_path):
     config = tmp_path / "nimbus.toml"
-    config.write_text("[sandboxes]\nkeep_alive_s = 1\n")
+    config.write_text("[sandboxes]\nkeep_alive_s = 2\n")
     node = node_factory(config=config, name="keepalive")
     client = s.lambda_client(node.endpoint)
     name = p.deploy(client, "python-hello", PYTHON, "app.handler")
     assert s.invoke(client, name, {}).json()["invocations"] == 1
     assert s.invoke(client, name, {}).json()["invocations"] == 2
-    time.sleep(3)
+    time.sleep(6)
     again = s.invoke(client, name, {}, tail=True)
     assert again.json()["invocations"] == 1, "the idle sandbox was shut down; this is a cold start"
     assert s.check_single_invocation_log(s.decode_log_result(again.log_result)).init_ms is not None

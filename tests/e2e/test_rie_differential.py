@@ -179,3 +179,18 @@ def test_custom_bootstrap_matches_rie(lambda_client, rie):
     with rie_running(rie, [str(folder / "bootstrap")], folder, "any") as url:
         for event in [{"k": "v"}, [1, 2, 3], "text", 7]:
             compare(lambda_client, name, url, event)
+
+
+def test_runtime_api_refusals_match_rie(lambda_client, rie):
+    """Requests outside the normal flow (unknown request id, a second answer, a late init
+    error) get the same status codes. Lambda sends a trace id header; the emulator does not,
+    so that one field is left out of the comparison."""
+    folder = p.PROCESS_FIXTURES / "provided-probe"
+    name = p.deploy(lambda_client, "provided-probe", "provided.al2023", "any")
+    ours = [s.invoke(lambda_client, name, {"n": i}).json() for i in range(3)]
+    with rie_running(rie, [str(folder / "bootstrap")], folder, "any") as url:
+        theirs = [json.loads(rie_invoke(url, json.dumps({"n": i}).encode())) for i in range(3)]
+    assert ours[0].pop("has_trace") is True
+    theirs[0].pop("has_trace")
+    assert ours == theirs
+    assert ours[0]["unknown_response"] == 400 and ours[1]["late_init_error"] == 403

@@ -30,6 +30,8 @@ pub(crate) struct Cgroup {
     version: CgroupVersion,
     /// v2: one directory. v1: memory, pids, cpu, in that order.
     dirs: Vec<PathBuf>,
+    /// The peak-memory file, kept open: it is read after every invocation.
+    peak: Option<fs::File>,
 }
 
 fn write(path: &Path, value: &str) -> Result<()> {
@@ -83,9 +85,11 @@ impl Cgroup {
                 write(&parent.join("cgroup.subtree_control"), "+memory +pids +cpu")?;
                 let dir = parent.join(name);
                 fs::create_dir(&dir).map_err(os(format!("creating cgroup {}", dir.display())))?;
+                let peak = fs::File::open(dir.join("memory.peak")).ok();
                 Cgroup {
                     version,
                     dirs: vec![dir],
+                    peak,
                 }
             }
             CgroupVersion::V1 => {
@@ -96,7 +100,12 @@ impl Cgroup {
                         .map_err(os(format!("creating cgroup {}", dir.display())))?;
                     dirs.push(dir);
                 }
-                Cgroup { version, dirs }
+                let peak = fs::File::open(dirs[0].join("memory.max_usage_in_bytes")).ok();
+                Cgroup {
+                    version,
+                    dirs,
+                    peak,
+                }
             }
         };
         Ok(cgroup)
@@ -134,6 +143,17 @@ impl Cgroup {
         self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
     }
 
+    /// The highest memory use of the sandbox so far.
+    pub(crate) fn peak_memory_bytes(&self) -> u64 {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 32];
+        self.peak
+            .as_ref()
+            .and_then(|f| f.read_at(&mut buf, 0).ok())
+            .and_then(|n| std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     pub(crate) fn stats(&self) -> CgroupStats {
         let Some(dir) = self.dirs.first() else {
             return CgroupStats::default();
@@ -148,17 +168,6 @@ impl Cgroup {
                 oom_kills: read_key(&dir.join("memory.oom_control"), "oom_kill").unwrap_or(0),
             },
         }
-    }
-
-    pub(crate) fn reset_peak(&self) {
-        let Some(dir) = self.dirs.first() else {
-            return;
-        };
-        let file = match self.version {
-            CgroupVersion::V2 => dir.join("memory.peak"),
-            CgroupVersion::V1 => dir.join("memory.max_usage_in_bytes"),
-        };
-        let _ = fs::write(file, "0");
     }
 
     fn pids(&self) -> Vec<i32> {

@@ -291,9 +291,9 @@ impl Jail {
         self.cgroup.stats()
     }
 
-    /// Resets the peak-memory counter, so that the next reading covers one invocation.
-    pub fn reset_peak_memory(&self) {
-        self.cgroup.reset_peak();
+    /// The highest memory use of the sandbox so far; cheaper than [`Jail::stats`].
+    pub fn peak_memory_bytes(&self) -> u64 {
+        self.cgroup.peak_memory_bytes()
     }
 
     /// Kills every process of the sandbox.

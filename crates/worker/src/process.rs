@@ -490,7 +490,7 @@ impl ProcessSandbox {
         self.jail
             .lock()
             .ok()
-            .and_then(|j| j.as_ref().map(|j| j.stats().peak_memory_bytes))
+            .and_then(|j| j.as_ref().map(|j| j.peak_memory_bytes()))
             .unwrap_or(0)
     }
 
@@ -512,14 +512,7 @@ impl ProcessSandbox {
         if let Some((payload, error)) = self.init_failure.lock().ok().and_then(|f| f.clone()) {
             return ProcessResult::InitFailed(payload, error);
         }
-        if let Some(jail) = self
-            .jail
-            .lock()
-            .ok()
-            .and_then(|j| j.as_ref().map(|j| j.reset_peak_memory()))
-        {
-            let () = jail;
-        }
+        // Max Memory Used is, as on Lambda, the peak of the sandbox so far: no reset per call.
         let deadline = Instant::now() + timeout;
         let deadline_ms = nimbus_types::time::now_ms() + timeout.as_millis() as i64;
         let (reply_tx, reply_rx) = oneshot::channel();
