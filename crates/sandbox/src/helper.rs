@@ -262,7 +262,7 @@ fn finish_root(config: &HelperConfig, spec: &JailSpec) -> Step {
 }
 
 /// In the program's process: drop every privilege, filter system calls, exec.
-fn exec_program(config: &HelperConfig, spec: &JailSpec) -> String {
+fn exec_program(config: &HelperConfig, spec: &JailSpec, filters: &[seccompiler::BpfProgram]) -> String {
     let program = match cstr(&spec.program) {
         Ok(p) => p,
         Err(e) => return e,
@@ -320,7 +320,7 @@ fn exec_program(config: &HelperConfig, spec: &JailSpec) -> String {
             return errno("no_new_privs");
         }
     }
-    if let Err(e) = crate::seccomp::apply() {
+    if let Err(e) = crate::seccomp::apply(filters) {
         return e;
     }
     // The helper's stdin carried the spec; the program reads nothing from it.
@@ -376,7 +376,7 @@ fn wait_for(pid: libc::pid_t) -> i32 {
 
 /// PID 1 of the sandbox: mounts /proc, starts the program, reaps orphans, and ends the
 /// namespace (killing every process left) when the program exits.
-fn init(config: &HelperConfig, spec: &JailSpec) -> i32 {
+fn init(config: &HelperConfig, spec: &JailSpec, filters: &[seccompiler::BpfProgram]) -> i32 {
     if let Err(e) = mount(
         "proc",
         Path::new("/proc"),
@@ -394,7 +394,7 @@ fn init(config: &HelperConfig, spec: &JailSpec) -> i32 {
         return 127;
     }
     if child == 0 {
-        let error = exec_program(config, spec);
+        let error = exec_program(config, spec, filters);
         report(config.report_fd, &error);
         // SAFETY: leaving the child without running the parent's exit handlers.
         unsafe { libc::_exit(127) };
@@ -438,6 +438,7 @@ fn run(config: &HelperConfig) -> Step<i32> {
         fs::write(procs, &pid).map_err(|e| format!("joining cgroup {}: {e}", procs.display()))?;
     }
     build_base(config)?;
+    let filters = crate::seccomp::filters()?;
     // Prepared ahead of need: wait here for the function this sandbox will run.
     let mut spec_json = Vec::new();
     std::io::Read::read_to_end(&mut std::io::stdin(), &mut spec_json)
@@ -458,7 +459,7 @@ fn run(config: &HelperConfig) -> Step<i32> {
         // SAFETY: plain system calls.
         unsafe {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            libc::_exit(init(config, &spec));
+            libc::_exit(init(config, &spec, &filters));
         }
     }
     // SAFETY: closing this process's copy of the report pipe.

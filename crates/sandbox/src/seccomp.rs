@@ -106,9 +106,11 @@ pub(crate) fn filters() -> Result<Vec<BpfProgram>, String> {
     Ok(vec![eperm, enosys])
 }
 
-pub(crate) fn apply() -> Result<(), String> {
-    for filter in filters()? {
-        seccompiler::apply_filter(&filter)
+/// Installs filters built earlier with [`filters`]: building them takes longer than a cold
+/// start should wait, so the helper builds them while it waits for its function.
+pub(crate) fn apply(filters: &[BpfProgram]) -> Result<(), String> {
+    for filter in filters {
+        seccompiler::apply_filter(filter)
             .map_err(|e| format!("installing the seccomp filter: {e}"))?;
     }
     Ok(())

@@ -128,9 +128,10 @@ impl JailPool {
     }
 
     /// A prepared sandbox: one from the pool, or a new one if the pool is empty. Blocking.
+    /// The caller refills the pool once its sandbox has started, so that preparing the next
+    /// one does not compete with this cold start for the CPU.
     fn take(self: &Arc<Self>) -> Result<PreparedJail> {
         let ready = self.ready.lock().ok().and_then(|mut r| r.pop());
-        self.refill_in_background();
         match ready {
             Some(jail) => Ok(jail),
             None => self.prepare_one(),
@@ -381,9 +382,9 @@ impl ProcessSandbox {
         };
         let pool = config.pool.clone();
         let mut jail = tokio::task::spawn_blocking(move || {
-            pool.take()?
-                .start(spec)
-                .map_err(|e| Error::Internal(format!("{e:#}")))
+            let started = pool.take()?.start(spec).map_err(|e| Error::Internal(format!("{e:#}")));
+            pool.refill_in_background();
+            started
         })
         .await
         .map_err(|e| Error::Internal(format!("starting a sandbox panicked: {e}")))??;
