@@ -262,7 +262,11 @@ fn finish_root(config: &HelperConfig, spec: &JailSpec) -> Step {
 }
 
 /// In the program's process: drop every privilege, filter system calls, exec.
-fn exec_program(config: &HelperConfig, spec: &JailSpec, filters: &[seccompiler::BpfProgram]) -> String {
+fn exec_program(
+    config: &HelperConfig,
+    spec: &JailSpec,
+    filters: &[seccompiler::BpfProgram],
+) -> String {
     let program = match cstr(&spec.program) {
         Ok(p) => p,
         Err(e) => return e,

@@ -382,7 +382,10 @@ impl ProcessSandbox {
         };
         let pool = config.pool.clone();
         let mut jail = tokio::task::spawn_blocking(move || {
-            let started = pool.take()?.start(spec).map_err(|e| Error::Internal(format!("{e:#}")));
+            let started = pool
+                .take()?
+                .start(spec)
+                .map_err(|e| Error::Internal(format!("{e:#}")));
             pool.refill_in_background();
             started
         })
