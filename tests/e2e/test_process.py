@@ -51,8 +51,11 @@ def test_python_function_with_context_environment_and_warm_state(lambda_client):
     assert report.init_ms is not None
     assert 0 < report.max_memory_mb <= 256
 
-    second = s.invoke(lambda_client, name, {"n": 2}, tail=True)
+    context = {"custom": {"app": "e2e"}, "env": {"locale": "en"}}
+    encoded = __import__("base64").b64encode(json.dumps(context).encode()).decode()
+    second = s.invoke(lambda_client, name, {"n": 2}, tail=True, ClientContext=encoded)
     assert second.json()["invocations"] == 2, "a warm sandbox keeps its global state"
+    assert second.json()["client_context"] == context
     assert s.check_single_invocation_log(s.decode_log_result(second.log_result), memory_mb=256).init_ms is None
 
 

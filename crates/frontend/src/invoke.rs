@@ -73,6 +73,7 @@ pub(crate) async fn invoke(
             )));
         }
     };
+    let mut client_context = None;
     if let Some(context) = header(&headers, "x-amz-client-context")? {
         if context.len() > MAX_CLIENT_CONTEXT_BYTES {
             return Err(ApiError::too_large(format!(
@@ -84,6 +85,7 @@ pub(crate) async fn invoke(
             .map_err(|_| ApiError::bad_content("Client context must be base64-encoded JSON"))?;
         serde_json::from_slice::<serde::de::IgnoredAny>(&decoded)
             .map_err(|_| ApiError::bad_content("Client context must be base64-encoded JSON"))?;
+        client_context = String::from_utf8(decoded).ok();
     }
 
     let function = resolve(&f, &name, q.qualifier.as_deref())?;
@@ -110,6 +112,7 @@ pub(crate) async fn invoke(
             InvokeRequest {
                 request_id: request_id.clone(),
                 payload,
+                client_context,
             },
         )
         .await?;

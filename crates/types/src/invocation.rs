@@ -9,6 +9,9 @@ pub struct InvokeRequest {
     pub request_id: String,
     /// The event, already checked to be JSON and within the payload limit.
     pub payload: Bytes,
+    /// The caller's client context (`X-Amz-Client-Context`), decoded JSON text.
+    #[serde(default)]
+    pub client_context: Option<String>,
 }
 
 /// Lambda's error object as a function error reports it.

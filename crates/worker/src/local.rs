@@ -431,7 +431,14 @@ async fn invoke_process(
     let request_id = request.request_id;
     let timeout = Duration::from_secs(function.timeout_s as u64);
     let started = Instant::now();
-    let result = process.invoke(&request_id, request.payload, timeout).await;
+    let result = process
+        .invoke(
+            &request_id,
+            request.payload,
+            request.client_context,
+            timeout,
+        )
+        .await;
     let duration_us = started.elapsed().as_micros() as u64;
     let max_memory_used_mb = process.peak_memory_bytes().div_ceil(1 << 20) as u32;
     let error_line = |e: &FunctionError| {

@@ -511,6 +511,7 @@ impl ProcessSandbox {
         &self,
         request_id: &str,
         payload: Bytes,
+        client_context: Option<String>,
         timeout: Duration,
     ) -> ProcessResult {
         if let Some((payload, error)) = self.init_failure.lock().ok().and_then(|f| f.clone()) {
@@ -525,6 +526,7 @@ impl ProcessSandbox {
             payload,
             deadline_ms,
             function_arn: self.function_arn.clone(),
+            client_context,
             trace_id: format!(
                 "Root=1-{:08x}-{}",
                 deadline_ms / 1000,

@@ -26,6 +26,7 @@ pub(crate) struct Pending {
     pub deadline_ms: i64,
     pub function_arn: String,
     pub trace_id: String,
+    pub client_context: Option<String>,
     pub reply: oneshot::Sender<Reply>,
 }
 
@@ -142,6 +143,12 @@ async fn next(State(api): State<Shared>) -> Response {
         "Lambda-Runtime-Deadline-Ms",
         HeaderValue::from(pending.deadline_ms),
     );
+    if let Some(v) = pending
+        .client_context
+        .and_then(|c| HeaderValue::from_str(&c).ok())
+    {
+        h.insert("Lambda-Runtime-Client-Context", v);
+    }
     response
 }
 
