@@ -45,6 +45,7 @@ FIXTURE_NAMES = (
     "logger",
     "badjson",
     "slow",
+    "record",
 )
 
 REGION = "us-east-1"

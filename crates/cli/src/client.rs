@@ -88,6 +88,19 @@ pub struct UsageArgs {
     endpoint: EndpointArg,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct EventsArgs {
+    name: String,
+    /// Send this dead-lettered event (by id) back to the function.
+    #[arg(long, value_name = "ID")]
+    replay: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    endpoint: EndpointArg,
+}
+
 struct Api {
     base: String,
     agent: ureq::Agent,
@@ -425,6 +438,60 @@ pub fn usage(args: UsageArgs) -> anyhow::Result<ExitCode> {
         "prices: ${} per million requests, ${} per GB-second",
         report.pricing.request_per_million, report.pricing.gb_second
     )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
+    let api = Api::new(&args.endpoint);
+    let name = encode_path(&args.name);
+    if let Some(id) = &args.replay {
+        api.call(
+            "POST",
+            &format!(
+                "/nimbus/v1/functions/{name}/events/{}/replay",
+                encode_path(id)
+            ),
+            &[],
+            None,
+        )?
+        .ok()?;
+        println!("replayed {id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let report = api
+        .call(
+            "GET",
+            &format!("/nimbus/v1/functions/{name}/events"),
+            &[],
+            None,
+        )?
+        .ok()?
+        .json()?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "{}: {} queued, {} in flight, {} dead-lettered",
+        args.name, report["queued"], report["in_flight"], report["dead_lettered"]
+    )?;
+    for letter in report["dead_letters"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "  {}  request {}  attempts {}  {}  {}",
+            letter["id"].as_str().unwrap_or("?"),
+            letter["request_id"].as_str().unwrap_or("?"),
+            letter["attempts"],
+            letter["condition"].as_str().unwrap_or("?"),
+            letter["error"]
+                .get("errorType")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

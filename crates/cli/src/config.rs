@@ -29,6 +29,26 @@ pub struct NodeConfig {
     pub sandboxes: Sandboxes,
     pub worker: WorkerSection,
     pub retention: Retention,
+    #[serde(rename = "async")]
+    pub async_invoke: AsyncSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AsyncSection {
+    /// Asynchronous invocations running at once.
+    pub concurrency: usize,
+    /// Milliseconds before the first retry of a failed event; each further retry doubles it.
+    pub retry_base_ms: u64,
+}
+
+impl Default for AsyncSection {
+    fn default() -> Self {
+        Self {
+            concurrency: 64,
+            retry_base_ms: 60_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -66,6 +86,7 @@ impl Default for NodeConfig {
             sandboxes: Sandboxes::default(),
             worker: WorkerSection::default(),
             retention: Retention::default(),
+            async_invoke: AsyncSection::default(),
         }
     }
 }

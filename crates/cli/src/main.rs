@@ -48,6 +48,8 @@ enum Command {
     Logs(client::LogsArgs),
     /// Print invocations, GB-seconds and cost per function.
     Usage(client::UsageArgs),
+    /// Show a function's asynchronous events: queued, in flight, dead-lettered; replay one.
+    Events(client::EventsArgs),
 }
 
 fn init_tracing() {
@@ -102,6 +104,7 @@ fn main() -> ExitCode {
         Command::Invoke(args) => client::invoke(args),
         Command::Logs(args) => client::logs(args),
         Command::Usage(args) => client::usage(args),
+        Command::Events(args) => client::events(args),
     };
     match result {
         Ok(code) => code,

@@ -59,6 +59,10 @@ fn process_sandboxes(data: &std::path::Path) -> Option<ProcessConfig> {
         tracing::warn!(reason = %e, "process runtimes are disabled");
         return None;
     }
+    let stale = nimbus_sandbox::remove_stale_cgroups();
+    if stale > 0 {
+        tracing::info!(cgroups = stale, "removed cgroups left by an earlier node");
+    }
     let (runtime_dir, sandbox_dir) = (data.join("runtime"), data.join("sandboxes"));
     let config = ProcessConfig {
         pool: JailPool::new(2, sandbox_dir.clone(), runtime_dir.clone()),
@@ -141,6 +145,23 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     );
 
     let signal = shutdown_signal()?;
+    let queue = Arc::new(
+        nimbus_store::DurableQueue::open(&data.join("queue.redb"))
+            .context("opening the event queue")?,
+    );
+    let invoker = nimbus_events::AsyncInvoker::new(
+        nimbus_events::AsyncConfig {
+            concurrency: config.async_invoke.concurrency.max(1),
+            retry_base: Duration::from_millis(config.async_invoke.retry_base_ms),
+            ..Default::default()
+        },
+        queue.clone(),
+        manager.clone(),
+        frontend.control(),
+        config.region.clone(),
+    );
+    frontend.set_async_invoker(invoker.clone());
+
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -158,6 +179,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let reaper = tokio::spawn(manager.clone().run_reaper(stopped(stop_rx.clone())));
+    let pollers = tokio::spawn(invoker.run(stopped(stop_rx.clone())));
     tokio::spawn(async move {
         signal.await;
         tracing::info!("stopping: finishing in-flight requests");
@@ -165,6 +187,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     });
     nimbus_frontend::serve(listener, frontend, stopped(stop_rx)).await?;
     let _ = reaper.await;
+    let _ = pollers.await;
+    queue.sync().await;
     manager.shutdown().await;
     if let Some(pool) = pool {
         let _ = tokio::task::spawn_blocking(move || pool.clear()).await;

@@ -222,6 +222,7 @@ impl ControlPlane {
             revision_id: new_revision(),
             last_modified_ms: nimbus_types::time::now_ms(),
             version: LATEST.to_owned(),
+            event_invoke: None,
         };
         if let Err(e) = self.manager.prepare(&function).await {
             self.collect_code(vec![function.code.sha256.clone()]).await;
@@ -357,6 +358,22 @@ impl ControlPlane {
         self.commit_update(&old, updated).await
     }
 
+    /// Sets or clears the event-invoke configuration; sandboxes are unaffected.
+    pub async fn set_event_invoke(
+        &self,
+        name: &str,
+        config: Option<nimbus_types::function::EventInvokeConfig>,
+    ) -> ApiResult<Arc<FunctionConfig>> {
+        let _guard = self.mutations.lock().await;
+        let mut updated = (*self.existing(name)?).clone();
+        updated.event_invoke = config;
+        let store = self.store.clone();
+        let record = updated.clone();
+        self.blocking(move || store.put_function(&record)).await?;
+        self.cache(&updated);
+        Ok(Arc::new(updated))
+    }
+
     pub async fn delete(&self, name: &str) -> ApiResult<()> {
         let _guard = self.mutations.lock().await;
         let old = self.existing(name)?;
@@ -401,5 +418,11 @@ impl ControlPlane {
         let code = self.code.clone();
         let reference = function.code.clone();
         self.blocking(move || code.read_zip(&reference)).await
+    }
+}
+
+impl nimbus_events::FunctionDirectory for ControlPlane {
+    fn function(&self, name: &str) -> Option<Arc<FunctionConfig>> {
+        ControlPlane::function(self, name)
     }
 }

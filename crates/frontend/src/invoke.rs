@@ -17,8 +17,12 @@ const MAX_CLIENT_CONTEXT_BYTES: usize = 3583;
 
 enum InvocationType {
     RequestResponse,
+    Event,
     DryRun,
 }
+
+/// Largest payload of an asynchronous invocation.
+const MAX_ASYNC_PAYLOAD_BYTES: usize = 1024 * 1024;
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
     headers
@@ -50,11 +54,7 @@ pub(crate) async fn invoke(
     let invocation_type = match header(&headers, "x-amz-invocation-type")? {
         None | Some("RequestResponse") => InvocationType::RequestResponse,
         Some("DryRun") => InvocationType::DryRun,
-        Some("Event") => {
-            return Err(ApiError::invalid_parameter(
-                "InvocationType Event (asynchronous invocation) is not available on this node yet",
-            ));
-        }
+        Some("Event") => InvocationType::Event,
         Some(other) => {
             return Err(ApiError::invalid_parameter(format!(
                 "1 validation error detected: Value '{other}' at 'invocationType' failed to \
@@ -89,7 +89,11 @@ pub(crate) async fn invoke(
     }
 
     let function = resolve(&f, &name, q.qualifier.as_deref())?;
-    let payload = read_body(&headers, body, MAX_SYNC_PAYLOAD_BYTES, "InvokeFunction").await?;
+    let limit = match invocation_type {
+        InvocationType::Event => MAX_ASYNC_PAYLOAD_BYTES,
+        _ => MAX_SYNC_PAYLOAD_BYTES,
+    };
+    let payload = read_body(&headers, body, limit, "InvokeFunction").await?;
     let payload = if payload.iter().all(u8::is_ascii_whitespace) {
         Bytes::from_static(b"{}")
     } else {
@@ -105,6 +109,17 @@ pub(crate) async fn invoke(
     }
 
     let request_id = uuid::Uuid::new_v4().to_string();
+    if let InvocationType::Event = invocation_type {
+        // 202 only once the event is on disk.
+        f.async_invoker()?
+            .submit(&function.name, &request_id, payload)
+            .await?;
+        let mut response = StatusCode::ACCEPTED.into_response();
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert("x-amzn-RequestId", v);
+        }
+        return Ok(response);
+    }
     let outcome = f
         .manager
         .invoke(
@@ -113,6 +128,7 @@ pub(crate) async fn invoke(
                 request_id: request_id.clone(),
                 payload,
                 client_context,
+                async_attempt: None,
             },
         )
         .await?;

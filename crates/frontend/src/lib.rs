@@ -9,6 +9,7 @@
 
 mod control;
 mod error;
+mod event_config;
 mod invoke;
 mod nimbus_api;
 mod wire;
@@ -40,7 +41,8 @@ pub struct FrontendConfig {
 
 /// What every request handler can reach.
 pub struct Frontend {
-    control: ControlPlane,
+    control: Arc<ControlPlane>,
+    events: std::sync::OnceLock<Arc<nimbus_events::AsyncInvoker>>,
     manager: Arc<WorkerManager>,
     telemetry: Arc<dyn TelemetryStore>,
     pricing: Pricing,
@@ -57,7 +59,13 @@ impl Frontend {
         manager: Arc<WorkerManager>,
     ) -> Result<Self, nimbus_store::Error> {
         Ok(Self {
-            control: ControlPlane::load(config.region, functions, code, manager.clone())?,
+            control: Arc::new(ControlPlane::load(
+                config.region,
+                functions,
+                code,
+                manager.clone(),
+            )?),
+            events: std::sync::OnceLock::new(),
             manager,
             telemetry,
             pricing: config.pricing,
@@ -66,6 +74,22 @@ impl Frontend {
 
     pub fn manager(&self) -> &Arc<WorkerManager> {
         &self.manager
+    }
+
+    /// The function table, for components that need to look functions up (pollers).
+    pub fn control(&self) -> Arc<ControlPlane> {
+        self.control.clone()
+    }
+
+    /// Enables asynchronous invocation through this invoker.
+    pub fn set_async_invoker(&self, invoker: Arc<nimbus_events::AsyncInvoker>) {
+        let _ = self.events.set(invoker);
+    }
+
+    pub(crate) fn async_invoker(&self) -> Result<&Arc<nimbus_events::AsyncInvoker>, ApiError> {
+        self.events
+            .get()
+            .ok_or_else(|| ApiError::internal("asynchronous invocation is not configured"))
     }
 }
 
@@ -93,6 +117,25 @@ pub fn router(frontend: Arc<Frontend>) -> Router {
         .route(
             &format!("{FUNCTIONS}/{{name}}/invocations"),
             post(invoke::invoke),
+        )
+        .route(
+            "/2019-09-25/functions/{name}/event-invoke-config",
+            get(event_config::get)
+                .put(event_config::put)
+                .post(event_config::update)
+                .delete(event_config::delete),
+        )
+        .route(
+            "/2019-09-25/functions/{name}/event-invoke-config/list",
+            get(event_config::list),
+        )
+        .route(
+            "/nimbus/v1/functions/{name}/events",
+            get(nimbus_api::events),
+        )
+        .route(
+            "/nimbus/v1/functions/{name}/events/{id}/replay",
+            post(nimbus_api::replay),
         )
         .route(
             "/nimbus/v1/health",

@@ -50,3 +50,55 @@ pub(crate) async fn usage(
         .map_err(ApiError::internal)??;
     Ok(Json(UsageReport::build(since_ms, &records, f.pricing)))
 }
+
+/// A function's asynchronous events: what waits, what is in flight, what was dead-lettered.
+pub(crate) async fn events(
+    State(f): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let function = FunctionRef::parse(&name)?;
+    let invoker = f.async_invoker()?;
+    let queue = invoker.queue();
+    let pending = queue.counts(&nimbus_events::async_queue(&function.name));
+    let dead = queue.counts(&nimbus_events::dead_letter_queue(&function.name));
+    let letters = invoker.dead_letters(&function.name, 1000)?;
+    let letters: Vec<serde_json::Value> = letters
+        .into_iter()
+        .map(|d| {
+            serde_json::json!({
+                "id": d.id,
+                "request_id": d.meta.get("request_id"),
+                "attempts": d.meta.get("attempts"),
+                "condition": d.meta.get("condition"),
+                "error": d.meta.get("error"),
+                "enqueued_ms": d.meta.get("enqueued_ms"),
+                "payload": String::from_utf8_lossy(&d.body),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "function": function.name,
+        "queued": pending.visible + pending.delayed,
+        "in_flight": pending.in_flight,
+        "dead_lettered": dead.visible + dead.delayed + dead.in_flight,
+        "dead_letters": letters,
+    })))
+}
+
+/// Sends a dead-lettered event back to its function.
+pub(crate) async fn replay(
+    State(f): State<Shared>,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let function = FunctionRef::parse(&name)?;
+    if f.control.function(&function.name).is_none() {
+        return Err(ApiError::function_not_found(&f.control.arn(&function.name)));
+    }
+    if !f.async_invoker()?.replay(&function.name, &id).await? {
+        return Err(ApiError::not_found(format!(
+            "no dead-lettered event {id} for {}",
+            function.name
+        )));
+    }
+    Ok(Json(serde_json::json!({ "replayed": id })))
+}

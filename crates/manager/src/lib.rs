@@ -192,6 +192,7 @@ impl WorkerManager {
             .concurrency
             .try_acquire()
             .map_err(|_| Error::Throttled)?;
+        let async_attempt = request.async_attempt;
         let (idle, stale) = self.take_idle(function);
         if !stale.is_empty() {
             self.release_all(stale).await;
@@ -211,7 +212,7 @@ impl WorkerManager {
                 } else {
                     self.forget(function, worker, sandbox).await;
                 }
-                self.record(function, &outcome);
+                self.record(function, &outcome, async_attempt);
                 return Ok(outcome);
             }
             Err(e) => return Err(e.into()),
@@ -221,7 +222,7 @@ impl WorkerManager {
         } else {
             self.forget(function, worker, sandbox).await;
         }
-        self.record(function, &outcome);
+        self.record(function, &outcome, async_attempt);
         Ok(outcome)
     }
 
@@ -257,7 +258,12 @@ impl WorkerManager {
         }
     }
 
-    fn record(&self, function: &FunctionConfig, outcome: &InvokeOutcome) {
+    fn record(
+        &self,
+        function: &FunctionConfig,
+        outcome: &InvokeOutcome,
+        async_attempt: Option<u32>,
+    ) {
         let now = nimbus_types::time::now_ms();
         self.telemetry.record(
             NewLogEntry {
@@ -278,6 +284,7 @@ impl WorkerManager {
                 cold: outcome.init_duration_us.is_some(),
                 init_duration_us: outcome.init_duration_us,
                 outcome: outcome.kind,
+                async_attempt,
             },
         );
     }
@@ -324,6 +331,12 @@ impl WorkerManager {
                 }
             }
         }
+    }
+
+    /// Waits until the logs and usage records of finished invocations are on disk.
+    pub async fn flush_telemetry(&self) {
+        let telemetry = self.telemetry.clone();
+        let _ = tokio::task::spawn_blocking(move || telemetry.flush()).await;
     }
 
     /// Idle sandboxes per function, for diagnostics and tests.

@@ -51,6 +51,50 @@ fn read_key(path: &Path, key: &str) -> Option<u64> {
     })
 }
 
+/// Removes the cgroups of sandboxes whose node is gone (killed without a chance to clean up):
+/// cgroup names start with the node's pid. Their processes died with the node; what is left is
+/// empty directories, or processes to kill first. Returns how many were removed.
+pub fn remove_stale() -> usize {
+    let alive = |pid: &str| Path::new("/proc").join(pid).exists();
+    let parents = [
+        Path::new(ROOT).join(PARENT),
+        Path::new(ROOT).join("memory").join(PARENT),
+        Path::new(ROOT).join("pids").join(PARENT),
+        Path::new(ROOT).join("cpu").join(PARENT),
+    ];
+    let mut removed = 0;
+    for parent in parents {
+        let Ok(entries) = fs::read_dir(&parent) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some((pid, _)) = name.split_once('-') else {
+                continue;
+            };
+            if !entry.path().is_dir() || alive(pid) {
+                continue;
+            }
+            let stale = Cgroup {
+                version: if parent.starts_with(Path::new(ROOT).join("memory"))
+                    || parent.starts_with(Path::new(ROOT).join("pids"))
+                    || parent.starts_with(Path::new(ROOT).join("cpu"))
+                {
+                    CgroupVersion::V1
+                } else {
+                    CgroupVersion::V2
+                },
+                dirs: vec![entry.path()],
+                peak: None,
+            };
+            stale.kill_all();
+            stale.remove();
+            removed += 1;
+        }
+    }
+    removed
+}
+
 impl Cgroup {
     pub(crate) fn detect() -> Result<CgroupVersion> {
         if Path::new(ROOT).join("cgroup.controllers").is_file() {

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-pub use cgroup::{CgroupStats, CgroupVersion};
+pub use cgroup::{CgroupStats, CgroupVersion, remove_stale as remove_stale_cgroups};
 pub use helper::helper_main;
 
 /// The first argument that turns the worker's executable into the sandbox helper.

@@ -285,6 +285,7 @@ mod tests {
             revision_id: "r".to_owned(),
             last_modified_ms: 0,
             version: "$LATEST".to_owned(),
+            event_invoke: None,
         }
     }
 
@@ -331,6 +332,7 @@ mod tests {
             cold: false,
             init_duration_us: None,
             outcome: OutcomeKind::Success,
+            async_attempt: None,
         }
     }
 

@@ -9,12 +9,14 @@
 
 pub mod code;
 pub mod embedded;
+pub mod queue;
 pub mod telemetry;
 
 use nimbus_types::{FunctionConfig, LogEntry, UsageRecord};
 
 pub use code::{CodeStore, LocalCodeStore};
 pub use embedded::EmbeddedStore;
+pub use queue::{Delivery, DurableQueue, NewMessage, QueueCounts};
 pub use telemetry::{Retention, TelemetryWriter};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +26,8 @@ pub enum Error {
     /// The code package was refused; the message is meant for the user.
     #[error("{0}")]
     InvalidCode(String),
+    #[error("queue failure: {0}")]
+    Queue(String),
     #[error("stored record is corrupt")]
     Corrupt(#[source] serde_json::Error),
     #[error("database error")]

@@ -129,6 +129,31 @@ pub struct FunctionConfig {
     /// Unix time in milliseconds of the last change.
     pub last_modified_ms: i64,
     pub version: String,
+    /// How asynchronous invocations are retried and where their results go.
+    #[serde(default)]
+    pub event_invoke: Option<EventInvokeConfig>,
+}
+
+/// Lambda's event-invoke configuration of a function.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventInvokeConfig {
+    pub maximum_retry_attempts: u32,
+    pub maximum_event_age_s: u32,
+    pub on_success: Option<String>,
+    pub on_failure: Option<String>,
+    pub last_modified_ms: i64,
+}
+
+impl Default for EventInvokeConfig {
+    fn default() -> Self {
+        Self {
+            maximum_retry_attempts: 2,
+            maximum_event_age_s: 21_600,
+            on_success: None,
+            on_failure: None,
+            last_modified_ms: 0,
+        }
+    }
 }
 
 /// Environment variable names Lambda sets itself and does not let users override.

@@ -12,6 +12,9 @@ pub struct InvokeRequest {
     /// The caller's client context (`X-Amz-Client-Context`), decoded JSON text.
     #[serde(default)]
     pub client_context: Option<String>,
+    /// Set for an asynchronous invocation: which attempt this is, from 1.
+    #[serde(default)]
+    pub async_attempt: Option<u32>,
 }
 
 /// Lambda's error object as a function error reports it.

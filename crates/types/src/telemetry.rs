@@ -28,6 +28,9 @@ pub struct UsageRecord {
     pub cold: bool,
     pub init_duration_us: Option<u64>,
     pub outcome: OutcomeKind,
+    /// For asynchronous invocations, the attempt number (from 1); absent for synchronous ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub async_attempt: Option<u32>,
 }
 
 /// Prices used to turn usage into cost; defaults are Lambda's published x86 prices.
@@ -142,6 +145,7 @@ mod tests {
             cold: false,
             init_duration_us: None,
             outcome,
+            async_attempt: None,
         }
     }
 

@@ -1,0 +1,433 @@
+//! Asynchronous invocation: pollers lease events from the durable queue, invoke the function
+//! through the Worker Manager like a synchronous call, retry failures with backoff within the
+//! function's event-invoke configuration, and send the final result to its destinations, or to
+//! the function's dead-letter queue when a failure has no destination.
+//!
+//! An event is acknowledged only after its outcome is recorded durably: its usage record and
+//! log are on disk, and any destination record is in the queue. Delivery is at least once.
+
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use nimbus_manager::WorkerManager;
+use nimbus_store::{Delivery, DurableQueue, NewMessage};
+use nimbus_types::function::EventInvokeConfig;
+use nimbus_types::{FunctionConfig, InvokeOutcome, InvokeRequest};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+/// Where a function's asynchronous events wait.
+pub fn async_queue(function: &str) -> String {
+    format!("async:{function}")
+}
+
+/// Where a function's failed asynchronous events go when no OnFailure destination is set.
+pub fn dead_letter_queue(function: &str) -> String {
+    format!("dlq:{function}")
+}
+
+/// Finds a function's current configuration by name.
+pub trait FunctionDirectory: Send + Sync {
+    fn function(&self, name: &str) -> Option<Arc<FunctionConfig>>;
+}
+
+#[derive(Debug, Clone)]
+pub struct AsyncConfig {
+    /// Asynchronous invocations running at once.
+    pub concurrency: usize,
+    /// First retry delay; each further retry doubles it (Lambda waits about a minute, then two).
+    pub retry_base: Duration,
+    /// Delay before an event throttled by the concurrency limit is tried again; it is not
+    /// counted as an attempt.
+    pub throttle_delay: Duration,
+}
+
+impl Default for AsyncConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 64,
+            retry_base: Duration::from_secs(60),
+            throttle_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What travels with an asynchronous event in the queue.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct EventMeta {
+    pub function: String,
+    pub request_id: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    pub enqueued_ms: i64,
+    /// Set once the event has failed for good: why, and the last error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Value>,
+}
+
+pub struct AsyncInvoker {
+    config: AsyncConfig,
+    queue: Arc<DurableQueue>,
+    manager: Arc<WorkerManager>,
+    functions: Arc<dyn FunctionDirectory>,
+    region: String,
+    wake: Notify,
+    in_flight: AtomicUsize,
+}
+
+impl AsyncInvoker {
+    pub fn new(
+        config: AsyncConfig,
+        queue: Arc<DurableQueue>,
+        manager: Arc<WorkerManager>,
+        functions: Arc<dyn FunctionDirectory>,
+        region: String,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            queue,
+            manager,
+            functions,
+            region,
+            wake: Notify::new(),
+            in_flight: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn queue(&self) -> &Arc<DurableQueue> {
+        &self.queue
+    }
+
+    /// Persists an asynchronous invocation; returns once it is on disk.
+    pub async fn submit(
+        &self,
+        function: &str,
+        request_id: &str,
+        payload: Bytes,
+    ) -> nimbus_store::Result<()> {
+        let meta = EventMeta {
+            function: function.to_owned(),
+            request_id: request_id.to_owned(),
+            attempts: 0,
+            enqueued_ms: nimbus_types::time::now_ms(),
+            condition: None,
+            error: None,
+        };
+        let message = NewMessage {
+            body: payload.to_vec(),
+            delay_ms: 0,
+            meta: serde_json::to_value(meta).unwrap_or(Value::Null),
+        };
+        self.queue
+            .enqueue(&async_queue(function), vec![message])
+            .await?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Leases and runs events until `shutdown` resolves; in-flight events then finish.
+    pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            self.dispatch();
+            let wait = self
+                .queue
+                .next_visible_ms()
+                .map(|t| (t - nimbus_types::time::now_ms()).clamp(1, 200) as u64)
+                .unwrap_or(200);
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            }
+        }
+        while self.in_flight.load(Ordering::Acquire) > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn dispatch(self: &Arc<Self>) {
+        for queue in self.queue.ready_queues() {
+            let Some(function) = queue.strip_prefix("async:") else {
+                continue;
+            };
+            let free = self
+                .config
+                .concurrency
+                .saturating_sub(self.in_flight.load(Ordering::Acquire));
+            if free == 0 {
+                return;
+            }
+            let visibility = self
+                .functions
+                .function(function)
+                .map_or(900_000, |f| f.timeout_s as u64 * 1000 + 5_000);
+            let Ok(deliveries) = self.queue.lease(&queue, free, visibility) else {
+                continue;
+            };
+            for delivery in deliveries {
+                self.in_flight.fetch_add(1, Ordering::AcqRel);
+                let invoker = self.clone();
+                tokio::spawn(async move {
+                    invoker.handle(delivery).await;
+                    invoker.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    invoker.wake.notify_one();
+                });
+            }
+        }
+    }
+
+    async fn handle(&self, delivery: Delivery) {
+        let Ok(mut meta) = serde_json::from_value::<EventMeta>(delivery.meta.clone()) else {
+            tracing::error!(queue = %delivery.queue, id = %delivery.id, "dropping an event with unreadable metadata");
+            self.queue.ack(&delivery);
+            return;
+        };
+        let Some(function) = self.functions.function(&meta.function) else {
+            tracing::warn!(function = %meta.function, request_id = %meta.request_id, "function deleted; dropping its event");
+            self.queue.ack(&delivery);
+            return;
+        };
+        let config = function.event_invoke.clone().unwrap_or_default();
+        let age_ms = nimbus_types::time::now_ms() - meta.enqueued_ms;
+        if age_ms > config.maximum_event_age_s as i64 * 1000 {
+            meta.condition = Some("EventAgeExceeded".into());
+            self.fail(&delivery, &function, &config, meta, None).await;
+            return;
+        }
+        let request = InvokeRequest {
+            request_id: meta.request_id.clone(),
+            payload: Bytes::from(delivery.body.clone()),
+            client_context: None,
+            async_attempt: Some(meta.attempts + 1),
+        };
+        match self.manager.invoke(&function, request).await {
+            Err(nimbus_manager::Error::Throttled) | Err(nimbus_manager::Error::NoCapacity(_)) => {
+                // Throttled events wait and try again; the throttle is not an attempt.
+                let value = serde_json::to_value(&meta).unwrap_or(Value::Null);
+                self.queue.release(
+                    &delivery,
+                    self.config.throttle_delay.as_millis() as u64,
+                    value,
+                );
+            }
+            Err(e) => {
+                tracing::warn!(function = %function.name, error = %e, "asynchronous invocation could not run");
+                meta.attempts += 1;
+                self.retry_or_fail(&delivery, &function, &config, meta, None)
+                    .await;
+            }
+            Ok(outcome) => {
+                meta.attempts += 1;
+                // The outcome is recorded before the event is acknowledged.
+                self.manager.flush_telemetry().await;
+                if outcome.error.is_none() {
+                    if let Some(target) = &config.on_success {
+                        let record = self.destination_record(
+                            &function,
+                            &meta,
+                            &delivery,
+                            "Success",
+                            Some(&outcome),
+                        );
+                        self.send_to_destination(target, record).await;
+                    }
+                    self.queue.ack(&delivery);
+                } else {
+                    self.retry_or_fail(&delivery, &function, &config, meta, Some(outcome))
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn retry_or_fail(
+        &self,
+        delivery: &Delivery,
+        function: &FunctionConfig,
+        config: &EventInvokeConfig,
+        mut meta: EventMeta,
+        outcome: Option<InvokeOutcome>,
+    ) {
+        if meta.attempts <= config.maximum_retry_attempts {
+            let delay =
+                self.config.retry_base.as_millis() as u64 * (1u64 << (meta.attempts - 1).min(10));
+            meta.error = outcome
+                .as_ref()
+                .and_then(|o| serde_json::from_slice(&o.payload).ok());
+            let value = serde_json::to_value(&meta).unwrap_or(Value::Null);
+            self.queue.release(delivery, delay, value);
+        } else {
+            meta.condition = Some("RetriesExhausted".into());
+            self.fail(delivery, function, config, meta, outcome.as_ref())
+                .await;
+        }
+    }
+
+    /// Sends a finally failed event to its OnFailure destination or the dead-letter queue.
+    async fn fail(
+        &self,
+        delivery: &Delivery,
+        function: &FunctionConfig,
+        config: &EventInvokeConfig,
+        mut meta: EventMeta,
+        outcome: Option<&InvokeOutcome>,
+    ) {
+        let condition = meta
+            .condition
+            .clone()
+            .unwrap_or_else(|| "RetriesExhausted".into());
+        tracing::info!(function = %function.name, request_id = %meta.request_id, %condition, attempts = meta.attempts, "asynchronous event failed");
+        match &config.on_failure {
+            Some(target) => {
+                let record =
+                    self.destination_record(function, &meta, delivery, &condition, outcome);
+                self.send_to_destination(target, record).await;
+            }
+            None => {
+                if let Some(o) = outcome {
+                    meta.error = serde_json::from_slice(&o.payload).ok();
+                }
+                let message = NewMessage {
+                    body: delivery.body.clone(),
+                    delay_ms: 0,
+                    meta: serde_json::to_value(&meta).unwrap_or(Value::Null),
+                };
+                if let Err(e) = self
+                    .queue
+                    .enqueue(&dead_letter_queue(&function.name), vec![message])
+                    .await
+                {
+                    // Keep the event rather than lose it: it will be retried after its lease.
+                    tracing::error!(error = %e, "could not dead-letter an event");
+                    return;
+                }
+            }
+        }
+        self.queue.ack(delivery);
+    }
+
+    /// Lambda's destination record.
+    fn destination_record(
+        &self,
+        function: &FunctionConfig,
+        meta: &EventMeta,
+        delivery: &Delivery,
+        condition: &str,
+        outcome: Option<&InvokeOutcome>,
+    ) -> Value {
+        let parse = |bytes: &[u8]| {
+            serde_json::from_slice::<Value>(bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+        };
+        let mut response_context =
+            json!({ "statusCode": 200, "executedVersion": function.version });
+        if outcome.is_some_and(|o| o.error.is_some()) {
+            response_context["functionError"] = json!("Unhandled");
+        }
+        let timestamp = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let mut record = json!({
+            "version": "1.0",
+            "timestamp": timestamp,
+            "requestContext": {
+                "requestId": meta.request_id,
+                "functionArn": format!("{}:{}", nimbus_types::name::function_arn(&self.region, &function.name), function.version),
+                "condition": condition,
+                "approximateInvokeCount": meta.attempts,
+            },
+            "requestPayload": parse(&delivery.body),
+        });
+        if let Some(o) = outcome {
+            record["responseContext"] = response_context;
+            record["responsePayload"] = parse(&o.payload);
+        }
+        record
+    }
+
+    /// Delivers a destination record: a function target gets it as an asynchronous event.
+    async fn send_to_destination(&self, target: &str, record: Value) {
+        let Some(name) = destination_function(target) else {
+            tracing::error!(%target, "unsupported destination");
+            return;
+        };
+        let request_id = uuid_like();
+        let body = Bytes::from(serde_json::to_vec(&record).unwrap_or_default());
+        if let Err(e) = self.submit(&name, &request_id, body).await {
+            tracing::error!(%target, error = %e, "could not deliver to a destination");
+        }
+    }
+
+    /// Dead-lettered events of a function, oldest first.
+    pub fn dead_letters(
+        &self,
+        function: &str,
+        limit: usize,
+    ) -> nimbus_store::Result<Vec<Delivery>> {
+        self.queue.peek_all(&dead_letter_queue(function), limit)
+    }
+
+    /// Moves a dead-lettered event back to the function's queue, with its attempts reset.
+    pub async fn replay(&self, function: &str, id: &str) -> nimbus_store::Result<bool> {
+        let Some(event) = self
+            .dead_letters(function, usize::MAX)?
+            .into_iter()
+            .find(|d| d.id == id)
+        else {
+            return Ok(false);
+        };
+        let meta: EventMeta = match serde_json::from_value(event.meta.clone()) {
+            Ok(m) => m,
+            Err(_) => return Ok(false),
+        };
+        self.submit(function, &meta.request_id, Bytes::from(event.body))
+            .await?;
+        Ok(self.queue.remove_by_id(&dead_letter_queue(function), id))
+    }
+}
+
+/// The function named by a destination ARN (`arn:aws:lambda:…:function:NAME[:qualifier]`).
+pub fn destination_function(arn: &str) -> Option<String> {
+    let reference = nimbus_types::FunctionRef::parse(arn).ok()?;
+    arn.contains(":function:").then_some(reference.name)
+}
+
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = nanos ^ ((std::process::id() as u128) << 64);
+    let h = format!("{n:032x}");
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn destinations_name_functions() {
+        assert_eq!(
+            super::destination_function("arn:aws:lambda:us-east-1:000000000000:function:sink")
+                .as_deref(),
+            Some("sink")
+        );
+        assert_eq!(
+            super::destination_function("arn:aws:sqs:us-east-1:000000000000:q"),
+            None
+        );
+    }
+}
