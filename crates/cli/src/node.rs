@@ -146,7 +146,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 
     let signal = shutdown_signal()?;
     let queue = Arc::new(
-        nimbus_store::DurableQueue::open(&data.join("queue.redb"))
+        nimbus_store::DurableQueue::open(&data.join("queue.log"))
             .context("opening the event queue")?,
     );
     let invoker = nimbus_events::AsyncInvoker::new(

@@ -79,6 +79,9 @@ pub struct AsyncInvoker {
     region: String,
     wake: Notify,
     in_flight: AtomicUsize,
+    /// Events whose outcome waits for the next telemetry flush before they are acknowledged.
+    acks: std::sync::Mutex<Vec<(Delivery, tokio::sync::oneshot::Sender<()>)>>,
+    acks_ready: Notify,
 }
 
 impl AsyncInvoker {
@@ -97,6 +100,8 @@ impl AsyncInvoker {
             region,
             wake: Notify::new(),
             in_flight: AtomicUsize::new(0),
+            acks: std::sync::Mutex::new(Vec::new()),
+            acks_ready: Notify::new(),
         })
     }
 
@@ -131,8 +136,41 @@ impl AsyncInvoker {
         Ok(())
     }
 
+    /// Acknowledges an event once its usage record and log are on disk. Concurrent events
+    /// share one flush: a batch is taken every couple of milliseconds.
+    async fn durable_ack(&self, delivery: Delivery) {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        if let Ok(mut acks) = self.acks.lock() {
+            acks.push((delivery, done_tx));
+        }
+        self.acks_ready.notify_one();
+        let _ = done_rx.await;
+    }
+
+    async fn run_acks(self: Arc<Self>) {
+        loop {
+            self.acks_ready.notified().await;
+            // Let concurrent invocations join this batch.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let batch = self
+                .acks
+                .lock()
+                .map(|mut a| std::mem::take(&mut *a))
+                .unwrap_or_default();
+            if batch.is_empty() {
+                continue;
+            }
+            self.manager.flush_telemetry().await;
+            for (delivery, done) in batch {
+                self.queue.ack(&delivery);
+                let _ = done.send(());
+            }
+        }
+    }
+
     /// Leases and runs events until `shutdown` resolves; in-flight events then finish.
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        let acker = tokio::spawn(self.clone().run_acks());
         tokio::pin!(shutdown);
         loop {
             self.dispatch();
@@ -150,6 +188,7 @@ impl AsyncInvoker {
         while self.in_flight.load(Ordering::Acquire) > 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        acker.abort();
     }
 
     fn dispatch(self: &Arc<Self>) {
@@ -225,8 +264,6 @@ impl AsyncInvoker {
             }
             Ok(outcome) => {
                 meta.attempts += 1;
-                // The outcome is recorded before the event is acknowledged.
-                self.manager.flush_telemetry().await;
                 if outcome.error.is_none() {
                     if let Some(target) = &config.on_success {
                         let record = self.destination_record(
@@ -238,7 +275,8 @@ impl AsyncInvoker {
                         );
                         self.send_to_destination(target, record).await;
                     }
-                    self.queue.ack(&delivery);
+                    // The outcome is on disk before the event is acknowledged.
+                    self.durable_ack(delivery).await;
                 } else {
                     self.retry_or_fail(&delivery, &function, &config, meta, Some(outcome))
                         .await;
@@ -310,7 +348,7 @@ impl AsyncInvoker {
                 }
             }
         }
-        self.queue.ack(delivery);
+        self.durable_ack(delivery.clone()).await;
     }
 
     /// Lambda's destination record.

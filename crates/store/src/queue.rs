@@ -2,24 +2,34 @@
 //! handled them. `enqueue` returns only once the messages are on disk; one committer thread
 //! group-commits whatever arrived meanwhile, so many concurrent producers share each fsync.
 //!
-//! Message bodies live only in the file; each queue's index (visibility time, receive count) is
-//! kept in memory and rebuilt from the file at start. A message leased and not acknowledged
-//! becomes visible again when its visibility timeout ends: delivery is at least once.
+//! The queue is a log: every insert, update and delete is appended to one file as a
+//! checksummed record, and the in-memory index (which messages exist, when each becomes
+//! visible, where its body lies in the file) is rebuilt from the log at start. A torn record at
+//! the end, from a crash mid-write, is cut off. When most of the file is dead records, the
+//! committer rewrites the live messages into a fresh file.
+//!
+//! A message leased and not acknowledged becomes visible again when its visibility timeout
+//! ends: delivery is at least once.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
 
-use redb::{Database, Durability, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// (queue, sequence) → message metadata (JSON).
-const META: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queue_meta");
-/// (queue, sequence) → message body.
-const BODY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queue_body");
+const MAGIC: &[u8; 8] = b"NIMQLOG1";
+const INSERT: u8 = 1;
+const UPDATE: u8 = 2;
+const DELETE: u8 = 3;
+/// Compaction is considered once the log is this large, and done when live bodies are less
+/// than a quarter of it.
+const COMPACT_MIN_BYTES: u64 = 64 << 20;
 
 /// A message to add to a queue.
 #[derive(Debug, Clone, Default)]
@@ -59,13 +69,17 @@ struct Meta {
     sent_ms: i64,
     visible_at_ms: i64,
     receive_count: u32,
-    /// Set by the first lease; visible_at_ms before this means "delayed", after it "in flight".
+    /// Set by a lease; visible_at_ms in the future means "in flight" if set, "delayed" if not.
     #[serde(default)]
     leased: bool,
     #[serde(default)]
     meta: serde_json::Value,
     #[serde(skip)]
     receipt: u64,
+    #[serde(skip)]
+    body_offset: u64,
+    #[serde(skip)]
+    body_len: u32,
 }
 
 #[derive(Default)]
@@ -75,11 +89,13 @@ struct QueueState {
     order: BTreeSet<(i64, u64)>,
 }
 
+type State = HashMap<String, QueueState>;
+
 enum Op {
     Insert {
         queue: String,
         seq: u64,
-        meta: Vec<u8>,
+        meta: Meta,
         body: Vec<u8>,
     },
     Update {
@@ -95,9 +111,14 @@ enum Op {
     Sync(tokio::sync::oneshot::Sender<Result<(), String>>),
 }
 
+struct Shared {
+    state: Mutex<State>,
+    /// The current log file, for reading bodies; replaced by compaction.
+    file: RwLock<Arc<File>>,
+}
+
 pub struct DurableQueue {
-    db: Arc<Database>,
-    state: Mutex<HashMap<String, QueueState>>,
+    shared: Arc<Shared>,
     next_seq: AtomicU64,
     next_receipt: AtomicU64,
     committer: Mutex<Option<mpsc::Sender<Op>>>,
@@ -120,44 +141,176 @@ fn now_ms() -> i64 {
     nimbus_types::time::now_ms()
 }
 
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Encodes one log record: length, CRC32 of the payload, payload.
+fn record(kind: u8, queue: &str, seq: u64, meta: &[u8], body: Option<&[u8]>) -> (Vec<u8>, usize) {
+    let mut payload =
+        Vec::with_capacity(32 + queue.len() + meta.len() + body.map_or(0, <[u8]>::len));
+    payload.push(kind);
+    payload.extend_from_slice(&(queue.len() as u16).to_le_bytes());
+    payload.extend_from_slice(queue.as_bytes());
+    payload.extend_from_slice(&seq.to_le_bytes());
+    payload.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+    payload.extend_from_slice(meta);
+    let mut body_at = 0;
+    if let Some(body) = body {
+        payload.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        body_at = payload.len();
+        payload.extend_from_slice(body);
+    }
+    let mut out = Vec::with_capacity(8 + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    // Where the body starts, relative to the record's first byte.
+    (out, 8 + body_at)
+}
+
+struct Parsed<'a> {
+    kind: u8,
+    queue: &'a str,
+    seq: u64,
+    meta: &'a [u8],
+    body_at: usize,
+    body_len: usize,
+}
+
+fn parse(payload: &[u8]) -> Option<Parsed<'_>> {
+    let kind = *payload.first()?;
+    let qlen = u16::from_le_bytes(payload.get(1..3)?.try_into().ok()?) as usize;
+    let queue = std::str::from_utf8(payload.get(3..3 + qlen)?).ok()?;
+    let mut at = 3 + qlen;
+    let seq = u64::from_le_bytes(payload.get(at..at + 8)?.try_into().ok()?);
+    at += 8;
+    let mlen = u32::from_le_bytes(payload.get(at..at + 4)?.try_into().ok()?) as usize;
+    at += 4;
+    let meta = payload.get(at..at + mlen)?;
+    at += mlen;
+    let (mut body_at, mut body_len) = (0, 0);
+    if kind == INSERT {
+        body_len = u32::from_le_bytes(payload.get(at..at + 4)?.try_into().ok()?) as usize;
+        at += 4;
+        payload.get(at..at + body_len)?;
+        body_at = at;
+    }
+    Some(Parsed {
+        kind,
+        queue,
+        seq,
+        meta,
+        body_at,
+        body_len,
+    })
+}
+
+/// Replays the log into `state`; returns the offset after the last intact record.
+fn replay(file: &File, state: &mut State, max_seq: &mut u64) -> std::io::Result<u64> {
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut magic = [0u8; 8];
+    if reader.read_exact(&mut magic).is_err() || &magic != MAGIC {
+        return Ok(0);
+    }
+    let mut offset = MAGIC.len() as u64;
+    let mut head = [0u8; 8];
+    let mut payload = Vec::new();
+    loop {
+        if reader.read_exact(&mut head).is_err() {
+            break;
+        }
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        payload.resize(len, 0);
+        if reader.read_exact(&mut payload).is_err() || crc32fast::hash(&payload) != crc {
+            break;
+        }
+        let Some(p) = parse(&payload) else { break };
+        *max_seq = (*max_seq).max(p.seq);
+        let q = state.entry(p.queue.to_owned()).or_default();
+        match p.kind {
+            INSERT | UPDATE => {
+                let Ok(mut meta) = serde_json::from_slice::<Meta>(p.meta) else {
+                    break;
+                };
+                if p.kind == INSERT {
+                    meta.body_offset = offset + 8 + p.body_at as u64;
+                    meta.body_len = p.body_len as u32;
+                } else if let Some(old) = q.messages.get(&p.seq) {
+                    meta.body_offset = old.body_offset;
+                    meta.body_len = old.body_len;
+                    q.order.remove(&(old.visible_at_ms, p.seq));
+                } else {
+                    offset += 8 + len as u64;
+                    continue;
+                }
+                q.order.insert((meta.visible_at_ms, p.seq));
+                q.messages.insert(p.seq, meta);
+            }
+            DELETE => {
+                if let Some(old) = q.messages.remove(&p.seq) {
+                    q.order.remove(&(old.visible_at_ms, p.seq));
+                }
+            }
+            _ => break,
+        }
+        offset += 8 + len as u64;
+    }
+    Ok(offset)
+}
+
 fn encode(meta: &Meta) -> Vec<u8> {
     serde_json::to_vec(meta).unwrap_or_default()
 }
 
 impl DurableQueue {
     pub fn open(path: &Path) -> Result<Self> {
-        let db = Arc::new(redb::Builder::new().set_cache_size(16 << 20).create(path)?);
-        let mut state: HashMap<String, QueueState> = HashMap::new();
+        Self::open_with(path, COMPACT_MIN_BYTES)
+    }
+
+    fn open_with(path: &Path, compact_min: u64) -> Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io(path))?;
+        let mut state = State::new();
         let mut max_seq = 0;
-        {
-            let txn = db.begin_write()?;
-            txn.open_table(META)?;
-            txn.open_table(BODY)?;
-            txn.commit()?;
-            let read = db.begin_read()?;
-            let table = read.open_table(META)?;
-            for entry in table.iter()? {
-                let (key, value) = entry?;
-                let (queue, seq) = key.value();
-                let meta: Meta = serde_json::from_slice(value.value()).map_err(Error::Corrupt)?;
-                max_seq = max_seq.max(seq);
-                let q = state.entry(queue.to_owned()).or_default();
-                q.order.insert((meta.visible_at_ms, seq));
-                q.messages.insert(seq, meta);
-            }
+        let mut end = replay(&file, &mut state, &mut max_seq).map_err(io(path))?;
+        if end == 0 {
+            file.set_len(0).map_err(io(path))?;
+            file.write_all_at(MAGIC, 0).map_err(io(path))?;
+            end = MAGIC.len() as u64;
         }
+        // Cut off a record torn by a crash.
+        file.set_len(end).map_err(io(path))?;
+        file.sync_all().map_err(io(path))?;
+        let file = Arc::new(file);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            file: RwLock::new(file.clone()),
+        });
         let (tx, rx) = mpsc::channel();
-        let committer_db = db.clone();
+        let committer = Committer {
+            path: path.to_owned(),
+            file,
+            len: end,
+            shared: shared.clone(),
+            next_compaction_check: end.max(compact_min),
+            compaction_step: (compact_min / 4).max(1),
+        };
         let thread = std::thread::Builder::new()
             .name("nimbus-queue-commit".into())
-            .spawn(move || commit_loop(&committer_db, rx))
-            .map_err(|source| Error::Io {
-                path: path.to_owned(),
-                source,
-            })?;
+            .spawn(move || committer.run(rx))
+            .map_err(io(path))?;
         Ok(Self {
-            db,
-            state: Mutex::new(state),
+            shared,
             next_seq: AtomicU64::new(max_seq + 1),
             next_receipt: AtomicU64::new(1),
             committer: Mutex::new(Some(tx)),
@@ -173,11 +326,10 @@ impl DurableQueue {
         }
     }
 
-    /// Adds messages; the returned future resolves with their ids once they are on disk.
-    /// Nobody sees them before that.
+    /// Adds messages; resolves with their ids once they are on disk. Nobody sees them before.
     pub async fn enqueue(&self, queue: &str, messages: Vec<NewMessage>) -> Result<Vec<String>> {
         let now = now_ms();
-        let mut added = Vec::with_capacity(messages.len());
+        let mut ids = Vec::with_capacity(messages.len());
         for message in messages {
             let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
             let meta = Meta {
@@ -188,41 +340,63 @@ impl DurableQueue {
                 leased: false,
                 meta: message.meta,
                 receipt: 0,
+                body_offset: 0,
+                body_len: 0,
             };
+            ids.push(meta.id.clone());
             self.send(Op::Insert {
                 queue: queue.to_owned(),
                 seq,
-                meta: encode(&meta),
+                meta,
                 body: message.body,
             });
-            added.push((seq, meta));
         }
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         self.send(Op::Sync(done_tx));
         match done_rx.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Error::Queue(e)),
-            Err(_) => return Err(Error::Queue("the queue committer stopped".into())),
+            Ok(Ok(())) => Ok(ids),
+            Ok(Err(e)) => Err(Error::Queue(e)),
+            Err(_) => Err(Error::Queue("the queue committer stopped".into())),
         }
-        let ids = added.iter().map(|(_, m)| m.id.clone()).collect();
-        if let Ok(mut state) = self.state.lock() {
-            let q = state.entry(queue.to_owned()).or_default();
-            for (seq, meta) in added {
-                q.order.insert((meta.visible_at_ms, seq));
-                q.messages.insert(seq, meta);
-            }
-        }
-        Ok(ids)
+    }
+
+    /// The log file that matches the offsets in the index; take it under the state lock, since
+    /// compaction moves bodies and swaps the file while holding that lock.
+    fn current_file(&self) -> Option<Arc<File>> {
+        self.shared.file.read().ok().map(|f| f.clone())
+    }
+
+    fn read_body(file: &File, meta: &Meta) -> Result<Vec<u8>> {
+        let mut body = vec![0u8; meta.body_len as usize];
+        file.read_exact_at(&mut body, meta.body_offset)
+            .map_err(|e| Error::Queue(format!("reading a message body: {e}")))?;
+        Ok(body)
+    }
+
+    fn delivery(file: &File, queue: &str, seq: u64, meta: Meta) -> Result<Delivery> {
+        let body = Self::read_body(file, &meta)?;
+        Ok(Delivery {
+            queue: queue.to_owned(),
+            seq,
+            id: meta.id,
+            body,
+            meta: meta.meta,
+            sent_ms: meta.sent_ms,
+            receive_count: meta.receive_count,
+            receipt: meta.receipt,
+        })
     }
 
     /// Leases up to `max` visible messages for `visibility_ms`.
     pub fn lease(&self, queue: &str, max: usize, visibility_ms: u64) -> Result<Vec<Delivery>> {
         let now = now_ms();
         let mut leased = Vec::new();
+        let file;
         {
-            let Ok(mut state) = self.state.lock() else {
+            let Ok(mut state) = self.shared.state.lock() else {
                 return Ok(Vec::new());
             };
+            file = self.current_file();
             let Some(q) = state.get_mut(queue) else {
                 return Ok(Vec::new());
             };
@@ -245,47 +419,31 @@ impl DurableQueue {
                 leased.push((seq, meta.clone()));
             }
         }
-        if leased.is_empty() {
-            return Ok(Vec::new());
-        }
-        let read = self.db.begin_read()?;
-        let bodies = read.open_table(BODY)?;
         let mut out = Vec::with_capacity(leased.len());
         for (seq, meta) in leased {
-            // Receive counts survive a crash with the next durable commit.
+            // Receive counts reach the disk with the next durable commit.
             self.send(Op::Update {
                 queue: queue.to_owned(),
                 seq,
                 meta: encode(&meta),
             });
-            let body = bodies
-                .get((queue, seq))?
-                .map(|b| b.value().to_vec())
-                .unwrap_or_default();
-            out.push(Delivery {
-                queue: queue.to_owned(),
-                seq,
-                id: meta.id,
-                body,
-                meta: meta.meta,
-                sent_ms: meta.sent_ms,
-                receive_count: meta.receive_count,
-                receipt: meta.receipt,
-            });
+            let Some(file) = file.as_deref() else {
+                return Err(Error::Queue("queue file lock poisoned".into()));
+            };
+            out.push(Self::delivery(file, queue, seq, meta)?);
         }
         Ok(out)
     }
 
     /// Deletes a leased message; false if the lease is no longer the current one.
     pub fn ack(&self, delivery: &Delivery) -> bool {
-        let removed = self.state.lock().ok().is_some_and(|mut state| {
+        let removed = self.shared.state.lock().ok().is_some_and(|mut state| {
             let Some(q) = state.get_mut(&delivery.queue) else {
                 return false;
             };
             match q.messages.get(&delivery.seq) {
                 Some(meta) if meta.receipt == delivery.receipt => {
-                    let key = (meta.visible_at_ms, delivery.seq);
-                    q.order.remove(&key);
+                    q.order.remove(&(meta.visible_at_ms, delivery.seq));
                     q.messages.remove(&delivery.seq);
                     true
                 }
@@ -303,7 +461,7 @@ impl DurableQueue {
 
     /// Makes a leased message visible again after `delay_ms`, with new metadata.
     pub fn release(&self, delivery: &Delivery, delay_ms: u64, meta: serde_json::Value) -> bool {
-        let updated = self.state.lock().ok().and_then(|mut state| {
+        let updated = self.shared.state.lock().ok().and_then(|mut state| {
             let q = state.get_mut(&delivery.queue)?;
             let m = q.messages.get_mut(&delivery.seq)?;
             if m.receipt != delivery.receipt {
@@ -333,7 +491,7 @@ impl DurableQueue {
     pub fn counts(&self, queue: &str) -> QueueCounts {
         let now = now_ms();
         let mut counts = QueueCounts::default();
-        if let Ok(state) = self.state.lock()
+        if let Ok(state) = self.shared.state.lock()
             && let Some(q) = state.get(queue)
         {
             for meta in q.messages.values() {
@@ -352,7 +510,8 @@ impl DurableQueue {
     /// Queues holding at least one message that can be leased now.
     pub fn ready_queues(&self) -> Vec<String> {
         let now = now_ms();
-        self.state
+        self.shared
+            .state
             .lock()
             .map(|state| {
                 state
@@ -366,7 +525,8 @@ impl DurableQueue {
 
     /// The earliest time any message becomes visible, for pollers that want to sleep until then.
     pub fn next_visible_ms(&self) -> Option<i64> {
-        self.state
+        self.shared
+            .state
             .lock()
             .ok()?
             .values()
@@ -376,9 +536,11 @@ impl DurableQueue {
 
     /// Every message of a queue (for inspecting dead-letter queues), oldest first.
     pub fn peek_all(&self, queue: &str, limit: usize) -> Result<Vec<Delivery>> {
-        let entries: Vec<(u64, Meta)> = match self.state.lock() {
+        let mut file = None;
+        let entries: Vec<(u64, Meta)> = match self.shared.state.lock() {
             Ok(state) => match state.get(queue) {
                 Some(q) => {
+                    file = self.current_file();
                     let mut v: Vec<_> = q.messages.iter().map(|(s, m)| (*s, m.clone())).collect();
                     v.sort_by_key(|(s, _)| *s);
                     v.truncate(limit);
@@ -388,31 +550,18 @@ impl DurableQueue {
             },
             Err(_) => Vec::new(),
         };
-        let read = self.db.begin_read()?;
-        let bodies = read.open_table(BODY)?;
-        let mut out = Vec::new();
-        for (seq, meta) in entries {
-            let body = bodies
-                .get((queue, seq))?
-                .map(|b| b.value().to_vec())
-                .unwrap_or_default();
-            out.push(Delivery {
-                queue: queue.to_owned(),
-                seq,
-                id: meta.id,
-                body,
-                meta: meta.meta,
-                sent_ms: meta.sent_ms,
-                receive_count: meta.receive_count,
-                receipt: meta.receipt,
-            });
-        }
-        Ok(out)
+        let Some(file) = file else {
+            return Ok(Vec::new());
+        };
+        entries
+            .into_iter()
+            .map(|(seq, meta)| Self::delivery(&file, queue, seq, meta))
+            .collect()
     }
 
     /// Removes one message by id, whatever its state (used to replay from a dead-letter queue).
     pub fn remove_by_id(&self, queue: &str, id: &str) -> bool {
-        let removed = self.state.lock().ok().and_then(|mut state| {
+        let removed = self.shared.state.lock().ok().and_then(|mut state| {
             let q = state.get_mut(queue)?;
             let seq = q
                 .messages
@@ -443,63 +592,78 @@ impl DurableQueue {
     }
 }
 
+/// Message ids: a random 64-bit prefix chosen once per process and a counter, formatted as a
+/// UUID. Unique without a system call per message.
 fn uuid_v4() -> String {
-    let mut bytes = [0u8; 16];
-    let _ = getrandom_fill(&mut bytes);
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let h = crate::code::hex(&bytes);
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let mut bytes = [0u8; 8];
+        let random = File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+        if random.is_err() {
+            bytes = (now_ms() as u64 ^ ((std::process::id() as u64) << 40)).to_le_bytes();
+        }
+        u64::from_le_bytes(bytes)
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let h = format!("{prefix:016x}{n:016x}");
     format!(
-        "{}-{}-{}-{}-{}",
+        "{}-{}-4{}-a{}-{}",
         &h[..8],
         &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
     )
-}
-
-fn getrandom_fill(buf: &mut [u8]) -> std::io::Result<()> {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")?.read_exact(buf)
 }
 
 const MAX_BATCH: usize = 8192;
 
-fn commit_loop(db: &Database, rx: mpsc::Receiver<Op>) {
-    let mut batch = Vec::new();
-    while let Ok(first) = rx.recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
-        let durable = batch.iter().any(|op| matches!(op, Op::Sync(_)));
-        let result = apply(db, &batch, durable).map_err(|e| format!("{e:#}"));
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "queue commit failed");
-        }
-        for op in batch.drain(..) {
-            if let Op::Sync(done) = op {
-                let _ = done.send(result.clone());
-            }
-        }
-    }
+/// Owns the end of the log: appends batches, syncs when a producer waits, compacts.
+struct Committer {
+    path: PathBuf,
+    file: Arc<File>,
+    len: u64,
+    shared: Arc<Shared>,
+    next_compaction_check: u64,
+    compaction_step: u64,
 }
 
-fn apply(db: &Database, batch: &[Op], durable: bool) -> Result<()> {
-    let mut txn = db.begin_write()?;
-    txn.set_durability(if durable {
-        Durability::Immediate
-    } else {
-        Durability::Eventual
-    });
-    {
-        let mut metas = txn.open_table(META)?;
-        let mut bodies = txn.open_table(BODY)?;
-        for op in batch {
+impl Committer {
+    fn run(mut self, rx: mpsc::Receiver<Op>) {
+        let mut batch = Vec::new();
+        while let Ok(first) = rx.recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            let result = self.commit(&mut batch).map_err(|e| format!("{e:#}"));
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "queue commit failed");
+            }
+            for op in batch.drain(..) {
+                if let Op::Sync(done) = op {
+                    let _ = done.send(result.clone());
+                }
+            }
+            if self.len >= self.next_compaction_check {
+                if let Err(e) = self.maybe_compact() {
+                    tracing::error!(error = %e, "queue compaction failed");
+                }
+                self.next_compaction_check = self.len + self.compaction_step;
+            }
+        }
+        let _ = self.file.sync_data();
+    }
+
+    fn commit(&mut self, batch: &mut [Op]) -> std::io::Result<()> {
+        let mut buffer = Vec::new();
+        let mut inserted = Vec::new();
+        let mut durable = false;
+        for op in batch.iter_mut() {
             match op {
                 Op::Insert {
                     queue,
@@ -507,25 +671,89 @@ fn apply(db: &Database, batch: &[Op], durable: bool) -> Result<()> {
                     meta,
                     body,
                 } => {
-                    metas.insert((queue.as_str(), *seq), meta.as_slice())?;
-                    bodies.insert((queue.as_str(), *seq), body.as_slice())?;
+                    let (bytes, body_at) = record(INSERT, queue, *seq, &encode(meta), Some(body));
+                    meta.body_offset = self.len + buffer.len() as u64 + body_at as u64;
+                    meta.body_len = body.len() as u32;
+                    buffer.extend_from_slice(&bytes);
+                    inserted.push((queue.clone(), *seq, meta.clone()));
                 }
                 Op::Update { queue, seq, meta } => {
-                    // A message acknowledged in the meantime stays deleted.
-                    if metas.get((queue.as_str(), *seq))?.is_some() {
-                        metas.insert((queue.as_str(), *seq), meta.as_slice())?;
-                    }
+                    buffer.extend_from_slice(&record(UPDATE, queue, *seq, meta, None).0);
                 }
                 Op::Delete { queue, seq } => {
-                    metas.remove((queue.as_str(), *seq))?;
-                    bodies.remove((queue.as_str(), *seq))?;
+                    buffer.extend_from_slice(&record(DELETE, queue, *seq, &[], None).0);
                 }
-                Op::Sync(_) => {}
+                Op::Sync(_) => durable = true,
             }
         }
+        if !buffer.is_empty() {
+            self.file.write_all_at(&buffer, self.len)?;
+            self.len += buffer.len() as u64;
+        }
+        if durable {
+            self.file.sync_data()?;
+        }
+        // Only now, on disk, do new messages become visible to consumers.
+        if !inserted.is_empty()
+            && let Ok(mut state) = self.shared.state.lock()
+        {
+            for (queue, seq, meta) in inserted {
+                let q = state.entry(queue).or_default();
+                q.order.insert((meta.visible_at_ms, seq));
+                q.messages.insert(seq, meta);
+            }
+        }
+        Ok(())
     }
-    txn.commit()?;
-    Ok(())
+
+    /// Rewrites the live messages into a fresh log when most of the file is dead.
+    fn maybe_compact(&mut self) -> std::io::Result<()> {
+        let Ok(mut state) = self.shared.state.lock() else {
+            return Ok(());
+        };
+        let live: u64 = state
+            .values()
+            .flat_map(|q| q.messages.values())
+            .map(|m| m.body_len as u64 + 256)
+            .sum();
+        if live * 4 > self.len {
+            return Ok(());
+        }
+        let tmp = self.path.with_extension("compact");
+        let mut out = std::io::BufWriter::new(File::create(&tmp)?);
+        out.write_all(MAGIC)?;
+        let mut len = MAGIC.len() as u64;
+        let mut moved = Vec::new();
+        for (queue, q) in state.iter() {
+            for (seq, meta) in &q.messages {
+                let mut body = vec![0u8; meta.body_len as usize];
+                self.file.read_exact_at(&mut body, meta.body_offset)?;
+                let (bytes, body_at) = record(INSERT, queue, *seq, &encode(meta), Some(&body));
+                moved.push((queue.clone(), *seq, len + body_at as u64));
+                out.write_all(&bytes)?;
+                len += bytes.len() as u64;
+            }
+        }
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        for (queue, seq, offset) in moved {
+            if let Some(meta) = state.get_mut(&queue).and_then(|q| q.messages.get_mut(&seq)) {
+                meta.body_offset = offset;
+            }
+        }
+        let reopened = Arc::new(OpenOptions::new().read(true).write(true).open(&self.path)?);
+        if let Ok(mut shared_file) = self.shared.file.write() {
+            *shared_file = reopened.clone();
+        }
+        tracing::info!(before = self.len, after = len, "compacted the event queue");
+        self.file = reopened;
+        self.len = len;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -543,7 +771,7 @@ mod tests {
     #[tokio::test]
     async fn lease_ack_release_and_recovery() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("queue.redb");
+        let path = dir.path().join("queue.log");
         let queue = DurableQueue::open(&path).unwrap();
         let ids = queue
             .enqueue("q", vec![message("a"), message("b"), message("c")])
@@ -589,9 +817,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_torn_tail_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.log");
+        let queue = DurableQueue::open(&path).unwrap();
+        queue.enqueue("q", vec![message("kept")]).await.unwrap();
+        drop(queue);
+        // A crash in the middle of appending a record leaves a partial one at the end.
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 5]).unwrap();
+        drop(file);
+        let queue = DurableQueue::open(&path).unwrap();
+        let got = queue.lease("q", 10, 1000).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].body, b"kept");
+        queue.enqueue("q", vec![message("after")]).await.unwrap();
+        drop(queue);
+        let queue = DurableQueue::open(&path).unwrap();
+        assert_eq!(queue.counts("q").in_flight + queue.counts("q").visible, 2);
+    }
+
+    #[tokio::test]
+    async fn compaction_keeps_live_messages_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.log");
+        let queue = DurableQueue::open_with(&path, 64 << 10).unwrap();
+        let big = "x".repeat(4096);
+        for _ in 0..40 {
+            queue.enqueue("q", vec![message(&big)]).await.unwrap();
+            for d in queue.lease("q", 10, 1000).unwrap() {
+                assert!(queue.ack(&d));
+            }
+        }
+        queue.enqueue("q", vec![message("survivor")]).await.unwrap();
+        queue.sync().await;
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(size < 64 << 10, "the log was compacted ({size} bytes)");
+        let got = queue.peek_all("q", 10).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].body, b"survivor");
+        drop(queue);
+        let queue = DurableQueue::open(&path).unwrap();
+        assert_eq!(queue.lease("q", 10, 1000).unwrap()[0].body, b"survivor");
+    }
+
+    #[tokio::test]
     async fn delayed_messages_wait() {
         let dir = tempfile::tempdir().unwrap();
-        let queue = DurableQueue::open(&dir.path().join("q.redb")).unwrap();
+        let queue = DurableQueue::open(&dir.path().join("q.log")).unwrap();
         let mut m = message("later");
         m.delay_ms = 60_000;
         queue.enqueue("q", vec![m]).await.unwrap();
