@@ -27,9 +27,10 @@ const MAGIC: &[u8; 8] = b"NIMQLOG1";
 const INSERT: u8 = 1;
 const UPDATE: u8 = 2;
 const DELETE: u8 = 3;
-/// Compaction is considered once the log is this large, and done when live bodies are less
-/// than a quarter of it.
-const COMPACT_MIN_BYTES: u64 = 64 << 20;
+/// Compaction is considered once the log is this large, and done when live messages are less
+/// than a sixteenth of it: it stops the committer while it copies them, so it should be rare
+/// and short.
+const COMPACT_MIN_BYTES: u64 = 256 << 20;
 
 /// A message to add to a queue.
 #[derive(Debug, Clone, Default)]
@@ -303,7 +304,7 @@ impl DurableQueue {
             len: end,
             shared: shared.clone(),
             next_compaction_check: end.max(compact_min),
-            compaction_step: (compact_min / 4).max(1),
+            compaction_step: (compact_min / 8).max(1),
         };
         let thread = std::thread::Builder::new()
             .name("nimbus-queue-commit".into())
@@ -716,7 +717,7 @@ impl Committer {
             .flat_map(|q| q.messages.values())
             .map(|m| m.body_len as u64 + 256)
             .sum();
-        if live * 4 > self.len {
+        if live * 16 > self.len {
             return Ok(());
         }
         let tmp = self.path.with_extension("compact");
