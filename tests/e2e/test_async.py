@@ -272,3 +272,24 @@ def test_no_acknowledged_event_is_lost_when_the_node_is_killed(node_factory, tmp
     duplicates = sum(count - 1 for rid, count in seen.items() if rid in acked and count > 1)
     print(f"acknowledged {len(acked)}, ran {len(seen)}, duplicates {duplicates}, lost {len(lost)}")
     assert not lost, f"{len(lost)} acknowledged events never ran"
+
+
+def test_queue_destination_receives_the_failure_record(async_node, make_zip):
+    from test_sqs import sqs_client
+
+    client = s.lambda_client(async_node.endpoint)
+    sqs = sqs_client(async_node.endpoint)
+    queue_url = sqs.create_queue(QueueName=s.unique_name("failures"))["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    name = s.unique_name("fails-to-queue")
+    s.create_function(client, name, make_zip("fail"), handler="fail.wasm")
+    client.put_function_event_invoke_config(
+        FunctionName=name, MaximumRetryAttempts=0, DestinationConfig={"OnFailure": {"Destination": queue_arn}}
+    )
+    rid = invoke_async(client, name, {"to": "queue"})
+    message = until(lambda: sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1).get("Messages"))[0]
+    record = json.loads(message["Body"])
+    assert record["requestContext"]["requestId"] == rid
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["requestContext"]["approximateInvokeCount"] == 1
+    assert record["requestPayload"] == {"to": "queue"}

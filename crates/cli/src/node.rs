@@ -138,7 +138,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             },
             store.clone(),
             code,
-            store,
+            store.clone(),
             manager.clone(),
         )
         .context("loading functions")?,
@@ -161,6 +161,11 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         config.region.clone(),
     );
     frontend.set_async_invoker(invoker.clone());
+    let registry: Arc<dyn nimbus_store::QueueRegistry> = store.clone();
+    frontend.set_queue_service(Arc::new(
+        nimbus_frontend::sqs::QueueService::load(config.region.clone(), registry, queue.clone())
+            .context("loading queues")?,
+    ));
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

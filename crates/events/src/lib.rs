@@ -30,6 +30,18 @@ pub fn dead_letter_queue(function: &str) -> String {
     format!("dlq:{function}")
 }
 
+/// Where the messages of a queue served through the SQS API are kept.
+pub fn sqs_queue(queue: &str) -> String {
+    format!("sqs:{queue}")
+}
+
+/// The queue named by an SQS ARN (`arn:aws:sqs:REGION:ACCOUNT:NAME`).
+pub fn destination_queue(arn: &str) -> Option<String> {
+    let rest = arn.strip_prefix("arn:aws:sqs:")?;
+    let name = rest.rsplit(':').next()?;
+    nimbus_types::queue::valid_queue_name(name).then(|| name.to_owned())
+}
+
 /// Finds a function's current configuration by name.
 pub trait FunctionDirectory: Send + Sync {
     fn function(&self, name: &str) -> Option<Arc<FunctionConfig>>;
@@ -390,8 +402,20 @@ impl AsyncInvoker {
         record
     }
 
-    /// Delivers a destination record: a function target gets it as an asynchronous event.
+    /// Delivers a destination record: a function target gets it as an asynchronous event, a
+    /// queue target as a message.
     async fn send_to_destination(&self, target: &str, record: Value) {
+        if let Some(queue) = destination_queue(target) {
+            let message = NewMessage {
+                body: serde_json::to_vec(&record).unwrap_or_default(),
+                delay_ms: 0,
+                meta: json!({}),
+            };
+            if let Err(e) = self.queue.enqueue(&sqs_queue(&queue), vec![message]).await {
+                tracing::error!(%target, error = %e, "could not deliver to a destination queue");
+            }
+            return;
+        }
         let Some(name) = destination_function(target) else {
             tracing::error!(%target, "unsupported destination");
             return;

@@ -101,10 +101,14 @@ fn apply(
 
 fn check_destination(f: &Shared, arn: &str) -> Result<String, ApiError> {
     if arn.starts_with("arn:aws:sqs:") {
-        return Err(ApiError::invalid_parameter(format!(
-            "The destination {arn} is a queue; queue destinations are not available on this node yet, \
-             use a function"
-        )));
+        let exists = nimbus_events::destination_queue(arn)
+            .is_some_and(|name| f.queues.get().is_some_and(|q| q.exists(&name)));
+        if !exists {
+            return Err(ApiError::invalid_parameter(format!(
+                "The destination ARN {arn} is invalid: the queue does not exist"
+            )));
+        }
+        return Ok(arn.to_owned());
     }
     let name = nimbus_events::destination_function(arn).ok_or_else(|| {
         ApiError::invalid_parameter(format!("The destination ARN {arn} is invalid"))

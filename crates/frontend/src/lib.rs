@@ -12,6 +12,7 @@ mod error;
 mod event_config;
 mod invoke;
 mod nimbus_api;
+pub mod sqs;
 mod wire;
 
 use std::sync::Arc;
@@ -43,6 +44,7 @@ pub struct FrontendConfig {
 pub struct Frontend {
     control: Arc<ControlPlane>,
     events: std::sync::OnceLock<Arc<nimbus_events::AsyncInvoker>>,
+    queues: std::sync::OnceLock<Arc<sqs::QueueService>>,
     manager: Arc<WorkerManager>,
     telemetry: Arc<dyn TelemetryStore>,
     pricing: Pricing,
@@ -66,6 +68,7 @@ impl Frontend {
                 manager.clone(),
             )?),
             events: std::sync::OnceLock::new(),
+            queues: std::sync::OnceLock::new(),
             manager,
             telemetry,
             pricing: config.pricing,
@@ -79,6 +82,11 @@ impl Frontend {
     /// The function table, for components that need to look functions up (pollers).
     pub fn control(&self) -> Arc<ControlPlane> {
         self.control.clone()
+    }
+
+    /// Enables the SQS API.
+    pub fn set_queue_service(&self, service: Arc<sqs::QueueService>) {
+        let _ = self.queues.set(service);
     }
 
     /// Enables asynchronous invocation through this invoker.
@@ -144,11 +152,36 @@ pub fn router(frontend: Arc<Frontend>) -> Router {
         .route("/nimbus/v1/functions/{name}/logs", get(nimbus_api::logs))
         .route("/nimbus/v1/functions/{name}/code", get(download_code))
         .route("/nimbus/v1/usage", get(nimbus_api::usage))
+        .route("/", post(json_protocol))
         .fallback(unknown_operation)
         // Bodies are read with explicit limits in each handler, so that an oversized request
         // gets Lambda's error rather than a bare 413.
         .layer(DefaultBodyLimit::disable())
         .with_state(frontend)
+}
+
+/// The JSON-protocol services (`POST /` with an `X-Amz-Target` header): the queue service.
+async fn json_protocol(State(f): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = match read_body(&headers, body, 2 << 20, "JSON protocol").await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    match (target.split_once('.'), f.queues.get()) {
+        (Some(("AmazonSQS", operation)), Some(queues)) => {
+            sqs::handle(queues, operation, &headers, &body).await
+        }
+        _ => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "UnknownOperationException",
+            format!("unknown X-Amz-Target {target:?}"),
+        )
+        .into_response(),
+    }
 }
 
 async fn unknown_operation() -> ApiError {

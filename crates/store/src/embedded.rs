@@ -14,6 +14,8 @@ const FUNCTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("functions"
 const LOGS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("logs");
 /// Keyed by sequence, in the same clock as logs.
 const USAGE: TableDefinition<u64, &[u8]> = TableDefinition::new("usage");
+/// Queue name → queue configuration.
+const QUEUES: TableDefinition<&str, &[u8]> = TableDefinition::new("queues");
 
 const CACHE_BYTES: usize = 16 << 20;
 
@@ -35,6 +37,7 @@ impl EmbeddedStore {
         let mut last_seq = 0;
         {
             txn.open_table(FUNCTIONS)?;
+            txn.open_table(QUEUES)?;
             let logs = txn.open_table(LOGS)?;
             let usage = txn.open_table(USAGE)?;
             if let Some((k, _)) = usage.last()? {
@@ -77,6 +80,39 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(Error::Corrupt)
+}
+
+impl crate::QueueRegistry for EmbeddedStore {
+    fn put_queue(&self, queue: &nimbus_types::queue::QueueConfig) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(QUEUES)?;
+            table.insert(queue.name.as_str(), encode(queue).as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn queues(&self) -> Result<Vec<nimbus_types::queue::QueueConfig>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(QUEUES)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (_, v) = entry?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn delete_queue(&self, name: &str) -> Result<bool> {
+        let txn = self.db.begin_write()?;
+        let existed = {
+            let mut table = txn.open_table(QUEUES)?;
+            table.remove(name)?.is_some()
+        };
+        txn.commit()?;
+        Ok(existed)
+    }
 }
 
 impl FunctionStore for EmbeddedStore {

@@ -78,6 +78,13 @@ pub trait FunctionStore: Send + Sync {
     fn delete_function(&self, name: &str) -> Result<Option<FunctionConfig>>;
 }
 
+/// The queues served through the SQS API, by name.
+pub trait QueueRegistry: Send + Sync {
+    fn put_queue(&self, queue: &nimbus_types::queue::QueueConfig) -> Result<()>;
+    fn queues(&self) -> Result<Vec<nimbus_types::queue::QueueConfig>>;
+    fn delete_queue(&self, name: &str) -> Result<bool>;
+}
+
 /// A log entry before the store has given it a sequence number.
 #[derive(Debug, Clone)]
 pub struct NewLogEntry {

@@ -616,6 +616,71 @@ impl DurableQueue {
             .collect()
     }
 
+    /// Removes every message of a queue; returns how many.
+    pub fn purge(&self, queue: &str) -> usize {
+        let removed: Vec<u64> = self
+            .shared
+            .state
+            .lock()
+            .ok()
+            .and_then(|mut state| state.remove(queue))
+            .map(|q| q.messages.into_keys().collect())
+            .unwrap_or_default();
+        for seq in &removed {
+            self.send(Op::Delete {
+                queue: queue.to_owned(),
+                seq: *seq,
+            });
+        }
+        removed.len()
+    }
+
+    /// Acknowledges by (seq, receipt), as a receipt handle names a lease.
+    pub fn ack_receipt(&self, queue: &str, seq: u64, receipt: u64) -> bool {
+        self.ack(&Delivery {
+            queue: queue.to_owned(),
+            seq,
+            id: String::new(),
+            body: Vec::new(),
+            meta: serde_json::Value::Null,
+            sent_ms: 0,
+            receive_count: 0,
+            receipt,
+        })
+    }
+
+    /// Changes the visibility of a leased message; false if the lease is gone.
+    pub fn change_visibility(
+        &self,
+        queue: &str,
+        seq: u64,
+        receipt: u64,
+        visibility_ms: u64,
+    ) -> bool {
+        let updated = self.shared.state.lock().ok().and_then(|mut state| {
+            let q = state.get_mut(queue)?;
+            let m = q.messages.get_mut(&seq)?;
+            if m.receipt != receipt || receipt == 0 {
+                return None;
+            }
+            q.order.remove(&(m.visible_at_ms, seq));
+            m.visible_at_ms = now_ms() + visibility_ms as i64;
+            q.order.insert((m.visible_at_ms, seq));
+            Some(encode(m))
+        });
+        match updated {
+            Some(meta) => {
+                self.send(Op::Update {
+                    queue: queue.to_owned(),
+                    seq,
+                    meta,
+                });
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Removes one message by id, whatever its state (used to replay from a dead-letter queue).
     pub fn remove_by_id(&self, queue: &str, id: &str) -> bool {
         let removed = self.shared.state.lock().ok().and_then(|mut state| {

@@ -10,6 +10,7 @@ pub mod function;
 pub mod invocation;
 pub mod limits;
 pub mod name;
+pub mod queue;
 pub mod telemetry;
 pub mod time;
 

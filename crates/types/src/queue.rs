@@ -1,0 +1,53 @@
+//! Configuration of the queues nimbus serves through the SQS API.
+
+use serde::{Deserialize, Serialize};
+
+/// Where a queue's messages go after too many receives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedrivePolicy {
+    pub dead_letter_target_arn: String,
+    pub max_receive_count: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueConfig {
+    pub name: String,
+    pub created_ms: i64,
+    pub visibility_timeout_s: u32,
+    pub message_retention_s: u32,
+    pub delay_s: u32,
+    pub receive_wait_s: u32,
+    pub maximum_message_size: u32,
+    pub redrive: Option<RedrivePolicy>,
+}
+
+impl QueueConfig {
+    pub fn new(name: &str, now_ms: i64) -> Self {
+        Self {
+            name: name.to_owned(),
+            created_ms: now_ms,
+            visibility_timeout_s: 30,
+            message_retention_s: 345_600,
+            delay_s: 0,
+            receive_wait_s: 0,
+            maximum_message_size: 262_144,
+            redrive: None,
+        }
+    }
+}
+
+/// SQS's queue-name rule: 1–80 of `[A-Za-z0-9_-]` (FIFO queues are not served).
+pub fn valid_queue_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 80
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+pub fn queue_arn(region: &str, name: &str) -> String {
+    format!(
+        "arn:aws:sqs:{region}:{}:{name}",
+        crate::name::DEFAULT_ACCOUNT
+    )
+}
