@@ -30,9 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BODY = '{"hello":"world"}'
 
 
-def wrk(url: str, conns: int, duration: str, headers: dict[str, str]) -> tuple[float, float]:
+def wrk(url: str, conns: int, duration: str, headers: dict[str, str], body: str = BODY) -> tuple[float, float]:
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
-    lines = ['wrk.method = "POST"', f"wrk.body = '{BODY}'"]
+    lines = ['wrk.method = "POST"', f"wrk.body = '{body}'"]
     lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
     script.write_text("\n".join(lines) + "\n")
     threads = 1 if conns == 1 else 2
@@ -127,6 +127,14 @@ def main():
             total_s = time.perf_counter() - start
             enqueued = ours[c][0] * load_s
             drain = (enqueued / total_s, total_s - load_s)
+        # SendMessage to a queue nobody consumes: the enqueue alone.
+        conn.request("POST", "/", body=json.dumps({"QueueName": "bench"}),
+                     headers={"X-Amz-Target": "AmazonSQS.CreateQueue", "Content-Type": "application/x-amz-json-1.0"})
+        queue_url = json.loads(conn.getresponse().read())["QueueUrl"]
+        # Inside a single-quoted Lua string, backslashes need escaping; double quotes do not.
+        send_body = json.dumps({"QueueUrl": queue_url, "MessageBody": BODY}).replace("\\", "\\\\")
+        sqs_headers = {"X-Amz-Target": "AmazonSQS.SendMessage", "Content-Type": "application/x-amz-json-1.0"}
+        sends = {c: wrk(f"http://127.0.0.1:{port}/", c, duration, sqs_headers, send_body) for c in (1, 32)}
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
     theirs = postgres(int(duration.rstrip("s")))
@@ -136,6 +144,9 @@ def main():
     for c in (1, 32):
         print(f"| durable enqueues/s, c={c} | {ours[c][0]:,.0f} | {theirs[c][0]:,.0f} |")
         print(f"| enqueue latency p99, c={c} | {ours[c][1]:.2f} ms | {theirs[c][1]:.2f} ms |")
+    for c in (1, 32):
+        print(f"| SendMessage/s (SQS API, nobody consuming), c={c} | {sends[c][0]:,.0f} | |")
+        print(f"| SendMessage latency p99, c={c} | {sends[c][1]:.2f} ms | |")
     print(f"| drain: events of the c=32 run executed by the async echo function, per second from "
           f"first enqueue to last run | {drain[0]:,.0f} events/s ({drain[1]:.1f} s backlog after the load) | |")
 
