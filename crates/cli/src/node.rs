@@ -162,6 +162,11 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     );
     frontend.set_async_invoker(invoker.clone());
     let registry: Arc<dyn nimbus_store::QueueRegistry> = store.clone();
+    let mappings: Arc<dyn nimbus_store::MappingStore> = store.clone();
+    frontend.set_event_sources(Arc::new(
+        nimbus_frontend::esm::EventSources::load(mappings)
+            .context("loading event source mappings")?,
+    ));
     frontend.set_queue_service(Arc::new(
         nimbus_frontend::sqs::QueueService::load(config.region.clone(), registry, queue.clone())
             .context("loading queues")?,
@@ -185,6 +190,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     };
     let reaper = tokio::spawn(manager.clone().run_reaper(stopped(stop_rx.clone())));
     let pollers = tokio::spawn(invoker.run(stopped(stop_rx.clone())));
+    let event_sources = tokio::spawn(frontend.clone().run_event_sources(stopped(stop_rx.clone())));
     tokio::spawn(async move {
         signal.await;
         tracing::info!("stopping: finishing in-flight requests");
@@ -193,6 +199,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     nimbus_frontend::serve(listener, frontend, stopped(stop_rx)).await?;
     let _ = reaper.await;
     let _ = pollers.await;
+    let _ = event_sources.await;
     queue.sync().await;
     manager.shutdown().await;
     if let Some(pool) = pool {

@@ -9,6 +9,7 @@
 
 mod control;
 mod error;
+pub mod esm;
 mod event_config;
 mod invoke;
 mod nimbus_api;
@@ -45,6 +46,7 @@ pub struct Frontend {
     control: Arc<ControlPlane>,
     events: std::sync::OnceLock<Arc<nimbus_events::AsyncInvoker>>,
     queues: std::sync::OnceLock<Arc<sqs::QueueService>>,
+    event_sources: std::sync::OnceLock<Arc<esm::EventSources>>,
     manager: Arc<WorkerManager>,
     telemetry: Arc<dyn TelemetryStore>,
     pricing: Pricing,
@@ -69,6 +71,7 @@ impl Frontend {
             )?),
             events: std::sync::OnceLock::new(),
             queues: std::sync::OnceLock::new(),
+            event_sources: std::sync::OnceLock::new(),
             manager,
             telemetry,
             pricing: config.pricing,
@@ -153,6 +156,18 @@ pub fn router(frontend: Arc<Frontend>) -> Router {
         .route("/nimbus/v1/functions/{name}/code", get(download_code))
         .route("/nimbus/v1/usage", get(nimbus_api::usage))
         .route("/", post(json_protocol))
+        .route(
+            "/2015-03-31/event-source-mappings",
+            get(esm::list).post(esm::create),
+        )
+        .route(
+            "/2015-03-31/event-source-mappings/",
+            get(esm::list).post(esm::create),
+        )
+        .route(
+            "/2015-03-31/event-source-mappings/{uuid}",
+            get(esm::get).put(esm::update).delete(esm::delete),
+        )
         .fallback(unknown_operation)
         // Bodies are read with explicit limits in each handler, so that an oversized request
         // gets Lambda's error rather than a bare 413.

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use md5::{Digest, Md5};
-use nimbus_store::{DurableQueue, NewMessage, QueueRegistry};
+use nimbus_store::{Delivery, DurableQueue, NewMessage, QueueRegistry};
 use nimbus_types::queue::{QueueConfig, RedrivePolicy, queue_arn, valid_queue_name};
 use serde_json::{Map, Value, json};
 
@@ -80,7 +80,7 @@ impl IntoResponse for SqsError {
     }
 }
 
-fn md5_hex(bytes: &[u8]) -> String {
+pub fn md5_hex(bytes: &[u8]) -> String {
     Md5::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -436,6 +436,76 @@ impl QueueService {
         ))
     }
 
+    /// Leases up to `max` messages, waiting up to `wait` for the first; drops expired ones and
+    /// moves those received more than the redrive policy allows to the dead-letter queue.
+    pub async fn receive_messages(
+        &self,
+        config: &QueueConfig,
+        max: usize,
+        visibility_s: u64,
+        wait: Duration,
+    ) -> SqsResult<Vec<Delivery>> {
+        let deadline = Instant::now() + wait;
+        let storage = storage_name(&config.name);
+        loop {
+            let leased = self
+                .queue
+                .lease(&storage, max, visibility_s * 1000)
+                .map_err(|e| err("InternalError", "InternalError", e.to_string()))?;
+            let mut out = Vec::new();
+            for d in leased {
+                let now = nimbus_types::time::now_ms();
+                if now - d.sent_ms > config.message_retention_s as i64 * 1000 {
+                    self.queue.ack(&d);
+                    continue;
+                }
+                if let Some(redrive) = &config.redrive
+                    && d.receive_count > redrive.max_receive_count
+                {
+                    // Received too often: the message moves to the dead-letter queue.
+                    if let Ok(dlq) = self.queue_by_arn(&redrive.dead_letter_target_arn) {
+                        let message = NewMessage {
+                            body: d.body.clone(),
+                            delay_ms: 0,
+                            meta: json!({ "source": config.name, "receives": d.receive_count - 1 }),
+                        };
+                        if self
+                            .queue
+                            .enqueue(&storage_name(&dlq.name), vec![message])
+                            .await
+                            .is_ok()
+                        {
+                            self.queue.ack(&d);
+                        }
+                    }
+                    continue;
+                }
+                out.push(d);
+            }
+            if !out.is_empty() || Instant::now() >= deadline {
+                return Ok(out);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Deletes a message leased through [`QueueService::receive_messages`].
+    pub fn delete_delivery(&self, delivery: &Delivery) -> bool {
+        self.queue.ack(delivery)
+    }
+
+    pub fn queue_config(&self, name: &str) -> Option<QueueConfig> {
+        self.config(name).ok()
+    }
+
+    pub fn queue_name_of_arn(&self, arn: &str) -> Option<String> {
+        self.queue_by_arn(arn).ok().map(|q| q.name)
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
     async fn receive(&self, config: &QueueConfig, input: &Value) -> SqsResult<Value> {
         let max = int_field(input, "MaxNumberOfMessages", 1..=10)?.unwrap_or(1) as usize;
         let visibility = int_field(input, "VisibilityTimeout", 0..=43_200)?
@@ -449,72 +519,44 @@ impl QueueService {
             .filter_map(|v| v.as_str().map(str::to_owned))
             .collect();
         let want = |name: &str| wanted.iter().any(|w| w == "All" || w == name);
-        let deadline = Instant::now() + Duration::from_secs(wait);
-        let storage = storage_name(&config.name);
-        loop {
-            let leased = self
-                .queue
-                .lease(&storage, max, visibility * 1000)
-                .map_err(|e| err("InternalError", "InternalError", e.to_string()))?;
-            let mut messages = Vec::new();
-            for d in leased {
-                let now = nimbus_types::time::now_ms();
-                if now - d.sent_ms > config.message_retention_s as i64 * 1000 {
-                    self.queue.ack(&d);
-                    continue;
-                }
-                if let Some(redrive) = &config.redrive
-                    && d.receive_count > redrive.max_receive_count
-                {
-                    // Received too often: the message moves to the dead-letter queue.
-                    if let Ok(dlq) = self.queue_by_arn(&redrive.dead_letter_target_arn) {
-                        let moved = self
-                            .queue
-                            .enqueue(&storage_name(&dlq.name), vec![NewMessage { body: d.body.clone(), delay_ms: 0, meta: json!({ "source": config.name, "receives": d.receive_count - 1 }) }])
-                            .await;
-                        if moved.is_ok() {
-                            self.queue.ack(&d);
-                        }
-                    }
-                    continue;
-                }
-                let body = String::from_utf8_lossy(&d.body).into_owned();
-                let mut message = json!({
-                    "MessageId": d.id,
-                    "ReceiptHandle": Self::receipt_handle(&config.name, d.seq, d.receipt),
-                    "MD5OfBody": md5_hex(&d.body),
-                    "Body": body,
-                });
-                let mut attributes = Map::new();
-                if want("ApproximateReceiveCount") {
-                    attributes.insert(
-                        "ApproximateReceiveCount".into(),
-                        json!(d.receive_count.to_string()),
-                    );
-                }
-                if want("SentTimestamp") {
-                    attributes.insert("SentTimestamp".into(), json!(d.sent_ms.to_string()));
-                }
-                if want("SenderId") {
-                    attributes.insert(
-                        "SenderId".into(),
-                        json!(nimbus_types::name::DEFAULT_ACCOUNT),
-                    );
-                }
-                if !attributes.is_empty() {
-                    message["Attributes"] = Value::Object(attributes);
-                }
-                messages.push(message);
+        let received = self
+            .receive_messages(config, max, visibility, Duration::from_secs(wait))
+            .await?;
+        let mut messages = Vec::new();
+        for d in received {
+            let body = String::from_utf8_lossy(&d.body).into_owned();
+            let mut message = json!({
+                "MessageId": d.id,
+                "ReceiptHandle": Self::receipt_handle(&config.name, d.seq, d.receipt),
+                "MD5OfBody": md5_hex(&d.body),
+                "Body": body,
+            });
+            let mut attributes = Map::new();
+            if want("ApproximateReceiveCount") {
+                attributes.insert(
+                    "ApproximateReceiveCount".into(),
+                    json!(d.receive_count.to_string()),
+                );
             }
-            if !messages.is_empty() || Instant::now() >= deadline {
-                return Ok(if messages.is_empty() {
-                    json!({})
-                } else {
-                    json!({ "Messages": messages })
-                });
+            if want("SentTimestamp") {
+                attributes.insert("SentTimestamp".into(), json!(d.sent_ms.to_string()));
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            if want("SenderId") {
+                attributes.insert(
+                    "SenderId".into(),
+                    json!(nimbus_types::name::DEFAULT_ACCOUNT),
+                );
+            }
+            if !attributes.is_empty() {
+                message["Attributes"] = Value::Object(attributes);
+            }
+            messages.push(message);
         }
+        Ok(if messages.is_empty() {
+            json!({})
+        } else {
+            json!({ "Messages": messages })
+        })
     }
 
     pub async fn dispatch(&self, target: &str, input: Value, host: &str) -> SqsResult<Value> {

@@ -14,6 +14,8 @@ const FUNCTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("functions"
 const LOGS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("logs");
 /// Keyed by sequence, in the same clock as logs.
 const USAGE: TableDefinition<u64, &[u8]> = TableDefinition::new("usage");
+/// Event source mapping UUID → mapping.
+const MAPPINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("event_source_mappings");
 /// Queue name → queue configuration.
 const QUEUES: TableDefinition<&str, &[u8]> = TableDefinition::new("queues");
 
@@ -38,6 +40,7 @@ impl EmbeddedStore {
         {
             txn.open_table(FUNCTIONS)?;
             txn.open_table(QUEUES)?;
+            txn.open_table(MAPPINGS)?;
             let logs = txn.open_table(LOGS)?;
             let usage = txn.open_table(USAGE)?;
             if let Some((k, _)) = usage.last()? {
@@ -80,6 +83,39 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(Error::Corrupt)
+}
+
+impl crate::MappingStore for EmbeddedStore {
+    fn put_mapping(&self, mapping: &nimbus_types::queue::EventSourceMapping) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(MAPPINGS)?;
+            table.insert(mapping.uuid.as_str(), encode(mapping).as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn mappings(&self) -> Result<Vec<nimbus_types::queue::EventSourceMapping>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MAPPINGS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (_, v) = entry?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn delete_mapping(&self, uuid: &str) -> Result<bool> {
+        let txn = self.db.begin_write()?;
+        let existed = {
+            let mut table = txn.open_table(MAPPINGS)?;
+            table.remove(uuid)?.is_some()
+        };
+        txn.commit()?;
+        Ok(existed)
+    }
 }
 
 impl crate::QueueRegistry for EmbeddedStore {

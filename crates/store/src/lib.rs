@@ -85,6 +85,13 @@ pub trait QueueRegistry: Send + Sync {
     fn delete_queue(&self, name: &str) -> Result<bool>;
 }
 
+/// Event source mappings, by UUID.
+pub trait MappingStore: Send + Sync {
+    fn put_mapping(&self, mapping: &nimbus_types::queue::EventSourceMapping) -> Result<()>;
+    fn mappings(&self) -> Result<Vec<nimbus_types::queue::EventSourceMapping>>;
+    fn delete_mapping(&self, uuid: &str) -> Result<bool>;
+}
+
 /// A log entry before the store has given it a sequence number.
 #[derive(Debug, Clone)]
 pub struct NewLogEntry {

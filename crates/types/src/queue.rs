@@ -51,3 +51,16 @@ pub fn queue_arn(region: &str, name: &str) -> String {
         crate::name::DEFAULT_ACCOUNT
     )
 }
+
+/// A mapping that feeds a queue's messages to a function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventSourceMapping {
+    pub uuid: String,
+    pub function: String,
+    pub event_source_arn: String,
+    pub batch_size: u32,
+    pub max_batching_window_s: u32,
+    pub enabled: bool,
+    pub report_batch_item_failures: bool,
+    pub last_modified_ms: i64,
+}
