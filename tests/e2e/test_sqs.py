@@ -154,3 +154,16 @@ def test_messages_survive_a_restart(node_factory):
             break
         bodies += [m["Body"] for m in got["Messages"]]
     assert sorted(bodies) == sorted(f"m{i}" for i in range(20))
+
+
+def test_nimbus_queues_shows_depths(node, nimbus_bin, sqs):
+    name = s.unique_name("depth")
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    for i in range(3):
+        sqs.send_message(QueueUrl=url, MessageBody=f"m{i}")
+    sqs.receive_message(QueueUrl=url)
+    cli = s.NimbusCli(nimbus_bin, node)
+    report = json.loads(cli.ok("queues", "--json").stdout)
+    entry = next(q for q in report["queues"] if q["queue"] == name)
+    assert (entry["visible"], entry["in_flight"], entry["delayed"]) == (2, 1, 0)
+    assert name in cli.ok("queues").stdout

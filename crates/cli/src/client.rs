@@ -101,6 +101,15 @@ pub struct EventsArgs {
     endpoint: EndpointArg,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct QueuesArgs {
+    /// Print the list as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    endpoint: EndpointArg,
+}
+
 struct Api {
     base: String,
     agent: ureq::Agent,
@@ -490,6 +499,37 @@ pub fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
                 .get("errorType")
                 .and_then(Value::as_str)
                 .unwrap_or(""),
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn queues(args: QueuesArgs) -> anyhow::Result<ExitCode> {
+    let api = Api::new(&args.endpoint);
+    let report = api
+        .call("GET", "/nimbus/v1/queues", &[], None)?
+        .ok()?
+        .json()?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "{:<40} {:>10} {:>10} {:>10}  {}",
+        "QUEUE", "VISIBLE", "IN FLIGHT", "DELAYED", "DEAD-LETTER QUEUE"
+    )?;
+    for q in report["queues"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "{:<40} {:>10} {:>10} {:>10}  {}",
+            q["queue"].as_str().unwrap_or("?"),
+            q["visible"],
+            q["in_flight"],
+            q["delayed"],
+            q["dead_letter_queue"].as_str().unwrap_or("-"),
         )?;
     }
     Ok(ExitCode::SUCCESS)

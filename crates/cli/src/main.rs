@@ -50,6 +50,8 @@ enum Command {
     Usage(client::UsageArgs),
     /// Show a function's asynchronous events: queued, in flight, dead-lettered; replay one.
     Events(client::EventsArgs),
+    /// List queues with how many messages wait, are in flight or are delayed.
+    Queues(client::QueuesArgs),
 }
 
 fn init_tracing() {
@@ -105,6 +107,7 @@ fn main() -> ExitCode {
         Command::Logs(args) => client::logs(args),
         Command::Usage(args) => client::usage(args),
         Command::Events(args) => client::events(args),
+        Command::Queues(args) => client::queues(args),
     };
     match result {
         Ok(code) => code,

@@ -155,6 +155,7 @@ pub fn router(frontend: Arc<Frontend>) -> Router {
         .route("/nimbus/v1/functions/{name}/logs", get(nimbus_api::logs))
         .route("/nimbus/v1/functions/{name}/code", get(download_code))
         .route("/nimbus/v1/usage", get(nimbus_api::usage))
+        .route("/nimbus/v1/queues", get(nimbus_api::queues))
         .route("/", post(json_protocol))
         .route(
             "/2015-03-31/event-source-mappings",

@@ -102,3 +102,12 @@ pub(crate) async fn replay(
     }
     Ok(Json(serde_json::json!({ "replayed": id })))
 }
+
+/// Every queue with how many messages are visible, in flight and delayed.
+pub(crate) async fn queues(State(f): State<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
+    let queues = f
+        .queues
+        .get()
+        .ok_or_else(|| ApiError::internal("queues are not configured"))?;
+    Ok(Json(serde_json::json!({ "queues": queues.depths() })))
+}

@@ -502,6 +502,29 @@ impl QueueService {
         self.queue_by_arn(arn).ok().map(|q| q.name)
     }
 
+    /// Every queue with its depths, by name.
+    pub fn depths(&self) -> Vec<Value> {
+        let mut configs: Vec<QueueConfig> = self
+            .configs
+            .read()
+            .map(|c| c.values().cloned().collect())
+            .unwrap_or_default();
+        configs.sort_by(|a, b| a.name.cmp(&b.name));
+        configs
+            .iter()
+            .map(|q| {
+                let c = self.queue.counts(&storage_name(&q.name));
+                json!({
+                    "queue": q.name,
+                    "visible": c.visible,
+                    "in_flight": c.in_flight,
+                    "delayed": c.delayed,
+                    "dead_letter_queue": q.redrive.as_ref().and_then(|r| r.dead_letter_target_arn.rsplit(':').next().map(str::to_owned)),
+                })
+            })
+            .collect()
+    }
+
     pub fn region(&self) -> &str {
         &self.region
     }
