@@ -518,8 +518,8 @@ pub fn queues(args: QueuesArgs) -> anyhow::Result<ExitCode> {
     }
     writeln!(
         out,
-        "{:<40} {:>10} {:>10} {:>10}  {}",
-        "QUEUE", "VISIBLE", "IN FLIGHT", "DELAYED", "DEAD-LETTER QUEUE"
+        "{:<40} {:>10} {:>10} {:>10}  DEAD-LETTER QUEUE",
+        "QUEUE", "VISIBLE", "IN FLIGHT", "DELAYED"
     )?;
     for q in report["queues"].as_array().into_iter().flatten() {
         writeln!(
