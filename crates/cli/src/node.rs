@@ -162,6 +162,11 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     );
     frontend.set_async_invoker(invoker.clone());
     let registry: Arc<dyn nimbus_store::QueueRegistry> = store.clone();
+    let rules: Arc<dyn nimbus_store::RuleStore> = store.clone();
+    let scheduler =
+        nimbus_events::scheduler::Scheduler::load(rules, invoker.clone(), config.region.clone())
+            .context("loading schedules")?;
+    frontend.set_scheduler(scheduler.clone());
     let mappings: Arc<dyn nimbus_store::MappingStore> = store.clone();
     frontend.set_event_sources(Arc::new(
         nimbus_frontend::esm::EventSources::load(mappings)
@@ -191,6 +196,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let reaper = tokio::spawn(manager.clone().run_reaper(stopped(stop_rx.clone())));
     let pollers = tokio::spawn(invoker.run(stopped(stop_rx.clone())));
     let event_sources = tokio::spawn(frontend.clone().run_event_sources(stopped(stop_rx.clone())));
+    let schedules = tokio::spawn(scheduler.run(stopped(stop_rx.clone())));
     tokio::spawn(async move {
         signal.await;
         tracing::info!("stopping: finishing in-flight requests");
@@ -200,6 +206,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let _ = reaper.await;
     let _ = pollers.await;
     let _ = event_sources.await;
+    let _ = schedules.await;
     queue.sync().await;
     manager.shutdown().await;
     if let Some(pool) = pool {

@@ -8,6 +8,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod schedule;
+pub mod scheduler;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -461,7 +464,7 @@ pub fn destination_function(arn: &str) -> Option<String> {
     arn.contains(":function:").then_some(reference.name)
 }
 
-fn uuid_like() -> String {
+pub(crate) fn uuid_like() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())

@@ -11,6 +11,7 @@ mod control;
 mod error;
 pub mod esm;
 mod event_config;
+mod eventbridge;
 mod invoke;
 mod nimbus_api;
 pub mod sqs;
@@ -47,6 +48,7 @@ pub struct Frontend {
     events: std::sync::OnceLock<Arc<nimbus_events::AsyncInvoker>>,
     queues: std::sync::OnceLock<Arc<sqs::QueueService>>,
     event_sources: std::sync::OnceLock<Arc<esm::EventSources>>,
+    scheduler: std::sync::OnceLock<Arc<nimbus_events::scheduler::Scheduler>>,
     manager: Arc<WorkerManager>,
     telemetry: Arc<dyn TelemetryStore>,
     pricing: Pricing,
@@ -72,6 +74,7 @@ impl Frontend {
             events: std::sync::OnceLock::new(),
             queues: std::sync::OnceLock::new(),
             event_sources: std::sync::OnceLock::new(),
+            scheduler: std::sync::OnceLock::new(),
             manager,
             telemetry,
             pricing: config.pricing,
@@ -85,6 +88,11 @@ impl Frontend {
     /// The function table, for components that need to look functions up (pollers).
     pub fn control(&self) -> Arc<ControlPlane> {
         self.control.clone()
+    }
+
+    /// Enables schedules (the EventBridge API).
+    pub fn set_scheduler(&self, scheduler: Arc<nimbus_events::scheduler::Scheduler>) {
+        let _ = self.scheduler.set(scheduler);
     }
 
     /// Enables the SQS API.
@@ -190,6 +198,12 @@ async fn json_protocol(State(f): State<Shared>, headers: HeaderMap, body: Body) 
     match (target.split_once('.'), f.queues.get()) {
         (Some(("AmazonSQS", operation)), Some(queues)) => {
             sqs::handle(queues, operation, &headers, &body).await
+        }
+        (Some(("AWSEvents", operation)), _) if f.scheduler.get().is_some() => {
+            match f.scheduler.get() {
+                Some(scheduler) => eventbridge::handle(&f, scheduler, operation, &body),
+                None => ApiError::internal("schedules are not configured").into_response(),
+            }
         }
         _ => ApiError::new(
             StatusCode::BAD_REQUEST,

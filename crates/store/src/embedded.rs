@@ -14,6 +14,8 @@ const FUNCTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("functions"
 const LOGS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("logs");
 /// Keyed by sequence, in the same clock as logs.
 const USAGE: TableDefinition<u64, &[u8]> = TableDefinition::new("usage");
+/// Rule name → scheduled rule.
+const RULES: TableDefinition<&str, &[u8]> = TableDefinition::new("rules");
 /// Event source mapping UUID → mapping.
 const MAPPINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("event_source_mappings");
 /// Queue name → queue configuration.
@@ -41,6 +43,7 @@ impl EmbeddedStore {
             txn.open_table(FUNCTIONS)?;
             txn.open_table(QUEUES)?;
             txn.open_table(MAPPINGS)?;
+            txn.open_table(RULES)?;
             let logs = txn.open_table(LOGS)?;
             let usage = txn.open_table(USAGE)?;
             if let Some((k, _)) = usage.last()? {
@@ -83,6 +86,39 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(Error::Corrupt)
+}
+
+impl crate::RuleStore for EmbeddedStore {
+    fn put_rule(&self, rule: &nimbus_types::queue::ScheduleRule) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(RULES)?;
+            table.insert(rule.name.as_str(), encode(rule).as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn rules(&self) -> Result<Vec<nimbus_types::queue::ScheduleRule>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(RULES)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (_, v) = entry?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn delete_rule(&self, name: &str) -> Result<bool> {
+        let txn = self.db.begin_write()?;
+        let existed = {
+            let mut table = txn.open_table(RULES)?;
+            table.remove(name)?.is_some()
+        };
+        txn.commit()?;
+        Ok(existed)
+    }
 }
 
 impl crate::MappingStore for EmbeddedStore {

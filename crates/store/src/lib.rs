@@ -92,6 +92,13 @@ pub trait MappingStore: Send + Sync {
     fn delete_mapping(&self, uuid: &str) -> Result<bool>;
 }
 
+/// Scheduled rules, by name.
+pub trait RuleStore: Send + Sync {
+    fn put_rule(&self, rule: &nimbus_types::queue::ScheduleRule) -> Result<()>;
+    fn rules(&self) -> Result<Vec<nimbus_types::queue::ScheduleRule>>;
+    fn delete_rule(&self, name: &str) -> Result<bool>;
+}
+
 /// A log entry before the store has given it a sequence number.
 #[derive(Debug, Clone)]
 pub struct NewLogEntry {

@@ -64,3 +64,25 @@ pub struct EventSourceMapping {
     pub report_batch_item_failures: bool,
     pub last_modified_ms: i64,
 }
+
+/// A scheduled rule (EventBridge's PutRule with a ScheduleExpression) and its targets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleRule {
+    pub name: String,
+    pub schedule_expression: String,
+    pub description: String,
+    pub enabled: bool,
+    pub created_ms: i64,
+    /// When the rule was last enabled: fires before this are never due.
+    pub enabled_ms: i64,
+    /// The due time of the last fire, persisted before its events are sent.
+    pub last_fire_ms: Option<i64>,
+    pub targets: Vec<RuleTarget>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleTarget {
+    pub id: String,
+    pub arn: String,
+    pub input: Option<String>,
+}
