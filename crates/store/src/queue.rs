@@ -11,7 +11,7 @@
 //! A message leased and not acknowledged becomes visible again when its visibility timeout
 //! ends: delivery is at least once.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
@@ -85,7 +85,9 @@ struct Meta {
 
 #[derive(Default)]
 struct QueueState {
-    messages: HashMap<u64, Meta>,
+    /// A B-tree rather than a hash map: growing it never moves every entry at once, which
+    /// showed as multi-millisecond stalls with hundreds of thousands of queued messages.
+    messages: BTreeMap<u64, Meta>,
     /// (visible_at_ms, seq) of every message, ordered by when it can be leased.
     order: BTreeSet<(i64, u64)>,
 }
@@ -135,25 +137,25 @@ const PREALLOCATE_CHUNK: usize = 1 << 20;
 fn preallocate(shared: std::sync::Weak<Shared>) {
     let zeros = vec![0u8; PREALLOCATE_CHUNK];
     while let Some(shared) = shared.upgrade() {
-        let mut wrote = false;
         loop {
             let Ok(file) = shared.file.read().map(|f| f.clone()) else {
                 return;
             };
-            let Ok(mut space) = shared.space.lock() else {
-                return;
-            };
-            if space.allocated >= space.tail + PREALLOCATE_AHEAD {
-                break;
+            {
+                let Ok(mut space) = shared.space.lock() else {
+                    return;
+                };
+                if space.allocated >= space.tail + PREALLOCATE_AHEAD {
+                    break;
+                }
+                let at = space.allocated.max(space.tail);
+                if file.write_all_at(&zeros, at).is_err() {
+                    break;
+                }
+                space.allocated = at + PREALLOCATE_CHUNK as u64;
             }
-            let at = space.allocated.max(space.tail);
-            if file.write_all_at(&zeros, at).is_err() {
-                break;
-            }
-            space.allocated = at + PREALLOCATE_CHUNK as u64;
-            wrote = true;
-        }
-        if wrote && let Ok(file) = shared.file.read().map(|f| f.clone()) {
+            // Flush each chunk on its own: one large flush would hold up the committer's next
+            // fdatasync of the same file for as long as it takes.
             let _ = file.sync_data();
         }
         drop(shared);
