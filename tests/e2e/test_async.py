@@ -227,6 +227,12 @@ def test_no_acknowledged_event_is_lost_when_the_node_is_killed(node_factory, tmp
     stop = threading.Event()
     total = 3000
 
+    from test_sqs import sqs_client
+
+    queue_url = sqs_client(node.endpoint).create_queue(QueueName="crash")["QueueUrl"]
+    queue_path = "/" + queue_url.split("/", 3)[3]
+    sent_messages: set[str] = set()
+
     def produce():
         sent = 0
         conn = None
@@ -242,6 +248,14 @@ def test_no_acknowledged_event_is_lost_when_the_node_is_killed(node_factory, tmp
                 resp.read()
                 if resp.status == 202:
                     acked.add(resp.getheader("x-amzn-RequestId"))
+                # And a queue message, acknowledged by its MessageId.
+                body = f"message-{sent}"
+                conn.request("POST", "/", body=json.dumps({"QueueUrl": endpoint["url"] + queue_path, "MessageBody": body}),
+                             headers={"X-Amz-Target": "AmazonSQS.SendMessage", "Content-Type": "application/x-amz-json-1.0"})
+                resp = conn.getresponse()
+                answer = resp.read()
+                if resp.status == 200 and json.loads(answer).get("MessageId"):
+                    sent_messages.add(body)
                 sent += 1
             except (OSError, http.client.HTTPException):
                 conn = None
@@ -273,6 +287,19 @@ def test_no_acknowledged_event_is_lost_when_the_node_is_killed(node_factory, tmp
     print(f"acknowledged {len(acked)}, ran {len(seen)}, duplicates {duplicates}, lost {len(lost)}")
     assert not lost, f"{len(lost)} acknowledged events never ran"
 
+    sqs = sqs_client(node.endpoint)
+    received: dict[str, int] = {}
+    while True:
+        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=600)
+        if "Messages" not in got:
+            break
+        for m in got["Messages"]:
+            received[m["Body"]] = received.get(m["Body"], 0) + 1
+    lost_messages = sent_messages - set(received)
+    print(f"messages acknowledged {len(sent_messages)}, received {len(received)}, lost {len(lost_messages)}")
+    assert len(sent_messages) > 1000
+    assert not lost_messages, f"{len(lost_messages)} acknowledged messages are gone"
+
 
 def test_queue_destination_receives_the_failure_record(async_node, make_zip):
     from test_sqs import sqs_client
@@ -293,3 +320,25 @@ def test_queue_destination_receives_the_failure_record(async_node, make_zip):
     assert record["requestContext"]["condition"] == "RetriesExhausted"
     assert record["requestContext"]["approximateInvokeCount"] == 1
     assert record["requestPayload"] == {"to": "queue"}
+
+
+def test_async_usage_records_are_marked_with_their_attempt(async_node, nimbus_bin, make_zip):
+    client = s.lambda_client(async_node.endpoint)
+    name = s.unique_name("marked")
+    s.create_function(client, name, make_zip("fail"), handler="fail.wasm")
+    client.put_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=1)
+    sync_id = s.invoke(client, name, {"sync": True}).request_id
+    async_id = invoke_async(client, name, {"async": True})
+    cli = s.NimbusCli(nimbus_bin, async_node)
+
+    def records():
+        out = json.loads(cli.ok("usage", "--function", name, "--json").stdout)["records"]
+        return len(out) == 3 and out
+
+    got = until(records)
+    sync = [r for r in got if r["request_id"] == sync_id]
+    attempts = sorted(r["async_attempt"] for r in got if r["request_id"] == async_id)
+    assert len(sync) == 1 and "async_attempt" not in sync[0]
+    assert attempts == [1, 2]
+    table = cli.ok("usage", "--function", name).stdout
+    assert "async, attempt 2" in table and "sync" in table

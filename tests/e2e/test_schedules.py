@@ -91,3 +91,19 @@ def test_schedule_fires_once_per_due_time_across_a_restart(node_factory, tmp_pat
     time.sleep(3)
     times = [e["time"] for e in scheduled_events(node.endpoint, fn)]
     assert times.count(first["time"]) == 1, f"the fire at {first['time']} ran again after the restart: {times}"
+
+
+def test_malformed_json_protocol_bodies(node):
+    import http.client
+
+    host, port = node.endpoint.removeprefix("http://").split(":")
+    for target, content_type in [("AWSEvents.PutRule", "application/x-amz-json-1.1"),
+                                 ("AmazonSQS.CreateQueue", "application/x-amz-json-1.0")]:
+        conn = http.client.HTTPConnection(host, int(port))
+        conn.request("POST", "/", body=b"[1, 2", headers={"X-Amz-Target": target, "Content-Type": content_type})
+        resp = conn.getresponse()
+        body = json.loads(resp.read())
+        assert resp.status == 400 and "__type" in body, (target, body)
+    conn = http.client.HTTPConnection(host, int(port))
+    conn.request("POST", "/", body=b"{}", headers={"X-Amz-Target": "AWSEvents.Nope"})
+    assert conn.getresponse().status == 400

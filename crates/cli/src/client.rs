@@ -84,6 +84,9 @@ pub struct UsageArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// List one function's usage records (one per invocation) instead of the report.
+    #[arg(long, value_name = "NAME")]
+    function: Option<String>,
     #[command(flatten)]
     endpoint: EndpointArg,
 }
@@ -408,6 +411,9 @@ pub fn usage(args: UsageArgs) -> anyhow::Result<ExitCode> {
         Some(s) => since_ms(s, nimbus_types::time::now_ms())?,
         None => 0,
     };
+    if let Some(function) = &args.function {
+        return usage_records(&api, since, function, args.json);
+    }
     let reply = api
         .call(
             "GET",
@@ -530,6 +536,53 @@ pub fn queues(args: QueuesArgs) -> anyhow::Result<ExitCode> {
             q["in_flight"],
             q["delayed"],
             q["dead_letter_queue"].as_str().unwrap_or("-"),
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn usage_records(api: &Api, since: i64, function: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let reply = api
+        .call(
+            "GET",
+            &format!(
+                "/nimbus/v1/usage?since_ms={since}&function={}",
+                encode_path(function)
+            ),
+            &[],
+            None,
+        )?
+        .ok()?;
+    let records = reply.json()?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &records)?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "{:<36} {:>10} {:>8} {:>7} {:>5} {:<14} INVOCATION",
+        "REQUEST", "DURATION", "BILLED", "MEMORY", "COLD", "OUTCOME"
+    )?;
+    for r in records["records"].as_array().into_iter().flatten() {
+        let invocation = match r["async_attempt"].as_u64() {
+            Some(n) => format!("async, attempt {n}"),
+            None => "sync".to_owned(),
+        };
+        writeln!(
+            out,
+            "{:<36} {:>8.2}ms {:>6}ms {:>5}MB {:>5} {:<14} {invocation}",
+            r["request_id"].as_str().unwrap_or("?"),
+            r["duration_us"].as_f64().unwrap_or(0.0) / 1000.0,
+            r["billed_ms"],
+            r["memory_mb"],
+            if r["cold"].as_bool().unwrap_or(false) {
+                "yes"
+            } else {
+                "no"
+            },
+            r["outcome"].as_str().unwrap_or("?"),
         )?;
     }
     Ok(ExitCode::SUCCESS)

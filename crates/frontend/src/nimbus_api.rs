@@ -37,18 +37,29 @@ pub(crate) async fn logs(
 pub(crate) struct UsageQuery {
     /// Unix time in milliseconds; records from then on are counted.
     since_ms: Option<i64>,
+    /// List this function's individual usage records instead of the report.
+    function: Option<String>,
 }
 
 pub(crate) async fn usage(
     State(f): State<Shared>,
     Query(q): Query<UsageQuery>,
-) -> Result<Json<UsageReport>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let since_ms = q.since_ms.unwrap_or(0);
     let telemetry = f.telemetry.clone();
     let records = tokio::task::spawn_blocking(move || telemetry.usage(since_ms))
         .await
         .map_err(ApiError::internal)??;
-    Ok(Json(UsageReport::build(since_ms, &records, f.pricing)))
+    if let Some(function) = q.function {
+        let function = FunctionRef::parse(&function)?.name;
+        let records: Vec<_> = records
+            .into_iter()
+            .filter(|r| r.function == function)
+            .collect();
+        return Ok(Json(serde_json::json!({ "records": records })));
+    }
+    let report = UsageReport::build(since_ms, &records, f.pricing);
+    Ok(Json(serde_json::to_value(report).unwrap_or_default()))
 }
 
 /// A function's asynchronous events: what waits, what is in flight, what was dead-lettered.
