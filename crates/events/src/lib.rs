@@ -423,7 +423,7 @@ impl AsyncInvoker {
             tracing::error!(%target, "unsupported destination");
             return;
         };
-        let request_id = uuid_like();
+        let request_id = nimbus_store::new_id();
         let body = Bytes::from(serde_json::to_vec(&record).unwrap_or_default());
         if let Err(e) = self.submit(&name, &request_id, body).await {
             tracing::error!(%target, error = %e, "could not deliver to a destination");
@@ -462,23 +462,6 @@ impl AsyncInvoker {
 pub fn destination_function(arn: &str) -> Option<String> {
     let reference = nimbus_types::FunctionRef::parse(arn).ok()?;
     arn.contains(":function:").then_some(reference.name)
-}
-
-pub(crate) fn uuid_like() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let n = nanos ^ ((std::process::id() as u128) << 64);
-    let h = format!("{n:032x}");
-    format!(
-        "{}-{}-4{}-a{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[13..16],
-        &h[17..20],
-        &h[20..32]
-    )
 }
 
 #[cfg(test)]

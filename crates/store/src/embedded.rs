@@ -88,20 +88,28 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(Error::Corrupt)
 }
 
-impl crate::RuleStore for EmbeddedStore {
-    fn put_rule(&self, rule: &nimbus_types::queue::ScheduleRule) -> Result<()> {
+/// Records kept as JSON under a string key: queues, rules and event source mappings.
+type NamedTable = TableDefinition<'static, &'static str, &'static [u8]>;
+
+impl EmbeddedStore {
+    fn put_named<T: serde::Serialize>(
+        &self,
+        table: NamedTable,
+        key: &str,
+        value: &T,
+    ) -> Result<()> {
         let txn = self.db.begin_write()?;
         {
-            let mut table = txn.open_table(RULES)?;
-            table.insert(rule.name.as_str(), encode(rule).as_slice())?;
+            let mut table = txn.open_table(table)?;
+            table.insert(key, encode(value).as_slice())?;
         }
         txn.commit()?;
         Ok(())
     }
 
-    fn rules(&self) -> Result<Vec<nimbus_types::queue::ScheduleRule>> {
+    fn all_named<T: serde::de::DeserializeOwned>(&self, table: NamedTable) -> Result<Vec<T>> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(RULES)?;
+        let table = txn.open_table(table)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
             let (_, v) = entry?;
@@ -110,80 +118,56 @@ impl crate::RuleStore for EmbeddedStore {
         Ok(out)
     }
 
-    fn delete_rule(&self, name: &str) -> Result<bool> {
+    fn remove_named(&self, table: NamedTable, key: &str) -> Result<bool> {
         let txn = self.db.begin_write()?;
         let existed = {
-            let mut table = txn.open_table(RULES)?;
-            table.remove(name)?.is_some()
+            let mut table = txn.open_table(table)?;
+            table.remove(key)?.is_some()
         };
         txn.commit()?;
         Ok(existed)
+    }
+}
+
+impl crate::RuleStore for EmbeddedStore {
+    fn put_rule(&self, rule: &nimbus_types::queue::ScheduleRule) -> Result<()> {
+        self.put_named(RULES, &rule.name, rule)
+    }
+
+    fn rules(&self) -> Result<Vec<nimbus_types::queue::ScheduleRule>> {
+        self.all_named(RULES)
+    }
+
+    fn delete_rule(&self, name: &str) -> Result<bool> {
+        self.remove_named(RULES, name)
     }
 }
 
 impl crate::MappingStore for EmbeddedStore {
     fn put_mapping(&self, mapping: &nimbus_types::queue::EventSourceMapping) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut table = txn.open_table(MAPPINGS)?;
-            table.insert(mapping.uuid.as_str(), encode(mapping).as_slice())?;
-        }
-        txn.commit()?;
-        Ok(())
+        self.put_named(MAPPINGS, &mapping.uuid, mapping)
     }
 
     fn mappings(&self) -> Result<Vec<nimbus_types::queue::EventSourceMapping>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(MAPPINGS)?;
-        let mut out = Vec::new();
-        for entry in table.iter()? {
-            let (_, v) = entry?;
-            out.push(decode(v.value())?);
-        }
-        Ok(out)
+        self.all_named(MAPPINGS)
     }
 
     fn delete_mapping(&self, uuid: &str) -> Result<bool> {
-        let txn = self.db.begin_write()?;
-        let existed = {
-            let mut table = txn.open_table(MAPPINGS)?;
-            table.remove(uuid)?.is_some()
-        };
-        txn.commit()?;
-        Ok(existed)
+        self.remove_named(MAPPINGS, uuid)
     }
 }
 
 impl crate::QueueRegistry for EmbeddedStore {
     fn put_queue(&self, queue: &nimbus_types::queue::QueueConfig) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut table = txn.open_table(QUEUES)?;
-            table.insert(queue.name.as_str(), encode(queue).as_slice())?;
-        }
-        txn.commit()?;
-        Ok(())
+        self.put_named(QUEUES, &queue.name, queue)
     }
 
     fn queues(&self) -> Result<Vec<nimbus_types::queue::QueueConfig>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(QUEUES)?;
-        let mut out = Vec::new();
-        for entry in table.iter()? {
-            let (_, v) = entry?;
-            out.push(decode(v.value())?);
-        }
-        Ok(out)
+        self.all_named(QUEUES)
     }
 
     fn delete_queue(&self, name: &str) -> Result<bool> {
-        let txn = self.db.begin_write()?;
-        let existed = {
-            let mut table = txn.open_table(QUEUES)?;
-            table.remove(name)?.is_some()
-        };
-        txn.commit()?;
-        Ok(existed)
+        self.remove_named(QUEUES, name)
     }
 }
 

@@ -16,7 +16,7 @@ use nimbus_types::{FunctionConfig, LogEntry, UsageRecord};
 
 pub use code::{CodeStore, LocalCodeStore};
 pub use embedded::EmbeddedStore;
-pub use queue::{Delivery, DurableQueue, NewMessage, QueueCounts};
+pub use queue::{Delivery, DurableQueue, NewMessage, QueueCounts, new_id};
 pub use telemetry::{Retention, TelemetryWriter};
 
 #[derive(Debug, thiserror::Error)]

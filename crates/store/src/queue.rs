@@ -392,7 +392,7 @@ impl DurableQueue {
         for message in messages {
             let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
             let meta = Meta {
-                id: uuid_v4(),
+                id: new_id(),
                 sent_ms: now,
                 visible_at_ms: now + message.delay_ms as i64,
                 receive_count: 0,
@@ -716,9 +716,9 @@ impl DurableQueue {
     }
 }
 
-/// Message ids: a random 64-bit prefix chosen once per process and a counter, formatted as a
-/// UUID. Unique without a system call per message.
-fn uuid_v4() -> String {
+/// Ids for messages and events: a random 64-bit prefix chosen once per process and a counter,
+/// formatted as a UUID. Unique without a system call per id.
+pub fn new_id() -> String {
     static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = *PREFIX.get_or_init(|| {
