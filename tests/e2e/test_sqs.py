@@ -167,3 +167,44 @@ def test_nimbus_queues_shows_depths(node, nimbus_bin, sqs):
     entry = next(q for q in report["queues"] if q["queue"] == name)
     assert (entry["visible"], entry["in_flight"], entry["delayed"]) == (2, 1, 0)
     assert name in cli.ok("queues").stdout
+
+
+def attributes_md5(attributes: dict) -> str:
+    """SQS's documented digest of message attributes, computed independently of the node."""
+    import base64
+    import hashlib
+    import struct
+
+    out = b""
+    for name in sorted(attributes):
+        a = attributes[name]
+        for part in (name.encode(), a["DataType"].encode()):
+            out += struct.pack(">I", len(part)) + part
+        if "BinaryValue" in a:
+            raw = a["BinaryValue"] if isinstance(a["BinaryValue"], bytes) else base64.b64decode(a["BinaryValue"])
+            out += b"\x02" + struct.pack(">I", len(raw)) + raw
+        else:
+            value = a["StringValue"].encode()
+            out += b"\x01" + struct.pack(">I", len(value)) + value
+    return hashlib.md5(out).hexdigest()
+
+
+def test_message_attributes_round_trip(sqs):
+    url = sqs.create_queue(QueueName=s.unique_name("attrs"))["QueueUrl"]
+    attributes = {
+        "kind": {"DataType": "String", "StringValue": "order"},
+        "count": {"DataType": "Number", "StringValue": "3"},
+        "blob": {"DataType": "Binary", "BinaryValue": b"\x00\x01\x02"},
+    }
+    sent = sqs.send_message(QueueUrl=url, MessageBody="with attributes", MessageAttributes=attributes)
+    assert sent["MD5OfMessageAttributes"] == attributes_md5(attributes)
+    got = sqs.receive_message(QueueUrl=url, MessageAttributeNames=["All"])["Messages"][0]
+    assert got["MessageAttributes"]["kind"] == {"DataType": "String", "StringValue": "order"}
+    assert got["MessageAttributes"]["blob"]["BinaryValue"] == b"\x00\x01\x02"
+    assert got["MD5OfMessageAttributes"] == attributes_md5(attributes)
+    with pytest.raises(ClientError) as e:
+        sqs.send_message(QueueUrl=url, MessageBody="x", MessageAttributes={"n": {"DataType": "Number", "StringValue": "nan?"}})
+    assert error_code(e) == "InvalidParameterValue"
+    with pytest.raises(ClientError) as e:
+        sqs.send_message(QueueUrl=url, MessageBody="x", MessageAttributes={"t": {"DataType": "Date", "StringValue": "x"}})
+    assert error_code(e) == "InvalidParameterValue"

@@ -298,12 +298,32 @@ fn record(d: &nimbus_store::Delivery, arn: &str, region: &str) -> Value {
             "SenderId": nimbus_types::name::DEFAULT_ACCOUNT,
             "ApproximateFirstReceiveTimestamp": nimbus_types::time::now_ms().to_string(),
         },
-        "messageAttributes": {},
+        "messageAttributes": lambda_attributes(d),
         "md5OfBody": crate::sqs::md5_hex(&d.body),
         "eventSource": "aws:sqs",
         "eventSourceARN": arn,
         "awsRegion": region,
     })
+}
+
+/// Message attributes in the shape Lambda's SQS records carry them.
+fn lambda_attributes(d: &nimbus_store::Delivery) -> Value {
+    let mut out = serde_json::Map::new();
+    if let Some(stored) = d.meta.get("attributes").and_then(Value::as_object) {
+        for (name, a) in stored {
+            out.insert(
+                name.clone(),
+                json!({
+                    "stringValue": a.get("StringValue"),
+                    "binaryValue": a.get("BinaryValue"),
+                    "stringListValues": [],
+                    "binaryListValues": [],
+                    "dataType": a.get("DataType"),
+                }),
+            );
+        }
+    }
+    Value::Object(out)
 }
 
 /// Runs one batch of a mapping.

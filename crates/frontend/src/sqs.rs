@@ -373,7 +373,9 @@ impl QueueService {
         config: &QueueConfig,
         body: String,
         delay: Option<i64>,
-    ) -> SqsResult<(String, String)> {
+        attributes: Option<&Value>,
+    ) -> SqsResult<(String, String, Option<String>)> {
+        let attributes = message_attributes(attributes)?;
         if body.is_empty() {
             return Err(err(
                 "MissingParameter",
@@ -396,12 +398,17 @@ impl QueueService {
                 vec![NewMessage {
                     body: body.into_bytes(),
                     delay_ms: delay_s * 1000,
-                    meta: json!({}),
+                    meta: json!({ "attributes": attributes }),
                 }],
             )
             .await
             .map_err(|e| err("InternalError", "InternalError", e.to_string()))?;
-        Ok((ids.into_iter().next().unwrap_or_default(), md5))
+        let attributes_md5 = (!attributes.is_empty()).then(|| attributes_md5(&attributes));
+        Ok((
+            ids.into_iter().next().unwrap_or_default(),
+            md5,
+            attributes_md5,
+        ))
     }
 
     fn receipt_handle(queue: &str, seq: u64, receipt: u64) -> String {
@@ -554,6 +561,33 @@ impl QueueService {
                 "MD5OfBody": md5_hex(&d.body),
                 "Body": body,
             });
+            let names: Vec<String> = field(input, "MessageAttributeNames")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(stored) = d.meta.get("attributes").and_then(Value::as_object) {
+                let chosen: Map<String, Value> = stored
+                    .iter()
+                    .filter(|(k, _)| {
+                        names.iter().any(|n| {
+                            n == "All"
+                                || n == ".*"
+                                || n == *k
+                                || n.strip_suffix(".*")
+                                    .is_some_and(|p| k.starts_with(&format!("{p}.")))
+                        })
+                    })
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                if !chosen.is_empty() {
+                    message["MD5OfMessageAttributes"] = json!(attributes_md5(&chosen));
+                    message["MessageAttributes"] = Value::Object(chosen);
+                }
+            }
             let mut attributes = Map::new();
             if want("ApproximateReceiveCount") {
                 attributes.insert(
@@ -662,8 +696,14 @@ impl QueueService {
                 let config = self.queue_of(&input)?;
                 let body = string_field(&input, "MessageBody")?;
                 let delay = int_field(&input, "DelaySeconds", 0..=900)?;
-                let (id, md5) = self.send(&config, body, delay).await?;
-                Ok(json!({ "MessageId": id, "MD5OfMessageBody": md5 }))
+                let (id, md5, attributes_md5) = self
+                    .send(&config, body, delay, field(&input, "MessageAttributes"))
+                    .await?;
+                let mut out = json!({ "MessageId": id, "MD5OfMessageBody": md5 });
+                if let Some(a) = attributes_md5 {
+                    out["MD5OfMessageAttributes"] = json!(a);
+                }
+                Ok(out)
             }
             "SendMessageBatch" => {
                 let config = self.queue_of(&input)?;
@@ -682,8 +722,14 @@ impl QueueService {
                         .to_owned();
                     let delay = int_field(&entry, "DelaySeconds", 0..=900);
                     match delay {
-                        Ok(delay) => match self.send(&config, body, delay).await {
-                            Ok((message_id, md5)) => ok.push(json!({ "Id": id, "MessageId": message_id, "MD5OfMessageBody": md5 })),
+                        Ok(delay) => match self.send(&config, body, delay, entry.get("MessageAttributes")).await {
+                            Ok((message_id, md5, attributes_md5)) => {
+                                let mut done = json!({ "Id": id, "MessageId": message_id, "MD5OfMessageBody": md5 });
+                                if let Some(a) = attributes_md5 {
+                                    done["MD5OfMessageAttributes"] = json!(a);
+                                }
+                                ok.push(done)
+                            }
                             Err(e) => failed.push(json!({ "Id": id, "SenderFault": true, "Code": e.query_code, "Message": e.message })),
                         },
                         Err(e) => failed.push(json!({ "Id": id, "SenderFault": true, "Code": e.query_code, "Message": e.message })),
@@ -861,6 +907,113 @@ impl QueueService {
             json!({ "TaskHandle": base64::engine::general_purpose::STANDARD.encode(format!("{}:{moved}", source.name)) }),
         )
     }
+}
+
+/// Checks message attributes as SQS does: at most 10, each with a DataType of String, Number
+/// or Binary (optionally `.custom`) and the matching StringValue or base64 BinaryValue.
+fn message_attributes(input: Option<&Value>) -> SqsResult<Map<String, Value>> {
+    let Some(input) = input else {
+        return Ok(Map::new());
+    };
+    let map = input
+        .as_object()
+        .ok_or_else(|| invalid("MessageAttributes must be a map"))?;
+    if map.len() > 10 {
+        return Err(invalid(
+            "Number of message attributes [{}] exceeds the allowed maximum [10].",
+        ));
+    }
+    let mut out = Map::new();
+    for (name, value) in map {
+        let valid_name = !name.is_empty()
+            && name.len() <= 256
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+            && !name.starts_with('.')
+            && !name.to_ascii_lowercase().starts_with("aws.");
+        if !valid_name {
+            return Err(invalid(format!(
+                "Message attribute name '{name}' is invalid."
+            )));
+        }
+        let data_type = value
+            .get("DataType")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let base = data_type.split('.').next().unwrap_or_default();
+        let mut clean = Map::new();
+        clean.insert("DataType".into(), json!(data_type));
+        match base {
+            "String" | "Number" => {
+                let v = value
+                    .get("StringValue")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| invalid(format!("Message attribute '{name}' must contain a non-empty value of type '{data_type}'.")))?;
+                if base == "Number" && v.parse::<f64>().is_err() {
+                    return Err(invalid(format!(
+                        "Can't cast the value of message attribute '{name}' to a number."
+                    )));
+                }
+                clean.insert("StringValue".into(), json!(v));
+            }
+            "Binary" => {
+                let v = value
+                    .get("BinaryValue")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| invalid(format!("Message attribute '{name}' must contain a non-empty value of type 'Binary'.")))?;
+                base64::engine::general_purpose::STANDARD
+                    .decode(v)
+                    .map_err(|_| {
+                        invalid(format!(
+                            "Message attribute '{name}' has an invalid binary value."
+                        ))
+                    })?;
+                clean.insert("BinaryValue".into(), json!(v));
+            }
+            _ => {
+                return Err(invalid(format!(
+                    "The type of message attribute '{name}' is invalid. You must use only the following supported type prefixes: Binary, Number, String."
+                )));
+            }
+        }
+        out.insert(name.clone(), Value::Object(clean));
+    }
+    Ok(out)
+}
+
+/// SQS's MD5 of message attributes: for each attribute in name order, the length-prefixed
+/// name, data type, a transport byte (1 text, 2 binary) and the length-prefixed value.
+fn attributes_md5(attributes: &Map<String, Value>) -> String {
+    fn put(bytes: &mut Vec<u8>, value: &[u8]) {
+        bytes.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(value);
+    }
+    let mut names: Vec<&String> = attributes.keys().collect();
+    names.sort();
+    let mut bytes = Vec::new();
+    for name in names {
+        let a = &attributes[name];
+        put(&mut bytes, name.as_bytes());
+        put(
+            &mut bytes,
+            a["DataType"].as_str().unwrap_or_default().as_bytes(),
+        );
+        if let Some(binary) = a.get("BinaryValue").and_then(Value::as_str) {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(binary)
+                .unwrap_or_default();
+            bytes.push(2);
+            put(&mut bytes, &raw);
+        } else {
+            bytes.push(1);
+            put(
+                &mut bytes,
+                a["StringValue"].as_str().unwrap_or_default().as_bytes(),
+            );
+        }
+    }
+    md5_hex(&bytes)
 }
 
 /// `POST /` with `X-Amz-Target: AmazonSQS.<Operation>`.
