@@ -424,12 +424,10 @@ pub fn usage(args: UsageArgs) -> anyhow::Result<ExitCode> {
         .ok()?;
     let report: UsageReport =
         serde_json::from_slice(&reply.body).context("the node answered with an invalid report")?;
-    let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &report)?;
-        writeln!(out)?;
-        return Ok(ExitCode::SUCCESS);
+        return print_json(&report);
     }
+    let mut out = std::io::stdout().lock();
     writeln!(
         out,
         "{:<40} {:>12} {:>8} {:>8} {:>16} {:>14}",
@@ -482,12 +480,10 @@ pub fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
         )?
         .ok()?
         .json()?;
-    let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &report)?;
-        writeln!(out)?;
-        return Ok(ExitCode::SUCCESS);
+        return print_json(&report);
     }
+    let mut out = std::io::stdout().lock();
     writeln!(
         out,
         "{}: {} queued, {} in flight, {} dead-lettered",
@@ -516,12 +512,10 @@ pub fn queues(args: QueuesArgs) -> anyhow::Result<ExitCode> {
         .call("GET", "/nimbus/v1/queues", &[], None)?
         .ok()?
         .json()?;
-    let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &report)?;
-        writeln!(out)?;
-        return Ok(ExitCode::SUCCESS);
+        return print_json(&report);
     }
+    let mut out = std::io::stdout().lock();
     writeln!(
         out,
         "{:<40} {:>10} {:>10} {:>10}  DEAD-LETTER QUEUE",
@@ -554,12 +548,10 @@ fn usage_records(api: &Api, since: i64, function: &str, json: bool) -> anyhow::R
         )?
         .ok()?;
     let records = reply.json()?;
-    let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, &records)?;
-        writeln!(out)?;
-        return Ok(ExitCode::SUCCESS);
+        return print_json(&records);
     }
+    let mut out = std::io::stdout().lock();
     writeln!(
         out,
         "{:<36} {:>10} {:>8} {:>7} {:>5} {:<14} INVOCATION",
@@ -585,6 +577,14 @@ fn usage_records(api: &Api, since: i64, function: &str, json: bool) -> anyhow::R
             r["outcome"].as_str().unwrap_or("?"),
         )?;
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a report as indented JSON (the `--json` of every listing command).
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
     Ok(ExitCode::SUCCESS)
 }
 

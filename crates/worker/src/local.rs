@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use nimbus_runtime_wasm::{RunInput, RunStatus, WasmRuntime, WasmTemplate};
 use nimbus_store::CodeStore;
 use nimbus_types::invocation::billed_ms;
@@ -159,51 +160,24 @@ impl LocalWorker {
                 (kind, Some(error))
             }
         };
-        // Lambda bills a timed-out invocation for the whole timeout.
-        let billed = if kind == OutcomeKind::Timeout {
-            function.timeout_s as u64 * 1000
-        } else {
-            billed_ms(duration_us)
-        };
-        let max_memory_used_mb = output.peak_memory_bytes.div_ceil(1 << 20) as u32;
-        let extra = error.as_ref().map(|e| {
-            format!(
-                "{} {request_id} {}",
-                nimbus_types::time::lambda_timestamp(nimbus_types::time::now_ms()),
-                e.error_message
-                    .trim_start_matches(&format!("RequestId: {request_id} Error: "))
-            )
-        });
-        let log = frame(
-            &Report {
-                request_id: &request_id,
-                version: &function.version,
-                duration_us,
-                billed_ms: billed,
-                memory_mb: function.memory_mb,
-                max_memory_used_mb,
-                init_duration_us,
-            },
-            &output.stderr,
-            extra.as_deref(),
-        );
         let payload = match &error {
             Some(e) => e.to_json(),
             None => output.stdout,
         };
-        InvokeOutcome {
+        let error_line = error.is_some();
+        finish(Measured {
+            function,
             request_id,
             kind,
             error,
             payload,
-            log,
+            output: &output.stderr,
             duration_us,
-            billed_ms: billed,
             init_duration_us,
-            memory_mb: function.memory_mb,
-            max_memory_used_mb,
+            peak_memory_bytes: output.peak_memory_bytes,
             reusable: true,
-        }
+            error_line,
+        })
     }
 
     fn environment(&self, function: &FunctionConfig, sandbox: SandboxId) -> Vec<(String, String)> {
@@ -440,15 +414,6 @@ async fn invoke_process(
         )
         .await;
     let duration_us = started.elapsed().as_micros() as u64;
-    let max_memory_used_mb = process.peak_memory_bytes().div_ceil(1 << 20) as u32;
-    let error_line = |e: &FunctionError| {
-        format!(
-            "{} {request_id} {}",
-            nimbus_types::time::lambda_timestamp(nimbus_types::time::now_ms()),
-            e.error_message
-                .trim_start_matches(&format!("RequestId: {request_id} Error: "))
-        )
-    };
     let (kind, payload, error, reusable) = match result {
         ProcessResult::Response(body) => (OutcomeKind::Success, body, None, true),
         ProcessResult::Error(body, error) => (OutcomeKind::Error, body, Some(error), true),
@@ -506,11 +471,6 @@ async fn invoke_process(
             }
         }
     };
-    let billed = if kind == OutcomeKind::Timeout {
-        function.timeout_s as u64 * 1000
-    } else {
-        billed_ms(duration_us)
-    };
     let mut output = Vec::new();
     if init_duration_us.is_some() {
         output.extend_from_slice(
@@ -524,34 +484,82 @@ async fn invoke_process(
         );
     }
     output.extend_from_slice(&process.take_output());
-    let extra = match &error {
-        Some(e) if !reusable => Some(error_line(e)),
-        _ => None,
-    };
-    let log = frame(
-        &Report {
-            request_id: &request_id,
-            version: &function.version,
-            duration_us,
-            billed_ms: billed,
-            memory_mb: function.memory_mb,
-            max_memory_used_mb,
-            init_duration_us,
-        },
-        &output,
-        extra.as_deref(),
-    );
-    InvokeOutcome {
+    finish(Measured {
+        function,
         request_id,
         kind,
         error,
         payload,
-        log,
+        output: &output,
         duration_us,
-        billed_ms: billed,
         init_duration_us,
+        peak_memory_bytes: process.peak_memory_bytes(),
+        reusable,
+        // A killed or crashed runtime gets Lambda's timestamped line; a handled error does not.
+        error_line: !reusable,
+    })
+}
+
+/// What either kind of sandbox measured about one invocation.
+struct Measured<'a> {
+    function: &'a FunctionConfig,
+    request_id: String,
+    kind: OutcomeKind,
+    error: Option<FunctionError>,
+    payload: Bytes,
+    /// The function's own log output.
+    output: &'a [u8],
+    duration_us: u64,
+    init_duration_us: Option<u64>,
+    peak_memory_bytes: u64,
+    reusable: bool,
+    /// Whether the error also gets Lambda's timestamped line in the log.
+    error_line: bool,
+}
+
+/// Bills, frames the log with START/END/REPORT and builds the outcome.
+fn finish(m: Measured<'_>) -> InvokeOutcome {
+    let function = m.function;
+    let request_id = m.request_id;
+    // Lambda bills a timed-out invocation for the whole timeout.
+    let billed = if m.kind == OutcomeKind::Timeout {
+        function.timeout_s as u64 * 1000
+    } else {
+        billed_ms(m.duration_us)
+    };
+    let max_memory_used_mb = m.peak_memory_bytes.div_ceil(1 << 20) as u32;
+    let extra = m.error.as_ref().filter(|_| m.error_line).map(|e| {
+        format!(
+            "{} {request_id} {}",
+            nimbus_types::time::lambda_timestamp(nimbus_types::time::now_ms()),
+            e.error_message
+                .trim_start_matches(&format!("RequestId: {request_id} Error: "))
+        )
+    });
+    let log = frame(
+        &Report {
+            request_id: &request_id,
+            version: &function.version,
+            duration_us: m.duration_us,
+            billed_ms: billed,
+            memory_mb: function.memory_mb,
+            max_memory_used_mb,
+            init_duration_us: m.init_duration_us,
+        },
+        m.output,
+        extra.as_deref(),
+    );
+    InvokeOutcome {
+        request_id,
+        kind: m.kind,
+        error: m.error,
+        payload: m.payload,
+        log,
+        duration_us: m.duration_us,
+        billed_ms: billed,
+        init_duration_us: m.init_duration_us,
         memory_mb: function.memory_mb,
         max_memory_used_mb,
-        reusable,
+        reusable: m.reusable,
     }
 }
