@@ -289,3 +289,25 @@ def test_many_bad_requests_in_a_row(raw_lambda_client, make_zip, assert_serving)
             lambda: create(raw_lambda_client, s.unique_name("junk"), b"junk " * i), *INVALID
         )
     assert_serving()
+
+
+def test_invoke_bad_headers_then_serving(node, good_function, assert_serving):
+    """Invoke's headers are checked at the edge: unknown invocation or log types and a client
+    context that is not base64 JSON are refused with Lambda's errors, and nothing runs."""
+    import http.client
+
+    host, port = node.endpoint.removeprefix("http://").split(":")
+    cases = [
+        ({"X-Amz-Invocation-Type": "Sometimes"}, 400, "ValidationException"),
+        ({"X-Amz-Log-Type": "Everything"}, 400, "ValidationException"),
+        ({"X-Amz-Client-Context": "!!not base64!!"}, 400, "InvalidRequestContentException"),
+        ({"X-Amz-Client-Context": "bm90IGpzb24="}, 400, "InvalidRequestContentException"),
+        ({"X-Amz-Client-Context": "e30=" * 1000}, 413, "RequestTooLargeException"),
+    ]
+    for headers, status, code in cases:
+        conn = http.client.HTTPConnection(host, int(port))
+        conn.request("POST", f"/2015-03-31/functions/{good_function}/invocations", body=b"{}", headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        assert (resp.status, resp.getheader("x-amzn-ErrorType")) == (status, code), headers
+    assert_serving()
