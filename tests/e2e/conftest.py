@@ -80,13 +80,19 @@ def node(nimbus_bin, wasm_fixtures, tmp_path_factory):
 def node_factory(nimbus_bin, wasm_fixtures, tmp_path):
     """Starts private nodes, each on its own temporary data dir.
 
-    node_factory(config=None, name="node") -> started Node
+    node_factory(config=None, name="node", extra_args=()) -> started Node
     """
     nodes: list[s.Node] = []
 
-    def make(config: Path | None = None, name: str = "node") -> s.Node:
+    def make(config: Path | None = None, name: str = "node", extra_args=()) -> s.Node:
         base = tmp_path / f"{name}-{len(nodes)}"
-        n = s.Node(nimbus_bin, data_dir=base / "data", log_dir=base / "logs", config=config)
+        n = s.Node(
+            nimbus_bin,
+            data_dir=base / "data",
+            log_dir=base / "logs",
+            config=config,
+            extra_args=extra_args,
+        )
         nodes.append(n)
         n.start()
         return n

@@ -291,7 +291,9 @@ class Node:
         data_dir: Path,
         log_dir: Path,
         config: Optional[Path] = None,
+        extra_args: Iterable[str] = (),
     ) -> None:
+        self.extra_args = list(extra_args)
         self.binary = Path(binary)
         self.data_dir = Path(data_dir)
         self.log_dir = Path(log_dir)
@@ -332,6 +334,7 @@ class Node:
         ]
         if self.config is not None:
             cmd += ["--config", str(self.config)]
+        cmd += self.extra_args
         env = clean_env({HOST_SENTINEL_VAR: HOST_SENTINEL_VALUE})
         env.setdefault("RUST_BACKTRACE", "1")
         self.endpoint = None

@@ -113,6 +113,15 @@ pub struct QueuesArgs {
     endpoint: EndpointArg,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Print the status as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    endpoint: EndpointArg,
+}
+
 struct Api {
     base: String,
     agent: ureq::Agent,
@@ -532,6 +541,66 @@ pub fn queues(args: QueuesArgs) -> anyhow::Result<ExitCode> {
             q["dead_letter_queue"].as_str().unwrap_or("-"),
         )?;
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let api = Api::new(&args.endpoint);
+    let report = api
+        .call("GET", "/nimbus/v1/cluster", &[], None)?
+        .ok()?
+        .json()?;
+    if args.json {
+        return print_json(&report);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<24} {:<22} {:>10} {:>10} {:>10} {:>9} {:>12} {:>10}",
+        "WORKER", "ADDRESS", "CAPACITY", "USED", "FREE", "SANDBOXES", "INVOCATIONS", "HEARTBEAT"
+    )?;
+    for w in report["workers"].as_array().into_iter().flatten() {
+        let heartbeat = match w["last_heartbeat_ms"].as_u64() {
+            Some(ms) => format!("{ms}ms ago"),
+            None => "built-in".to_owned(),
+        };
+        writeln!(
+            out,
+            "{:<24} {:<22} {:>8}MB {:>8}MB {:>8}MB {:>9} {:>12} {:>10}",
+            w["name"].as_str().unwrap_or("?"),
+            w["address"].as_str().unwrap_or("in-process"),
+            w["capacity_mb"].as_u64().unwrap_or(0),
+            w["used_mb"].as_u64().unwrap_or(0),
+            w["free_mb"].as_u64().unwrap_or(0),
+            w["sandboxes"].as_u64().unwrap_or(0),
+            w["invocations"].as_u64().unwrap_or(0),
+            heartbeat,
+        )?;
+    }
+    let sandboxes = report["sandboxes"].as_array().cloned().unwrap_or_default();
+    if !sandboxes.is_empty() {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{:<48} {:<24} {:>6} {:>6}",
+            "FUNCTION:VERSION", "WORKER", "IDLE", "TOTAL"
+        )?;
+        for s in sandboxes {
+            writeln!(
+                out,
+                "{:<48} {:<24} {:>6} {:>6}",
+                s["function"].as_str().unwrap_or("?"),
+                s["worker"].as_str().unwrap_or("?"),
+                s["idle"].as_u64().unwrap_or(0),
+                s["total"].as_u64().unwrap_or(0),
+            )?;
+        }
+    }
+    writeln!(
+        out,
+        "\nconcurrency: limit {}, unreserved {}",
+        report["concurrency"]["limit"], report["concurrency"]["unreserved"]
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -31,6 +31,25 @@ pub struct NodeConfig {
     pub retention: Retention,
     #[serde(rename = "async")]
     pub async_invoke: AsyncSection,
+    pub cluster: ClusterSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// Milliseconds between a worker's heartbeats.
+    pub heartbeat_ms: u64,
+    /// Milliseconds without a heartbeat after which a worker is declared lost.
+    pub heartbeat_timeout_ms: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 500,
+            heartbeat_timeout_ms: 3000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -56,6 +75,15 @@ impl Default for AsyncSection {
 pub struct Limits {
     /// Invocations running at once across all functions.
     pub concurrency: u32,
+    /// Concurrency that reservations must leave to functions without one; a tenth of
+    /// `concurrency` if unset (Lambda: 100 of 1000).
+    pub min_unreserved: Option<u32>,
+}
+
+impl Limits {
+    pub fn min_unreserved(&self) -> u32 {
+        self.min_unreserved.unwrap_or(self.concurrency / 10)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -71,6 +99,8 @@ pub struct Sandboxes {
 pub struct WorkerSection {
     /// Memory the built-in worker offers to sandboxes; 0 means the machine's memory.
     pub capacity_mb: u64,
+    /// Run the node without its built-in worker: only workers that join host sandboxes.
+    pub disabled: bool,
 }
 
 impl Default for NodeConfig {
@@ -87,13 +117,17 @@ impl Default for NodeConfig {
             worker: WorkerSection::default(),
             retention: Retention::default(),
             async_invoke: AsyncSection::default(),
+            cluster: ClusterSection::default(),
         }
     }
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { concurrency: 1000 }
+        Self {
+            concurrency: 1000,
+            min_unreserved: None,
+        }
     }
 }
 
@@ -126,6 +160,15 @@ impl NodeConfig {
             "prices must not be negative"
         );
         anyhow::ensure!(!self.region.is_empty(), "region must not be empty");
+        anyhow::ensure!(
+            self.limits.min_unreserved() <= self.limits.concurrency,
+            "limits.min_unreserved must not exceed limits.concurrency"
+        );
+        anyhow::ensure!(
+            (50..=60_000).contains(&self.cluster.heartbeat_ms)
+                && self.cluster.heartbeat_timeout_ms >= 2 * self.cluster.heartbeat_ms,
+            "cluster.heartbeat_ms must be between 50 and 60000 and heartbeat_timeout_ms at least twice it"
+        );
         Ok(())
     }
 }

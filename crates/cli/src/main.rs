@@ -7,6 +7,7 @@
 mod client;
 mod config;
 mod node;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,7 +40,14 @@ enum Command {
         /// TOML configuration file (see nimbus.example.toml).
         #[arg(long, env = ENV_CONFIG)]
         config: Option<PathBuf>,
+        /// Run without the built-in worker: only workers that join host sandboxes.
+        #[arg(long)]
+        no_worker: bool,
     },
+    /// Run a worker that joins a node and hosts sandboxes for it.
+    Worker(worker::WorkerArgs),
+    /// Show the node's workers, their capacity and their sandboxes.
+    Status(client::StatusArgs),
     /// Create a function, or update its code and configuration if it exists.
     Deploy(client::DeployArgs),
     /// Invoke a function synchronously and print its result.
@@ -54,7 +62,7 @@ enum Command {
     Queues(client::QueuesArgs),
 }
 
-fn init_tracing() {
+pub(crate) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NIMBUS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -68,6 +76,7 @@ fn run_node(
     listen: Option<std::net::SocketAddr>,
     data_dir: Option<PathBuf>,
     config: Option<PathBuf>,
+    no_worker: bool,
 ) -> anyhow::Result<()> {
     let mut node_config = match config {
         Some(path) => NodeConfig::load(&path)?,
@@ -78,6 +87,9 @@ fn run_node(
     }
     if let Some(dir) = data_dir {
         node_config.data_dir = dir;
+    }
+    if no_worker {
+        node_config.worker.disabled = true;
     }
     init_tracing();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -101,7 +113,10 @@ fn main() -> ExitCode {
             listen,
             data_dir,
             config,
-        } => run_node(listen, data_dir, config).map(|()| ExitCode::SUCCESS),
+            no_worker,
+        } => run_node(listen, data_dir, config, no_worker).map(|()| ExitCode::SUCCESS),
+        Command::Worker(args) => worker::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Status(args) => client::status(args),
         Command::Deploy(args) => client::deploy(args),
         Command::Invoke(args) => client::invoke(args),
         Command::Logs(args) => client::logs(args),

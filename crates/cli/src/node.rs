@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::config::NodeConfig;
 
-fn machine_memory_mb() -> u64 {
+pub(crate) fn machine_memory_mb() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
@@ -27,7 +27,7 @@ fn machine_memory_mb() -> u64 {
         .map_or(4096, |kb| kb / 1024)
 }
 
-fn private_dir(path: &std::path::Path) -> anyhow::Result<()> {
+pub(crate) fn private_dir(path: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
     #[cfg(unix)]
     {
@@ -40,7 +40,7 @@ fn private_dir(path: &std::path::Path) -> anyhow::Result<()> {
 
 /// Registers for SIGINT and SIGTERM now, so that a signal arriving right after the node
 /// announces itself is handled gracefully too; the future resolves on the first of them.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+pub(crate) fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut terminate =
@@ -54,7 +54,7 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 }
 
 /// Sets up process sandboxes if this host can run them; wasm functions work either way.
-fn process_sandboxes(data: &std::path::Path) -> Option<ProcessConfig> {
+pub(crate) fn process_sandboxes(data: &std::path::Path) -> Option<ProcessConfig> {
     if let Err(e) = nimbus_sandbox::check_support() {
         tracing::warn!(reason = %e, "process runtimes are disabled");
         return None;
@@ -107,17 +107,6 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         0 => machine_memory_mb(),
         n => n,
     };
-    let process = process_sandboxes(data);
-    let pool = process.as_ref().map(|p| p.pool.clone());
-    let worker: Arc<dyn Worker> = Arc::new(LocalWorker::new(
-        LocalWorkerConfig {
-            capacity_mb,
-            region: config.region.clone(),
-            process,
-        },
-        code.clone(),
-        wasm,
-    ));
     let telemetry = Arc::new(TelemetryWriter::start(
         store.clone(),
         config.retention.clone(),
@@ -125,11 +114,27 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let manager = Arc::new(WorkerManager::new(
         ManagerConfig {
             concurrency_limit: config.limits.concurrency,
+            min_unreserved: config.limits.min_unreserved(),
             keep_alive: Duration::from_secs(config.sandboxes.keep_alive_s),
         },
-        vec![worker],
         telemetry,
     ));
+    let mut pool = None;
+    if !config.worker.disabled {
+        let process = process_sandboxes(data);
+        pool = process.as_ref().map(|p| p.pool.clone());
+        let worker: Arc<dyn Worker> = Arc::new(LocalWorker::new(
+            LocalWorkerConfig {
+                capacity_mb,
+                region: config.region.clone(),
+                process,
+                first_sandbox_id: 1,
+            },
+            code.clone(),
+            wasm,
+        ));
+        manager.add_worker("local", worker, capacity_mb, false);
+    }
     let frontend = Arc::new(
         Frontend::new(
             FrontendConfig {
@@ -137,11 +142,25 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
                 pricing: config.pricing,
             },
             store.clone(),
-            code,
+            code.clone(),
             store.clone(),
             manager.clone(),
         )
         .context("loading functions")?,
+    );
+    let control = frontend.control();
+    control.restore().await;
+    let secret = nimbus_cluster::Secret::load_or_create(&data.join("cluster.secret"))
+        .context("preparing the cluster secret")?;
+    let cluster = nimbus_cluster::node::Cluster::new(
+        nimbus_cluster::node::ClusterConfig {
+            heartbeat: Duration::from_millis(config.cluster.heartbeat_ms),
+            heartbeat_timeout: Duration::from_millis(config.cluster.heartbeat_timeout_ms),
+        },
+        secret,
+        manager.clone(),
+        code.clone(),
+        Arc::new(move || control.functions_to_prepare()),
     );
 
     let signal = shutdown_signal()?;
@@ -187,13 +206,15 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         writeln!(out, "nimbus listening on http://{address}")?;
         out.flush()?;
     }
-    tracing::info!(%address, data_dir = %data.display(), capacity_mb, "node started");
+    tracing::info!(%address, data_dir = %data.display(), built_in_worker = !config.worker.disabled, "node started");
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let reaper = tokio::spawn(manager.clone().run_reaper(stopped(stop_rx.clone())));
+    let provisioner = tokio::spawn(manager.clone().run_provisioner(stopped(stop_rx.clone())));
+    let monitor = tokio::spawn(cluster.clone().run_monitor(stopped(stop_rx.clone())));
     let pollers = tokio::spawn(invoker.run(stopped(stop_rx.clone())));
     let event_sources = tokio::spawn(frontend.clone().run_event_sources(stopped(stop_rx.clone())));
     let schedules = tokio::spawn(scheduler.run(stopped(stop_rx.clone())));
@@ -202,8 +223,10 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         tracing::info!("stopping: finishing in-flight requests");
         let _ = stop_tx.send(true);
     });
-    nimbus_frontend::serve(listener, frontend, stopped(stop_rx)).await?;
+    nimbus_frontend::serve(listener, frontend, cluster.router(), stopped(stop_rx)).await?;
     let _ = reaper.await;
+    let _ = provisioner.await;
+    let _ = monitor.await;
     let _ = pollers.await;
     let _ = event_sources.await;
     let _ = schedules.await;

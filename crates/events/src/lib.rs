@@ -262,8 +262,13 @@ impl AsyncInvoker {
             async_attempt: Some(meta.attempts + 1),
         };
         match self.manager.invoke(&function, request).await {
-            Err(nimbus_manager::Error::Throttled) | Err(nimbus_manager::Error::NoCapacity(_)) => {
-                // Throttled events wait and try again; the throttle is not an attempt.
+            Err(
+                nimbus_manager::Error::Throttled(_)
+                | nimbus_manager::Error::NoCapacity(_)
+                | nimbus_manager::Error::WorkerLost(_),
+            ) => {
+                // Throttled events wait and try again; the throttle is not an attempt. Nor is
+                // a run cut short by a lost worker: the event goes to another one.
                 let value = serde_json::to_value(&meta).unwrap_or(Value::Null);
                 self.queue.release(
                     &delivery,

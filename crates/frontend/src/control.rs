@@ -27,6 +27,8 @@ pub struct ControlPlane {
     code: Arc<dyn CodeStore>,
     manager: Arc<WorkerManager>,
     functions: RwLock<HashMap<String, Arc<FunctionConfig>>>,
+    /// Published versions by function name and number.
+    versions: RwLock<HashMap<String, BTreeMap<u32, Arc<FunctionConfig>>>>,
     mutations: tokio::sync::Mutex<()>,
 }
 
@@ -82,14 +84,265 @@ impl ControlPlane {
                 functions.insert(f.name.clone(), Arc::new(f));
             }
         }
+        let mut versions: HashMap<String, BTreeMap<u32, Arc<FunctionConfig>>> = HashMap::new();
+        for v in store.all_versions()? {
+            if let Ok(n) = v.version.parse::<u32>() {
+                versions
+                    .entry(v.name.clone())
+                    .or_default()
+                    .insert(n, Arc::new(v));
+            }
+        }
         Ok(Self {
             region,
             store,
             code,
             manager,
             functions: RwLock::new(functions),
+            versions: RwLock::new(versions),
             mutations: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Hands the stored concurrency settings to the Worker Manager: reservations, and the
+    /// provisioned sandboxes to start.
+    pub async fn restore(&self) {
+        let functions: Vec<Arc<FunctionConfig>> = self
+            .functions
+            .read()
+            .map(|f| f.values().cloned().collect())
+            .unwrap_or_default();
+        for f in functions {
+            if f.reserved_concurrency.is_some()
+                && let Err(e) = self.manager.set_reserved(&f.name, f.reserved_concurrency)
+            {
+                tracing::warn!(function = %f.name, error = %e, "stored reserved concurrency no longer fits the account limit");
+            }
+            for (version, p) in &f.provisioned {
+                if let Some(v) = version.parse().ok().and_then(|n| self.version(&f.name, n)) {
+                    self.manager.set_provisioned(v, p.requested).await;
+                }
+            }
+        }
+    }
+
+    /// A published version of a function.
+    pub fn version(&self, name: &str, number: u32) -> Option<Arc<FunctionConfig>> {
+        self.versions.read().ok()?.get(name)?.get(&number).cloned()
+    }
+
+    /// The published versions of a function, oldest first.
+    pub fn versions_of(&self, name: &str) -> Vec<Arc<FunctionConfig>> {
+        self.versions
+            .read()
+            .ok()
+            .and_then(|v| v.get(name).map(|m| m.values().cloned().collect()))
+            .unwrap_or_default()
+    }
+
+    /// What a worker that joins should have ahead of time: every function's current code and
+    /// the versions with provisioned concurrency.
+    pub fn functions_to_prepare(&self) -> Vec<Arc<FunctionConfig>> {
+        let functions: Vec<Arc<FunctionConfig>> = self
+            .functions
+            .read()
+            .map(|f| f.values().cloned().collect())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for f in functions {
+            for version in f.provisioned.keys() {
+                if let Some(v) = version.parse().ok().and_then(|n| self.version(&f.name, n)) {
+                    out.push(v);
+                }
+            }
+            out.push(f);
+        }
+        out
+    }
+
+    /// Publishes `$LATEST` as a new immutable version, or returns the newest version if nothing
+    /// changed since it was published.
+    pub async fn publish_version(
+        &self,
+        name: &str,
+        code_sha256: Option<&str>,
+        description: Option<String>,
+        revision_id: Option<&str>,
+    ) -> ApiResult<(Arc<FunctionConfig>, bool)> {
+        let _guard = self.mutations.lock().await;
+        let latest = self.existing(name)?;
+        Self::check_revision(&latest, revision_id)?;
+        if let Some(sha) = code_sha256
+            && sha != crate::wire::sha256_base64(&latest.code.sha256)
+        {
+            return Err(ApiError::invalid_parameter(format!(
+                "CodeSha256 ({sha}) is different from current CodeSha256 in $LATEST ({}). \
+                 Please try again with the CodeSha256 in $LATEST.",
+                crate::wire::sha256_base64(&latest.code.sha256)
+            )));
+        }
+        if let Some(d) = &description {
+            validate_description(d)?;
+        }
+        let newest = self.versions_of(name).last().cloned();
+        if let Some(newest) = newest
+            && same_published(&newest, &latest)
+        {
+            return Ok((newest, false));
+        }
+        let number = latest.last_published + 1;
+        let mut version = (*latest).clone();
+        version.version = number.to_string();
+        version.revision_id = new_revision();
+        version.last_modified_ms = nimbus_types::time::now_ms();
+        version.reserved_concurrency = None;
+        version.provisioned = Default::default();
+        version.last_published = 0;
+        if let Some(d) = description {
+            version.description = d;
+        }
+        let mut updated = (*latest).clone();
+        updated.last_published = number;
+        let store = self.store.clone();
+        let (v, u) = (version.clone(), updated.clone());
+        self.blocking(move || {
+            store.put_version(&v)?;
+            store.put_function(&u)
+        })
+        .await?;
+        self.cache(&updated);
+        let version = Arc::new(version);
+        if let Ok(mut versions) = self.versions.write() {
+            versions
+                .entry(name.to_owned())
+                .or_default()
+                .insert(number, version.clone());
+        }
+        tracing::info!(function = %name, version = number, "version published");
+        Ok((version, true))
+    }
+
+    /// Deletes one published version (and its provisioned concurrency).
+    pub async fn delete_version(&self, name: &str, number: u32) -> ApiResult<()> {
+        let _guard = self.mutations.lock().await;
+        let latest = self.existing(name)?;
+        let Some(version) = self.version(name, number) else {
+            return Err(ApiError::function_not_found(&format!(
+                "{}:{number}",
+                self.arn(name)
+            )));
+        };
+        let mut updated = (*latest).clone();
+        let had_provisioned = updated.provisioned.remove(&number.to_string()).is_some();
+        let store = self.store.clone();
+        let (key, u) = (name.to_owned(), updated.clone());
+        self.blocking(move || {
+            store.delete_version(&key, &number.to_string())?;
+            if had_provisioned {
+                store.put_function(&u)?;
+            }
+            Ok(())
+        })
+        .await?;
+        self.cache(&updated);
+        if let Ok(mut versions) = self.versions.write()
+            && let Some(v) = versions.get_mut(name)
+        {
+            v.remove(&number);
+        }
+        self.manager.set_provisioned(version.clone(), 0).await;
+        self.manager.retire(&version.qualified_name()).await;
+        self.collect_code(vec![version.code.sha256.clone()]).await;
+        Ok(())
+    }
+
+    /// Sets or clears a function's reserved concurrency.
+    pub async fn set_reserved(&self, name: &str, reserved: Option<u32>) -> ApiResult<()> {
+        let _guard = self.mutations.lock().await;
+        let latest = self.existing(name)?;
+        if let Some(r) = reserved {
+            let provisioned: u32 = latest.provisioned.values().map(|p| p.requested).sum();
+            if r < provisioned {
+                return Err(ApiError::invalid_parameter(format!(
+                    "ReservedConcurrentExecutions ({r}) cannot be lower than the function's \
+                     provisioned concurrency ({provisioned})"
+                )));
+            }
+        }
+        let previous = latest.reserved_concurrency;
+        self.manager.set_reserved(name, reserved)?;
+        let mut updated = (*latest).clone();
+        updated.reserved_concurrency = reserved;
+        let store = self.store.clone();
+        let record = updated.clone();
+        if let Err(e) = self.blocking(move || store.put_function(&record)).await {
+            let _ = self.manager.set_reserved(name, previous);
+            return Err(e);
+        }
+        self.cache(&updated);
+        Ok(())
+    }
+
+    /// Sets (or with 0, removes) the provisioned concurrency of a published version.
+    pub async fn set_provisioned(
+        &self,
+        name: &str,
+        number: u32,
+        requested: u32,
+    ) -> ApiResult<Arc<FunctionConfig>> {
+        let _guard = self.mutations.lock().await;
+        let latest = self.existing(name)?;
+        let version = self
+            .version(name, number)
+            .ok_or_else(|| ApiError::function_not_found(&format!("{}:{number}", self.arn(name))))?;
+        let key = number.to_string();
+        if requested > 0 {
+            let others: u32 = latest
+                .provisioned
+                .iter()
+                .filter(|(v, _)| **v != key)
+                .map(|(_, p)| p.requested)
+                .sum();
+            let total = others + requested;
+            match latest.reserved_concurrency {
+                Some(reserved) if total > reserved => {
+                    return Err(ApiError::invalid_parameter(format!(
+                        "Requested Provisioned Concurrency ({total} for the function) should not \
+                         be greater than the reservedConcurrentExecution for function ({reserved})"
+                    )));
+                }
+                None => {
+                    let account = self.manager.account();
+                    let room = account.unreserved.saturating_sub(account.min_unreserved);
+                    if total > room {
+                        return Err(ApiError::invalid_parameter(format!(
+                            "Specified ConcurrentExecutions for function is greater than \
+                             account's unreserved concurrency [{}] minus its minimum [{}]",
+                            account.unreserved, account.min_unreserved
+                        )));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut updated = (*latest).clone();
+        if requested == 0 {
+            updated.provisioned.remove(&key);
+        } else {
+            updated.provisioned.insert(
+                key,
+                nimbus_types::function::ProvisionedRequest {
+                    requested,
+                    last_modified_ms: nimbus_types::time::now_ms(),
+                },
+            );
+        }
+        let store = self.store.clone();
+        let record = updated.clone();
+        self.blocking(move || store.put_function(&record)).await?;
+        self.cache(&updated);
+        self.manager.set_provisioned(version, requested).await;
+        Ok(Arc::new(updated))
     }
 
     pub fn arn(&self, name: &str) -> String {
@@ -125,11 +378,18 @@ impl ControlPlane {
 
     /// Deletes code packages that no function refers to any more.
     async fn collect_code(&self, candidates: Vec<String>) {
-        let in_use: Vec<String> = self
+        let mut in_use: Vec<String> = self
             .functions
             .read()
             .map(|f| f.values().map(|f| f.code.sha256.clone()).collect())
             .unwrap_or_default();
+        if let Ok(versions) = self.versions.read() {
+            in_use.extend(
+                versions
+                    .values()
+                    .flat_map(|v| v.values().map(|f| f.code.sha256.clone())),
+            );
+        }
         for sha in candidates {
             if !in_use.contains(&sha) {
                 let code = self.code.clone();
@@ -149,11 +409,6 @@ impl ControlPlane {
         if input.package_type.as_deref().is_some_and(|p| p != "Zip") {
             return Err(ApiError::invalid_parameter(
                 "PackageType Image is not supported; deploy a zip package",
-            ));
-        }
-        if input.publish == Some(true) {
-            return Err(ApiError::invalid_parameter(
-                "Publish is not supported yet: only $LATEST exists",
             ));
         }
         if input.layers.as_ref().is_some_and(|l| !l.is_empty()) {
@@ -223,6 +478,9 @@ impl ControlPlane {
             last_modified_ms: nimbus_types::time::now_ms(),
             version: LATEST.to_owned(),
             event_invoke: None,
+            last_published: 0,
+            reserved_concurrency: None,
+            provisioned: Default::default(),
         };
         if let Err(e) = self.manager.prepare(&function).await {
             self.collect_code(vec![function.code.sha256.clone()]).await;
@@ -267,7 +525,7 @@ impl ControlPlane {
         let record = updated.clone();
         self.blocking(move || store.put_function(&record)).await?;
         self.cache(&updated);
-        self.manager.retire(&updated.name).await;
+        self.manager.retire(&updated.qualified_name()).await;
         if old.code.sha256 != updated.code.sha256 {
             self.collect_code(vec![old.code.sha256.clone()]).await;
         }
@@ -283,11 +541,6 @@ impl ControlPlane {
         if input.s3_bucket.is_some() || input.image_uri.is_some() {
             return Err(ApiError::invalid_parameter(
                 "only ZipFile is supported: upload the zip inline",
-            ));
-        }
-        if input.publish == Some(true) {
-            return Err(ApiError::invalid_parameter(
-                "Publish is not supported yet: only $LATEST exists",
             ));
         }
         let zip = decode_zip(
@@ -379,12 +632,28 @@ impl ControlPlane {
         let old = self.existing(name)?;
         let store = self.store.clone();
         let key = name.to_owned();
-        self.blocking(move || store.delete_function(&key)).await?;
+        let versions = self.versions_of(name);
+        let numbers: Vec<String> = versions.iter().map(|v| v.version.clone()).collect();
+        self.blocking(move || {
+            for n in &numbers {
+                store.delete_version(&key, n)?;
+            }
+            store.delete_function(&key).map(|_| ())
+        })
+        .await?;
         if let Ok(mut functions) = self.functions.write() {
             functions.remove(name);
         }
-        self.manager.retire(name).await;
-        self.collect_code(vec![old.code.sha256.clone()]).await;
+        if let Ok(mut v) = self.versions.write() {
+            v.remove(name);
+        }
+        for v in &versions {
+            self.manager.set_provisioned(v.clone(), 0).await;
+        }
+        self.manager.remove_function(name).await;
+        let mut codes = vec![old.code.sha256.clone()];
+        codes.extend(versions.iter().map(|v| v.code.sha256.clone()));
+        self.collect_code(codes).await;
         tracing::info!(function = %name, "function deleted");
         Ok(())
     }
@@ -421,8 +690,24 @@ impl ControlPlane {
     }
 }
 
+/// Whether a published version already holds what `$LATEST` has now.
+fn same_published(version: &FunctionConfig, latest: &FunctionConfig) -> bool {
+    version.code == latest.code
+        && version.runtime == latest.runtime
+        && version.handler == latest.handler
+        && version.memory_mb == latest.memory_mb
+        && version.timeout_s == latest.timeout_s
+        && version.environment == latest.environment
+        && version.ephemeral_storage_mb == latest.ephemeral_storage_mb
+        && version.role == latest.role
+}
+
 impl nimbus_events::FunctionDirectory for ControlPlane {
+    /// A function by name, or one of its versions as `name:N`.
     fn function(&self, name: &str) -> Option<Arc<FunctionConfig>> {
-        ControlPlane::function(self, name)
+        match name.split_once(':') {
+            Some((name, number)) => self.version(name, number.parse().ok()?),
+            None => ControlPlane::function(self, name),
+        }
     }
 }

@@ -8,6 +8,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Lambda's `Reason` field of a throttle.
+    pub reason: Option<&'static str>,
 }
 
 impl ApiError {
@@ -16,7 +18,13 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            reason: None,
         }
+    }
+
+    pub fn with_reason(mut self, reason: &'static str) -> Self {
+        self.reason = Some(reason);
+        self
     }
 
     /// A bad parameter. Lambda reports violations of its API model's constraints (patterns,
@@ -92,17 +100,28 @@ impl From<nimbus_store::Error> for ApiError {
 impl From<nimbus_manager::Error> for ApiError {
     fn from(e: nimbus_manager::Error) -> Self {
         match e {
-            nimbus_manager::Error::Throttled => Self::new(
+            nimbus_manager::Error::Throttled(reason) => Self::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "TooManyRequestsException",
                 "Rate Exceeded.",
-            ),
+            )
+            .with_reason(reason.as_str()),
             nimbus_manager::Error::NoCapacity(mb) => Self::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "TooManyRequestsException",
-                format!("No worker has capacity for a {mb} MB sandbox right now."),
+                format!(
+                    "No worker has room for another sandbox of {mb} MB: the capacity of every \
+                     worker is in use. Retry later, or add workers."
+                ),
+            )
+            .with_reason(nimbus_manager::ThrottleReason::Capacity.as_str()),
+            nimbus_manager::Error::WorkerLost(m) => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "ServiceException",
+                format!("{m}; the function may or may not have run."),
             ),
             nimbus_manager::Error::InvalidCode(m) => Self::invalid_parameter(m),
+            nimbus_manager::Error::InvalidSetting(m) => Self::invalid_parameter(m),
             nimbus_manager::Error::Internal(m) => Self::internal(m),
         }
     }
@@ -122,7 +141,10 @@ fn anyhow_chain(e: &dyn std::error::Error) -> String {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "Type": "User", "Message": self.message });
+        let mut body = serde_json::json!({ "Type": "User", "Message": self.message });
+        if let Some(reason) = self.reason {
+            body["Reason"] = serde_json::Value::from(reason);
+        }
         let mut response = (self.status, axum::Json(body)).into_response();
         response
             .headers_mut()

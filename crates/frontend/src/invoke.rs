@@ -111,8 +111,14 @@ pub(crate) async fn invoke(
     let request_id = uuid::Uuid::new_v4().to_string();
     if let InvocationType::Event = invocation_type {
         // 202 only once the event is on disk.
+        // A published version travels as `name:N`.
+        let target = if function.version == nimbus_types::name::LATEST {
+            function.name.clone()
+        } else {
+            function.qualified_name()
+        };
         f.async_invoker()?
-            .submit(&function.name, &request_id, payload)
+            .submit(&target, &request_id, payload)
             .await?;
         let mut response = StatusCode::ACCEPTED.into_response();
         if let Ok(v) = HeaderValue::from_str(&request_id) {

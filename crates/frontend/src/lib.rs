@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+mod concurrency;
 mod control;
 mod error;
 pub mod esm;
@@ -15,6 +16,7 @@ mod eventbridge;
 mod invoke;
 mod nimbus_api;
 pub mod sqs;
+mod versions;
 mod wire;
 
 use std::sync::Arc;
@@ -137,6 +139,33 @@ pub fn router(frontend: Arc<Frontend>) -> Router {
             &format!("{FUNCTIONS}/{{name}}/invocations"),
             post(invoke::invoke),
         )
+        .route(
+            &format!("{FUNCTIONS}/{{name}}/versions"),
+            get(versions::list).post(versions::publish),
+        )
+        .route(
+            "/2017-10-31/functions/{name}/concurrency",
+            axum::routing::put(concurrency::put_reserved).delete(concurrency::delete_reserved),
+        )
+        .route(
+            "/2019-09-30/functions/{name}/concurrency",
+            get(concurrency::get_reserved),
+        )
+        .route(
+            "/2019-09-30/functions/{name}/provisioned-concurrency",
+            get(concurrency::get_provisioned)
+                .put(concurrency::put_provisioned)
+                .delete(concurrency::delete_provisioned),
+        )
+        .route(
+            "/2016-08-19/account-settings",
+            get(concurrency::account_settings),
+        )
+        .route(
+            "/2016-08-19/account-settings/",
+            get(concurrency::account_settings),
+        )
+        .route("/metrics", get(concurrency::metrics))
         .route(
             "/2019-09-25/functions/{name}/event-invoke-config",
             get(event_config::get)
@@ -281,7 +310,11 @@ pub(crate) fn resolve(
         .ok_or_else(|| ApiError::function_not_found(&arn))?;
     match qualifier {
         None | Some(Qualifier::Latest) => Ok(function),
-        Some(Qualifier::Other(q)) => Err(ApiError::function_not_found(&format!("{arn}:{q}"))),
+        Some(Qualifier::Other(q)) => q
+            .parse::<u32>()
+            .ok()
+            .and_then(|n| frontend.control.version(&reference.name, n))
+            .ok_or_else(|| ApiError::function_not_found(&format!("{arn}:{q}"))),
     }
 }
 
@@ -297,8 +330,16 @@ async fn create_function(
     body: Body,
 ) -> Result<Response, ApiError> {
     let body = read_body(&headers, body, MAX_CODE_REQUEST_BYTES, "CreateFunction").await?;
-    let input = parse_json(&body)?;
-    let function = f.control.create(input).await?;
+    let input: wire::CreateFunctionInput = parse_json(&body)?;
+    let publish = input.publish == Some(true);
+    let mut function = f.control.create(input).await?;
+    if publish {
+        function = f
+            .control
+            .publish_version(&function.name, None, None, None)
+            .await?
+            .0;
+    }
     let out = FunctionConfiguration::from_config(&function, &f.control.region);
     Ok((StatusCode::CREATED, axum::Json(out)).into_response())
 }
@@ -322,6 +363,11 @@ async fn get_function(
             "Location": format!("http://{host}/nimbus/v1/functions/{}/code", function.name),
         }),
         tags: Default::default(),
+        concurrency: f
+            .control
+            .function(&function.name)
+            .and_then(|latest| latest.reserved_concurrency)
+            .map(|r| serde_json::json!({ "ReservedConcurrentExecutions": r })),
     };
     Ok(axum::Json(out).into_response())
 }
@@ -346,9 +392,17 @@ async fn update_function_code(
     body: Body,
 ) -> Result<Response, ApiError> {
     let body = read_body(&headers, body, MAX_CODE_REQUEST_BYTES, "UpdateFunctionCode").await?;
-    let input = parse_json(&body)?;
+    let input: wire::UpdateCodeInput = parse_json(&body)?;
+    let publish = input.publish == Some(true) && input.dry_run != Some(true);
     let current = resolve(&f, &name, None)?;
-    let function = f.control.update_code(&current.name, input).await?;
+    let mut function = f.control.update_code(&current.name, input).await?;
+    if publish {
+        function = f
+            .control
+            .publish_version(&function.name, None, None, None)
+            .await?
+            .0;
+    }
     Ok(axum::Json(FunctionConfiguration::from_config(
         &function,
         &f.control.region,
@@ -391,10 +445,14 @@ async fn delete_function(
             ));
         }
         Some(Qualifier::Other(q)) => {
-            return Err(ApiError::function_not_found(&format!(
-                "{}:{q}",
-                f.control.arn(&reference.name)
-            )));
+            let Ok(number) = q.parse::<u32>() else {
+                return Err(ApiError::function_not_found(&format!(
+                    "{}:{q}",
+                    f.control.arn(&reference.name)
+                )));
+            };
+            f.control.delete_version(&reference.name, number).await?;
+            return Ok(StatusCode::NO_CONTENT.into_response());
         }
     }
     f.control.delete(&reference.name).await?;
@@ -454,9 +512,10 @@ async fn download_code(
 pub async fn serve(
     listener: tokio::net::TcpListener,
     frontend: Arc<Frontend>,
+    extra: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(frontend))
+    axum::serve(listener, extra.merge(router(frontend)))
         .with_graceful_shutdown(shutdown)
         .await
 }

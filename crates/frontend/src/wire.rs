@@ -112,7 +112,15 @@ impl FunctionConfiguration {
     pub fn from_config(f: &FunctionConfig, region: &str) -> Self {
         Self {
             function_name: f.name.clone(),
-            function_arn: nimbus_types::name::function_arn(region, &f.name),
+            function_arn: if f.version == nimbus_types::name::LATEST {
+                nimbus_types::name::function_arn(region, &f.name)
+            } else {
+                format!(
+                    "{}:{}",
+                    nimbus_types::name::function_arn(region, &f.name),
+                    f.version
+                )
+            },
             runtime: f.runtime.to_string(),
             role: f.role.clone(),
             handler: f.handler.clone(),
@@ -164,4 +172,6 @@ pub struct GetFunctionOutput {
     pub configuration: FunctionConfiguration,
     pub code: serde_json::Value,
     pub tags: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<serde_json::Value>,
 }

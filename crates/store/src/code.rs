@@ -47,6 +47,11 @@ impl LocalCodeStore {
         })
     }
 
+    /// Whether the package with this digest is stored here.
+    pub fn contains(&self, sha: &str) -> bool {
+        is_sha_hex(sha) && self.zip_path(sha).is_file()
+    }
+
     fn zip_path(&self, sha: &str) -> PathBuf {
         self.root.join("zips").join(format!("{sha}.zip"))
     }

@@ -20,6 +20,15 @@ const RULES: TableDefinition<&str, &[u8]> = TableDefinition::new("rules");
 const MAPPINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("event_source_mappings");
 /// Queue name → queue configuration.
 const QUEUES: TableDefinition<&str, &[u8]> = TableDefinition::new("queues");
+/// Published versions, keyed `name:NNNNNNNNNN` (zero-padded so they sort by number).
+const VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("versions");
+
+fn version_key(name: &str, version: &str) -> String {
+    match version.parse::<u64>() {
+        Ok(n) => format!("{name}:{n:010}"),
+        Err(_) => format!("{name}:{version}"),
+    }
+}
 
 const CACHE_BYTES: usize = 16 << 20;
 
@@ -42,6 +51,7 @@ impl EmbeddedStore {
         {
             txn.open_table(FUNCTIONS)?;
             txn.open_table(QUEUES)?;
+            txn.open_table(VERSIONS)?;
             txn.open_table(MAPPINGS)?;
             txn.open_table(RULES)?;
             let logs = txn.open_table(LOGS)?;
@@ -232,6 +242,22 @@ impl FunctionStore for EmbeddedStore {
         txn.commit()?;
         Ok(removed)
     }
+
+    fn put_version(&self, version: &FunctionConfig) -> Result<()> {
+        self.put_named(
+            VERSIONS,
+            &version_key(&version.name, &version.version),
+            version,
+        )
+    }
+
+    fn all_versions(&self) -> Result<Vec<FunctionConfig>> {
+        self.all_named(VERSIONS)
+    }
+
+    fn delete_version(&self, name: &str, version: &str) -> Result<bool> {
+        self.remove_named(VERSIONS, &version_key(name, version))
+    }
 }
 
 impl TelemetryStore for EmbeddedStore {
@@ -378,6 +404,9 @@ mod tests {
             last_modified_ms: 0,
             version: "$LATEST".to_owned(),
             event_invoke: None,
+            last_published: 0,
+            reserved_concurrency: None,
+            provisioned: Default::default(),
         }
     }
 

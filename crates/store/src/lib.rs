@@ -76,6 +76,11 @@ pub trait FunctionStore: Send + Sync {
     fn list_functions(&self, after: Option<&str>, limit: usize) -> Result<Vec<FunctionConfig>>;
     /// Removes a function; returns whether it existed.
     fn delete_function(&self, name: &str) -> Result<Option<FunctionConfig>>;
+    /// Stores a published (immutable) version of a function.
+    fn put_version(&self, version: &FunctionConfig) -> Result<()>;
+    /// Every published version of every function, by name then number.
+    fn all_versions(&self) -> Result<Vec<FunctionConfig>>;
+    fn delete_version(&self, name: &str, version: &str) -> Result<bool>;
 }
 
 /// The queues served through the SQS API, by name.

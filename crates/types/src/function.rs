@@ -132,6 +132,30 @@ pub struct FunctionConfig {
     /// How asynchronous invocations are retried and where their results go.
     #[serde(default)]
     pub event_invoke: Option<EventInvokeConfig>,
+    /// The number of the newest published version (0: none yet). Versions are never renumbered.
+    #[serde(default)]
+    pub last_published: u32,
+    /// Reserved concurrency of the function (all its versions): both a guarantee and a cap.
+    /// Kept on the `$LATEST` record only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_concurrency: Option<u32>,
+    /// Provisioned concurrency requested per published version. Kept on the `$LATEST` record.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub provisioned: BTreeMap<String, ProvisionedRequest>,
+}
+
+/// A provisioned-concurrency request for one version of a function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisionedRequest {
+    pub requested: u32,
+    pub last_modified_ms: i64,
+}
+
+impl FunctionConfig {
+    /// The key a function version's sandboxes are pooled under: `name:version`.
+    pub fn qualified_name(&self) -> String {
+        format!("{}:{}", self.name, self.version)
+    }
 }
 
 /// Lambda's event-invoke configuration of a function.

@@ -17,6 +17,24 @@ pub struct InvokeRequest {
     pub async_attempt: Option<u32>,
 }
 
+/// Why a sandbox is created: for an invocation waiting on it, or ahead of time for provisioned
+/// concurrency (Lambda's `AWS_LAMBDA_INITIALIZATION_TYPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InitType {
+    OnDemand,
+    ProvisionedConcurrency,
+}
+
+impl InitType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OnDemand => "on-demand",
+            Self::ProvisionedConcurrency => "provisioned-concurrency",
+        }
+    }
+}
+
 /// Lambda's error object as a function error reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FunctionError {

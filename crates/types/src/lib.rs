@@ -15,7 +15,7 @@ pub mod telemetry;
 pub mod time;
 
 pub use function::{CodeRef, FunctionConfig, ProvidedFlavor, Runtime};
-pub use invocation::{FunctionError, InvokeOutcome, InvokeRequest, OutcomeKind};
+pub use invocation::{FunctionError, InitType, InvokeOutcome, InvokeRequest, OutcomeKind};
 pub use name::{FunctionRef, Qualifier};
 pub use telemetry::{LogEntry, Pricing, UsageRecord, UsageReport};
 

@@ -14,7 +14,7 @@ mod process;
 mod runtime_api;
 
 use async_trait::async_trait;
-use nimbus_types::{FunctionConfig, InvokeOutcome, InvokeRequest};
+use nimbus_types::{FunctionConfig, InitType, InvokeOutcome, InvokeRequest};
 use serde::{Deserialize, Serialize};
 
 pub use local::{LocalWorker, LocalWorkerConfig};
@@ -30,6 +30,9 @@ pub enum Error {
     InvalidCode(String),
     #[error("sandbox {0} does not exist on this worker")]
     UnknownSandbox(SandboxId),
+    /// The worker stopped answering or was cut off; what it was doing is unknown.
+    #[error("{0}")]
+    Lost(String),
     #[error("worker failure: {0}")]
     Internal(String),
 }
@@ -58,8 +61,9 @@ pub trait Worker: Send + Sync {
     fn has_code(&self, sha256: &str) -> bool;
     /// Fetches and prepares a function's code ahead of any sandbox, failing if it cannot run.
     async fn prepare(&self, function: &FunctionConfig) -> Result<()>;
-    /// Creates a sandbox for the function: a cold start.
-    async fn init(&self, function: &FunctionConfig) -> Result<SandboxInit>;
+    /// Creates a sandbox for the function: a cold start, or one made ahead of time for
+    /// provisioned concurrency.
+    async fn init(&self, function: &FunctionConfig, init_type: InitType) -> Result<SandboxInit>;
     /// Runs one invocation in a sandbox; one at a time per sandbox.
     async fn invoke(&self, sandbox: SandboxId, request: InvokeRequest) -> Result<InvokeOutcome>;
     /// Shuts a sandbox down and frees what it reserved.

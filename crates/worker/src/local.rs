@@ -12,7 +12,7 @@ use nimbus_store::CodeStore;
 use nimbus_types::invocation::billed_ms;
 use nimbus_types::limits::{MAX_FUNCTION_LOG_BYTES, MAX_SYNC_PAYLOAD_BYTES};
 use nimbus_types::{
-    FunctionConfig, FunctionError, InvokeOutcome, InvokeRequest, OutcomeKind, Runtime,
+    FunctionConfig, FunctionError, InitType, InvokeOutcome, InvokeRequest, OutcomeKind, Runtime,
 };
 
 use crate::log::{Report, frame};
@@ -25,6 +25,9 @@ pub struct LocalWorkerConfig {
     pub region: String,
     /// Settings for process sandboxes; `None` where they cannot run.
     pub process: Option<ProcessConfig>,
+    /// The first sandbox id; ids also pick the sandboxes' uids, so worker processes on one
+    /// machine start from different ones.
+    pub first_sandbox_id: u64,
 }
 
 enum SandboxKind {
@@ -60,13 +63,13 @@ impl LocalWorker {
         wasm: Arc<WasmRuntime>,
     ) -> Self {
         Self {
-            config,
             code,
             wasm,
             sandboxes: Mutex::new(HashMap::new()),
             prepared: Mutex::new(HashSet::new()),
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new(config.first_sandbox_id.max(1)),
             reserved_mb: AtomicU64::new(0),
+            config,
         }
     }
 
@@ -180,7 +183,12 @@ impl LocalWorker {
         })
     }
 
-    fn environment(&self, function: &FunctionConfig, sandbox: SandboxId) -> Vec<(String, String)> {
+    fn environment(
+        &self,
+        function: &FunctionConfig,
+        sandbox: SandboxId,
+        init_type: InitType,
+    ) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = function
             .environment
             .iter()
@@ -203,7 +211,10 @@ impl LocalWorker {
                 "AWS_LAMBDA_LOG_STREAM_NAME",
                 format!("{day}/[{}]{sandbox:016x}", function.version),
             ),
-            ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".to_owned()),
+            (
+                "AWS_LAMBDA_INITIALIZATION_TYPE",
+                init_type.as_str().to_owned(),
+            ),
             ("AWS_REGION", self.config.region.clone()),
             ("AWS_DEFAULT_REGION", self.config.region.clone()),
             (
@@ -302,7 +313,7 @@ impl Worker for LocalWorker {
         Ok(())
     }
 
-    async fn init(&self, function: &FunctionConfig) -> Result<SandboxInit> {
+    async fn init(&self, function: &FunctionConfig, init_type: InitType) -> Result<SandboxInit> {
         let started = Instant::now();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let kind = if function.runtime.is_process() {
@@ -313,18 +324,29 @@ impl Worker for LocalWorker {
                 .as_ref()
                 .ok_or_else(|| Error::Internal("no process config".into()))?;
             SandboxKind::Process(Box::new(
-                ProcessSandbox::start(process, function, code_dir, id, &self.config.region).await?,
+                ProcessSandbox::start(
+                    process,
+                    function,
+                    code_dir,
+                    id,
+                    &self.config.region,
+                    init_type,
+                )
+                .await?,
             ))
         } else {
             let template = self.template_for(function).await?;
-            let env = self.environment(function, id);
+            let env = self.environment(function, id, init_type);
             SandboxKind::Wasm { template, env }
         };
         let init_duration_us = started.elapsed().as_micros() as u64;
         let sandbox = Arc::new(Sandbox {
             function: function.clone(),
             kind,
-            init_duration_us: Mutex::new(Some(init_duration_us)),
+            // Lambda reports an init duration only on the invocation that waited for it.
+            init_duration_us: Mutex::new(
+                (init_type == InitType::OnDemand).then_some(init_duration_us),
+            ),
             busy: AtomicBool::new(false),
         });
         self.sandboxes

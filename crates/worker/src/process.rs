@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use nimbus_sandbox::{Bind, JailSpec, PreparedJail};
-use nimbus_types::{FunctionConfig, FunctionError, Runtime};
+use nimbus_types::{FunctionConfig, FunctionError, InitType, Runtime};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -259,7 +259,12 @@ fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
 }
 
 /// Lambda's environment for a runtime process, then the function's own variables.
-fn environment(function: &FunctionConfig, region: &str, log_stream: &str) -> Vec<(String, String)> {
+fn environment(
+    function: &FunctionConfig,
+    region: &str,
+    log_stream: &str,
+    init_type: InitType,
+) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = [
         ("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{}", nimbus_sandbox::RUNTIME_API_PORT)),
         ("_HANDLER", function.handler.clone()),
@@ -270,7 +275,7 @@ fn environment(function: &FunctionConfig, region: &str, log_stream: &str) -> Vec
         ("AWS_LAMBDA_FUNCTION_VERSION", function.version.clone()),
         ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", function.name)),
         ("AWS_LAMBDA_LOG_STREAM_NAME", log_stream.to_owned()),
-        ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".to_owned()),
+        ("AWS_LAMBDA_INITIALIZATION_TYPE", init_type.as_str().to_owned()),
         ("AWS_REGION", region.to_owned()),
         ("AWS_DEFAULT_REGION", region.to_owned()),
         ("AWS_EXECUTION_ENV", format!("AWS_Lambda_{}", function.runtime)),
@@ -360,6 +365,7 @@ impl ProcessSandbox {
         code_dir: PathBuf,
         sandbox_id: u64,
         region: &str,
+        init_type: InitType,
     ) -> Result<Self> {
         let (program, args) = config.program(function.runtime, &code_dir)?;
         let day = nimbus_types::time::lambda_timestamp(nimbus_types::time::now_ms());
@@ -373,7 +379,7 @@ impl ProcessSandbox {
             code_dir,
             program,
             args,
-            env: environment(function, region, &log_stream),
+            env: environment(function, region, &log_stream, init_type),
             memory_mb: function.memory_mb,
             tmp_mb: function.ephemeral_storage_mb,
             pids_max: PIDS_MAX,

@@ -1,0 +1,119 @@
+//! The HTTP client both sides use: pooled keep-alive connections, every request signed.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::{AUTH_HEADER, Secret};
+
+#[derive(Clone)]
+pub(crate) struct Client {
+    inner: HyperClient<HttpConnector, Full<Bytes>>,
+    secret: Secret,
+}
+
+pub(crate) struct Reply {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+/// Why a request got no answer.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// No connection, or it broke: the other side is down or cut off.
+    Unreachable(String),
+    TimedOut,
+    /// The answer was larger than the caller allows.
+    TooLarge,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unreachable(e) => write!(f, "unreachable: {e}"),
+            Self::TimedOut => f.write_str("no answer in time"),
+            Self::TooLarge => f.write_str("the answer is too large"),
+        }
+    }
+}
+
+impl Client {
+    pub fn new(secret: Secret) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(3)));
+        let inner = HyperClient::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Self { inner, secret }
+    }
+
+    /// Sends a signed request to `base` + `path` and reads at most `limit` bytes of the answer.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn send(
+        &self,
+        method: Method,
+        base: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+        limit: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Reply, Failure> {
+        let mut builder = Request::builder()
+            .method(method.clone())
+            .uri(format!("{base}{path}"))
+            .header(AUTH_HEADER, self.secret.sign(method.as_str(), path));
+        for (k, v) in headers {
+            builder = builder.header(*k, v);
+        }
+        let request = builder
+            .body(Full::new(body))
+            .map_err(|e| Failure::Unreachable(e.to_string()))?;
+        let exchange = async {
+            let response = self
+                .inner
+                .request(request)
+                .await
+                .map_err(|e| Failure::Unreachable(error_chain(&e)))?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, limit)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        Failure::TooLarge
+                    } else {
+                        Failure::Unreachable(e.to_string())
+                    }
+                })?
+                .to_bytes();
+            Ok(Reply {
+                status: parts.status,
+                body,
+            })
+        };
+        match timeout {
+            Some(t) => tokio::time::timeout(t, exchange)
+                .await
+                .map_err(|_| Failure::TimedOut)?,
+            None => exchange.await,
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}

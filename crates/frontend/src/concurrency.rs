@@ -1,0 +1,252 @@
+//! Concurrency controls with Lambda's API: reserved concurrency per function
+//! (Put/Get/DeleteFunctionConcurrency), provisioned concurrency per published version
+//! (Put/Get/Delete/ListProvisionedConcurrencyConfig(s)), GetAccountSettings, and the node's
+//! Prometheus metrics.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use nimbus_types::FunctionConfig;
+use nimbus_types::name::LATEST;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::{Shared, parse_json, read_body, resolve};
+
+/// Reads a non-negative integer field of a request body, with Lambda's validation messages.
+fn count_field(body: &Value, field: &str, member: &str, min: i64) -> Result<u32, ApiError> {
+    let value = body.get(field).unwrap_or(&Value::Null);
+    if value.is_null() {
+        return Err(ApiError::invalid_parameter(format!(
+            "1 validation error detected: Value null at '{member}' failed to satisfy \
+             constraint: Member must not be null"
+        )));
+    }
+    let n = value.as_i64().ok_or_else(|| {
+        ApiError::invalid_parameter(format!("{field} must be an integer, got {value}"))
+    })?;
+    if n < min {
+        return Err(ApiError::invalid_parameter(format!(
+            "1 validation error detected: Value '{n}' at '{member}' failed to satisfy \
+             constraint: Member must have value greater than or equal to {min}"
+        )));
+    }
+    u32::try_from(n).map_err(|_| ApiError::invalid_parameter(format!("{field} is too large: {n}")))
+}
+
+/// The function a function-level setting applies to: unqualified.
+fn unqualified(f: &Shared, name: &str) -> Result<std::sync::Arc<FunctionConfig>, ApiError> {
+    let function = resolve(f, name, None)?;
+    if function.version != LATEST {
+        return Err(ApiError::invalid_parameter(
+            "This operation applies to the function, not to a version: omit the qualifier",
+        ));
+    }
+    Ok(function)
+}
+
+pub(crate) async fn put_reserved(
+    State(f): State<Shared>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_body(&headers, body, 1 << 16, "PutFunctionConcurrency").await?;
+    let input: Value = parse_json(&body)?;
+    let reserved = count_field(
+        &input,
+        "ReservedConcurrentExecutions",
+        "reservedConcurrentExecutions",
+        0,
+    )?;
+    let function = unqualified(&f, &name)?;
+    f.control
+        .set_reserved(&function.name, Some(reserved))
+        .await?;
+    Ok(axum::Json(json!({ "ReservedConcurrentExecutions": reserved })).into_response())
+}
+
+pub(crate) async fn get_reserved(
+    State(f): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let function = unqualified(&f, &name)?;
+    let out = match function.reserved_concurrency {
+        Some(r) => json!({ "ReservedConcurrentExecutions": r }),
+        None => json!({}),
+    };
+    Ok(axum::Json(out).into_response())
+}
+
+pub(crate) async fn delete_reserved(
+    State(f): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let function = unqualified(&f, &name)?;
+    f.control.set_reserved(&function.name, None).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ProvisionedQuery {
+    #[serde(rename = "Qualifier")]
+    qualifier: Option<String>,
+    #[serde(rename = "List")]
+    list: Option<String>,
+}
+
+/// The published version a provisioned-concurrency request names.
+fn version_of(
+    f: &Shared,
+    name: &str,
+    qualifier: Option<&str>,
+) -> Result<std::sync::Arc<FunctionConfig>, ApiError> {
+    let Some(qualifier) = qualifier else {
+        return Err(ApiError::invalid_parameter(
+            "1 validation error detected: Value null at 'qualifier' failed to satisfy \
+             constraint: Member must not be null",
+        ));
+    };
+    let function = resolve(f, name, Some(qualifier))?;
+    if function.version == LATEST {
+        return Err(ApiError::invalid_parameter(
+            "Provisioned Concurrency Configs cannot be applied to unpublished function versions.",
+        ));
+    }
+    Ok(function)
+}
+
+fn not_configured() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "ProvisionedConcurrencyConfigNotFoundException",
+        "No Provisioned Concurrency Config found for this function",
+    )
+}
+
+/// Lambda's shape of one provisioned-concurrency configuration.
+fn provisioned_json(f: &Shared, version: &FunctionConfig, with_arn: bool) -> Option<Value> {
+    let latest = f.control.function(&version.name)?;
+    let request = latest.provisioned.get(&version.version)?;
+    let status = f.manager.provisioned(&version.qualified_name());
+    let (allocated, state, reason) = match &status {
+        Some(s) => (s.allocated, s.status, s.reason.clone()),
+        None => (0, "IN_PROGRESS", None),
+    };
+    let mut out = json!({
+        "RequestedProvisionedConcurrentExecutions": request.requested,
+        "AvailableProvisionedConcurrentExecutions": allocated,
+        "AllocatedProvisionedConcurrentExecutions": allocated,
+        "Status": state,
+        "LastModified": nimbus_types::time::lambda_timestamp(request.last_modified_ms),
+    });
+    if let Some(reason) = reason {
+        out["StatusReason"] = Value::from(reason);
+    }
+    if with_arn {
+        out["FunctionArn"] = Value::from(format!(
+            "{}:{}",
+            f.control.arn(&version.name),
+            version.version
+        ));
+    }
+    Some(out)
+}
+
+pub(crate) async fn put_provisioned(
+    State(f): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<ProvisionedQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_body(&headers, body, 1 << 16, "PutProvisionedConcurrencyConfig").await?;
+    let input: Value = parse_json(&body)?;
+    let requested = count_field(
+        &input,
+        "ProvisionedConcurrentExecutions",
+        "provisionedConcurrentExecutions",
+        1,
+    )?;
+    let version = version_of(&f, &name, q.qualifier.as_deref())?;
+    let number: u32 = version
+        .version
+        .parse()
+        .map_err(|_| ApiError::internal("version without a number"))?;
+    f.control
+        .set_provisioned(&version.name, number, requested)
+        .await?;
+    let out = provisioned_json(&f, &version, false)
+        .ok_or_else(|| ApiError::internal("provisioned configuration vanished"))?;
+    Ok((StatusCode::ACCEPTED, axum::Json(out)).into_response())
+}
+
+pub(crate) async fn get_provisioned(
+    State(f): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<ProvisionedQuery>,
+) -> Result<Response, ApiError> {
+    if q.list.as_deref() == Some("ALL") {
+        let latest = unqualified(&f, &name)?;
+        let configs: Vec<Value> = f
+            .control
+            .versions_of(&latest.name)
+            .iter()
+            .filter_map(|v| provisioned_json(&f, v, true))
+            .collect();
+        return Ok(axum::Json(json!({ "ProvisionedConcurrencyConfigs": configs })).into_response());
+    }
+    let version = version_of(&f, &name, q.qualifier.as_deref())?;
+    let out = provisioned_json(&f, &version, false).ok_or_else(not_configured)?;
+    Ok(axum::Json(out).into_response())
+}
+
+pub(crate) async fn delete_provisioned(
+    State(f): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<ProvisionedQuery>,
+) -> Result<Response, ApiError> {
+    let version = version_of(&f, &name, q.qualifier.as_deref())?;
+    let configured = f
+        .control
+        .function(&version.name)
+        .is_some_and(|l| l.provisioned.contains_key(&version.version));
+    if !configured {
+        return Err(not_configured());
+    }
+    let number: u32 = version.version.parse().unwrap_or(0);
+    f.control.set_provisioned(&version.name, number, 0).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(crate) async fn account_settings(State(f): State<Shared>) -> Result<Response, ApiError> {
+    let account = f.manager.account();
+    let (functions, _) = f.control.list(None, usize::MAX >> 1)?;
+    let code_size: u64 = functions.iter().map(|f| f.code.size).sum();
+    Ok(axum::Json(json!({
+        "AccountLimit": {
+            "TotalCodeSize": 80u64 << 30,
+            "CodeSizeUnzipped": nimbus_types::limits::MAX_UNZIPPED_BYTES,
+            "CodeSizeZipped": nimbus_types::limits::MAX_ZIP_BYTES,
+            "ConcurrentExecutions": account.limit,
+            "UnreservedConcurrentExecutions": account.unreserved,
+        },
+        "AccountUsage": {
+            "TotalCodeSize": code_size,
+            "FunctionCount": functions.len(),
+        },
+    }))
+    .into_response())
+}
+
+/// `GET /metrics`: Prometheus's text format.
+pub(crate) async fn metrics(State(f): State<Shared>) -> Response {
+    let mut response = f.manager.render_metrics().into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}

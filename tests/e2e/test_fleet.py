@@ -1,0 +1,273 @@
+"""A node and worker processes forming a fleet: joining with the cluster secret, placement across
+workers, code pushed ahead, workers that die, freeze or join twice, capacity exhaustion."""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import json
+import signal
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+import e2e_support as s
+import fleet_support as fs
+import process_support as ps
+
+FLEET_CONFIG = """
+[cluster]
+heartbeat_ms = 200
+heartbeat_timeout_ms = 1500
+
+[sandboxes]
+keep_alive_s = 600
+"""
+
+
+@pytest.fixture
+def fleet(node_factory, nimbus_bin, tmp_path):
+    """fleet(workers=[(name, capacity_mb)], built_in=False) -> (node, {name: Worker})."""
+    started: list[fs.Worker] = []
+
+    def make(workers, built_in: bool = False, config: str = FLEET_CONFIG):
+        path = tmp_path / "fleet.toml"
+        path.write_text(config)
+        node = node_factory(
+            config=path, name="fleet", extra_args=() if built_in else ("--no-worker",)
+        )
+        out = {}
+        for name, capacity in workers:
+            w = fs.Worker(nimbus_bin, node, name, capacity, tmp_path / "workers")
+            started.append(w)
+            out[name] = w.start()
+        return node, out
+
+    make.started = started
+    yield make
+    for w in started:
+        w.close()
+
+
+def new_worker(fleet, nimbus_bin, node, name, capacity, tmp_path, **kw) -> fs.Worker:
+    w = fs.Worker(nimbus_bin, node, name, capacity, tmp_path / "workers", **kw)
+    fleet.started.append(w)
+    return w
+
+
+def deploy_python(client, memory: int = 128, timeout: int = 30) -> str:
+    return ps.deploy(
+        client,
+        "python-fleet",
+        ps.host_python_runtime(),
+        "app.handler",
+        MemorySize=memory,
+        Timeout=timeout,
+    )
+
+
+def records(node, function: str) -> list[dict]:
+    out = s.NimbusCli(node.binary, node).ok("usage", "--json", "--function", function).stdout
+    return json.loads(out)["records"]
+
+
+def wait_records(node, function: str, check, timeout: float = 60.0) -> list[dict]:
+    def attempt():
+        recs = records(node, function)
+        assert check(recs), recs
+        return recs
+
+    return s.eventually(attempt, timeout=timeout)
+
+
+def call(client, name, payload, **kw):
+    r = client.invoke(FunctionName=name, Payload=json.dumps(payload).encode(), **kw)
+    return r, r["Payload"].read()
+
+
+def test_workers_join_and_share_the_load(fleet, make_zip):
+    node, workers = fleet([("w1", 256), ("w2", 256)])
+    assert fs.worker_names(node) == ["w1", "w2"]
+    client = s.lambda_client(node.endpoint)
+    name = deploy_python(client)
+    sha = client.get_function(FunctionName=name)["Configuration"]["CodeSha256"]
+    digest = base64.b64decode(sha).hex()
+    # Deploying pushes the package to both workers before any invocation.
+    s.eventually(lambda: all(digest in w.cached_code() for w in workers.values()))
+
+    # Four concurrent invocations need four sandboxes: two fit on each worker (256 MB each).
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: call(client, name, {"sleep": 1.0}), range(4)))
+    for r, body in results:
+        assert r["StatusCode"] == 200 and "FunctionError" not in r, body
+    per_worker = {w["name"]: w["sandboxes"] for w in fs.cluster_status(node)["workers"]}
+    assert per_worker == {"w1": 2, "w2": 2}
+    status = s.NimbusCli(node.binary, node).ok("status").stdout
+    assert "w1" in status and "w2" in status and f"{name}:$LATEST" in status
+    m = fs.metrics(node)
+    assert m['nimbus_worker_sandboxes{worker="w1"}'] == 2
+    assert m['nimbus_worker_used_mb{worker="w2"}'] == 256
+    assert m[f'nimbus_cold_starts_total{{function="{name}"}}'] == 4
+
+
+def test_capacity_exhausted_everywhere_is_a_clear_throttle(fleet):
+    node, _ = fleet([("w1", 128), ("w2", 128)])
+    client = s.lambda_client(node.endpoint)
+    name = deploy_python(client)
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        busy = [pool.submit(call, client, name, {"sleep": 3}) for _ in range(2)]
+        time.sleep(1.0)
+        started = time.monotonic()
+        err = s.assert_client_error(
+            lambda: call(client, name, {}), "TooManyRequestsException", 429
+        )
+        # Refused at once, not queued behind the running ones.
+        assert time.monotonic() - started < 2.5
+        assert err.response["Reason"] == "CapacityExhausted"
+        assert "No worker has room" in err.response["Error"]["Message"]
+        for f in busy:
+            assert f.result()[0]["StatusCode"] == 200
+    assert (
+        fs.metric(node, f'nimbus_throttles_total{{function="{name}",reason="CapacityExhausted"}}')
+        >= 1
+    )
+
+
+def test_a_worker_needs_the_cluster_secret(fleet, nimbus_bin, tmp_path):
+    node, workers = fleet([("good", 256)])
+    wrong = new_worker(fleet, nimbus_bin, node, "wrong", 256, tmp_path, secret="not-the-secret-at-all")
+    wrong.spawn()
+    assert wrong.wait_exit() != 0
+    assert "refused this worker" in wrong.stderr() and "wrong cluster secret" in wrong.stderr()
+    missing = new_worker(fleet, nimbus_bin, node, "missing", 256, tmp_path, use_secret_file=False)
+    missing.spawn()
+    assert missing.wait_exit() != 0
+    assert "no cluster secret" in missing.stderr()
+    assert fs.worker_names(node) == ["good"]
+
+    # Without credentials the node refuses a registration, and the worker refuses the node's calls.
+    body = json.dumps(
+        {"name": "x", "incarnation": "i", "address": "127.0.0.1:1", "capacity_mb": 512}
+    ).encode()
+    for url, data in [
+        (f"{node.endpoint}/nimbus/cluster/v1/workers", body),
+        (f"http://{workers['good'].address}/v1/prepare", b"{}"),
+    ]:
+        req = urllib.request.Request(url, data=data, method="POST")
+        req.add_header("x-nimbus-cluster-auth", "v1 0 " + "0" * 64)
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=10)
+        assert e.value.code == 401
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(f"{node.endpoint}/nimbus/cluster/v1/code/{'0' * 64}", timeout=10)
+    assert e.value.code == 401
+
+
+def test_a_worker_killed_mid_invocation(fleet, nimbus_bin, tmp_path):
+    node, workers = fleet([("doomed", 256)])
+    client = s.lambda_client(node.endpoint)
+    name = deploy_python(client)
+    call(client, name, {})  # warm
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(
+            lambda: s.assert_client_error(
+                lambda: call(client, name, {"sleep": 20}), "ServiceException", 502
+            )
+        )
+        time.sleep(1.0)
+        workers["doomed"].signal(signal.SIGKILL)
+        err = running.result(timeout=15)
+    assert "was lost" in err.response["Error"]["Message"]
+    s.eventually(lambda: fs.worker_names(node) == [])
+
+    # An asynchronous invocation while no worker is there waits, then runs on a new worker.
+    r = client.invoke(FunctionName=name, InvocationType="Event", Payload=b'{"n": 1}')
+    assert r["StatusCode"] == 202
+    new_worker(fleet, nimbus_bin, node, "fresh", 256, tmp_path).start()
+    recs = wait_records(node, name, lambda rs: any(u.get("async_attempt") for u in rs))
+    assert [u["outcome"] for u in recs if u.get("async_attempt")] == ["success"]
+    assert call(client, name, {})[0]["StatusCode"] == 200
+
+
+def test_an_async_event_on_a_lost_worker_is_retried_elsewhere(fleet, nimbus_bin, tmp_path):
+    node, workers = fleet([("first", 128)])
+    client = s.lambda_client(node.endpoint)
+    name = deploy_python(client)
+    r = client.invoke(FunctionName=name, InvocationType="Event", Payload=b'{"sleep": 20}')
+    request_id = r["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
+    s.eventually(lambda: fs.cluster_status(node)["workers"][0]["sandboxes"] == 1)
+    time.sleep(1.0)
+    new_worker(fleet, nimbus_bin, node, "second", 256, tmp_path).start()
+    workers["first"].signal(signal.SIGKILL)
+    recs = wait_records(
+        node, name, lambda rs: any(u["request_id"] == request_id for u in rs), timeout=90
+    )
+    recs = [u for u in recs if u["request_id"] == request_id]
+    # It ran to the end once, on the second worker; the cut-short run was not an attempt.
+    assert [u["outcome"] for u in recs] == ["success"]
+    assert recs[0]["async_attempt"] == 1
+    assert fs.worker_names(node) == ["second"]
+
+
+def test_a_worker_that_stops_heartbeating_is_declared_lost(fleet):
+    node, workers = fleet([("frozen", 256), ("steady", 256)])
+    client = s.lambda_client(node.endpoint)
+    name = deploy_python(client)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(
+            lambda: s.assert_client_error(
+                lambda: call(client, name, {"sleep": 30}), "ServiceException", 502
+            )
+        )
+        s.eventually(lambda: sum(w["sandboxes"] for w in fs.cluster_status(node)["workers"]) == 1)
+        holder = next(w["name"] for w in fs.cluster_status(node)["workers"] if w["sandboxes"])
+        other = "steady" if holder == "frozen" else "frozen"
+        # The worker keeps its connections open but stops answering and heartbeating.
+        workers[holder].signal(signal.SIGSTOP)
+        err = running.result(timeout=20)
+        assert "lost" in err.response["Error"]["Message"]
+    assert fs.worker_names(node) == [other]
+    assert call(client, name, {})[0]["StatusCode"] == 200
+    # Thawed, it finds itself forgotten and joins again with no sandboxes.
+    workers[holder].signal(signal.SIGCONT)
+    s.eventually(lambda: fs.worker_names(node) == sorted([holder, other]), timeout=20)
+    thawed = next(w for w in fs.cluster_status(node)["workers"] if w["name"] == holder)
+    assert thawed["sandboxes"] == 0 and thawed["used_mb"] == 0
+
+
+def test_a_worker_that_joins_twice(fleet, nimbus_bin, tmp_path):
+    node, workers = fleet([("twin", 256)])
+    twin = new_worker(fleet, nimbus_bin, node, "twin", 256, tmp_path / "second")
+    twin.spawn()
+    assert twin.wait_exit() != 0
+    assert "already registered" in twin.stderr()
+    assert fs.worker_names(node) == ["twin"]
+    # After the first one dies, a new process under the same name takes its place.
+    workers["twin"].signal(signal.SIGKILL)
+    again = new_worker(fleet, nimbus_bin, node, "twin", 512, tmp_path / "third")
+    again.start(timeout=30)
+    s.eventually(
+        lambda: [(w["name"], w["capacity_mb"]) for w in fs.cluster_status(node)["workers"]]
+        == [("twin", 512)]
+    )
+    client = s.lambda_client(node.endpoint)
+    name = deploy_python(client)
+    assert call(client, name, {})[0]["StatusCode"] == 200
+
+
+def test_a_worker_that_leaves_is_removed_at_once(fleet):
+    node, workers = fleet([("leaving", 256), ("staying", 256)])
+    workers["leaving"].signal(signal.SIGTERM)
+    assert workers["leaving"].wait_exit() == 0
+    assert fs.worker_names(node) == ["staying"]
+
+
+def test_built_in_worker_and_joined_workers_together(fleet, make_zip):
+    node, _ = fleet([("extra", 512)], built_in=True)
+    assert fs.worker_names(node) == ["extra", "local"]
+    client = s.lambda_client(node.endpoint)
+    name = s.unique_name("echo")
+    s.create_function(client, name, make_zip("echo"), "echo.wasm")
+    assert s.invoke(client, name, {"k": 1}).json() == {"k": 1}
