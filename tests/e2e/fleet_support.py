@@ -158,3 +158,17 @@ def metrics(node: s.Node) -> dict[str, float]:
 
 def metric(node: s.Node, key: str) -> float:
     return metrics(node).get(key, 0.0)
+
+
+def wait_for(predicate, timeout: float = 15.0, interval: float = 0.1):
+    """Polls PREDICATE until it returns something true (and returns it); fails after TIMEOUT."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)

@@ -95,7 +95,7 @@ def test_workers_join_and_share_the_load(fleet, make_zip):
     sha = client.get_function(FunctionName=name)["Configuration"]["CodeSha256"]
     digest = base64.b64decode(sha).hex()
     # Deploying pushes the package to both workers before any invocation.
-    s.eventually(lambda: all(digest in w.cached_code() for w in workers.values()))
+    fs.wait_for(lambda: all(digest in w.cached_code() for w in workers.values()))
 
     # Four concurrent invocations need four sandboxes: two fit on each worker (256 MB each).
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
@@ -180,7 +180,7 @@ def test_a_worker_killed_mid_invocation(fleet, nimbus_bin, tmp_path):
         workers["doomed"].signal(signal.SIGKILL)
         err = running.result(timeout=15)
     assert "was lost" in err.response["Error"]["Message"]
-    s.eventually(lambda: fs.worker_names(node) == [])
+    fs.wait_for(lambda: fs.worker_names(node) == [])
 
     # An asynchronous invocation while no worker is there waits, then runs on a new worker.
     r = client.invoke(FunctionName=name, InvocationType="Event", Payload=b'{"n": 1}')
@@ -197,7 +197,7 @@ def test_an_async_event_on_a_lost_worker_is_retried_elsewhere(fleet, nimbus_bin,
     name = deploy_python(client)
     r = client.invoke(FunctionName=name, InvocationType="Event", Payload=b'{"sleep": 20}')
     request_id = r["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
-    s.eventually(lambda: fs.cluster_status(node)["workers"][0]["sandboxes"] == 1)
+    fs.wait_for(lambda: fs.cluster_status(node)["workers"][0]["sandboxes"] == 1)
     time.sleep(1.0)
     new_worker(fleet, nimbus_bin, node, "second", 256, tmp_path).start()
     workers["first"].signal(signal.SIGKILL)
@@ -221,7 +221,7 @@ def test_a_worker_that_stops_heartbeating_is_declared_lost(fleet):
                 lambda: call(client, name, {"sleep": 30}), "ServiceException", 502
             )
         )
-        s.eventually(lambda: sum(w["sandboxes"] for w in fs.cluster_status(node)["workers"]) == 1)
+        fs.wait_for(lambda: sum(w["sandboxes"] for w in fs.cluster_status(node)["workers"]) == 1)
         holder = next(w["name"] for w in fs.cluster_status(node)["workers"] if w["sandboxes"])
         other = "steady" if holder == "frozen" else "frozen"
         # The worker keeps its connections open but stops answering and heartbeating.
@@ -232,7 +232,7 @@ def test_a_worker_that_stops_heartbeating_is_declared_lost(fleet):
     assert call(client, name, {})[0]["StatusCode"] == 200
     # Thawed, it finds itself forgotten and joins again with no sandboxes.
     workers[holder].signal(signal.SIGCONT)
-    s.eventually(lambda: fs.worker_names(node) == sorted([holder, other]), timeout=20)
+    fs.wait_for(lambda: fs.worker_names(node) == sorted([holder, other]), timeout=20)
     thawed = next(w for w in fs.cluster_status(node)["workers"] if w["name"] == holder)
     assert thawed["sandboxes"] == 0 and thawed["used_mb"] == 0
 
@@ -248,7 +248,7 @@ def test_a_worker_that_joins_twice(fleet, nimbus_bin, tmp_path):
     workers["twin"].signal(signal.SIGKILL)
     again = new_worker(fleet, nimbus_bin, node, "twin", 512, tmp_path / "third")
     again.start(timeout=30)
-    s.eventually(
+    fs.wait_for(
         lambda: [(w["name"], w["capacity_mb"]) for w in fs.cluster_status(node)["workers"]]
         == [("twin", 512)]
     )

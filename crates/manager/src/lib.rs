@@ -503,20 +503,29 @@ impl WorkerManager {
             .ok()
             .and_then(|p| p.get(key).map(|p| p.per_worker.clone()))
             .unwrap_or_default();
-        let workers = self.live_workers();
-        let views: Vec<WorkerView> = workers
-            .iter()
-            .map(|w| WorkerView {
-                capacity_mb: w.capacity_mb.load(Ordering::Relaxed),
-                reserved_mb: w.reserved_mb.load(Ordering::Relaxed),
-                healthy: !w.is_lost.load(Ordering::Relaxed),
-                has_code: w.worker.has_code(&function.code.sha256),
-                sandboxes_of_function: per_worker.get(&w.id).copied().unwrap_or(0),
-            })
-            .collect();
         let memory_mb = function.memory_mb as u64;
-        let PlacementDecision::Place(index) = place(&views, &SandboxRequest { memory_mb }) else {
-            return Err(Error::NoCapacity(function.memory_mb));
+        // Idle sandboxes are a cache: when no worker has room, the least recently used idle
+        // sandbox of any function gives way, one at a time, until the new one fits.
+        let (workers, index) = loop {
+            let workers = self.live_workers();
+            let views: Vec<WorkerView> = workers
+                .iter()
+                .map(|w| WorkerView {
+                    capacity_mb: w.capacity_mb.load(Ordering::Relaxed),
+                    reserved_mb: w.reserved_mb.load(Ordering::Relaxed),
+                    healthy: !w.is_lost.load(Ordering::Relaxed),
+                    has_code: w.worker.has_code(&function.code.sha256),
+                    sandboxes_of_function: per_worker.get(&w.id).copied().unwrap_or(0),
+                })
+                .collect();
+            match place(&views, &SandboxRequest { memory_mb }) {
+                PlacementDecision::Place(index) => break (workers, index),
+                PlacementDecision::NoCapacity => {
+                    if !self.evict_least_recently_used(memory_mb).await {
+                        return Err(Error::NoCapacity(function.memory_mb));
+                    }
+                }
+            }
         };
         let entry = workers[index].clone();
         // Reserve before the init so that concurrent cold starts see the memory as taken.
@@ -549,6 +558,44 @@ impl WorkerManager {
             provisioned: false,
             memory_mb,
         })
+    }
+
+    /// Shuts down the idle on-demand sandbox unused for longest, on a worker big enough for
+    /// `memory_mb`; returns whether there was one.
+    async fn evict_least_recently_used(&self, memory_mb: u64) -> bool {
+        let victim = match self.pools.lock() {
+            Ok(mut pools) => {
+                let oldest = pools
+                    .iter()
+                    .flat_map(|(key, pool)| {
+                        pool.idle
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, s)| {
+                                s.worker.capacity_mb.load(Ordering::Relaxed) >= memory_mb
+                            })
+                            .map(move |(i, s)| (s.since, key.clone(), i))
+                    })
+                    .min();
+                oldest.and_then(|(_, key, i)| {
+                    let pool = pools.get_mut(&key)?;
+                    let s = pool.idle.remove(i);
+                    if let Some(c) = pool.per_worker.get_mut(&s.worker.id) {
+                        *c = c.saturating_sub(1);
+                    }
+                    Some(s)
+                })
+            }
+            Err(_) => None,
+        };
+        match victim {
+            Some(s) => {
+                tracing::debug!(worker = %s.worker.name, "evicting an idle sandbox to make room");
+                self.free(&s.worker, s.id, s.memory_mb).await;
+                true
+            }
+            None => false,
+        }
     }
 
     // ---- invocations ----

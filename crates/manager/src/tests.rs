@@ -293,3 +293,25 @@ async fn reserved_concurrency_zero_throttles_the_function() {
     ));
     assert!(m.set_reserved("g", Some(11)).is_err());
 }
+
+#[tokio::test]
+async fn idle_sandboxes_of_other_functions_make_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(&dir, 100);
+    let w = FakeWorker::new(0);
+    m.add_worker("w", w.clone(), 256, false);
+    m.invoke(&function("a", "$LATEST"), request("1"))
+        .await
+        .unwrap();
+    m.invoke(&function("b", "$LATEST"), request("2"))
+        .await
+        .unwrap();
+    // Full of idle sandboxes: the least recently used one ("a") gives way.
+    m.invoke(&function("c", "$LATEST"), request("3"))
+        .await
+        .unwrap();
+    assert_eq!(w.live(), 2);
+    assert_eq!(m.idle_sandboxes("a:$LATEST"), 0);
+    assert_eq!(m.idle_sandboxes("b:$LATEST"), 1);
+    assert_eq!(m.idle_sandboxes("c:$LATEST"), 1);
+}
