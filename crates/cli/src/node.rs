@@ -212,7 +212,11 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let reaper = tokio::spawn(manager.clone().run_reaper(stopped(stop_rx.clone())));
+    let reaper = tokio::spawn(
+        manager
+            .clone()
+            .run_reaper(stopped(stop_rx.clone()), nimbus_sandbox::trim_heap),
+    );
     let provisioner = tokio::spawn(manager.clone().run_provisioner(stopped(stop_rx.clone())));
     let monitor = tokio::spawn(cluster.clone().run_monitor(stopped(stop_rx.clone())));
     let pollers = tokio::spawn(invoker.run(stopped(stop_rx.clone())));

@@ -206,6 +206,8 @@ pub struct WorkerManager {
     metrics: Mutex<BTreeMap<String, FunctionMetrics>>,
     provision: Notify,
     telemetry: Arc<TelemetryWriter>,
+    /// Invocations finished, for noticing when the node is idle.
+    finished: AtomicU64,
 }
 
 /// A sandbox taken for one invocation.
@@ -227,6 +229,7 @@ impl WorkerManager {
             metrics: Mutex::new(BTreeMap::new()),
             provision: Notify::new(),
             telemetry,
+            finished: AtomicU64::new(0),
         }
     }
 
@@ -767,6 +770,7 @@ impl WorkerManager {
         outcome: &InvokeOutcome,
         async_attempt: Option<u32>,
     ) {
+        self.finished.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut m) = self.metrics.lock() {
             m.entry(function.name.clone()).or_default().record(outcome);
         }
@@ -998,11 +1002,20 @@ impl WorkerManager {
         n
     }
 
-    /// Reaps idle sandboxes until `shutdown` resolves.
-    pub async fn run_reaper(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+    /// Reaps idle sandboxes until `shutdown` resolves. `on_idle` runs once each time the node
+    /// falls quiet (no invocation finished for a whole period after some did, or sandboxes were
+    /// reaped): the place to hand freed memory back to the system.
+    pub async fn run_reaper(
+        self: Arc<Self>,
+        shutdown: impl std::future::Future<Output = ()>,
+        on_idle: impl Fn() + Send + Sync + 'static,
+    ) {
         let period =
             (self.config.keep_alive / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
         let mut tick = tokio::time::interval(period);
+        let on_idle = Arc::new(on_idle);
+        let mut seen = self.finished.load(Ordering::Relaxed);
+        let mut active = false;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -1011,6 +1024,15 @@ impl WorkerManager {
                     let n = self.reap_idle().await;
                     if n > 0 {
                         tracing::debug!(sandboxes = n, "reaped idle sandboxes");
+                    }
+                    let now = self.finished.load(Ordering::Relaxed);
+                    if now != seen {
+                        seen = now;
+                        active = true;
+                    } else if active || n > 0 {
+                        active = false;
+                        let on_idle = on_idle.clone();
+                        let _ = tokio::task::spawn_blocking(move || on_idle()).await;
                     }
                 }
             }

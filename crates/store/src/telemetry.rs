@@ -54,6 +54,10 @@ enum Message {
 const MAX_BATCH: usize = 4096;
 
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
+/// Batches are committed without waiting for the disk; a durable commit this often bounds what
+/// a crash can lose, and lets the store reuse the pages earlier commits freed (until one, it
+/// keeps them, and its memory grows with the write volume).
+const SYNC_EVERY: Duration = Duration::from_secs(1);
 
 pub struct TelemetryWriter {
     tx: Mutex<Sender<Message>>,
@@ -112,6 +116,7 @@ fn write_loop(store: Arc<dyn TelemetryStore>, retention: Retention, rx: Receiver
     let mut usage = Vec::new();
     let mut waiters = Vec::new();
     let mut last_prune = Instant::now();
+    let mut last_sync = Instant::now();
     let mut stop = false;
     while !stop {
         let first = match rx.recv_timeout(PRUNE_EVERY) {
@@ -139,10 +144,11 @@ fn write_loop(store: Arc<dyn TelemetryStore>, retention: Retention, rx: Receiver
         }
         logs.clear();
         usage.clear();
-        if (!waiters.is_empty() || stop)
-            && let Err(err) = store.sync()
-        {
-            tracing::error!(error = %err, "could not sync telemetry");
+        if !waiters.is_empty() || stop || last_sync.elapsed() >= SYNC_EVERY {
+            last_sync = Instant::now();
+            if let Err(err) = store.sync() {
+                tracing::error!(error = %err, "could not sync telemetry");
+            }
         }
         for done in waiters.drain(..) {
             let _ = done.send(());

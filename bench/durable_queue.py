@@ -4,7 +4,7 @@ against PostgreSQL inserting the same rows, one transaction per row, synchronous
 the same concurrency, on the same disk, in the same run. Then the drain rate of an async echo
 function: how fast queued events are run.
 
-usage: bench/queue.py NIMBUS_BIN [DURATION]     (needs wrk and Debian's postgresql; root)
+usage: bench/durable_queue.py NIMBUS_BIN [DURATION]     (needs wrk and Debian's postgresql; root)
 """
 
 from __future__ import annotations
