@@ -395,3 +395,28 @@ def test_metrics(client, make_zip, limited):
         )
         for f in running:
             f.result()
+
+
+def test_settings_and_versions_survive_a_restart(node_factory, make_zip):
+    node = node_factory()
+    client = s.lambda_client(node.endpoint)
+    name = echo(client, make_zip)
+    client.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=3)
+    client.publish_version(FunctionName=name)
+    client.put_provisioned_concurrency_config(
+        FunctionName=name, Qualifier="1", ProvisionedConcurrentExecutions=2
+    )
+    assert node.stop() == 0
+    node.start()
+    client = s.lambda_client(node.endpoint)
+    assert client.get_function_concurrency(FunctionName=name)["ReservedConcurrentExecutions"] == 3
+    versions = [v["Version"] for v in client.list_versions_by_function(FunctionName=name)["Versions"]]
+    assert versions == ["$LATEST", "1"]
+
+    def ready():
+        c = client.get_provisioned_concurrency_config(FunctionName=name, Qualifier="1")
+        assert c["Status"] == "READY" and c["AllocatedProvisionedConcurrentExecutions"] == 2, c
+
+    s.eventually(ready, timeout=30)
+    r, body = call(client, name, {"after": "restart"}, Qualifier="1")
+    assert r["ExecutedVersion"] == "1" and json.loads(body) == {"after": "restart"}
