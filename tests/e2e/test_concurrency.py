@@ -420,3 +420,32 @@ def test_settings_and_versions_survive_a_restart(node_factory, make_zip):
     s.eventually(ready, timeout=30)
     r, body = call(client, name, {"after": "restart"}, Qualifier="1")
     assert r["ExecutedVersion"] == "1" and json.loads(body) == {"after": "restart"}
+
+
+def test_throttled_events_expire_after_the_maximum_event_age(client, make_zip, limited):
+    """Lambda keeps throttled events for MaximumEventAgeInSeconds (at least 60), then sends them
+    to the failure destination or dead-letter queue with condition EventAgeExceeded."""
+    name = echo(client, make_zip)
+    client.put_function_event_invoke_config(
+        FunctionName=name, MaximumEventAgeInSeconds=60, MaximumRetryAttempts=0
+    )
+    client.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
+    sent = time.monotonic()
+    r = client.invoke(FunctionName=name, InvocationType="Event", Payload=b'{"old": true}')
+    assert r["StatusCode"] == 202
+    nimbus = s.NimbusCli(limited.binary, limited)
+
+    def expired():
+        events = json.loads(nimbus.ok("events", name, "--json").stdout)
+        assert events["dead_lettered"] == 1, events
+        return events
+
+    events = s.eventually(expired, timeout=120, interval=2)
+    assert time.monotonic() - sent >= 60
+    letter = events["dead_letters"][0]
+    assert letter["condition"] == "EventAgeExceeded"
+    assert letter["attempts"] == 0
+    assert json.loads(letter["payload"]) == {"old": True}
+    # It never ran.
+    assert json.loads(nimbus.ok("usage", "--json", "--function", name).stdout)["records"] == []
+    client.delete_function_concurrency(FunctionName=name)

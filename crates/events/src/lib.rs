@@ -95,9 +95,13 @@ pub struct AsyncInvoker {
     wake: Notify,
     in_flight: AtomicUsize,
     /// Events whose outcome waits for the next telemetry flush before they are acknowledged.
-    acks: std::sync::Mutex<Vec<(Delivery, tokio::sync::oneshot::Sender<()>)>>,
+    acks: std::sync::Mutex<Vec<Delivery>>,
     acks_ready: Notify,
 }
+
+/// How long finished events wait to share one telemetry flush before they are acknowledged.
+/// Their poller slots are free meanwhile; only the acknowledgement waits.
+const ACK_BATCH_WINDOW: Duration = Duration::from_millis(10);
 
 impl AsyncInvoker {
     pub fn new(
@@ -151,35 +155,39 @@ impl AsyncInvoker {
         Ok(())
     }
 
-    /// Acknowledges an event once its usage record and log are on disk. Concurrent events
-    /// share one flush: a batch is taken every couple of milliseconds.
+    /// Acknowledges an event once its usage record and log are on disk. Finished events share
+    /// one flush per batch window; the poller moves on at once, the event stays leased until
+    /// then.
     async fn durable_ack(&self, delivery: Delivery) {
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         if let Ok(mut acks) = self.acks.lock() {
-            acks.push((delivery, done_tx));
+            acks.push(delivery);
         }
         self.acks_ready.notify_one();
-        let _ = done_rx.await;
+    }
+
+    /// Flushes the telemetry of the finished events and acknowledges them; returns how many.
+    async fn ack_batch(&self) -> usize {
+        let batch = self
+            .acks
+            .lock()
+            .map(|mut a| std::mem::take(&mut *a))
+            .unwrap_or_default();
+        if batch.is_empty() {
+            return 0;
+        }
+        self.manager.flush_telemetry().await;
+        for delivery in &batch {
+            self.queue.ack(delivery);
+        }
+        batch.len()
     }
 
     async fn run_acks(self: Arc<Self>) {
         loop {
             self.acks_ready.notified().await;
-            // Let concurrent invocations join this batch.
-            tokio::time::sleep(Duration::from_millis(2)).await;
-            let batch = self
-                .acks
-                .lock()
-                .map(|mut a| std::mem::take(&mut *a))
-                .unwrap_or_default();
-            if batch.is_empty() {
-                continue;
-            }
-            self.manager.flush_telemetry().await;
-            for (delivery, done) in batch {
-                self.queue.ack(&delivery);
-                let _ = done.send(());
-            }
+            // Let other finishing invocations join this batch.
+            tokio::time::sleep(ACK_BATCH_WINDOW).await;
+            self.ack_batch().await;
         }
     }
 
@@ -204,6 +212,8 @@ impl AsyncInvoker {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         acker.abort();
+        // What finished is acknowledged before the node stops, so a clean stop repeats nothing.
+        self.ack_batch().await;
     }
 
     fn dispatch(self: &Arc<Self>) {
