@@ -4,7 +4,10 @@ against PostgreSQL inserting the same rows, one transaction per row, synchronous
 the same concurrency, on the same disk, in the same run. Then the drain rate of an async echo
 function: how fast queued events are run.
 
-usage: bench/durable_queue.py NIMBUS_BIN [DURATION]     (needs wrk and Debian's postgresql; root)
+usage: bench/durable_queue.py NIMBUS_BIN [DURATION] [ROUNDS]   (needs wrk and Debian's postgresql; root)
+
+Each round runs nimbus, then PostgreSQL; the table reports the medians over the rounds (3 by
+default) and the c=32 ratio of each round.
 """
 
 from __future__ import annotations
@@ -89,9 +92,7 @@ def postgres(duration_s: int) -> dict[int, tuple[float, float]]:
     return results
 
 
-def main():
-    binary = os.path.abspath(sys.argv[1])
-    duration = sys.argv[2] if len(sys.argv) > 2 else "10s"
+def one_round(binary: str, duration: str):
     with tempfile.TemporaryDirectory(dir=str(ROOT / "target")) as tmp:
         config = Path(tmp) / "nimbus.toml"
         config.write_text("[async]\nconcurrency = 64\n")
@@ -138,7 +139,26 @@ def main():
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
     theirs = postgres(int(duration.rstrip("s")))
+    return ours, sends, drain, theirs
 
+
+def median_of(rounds, pick):
+    return statistics.median(pick(r) for r in rounds)
+
+
+def main():
+    binary = os.path.abspath(sys.argv[1])
+    duration = sys.argv[2] if len(sys.argv) > 2 else "10s"
+    count = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+    # nimbus and PostgreSQL alternate, round after round; the table shows medians, since one run
+    # of either moves by ±10% on this machine.
+    rounds = [one_round(binary, duration) for _ in range(count)]
+    ours = {c: (median_of(rounds, lambda r: r[0][c][0]), median_of(rounds, lambda r: r[0][c][1])) for c in (1, 32)}
+    sends = {c: (median_of(rounds, lambda r: r[1][c][0]), median_of(rounds, lambda r: r[1][c][1])) for c in (1, 32)}
+    theirs = {c: (median_of(rounds, lambda r: r[3][c][0]), median_of(rounds, lambda r: r[3][c][1])) for c in (1, 32)}
+    drain = (median_of(rounds, lambda r: r[2][0]), median_of(rounds, lambda r: r[2][1]))
+    ratios = ", ".join(f"{r[0][32][0] / r[3][32][0]:.2f}x" for r in rounds)
+    print(f"rounds: {count}; async Invoke / PostgreSQL at c=32, per round: {ratios}")
     print("| measurement | nimbus (async Invoke, 202 after fsync) | PostgreSQL (INSERT, synchronous_commit) |")
     print("|---|---|---|")
     for c in (1, 32):
