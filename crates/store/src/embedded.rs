@@ -325,34 +325,35 @@ impl TelemetryStore for EmbeddedStore {
         let txn = self.db.begin_write()?;
         {
             let mut logs = txn.open_table(LOGS)?;
-            // Collect each function's cut point first: the table can't be changed while read.
+            // Each function's cut point, found by seeking to the function and walking back from
+            // its newest entry over what is kept: the entries about to be pruned are never read.
+            // The table can't be changed while it is read, so the cuts are collected first.
             let mut cuts: Vec<(String, u64)> = Vec::new();
-            let mut current: Option<String> = None;
-            let mut keys: Vec<u64> = Vec::new();
-            let mut flush = |name: Option<String>, keys: &mut Vec<u64>| {
-                if let Some(name) = name {
-                    let keep_from = if keys.len() > retention.logs_per_function {
-                        keys[keys.len() - retention.logs_per_function]
-                    } else {
-                        0
-                    };
-                    let cut = keep_from.max(log_cutoff);
-                    if keys.first().is_some_and(|first| *first < cut) {
-                        cuts.push((name, cut));
+            let mut next_name = logs.first()?.map(|(k, _)| k.value().0.to_owned());
+            while let Some(name) = next_name.take() {
+                let all = (name.as_str(), 0u64)..=(name.as_str(), u64::MAX);
+                let first = logs.range(all.clone())?.next().transpose()?;
+                let keep_from = match retention.logs_per_function {
+                    0 => u64::MAX,
+                    n => logs
+                        .range(all)?
+                        .rev()
+                        .nth(n - 1)
+                        .transpose()?
+                        .map_or(0, |(k, _)| k.value().1),
+                };
+                let cut = keep_from.max(log_cutoff);
+                if first.is_some_and(|(k, _)| k.value().1 < cut) {
+                    cuts.push((name.clone(), cut));
+                }
+                for entry in logs.range((name.as_str(), u64::MAX)..)? {
+                    let (k, _) = entry?;
+                    if k.value().0 != name {
+                        next_name = Some(k.value().0.to_owned());
+                        break;
                     }
                 }
-                keys.clear();
-            };
-            for entry in logs.iter()? {
-                let (k, _) = entry?;
-                let (name, seq) = k.value();
-                if current.as_deref() != Some(name) {
-                    flush(current.take(), &mut keys);
-                    current = Some(name.to_owned());
-                }
-                keys.push(seq);
             }
-            flush(current.take(), &mut keys);
             for (name, cut) in &cuts {
                 logs.retain_in((name.as_str(), 0)..(name.as_str(), *cut), |_, _| false)?;
             }
@@ -472,12 +473,23 @@ mod tests {
             .collect();
         let records: Vec<_> = (0..10).map(|i| usage("f", 1_000 + i)).collect();
         store.append(&logs, &records).unwrap();
+        let others: Vec<_> = ["e", "g", "g", "g", "g"]
+            .iter()
+            .enumerate()
+            .map(|(i, name)| NewLogEntry {
+                time_ms: 1_100 + i as i64,
+                function: (*name).to_owned(),
+                request_id: format!("o{i}"),
+                text: format!("{name} {i}"),
+            })
+            .collect();
+        store.append(&others, &[]).unwrap();
         let got = store.logs("f", 0, 100).unwrap();
         assert_eq!(got.len(), 10);
         assert!(got.windows(2).all(|w| w[0].seq < w[1].seq));
         let after = store.logs("f", got[4].seq, 100).unwrap();
         assert_eq!(after[0].text, "line 5");
-        assert!(store.logs("g", 0, 100).unwrap().is_empty());
+        assert!(store.logs("h", 0, 100).unwrap().is_empty());
 
         let retention = Retention {
             log_max_age_s: 3600,
@@ -491,6 +503,17 @@ mod tests {
             kept.iter().map(|e| e.text.as_str()).collect::<Vec<_>>(),
             ["line 7", "line 8", "line 9"]
         );
+        // Every function keeps its own newest entries.
+        let texts = |f: &str| {
+            store
+                .logs(f, 0, 100)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.text)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(texts("e"), ["e 0"]);
+        assert_eq!(texts("g"), ["g 2", "g 3", "g 4"]);
         assert_eq!(store.usage(0).unwrap().len(), 4);
         drop(store);
         // Sequences keep increasing after a reopen.
