@@ -98,6 +98,11 @@ def test_invalid_concurrency_values(client, raw, make_zip):
         "ValidationException",
         400,
     )
+    s.assert_client_error(
+        lambda: raw.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions="ten"),
+        "InvalidParameterValueException",
+        400,
+    )
     # More than the account has, and more than what leaves the minimum unreserved (5 of 20).
     for value in (21, 16):
         err = s.assert_client_error(

@@ -7,6 +7,7 @@ import base64
 import concurrent.futures
 import json
 import signal
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -271,3 +272,61 @@ def test_built_in_worker_and_joined_workers_together(fleet, make_zip):
     name = s.unique_name("echo")
     s.create_function(client, name, make_zip("echo"), "echo.wasm")
     assert s.invoke(client, name, {"k": 1}).json() == {"k": 1}
+
+
+def signed(node, method: str, path: str, body: bytes | None = None):
+    """A request to the node signed with its cluster secret, as a worker signs one."""
+    import hashlib
+    import hmac
+
+    secret = (node.data_dir / "cluster.secret").read_text().strip().encode()
+    now = int(time.time())
+    mac = hmac.new(secret, f"{now}\n{method}\n{path}".encode(), hashlib.sha256).hexdigest()
+    req = urllib.request.Request(f"{node.endpoint}{path}", data=body, method=method)
+    req.add_header("x-nimbus-cluster-auth", f"v1 {now} {mac}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_bad_registrations_and_heartbeats_are_refused(fleet, nimbus_bin, tmp_path):
+    node, workers = fleet([("ok", 256)])
+    good = {"name": "x", "incarnation": "i", "address": "127.0.0.1:1", "capacity_mb": 512}
+    cases = [
+        (b"{not json", "malformed registration"),
+        (json.dumps({**good, "name": "a/b"}).encode(), "invalid worker name"),
+        (json.dumps({**good, "address": "not-an-address"}).encode(), "invalid worker address"),
+        (json.dumps({**good, "capacity_mb": 0}).encode(), "capacity must be"),
+        (json.dumps({**good, "incarnation": "i" * 65}).encode(), "capacity must be"),
+    ]
+    for body, message in cases:
+        status, answer = signed(node, "POST", "/nimbus/cluster/v1/workers", body)
+        assert status == 400, (body, answer)
+        assert message in json.loads(answer)["message"]
+    # Properly signed, but nothing answers at the address: refused, nothing registered.
+    status, answer = signed(node, "POST", "/nimbus/cluster/v1/workers", json.dumps(good).encode())
+    assert status == 502 and "could not reach the worker" in json.loads(answer)["message"]
+    status, answer = signed(
+        node, "POST", "/nimbus/cluster/v1/workers/ok/heartbeat", b'{"incarnation": "someone-else", "capacity_mb": 512, "sandboxes": 0}'
+    )
+    assert status == 410
+    status, _ = signed(node, "POST", "/nimbus/cluster/v1/workers/ok/heartbeat", b"[]")
+    assert status == 400
+    status, _ = signed(node, "GET", "/nimbus/cluster/v1/code/not-a-digest")
+    assert status == 400
+    status, _ = signed(node, "GET", f"/nimbus/cluster/v1/code/{'ab' * 32}")
+    assert status == 404
+    assert fs.worker_names(node) == ["ok"]
+    assert [w["capacity_mb"] for w in fs.cluster_status(node)["workers"]] == [256]
+
+    # The worker command checks its own arguments before joining.
+    for name, capacity, message in [("args", 64, "at least 128"), ("bad/name", 256, "invalid worker name")]:
+        cmd, env = new_worker(fleet, nimbus_bin, node, name, capacity, tmp_path).command()
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30)
+        assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+    cmd, env = new_worker(fleet, nimbus_bin, node, "args", 256, tmp_path).command()
+    cmd[cmd.index("--join") + 1] = "ftp://127.0.0.1:1"
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0 and "http:// URL" in proc.stderr

@@ -80,7 +80,7 @@ impl Client {
                 .inner
                 .request(request)
                 .await
-                .map_err(|e| Failure::Unreachable(error_chain(&e)))?;
+                .map_err(|e| Failure::Unreachable(nimbus_types::error_chain(&e)))?;
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, limit)
                 .collect()
@@ -105,15 +105,4 @@ impl Client {
             None => exchange.await,
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }

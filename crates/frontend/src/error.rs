@@ -92,7 +92,7 @@ impl From<nimbus_store::Error> for ApiError {
             nimbus_store::Error::Conflict(name) => {
                 Self::conflict(format!("Function already exist: {name}"))
             }
-            other => Self::internal(format!("{:#}", anyhow_chain(&other))),
+            other => Self::internal(nimbus_types::error_chain(&other)),
         }
     }
 }
@@ -125,18 +125,6 @@ impl From<nimbus_manager::Error> for ApiError {
             nimbus_manager::Error::Internal(m) => Self::internal(m),
         }
     }
-}
-
-/// Renders an error with its sources, for logs.
-fn anyhow_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }
 
 impl IntoResponse for ApiError {

@@ -459,30 +459,34 @@ async fn delete_function(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// `Marker` and `MaxItems` of Lambda's list operations.
 #[derive(Debug, Deserialize)]
-struct ListQuery {
+pub(crate) struct ListQuery {
     #[serde(rename = "Marker")]
-    marker: Option<String>,
+    pub marker: Option<String>,
     #[serde(rename = "MaxItems")]
-    max_items: Option<String>,
+    pub max_items: Option<String>,
+}
+
+/// A list operation's `MaxItems`: 1 to 10,000, 50 if absent.
+pub(crate) fn max_items(value: Option<&str>) -> Result<usize, ApiError> {
+    match value {
+        None => Ok(50),
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=10_000).contains(&n) => Ok(n),
+            _ => Err(ApiError::invalid_parameter(format!(
+                "1 validation error detected: Value '{s}' at 'maxItems' failed to satisfy \
+                 constraint: Member must have value between 1 and 10000"
+            ))),
+        },
+    }
 }
 
 async fn list_functions(
     State(f): State<Shared>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = match q.max_items.as_deref() {
-        None => 50,
-        Some(s) => match s.parse::<usize>() {
-            Ok(n) if (1..=10_000).contains(&n) => n,
-            _ => {
-                return Err(ApiError::invalid_parameter(format!(
-                    "1 validation error detected: Value '{s}' at 'maxItems' failed to satisfy \
-                     constraint: Member must have value between 1 and 10000"
-                )));
-            }
-        },
-    };
+    let limit = max_items(q.max_items.as_deref())?;
     let (page, more) = f.control.list(q.marker.as_deref(), limit)?;
     let next_marker = if more {
         page.last().map(|f| f.name.clone())

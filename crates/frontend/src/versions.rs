@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::wire::FunctionConfiguration;
-use crate::{Shared, parse_json, read_body, resolve};
+use crate::{ListQuery, Shared, parse_json, read_body, resolve};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
@@ -51,32 +51,13 @@ pub(crate) async fn publish(
     Ok((status, axum::Json(out)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct ListQuery {
-    #[serde(rename = "Marker")]
-    marker: Option<String>,
-    #[serde(rename = "MaxItems")]
-    max_items: Option<String>,
-}
-
 pub(crate) async fn list(
     State(f): State<Shared>,
     Path(name): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     let latest = resolve(&f, &name, None)?;
-    let limit = match q.max_items.as_deref() {
-        None => 50,
-        Some(s) => match s.parse::<usize>() {
-            Ok(n) if (1..=10_000).contains(&n) => n,
-            _ => {
-                return Err(ApiError::invalid_parameter(format!(
-                    "1 validation error detected: Value '{s}' at 'maxItems' failed to satisfy \
-                     constraint: Member must have value between 1 and 10000"
-                )));
-            }
-        },
-    };
+    let limit = crate::max_items(q.max_items.as_deref())?;
     let mut all = vec![latest.clone()];
     all.extend(f.control.versions_of(&latest.name));
     // The marker is the last version of the previous page.

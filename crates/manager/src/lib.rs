@@ -461,9 +461,12 @@ impl WorkerManager {
         let Ok(mut pools) = self.pools.lock() else {
             return (None, Vec::new());
         };
-        let pool = pools
-            .entry(key.to_owned())
-            .or_insert_with(|| FunctionPool::new(function));
+        if !pools.contains_key(key) {
+            pools.insert(key.to_owned(), FunctionPool::new(function));
+        }
+        let Some(pool) = pools.get_mut(key) else {
+            return (None, Vec::new());
+        };
         let mut stale = Vec::new();
         if pool.revision != function.revision_id {
             stale = std::mem::take(&mut pool.idle);

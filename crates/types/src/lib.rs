@@ -19,6 +19,18 @@ pub use invocation::{FunctionError, InitType, InvokeOutcome, InvokeRequest, Outc
 pub use name::{FunctionRef, Qualifier};
 pub use telemetry::{LogEntry, Pricing, UsageRecord, UsageReport};
 
+/// An error with its sources, `outer: inner: innermost`, for logs and messages.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
 /// A validation failure of user-supplied configuration, worded for the user.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{0}")]
