@@ -7,7 +7,7 @@ use anyhow::Context;
 use nimbus_frontend::{Frontend, FrontendConfig};
 use nimbus_manager::{ManagerConfig, WorkerManager};
 use nimbus_runtime_wasm::{WasmConfig, WasmRuntime};
-use nimbus_store::{EmbeddedStore, LocalCodeStore, TelemetryWriter};
+use nimbus_store::{EmbeddedStore, FileTelemetry, LocalCodeStore, TelemetryWriter};
 use nimbus_worker::{
     HostRuntimes, JailPool, LocalWorker, LocalWorkerConfig, ProcessConfig, Worker,
 };
@@ -107,8 +107,12 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         0 => machine_memory_mb(),
         n => n,
     };
+    let telemetry_store = Arc::new(
+        FileTelemetry::open(&data.join("telemetry"), &config.retention)
+            .context("opening the telemetry store")?,
+    );
     let telemetry = Arc::new(TelemetryWriter::start(
-        store.clone(),
+        telemetry_store.clone(),
         config.retention.clone(),
     ));
     let manager = Arc::new(WorkerManager::new(
@@ -143,7 +147,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             },
             store.clone(),
             code.clone(),
-            store.clone(),
+            telemetry_store,
             manager.clone(),
         )
         .context("loading functions")?,

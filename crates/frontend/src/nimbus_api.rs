@@ -47,20 +47,24 @@ pub(crate) async fn usage(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let since_ms = q.since_ms.unwrap_or(0);
     let telemetry = f.telemetry.clone();
-    let records = tokio::task::spawn_blocking(move || telemetry.usage(since_ms))
-        .await
-        .map_err(ApiError::internal)??;
     if let Some(function) = q.function {
         let function = FunctionRef::parse(&function)?.name;
-        let records: Vec<_> = records
-            .into_iter()
-            .filter(|r| r.function == function)
-            .collect();
+        let records = tokio::task::spawn_blocking(move || {
+            telemetry.usage_records(&function, since_ms, MAX_USAGE_RECORDS)
+        })
+        .await
+        .map_err(ApiError::internal)??;
         return Ok(Json(serde_json::json!({ "records": records })));
     }
-    let report = UsageReport::build(since_ms, &records, f.pricing);
+    let totals = tokio::task::spawn_blocking(move || telemetry.usage_totals(since_ms))
+        .await
+        .map_err(ApiError::internal)??;
+    let report = UsageReport::from_totals(since_ms, totals, f.pricing);
     Ok(Json(serde_json::to_value(report).unwrap_or_default()))
 }
+
+/// The most individual usage records one answer lists.
+const MAX_USAGE_RECORDS: usize = 10_000;
 
 /// A function's asynchronous events: what waits, what is in flight, what was dead-lettered.
 pub(crate) async fn events(

@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicU64;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use nimbus_store::{EmbeddedStore, Retention};
+use nimbus_store::{FileTelemetry, Retention};
 use nimbus_types::{CodeRef, OutcomeKind, Runtime};
 use nimbus_worker::{SandboxInit, WorkerStatus};
 
@@ -122,16 +122,14 @@ fn function(name: &str, version: &str) -> FunctionConfig {
 }
 
 fn manager(dir: &tempfile::TempDir, limit: u32) -> Arc<WorkerManager> {
-    let store = Arc::new(EmbeddedStore::open(&dir.path().join("db")).unwrap());
-    let telemetry = Arc::new(TelemetryWriter::start(
-        store,
-        Retention {
-            log_max_age_s: 3600,
-            logs_per_function: 100,
-            usage_max_age_s: 3600,
-            usage_records: 100,
-        },
-    ));
+    let retention = Retention {
+        log_max_age_s: 3600,
+        log_max_mb: 1,
+        usage_max_age_s: 3600,
+        usage_max_mb: 1,
+    };
+    let store = Arc::new(FileTelemetry::open(&dir.path().join("telemetry"), &retention).unwrap());
+    let telemetry = Arc::new(TelemetryWriter::start(store, retention));
     Arc::new(WorkerManager::new(
         ManagerConfig {
             concurrency_limit: limit,

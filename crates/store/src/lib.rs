@@ -1,7 +1,8 @@
 //! Durable state of a nimbus node behind traits: function configuration ([`FunctionStore`]),
 //! invocation logs and usage records ([`TelemetryStore`]) and code packages ([`code::CodeStore`]).
 //!
-//! The embedded implementations here (redb for metadata, a directory for code) serve a single
+//! The embedded implementations here (redb for metadata, segment files for telemetry, a
+//! directory for code) serve a single
 //! node; a cluster swaps in other implementations of the same traits. Nothing in this crate knows
 //! about HTTP or sandboxes.
 
@@ -17,7 +18,7 @@ use nimbus_types::{FunctionConfig, LogEntry, UsageRecord};
 pub use code::{CodeStore, LocalCodeStore};
 pub use embedded::EmbeddedStore;
 pub use queue::{Delivery, DurableQueue, NewMessage, QueueCounts, new_id};
-pub use telemetry::{Retention, TelemetryWriter};
+pub use telemetry::{FileTelemetry, Retention, TelemetryWriter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -28,6 +29,8 @@ pub enum Error {
     InvalidCode(String),
     #[error("queue failure: {0}")]
     Queue(String),
+    #[error("telemetry failure: {0}")]
+    Telemetry(String),
     #[error("stored record is corrupt")]
     Corrupt(#[source] serde_json::Error),
     #[error("database error")]
@@ -118,8 +121,19 @@ pub trait TelemetryStore: Send + Sync {
     fn append(&self, logs: &[NewLogEntry], usage: &[UsageRecord]) -> Result<()>;
     /// Log entries of one function with a sequence number above `after`, oldest first.
     fn logs(&self, function: &str, after: u64, limit: usize) -> Result<Vec<LogEntry>>;
-    /// Usage records at or after `since_ms`, oldest first.
-    fn usage(&self, since_ms: i64) -> Result<Vec<UsageRecord>>;
+    /// One function's usage records at or after `since_ms`, oldest first, at most `limit`.
+    fn usage_records(
+        &self,
+        function: &str,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<UsageRecord>>;
+    /// Usage totals per function of the invocations from `since_ms` on, whatever retention
+    /// has dropped of the raw records.
+    fn usage_totals(
+        &self,
+        since_ms: i64,
+    ) -> Result<std::collections::BTreeMap<String, nimbus_types::telemetry::UsageTotals>>;
     /// Drops what the retention policy no longer keeps.
     fn prune(&self, retention: &Retention, now_ms: i64) -> Result<()>;
     /// Makes everything appended so far durable.

@@ -66,12 +66,22 @@ pub struct UsageTotals {
 }
 
 impl UsageTotals {
-    fn add(&mut self, record: &UsageRecord) {
+    /// Counts one invocation in.
+    pub fn add(&mut self, record: &UsageRecord) {
         self.invocations += 1;
         self.cold_starts += record.cold as u64;
         self.errors += (record.outcome != OutcomeKind::Success) as u64;
         self.billed_ms += record.billed_ms;
         self.gb_seconds += record.gb_seconds;
+    }
+
+    /// Adds another set of totals (of other invocations) to these.
+    pub fn merge(&mut self, other: &UsageTotals) {
+        self.invocations += other.invocations;
+        self.cold_starts += other.cold_starts;
+        self.errors += other.errors;
+        self.billed_ms += other.billed_ms;
+        self.gb_seconds += other.gb_seconds;
     }
 
     fn price(&mut self, pricing: &Pricing) {
@@ -99,24 +109,36 @@ pub struct UsageReport {
 
 impl UsageReport {
     pub fn build(since_ms: i64, records: &[UsageRecord], pricing: Pricing) -> Self {
-        let mut by_function: std::collections::BTreeMap<&str, UsageTotals> = Default::default();
-        let mut total = UsageTotals::default();
+        let mut by_function: std::collections::BTreeMap<String, UsageTotals> = Default::default();
         for record in records {
-            by_function
-                .entry(record.function.as_str())
-                .or_default()
-                .add(record);
-            total.add(record);
+            match by_function.get_mut(record.function.as_str()) {
+                Some(t) => t.add(record),
+                None => {
+                    let mut t = UsageTotals::default();
+                    t.add(record);
+                    by_function.insert(record.function.clone(), t);
+                }
+            }
+        }
+        Self::from_totals(since_ms, by_function, pricing)
+    }
+
+    /// A report from totals already added up per function.
+    pub fn from_totals(
+        since_ms: i64,
+        by_function: std::collections::BTreeMap<String, UsageTotals>,
+        pricing: Pricing,
+    ) -> Self {
+        let mut total = UsageTotals::default();
+        for totals in by_function.values() {
+            total.merge(totals);
         }
         total.price(&pricing);
         let functions = by_function
             .into_iter()
             .map(|(function, mut totals)| {
                 totals.price(&pricing);
-                FunctionUsage {
-                    function: function.to_owned(),
-                    totals,
-                }
+                FunctionUsage { function, totals }
             })
             .collect();
         Self {
