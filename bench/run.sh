@@ -78,16 +78,7 @@ nimbus_round() { # -> "p50 p99 rps telemetry_share_percent idle_rss_fresh_kb idl
   sleep 0.5
   local idle_fresh idle_after
   idle_fresh=$(rss_kb "$NPID")
-  python3 - "$NIMBUS_PORT" "$ECHO_WASM" <<'PY'
-import base64, io, json, sys, zipfile, http.client
-port, wasm = int(sys.argv[1]), open(sys.argv[2], "rb").read()
-buf = io.BytesIO()
-with zipfile.ZipFile(buf, "w") as z: z.writestr("echo.wasm", wasm)
-c = http.client.HTTPConnection("127.0.0.1", port)
-c.request("POST", "/2015-03-31/functions", json.dumps({"FunctionName": "echo", "Runtime": "wasm32-wasip1",
-  "Handler": "echo.wasm", "Role": "r", "Code": {"ZipFile": base64.b64encode(buf.getvalue()).decode()}}))
-r = c.getresponse(); assert r.status == 201, r.read()
-PY
+  python3 bench/deploy_echo.py "$NIMBUS_PORT" "$ECHO_WASM"
   local url="http://127.0.0.1:$NIMBUS_PORT/2015-03-31/functions/echo/invocations"
   curl -sf -d '{"hello":"world"}' "$url" >/dev/null
   local p50 p99 rps t0 tt0 t1 tt1

@@ -39,16 +39,7 @@ LUA
 pid=$!
 for _ in $(seq 100); do grep -q listening "$tmp/nimbus.out" 2>/dev/null && break; sleep 0.05; done
 export NIMBUS_ENDPOINT="http://127.0.0.1:$PORT"
-python3 - "$PORT" "$ECHO_WASM" <<'PY'
-import base64, io, json, sys, zipfile, http.client
-port, wasm = int(sys.argv[1]), open(sys.argv[2], "rb").read()
-buf = io.BytesIO()
-with zipfile.ZipFile(buf, "w") as z: z.writestr("echo.wasm", wasm)
-c = http.client.HTTPConnection("127.0.0.1", port)
-c.request("POST", "/2015-03-31/functions", json.dumps({"FunctionName": "echo", "Runtime": "wasm32-wasip1",
-  "Handler": "echo.wasm", "Role": "r", "Code": {"ZipFile": base64.b64encode(buf.getvalue()).decode()}}))
-r = c.getresponse(); assert r.status == 201, r.read()
-PY
+python3 bench/deploy_echo.py "$PORT" "$ECHO_WASM"
 URL="http://127.0.0.1:$PORT/2015-03-31/functions/echo/invocations"
 curl -sf -d '{"hello":"world"}' "$URL" >/dev/null
 
