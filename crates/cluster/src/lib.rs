@@ -21,7 +21,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 /// The header that carries a request's proof of the secret.
 pub const AUTH_HEADER: &str = "x-nimbus-cluster-auth";
@@ -62,13 +62,9 @@ impl Secret {
             return Self::read(path);
         }
         let mut random = [0u8; 32];
-        {
-            use std::io::Read;
-            std::fs::File::open("/dev/urandom")
-                .and_then(|mut f| f.read_exact(&mut random))
-                .context("reading /dev/urandom")?;
-        }
-        let text = hex(&random);
+        getrandom::fill(&mut random)
+            .map_err(|e| anyhow::anyhow!("the system's random source failed: {e}"))?;
+        let text = nimbus_types::hex::encode(&random);
         let tmp = path.with_extension("tmp");
         {
             use std::io::Write;
@@ -94,7 +90,10 @@ impl Secret {
     /// The auth header's value for a request.
     pub fn sign(&self, method: &str, path: &str) -> String {
         let now = nimbus_types::time::now_ms() / 1000;
-        format!("v1 {now} {}", hex(&self.mac(now, method, path)))
+        format!(
+            "v1 {now} {}",
+            nimbus_types::hex::encode(&self.mac(now, method, path))
+        )
     }
 
     /// Checks a request's auth header; the error says why it was refused.
@@ -113,7 +112,7 @@ impl Secret {
         if (now - time).abs() > MAX_SKEW_S {
             return Err("the cluster credentials are stale (check the clocks)".into());
         }
-        let expected = hex(&self.mac(time, method, path));
+        let expected = nimbus_types::hex::encode(&self.mac(time, method, path));
         // Compare in constant time.
         let same = expected.len() == mac.len()
             && expected
@@ -130,32 +129,13 @@ impl Secret {
 }
 
 fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut k = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let inner_pad: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
-    let outer_pad: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
-    let inner = Sha256::new()
-        .chain_update(&inner_pad)
-        .chain_update(message)
-        .finalize();
-    Sha256::new()
-        .chain_update(&outer_pad)
-        .chain_update(inner)
-        .finalize()
-        .into()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    use hmac::Mac;
+    // HMAC accepts a key of any length; new_from_slice cannot fail for it.
+    let Ok(mut mac) = hmac::Hmac::<Sha256>::new_from_slice(key) else {
+        return [0; 32];
+    };
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
 /// A worker's name: 1 to 64 letters, digits, `.`, `_` or `-`.
@@ -212,7 +192,7 @@ mod tests {
     fn hmac_matches_rfc_4231_case_2() {
         let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
         assert_eq!(
-            hex(&mac),
+            nimbus_types::hex::encode(&mac),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
     }

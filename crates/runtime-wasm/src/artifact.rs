@@ -12,8 +12,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::{Engine, Module};
 
 pub(crate) fn digest(bytes: &[u8]) -> String {
-    let hash = Sha256::digest(bytes);
-    hash.iter().map(|b| format!("{b:02x}")).collect()
+    nimbus_types::hex::encode(&Sha256::digest(bytes))
 }
 
 pub(crate) fn load(engine: &Engine, dir: &Path, key: &str) -> Option<Module> {

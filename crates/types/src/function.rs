@@ -206,10 +206,12 @@ pub fn validate_memory(mb: u32) -> Result<(), InvalidParameter> {
     if (MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&mb) {
         Ok(())
     } else {
-        Err(InvalidParameter::new(format!(
-            "1 validation error detected: Value '{mb}' at 'memorySize' failed to satisfy \
-             constraint: Member must have value between {MIN_MEMORY_MB} and {MAX_MEMORY_MB}"
-        )))
+        Err(InvalidParameter::range(
+            "memorySize",
+            &mb,
+            MIN_MEMORY_MB.into(),
+            MAX_MEMORY_MB.into(),
+        ))
     }
 }
 
@@ -217,10 +219,12 @@ pub fn validate_timeout(s: u32) -> Result<(), InvalidParameter> {
     if (MIN_TIMEOUT_S..=MAX_TIMEOUT_S).contains(&s) {
         Ok(())
     } else {
-        Err(InvalidParameter::new(format!(
-            "1 validation error detected: Value '{s}' at 'timeout' failed to satisfy constraint: \
-             Member must have value between {MIN_TIMEOUT_S} and {MAX_TIMEOUT_S}"
-        )))
+        Err(InvalidParameter::range(
+            "timeout",
+            &s,
+            MIN_TIMEOUT_S.into(),
+            MAX_TIMEOUT_S.into(),
+        ))
     }
 }
 
@@ -238,10 +242,12 @@ pub fn validate_ephemeral_storage(mb: u32) -> Result<(), InvalidParameter> {
     if (512..=10_240).contains(&mb) {
         Ok(())
     } else {
-        Err(InvalidParameter::new(format!(
-            "1 validation error detected: Value '{mb}' at 'ephemeralStorage.size' failed to \
-             satisfy constraint: Member must have value between 512 and 10240"
-        )))
+        Err(InvalidParameter::range(
+            "ephemeralStorage.size",
+            &mb,
+            512,
+            10_240,
+        ))
     }
 }
 
@@ -296,10 +302,11 @@ pub fn validate_handler(runtime: Runtime, handler: &str) -> Result<(), InvalidPa
         || handler.len() > 128
         || handler.chars().any(|c| c.is_whitespace() || c == '\0')
     {
-        return Err(InvalidParameter::new(format!(
-            "1 validation error detected: Value '{handler}' at 'handler' failed to satisfy \
-             constraint: Member must satisfy regular expression pattern: [^\\s]+"
-        )));
+        return Err(InvalidParameter::constraint(
+            "handler",
+            Some(&handler),
+            "Member must satisfy regular expression pattern: [^\\s]+",
+        ));
     }
     Ok(())
 }
@@ -323,6 +330,12 @@ pub fn validate_handler_path(handler: &str) -> Result<(), InvalidParameter> {
     }
 }
 
+/// Lambda shows `CodeSha256` as the base64 of the digest; the code store keys code by hex.
+pub fn sha256_base64(hex: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(crate::hex::decode(hex).unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,7 +347,7 @@ mod tests {
         assert!(validate_environment(&env).is_ok());
         env.insert("AWS_REGION".to_owned(), "x".to_owned());
         let err = validate_environment(&env).unwrap_err();
-        assert!(err.0.contains("AWS_REGION"));
+        assert!(err.to_string().contains("AWS_REGION"));
         let mut bad = BTreeMap::new();
         bad.insert("1X".to_owned(), String::new());
         assert!(validate_environment(&bad).is_err());

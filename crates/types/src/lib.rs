@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod function;
+pub mod hex;
 pub mod invocation;
 pub mod limits;
 pub mod name;
@@ -31,13 +32,55 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// A validation failure of user-supplied configuration, worded for the user.
+/// A validation failure of user-supplied input, worded for the user.
+///
+/// AWS APIs tell two kinds apart, and clients see the difference in the error code: a value
+/// that breaks a constraint of the API's model (a pattern, a range, an enum) is a
+/// `ValidationException`, any other unacceptable value an `InvalidParameterValueException`
+/// (or the API's own equivalent).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0}")]
-pub struct InvalidParameter(pub String);
+pub enum InvalidParameter {
+    #[error(
+        "1 validation error detected: Value {} at '{field}' failed to satisfy constraint: {constraint}",
+        value.as_deref().map_or_else(|| "null".to_owned(), |v| format!("'{v}'"))
+    )]
+    Constraint {
+        /// The member's name as the API model spells it (`memorySize`).
+        field: String,
+        /// What was sent; `None` when the member was missing or null.
+        value: Option<String>,
+        /// The constraint, as AWS words it (`Member must have value between 1 and 10000`).
+        constraint: String,
+    },
+    #[error("{0}")]
+    Value(String),
+}
 
 impl InvalidParameter {
+    /// Any other invalid value.
     pub fn new(message: impl Into<String>) -> Self {
-        Self(message.into())
+        Self::Value(message.into())
+    }
+
+    /// A value outside a constraint of the API's model.
+    pub fn constraint(
+        field: impl Into<String>,
+        value: Option<&dyn std::fmt::Display>,
+        constraint: impl Into<String>,
+    ) -> Self {
+        Self::Constraint {
+            field: field.into(),
+            value: value.map(|v| v.to_string()),
+            constraint: constraint.into(),
+        }
+    }
+
+    /// A number outside `min..=max`.
+    pub fn range(field: &str, value: &dyn std::fmt::Display, min: i64, max: i64) -> Self {
+        Self::constraint(
+            field,
+            Some(value),
+            format!("Member must have value between {min} and {max}"),
+        )
     }
 }

@@ -55,11 +55,12 @@ pub fn validate_function_name(name: &str) -> Result<(), InvalidParameter> {
     if ok {
         Ok(())
     } else {
-        Err(InvalidParameter::new(format!(
-            "1 validation error detected: Value '{name}' at 'functionName' failed to satisfy \
-             constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9-_]+ and have \
-             length between 1 and 64"
-        )))
+        Err(InvalidParameter::constraint(
+            "functionName",
+            Some(&name),
+            "Member must satisfy regular expression pattern: [a-zA-Z0-9-_]+ and have length \
+             between 1 and 64",
+        ))
     }
 }
 
