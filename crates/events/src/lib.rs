@@ -17,25 +17,25 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use nimbus_manager::WorkerManager;
-use nimbus_store::{Delivery, DurableQueue, NewMessage};
+use nimbus_queue::{Delivery, DurableQueue, NewMessage, QueueName};
 use nimbus_types::function::EventInvokeConfig;
 use nimbus_types::{FunctionConfig, InvokeOutcome, InvokeRequest};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 /// Where a function's asynchronous events wait.
-pub fn async_queue(function: &str) -> String {
-    format!("async:{function}")
+pub fn async_queue(function: &str) -> QueueName {
+    QueueName::Async(function.to_owned())
 }
 
 /// Where a function's failed asynchronous events go when no OnFailure destination is set.
-pub fn dead_letter_queue(function: &str) -> String {
-    format!("dlq:{function}")
+pub fn dead_letter_queue(function: &str) -> QueueName {
+    QueueName::DeadLetter(function.to_owned())
 }
 
 /// Where the messages of a queue served through the SQS API are kept.
-pub fn sqs_queue(queue: &str) -> String {
-    format!("sqs:{queue}")
+pub fn sqs_queue(queue: &str) -> QueueName {
+    QueueName::Sqs(queue.to_owned())
 }
 
 /// The queue named by an SQS ARN (`arn:aws:sqs:REGION:ACCOUNT:NAME`).
@@ -45,10 +45,7 @@ pub fn destination_queue(arn: &str) -> Option<String> {
     nimbus_types::queue::valid_queue_name(name).then(|| name.to_owned())
 }
 
-/// Finds a function's current configuration by name.
-pub trait FunctionDirectory: Send + Sync {
-    fn function(&self, name: &str) -> Option<Arc<FunctionConfig>>;
-}
+pub use nimbus_control::FunctionDirectory;
 
 #[derive(Debug, Clone)]
 pub struct AsyncConfig {
@@ -128,13 +125,28 @@ impl AsyncInvoker {
         &self.queue
     }
 
+    /// Acknowledges an event. If the queue fails, the event comes back after its visibility
+    /// timeout and runs again: delivery is at least once.
+    fn ack(&self, delivery: &Delivery) {
+        if let Err(e) = self.queue.ack(delivery) {
+            tracing::error!(queue = %delivery.queue, id = %delivery.id, error = %e, "could not acknowledge an event; it will run again");
+        }
+    }
+
+    /// Hands an event back to wait `delay_ms` with new metadata.
+    fn release(&self, delivery: &Delivery, delay_ms: u64, meta: Value) {
+        if let Err(e) = self.queue.release(delivery, delay_ms, meta) {
+            tracing::error!(queue = %delivery.queue, id = %delivery.id, error = %e, "could not hand an event back; it returns after its visibility timeout");
+        }
+    }
+
     /// Persists an asynchronous invocation; returns once it is on disk.
     pub async fn submit(
         &self,
         function: &str,
         request_id: &str,
         payload: Bytes,
-    ) -> nimbus_store::Result<()> {
+    ) -> nimbus_queue::Result<()> {
         let meta = EventMeta {
             function: function.to_owned(),
             request_id: request_id.to_owned(),
@@ -177,7 +189,7 @@ impl AsyncInvoker {
         }
         self.manager.flush_telemetry().await;
         for delivery in &batch {
-            self.queue.ack(delivery);
+            self.ack(delivery);
         }
         batch.len()
     }
@@ -196,16 +208,31 @@ impl AsyncInvoker {
         let acker = tokio::spawn(self.clone().run_acks());
         tokio::pin!(shutdown);
         loop {
-            self.dispatch();
-            let wait = self
-                .queue
-                .next_visible_ms()
-                .map(|t| (t - nimbus_types::time::now_ms()).clamp(1, 200) as u64)
-                .unwrap_or(200);
+            let leased = self.dispatch();
+            let full = self.in_flight.load(Ordering::Acquire) >= self.config.concurrency;
+            // Woken when a running event finishes and frees a slot, or (with a slot free) by a
+            // commit or release that makes an event visible, or by the clock when a delayed or
+            // leased one's time comes; the deadline is only a backstop.
+            let backstop = tokio::time::Instant::now() + Duration::from_secs(1);
+            let visible = async {
+                if full {
+                    // Visible events wait for a slot: only a finished event helps.
+                    tokio::time::sleep_until(backstop).await;
+                    return;
+                }
+                if leased == 0 {
+                    // Events this round could not take (their lease failed) would make the
+                    // wait below return at once: never spin on them.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                self.queue
+                    .wait_any_visible(|q| matches!(q, QueueName::Async(_)), backstop)
+                    .await;
+            };
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                _ = visible => {}
             }
         }
         while self.in_flight.load(Ordering::Acquire) > 0 {
@@ -216,9 +243,18 @@ impl AsyncInvoker {
         self.ack_batch().await;
     }
 
-    fn dispatch(self: &Arc<Self>) {
-        for queue in self.queue.ready_queues() {
-            let Some(function) = queue.strip_prefix("async:") else {
+    /// Leases visible events into free slots and starts them; returns how many.
+    fn dispatch(self: &Arc<Self>) -> usize {
+        let mut started = 0;
+        let ready = match self.queue.ready_queues() {
+            Ok(ready) => ready,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the event queue");
+                return 0;
+            }
+        };
+        for queue in ready {
+            let QueueName::Async(function) = &queue else {
                 continue;
             };
             let free = self
@@ -226,7 +262,7 @@ impl AsyncInvoker {
                 .concurrency
                 .saturating_sub(self.in_flight.load(Ordering::Acquire));
             if free == 0 {
-                return;
+                return started;
             }
             let visibility = self
                 .functions
@@ -236,6 +272,7 @@ impl AsyncInvoker {
                 continue;
             };
             for delivery in deliveries {
+                started += 1;
                 self.in_flight.fetch_add(1, Ordering::AcqRel);
                 let invoker = self.clone();
                 tokio::spawn(async move {
@@ -245,17 +282,18 @@ impl AsyncInvoker {
                 });
             }
         }
+        started
     }
 
     async fn handle(&self, delivery: Delivery) {
         let Ok(mut meta) = serde_json::from_value::<EventMeta>(delivery.meta.clone()) else {
             tracing::error!(queue = %delivery.queue, id = %delivery.id, "dropping an event with unreadable metadata");
-            self.queue.ack(&delivery);
+            self.ack(&delivery);
             return;
         };
         let Some(function) = self.functions.function(&meta.function) else {
             tracing::warn!(function = %meta.function, request_id = %meta.request_id, "function deleted; dropping its event");
-            self.queue.ack(&delivery);
+            self.ack(&delivery);
             return;
         };
         let config = function.event_invoke.clone().unwrap_or_default();
@@ -280,7 +318,7 @@ impl AsyncInvoker {
                 // Throttled events wait and try again; the throttle is not an attempt. Nor is
                 // a run cut short by a lost worker: the event goes to another one.
                 let value = serde_json::to_value(&meta).unwrap_or(Value::Null);
-                self.queue.release(
+                self.release(
                     &delivery,
                     self.config.throttle_delay.as_millis() as u64,
                     value,
@@ -330,7 +368,7 @@ impl AsyncInvoker {
                 .as_ref()
                 .and_then(|o| serde_json::from_slice(&o.payload).ok());
             let value = serde_json::to_value(&meta).unwrap_or(Value::Null);
-            self.queue.release(delivery, delay, value);
+            self.release(delivery, delay, value);
         } else {
             meta.condition = Some("RetriesExhausted".into());
             self.fail(delivery, function, config, meta, outcome.as_ref())
@@ -352,6 +390,9 @@ impl AsyncInvoker {
             .clone()
             .unwrap_or_else(|| "RetriesExhausted".into());
         tracing::info!(function = %function.name, request_id = %meta.request_id, %condition, attempts = meta.attempts, "asynchronous event failed");
+        // The logs and usage of its attempts are durable before the failure shows anywhere:
+        // whoever finds the dead letter or the destination record finds them too.
+        self.manager.flush_telemetry().await;
         match &config.on_failure {
             Some(target) => {
                 let record =
@@ -438,7 +479,7 @@ impl AsyncInvoker {
             tracing::error!(%target, "unsupported destination");
             return;
         };
-        let request_id = nimbus_store::new_id();
+        let request_id = nimbus_queue::new_id();
         let body = Bytes::from(serde_json::to_vec(&record).unwrap_or_default());
         if let Err(e) = self.submit(&name, &request_id, body).await {
             tracing::error!(%target, error = %e, "could not deliver to a destination");
@@ -450,12 +491,12 @@ impl AsyncInvoker {
         &self,
         function: &str,
         limit: usize,
-    ) -> nimbus_store::Result<Vec<Delivery>> {
+    ) -> nimbus_queue::Result<Vec<Delivery>> {
         self.queue.peek_all(&dead_letter_queue(function), limit)
     }
 
     /// Moves a dead-lettered event back to the function's queue, with its attempts reset.
-    pub async fn replay(&self, function: &str, id: &str) -> nimbus_store::Result<bool> {
+    pub async fn replay(&self, function: &str, id: &str) -> nimbus_queue::Result<bool> {
         let Some(event) = self
             .dead_letters(function, usize::MAX)?
             .into_iter()
@@ -469,7 +510,7 @@ impl AsyncInvoker {
         };
         self.submit(function, &meta.request_id, Bytes::from(event.body))
             .await?;
-        Ok(self.queue.remove_by_id(&dead_letter_queue(function), id))
+        self.queue.remove_by_id(&dead_letter_queue(function), id)
     }
 }
 

@@ -90,7 +90,7 @@ impl Scheduler {
             .unwrap_or_default();
         json!({
             "version": "0",
-            "id": nimbus_store::new_id(),
+            "id": nimbus_queue::new_id(),
             "detail-type": "Scheduled Event",
             "source": "aws.events",
             "account": nimbus_types::name::DEFAULT_ACCOUNT,
@@ -143,7 +143,7 @@ impl Scheduler {
                 };
                 if let Err(e) = self
                     .invoker
-                    .submit(&function, &nimbus_store::new_id(), payload)
+                    .submit(&function, &nimbus_queue::new_id(), payload)
                     .await
                 {
                     tracing::error!(rule = %rule.name, %function, error = %e, "could not send a scheduled event");

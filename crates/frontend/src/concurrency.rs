@@ -7,8 +7,8 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use nimbus_types::FunctionConfig;
 use nimbus_types::name::LATEST;
+use nimbus_types::{FunctionConfig, InvalidParameter};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -19,19 +19,18 @@ use crate::{Shared, parse_json, read_body, resolve};
 fn count_field(body: &Value, field: &str, member: &str, min: i64) -> Result<u32, ApiError> {
     let value = body.get(field).unwrap_or(&Value::Null);
     if value.is_null() {
-        return Err(ApiError::invalid_parameter(format!(
-            "1 validation error detected: Value null at '{member}' failed to satisfy \
-             constraint: Member must not be null"
-        )));
+        return Err(InvalidParameter::constraint(member, None, "Member must not be null").into());
     }
     let n = value.as_i64().ok_or_else(|| {
         ApiError::invalid_parameter(format!("{field} must be an integer, got {value}"))
     })?;
     if n < min {
-        return Err(ApiError::invalid_parameter(format!(
-            "1 validation error detected: Value '{n}' at '{member}' failed to satisfy \
-             constraint: Member must have value greater than or equal to {min}"
-        )));
+        return Err(InvalidParameter::constraint(
+            member,
+            Some(&n),
+            format!("Member must have value greater than or equal to {min}"),
+        )
+        .into());
     }
     u32::try_from(n).map_err(|_| ApiError::invalid_parameter(format!("{field} is too large: {n}")))
 }
@@ -104,10 +103,9 @@ fn version_of(
     qualifier: Option<&str>,
 ) -> Result<std::sync::Arc<FunctionConfig>, ApiError> {
     let Some(qualifier) = qualifier else {
-        return Err(ApiError::invalid_parameter(
-            "1 validation error detected: Value null at 'qualifier' failed to satisfy \
-             constraint: Member must not be null",
-        ));
+        return Err(
+            InvalidParameter::constraint("qualifier", None, "Member must not be null").into(),
+        );
     };
     let function = resolve(f, name, Some(qualifier))?;
     if function.version == LATEST {
@@ -132,7 +130,7 @@ fn provisioned_json(f: &Shared, version: &FunctionConfig, with_arn: bool) -> Opt
     let request = latest.provisioned.get(&version.version)?;
     let status = f.manager.provisioned(&version.qualified_name());
     let (allocated, state, reason) = match &status {
-        Some(s) => (s.allocated, s.status, s.reason.clone()),
+        Some(s) => (s.allocated, s.status.as_str(), s.reason.clone()),
         None => (0, "IN_PROGRESS", None),
     };
     let mut out = json!({

@@ -27,17 +27,14 @@ impl ApiError {
         self
     }
 
-    /// A bad parameter. Lambda reports violations of its API model's constraints (patterns,
-    /// ranges, enums: the messages that start "1 validation error detected") as
-    /// `ValidationException`, and everything else as `InvalidParameterValueException`.
+    /// A bad parameter that is not a violation of the API model's constraints (those are
+    /// [`nimbus_types::InvalidParameter::Constraint`], answered as `ValidationException`).
     pub fn invalid_parameter(message: impl Into<String>) -> Self {
-        let message = message.into();
-        let code = if message.starts_with("1 validation error detected") {
-            "ValidationException"
-        } else {
-            "InvalidParameterValueException"
-        };
-        Self::new(StatusCode::BAD_REQUEST, code, message)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValueException",
+            message,
+        )
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -80,8 +77,17 @@ impl ApiError {
 }
 
 impl From<nimbus_types::InvalidParameter> for ApiError {
+    /// Lambda answers violations of its API model's constraints (patterns, ranges, enums) with
+    /// `ValidationException`, and other bad values with `InvalidParameterValueException`.
     fn from(e: nimbus_types::InvalidParameter) -> Self {
-        Self::invalid_parameter(e.0)
+        match e {
+            nimbus_types::InvalidParameter::Constraint { .. } => Self::new(
+                StatusCode::BAD_REQUEST,
+                "ValidationException",
+                e.to_string(),
+            ),
+            nimbus_types::InvalidParameter::Value(message) => Self::invalid_parameter(message),
+        }
     }
 }
 
@@ -92,6 +98,32 @@ impl From<nimbus_store::Error> for ApiError {
             nimbus_store::Error::Conflict(name) => {
                 Self::conflict(format!("Function already exist: {name}"))
             }
+            other => Self::internal(nimbus_types::error_chain(&other)),
+        }
+    }
+}
+
+impl From<nimbus_queue::Error> for ApiError {
+    fn from(e: nimbus_queue::Error) -> Self {
+        Self::internal(nimbus_types::error_chain(&e))
+    }
+}
+
+impl From<nimbus_control::Error> for ApiError {
+    fn from(e: nimbus_control::Error) -> Self {
+        use nimbus_control::Error;
+        match e {
+            Error::Invalid(invalid) => invalid.into(),
+            Error::FunctionNotFound(arn) => Self::function_not_found(&arn),
+            Error::AlreadyExists(name) => Self::conflict(format!("Function already exist: {name}")),
+            Error::RevisionMismatch => Self::new(
+                StatusCode::PRECONDITION_FAILED,
+                "PreconditionFailedException",
+                "The Revision Id provided does not match the latest Revision Id. Call the \
+                 GetFunction/GetAlias API to retrieve the latest Revision Id",
+            ),
+            Error::Store(e) => e.into(),
+            Error::Manager(e) => e.into(),
             other => Self::internal(nimbus_types::error_chain(&other)),
         }
     }
@@ -122,6 +154,7 @@ impl From<nimbus_manager::Error> for ApiError {
             ),
             nimbus_manager::Error::InvalidCode(m) => Self::invalid_parameter(m),
             nimbus_manager::Error::InvalidSetting(m) => Self::invalid_parameter(m),
+            nimbus_manager::Error::SandboxVanished => Self::internal("a sandbox vanished twice"),
             nimbus_manager::Error::Internal(m) => Self::internal(m),
         }
     }

@@ -16,8 +16,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use nimbus_store::MappingStore;
-use nimbus_types::InvokeRequest;
 use nimbus_types::queue::EventSourceMapping;
+use nimbus_types::{InvalidParameter, InvokeRequest};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -104,19 +104,15 @@ fn apply(
     }
     if let Some(n) = input.batch_size {
         if !(1..=10_000).contains(&n) {
-            return Err(ApiError::invalid_parameter(format!(
-                "1 validation error detected: Value '{n}' at 'batchSize' failed to satisfy constraint: \
-                 Member must have value between 1 and 10000"
-            )));
+            return Err(InvalidParameter::range("batchSize", &n, 1, 10_000).into());
         }
         mapping.batch_size = n as u32;
     }
     if let Some(n) = input.maximum_batching_window_in_seconds {
         if !(0..=300).contains(&n) {
-            return Err(ApiError::invalid_parameter(format!(
-                "1 validation error detected: Value '{n}' at 'maximumBatchingWindowInSeconds' failed \
-                 to satisfy constraint: Member must have value between 0 and 300"
-            )));
+            return Err(
+                InvalidParameter::range("maximumBatchingWindowInSeconds", &n, 0, 300).into(),
+            );
         }
         mapping.max_batching_window_s = n as u32;
     }
@@ -130,15 +126,17 @@ fn apply(
     }
     if let Some(types) = input.function_response_types {
         if types.iter().any(|t| t != "ReportBatchItemFailures") {
-            return Err(ApiError::invalid_parameter(format!(
-                "1 validation error detected: Value '{types:?}' at 'functionResponseTypes' failed to \
-                 satisfy constraint: Member must satisfy enum value set: [ReportBatchItemFailures]"
-            )));
+            return Err(InvalidParameter::constraint(
+                "functionResponseTypes",
+                Some(&format!("{types:?}")),
+                "Member must satisfy enum value set: [ReportBatchItemFailures]",
+            )
+            .into());
         }
         mapping.report_batch_item_failures = !types.is_empty();
     }
     // As on Lambda: a batch must stay invisible for as long as the function may run.
-    if let (Some(queues), Some(function)) = (f.queues.get(), f.control.function(&mapping.function))
+    if let (Some(queues), Some(function)) = (Some(&f.queues), f.control.function(&mapping.function))
         && let Some(queue) = queues
             .queue_name_of_arn(&mapping.event_source_arn)
             .and_then(|n| queues.queue_config(&n))
@@ -151,12 +149,6 @@ fn apply(
     }
     mapping.last_modified_ms = nimbus_types::time::now_ms();
     Ok(())
-}
-
-fn sources(f: &Frontend) -> Result<&Arc<EventSources>, ApiError> {
-    f.event_sources
-        .get()
-        .ok_or_else(|| ApiError::internal("event source mappings are not configured"))
 }
 
 pub(crate) async fn create(
@@ -172,10 +164,7 @@ pub(crate) async fn create(
         .event_source_arn
         .clone()
         .ok_or_else(|| ApiError::invalid_parameter("EventSourceArn is required"))?;
-    let queues = f
-        .queues
-        .get()
-        .ok_or_else(|| ApiError::internal("queues are not configured"))?;
+    let queues = &f.queues;
     if queues.queue_name_of_arn(&arn).is_none() {
         return Err(ApiError::invalid_parameter(format!(
             "Invalid EventSourceArn {arn}: only existing queues (arn:aws:sqs:…) are supported as event sources"
@@ -195,7 +184,7 @@ pub(crate) async fn create(
         last_modified_ms: 0,
     };
     apply(&f, &mut mapping, input)?;
-    sources(&f)?.save(mapping.clone())?;
+    f.event_sources.save(mapping.clone())?;
     let state = if mapping.enabled {
         "Enabled"
     } else {
@@ -212,7 +201,7 @@ pub(crate) async fn get(
     State(f): State<Shared>,
     Path(uuid): Path<String>,
 ) -> Result<Response, ApiError> {
-    let mapping = sources(&f)?.get(&uuid).ok_or_else(|| not_found(&uuid))?;
+    let mapping = f.event_sources.get(&uuid).ok_or_else(|| not_found(&uuid))?;
     Ok(axum::Json(output(&f, &mapping, "Enabled")).into_response())
 }
 
@@ -232,7 +221,8 @@ pub(crate) async fn list(
         Some(name) => Some(nimbus_types::FunctionRef::parse(name)?.name),
         None => None,
     };
-    let mut all: Vec<EventSourceMapping> = sources(&f)?
+    let mut all: Vec<EventSourceMapping> = f
+        .event_sources
         .mappings
         .read()
         .map(|m| m.values().cloned().collect())
@@ -258,7 +248,7 @@ pub(crate) async fn update(
     let input: MappingInput = serde_json::from_slice(&body).map_err(|e| {
         ApiError::invalid_parameter(format!("could not parse the request body: {e}"))
     })?;
-    let sources = sources(&f)?;
+    let sources = &f.event_sources;
     let mut mapping = sources.get(&uuid).ok_or_else(|| not_found(&uuid))?;
     apply(&f, &mut mapping, input)?;
     sources.save(mapping.clone())?;
@@ -273,7 +263,7 @@ pub(crate) async fn delete(
     State(f): State<Shared>,
     Path(uuid): Path<String>,
 ) -> Result<Response, ApiError> {
-    let sources = sources(&f)?;
+    let sources = &f.event_sources;
     let mapping = sources.get(&uuid).ok_or_else(|| not_found(&uuid))?;
     sources.store.delete_mapping(&uuid)?;
     if let Ok(mut all) = sources.mappings.write() {
@@ -287,7 +277,7 @@ pub(crate) async fn delete(
 }
 
 /// SQS's message record in a Lambda event.
-fn record(d: &nimbus_store::Delivery, arn: &str, region: &str) -> Value {
+fn record(d: &nimbus_queue::Delivery, arn: &str, region: &str) -> Value {
     json!({
         "messageId": d.id,
         "receiptHandle": d.id,
@@ -307,7 +297,7 @@ fn record(d: &nimbus_store::Delivery, arn: &str, region: &str) -> Value {
 }
 
 /// Message attributes in the shape Lambda's SQS records carry them.
-fn lambda_attributes(d: &nimbus_store::Delivery) -> Value {
+fn lambda_attributes(d: &nimbus_queue::Delivery) -> Value {
     let mut out = serde_json::Map::new();
     if let Some(stored) = d.meta.get("attributes").and_then(Value::as_object) {
         for (name, a) in stored {
@@ -326,9 +316,14 @@ fn lambda_attributes(d: &nimbus_store::Delivery) -> Value {
     Value::Object(out)
 }
 
+/// How long a mapping's first receive of a batch waits for a message.
+const FIRST_RECEIVE_WAIT: Duration = Duration::from_secs(1);
+
 /// Runs one batch of a mapping.
 async fn run_batch(f: &Frontend, mapping: &EventSourceMapping) {
-    let Some(queues) = f.queues.get() else { return };
+    let Some(queues) = Some(&f.queues) else {
+        return;
+    };
     let Some(queue) = queues
         .queue_name_of_arn(&mapping.event_source_arn)
         .and_then(|name| queues.queue_config(&name))
@@ -341,11 +336,13 @@ async fn run_batch(f: &Frontend, mapping: &EventSourceMapping) {
     let visibility = queue.visibility_timeout_s as u64;
     let window = Duration::from_secs(mapping.max_batching_window_s as u64);
     let mut batch = Vec::new();
-    let started = std::time::Instant::now();
+    let mut started = std::time::Instant::now();
     while batch.len() < mapping.batch_size as usize {
         let want = (mapping.batch_size as usize - batch.len()).min(10);
+        // The first receive is a long poll, woken as soon as a message becomes visible; the
+        // mapping counts as busy meanwhile, so the poll loop does not start another batch.
         let wait = if batch.is_empty() {
-            Duration::from_millis(0)
+            FIRST_RECEIVE_WAIT
         } else {
             window.saturating_sub(started.elapsed())
         };
@@ -354,7 +351,13 @@ async fn run_batch(f: &Frontend, mapping: &EventSourceMapping) {
             .await
         {
             Ok(got) if got.is_empty() => break,
-            Ok(got) => batch.extend(got),
+            Ok(got) => {
+                // The batching window starts with the first message.
+                if batch.is_empty() {
+                    started = std::time::Instant::now();
+                }
+                batch.extend(got)
+            }
             Err(_) => break,
         }
         if started.elapsed() >= window {
@@ -362,6 +365,15 @@ async fn run_batch(f: &Frontend, mapping: &EventSourceMapping) {
         }
     }
     if batch.is_empty() {
+        return;
+    }
+    // A mapping disabled or deleted during the long poll runs nothing more; what it leased
+    // returns to the queue after the visibility timeout.
+    if !f
+        .event_sources
+        .get(&mapping.uuid)
+        .is_some_and(|m| m.enabled)
+    {
         return;
     }
     let records: Vec<Value> = batch
@@ -403,18 +415,14 @@ async fn run_batch(f: &Frontend, mapping: &EventSourceMapping) {
         HashSet::new()
     };
     for d in &batch {
-        if !failed.contains(&d.id) {
-            queues.delete_delivery(d);
+        if !failed.contains(&d.id) && queues.delete_delivery(d).is_err() {
+            // The message comes back after its visibility timeout and runs again.
+            tracing::error!(mapping = %mapping.uuid, "could not delete a processed message");
         }
     }
 }
 
 impl Frontend {
-    /// Enables event source mappings.
-    pub fn set_event_sources(&self, sources: Arc<EventSources>) {
-        let _ = self.event_sources.set(sources);
-    }
-
     /// Polls every enabled mapping until `shutdown` resolves.
     pub async fn run_event_sources(
         self: Arc<Self>,
@@ -422,7 +430,8 @@ impl Frontend {
     ) {
         tokio::pin!(shutdown);
         loop {
-            if let Some(sources) = self.event_sources.get() {
+            {
+                let sources = &self.event_sources;
                 let enabled: Vec<EventSourceMapping> = sources
                     .mappings
                     .read()

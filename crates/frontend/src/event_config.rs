@@ -5,8 +5,8 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use nimbus_types::FunctionConfig;
 use nimbus_types::function::EventInvokeConfig;
+use nimbus_types::{FunctionConfig, InvalidParameter};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -66,19 +66,13 @@ fn apply(
     let mut config = base;
     if let Some(n) = input.maximum_retry_attempts {
         if !(0..=2).contains(&n) {
-            return Err(ApiError::invalid_parameter(format!(
-                "1 validation error detected: Value '{n}' at 'maximumRetryAttempts' failed to satisfy \
-                 constraint: Member must have value between 0 and 2"
-            )));
+            return Err(InvalidParameter::range("maximumRetryAttempts", &n, 0, 2).into());
         }
         config.maximum_retry_attempts = n as u32;
     }
     if let Some(n) = input.maximum_event_age_in_seconds {
         if !(60..=21_600).contains(&n) {
-            return Err(ApiError::invalid_parameter(format!(
-                "1 validation error detected: Value '{n}' at 'maximumEventAgeInSeconds' failed to \
-                 satisfy constraint: Member must have value between 60 and 21600"
-            )));
+            return Err(InvalidParameter::range("maximumEventAgeInSeconds", &n, 60, 21_600).into());
         }
         config.maximum_event_age_s = n as u32;
     }
@@ -102,7 +96,7 @@ fn apply(
 fn check_destination(f: &Shared, arn: &str) -> Result<String, ApiError> {
     if arn.starts_with("arn:aws:sqs:") {
         let exists = nimbus_events::destination_queue(arn)
-            .is_some_and(|name| f.queues.get().is_some_and(|q| q.exists(&name)));
+            .is_some_and(|name| Some(&f.queues).is_some_and(|q| q.exists(&name)));
         if !exists {
             return Err(ApiError::invalid_parameter(format!(
                 "The destination ARN {arn} is invalid: the queue does not exist"
@@ -144,7 +138,7 @@ async fn write(
         .control
         .set_event_invoke(&function.name, Some(config.clone()))
         .await?;
-    Ok(axum::Json(output(&updated, &config, &f.control.region)).into_response())
+    Ok(axum::Json(output(&updated, &config, f.control.region())).into_response())
 }
 
 pub(crate) async fn put(
@@ -177,7 +171,7 @@ pub(crate) async fn get(
         .event_invoke
         .clone()
         .ok_or_else(|| not_configured(&function.name))?;
-    Ok(axum::Json(output(&function, &config, &f.control.region)).into_response())
+    Ok(axum::Json(output(&function, &config, f.control.region())).into_response())
 }
 
 pub(crate) async fn delete(
@@ -201,7 +195,7 @@ pub(crate) async fn list(
     let configs: Vec<Value> = function
         .event_invoke
         .iter()
-        .map(|c| output(&function, c, &f.control.region))
+        .map(|c| output(&function, c, f.control.region()))
         .collect();
     Ok(axum::Json(json!({ "FunctionEventInvokeConfigs": configs })).into_response())
 }

@@ -43,7 +43,13 @@ fn string(input: &Value, name: &str) -> Result<String> {
         .get(name)
         .and_then(Value::as_str)
         .map(str::to_owned)
-        .ok_or_else(|| error("ValidationException", format!("1 validation error detected: Value null at '{name}' failed to satisfy constraint: Member must not be null")))
+        .ok_or_else(|| {
+            error(
+                "ValidationException",
+                nimbus_types::InvalidParameter::constraint(name, None, "Member must not be null")
+                    .to_string(),
+            )
+        })
 }
 
 fn valid_rule_name(name: &str) -> bool {

@@ -56,21 +56,24 @@ pub(crate) async fn invoke(
         Some("DryRun") => InvocationType::DryRun,
         Some("Event") => InvocationType::Event,
         Some(other) => {
-            return Err(ApiError::invalid_parameter(format!(
-                "1 validation error detected: Value '{other}' at 'invocationType' failed to \
-                 satisfy constraint: Member must satisfy enum value set: [Event, \
-                 RequestResponse, DryRun]"
-            )));
+            return Err(nimbus_types::InvalidParameter::constraint(
+                "invocationType",
+                Some(&other),
+                "Member must satisfy enum value set: [Event, RequestResponse, DryRun]",
+            )
+            .into());
         }
     };
     let tail = match header(&headers, "x-amz-log-type")? {
         None | Some("None") => false,
         Some("Tail") => true,
         Some(other) => {
-            return Err(ApiError::invalid_parameter(format!(
-                "1 validation error detected: Value '{other}' at 'logType' failed to satisfy \
-                 constraint: Member must satisfy enum value set: [None, Tail]"
-            )));
+            return Err(nimbus_types::InvalidParameter::constraint(
+                "logType",
+                Some(&other),
+                "Member must satisfy enum value set: [None, Tail]",
+            )
+            .into());
         }
     };
     let mut client_context = None;
@@ -117,9 +120,7 @@ pub(crate) async fn invoke(
         } else {
             function.qualified_name()
         };
-        f.async_invoker()?
-            .submit(&target, &request_id, payload)
-            .await?;
+        f.events.submit(&target, &request_id, payload).await?;
         let mut response = StatusCode::ACCEPTED.into_response();
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert("x-amzn-RequestId", v);

@@ -1,14 +1,12 @@
 //! The Frontend: HTTP ingress. It serves Lambda's control-plane and Invoke APIs (wire-compatible,
-//! so the `aws` CLI and SDKs work with `--endpoint-url`) and nimbus's own API for logs and usage.
-//! Synchronous invocations go to the Worker Manager.
-//!
-//! It holds no sandbox state: any number of frontends can serve the same store. Every input is
-//! validated here, at the edge, and every error leaves in Lambda's wire format.
+//! so the `aws` CLI and SDKs work with `--endpoint-url`), SQS's and EventBridge's JSON protocols,
+//! and nimbus's own API for logs and usage. It parses and validates requests, calls the domain
+//! crates (the registry, the queue, the async invoker) and encodes their answers; it holds no
+//! sandbox state. Every error leaves in the format of the protocol that was spoken.
 
 #![forbid(unsafe_code)]
 
 mod concurrency;
-mod control;
 mod error;
 pub mod esm;
 mod event_config;
@@ -27,30 +25,38 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use nimbus_control::ControlPlane;
+use nimbus_events::AsyncInvoker;
+use nimbus_events::scheduler::Scheduler;
 use nimbus_manager::WorkerManager;
-use nimbus_store::{CodeStore, FunctionStore, TelemetryStore};
+use nimbus_store::TelemetryStore;
 use nimbus_types::limits::MAX_CODE_REQUEST_BYTES;
 use nimbus_types::{FunctionRef, Pricing, Qualifier};
 use serde::Deserialize;
 
-pub use control::ControlPlane;
 pub use error::ApiError;
 
 use crate::wire::{FunctionConfiguration, GetFunctionOutput, ListFunctionsOutput};
 
-#[derive(Debug, Clone)]
-pub struct FrontendConfig {
-    pub region: String,
+/// Everything the HTTP edge serves, built before it: a subsystem missing here is a compile
+/// error, not an error at request time.
+pub struct Subsystems {
+    pub control: Arc<ControlPlane>,
+    pub telemetry: Arc<dyn TelemetryStore>,
+    pub invoker: Arc<AsyncInvoker>,
+    pub queues: Arc<sqs::QueueService>,
+    pub event_sources: Arc<esm::EventSources>,
+    pub scheduler: Arc<Scheduler>,
     pub pricing: Pricing,
 }
 
 /// What every request handler can reach.
 pub struct Frontend {
     control: Arc<ControlPlane>,
-    events: std::sync::OnceLock<Arc<nimbus_events::AsyncInvoker>>,
-    queues: std::sync::OnceLock<Arc<sqs::QueueService>>,
-    event_sources: std::sync::OnceLock<Arc<esm::EventSources>>,
-    scheduler: std::sync::OnceLock<Arc<nimbus_events::scheduler::Scheduler>>,
+    events: Arc<AsyncInvoker>,
+    queues: Arc<sqs::QueueService>,
+    event_sources: Arc<esm::EventSources>,
+    scheduler: Arc<Scheduler>,
     manager: Arc<WorkerManager>,
     telemetry: Arc<dyn TelemetryStore>,
     pricing: Pricing,
@@ -59,58 +65,17 @@ pub struct Frontend {
 type Shared = Arc<Frontend>;
 
 impl Frontend {
-    pub fn new(
-        config: FrontendConfig,
-        functions: Arc<dyn FunctionStore>,
-        code: Arc<dyn CodeStore>,
-        telemetry: Arc<dyn TelemetryStore>,
-        manager: Arc<WorkerManager>,
-    ) -> Result<Self, nimbus_store::Error> {
-        Ok(Self {
-            control: Arc::new(ControlPlane::load(
-                config.region,
-                functions,
-                code,
-                manager.clone(),
-            )?),
-            events: std::sync::OnceLock::new(),
-            queues: std::sync::OnceLock::new(),
-            event_sources: std::sync::OnceLock::new(),
-            scheduler: std::sync::OnceLock::new(),
-            manager,
-            telemetry,
-            pricing: config.pricing,
-        })
-    }
-
-    pub fn manager(&self) -> &Arc<WorkerManager> {
-        &self.manager
-    }
-
-    /// The function table, for components that need to look functions up (pollers).
-    pub fn control(&self) -> Arc<ControlPlane> {
-        self.control.clone()
-    }
-
-    /// Enables schedules (the EventBridge API).
-    pub fn set_scheduler(&self, scheduler: Arc<nimbus_events::scheduler::Scheduler>) {
-        let _ = self.scheduler.set(scheduler);
-    }
-
-    /// Enables the SQS API.
-    pub fn set_queue_service(&self, service: Arc<sqs::QueueService>) {
-        let _ = self.queues.set(service);
-    }
-
-    /// Enables asynchronous invocation through this invoker.
-    pub fn set_async_invoker(&self, invoker: Arc<nimbus_events::AsyncInvoker>) {
-        let _ = self.events.set(invoker);
-    }
-
-    pub(crate) fn async_invoker(&self) -> Result<&Arc<nimbus_events::AsyncInvoker>, ApiError> {
-        self.events
-            .get()
-            .ok_or_else(|| ApiError::internal("asynchronous invocation is not configured"))
+    pub fn new(subsystems: Subsystems) -> Self {
+        Self {
+            manager: subsystems.control.manager().clone(),
+            control: subsystems.control,
+            events: subsystems.invoker,
+            queues: subsystems.queues,
+            event_sources: subsystems.event_sources,
+            scheduler: subsystems.scheduler,
+            telemetry: subsystems.telemetry,
+            pricing: subsystems.pricing,
+        }
     }
 }
 
@@ -224,16 +189,9 @@ async fn json_protocol(State(f): State<Shared>, headers: HeaderMap, body: Body) 
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    match (target.split_once('.'), f.queues.get()) {
-        (Some(("AmazonSQS", operation)), Some(queues)) => {
-            sqs::handle(queues, operation, &headers, &body).await
-        }
-        (Some(("AWSEvents", operation)), _) if f.scheduler.get().is_some() => {
-            match f.scheduler.get() {
-                Some(scheduler) => eventbridge::handle(&f, scheduler, operation, &body),
-                None => ApiError::internal("schedules are not configured").into_response(),
-            }
-        }
+    match target.split_once('.') {
+        Some(("AmazonSQS", operation)) => sqs::handle(&f.queues, operation, &headers, &body).await,
+        Some(("AWSEvents", operation)) => eventbridge::handle(&f, &f.scheduler, operation, &body),
         _ => ApiError::new(
             StatusCode::BAD_REQUEST,
             "UnknownOperationException",
@@ -303,19 +261,9 @@ pub(crate) fn resolve(
         }
         (a, b) => a.or(b),
     };
-    let arn = frontend.control.arn(&reference.name);
-    let function = frontend
+    Ok(frontend
         .control
-        .function(&reference.name)
-        .ok_or_else(|| ApiError::function_not_found(&arn))?;
-    match qualifier {
-        None | Some(Qualifier::Latest) => Ok(function),
-        Some(Qualifier::Other(q)) => q
-            .parse::<u32>()
-            .ok()
-            .and_then(|n| frontend.control.version(&reference.name, n))
-            .ok_or_else(|| ApiError::function_not_found(&format!("{arn}:{q}"))),
-    }
+        .resolve(&reference.name, qualifier.as_ref())?)
 }
 
 #[derive(Debug, Deserialize)]
@@ -332,7 +280,7 @@ async fn create_function(
     let body = read_body(&headers, body, MAX_CODE_REQUEST_BYTES, "CreateFunction").await?;
     let input: wire::CreateFunctionInput = parse_json(&body)?;
     let publish = input.publish == Some(true);
-    let mut function = f.control.create(input).await?;
+    let mut function = f.control.create(input.into_domain()?).await?;
     if publish {
         function = f
             .control
@@ -340,7 +288,7 @@ async fn create_function(
             .await?
             .0;
     }
-    let out = FunctionConfiguration::from_config(&function, &f.control.region);
+    let out = FunctionConfiguration::from_config(&function, f.control.region());
     Ok((StatusCode::CREATED, axum::Json(out)).into_response())
 }
 
@@ -357,7 +305,7 @@ async fn get_function(
         .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
         .unwrap_or("127.0.0.1");
     let out = GetFunctionOutput {
-        configuration: FunctionConfiguration::from_config(&function, &f.control.region),
+        configuration: FunctionConfiguration::from_config(&function, f.control.region()),
         code: serde_json::json!({
             "RepositoryType": "S3",
             "Location": format!("http://{host}/nimbus/v1/functions/{}/code", function.name),
@@ -380,7 +328,7 @@ async fn get_function_configuration(
     let function = resolve(&f, &name, q.qualifier.as_deref())?;
     Ok(axum::Json(FunctionConfiguration::from_config(
         &function,
-        &f.control.region,
+        f.control.region(),
     ))
     .into_response())
 }
@@ -395,7 +343,10 @@ async fn update_function_code(
     let input: wire::UpdateCodeInput = parse_json(&body)?;
     let publish = input.publish == Some(true) && input.dry_run != Some(true);
     let current = resolve(&f, &name, None)?;
-    let mut function = f.control.update_code(&current.name, input).await?;
+    let mut function = f
+        .control
+        .update_code(&current.name, input.into_domain()?)
+        .await?;
     if publish {
         function = f
             .control
@@ -405,7 +356,7 @@ async fn update_function_code(
     }
     Ok(axum::Json(FunctionConfiguration::from_config(
         &function,
-        &f.control.region,
+        f.control.region(),
     ))
     .into_response())
 }
@@ -417,12 +368,15 @@ async fn update_function_configuration(
     body: Body,
 ) -> Result<Response, ApiError> {
     let body = read_body(&headers, body, 1 << 20, "UpdateFunctionConfiguration").await?;
-    let input = parse_json(&body)?;
+    let input: wire::UpdateConfigInput = parse_json(&body)?;
     let current = resolve(&f, &name, None)?;
-    let function = f.control.update_config(&current.name, input).await?;
+    let function = f
+        .control
+        .update_config(&current.name, input.into_domain()?)
+        .await?;
     Ok(axum::Json(FunctionConfiguration::from_config(
         &function,
-        &f.control.region,
+        f.control.region(),
     ))
     .into_response())
 }
@@ -474,10 +428,7 @@ pub(crate) fn max_items(value: Option<&str>) -> Result<usize, ApiError> {
         None => Ok(50),
         Some(s) => match s.parse::<usize>() {
             Ok(n) if (1..=10_000).contains(&n) => Ok(n),
-            _ => Err(ApiError::invalid_parameter(format!(
-                "1 validation error detected: Value '{s}' at 'maxItems' failed to satisfy \
-                 constraint: Member must have value between 1 and 10000"
-            ))),
+            _ => Err(nimbus_types::InvalidParameter::range("maxItems", &s, 1, 10_000).into()),
         },
     }
 }
@@ -496,7 +447,7 @@ async fn list_functions(
     let out = ListFunctionsOutput {
         functions: page
             .iter()
-            .map(|function| FunctionConfiguration::from_config(function, &f.control.region))
+            .map(|function| FunctionConfiguration::from_config(function, f.control.region()))
             .collect(),
         next_marker,
     };

@@ -72,10 +72,10 @@ pub(crate) async fn events(
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let function = FunctionRef::parse(&name)?;
-    let invoker = f.async_invoker()?;
+    let invoker = &f.events;
     let queue = invoker.queue();
-    let pending = queue.counts(&nimbus_events::async_queue(&function.name));
-    let dead = queue.counts(&nimbus_events::dead_letter_queue(&function.name));
+    let pending = queue.counts(&nimbus_events::async_queue(&function.name))?;
+    let dead = queue.counts(&nimbus_events::dead_letter_queue(&function.name))?;
     let letters = invoker.dead_letters(&function.name, 1000)?;
     let letters: Vec<serde_json::Value> = letters
         .into_iter()
@@ -109,7 +109,7 @@ pub(crate) async fn replay(
     if f.control.function(&function.name).is_none() {
         return Err(ApiError::function_not_found(&f.control.arn(&function.name)));
     }
-    if !f.async_invoker()?.replay(&function.name, &id).await? {
+    if !f.events.replay(&function.name, &id).await? {
         return Err(ApiError::not_found(format!(
             "no dead-lettered event {id} for {}",
             function.name
@@ -120,9 +120,6 @@ pub(crate) async fn replay(
 
 /// Every queue with how many messages are visible, in flight and delayed.
 pub(crate) async fn queues(State(f): State<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
-    let queues = f
-        .queues
-        .get()
-        .ok_or_else(|| ApiError::internal("queues are not configured"))?;
+    let queues = &f.queues;
     Ok(Json(serde_json::json!({ "queues": queues.depths() })))
 }

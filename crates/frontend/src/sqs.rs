@@ -10,7 +10,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use md5::{Digest, Md5};
-use nimbus_store::{Delivery, DurableQueue, NewMessage, QueueRegistry};
+use nimbus_queue::{Delivery, DurableQueue, NewMessage, QueueName};
+use nimbus_store::QueueRegistry;
 use nimbus_types::queue::{QueueConfig, RedrivePolicy, queue_arn, valid_queue_name};
 use serde_json::{Map, Value, json};
 
@@ -64,6 +65,17 @@ fn invalid_attribute(message: impl Into<String>) -> SqsError {
     err("InvalidAttributeValue", "InvalidAttributeValue", message)
 }
 
+impl From<nimbus_queue::Error> for SqsError {
+    fn from(e: nimbus_queue::Error) -> Self {
+        tracing::error!(error = %nimbus_types::error_chain(&e), "queue failure");
+        err(
+            "InternalError",
+            "InternalError",
+            "We encountered an internal error. Please try again.",
+        )
+    }
+}
+
 impl IntoResponse for SqsError {
     fn into_response(self) -> Response {
         let body = json!({ "__type": format!("com.amazonaws.sqs#{}", self.shape), "message": self.message });
@@ -81,13 +93,10 @@ impl IntoResponse for SqsError {
 }
 
 pub fn md5_hex(bytes: &[u8]) -> String {
-    Md5::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    nimbus_types::hex::encode(&Md5::digest(bytes))
 }
 
-fn storage_name(queue: &str) -> String {
+fn storage_name(queue: &str) -> QueueName {
     nimbus_events::sqs_queue(queue)
 }
 
@@ -292,8 +301,8 @@ impl QueueService {
         Ok(())
     }
 
-    fn attributes(&self, config: &QueueConfig) -> Map<String, Value> {
-        let counts = self.queue.counts(&storage_name(&config.name));
+    fn attributes(&self, config: &QueueConfig) -> SqsResult<Map<String, Value>> {
+        let counts = self.queue.counts(&storage_name(&config.name))?;
         let mut a = Map::new();
         let mut put = |k: &str, v: String| {
             a.insert(k.to_owned(), Value::String(v));
@@ -333,7 +342,7 @@ impl QueueService {
                 json!({ "deadLetterTargetArn": r.dead_letter_target_arn, "maxReceiveCount": r.max_receive_count }).to_string(),
             );
         }
-        a
+        Ok(a)
     }
 
     fn create_queue(&self, input: &Value, host: &str) -> SqsResult<Value> {
@@ -455,15 +464,12 @@ impl QueueService {
         let deadline = Instant::now() + wait;
         let storage = storage_name(&config.name);
         loop {
-            let leased = self
-                .queue
-                .lease(&storage, max, visibility_s * 1000)
-                .map_err(|e| err("InternalError", "InternalError", e.to_string()))?;
+            let leased = self.queue.lease(&storage, max, visibility_s * 1000)?;
             let mut out = Vec::new();
             for d in leased {
                 let now = nimbus_types::time::now_ms();
                 if now - d.sent_ms > config.message_retention_s as i64 * 1000 {
-                    self.queue.ack(&d);
+                    self.queue.ack(&d)?;
                     continue;
                 }
                 if let Some(redrive) = &config.redrive
@@ -482,7 +488,7 @@ impl QueueService {
                             .await
                             .is_ok()
                         {
-                            self.queue.ack(&d);
+                            self.queue.ack(&d)?;
                         }
                     }
                     continue;
@@ -492,13 +498,17 @@ impl QueueService {
             if !out.is_empty() || Instant::now() >= deadline {
                 return Ok(out);
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // Woken by the commit that makes a message visible, or by the clock when a delayed
+            // or leased one's time comes.
+            self.queue
+                .wait_visible(&storage, tokio::time::Instant::from_std(deadline))
+                .await;
         }
     }
 
     /// Deletes a message leased through [`QueueService::receive_messages`].
-    pub fn delete_delivery(&self, delivery: &Delivery) -> bool {
-        self.queue.ack(delivery)
+    pub fn delete_delivery(&self, delivery: &Delivery) -> SqsResult<bool> {
+        Ok(self.queue.ack(delivery)?)
     }
 
     pub fn queue_config(&self, name: &str) -> Option<QueueConfig> {
@@ -520,7 +530,7 @@ impl QueueService {
         configs
             .iter()
             .map(|q| {
-                let c = self.queue.counts(&storage_name(&q.name));
+                let c = self.queue.counts(&storage_name(&q.name)).unwrap_or_default();
                 json!({
                     "queue": q.name,
                     "visible": c.visible,
@@ -647,7 +657,7 @@ impl QueueService {
             }
             "GetQueueAttributes" => {
                 let config = self.queue_of(&input)?;
-                let all = self.attributes(&config);
+                let all = self.attributes(&config)?;
                 let wanted: Vec<String> = field(&input, "AttributeNames")
                     .and_then(Value::as_array)
                     .map(|a| {
@@ -678,7 +688,7 @@ impl QueueService {
             }
             "DeleteQueue" => {
                 let config = self.queue_of(&input)?;
-                self.queue.purge(&storage_name(&config.name));
+                self.queue.remove_queue(&storage_name(&config.name))?;
                 self.registry
                     .delete_queue(&config.name)
                     .map_err(|e| err("InternalError", "InternalError", e.to_string()))?;
@@ -689,7 +699,7 @@ impl QueueService {
             }
             "PurgeQueue" => {
                 let config = self.queue_of(&input)?;
-                self.queue.purge(&storage_name(&config.name));
+                self.queue.purge(&storage_name(&config.name))?;
                 Ok(json!({}))
             }
             "SendMessage" => {
@@ -747,7 +757,7 @@ impl QueueService {
                     Self::parse_receipt(&config, &string_field(&input, "ReceiptHandle")?)?;
                 // Deleting with a stale handle succeeds without effect, as on SQS.
                 self.queue
-                    .ack_receipt(&storage_name(&config.name), seq, receipt);
+                    .ack_receipt(&storage_name(&config.name), seq, receipt)?;
                 Ok(json!({}))
             }
             "DeleteMessageBatch" => {
@@ -761,7 +771,7 @@ impl QueueService {
                         .to_owned();
                     match entry.get("ReceiptHandle").and_then(Value::as_str).map(|h| Self::parse_receipt(&config, h)) {
                         Some(Ok((seq, receipt))) => {
-                            self.queue.ack_receipt(&storage_name(&config.name), seq, receipt);
+                            self.queue.ack_receipt(&storage_name(&config.name), seq, receipt)?;
                             ok.push(json!({ "Id": id }));
                         }
                         _ => failed.push(json!({ "Id": id, "SenderFault": true, "Code": "ReceiptHandleIsInvalid", "Message": "The receipt handle is not valid." })),
@@ -786,7 +796,7 @@ impl QueueService {
                     seq,
                     receipt,
                     visibility as u64 * 1000,
-                ) {
+                )? {
                     return Err(err(
                         "AWS.SimpleQueueService.MessageNotInflight",
                         "MessageNotInflight",
@@ -899,7 +909,7 @@ impl QueueService {
                 .await
                 .map_err(|e| err("InternalError", "InternalError", e.to_string()))?;
             for d in &batch {
-                self.queue.ack(d);
+                self.queue.ack(d)?;
                 moved += 1;
             }
         }

@@ -47,7 +47,7 @@ pub(crate) async fn publish(
     } else {
         StatusCode::OK
     };
-    let out = FunctionConfiguration::from_config(&version, &f.control.region);
+    let out = FunctionConfiguration::from_config(&version, f.control.region());
     Ok((status, axum::Json(out)).into_response())
 }
 
@@ -75,7 +75,7 @@ pub(crate) async fn list(
         .flatten();
     let versions: Vec<FunctionConfiguration> = page
         .iter()
-        .map(|v| FunctionConfiguration::from_config(v, &f.control.region))
+        .map(|v| FunctionConfiguration::from_config(v, f.control.region()))
         .collect();
     let mut out = serde_json::json!({ "Versions": versions });
     if let Some(next) = next {

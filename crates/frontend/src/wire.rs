@@ -2,8 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use nimbus_types::FunctionConfig;
+use nimbus_control::{CodeUpdate, ConfigUpdate, NewFunction};
+use nimbus_types::limits::MAX_ZIP_BYTES;
+use nimbus_types::{FunctionConfig, InvalidParameter, Runtime};
 use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
@@ -149,14 +153,7 @@ impl FunctionConfiguration {
     }
 }
 
-/// Lambda reports `CodeSha256` as the base64 of the digest; the store keys code by hex.
-pub fn sha256_base64(hex: &str) -> String {
-    use base64::Engine;
-    let bytes: Vec<u8> = (0..hex.len() / 2)
-        .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
-        .collect();
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
+pub use nimbus_types::function::sha256_base64;
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -174,4 +171,112 @@ pub struct GetFunctionOutput {
     pub tags: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<serde_json::Value>,
+}
+
+/// A count field of a request as the domain takes it.
+fn to_u32(field: &str, value: i64) -> Result<u32, InvalidParameter> {
+    u32::try_from(value).map_err(|_| {
+        InvalidParameter::new(format!(
+            "{field} must be a non-negative integer, got {value}"
+        ))
+    })
+}
+
+/// The inline zip of a request: base64, at most Lambda's 50 MB.
+fn decode_zip(field: &str, zip_base64: Option<&str>) -> Result<Vec<u8>, ApiError> {
+    use base64::Engine;
+    let zip_base64 =
+        zip_base64.ok_or_else(|| ApiError::invalid_parameter(format!("{field} is required")))?;
+    let zip = base64::engine::general_purpose::STANDARD
+        .decode(zip_base64.trim())
+        .map_err(|_| ApiError::invalid_parameter(format!("{field} is not valid base64")))?;
+    if zip.len() > MAX_ZIP_BYTES {
+        return Err(ApiError::too_large(format!(
+            "Zipped size must be smaller than {MAX_ZIP_BYTES} bytes"
+        )));
+    }
+    Ok(zip)
+}
+
+impl CreateFunctionInput {
+    /// The function to create; what nimbus does not support is refused here.
+    pub fn into_domain(self) -> Result<NewFunction, ApiError> {
+        let name = self
+            .function_name
+            .ok_or_else(|| ApiError::invalid_parameter("FunctionName is required"))?;
+        if self.package_type.as_deref().is_some_and(|p| p != "Zip") {
+            return Err(ApiError::invalid_parameter(
+                "PackageType Image is not supported; deploy a zip package",
+            ));
+        }
+        if self.layers.as_ref().is_some_and(|l| !l.is_empty()) {
+            return Err(ApiError::invalid_parameter("Layers are not supported"));
+        }
+        let code = self
+            .code
+            .ok_or_else(|| ApiError::invalid_parameter("Code is required"))?;
+        if code.s3_bucket.is_some() || code.s3_key.is_some() || code.image_uri.is_some() {
+            return Err(ApiError::invalid_parameter(
+                "only Code.ZipFile is supported: upload the zip inline",
+            ));
+        }
+        let runtime = self.runtime.as_deref().map(Runtime::parse).transpose()?;
+        Ok(NewFunction {
+            name,
+            runtime,
+            handler: self.handler.ok_or_else(|| {
+                ApiError::invalid_parameter("Handler is required for a zip package")
+            })?,
+            role: self.role.unwrap_or_default(),
+            description: self.description.unwrap_or_default(),
+            memory_mb: self
+                .memory_size
+                .map(|m| to_u32("MemorySize", m))
+                .transpose()?,
+            timeout_s: self.timeout.map(|t| to_u32("Timeout", t)).transpose()?,
+            environment: self
+                .environment
+                .and_then(|e| e.variables)
+                .unwrap_or_default(),
+            ephemeral_storage_mb: self.ephemeral_storage.and_then(|e| e.size),
+            zip: decode_zip("Code.ZipFile", code.zip_file.as_deref())?,
+        })
+    }
+}
+
+impl UpdateCodeInput {
+    pub fn into_domain(self) -> Result<CodeUpdate, ApiError> {
+        if self.s3_bucket.is_some() || self.image_uri.is_some() {
+            return Err(ApiError::invalid_parameter(
+                "only ZipFile is supported: upload the zip inline",
+            ));
+        }
+        Ok(CodeUpdate {
+            zip: decode_zip("ZipFile", self.zip_file.as_deref())?,
+            revision_id: self.revision_id,
+            dry_run: self.dry_run == Some(true),
+        })
+    }
+}
+
+impl UpdateConfigInput {
+    pub fn into_domain(self) -> Result<ConfigUpdate, ApiError> {
+        if self.layers.as_ref().is_some_and(|l| !l.is_empty()) {
+            return Err(ApiError::invalid_parameter("Layers are not supported"));
+        }
+        Ok(ConfigUpdate {
+            runtime: self.runtime.as_deref().map(Runtime::parse).transpose()?,
+            handler: self.handler,
+            role: self.role,
+            description: self.description,
+            memory_mb: self
+                .memory_size
+                .map(|m| to_u32("MemorySize", m))
+                .transpose()?,
+            timeout_s: self.timeout.map(|t| to_u32("Timeout", t)).transpose()?,
+            environment: self.environment.map(|e| e.variables.unwrap_or_default()),
+            ephemeral_storage_mb: self.ephemeral_storage.and_then(|e| e.size),
+            revision_id: self.revision_id,
+        })
+    }
 }

@@ -46,6 +46,10 @@ pub enum Error {
     /// A setting was refused; the message is meant for the user.
     #[error("{0}")]
     InvalidSetting(String),
+    /// The worker no longer has the sandbox (it restarted, or reaped it): a fresh one is
+    /// started and the invocation runs there.
+    #[error("the worker no longer has the sandbox")]
+    SandboxVanished,
     #[error("{0}")]
     Internal(String),
 }
@@ -145,9 +149,30 @@ pub struct ProvisionedStatus {
     pub requested: u32,
     /// Sandboxes initialised and serving (idle or busy).
     pub allocated: u32,
-    /// `IN_PROGRESS`, `READY` or `FAILED`.
-    pub status: &'static str,
+    pub status: ProvisionedState,
     pub reason: Option<String>,
+}
+
+/// Where a version's provisioned concurrency stands, as Lambda names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ProvisionedState {
+    /// Fewer sandboxes than requested are ready, and more are being started.
+    InProgress,
+    /// As many sandboxes as requested are ready.
+    Ready,
+    /// They could not be started (no capacity, or the code fails to init) and never were.
+    Failed,
+}
+
+impl ProvisionedState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InProgress => "IN_PROGRESS",
+            Self::Ready => "READY",
+            Self::Failed => "FAILED",
+        }
+    }
 }
 
 struct Provisioned {
@@ -631,7 +656,7 @@ impl WorkerManager {
         };
         let outcome = match self.run(&key, function, lease, request.clone()).await {
             // The worker lost the sandbox (it restarted, or reaped it): start a fresh one.
-            Err(Error::Internal(m)) if m == UNKNOWN_SANDBOX => {
+            Err(Error::SandboxVanished) => {
                 let lease = self.cold(&key, function).await?;
                 self.run(&key, function, lease, request).await?
             }
@@ -679,7 +704,7 @@ impl WorkerManager {
             }
             Err(nimbus_worker::Error::UnknownSandbox(_)) => {
                 self.forget(key, function, lease).await;
-                Err(Error::Internal(UNKNOWN_SANDBOX.to_owned()))
+                Err(Error::SandboxVanished)
             }
             Err(e) => {
                 if let nimbus_worker::Error::Lost(m) = &e {
@@ -851,17 +876,19 @@ impl WorkerManager {
         let p = pool.provisioned.as_ref()?;
         let allocated = pool.allocated().min(p.requested);
         let status = if allocated >= p.requested {
-            "READY"
+            ProvisionedState::Ready
         } else if p.failed.is_some() && !p.ready_once {
-            "FAILED"
+            ProvisionedState::Failed
         } else {
-            "IN_PROGRESS"
+            ProvisionedState::InProgress
         };
         Some(ProvisionedStatus {
             requested: p.requested,
             allocated,
             status,
-            reason: (status != "READY").then(|| p.failed.clone()).flatten(),
+            reason: (status != ProvisionedState::Ready)
+                .then(|| p.failed.clone())
+                .flatten(),
         })
     }
 
@@ -1254,8 +1281,6 @@ impl WorkerManager {
         self.telemetry.shutdown();
     }
 }
-
-const UNKNOWN_SANDBOX: &str = "the worker no longer has the sandbox";
 
 #[cfg(test)]
 mod tests;

@@ -218,10 +218,16 @@ async fn provisioned_sandboxes_are_made_ahead_served_first_and_recreated() {
     m.add_worker("w", w.clone(), 1024, false);
     let v1 = Arc::new(function("f", "1"));
     m.set_provisioned(v1.clone(), 3).await;
-    assert_eq!(m.provisioned("f:1").unwrap().status, "IN_PROGRESS");
+    assert_eq!(
+        m.provisioned("f:1").unwrap().status,
+        ProvisionedState::InProgress
+    );
     m.provision_once().await;
     let status = m.provisioned("f:1").unwrap();
-    assert_eq!((status.status, status.allocated), ("READY", 3));
+    assert_eq!(
+        (status.status, status.allocated),
+        (ProvisionedState::Ready, 3)
+    );
     assert_eq!(w.provisioned(), 3);
     // Served by a provisioned sandbox: no new sandbox, no cold start.
     let outcome = m.invoke(&v1, request("a")).await.unwrap();
@@ -250,7 +256,10 @@ async fn provisioned_beyond_capacity_is_reported_failed() {
     m.set_provisioned(Arc::new(function("f", "1")), 3).await;
     m.provision_once().await;
     let status = m.provisioned("f:1").unwrap();
-    assert_eq!((status.status, status.allocated), ("FAILED", 2));
+    assert_eq!(
+        (status.status, status.allocated),
+        (ProvisionedState::Failed, 2)
+    );
     assert!(
         status
             .reason

@@ -10,14 +10,12 @@
 
 pub mod code;
 pub mod embedded;
-pub mod queue;
 pub mod telemetry;
 
 use nimbus_types::{FunctionConfig, LogEntry, UsageRecord};
 
 pub use code::{CodeStore, LocalCodeStore};
 pub use embedded::EmbeddedStore;
-pub use queue::{Delivery, DurableQueue, NewMessage, QueueCounts, new_id};
 pub use telemetry::{FileTelemetry, Retention, TelemetryWriter};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +25,6 @@ pub enum Error {
     /// The code package was refused; the message is meant for the user.
     #[error("{0}")]
     InvalidCode(String),
-    #[error("queue failure: {0}")]
-    Queue(String),
     #[error("telemetry failure: {0}")]
     Telemetry(String),
     #[error("stored record is corrupt")]

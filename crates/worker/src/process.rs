@@ -82,6 +82,10 @@ pub struct ProcessConfig {
     pub host: HostRuntimes,
     /// Sandboxes prepared ahead of cold starts.
     pub pool: Arc<JailPool>,
+    /// The runtime that serves each sandbox's Runtime API and pumps its output, whichever
+    /// runtime its cold start ran on: a sandbox started by an asynchronous event must not live
+    /// on the one-thread runtime of asynchronous events for the rest of its life.
+    pub io: tokio::runtime::Handle,
 }
 
 /// Sandboxes whose namespaces, cgroup and helper exist already, so that a cold start only
@@ -102,6 +106,9 @@ impl std::fmt::Debug for JailPool {
             .finish()
     }
 }
+
+/// How many prepared jails a worker keeps ready by default.
+pub const DEFAULT_JAIL_POOL: usize = 2;
 
 impl JailPool {
     /// A pool of `target` sandboxes with their roots under `sandbox_dir` and nimbus's
@@ -328,15 +335,22 @@ pub(crate) struct ProcessSandbox {
     init_failure: Mutex<Option<(Bytes, FunctionError)>>,
 }
 
-/// Copies a sandbox's stdout or stderr into its output buffer until EOF.
-fn pump(
-    stream: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+/// Copies a sandbox's stdout or stderr into its output buffer until EOF, on `io`. The stream is
+/// made asynchronous inside the task, so that it registers with that runtime's reactor.
+fn pump<S: tokio::io::AsyncRead + Unpin + Send + 'static>(
+    io: &tokio::runtime::Handle,
+    open: impl FnOnce() -> Option<S> + Send + 'static,
     output: Arc<Mutex<Vec<u8>>>,
     open_streams: Arc<std::sync::atomic::AtomicUsize>,
     exited: Arc<watch::Sender<bool>>,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut stream = stream;
+    io.spawn(async move {
+        let Some(mut stream) = open() else {
+            if open_streams.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+                let _ = exited.send(true);
+            }
+            return;
+        };
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             match stream.read(&mut buf).await {
@@ -406,28 +420,35 @@ impl ProcessSandbox {
         listener
             .set_nonblocking(true)
             .map_err(|e| Error::Internal(format!("runtime api listener: {e}")))?;
-        let listener = tokio::net::TcpListener::from_std(listener)
-            .map_err(|e| Error::Internal(format!("runtime api listener: {e}")))?;
         let app = router(api.clone());
-        let mut tasks = vec![tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+        let mut tasks = vec![config.io.spawn(async move {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => {
+                    let _ = axum::serve(listener, app).await;
+                }
+                Err(e) => tracing::error!(error = %e, "could not serve a sandbox's Runtime API"),
+            }
         })];
         let output = Arc::new(Mutex::new(Vec::new()));
         let (exited_tx, exited) = watch::channel(false);
         let exited_tx = Arc::new(exited_tx);
         let open = Arc::new(std::sync::atomic::AtomicUsize::new(2));
-        if let Some(out) = jail
-            .take_stdout()
-            .and_then(|s| tokio::process::ChildStdout::from_std(s).ok())
-        {
-            tasks.push(pump(out, output.clone(), open.clone(), exited_tx.clone()));
-        }
-        if let Some(err) = jail
-            .take_stderr()
-            .and_then(|s| tokio::process::ChildStderr::from_std(s).ok())
-        {
-            tasks.push(pump(err, output.clone(), open.clone(), exited_tx.clone()));
-        }
+        let stdout = jail.take_stdout();
+        tasks.push(pump(
+            &config.io,
+            move || stdout.and_then(|s| tokio::process::ChildStdout::from_std(s).ok()),
+            output.clone(),
+            open.clone(),
+            exited_tx.clone(),
+        ));
+        let stderr = jail.take_stderr();
+        tasks.push(pump(
+            &config.io,
+            move || stderr.and_then(|s| tokio::process::ChildStderr::from_std(s).ok()),
+            output.clone(),
+            open.clone(),
+            exited_tx.clone(),
+        ));
         let sandbox = Self {
             jail: Mutex::new(Some(jail)),
             api,

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use nimbus_types::telemetry::UsageTotals;
 use nimbus_types::{LogEntry, UsageRecord};
@@ -30,7 +30,12 @@ pub struct FileTelemetry {
     /// are the commit time in microseconds, made strictly increasing (also across restarts, as
     /// long as the clock does not go back by more than the time since the last write).
     last_seq: AtomicU64,
+    /// When the per-minute totals were last thinned out (milliseconds).
+    last_rollup_prune_ms: AtomicI64,
 }
+
+/// Per-minute totals older than two days are deleted this often.
+const ROLLUP_PRUNE_EVERY_MS: i64 = 60_000;
 
 fn segment_bytes(budget_mb: u64) -> u64 {
     // Small budgets (tests, tiny nodes) still get several segments, so that dropping one does
@@ -67,6 +72,7 @@ impl FileTelemetry {
             usage,
             rollup,
             last_seq: AtomicU64::new(last_seq),
+            last_rollup_prune_ms: AtomicI64::new(0),
         })
     }
 
@@ -185,7 +191,12 @@ impl TelemetryStore for FileTelemetry {
             now_ms.saturating_sub(retention.usage_max_age_ms()),
             self.rollup.watermark(),
         )?;
-        self.rollup.prune(now_ms)
+        let last = self.last_rollup_prune_ms.load(Ordering::Relaxed);
+        if now_ms - last >= ROLLUP_PRUNE_EVERY_MS {
+            self.last_rollup_prune_ms.store(now_ms, Ordering::Relaxed);
+            self.rollup.prune(now_ms)?;
+        }
+        Ok(())
     }
 
     fn sync(&self) -> Result<()> {

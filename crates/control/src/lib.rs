@@ -1,0 +1,731 @@
+//! The function registry: functions, their published versions and their settings (reserved
+//! and provisioned concurrency, event-invoke configuration), kept in the [`FunctionStore`] and
+//! mirrored in memory for the invoke path.
+//!
+//! It knows nothing of HTTP or of any wire format: the protocol crates turn requests into the
+//! plain inputs here and [`Error`]'s variants into their own error codes. Every value is
+//! validated here too, so that any caller (an API, the deploy manifest) gets the same rules.
+//!
+//! Mutations are serialised by one lock: each is a read-modify-write of a function record plus
+//! code-store housekeeping, and deploys are rare next to invocations. Reads and invocations go
+//! through the in-memory copy, which mutations keep current.
+
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use nimbus_manager::WorkerManager;
+use nimbus_store::{CodeStore, FunctionStore};
+use nimbus_types::function::{
+    EventInvokeConfig, ProvisionedRequest, validate_description, validate_environment,
+    validate_ephemeral_storage, validate_handler, validate_memory, validate_timeout,
+};
+use nimbus_types::limits::{DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S};
+use nimbus_types::name::{LATEST, validate_function_name};
+use nimbus_types::{CodeRef, FunctionConfig, InvalidParameter, Qualifier, Runtime};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Invalid(#[from] InvalidParameter),
+    /// Names the function's ARN, with the qualifier when one was asked for.
+    #[error("function not found: {0}")]
+    FunctionNotFound(String),
+    #[error("function already exists: {0}")]
+    AlreadyExists(String),
+    /// An update named a revision that is no longer the current one.
+    #[error("the revision id does not match the current revision")]
+    RevisionMismatch,
+    #[error("the function store failed")]
+    Store(#[from] nimbus_store::Error),
+    #[error("the worker manager refused")]
+    Manager(#[from] nimbus_manager::Error),
+    #[error("the function table's lock was poisoned by a panic")]
+    Poisoned,
+    #[error("a store task failed")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A function to create, as the caller gave it; defaults and validation happen here.
+#[derive(Debug, Clone, Default)]
+pub struct NewFunction {
+    pub name: String,
+    pub runtime: Option<Runtime>,
+    pub handler: String,
+    pub role: String,
+    pub description: String,
+    pub memory_mb: Option<u32>,
+    pub timeout_s: Option<u32>,
+    pub environment: BTreeMap<String, String>,
+    pub ephemeral_storage_mb: Option<u32>,
+    /// The code package: a zip, already size-checked by the caller.
+    pub zip: Vec<u8>,
+}
+
+/// New code for a function.
+#[derive(Debug, Clone, Default)]
+pub struct CodeUpdate {
+    pub zip: Vec<u8>,
+    /// Only update if this is still the function's revision.
+    pub revision_id: Option<String>,
+    /// Check that the code would run, change nothing.
+    pub dry_run: bool,
+}
+
+/// Settings to change; `None` leaves one as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigUpdate {
+    pub runtime: Option<Runtime>,
+    pub handler: Option<String>,
+    pub role: Option<String>,
+    pub description: Option<String>,
+    pub memory_mb: Option<u32>,
+    pub timeout_s: Option<u32>,
+    pub environment: Option<BTreeMap<String, String>>,
+    pub ephemeral_storage_mb: Option<u32>,
+    pub revision_id: Option<String>,
+}
+
+pub struct ControlPlane {
+    region: String,
+    store: Arc<dyn FunctionStore>,
+    code: Arc<dyn CodeStore>,
+    manager: Arc<WorkerManager>,
+    functions: RwLock<HashMap<String, Arc<FunctionConfig>>>,
+    /// Published versions by function name and number.
+    versions: RwLock<HashMap<String, BTreeMap<u32, Arc<FunctionConfig>>>>,
+    mutations: tokio::sync::Mutex<()>,
+}
+
+fn new_revision() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+impl ControlPlane {
+    pub fn load(
+        region: String,
+        store: Arc<dyn FunctionStore>,
+        code: Arc<dyn CodeStore>,
+        manager: Arc<WorkerManager>,
+    ) -> Result<Self> {
+        let mut functions = HashMap::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = store.list_functions(after.as_deref(), 1000)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.name.clone());
+            for f in page {
+                functions.insert(f.name.clone(), Arc::new(f));
+            }
+        }
+        let mut versions: HashMap<String, BTreeMap<u32, Arc<FunctionConfig>>> = HashMap::new();
+        for v in store.all_versions()? {
+            if let Ok(n) = v.version.parse::<u32>() {
+                versions
+                    .entry(v.name.clone())
+                    .or_default()
+                    .insert(n, Arc::new(v));
+            }
+        }
+        Ok(Self {
+            region,
+            store,
+            code,
+            manager,
+            functions: RwLock::new(functions),
+            versions: RwLock::new(versions),
+            mutations: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    pub fn manager(&self) -> &Arc<WorkerManager> {
+        &self.manager
+    }
+
+    /// Hands the stored concurrency settings to the Worker Manager: reservations, and the
+    /// provisioned sandboxes to start.
+    pub async fn restore(&self) -> Result<()> {
+        for f in self.all()? {
+            if f.reserved_concurrency.is_some()
+                && let Err(e) = self.manager.set_reserved(&f.name, f.reserved_concurrency)
+            {
+                tracing::warn!(function = %f.name, error = %e, "stored reserved concurrency no longer fits the account limit");
+            }
+            for (version, p) in &f.provisioned {
+                if let Some(v) = version.parse().ok().and_then(|n| self.version(&f.name, n)) {
+                    self.manager.set_provisioned(v, p.requested).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn all(&self) -> Result<Vec<Arc<FunctionConfig>>> {
+        Ok(self
+            .functions
+            .read()
+            .map_err(|_| Error::Poisoned)?
+            .values()
+            .cloned()
+            .collect())
+    }
+
+    /// A published version of a function.
+    pub fn version(&self, name: &str, number: u32) -> Option<Arc<FunctionConfig>> {
+        self.versions.read().ok()?.get(name)?.get(&number).cloned()
+    }
+
+    /// The published versions of a function, oldest first.
+    pub fn versions_of(&self, name: &str) -> Vec<Arc<FunctionConfig>> {
+        self.versions
+            .read()
+            .ok()
+            .and_then(|v| v.get(name).map(|m| m.values().cloned().collect()))
+            .unwrap_or_default()
+    }
+
+    /// What a worker that joins should have ahead of time: every function's current code and
+    /// the versions with provisioned concurrency.
+    pub fn functions_to_prepare(&self) -> Vec<Arc<FunctionConfig>> {
+        let mut out = Vec::new();
+        for f in self.all().unwrap_or_default() {
+            for version in f.provisioned.keys() {
+                if let Some(v) = version.parse().ok().and_then(|n| self.version(&f.name, n)) {
+                    out.push(v);
+                }
+            }
+            out.push(f);
+        }
+        out
+    }
+
+    pub fn arn(&self, name: &str) -> String {
+        nimbus_types::name::function_arn(&self.region, name)
+    }
+
+    /// The current configuration of a function, from memory.
+    pub fn function(&self, name: &str) -> Option<Arc<FunctionConfig>> {
+        self.functions.read().ok()?.get(name).cloned()
+    }
+
+    /// A function, or the version a qualifier names (`$LATEST` is the function itself).
+    pub fn resolve(
+        &self,
+        name: &str,
+        qualifier: Option<&Qualifier>,
+    ) -> Result<Arc<FunctionConfig>> {
+        let function = self.existing(name)?;
+        match qualifier {
+            None | Some(Qualifier::Latest) => Ok(function),
+            Some(Qualifier::Other(q)) => q
+                .parse::<u32>()
+                .ok()
+                .and_then(|n| self.version(name, n))
+                .ok_or_else(|| Error::FunctionNotFound(format!("{}:{q}", self.arn(name)))),
+        }
+    }
+
+    fn existing(&self, name: &str) -> Result<Arc<FunctionConfig>> {
+        self.function(name)
+            .ok_or_else(|| Error::FunctionNotFound(self.arn(name)))
+    }
+
+    fn cache(&self, f: &FunctionConfig) -> Result<()> {
+        self.functions
+            .write()
+            .map_err(|_| Error::Poisoned)?
+            .insert(f.name.clone(), Arc::new(f.clone()));
+        Ok(())
+    }
+
+    /// Runs a blocking store call off the async executor.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, nimbus_store::Error> + Send + 'static,
+    ) -> Result<T> {
+        Ok(tokio::task::spawn_blocking(f).await??)
+    }
+
+    async fn store_zip(&self, zip: Vec<u8>) -> Result<CodeRef> {
+        let code = self.code.clone();
+        self.blocking(move || code.put_zip(&zip)).await
+    }
+
+    /// Deletes code packages that no function refers to any more.
+    async fn collect_code(&self, candidates: Vec<String>) {
+        let mut in_use: Vec<String> = self
+            .all()
+            .unwrap_or_default()
+            .iter()
+            .map(|f| f.code.sha256.clone())
+            .collect();
+        if let Ok(versions) = self.versions.read() {
+            in_use.extend(
+                versions
+                    .values()
+                    .flat_map(|v| v.values().map(|f| f.code.sha256.clone())),
+            );
+        }
+        for sha in candidates {
+            if !in_use.contains(&sha) {
+                let code = self.code.clone();
+                let result = tokio::task::spawn_blocking(move || code.remove(&sha)).await;
+                if let Ok(Err(e)) = result {
+                    tracing::warn!(error = %e, "could not remove an unused code package");
+                }
+            }
+        }
+    }
+
+    pub async fn create(&self, input: NewFunction) -> Result<Arc<FunctionConfig>> {
+        validate_function_name(&input.name)?;
+        let runtime = input
+            .runtime
+            .ok_or_else(|| InvalidParameter::new("Runtime is required for a zip package"))?;
+        validate_handler(runtime, &input.handler)?;
+        let memory_mb = input.memory_mb.unwrap_or(DEFAULT_MEMORY_MB);
+        validate_memory(memory_mb)?;
+        let timeout_s = input.timeout_s.unwrap_or(DEFAULT_TIMEOUT_S);
+        validate_timeout(timeout_s)?;
+        validate_description(&input.description)?;
+        validate_environment(&input.environment)?;
+        let ephemeral_storage_mb = input.ephemeral_storage_mb.unwrap_or(512);
+        validate_ephemeral_storage(ephemeral_storage_mb)?;
+        if input.zip.is_empty() {
+            return Err(InvalidParameter::new("Code.ZipFile is empty").into());
+        }
+
+        let _guard = self.mutations.lock().await;
+        if self.function(&input.name).is_some() {
+            return Err(Error::AlreadyExists(input.name));
+        }
+        let code = self.store_zip(input.zip).await?;
+        let function = FunctionConfig {
+            name: input.name,
+            runtime,
+            handler: input.handler,
+            role: input.role,
+            description: input.description,
+            memory_mb,
+            timeout_s,
+            environment: input.environment,
+            ephemeral_storage_mb,
+            code,
+            revision_id: new_revision(),
+            last_modified_ms: nimbus_types::time::now_ms(),
+            version: LATEST.to_owned(),
+            event_invoke: None,
+            last_published: 0,
+            reserved_concurrency: None,
+            provisioned: Default::default(),
+        };
+        if let Err(e) = self.manager.prepare(&function).await {
+            self.collect_code(vec![function.code.sha256.clone()]).await;
+            return Err(e.into());
+        }
+        let store = self.store.clone();
+        let record = function.clone();
+        self.blocking(move || store.create_function(&record))
+            .await?;
+        self.cache(&function)?;
+        tracing::info!(function = %function.name, code = %function.code.sha256, "function created");
+        Ok(Arc::new(function))
+    }
+
+    fn check_revision(current: &FunctionConfig, wanted: Option<&str>) -> Result<()> {
+        match wanted {
+            Some(r) if r != current.revision_id => Err(Error::RevisionMismatch),
+            _ => Ok(()),
+        }
+    }
+
+    /// Stores an updated function after checking its code runs with the new settings.
+    async fn commit_update(
+        &self,
+        old: &FunctionConfig,
+        mut updated: FunctionConfig,
+    ) -> Result<Arc<FunctionConfig>> {
+        updated.revision_id = new_revision();
+        updated.last_modified_ms = nimbus_types::time::now_ms();
+        self.manager.prepare(&updated).await?;
+        let store = self.store.clone();
+        let record = updated.clone();
+        self.blocking(move || store.put_function(&record)).await?;
+        self.cache(&updated)?;
+        self.manager.retire(&updated.qualified_name()).await;
+        if old.code.sha256 != updated.code.sha256 {
+            self.collect_code(vec![old.code.sha256.clone()]).await;
+        }
+        tracing::info!(function = %updated.name, revision = %updated.revision_id, "function updated");
+        Ok(Arc::new(updated))
+    }
+
+    pub async fn update_code(&self, name: &str, input: CodeUpdate) -> Result<Arc<FunctionConfig>> {
+        if input.zip.is_empty() {
+            return Err(InvalidParameter::new("ZipFile is empty").into());
+        }
+        let _guard = self.mutations.lock().await;
+        let old = self.existing(name)?;
+        Self::check_revision(&old, input.revision_id.as_deref())?;
+        let code = self.store_zip(input.zip).await?;
+        let mut updated = (*old).clone();
+        updated.code = code;
+        if input.dry_run {
+            let checked = self.manager.prepare(&updated).await;
+            self.collect_code(vec![updated.code.sha256.clone()]).await;
+            checked?;
+            return Ok(old);
+        }
+        let result = self.commit_update(&old, updated.clone()).await;
+        if result.is_err() {
+            self.collect_code(vec![updated.code.sha256.clone()]).await;
+        }
+        result
+    }
+
+    pub async fn update_config(
+        &self,
+        name: &str,
+        input: ConfigUpdate,
+    ) -> Result<Arc<FunctionConfig>> {
+        let _guard = self.mutations.lock().await;
+        let old = self.existing(name)?;
+        Self::check_revision(&old, input.revision_id.as_deref())?;
+        let mut updated = (*old).clone();
+        if let Some(runtime) = input.runtime {
+            updated.runtime = runtime;
+        }
+        if let Some(handler) = input.handler {
+            updated.handler = handler;
+        }
+        validate_handler(updated.runtime, &updated.handler)?;
+        if let Some(m) = input.memory_mb {
+            validate_memory(m)?;
+            updated.memory_mb = m;
+        }
+        if let Some(t) = input.timeout_s {
+            validate_timeout(t)?;
+            updated.timeout_s = t;
+        }
+        if let Some(d) = input.description {
+            validate_description(&d)?;
+            updated.description = d;
+        }
+        if let Some(env) = input.environment {
+            validate_environment(&env)?;
+            updated.environment = env;
+        }
+        if let Some(size) = input.ephemeral_storage_mb {
+            validate_ephemeral_storage(size)?;
+            updated.ephemeral_storage_mb = size;
+        }
+        if let Some(role) = input.role {
+            updated.role = role;
+        }
+        self.commit_update(&old, updated).await
+    }
+
+    /// Publishes `$LATEST` as a new immutable version, or returns the newest version if nothing
+    /// changed since it was published. `code_sha256` (base64, as Lambda shows it) and
+    /// `revision_id` are checks against the current `$LATEST`.
+    pub async fn publish_version(
+        &self,
+        name: &str,
+        code_sha256: Option<&str>,
+        description: Option<String>,
+        revision_id: Option<&str>,
+    ) -> Result<(Arc<FunctionConfig>, bool)> {
+        let _guard = self.mutations.lock().await;
+        let latest = self.existing(name)?;
+        Self::check_revision(&latest, revision_id)?;
+        let current = nimbus_types::function::sha256_base64(&latest.code.sha256);
+        if let Some(sha) = code_sha256
+            && sha != current
+        {
+            return Err(InvalidParameter::new(format!(
+                "CodeSha256 ({sha}) is different from current CodeSha256 in $LATEST ({current}). \
+                 Please try again with the CodeSha256 in $LATEST."
+            ))
+            .into());
+        }
+        if let Some(d) = &description {
+            validate_description(d)?;
+        }
+        let newest = self.versions_of(name).last().cloned();
+        if let Some(newest) = newest
+            && same_published(&newest, &latest)
+        {
+            return Ok((newest, false));
+        }
+        let number = latest.last_published + 1;
+        let mut version = (*latest).clone();
+        version.version = number.to_string();
+        version.revision_id = new_revision();
+        version.last_modified_ms = nimbus_types::time::now_ms();
+        version.reserved_concurrency = None;
+        version.provisioned = Default::default();
+        version.last_published = 0;
+        if let Some(d) = description {
+            version.description = d;
+        }
+        let mut updated = (*latest).clone();
+        updated.last_published = number;
+        let store = self.store.clone();
+        let (v, u) = (version.clone(), updated.clone());
+        self.blocking(move || {
+            store.put_version(&v)?;
+            store.put_function(&u)
+        })
+        .await?;
+        self.cache(&updated)?;
+        let version = Arc::new(version);
+        self.versions
+            .write()
+            .map_err(|_| Error::Poisoned)?
+            .entry(name.to_owned())
+            .or_default()
+            .insert(number, version.clone());
+        tracing::info!(function = %name, version = number, "version published");
+        Ok((version, true))
+    }
+
+    /// Deletes one published version (and its provisioned concurrency).
+    pub async fn delete_version(&self, name: &str, number: u32) -> Result<()> {
+        let _guard = self.mutations.lock().await;
+        let latest = self.existing(name)?;
+        let Some(version) = self.version(name, number) else {
+            return Err(Error::FunctionNotFound(format!(
+                "{}:{number}",
+                self.arn(name)
+            )));
+        };
+        let mut updated = (*latest).clone();
+        let had_provisioned = updated.provisioned.remove(&number.to_string()).is_some();
+        let store = self.store.clone();
+        let (key, u) = (name.to_owned(), updated.clone());
+        self.blocking(move || {
+            store.delete_version(&key, &number.to_string())?;
+            if had_provisioned {
+                store.put_function(&u)?;
+            }
+            Ok(())
+        })
+        .await?;
+        self.cache(&updated)?;
+        if let Some(v) = self
+            .versions
+            .write()
+            .map_err(|_| Error::Poisoned)?
+            .get_mut(name)
+        {
+            v.remove(&number);
+        }
+        self.manager.set_provisioned(version.clone(), 0).await;
+        self.manager.retire(&version.qualified_name()).await;
+        self.collect_code(vec![version.code.sha256.clone()]).await;
+        Ok(())
+    }
+
+    /// Sets or clears a function's reserved concurrency.
+    pub async fn set_reserved(&self, name: &str, reserved: Option<u32>) -> Result<()> {
+        let _guard = self.mutations.lock().await;
+        let latest = self.existing(name)?;
+        if let Some(r) = reserved {
+            let provisioned: u32 = latest.provisioned.values().map(|p| p.requested).sum();
+            if r < provisioned {
+                return Err(InvalidParameter::new(format!(
+                    "ReservedConcurrentExecutions ({r}) cannot be lower than the function's \
+                     provisioned concurrency ({provisioned})"
+                ))
+                .into());
+            }
+        }
+        let previous = latest.reserved_concurrency;
+        self.manager.set_reserved(name, reserved)?;
+        let mut updated = (*latest).clone();
+        updated.reserved_concurrency = reserved;
+        let store = self.store.clone();
+        let record = updated.clone();
+        if let Err(e) = self.blocking(move || store.put_function(&record)).await {
+            let _ = self.manager.set_reserved(name, previous);
+            return Err(e);
+        }
+        self.cache(&updated)
+    }
+
+    /// Sets (or with 0, removes) the provisioned concurrency of a published version.
+    pub async fn set_provisioned(
+        &self,
+        name: &str,
+        number: u32,
+        requested: u32,
+    ) -> Result<Arc<FunctionConfig>> {
+        let _guard = self.mutations.lock().await;
+        let latest = self.existing(name)?;
+        let version = self
+            .version(name, number)
+            .ok_or_else(|| Error::FunctionNotFound(format!("{}:{number}", self.arn(name))))?;
+        let key = number.to_string();
+        if requested > 0 {
+            let others: u32 = latest
+                .provisioned
+                .iter()
+                .filter(|(v, _)| **v != key)
+                .map(|(_, p)| p.requested)
+                .sum();
+            let total = others + requested;
+            match latest.reserved_concurrency {
+                Some(reserved) if total > reserved => {
+                    return Err(InvalidParameter::new(format!(
+                        "Requested Provisioned Concurrency ({total} for the function) should not \
+                         be greater than the reservedConcurrentExecution for function ({reserved})"
+                    ))
+                    .into());
+                }
+                None => {
+                    let account = self.manager.account();
+                    let room = account.unreserved.saturating_sub(account.min_unreserved);
+                    if total > room {
+                        return Err(InvalidParameter::new(format!(
+                            "Specified ConcurrentExecutions for function is greater than \
+                             account's unreserved concurrency [{}] minus its minimum [{}]",
+                            account.unreserved, account.min_unreserved
+                        ))
+                        .into());
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut updated = (*latest).clone();
+        if requested == 0 {
+            updated.provisioned.remove(&key);
+        } else {
+            updated.provisioned.insert(
+                key,
+                ProvisionedRequest {
+                    requested,
+                    last_modified_ms: nimbus_types::time::now_ms(),
+                },
+            );
+        }
+        let store = self.store.clone();
+        let record = updated.clone();
+        self.blocking(move || store.put_function(&record)).await?;
+        self.cache(&updated)?;
+        self.manager.set_provisioned(version, requested).await;
+        Ok(Arc::new(updated))
+    }
+
+    /// Sets or clears the event-invoke configuration; sandboxes are unaffected.
+    pub async fn set_event_invoke(
+        &self,
+        name: &str,
+        config: Option<EventInvokeConfig>,
+    ) -> Result<Arc<FunctionConfig>> {
+        let _guard = self.mutations.lock().await;
+        let mut updated = (*self.existing(name)?).clone();
+        updated.event_invoke = config;
+        let store = self.store.clone();
+        let record = updated.clone();
+        self.blocking(move || store.put_function(&record)).await?;
+        self.cache(&updated)?;
+        Ok(Arc::new(updated))
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        let _guard = self.mutations.lock().await;
+        let old = self.existing(name)?;
+        let store = self.store.clone();
+        let key = name.to_owned();
+        let versions = self.versions_of(name);
+        let numbers: Vec<String> = versions.iter().map(|v| v.version.clone()).collect();
+        self.blocking(move || {
+            for n in &numbers {
+                store.delete_version(&key, n)?;
+            }
+            store.delete_function(&key).map(|_| ())
+        })
+        .await?;
+        self.functions
+            .write()
+            .map_err(|_| Error::Poisoned)?
+            .remove(name);
+        self.versions
+            .write()
+            .map_err(|_| Error::Poisoned)?
+            .remove(name);
+        for v in &versions {
+            self.manager.set_provisioned(v.clone(), 0).await;
+        }
+        self.manager.remove_function(name).await;
+        let mut codes = vec![old.code.sha256.clone()];
+        codes.extend(versions.iter().map(|v| v.code.sha256.clone()));
+        self.collect_code(codes).await;
+        tracing::info!(function = %name, "function deleted");
+        Ok(())
+    }
+
+    /// Functions in name order after `marker`, at most `limit`, and whether more follow.
+    pub fn list(
+        &self,
+        marker: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Arc<FunctionConfig>>, bool)> {
+        let functions = self.functions.read().map_err(|_| Error::Poisoned)?;
+        let mut names: Vec<&String> = functions
+            .keys()
+            .filter(|n| marker.is_none_or(|m| n.as_str() > m))
+            .collect();
+        names.sort();
+        let more = names.len() > limit;
+        let page = names
+            .into_iter()
+            .take(limit)
+            .filter_map(|n| functions.get(n).cloned())
+            .collect();
+        Ok((page, more))
+    }
+
+    /// The stored zip of a function's code.
+    pub async fn code_zip(&self, function: &FunctionConfig) -> Result<Vec<u8>> {
+        let code = self.code.clone();
+        let reference = function.code.clone();
+        self.blocking(move || code.read_zip(&reference)).await
+    }
+}
+
+/// Whether a published version already holds what `$LATEST` has now.
+fn same_published(version: &FunctionConfig, latest: &FunctionConfig) -> bool {
+    version.code == latest.code
+        && version.runtime == latest.runtime
+        && version.handler == latest.handler
+        && version.memory_mb == latest.memory_mb
+        && version.timeout_s == latest.timeout_s
+        && version.environment == latest.environment
+        && version.ephemeral_storage_mb == latest.ephemeral_storage_mb
+        && version.role == latest.role
+}
+
+/// Finds a function's current configuration by name: what the pollers and schedulers need of
+/// the registry.
+pub trait FunctionDirectory: Send + Sync {
+    fn function(&self, name: &str) -> Option<Arc<FunctionConfig>>;
+}
+
+impl FunctionDirectory for ControlPlane {
+    /// A function by name, or one of its versions as `name:N`.
+    fn function(&self, name: &str) -> Option<Arc<FunctionConfig>> {
+        match name.split_once(':') {
+            Some((name, number)) => self.version(name, number.parse().ok()?),
+            None => ControlPlane::function(self, name),
+        }
+    }
+}
