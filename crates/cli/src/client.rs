@@ -11,7 +11,7 @@ use base64::Engine;
 use nimbus_types::UsageReport;
 use serde_json::{Value, json};
 
-use crate::config::{DEFAULT_ENDPOINT, ENV_ENDPOINT};
+use nimbus::config::{DEFAULT_ENDPOINT, ENV_ENDPOINT};
 
 #[derive(Debug, clap::Args)]
 pub struct EndpointArg {

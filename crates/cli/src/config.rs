@@ -91,6 +91,22 @@ impl Limits {
 pub struct Sandboxes {
     /// Seconds an idle sandbox stays warm.
     pub keep_alive_s: u64,
+    /// Prepared process jails kept ready ahead of cold starts.
+    pub jail_pool: usize,
+    /// WebAssembly instances that can exist at once; 0 means `limits.concurrency`.
+    pub max_wasm_instances: u32,
+    /// Whether this node runs process functions (python, nodejs, provided) when the host can;
+    /// wasm functions run either way.
+    pub process: bool,
+}
+
+impl Sandboxes {
+    pub fn max_wasm_instances(&self, limits: &Limits) -> u32 {
+        match self.max_wasm_instances {
+            0 => limits.concurrency,
+            n => n,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -133,7 +149,12 @@ impl Default for Limits {
 
 impl Default for Sandboxes {
     fn default() -> Self {
-        Self { keep_alive_s: 600 }
+        Self {
+            keep_alive_s: 600,
+            jail_pool: nimbus_worker::DEFAULT_JAIL_POOL,
+            max_wasm_instances: 0,
+            process: true,
+        }
     }
 }
 
@@ -160,6 +181,14 @@ impl NodeConfig {
             "prices must not be negative"
         );
         anyhow::ensure!(!self.region.is_empty(), "region must not be empty");
+        anyhow::ensure!(
+            self.sandboxes.jail_pool <= 64,
+            "sandboxes.jail_pool must be at most 64"
+        );
+        anyhow::ensure!(
+            self.sandboxes.max_wasm_instances <= 100_000,
+            "sandboxes.max_wasm_instances must be at most 100000"
+        );
         anyhow::ensure!(
             self.limits.min_unreserved() <= self.limits.concurrency,
             "limits.min_unreserved must not exceed limits.concurrency"

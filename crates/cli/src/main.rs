@@ -5,9 +5,9 @@
 #![forbid(unsafe_code)]
 
 mod client;
-mod config;
-mod node;
 mod worker;
+
+use nimbus::{config, node};
 
 use std::path::PathBuf;
 use std::process::ExitCode;

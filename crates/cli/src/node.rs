@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use nimbus_frontend::{Frontend, FrontendConfig};
+use nimbus_control::ControlPlane;
+use nimbus_frontend::{Frontend, Subsystems};
 use nimbus_manager::{ManagerConfig, WorkerManager};
 use nimbus_runtime_wasm::{WasmConfig, WasmRuntime};
 use nimbus_store::{EmbeddedStore, FileTelemetry, LocalCodeStore, TelemetryWriter};
@@ -15,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::config::NodeConfig;
 
-pub(crate) fn machine_memory_mb() -> u64 {
+pub fn machine_memory_mb() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
@@ -27,7 +28,7 @@ pub(crate) fn machine_memory_mb() -> u64 {
         .map_or(4096, |kb| kb / 1024)
 }
 
-pub(crate) fn private_dir(path: &std::path::Path) -> anyhow::Result<()> {
+pub fn private_dir(path: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
     #[cfg(unix)]
     {
@@ -40,7 +41,7 @@ pub(crate) fn private_dir(path: &std::path::Path) -> anyhow::Result<()> {
 
 /// Registers for SIGINT and SIGTERM now, so that a signal arriving right after the node
 /// announces itself is handled gracefully too; the future resolves on the first of them.
-pub(crate) fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+pub fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut terminate =
@@ -53,8 +54,13 @@ pub(crate) fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Outpu
     })
 }
 
-/// Sets up process sandboxes if this host can run them; wasm functions work either way.
-pub(crate) fn process_sandboxes(data: &std::path::Path) -> Option<ProcessConfig> {
+/// Sets up process sandboxes if this host can run them; wasm functions work either way. Their
+/// I/O runs on `io`.
+pub fn process_sandboxes(
+    data: &std::path::Path,
+    jail_pool: usize,
+    io: tokio::runtime::Handle,
+) -> Option<ProcessConfig> {
     if let Err(e) = nimbus_sandbox::check_support() {
         tracing::warn!(reason = %e, "process runtimes are disabled");
         return None;
@@ -65,10 +71,11 @@ pub(crate) fn process_sandboxes(data: &std::path::Path) -> Option<ProcessConfig>
     }
     let (runtime_dir, sandbox_dir) = (data.join("runtime"), data.join("sandboxes"));
     let config = ProcessConfig {
-        pool: JailPool::new(2, sandbox_dir.clone(), runtime_dir.clone()),
+        pool: JailPool::new(jail_pool, sandbox_dir.clone(), runtime_dir.clone()),
         runtime_dir,
         sandbox_dir,
         host: HostRuntimes::detect(),
+        io,
     };
     match config.install() {
         Ok(()) => {
@@ -83,7 +90,31 @@ pub(crate) fn process_sandboxes(data: &std::path::Path) -> Option<ProcessConfig>
     }
 }
 
+/// Runs a node on `config.listen` until SIGINT or SIGTERM, announcing its address on stdout.
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
+    // Registered before anything else, so that a signal right after the announcement counts.
+    let signal = shutdown_signal()?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    serve(config, listener, signal, |address| {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "nimbus listening on http://{address}")?;
+        out.flush()?;
+        Ok(())
+    })
+    .await
+}
+
+/// Runs a node on `listener` until `shutdown` resolves, then lets in-flight requests finish
+/// and stops every component. `ready` is called with the address once the node serves.
+pub async fn serve(
+    config: NodeConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(std::net::SocketAddr) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let data = &config.data_dir;
     private_dir(data)?;
     let store = Arc::new(
@@ -98,7 +129,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         Arc::new(LocalCodeStore::open(&data.join("code")).context("opening the code store")?);
     let wasm = Arc::new(
         WasmRuntime::new(&WasmConfig {
-            max_instances: config.limits.concurrency,
+            max_instances: config.sandboxes.max_wasm_instances(&config.limits),
             cache_dir: data.join("cache").join("wasm"),
         })
         .context("starting the wasm runtime")?,
@@ -125,7 +156,15 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     ));
     let mut pool = None;
     if !config.worker.disabled {
-        let process = process_sandboxes(data);
+        let process = match config.sandboxes.process {
+            // serve runs on the main runtime: sandboxes' I/O stays there.
+            true => process_sandboxes(
+                data,
+                config.sandboxes.jail_pool,
+                tokio::runtime::Handle::current(),
+            ),
+            false => None,
+        };
         pool = process.as_ref().map(|p| p.pool.clone());
         let worker: Arc<dyn Worker> = Arc::new(LocalWorker::new(
             LocalWorkerConfig {
@@ -139,37 +178,37 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         ));
         manager.add_worker("local", worker, capacity_mb, false);
     }
-    let frontend = Arc::new(
-        Frontend::new(
-            FrontendConfig {
-                region: config.region.clone(),
-                pricing: config.pricing,
-            },
+    let control = Arc::new(
+        ControlPlane::load(
+            config.region.clone(),
             store.clone(),
             code.clone(),
-            telemetry_store,
             manager.clone(),
         )
         .context("loading functions")?,
     );
-    let control = frontend.control();
-    control.restore().await;
+    control
+        .restore()
+        .await
+        .context("restoring concurrency settings")?;
     let secret = nimbus_cluster::Secret::load_or_create(&data.join("cluster.secret"))
         .context("preparing the cluster secret")?;
-    let cluster = nimbus_cluster::node::Cluster::new(
-        nimbus_cluster::node::ClusterConfig {
-            heartbeat: Duration::from_millis(config.cluster.heartbeat_ms),
-            heartbeat_timeout: Duration::from_millis(config.cluster.heartbeat_timeout_ms),
-        },
-        secret,
-        manager.clone(),
-        code.clone(),
-        Arc::new(move || control.functions_to_prepare()),
-    );
+    let cluster = {
+        let control = control.clone();
+        nimbus_cluster::node::Cluster::new(
+            nimbus_cluster::node::ClusterConfig {
+                heartbeat: Duration::from_millis(config.cluster.heartbeat_ms),
+                heartbeat_timeout: Duration::from_millis(config.cluster.heartbeat_timeout_ms),
+            },
+            secret,
+            manager.clone(),
+            code.clone(),
+            Arc::new(move || control.functions_to_prepare()),
+        )
+    };
 
-    let signal = shutdown_signal()?;
     let queue = Arc::new(
-        nimbus_store::DurableQueue::open(&data.join("queue.log"))
+        nimbus_queue::DurableQueue::open(&data.join("queue.log"))
             .context("opening the event queue")?,
     );
     let invoker = nimbus_events::AsyncInvoker::new(
@@ -180,36 +219,37 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         },
         queue.clone(),
         manager.clone(),
-        frontend.control(),
+        control.clone(),
         config.region.clone(),
     );
-    frontend.set_async_invoker(invoker.clone());
     let registry: Arc<dyn nimbus_store::QueueRegistry> = store.clone();
     let rules: Arc<dyn nimbus_store::RuleStore> = store.clone();
     let scheduler =
         nimbus_events::scheduler::Scheduler::load(rules, invoker.clone(), config.region.clone())
             .context("loading schedules")?;
-    frontend.set_scheduler(scheduler.clone());
     let mappings: Arc<dyn nimbus_store::MappingStore> = store.clone();
-    frontend.set_event_sources(Arc::new(
-        nimbus_frontend::esm::EventSources::load(mappings)
-            .context("loading event source mappings")?,
-    ));
-    frontend.set_queue_service(Arc::new(
-        nimbus_frontend::sqs::QueueService::load(config.region.clone(), registry, queue.clone())
+    let frontend = Arc::new(Frontend::new(Subsystems {
+        control: control.clone(),
+        telemetry: telemetry_store,
+        invoker: invoker.clone(),
+        queues: Arc::new(
+            nimbus_frontend::sqs::QueueService::load(
+                config.region.clone(),
+                registry,
+                queue.clone(),
+            )
             .context("loading queues")?,
-    ));
+        ),
+        event_sources: Arc::new(
+            nimbus_frontend::esm::EventSources::load(mappings)
+                .context("loading event source mappings")?,
+        ),
+        scheduler: scheduler.clone(),
+        pricing: config.pricing,
+    }));
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
     let address = listener.local_addr()?;
-    {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "nimbus listening on http://{address}")?;
-        out.flush()?;
-    }
+    ready(address)?;
     tracing::info!(%address, data_dir = %data.display(), built_in_worker = !config.worker.disabled, "node started");
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -237,7 +277,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let event_sources = tokio::spawn(frontend.clone().run_event_sources(stopped(stop_rx.clone())));
     let schedules = tokio::spawn(scheduler.run(stopped(stop_rx.clone())));
     tokio::spawn(async move {
-        signal.await;
+        shutdown.await;
         tracing::info!("stopping: finishing in-flight requests");
         let _ = stop_tx.send(true);
     });
@@ -249,7 +289,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     background.shutdown_background();
     let _ = event_sources.await;
     let _ = schedules.await;
-    queue.sync().await;
+    if let Err(e) = queue.sync().await {
+        tracing::error!(error = %e, "could not make the event queue durable at shutdown");
+    }
     manager.shutdown().await;
     if let Some(pool) = pool {
         let _ = tokio::task::spawn_blocking(move || pool.clear()).await;

@@ -10,7 +10,7 @@ use nimbus_runtime_wasm::{WasmConfig, WasmRuntime};
 use nimbus_store::LocalCodeStore;
 use nimbus_worker::{LocalWorker, LocalWorkerConfig};
 
-use crate::node::{machine_memory_mb, private_dir, process_sandboxes, shutdown_signal};
+use nimbus::node::{machine_memory_mb, private_dir, process_sandboxes, shutdown_signal};
 
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
@@ -74,7 +74,11 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
             })
             .context("starting the wasm runtime")?,
         );
-        let process = process_sandboxes(&data);
+        let process = process_sandboxes(
+            &data,
+            nimbus_worker::DEFAULT_JAIL_POOL,
+            tokio::runtime::Handle::current(),
+        );
         let pool = process.as_ref().map(|p| p.pool.clone());
         let worker = Arc::new(LocalWorker::new(
             LocalWorkerConfig {

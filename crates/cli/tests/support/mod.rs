@@ -1,0 +1,253 @@
+//! An in-process test harness: a whole node (every component the binary wires) on a loopback
+//! port chosen by the kernel, with a temporary data directory, driven through its real HTTP
+//! APIs. It runs WebAssembly functions only (process sandboxes need root and the `nimbus`
+//! executable as their helper), so it needs no privileges and no network beyond loopback.
+//!
+//! Function fixtures are the wasm modules `tests/fixtures/build.sh` builds into
+//! `target/fixtures` (the test command builds them before the unit tests).
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub struct TestNode {
+    pub endpoint: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+    agent: ureq::Agent,
+    _dir: tempfile::TempDir,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: ureq::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The error code of an AWS JSON-protocol error (`__type`, last segment) or Lambda's
+    /// `x-amzn-ErrorType`.
+    pub fn error_code(&self) -> String {
+        if let Some(t) = self.header("x-amzn-ErrorType") {
+            return t.split(':').next().unwrap_or(t).to_owned();
+        }
+        let v = self.json();
+        v["__type"]
+            .as_str()
+            .map(|t| t.rsplit('#').next().unwrap_or(t).to_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl TestNode {
+    /// Starts a node with the default configuration, process sandboxes off.
+    pub fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    pub fn start_with(configure: impl FnOnce(&mut nimbus::config::NodeConfig)) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut config = nimbus::config::NodeConfig {
+            data_dir: dir.path().join("data"),
+            ..Default::default()
+        };
+        config.sandboxes.process = false;
+        configure(&mut config);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                let shutdown = async move {
+                    let _ = stop_rx.await;
+                };
+                nimbus::node::serve(config, listener, shutdown, move |addr| {
+                    let _ = addr_tx.send(addr);
+                    Ok(())
+                })
+                .await
+            })
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the node did not start");
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        Self {
+            endpoint: format!("http://{addr}"),
+            stop: Some(stop_tx),
+            thread: Some(thread),
+            agent,
+            _dir: dir,
+        }
+    }
+
+    pub fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        let mut builder = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.endpoint));
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let request = builder.body(body.to_vec()).expect("a request");
+        let mut response = self.agent.run(request).expect("the node answers");
+        Reply {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: response
+                .body_mut()
+                .with_config()
+                .limit(64 << 20)
+                .read_to_vec()
+                .expect("a body"),
+        }
+    }
+
+    pub fn lambda(&self, method: &str, path: &str, body: Value) -> Reply {
+        let bytes = if body.is_null() {
+            Vec::new()
+        } else {
+            body.to_string().into_bytes()
+        };
+        self.call(
+            method,
+            path,
+            &[("content-type", "application/json")],
+            &bytes,
+        )
+    }
+
+    /// An operation of a JSON-protocol service (`X-Amz-Target: SERVICE.OPERATION`).
+    pub fn target(&self, service: &str, version: &str, operation: &str, input: Value) -> Reply {
+        let target = format!("{service}.{operation}");
+        let content_type = format!("application/x-amz-json-{version}");
+        self.call(
+            "POST",
+            "/",
+            &[("x-amz-target", &target), ("content-type", &content_type)],
+            input.to_string().as_bytes(),
+        )
+    }
+
+    pub fn sqs(&self, operation: &str, input: Value) -> Reply {
+        self.target("AmazonSQS", "1.0", operation, input)
+    }
+
+    /// Deploys a wasm fixture as a function; returns its name.
+    pub fn deploy(&self, name: &str, fixture: &str, extra: Value) -> String {
+        let mut body = json!({
+            "FunctionName": name,
+            "Runtime": "wasm32-wasip1",
+            "Handler": "function.wasm",
+            "Role": "arn:aws:iam::000000000000:role/test",
+            "Code": {"ZipFile": wasm_zip_base64(fixture)},
+        });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+        let reply = self.lambda("POST", "/2015-03-31/functions", body);
+        assert_eq!(
+            reply.status,
+            201,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        name.to_owned()
+    }
+
+    pub fn invoke(&self, name: &str, payload: &[u8]) -> Reply {
+        self.call(
+            "POST",
+            &format!("/2015-03-31/functions/{name}/invocations"),
+            &[],
+            payload,
+        )
+    }
+
+    /// Stops the node as SIGTERM would, and waits for it.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => panic!("the node failed: {e:#}"),
+                Err(_) => panic!("the node panicked"),
+            }
+        }
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.shutdown();
+        } else if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let path = root.join("target/fixtures").join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the fixtures first (bash tests/fixtures/build.sh)",
+        path.display()
+    );
+    path
+}
+
+pub fn wasm_zip_base64(name: &str) -> String {
+    use base64::Engine;
+    use std::io::Write;
+    let module = std::fs::read(fixture(name)).expect("the fixture");
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    zip.start_file("function.wasm", zip::write::SimpleFileOptions::default())
+        .expect("a zip entry");
+    zip.write_all(&module).expect("zip");
+    let bytes = zip.finish().expect("a zip").into_inner();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Polls `check` until it returns Some, for up to `timeout`.
+pub fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached in {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
