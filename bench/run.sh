@@ -58,7 +58,8 @@ run_wrk() { # url threads conns -> "p50_us p99_us rps"
   echo "$p50 $p99 $rps"
 }
 
-# CPU time (ticks) of a process, and of its threads named $2.
+# CPU time (ticks) of a process, and of its threads named $2 (as /proc shows names: at most 15
+# characters, so nimbus-telemetry is nimbus-telemetr).
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 thread_ticks() {
   local sum=0 t
@@ -83,9 +84,9 @@ nimbus_round() { # -> "p50 p99 rps telemetry_share_percent idle_rss_fresh_kb idl
   curl -sf -d '{"hello":"world"}' "$url" >/dev/null
   local p50 p99 rps t0 tt0 t1 tt1
   read -r p50 p99 _ < <(run_wrk "$url" 1 1)
-  t0=$(cpu_ticks "$NPID"); tt0=$(thread_ticks "$NPID" nimbus-telemetry)
+  t0=$(cpu_ticks "$NPID"); tt0=$(thread_ticks "$NPID" nimbus-telemetr)
   read -r _ _ rps < <(run_wrk "$url" 2 32)
-  t1=$(cpu_ticks "$NPID"); tt1=$(thread_ticks "$NPID" nimbus-telemetry)
+  t1=$(cpu_ticks "$NPID"); tt1=$(thread_ticks "$NPID" nimbus-telemetr)
   sleep 1
   idle_after=$(rss_kb "$NPID")
   kill -TERM "$NPID"; wait "$NPID" || true

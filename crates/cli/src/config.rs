@@ -43,11 +43,13 @@ pub struct ClusterSection {
     pub heartbeat_timeout_ms: u64,
 }
 
+/// The defaults are the cluster's own.
 impl Default for ClusterSection {
     fn default() -> Self {
+        let defaults = nimbus_cluster::node::ClusterConfig::default();
         Self {
-            heartbeat_ms: 500,
-            heartbeat_timeout_ms: 3000,
+            heartbeat_ms: defaults.heartbeat.as_millis() as u64,
+            heartbeat_timeout_ms: defaults.heartbeat_timeout.as_millis() as u64,
         }
     }
 }
@@ -61,11 +63,13 @@ pub struct AsyncSection {
     pub retry_base_ms: u64,
 }
 
+/// The defaults are the async invoker's own.
 impl Default for AsyncSection {
     fn default() -> Self {
+        let defaults = nimbus_events::AsyncConfig::default();
         Self {
-            concurrency: 64,
-            retry_base_ms: 60_000,
+            concurrency: defaults.concurrency,
+            retry_base_ms: defaults.retry_base.as_millis() as u64,
         }
     }
 }
