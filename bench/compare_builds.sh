@@ -12,11 +12,7 @@ BIN=$1; PORT=$2; D=${DURATION:-5s}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-cat >"$tmp/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.body = '{"hello":"world"}'
-wrk.headers["Content-Type"] = "application/json"
-LUA
+cp "$ROOT/bench/post.lua" "$tmp/post.lua"
 "$BIN" up --listen "127.0.0.1:$PORT" --data-dir "$tmp/data" >"$tmp/out" 2>"$tmp/err" &
 PID=$!
 for _ in $(seq 100); do grep -q listening "$tmp/out" 2>/dev/null && break; sleep 0.05; done

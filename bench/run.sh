@@ -37,11 +37,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
 trap cleanup EXIT
 
-cat >"$tmp/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.body = '{"hello":"world"}'
-wrk.headers["Content-Type"] = "application/json"
-LUA
+cp "$ROOT/bench/post.lua" "$tmp/post.lua"
 
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 

@@ -30,11 +30,7 @@ pid=
 cleanup() { [[ -n $pid ]] && kill "$pid" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
 
-cat >"$tmp/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.body = '{"hello":"world"}'
-wrk.headers["Content-Type"] = "application/json"
-LUA
+cp "$ROOT/bench/post.lua" "$tmp/post.lua"
 
 "$NIMBUS" up --listen "127.0.0.1:$PORT" --data-dir "$tmp/data" >"$tmp/nimbus.out" 2>"$tmp/nimbus.err" &
 pid=$!
