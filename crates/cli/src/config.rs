@@ -225,4 +225,20 @@ mod tests {
         assert!(NodeConfig::parse("[pricing]\nfree = true").is_err());
         assert!(NodeConfig::parse("[limits]\nconcurrency = 0").is_err());
     }
+
+    #[test]
+    fn sandbox_knobs_are_bounded_and_default_from_their_components() {
+        assert!(NodeConfig::parse("[sandboxes]\njail_pool = 65").is_err());
+        assert!(NodeConfig::parse("[sandboxes]\nmax_wasm_instances = 100001").is_err());
+        assert!(NodeConfig::parse("[sandboxes]\nprocess = \"yes\"").is_err());
+        let config = NodeConfig::parse("[sandboxes]\nmax_wasm_instances = 0").unwrap();
+        assert_eq!(config.sandboxes.jail_pool, nimbus_worker::DEFAULT_JAIL_POOL);
+        assert_eq!(
+            config.sandboxes.max_wasm_instances(&config.limits),
+            config.limits.concurrency
+        );
+        // Retention is a space budget now; the old count limits are refused, not ignored.
+        assert!(NodeConfig::parse("[retention]\nlogs_per_function = 10").is_err());
+        assert!(NodeConfig::parse("[retention]\nlog_max_mb = 16").is_ok());
+    }
 }

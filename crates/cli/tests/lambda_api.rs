@@ -38,12 +38,7 @@ fn functions_are_created_read_updated_invoked_and_deleted() {
         "/2015-03-31/functions/echo/configuration",
         json!({"Timeout": 10, "Environment": {"Variables": {"GREETING": "hi"}}}),
     );
-    assert_eq!(
-        updated.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&updated.body)
-    );
+    updated.expect_status(200);
     assert_eq!(updated.json()["Timeout"], 10);
     assert_ne!(updated.json()["RevisionId"], config["RevisionId"]);
 

@@ -16,12 +16,7 @@ fn create_queue(node: &TestNode, name: &str, attributes: Value) -> (String, Stri
         "CreateQueue",
         json!({"QueueName": name, "Attributes": attributes}),
     );
-    assert_eq!(
-        created.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&created.body)
-    );
+    created.expect_status(200);
     let url = created.json()["QueueUrl"].as_str().unwrap().to_owned();
     let attrs = node.sqs(
         "GetQueueAttributes",
@@ -40,12 +35,7 @@ fn receive(node: &TestNode, url: &str, wait_s: u32, visibility_s: u32) -> Vec<Va
         json!({"QueueUrl": url, "MaxNumberOfMessages": 10, "WaitTimeSeconds": wait_s,
                "VisibilityTimeout": visibility_s}),
     );
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.expect_status(200);
     reply.json()["Messages"]
         .as_array()
         .cloned()
@@ -107,12 +97,7 @@ fn visibility_timeouts_redrive_and_message_moves() {
         "StartMessageMoveTask",
         json!({"SourceArn": dlq_arn, "DestinationArn": src_arn}),
     );
-    assert_eq!(
-        moved.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&moved.body)
-    );
+    moved.expect_status(200);
     let back = eventually(Duration::from_secs(10), || {
         let m = receive(&node, &src, 1, 30);
         (!m.is_empty()).then_some(m)
@@ -160,12 +145,7 @@ fn failed_asynchronous_events_go_to_their_on_failure_destination() {
         json!({"MaximumRetryAttempts": 1,
                "DestinationConfig": {"OnFailure": {"Destination": dest_arn}}}),
     );
-    assert_eq!(
-        config.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&config.body)
-    );
+    config.expect_status(200);
     let accepted = node.call(
         "POST",
         "/2015-03-31/functions/fails/invocations",
@@ -193,12 +173,7 @@ fn an_event_source_mapping_feeds_queue_messages_to_a_function() {
         "/2015-03-31/event-source-mappings",
         json!({"EventSourceArn": src_arn, "FunctionName": "recorder", "BatchSize": 10}),
     );
-    assert_eq!(
-        mapping.status,
-        202,
-        "{}",
-        String::from_utf8_lossy(&mapping.body)
-    );
+    mapping.expect_status(202);
     node.sqs(
         "SendMessageBatch",
         json!({"QueueUrl": src, "Entries": [

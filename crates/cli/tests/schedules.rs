@@ -21,7 +21,7 @@ fn rules_are_put_described_targeted_and_deleted() {
         "PutRule",
         json!({"Name": "every-hour", "ScheduleExpression": "rate(1 hour)"}),
     );
-    assert_eq!(put.status, 200, "{}", String::from_utf8_lossy(&put.body));
+    put.expect_status(200);
     assert!(
         put.json()["RuleArn"]
             .as_str()
