@@ -4,7 +4,7 @@
 //! left unreserved.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// Why an invocation was throttled, as Lambda's `Reason` field names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,6 +41,15 @@ struct State {
     functions: HashMap<String, FunctionState>,
 }
 
+// Each change to the state is a few counter updates that cannot panic part-way (reserved_sum
+// always includes every function's reservation, so its subtractions stay in range), so a panic
+// elsewhere while the lock was held leaves it consistent. Carrying on keeps invocations
+// running; failing would throttle every one from then on, and a permit dropped during the
+// unwinding would otherwise never give its slot back.
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 pub struct Concurrency {
     account_limit: u32,
     min_unreserved: u32,
@@ -56,13 +65,12 @@ pub struct Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if let Ok(mut s) = self.state.lock() {
-            if self.unreserved {
-                s.unreserved_in_flight = s.unreserved_in_flight.saturating_sub(1);
-            }
-            if let Some(f) = s.functions.get_mut(&self.function) {
-                f.in_flight = f.in_flight.saturating_sub(1);
-            }
+        let mut s = lock(&self.state);
+        if self.unreserved {
+            s.unreserved_in_flight = s.unreserved_in_flight.saturating_sub(1);
+        }
+        if let Some(f) = s.functions.get_mut(&self.function) {
+            f.in_flight = f.in_flight.saturating_sub(1);
         }
     }
 }
@@ -85,7 +93,7 @@ impl Concurrency {
     }
 
     pub fn account(&self) -> AccountConcurrency {
-        let reserved = self.state.lock().map(|s| s.reserved_sum).unwrap_or(0);
+        let reserved = lock(&self.state).reserved_sum;
         AccountConcurrency {
             limit: self.account_limit,
             unreserved: self.account_limit.saturating_sub(reserved),
@@ -95,7 +103,7 @@ impl Concurrency {
 
     /// Takes a slot for one invocation of `function`, or says why there is none.
     pub fn acquire(&self, function: &str) -> Result<Permit, ThrottleReason> {
-        let mut s = self.state.lock().map_err(|_| ThrottleReason::Account)?;
+        let mut s = lock(&self.state);
         let unreserved_cap = self.account_limit.saturating_sub(s.reserved_sum);
         let unreserved_in_flight = s.unreserved_in_flight;
         let entry = s.functions.entry(function.to_owned()).or_default();
@@ -121,10 +129,7 @@ impl Concurrency {
     /// Sets or clears a function's reservation. Refused if it would leave less than the minimum
     /// unreserved; the message is Lambda's.
     pub fn set_reserved(&self, function: &str, reserved: Option<u32>) -> Result<(), String> {
-        let mut s = self
-            .state
-            .lock()
-            .map_err(|_| "concurrency state poisoned".to_owned())?;
+        let mut s = lock(&self.state);
         let old = s
             .functions
             .get(function)
@@ -148,9 +153,7 @@ impl Concurrency {
     }
 
     pub fn reserved(&self, function: &str) -> Option<u32> {
-        self.state
-            .lock()
-            .ok()?
+        lock(&self.state)
             .functions
             .get(function)
             .and_then(|f| f.reserved)
@@ -158,25 +161,20 @@ impl Concurrency {
 
     /// Forgets a deleted function.
     pub fn remove(&self, function: &str) {
-        if let Ok(mut s) = self.state.lock()
-            && let Some(f) = s.functions.remove(function)
-        {
+        let mut s = lock(&self.state);
+        if let Some(f) = s.functions.remove(function) {
             s.reserved_sum -= f.reserved.unwrap_or(0);
         }
     }
 
     /// Invocations running now, per function.
     pub fn in_flight(&self) -> Vec<(String, u32)> {
-        self.state
-            .lock()
-            .map(|s| {
-                s.functions
-                    .iter()
-                    .filter(|(_, f)| f.in_flight > 0)
-                    .map(|(n, f)| (n.clone(), f.in_flight))
-                    .collect()
-            })
-            .unwrap_or_default()
+        lock(&self.state)
+            .functions
+            .iter()
+            .filter(|(_, f)| f.in_flight > 0)
+            .map(|(n, f)| (n.clone(), f.in_flight))
+            .collect()
     }
 }
 

@@ -1,11 +1,15 @@
-//! Counters and histograms of invocations, rendered in Prometheus's text exposition format.
+//! The manager's metrics in Prometheus's text exposition format: counters and histograms of
+//! invocations per function, and gauges of sandboxes, workers and concurrency read from the
+//! manager's state when rendered. Also the sandbox table of `nimbus status`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
+use std::sync::{MutexGuard, PoisonError};
 
 use nimbus_types::{InvokeOutcome, OutcomeKind};
 
 use crate::concurrency::ThrottleReason;
+use crate::{WorkerManager, WorkerSummary};
 
 /// Upper bounds of the duration buckets, in seconds.
 const BUCKETS_S: [f64; 15] = [
@@ -138,6 +142,183 @@ pub fn render_functions(out: &mut String, functions: &BTreeMap<String, FunctionM
             "nimbus_init_duration_seconds",
             &format!("function=\"{f}\""),
         );
+    }
+}
+
+impl WorkerManager {
+    // Counters only ever go up by whole invocations, so a panic elsewhere while the lock was
+    // held loses at most that invocation's figures: carry on with them rather than lose them all.
+    pub(crate) fn function_metrics(&self) -> MutexGuard<'_, BTreeMap<String, FunctionMetrics>> {
+        self.metrics.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Everything in Prometheus's text format.
+    pub fn render_metrics(&self) -> String {
+        let mut out = String::new();
+        render_functions(&mut out, &self.function_metrics());
+        family(
+            &mut out,
+            "nimbus_concurrent_executions",
+            "gauge",
+            "Invocations running now, by function.",
+        );
+        let mut running = self.concurrency.in_flight();
+        running.sort();
+        for (f, n) in running {
+            let _ = writeln!(out, "nimbus_concurrent_executions{{function=\"{f}\"}} {n}");
+        }
+        family(
+            &mut out,
+            "nimbus_sandboxes",
+            "gauge",
+            "Sandboxes by function version, worker and state (idle, busy, provisioned_idle, provisioned_busy).",
+        );
+        let workers = self.live_workers();
+        let names: HashMap<u64, &str> = workers.iter().map(|w| (w.id, w.name.as_str())).collect();
+        {
+            let pools = self.pools();
+            let mut keys: Vec<&String> = pools.keys().collect();
+            keys.sort();
+            for key in keys {
+                let pool = &pools[key];
+                let (function, version) = key.rsplit_once(':').unwrap_or((key, ""));
+                let mut ids: Vec<u64> = pool.per_worker().keys().copied().collect();
+                ids.sort();
+                // Busy provisioned sandboxes are not counted per worker: they are shown on the
+                // first workers, in id order, that have busy sandboxes.
+                let mut busy_provisioned_left = pool.provisioned_busy();
+                for id in ids {
+                    let Some(worker) = names.get(&id) else {
+                        continue;
+                    };
+                    let total = pool.per_worker()[&id];
+                    let idle = pool.idle_on(id);
+                    let pidle = pool.provisioned_idle_on(id);
+                    let busy_all = total.saturating_sub(idle + pidle);
+                    let pbusy = busy_provisioned_left.min(busy_all);
+                    busy_provisioned_left -= pbusy;
+                    for (state, n) in [
+                        ("idle", idle),
+                        ("busy", busy_all - pbusy),
+                        ("provisioned_idle", pidle),
+                        ("provisioned_busy", pbusy),
+                    ] {
+                        let _ = writeln!(
+                            out,
+                            "nimbus_sandboxes{{function=\"{function}\",version=\"{version}\",worker=\"{worker}\",state=\"{state}\"}} {n}"
+                        );
+                    }
+                }
+            }
+            family(
+                &mut out,
+                "nimbus_provisioned_concurrency",
+                "gauge",
+                "Provisioned concurrency requested and allocated, by function version.",
+            );
+            let mut keys: Vec<&String> = pools
+                .iter()
+                .filter(|(_, p)| p.provisioned().is_some())
+                .map(|(k, _)| k)
+                .collect();
+            keys.sort();
+            for key in keys {
+                let pool = &pools[key];
+                let (function, version) = key.rsplit_once(':').unwrap_or((key, ""));
+                if let Some(p) = pool.provisioned() {
+                    let _ = writeln!(
+                        out,
+                        "nimbus_provisioned_concurrency{{function=\"{function}\",version=\"{version}\",kind=\"requested\"}} {}",
+                        p.requested
+                    );
+                    let _ = writeln!(
+                        out,
+                        "nimbus_provisioned_concurrency{{function=\"{function}\",version=\"{version}\",kind=\"allocated\"}} {}",
+                        pool.allocated()
+                    );
+                }
+            }
+        }
+        let summaries = self.workers();
+        for (name, help, get) in [
+            (
+                "nimbus_worker_capacity_mb",
+                "Memory a worker offers for sandboxes.",
+                (|w: &WorkerSummary| w.capacity_mb) as fn(&WorkerSummary) -> u64,
+            ),
+            (
+                "nimbus_worker_used_mb",
+                "Memory reserved by a worker's sandboxes.",
+                |w| w.reserved_mb,
+            ),
+            (
+                "nimbus_worker_free_mb",
+                "Memory a worker has left for new sandboxes.",
+                |w| w.capacity_mb.saturating_sub(w.reserved_mb),
+            ),
+            (
+                "nimbus_worker_sandboxes",
+                "Sandboxes a worker hosts.",
+                |w| w.sandboxes as u64,
+            ),
+        ] {
+            family(&mut out, name, "gauge", help);
+            for w in &summaries {
+                let _ = writeln!(out, "{name}{{worker=\"{}\"}} {}", w.name, get(w));
+            }
+        }
+        family(
+            &mut out,
+            "nimbus_worker_invocations_total",
+            "counter",
+            "Invocations run on a worker.",
+        );
+        for w in &summaries {
+            let _ = writeln!(
+                out,
+                "nimbus_worker_invocations_total{{worker=\"{}\"}} {}",
+                w.name, w.invocations
+            );
+        }
+        let account = self.account();
+        family(
+            &mut out,
+            "nimbus_account_concurrency_limit",
+            "gauge",
+            "The account's concurrency limit.",
+        );
+        let _ = writeln!(out, "nimbus_account_concurrency_limit {}", account.limit);
+        family(
+            &mut out,
+            "nimbus_unreserved_concurrency",
+            "gauge",
+            "Concurrency left to functions without a reservation.",
+        );
+        let _ = writeln!(out, "nimbus_unreserved_concurrency {}", account.unreserved);
+        out
+    }
+
+    /// Sandboxes per function version, for `nimbus status`: (key, worker name, idle, total).
+    pub fn sandbox_table(&self) -> Vec<(String, String, u32, u32)> {
+        let names: HashMap<u64, String> = self
+            .live_workers()
+            .iter()
+            .map(|w| (w.id, w.name.clone()))
+            .collect();
+        let mut rows = Vec::new();
+        for (key, pool) in self.pools().iter() {
+            for (id, total) in pool.per_worker() {
+                if *total == 0 {
+                    continue;
+                }
+                let idle = pool.idle_on(*id) + pool.provisioned_idle_on(*id);
+                if let Some(name) = names.get(id) {
+                    rows.push((key.clone(), name.clone(), idle, *total));
+                }
+            }
+        }
+        rows.sort();
+        rows
     }
 }
 
