@@ -1,38 +1,81 @@
 //! Schedules through the part of EventBridge's API that `aws events` uses for them (JSON 1.1
 //! protocol, `X-Amz-Target: AWSEvents.<Operation>`): PutRule with a ScheduleExpression,
 //! PutTargets (functions), DescribeRule, ListRules, ListTargetsByRule, Enable/DisableRule,
-//! RemoveTargets, DeleteRule.
+//! RemoveTargets, DeleteRule. The rules and their firing live in `nimbus_events::scheduler`.
 
-use axum::http::{HeaderValue, StatusCode};
+#![forbid(unsafe_code)]
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use nimbus_aws_wire::target::JsonVersion;
+use nimbus_aws_wire::{ErrorEnvelope, envelope};
+use nimbus_control::ControlPlane;
 use nimbus_events::schedule::Schedule;
 use nimbus_events::scheduler::Scheduler;
+use nimbus_types::arn::FunctionArn;
 use nimbus_types::queue::{RuleTarget, ScheduleRule};
 use serde_json::{Value, json};
 
-use crate::Frontend;
+/// EventBridge's requests are small documents; its PutEvents limit is 256 KiB.
+pub const MAX_REQUEST_BYTES: u64 = 256 * 1024;
 
-struct EventsError {
+/// An error in EventBridge's JSON 1.1 format.
+#[derive(Debug)]
+pub struct EventsError {
+    status: StatusCode,
     code: &'static str,
     message: String,
 }
 
 fn error(code: &'static str, message: impl Into<String>) -> EventsError {
     EventsError {
+        status: StatusCode::BAD_REQUEST,
         code,
         message: message.into(),
     }
 }
 
+/// A failure inside the node: logged in full, reported without internals.
+fn internal(detail: impl std::fmt::Display) -> EventsError {
+    tracing::error!(error = %detail, "internal error");
+    EventsError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        code: "InternalException",
+        message: "The service encountered an internal error.".into(),
+    }
+}
+
 impl IntoResponse for EventsError {
     fn into_response(self) -> Response {
-        let body = json!({ "__type": self.code, "message": self.message });
-        let mut response = (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
-        response.headers_mut().insert(
-            "content-type",
-            HeaderValue::from_static("application/x-amz-json-1.1"),
-        );
-        response
+        envelope::json(
+            JsonVersion::V1_1,
+            self.status,
+            self.code,
+            &self.message,
+            &[],
+        )
+    }
+}
+
+impl ErrorEnvelope for EventsError {
+    fn too_large(limit: u64, _operation: &str) -> Self {
+        EventsError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "ValidationException",
+            message: format!("The request must be smaller than {limit} bytes."),
+        }
+    }
+
+    fn malformed(message: String) -> Self {
+        error("SerializationException", message)
+    }
+
+    fn unknown_operation(operation: &str) -> Self {
+        error(
+            "UnknownOperationException",
+            format!("unknown operation {operation}"),
+        )
     }
 }
 
@@ -81,15 +124,17 @@ fn describe(scheduler: &Scheduler, r: &ScheduleRule) -> Value {
 }
 
 fn save(scheduler: &Scheduler, rule: ScheduleRule) -> Result<()> {
-    scheduler.save(rule).map_err(|e| {
-        error(
-            "InternalException",
-            format!("could not store the rule: {e}"),
-        )
-    })
+    scheduler
+        .save(rule)
+        .map_err(|e| internal(format!("could not store the rule: {e}")))
 }
 
-fn dispatch(f: &Frontend, scheduler: &Scheduler, operation: &str, input: &Value) -> Result<Value> {
+fn dispatch(
+    control: &ControlPlane,
+    scheduler: &Scheduler,
+    operation: &str,
+    input: &Value,
+) -> Result<Value> {
     let now = nimbus_types::time::now_ms();
     match operation {
         "PutRule" => {
@@ -204,12 +249,12 @@ fn dispatch(f: &Frontend, scheduler: &Scheduler, operation: &str, input: &Value)
                     .unwrap_or_default()
                     .to_owned();
                 let input_text = t.get("Input").and_then(Value::as_str).map(str::to_owned);
-                let function = nimbus_events::destination_function(&arn);
+                let function = FunctionArn::parse(&arn).ok().map(|f| f.name);
                 let problem = if id.is_empty() || id.len() > 64 {
                     Some("The target Id must be 1 to 64 characters".to_owned())
                 } else if function
                     .as_ref()
-                    .is_none_or(|name| f.control.function(name).is_none())
+                    .is_none_or(|name| control.function(name).is_none())
                 {
                     Some(format!("Target {arn} is not an existing function"))
                 } else if input_text
@@ -269,51 +314,36 @@ fn dispatch(f: &Frontend, scheduler: &Scheduler, operation: &str, input: &Value)
                     "Rule can't be deleted since it has targets.",
                 ));
             }
-            scheduler.delete(&r.name).map_err(|e| {
-                error(
-                    "InternalException",
-                    format!("could not delete the rule: {e}"),
-                )
-            })?;
+            scheduler
+                .delete(&r.name)
+                .map_err(|e| internal(format!("could not delete the rule: {e}")))?;
             Ok(json!({}))
         }
-        other => Err(error(
-            "UnknownOperationException",
-            format!("unknown operation {other}"),
-        )),
+        other => Err(EventsError::unknown_operation(other)),
     }
 }
 
-/// `POST /` with `X-Amz-Target: AWSEvents.<Operation>`.
-pub(crate) fn handle(
-    f: &Frontend,
+/// Serves one EventBridge request whose `X-Amz-Target` named `operation`.
+pub async fn handle(
+    control: &ControlPlane,
     scheduler: &Scheduler,
     operation: &str,
-    body: &[u8],
+    headers: &HeaderMap,
+    body: Body,
 ) -> Response {
-    let input: Value = if body.is_empty() {
-        json!({})
-    } else {
-        match serde_json::from_slice(body) {
-            Ok(v @ Value::Object(_)) => v,
-            _ => {
-                return error(
-                    "SerializationException",
-                    "The request body is not a JSON object.",
-                )
-                .into_response();
-            }
-        }
+    let input = match nimbus_aws_wire::target::read_input::<EventsError>(
+        headers,
+        body,
+        MAX_REQUEST_BYTES,
+        operation,
+    )
+    .await
+    {
+        Ok(input) => input,
+        Err(e) => return e.into_response(),
     };
-    match dispatch(f, scheduler, operation, &input) {
-        Ok(output) => {
-            let mut response = axum::Json(output).into_response();
-            response.headers_mut().insert(
-                "content-type",
-                HeaderValue::from_static("application/x-amz-json-1.1"),
-            );
-            response
-        }
+    match dispatch(control, scheduler, operation, &input) {
+        Ok(output) => nimbus_aws_wire::target::ok(JsonVersion::V1_1, &output),
         Err(e) => e.into_response(),
     }
 }

@@ -1,11 +1,10 @@
 //! Concurrency controls with Lambda's API: reserved concurrency per function
 //! (Put/Get/DeleteFunctionConcurrency), provisioned concurrency per published version
-//! (Put/Get/Delete/ListProvisionedConcurrencyConfig(s)), GetAccountSettings, and the node's
-//! Prometheus metrics.
+//! (Put/Get/Delete/ListProvisionedConcurrencyConfig(s)) and GetAccountSettings.
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use nimbus_types::name::LATEST;
 use nimbus_types::{FunctionConfig, InvalidParameter};
@@ -237,14 +236,4 @@ pub(crate) async fn account_settings(State(f): State<Shared>) -> Result<Response
         },
     }))
     .into_response())
-}
-
-/// `GET /metrics`: Prometheus's text format.
-pub(crate) async fn metrics(State(f): State<Shared>) -> Response {
-    let mut response = f.manager.render_metrics().into_response();
-    response.headers_mut().insert(
-        axum::http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    response
 }

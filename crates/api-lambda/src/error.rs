@@ -1,6 +1,6 @@
 //! Lambda's error wire format: `x-amzn-ErrorType` header and a `{"Type","Message"}` body.
 
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 #[derive(Debug, Clone)]
@@ -162,14 +162,33 @@ impl From<nimbus_manager::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = serde_json::json!({ "Type": "User", "Message": self.message });
-        if let Some(reason) = self.reason {
-            body["Reason"] = serde_json::Value::from(reason);
-        }
-        let mut response = (self.status, axum::Json(body)).into_response();
-        response
-            .headers_mut()
-            .insert("x-amzn-ErrorType", HeaderValue::from_static(self.code));
-        response
+        let reason = self.reason.map(|r| ("Reason", serde_json::Value::from(r)));
+        nimbus_aws_wire::envelope::rest_json(
+            self.status,
+            self.code,
+            &self.message,
+            reason.as_slice(),
+        )
+    }
+}
+
+impl nimbus_aws_wire::ErrorEnvelope for ApiError {
+    fn too_large(limit: u64, operation: &str) -> Self {
+        Self::too_large(format!(
+            "Request must be smaller than {limit} bytes for the {operation} operation"
+        ))
+    }
+
+    fn malformed(message: String) -> Self {
+        // Lambda answers a body it cannot parse as a bad parameter value.
+        Self::invalid_parameter(message)
+    }
+
+    fn unknown_operation(_: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "UnknownOperationException",
+            "Unknown operation",
+        )
     }
 }

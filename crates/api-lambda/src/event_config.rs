@@ -94,23 +94,24 @@ fn apply(
 }
 
 fn check_destination(f: &Shared, arn: &str) -> Result<String, ApiError> {
-    if arn.starts_with("arn:aws:sqs:") {
-        let exists = nimbus_events::destination_queue(arn)
-            .is_some_and(|name| Some(&f.queues).is_some_and(|q| q.exists(&name)));
-        if !exists {
-            return Err(ApiError::invalid_parameter(format!(
-                "The destination ARN {arn} is invalid: the queue does not exist"
-            )));
+    use nimbus_types::arn::Destination;
+    let invalid = |why: &str| {
+        ApiError::invalid_parameter(format!("The destination ARN {arn} is invalid{why}"))
+    };
+    match Destination::parse(arn).map_err(|_| invalid(""))? {
+        Destination::Queue(queue) => {
+            if f.queues.queue(&queue.name).is_err() {
+                return Err(invalid(": the queue does not exist"));
+            }
         }
-        return Ok(arn.to_owned());
-    }
-    let name = nimbus_events::destination_function(arn).ok_or_else(|| {
-        ApiError::invalid_parameter(format!("The destination ARN {arn} is invalid"))
-    })?;
-    if f.control.function(&name).is_none() {
-        return Err(ApiError::invalid_parameter(format!(
-            "The destination ARN {arn} is invalid: function {name} does not exist"
-        )));
+        Destination::Function(function) => {
+            if f.control.function(&function.name).is_none() {
+                return Err(invalid(&format!(
+                    ": function {} does not exist",
+                    function.name
+                )));
+            }
+        }
     }
     Ok(arn.to_owned())
 }

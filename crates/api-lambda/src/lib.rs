@@ -1,19 +1,16 @@
-//! The Frontend: HTTP ingress. It serves Lambda's control-plane and Invoke APIs (wire-compatible,
-//! so the `aws` CLI and SDKs work with `--endpoint-url`), SQS's and EventBridge's JSON protocols,
-//! and nimbus's own API for logs and usage. It parses and validates requests, calls the domain
-//! crates (the registry, the queue, the async invoker) and encodes their answers; it holds no
-//! sandbox state. Every error leaves in the format of the protocol that was spoken.
+//! Lambda's APIs over HTTP (rest-json, wire-compatible so that the `aws` CLI and SDKs work
+//! with `--endpoint-url`): the control plane (functions, versions, concurrency, event-invoke
+//! configuration, event source mappings) and Invoke. Handlers parse and validate, call
+//! `nimbus-control`, `nimbus-events` and the Worker Manager, and encode; every error leaves in
+//! Lambda's format, its code chosen by the error's type.
 
 #![forbid(unsafe_code)]
 
 mod concurrency;
 mod error;
-pub mod esm;
+mod esm;
 mod event_config;
-mod eventbridge;
 mod invoke;
-mod nimbus_api;
-pub mod sqs;
 mod versions;
 mod wire;
 
@@ -21,66 +18,53 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use nimbus_control::ControlPlane;
 use nimbus_events::AsyncInvoker;
-use nimbus_events::scheduler::Scheduler;
+use nimbus_events::esm::EventSources;
 use nimbus_manager::WorkerManager;
-use nimbus_store::TelemetryStore;
+use nimbus_queue::sqs::SqsQueues;
 use nimbus_types::limits::MAX_CODE_REQUEST_BYTES;
-use nimbus_types::{FunctionRef, Pricing, Qualifier};
+use nimbus_types::{FunctionRef, Qualifier};
 use serde::Deserialize;
 
 pub use error::ApiError;
 
 use crate::wire::{FunctionConfiguration, GetFunctionOutput, ListFunctionsOutput};
 
-/// Everything the HTTP edge serves, built before it: a subsystem missing here is a compile
-/// error, not an error at request time.
-pub struct Subsystems {
-    pub control: Arc<ControlPlane>,
-    pub telemetry: Arc<dyn TelemetryStore>,
-    pub invoker: Arc<AsyncInvoker>,
-    pub queues: Arc<sqs::QueueService>,
-    pub event_sources: Arc<esm::EventSources>,
-    pub scheduler: Arc<Scheduler>,
-    pub pricing: Pricing,
-}
-
-/// What every request handler can reach.
-pub struct Frontend {
+/// What Lambda's handlers reach.
+pub struct Lambda {
     control: Arc<ControlPlane>,
     events: Arc<AsyncInvoker>,
-    queues: Arc<sqs::QueueService>,
-    event_sources: Arc<esm::EventSources>,
-    scheduler: Arc<Scheduler>,
+    queues: Arc<SqsQueues>,
+    event_sources: Arc<EventSources>,
     manager: Arc<WorkerManager>,
-    telemetry: Arc<dyn TelemetryStore>,
-    pricing: Pricing,
 }
 
-type Shared = Arc<Frontend>;
+type Shared = Arc<Lambda>;
 
-impl Frontend {
-    pub fn new(subsystems: Subsystems) -> Self {
+impl Lambda {
+    pub fn new(
+        control: Arc<ControlPlane>,
+        events: Arc<AsyncInvoker>,
+        queues: Arc<SqsQueues>,
+        event_sources: Arc<EventSources>,
+    ) -> Self {
         Self {
-            manager: subsystems.control.manager().clone(),
-            control: subsystems.control,
-            events: subsystems.invoker,
-            queues: subsystems.queues,
-            event_sources: subsystems.event_sources,
-            scheduler: subsystems.scheduler,
-            telemetry: subsystems.telemetry,
-            pricing: subsystems.pricing,
+            manager: control.manager().clone(),
+            control,
+            events,
+            queues,
+            event_sources,
         }
     }
 }
 
-/// All routes of the node's HTTP API.
-pub fn router(frontend: Arc<Frontend>) -> Router {
+/// Lambda's routes.
+pub fn router(lambda: Arc<Lambda>) -> Router {
     const FUNCTIONS: &str = "/2015-03-31/functions";
     Router::new()
         .route(FUNCTIONS, get(list_functions).post(create_function))
@@ -130,7 +114,6 @@ pub fn router(frontend: Arc<Frontend>) -> Router {
             "/2016-08-19/account-settings/",
             get(concurrency::account_settings),
         )
-        .route("/metrics", get(concurrency::metrics))
         .route(
             "/2019-09-25/functions/{name}/event-invoke-config",
             get(event_config::get)
@@ -143,23 +126,6 @@ pub fn router(frontend: Arc<Frontend>) -> Router {
             get(event_config::list),
         )
         .route(
-            "/nimbus/v1/functions/{name}/events",
-            get(nimbus_api::events),
-        )
-        .route(
-            "/nimbus/v1/functions/{name}/events/{id}/replay",
-            post(nimbus_api::replay),
-        )
-        .route(
-            "/nimbus/v1/health",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
-        .route("/nimbus/v1/functions/{name}/logs", get(nimbus_api::logs))
-        .route("/nimbus/v1/functions/{name}/code", get(download_code))
-        .route("/nimbus/v1/usage", get(nimbus_api::usage))
-        .route("/nimbus/v1/queues", get(nimbus_api::queues))
-        .route("/", post(json_protocol))
-        .route(
             "/2015-03-31/event-source-mappings",
             get(esm::list).post(esm::create),
         )
@@ -171,83 +137,36 @@ pub fn router(frontend: Arc<Frontend>) -> Router {
             "/2015-03-31/event-source-mappings/{uuid}",
             get(esm::get).put(esm::update).delete(esm::delete),
         )
-        .fallback(unknown_operation)
-        // Bodies are read with explicit limits in each handler, so that an oversized request
-        // gets Lambda's error rather than a bare 413.
-        .layer(DefaultBodyLimit::disable())
-        .with_state(frontend)
+        .with_state(lambda)
 }
 
-/// The JSON-protocol services (`POST /` with an `X-Amz-Target` header): the queue service.
-async fn json_protocol(State(f): State<Shared>, headers: HeaderMap, body: Body) -> Response {
-    let target = headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let body = match read_body(&headers, body, 2 << 20, "JSON protocol").await {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    match target.split_once('.') {
-        Some(("AmazonSQS", operation)) => sqs::handle(&f.queues, operation, &headers, &body).await,
-        Some(("AWSEvents", operation)) => eventbridge::handle(&f, &f.scheduler, operation, &body),
-        _ => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "UnknownOperationException",
-            format!("unknown X-Amz-Target {target:?}"),
-        )
-        .into_response(),
-    }
-}
-
-async fn unknown_operation() -> ApiError {
+/// What Lambda answers a path it has no operation for.
+pub fn unknown_operation() -> Response {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "UnknownOperationException",
         "Unknown operation",
     )
+    .into_response()
 }
 
-/// Reads a request body, refusing more than `limit` bytes.
+/// Reads a request body, refusing more than `limit` bytes with Lambda's error.
 pub(crate) async fn read_body(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
-    what: &str,
+    operation: &str,
 ) -> Result<bytes::Bytes, ApiError> {
-    let too_large = || {
-        ApiError::too_large(format!(
-            "Request must be smaller than {limit} bytes for the {what} operation"
-        ))
-    };
-    if let Some(len) = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        && len > limit as u64
-    {
-        return Err(too_large());
-    }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let is_limit = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if is_limit {
-            too_large()
-        } else {
-            ApiError::bad_content(format!("could not read the request body: {e}"))
-        }
-    })
+    nimbus_aws_wire::body::read(headers, body, limit as u64, operation).await
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid_parameter(format!("could not parse the request body: {e}")))
+    nimbus_aws_wire::parse_json(body)
 }
 
 /// Resolves a function named in a path, with an optional `Qualifier` query parameter.
 pub(crate) fn resolve(
-    frontend: &Frontend,
+    frontend: &Lambda,
     name: &str,
     qualifier: Option<&str>,
 ) -> Result<Arc<nimbus_types::FunctionConfig>, ApiError> {
@@ -452,25 +371,4 @@ async fn list_functions(
         next_marker,
     };
     Ok(axum::Json(out).into_response())
-}
-
-async fn download_code(
-    State(f): State<Shared>,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
-    let function = resolve(&f, &name, None)?;
-    let zip = f.control.code_zip(&function).await?;
-    Ok(([(axum::http::header::CONTENT_TYPE, "application/zip")], zip).into_response())
-}
-
-/// Serves the API on `listener` until `shutdown` resolves, then lets in-flight requests finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    frontend: Arc<Frontend>,
-    extra: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, extra.merge(router(frontend)))
-        .with_graceful_shutdown(shutdown)
-        .await
 }

@@ -1,21 +1,147 @@
-//! nimbus's own API, for the `nimbus` CLI: invocation logs and usage reports.
+//! nimbus's own API under `/nimbus/v1`, for the `nimbus` CLI and operators: invocation logs,
+//! usage reports, asynchronous events and their dead letters, queue depths, function code,
+//! health, and Prometheus metrics at `/metrics`. Errors use the rest-json shape Lambda's API
+//! uses (`X-Amzn-ErrorType` and `{"Type","Message"}`), which the CLI already reads.
 
-use axum::Json;
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
 use axum::extract::{Path, Query, State};
-use nimbus_types::{FunctionRef, UsageReport};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use nimbus_control::ControlPlane;
+use nimbus_events::{AsyncInvoker, EventMeta};
+use nimbus_queue::sqs::SqsQueues;
+use nimbus_store::TelemetryStore;
+use nimbus_types::{FunctionRef, Pricing, UsageReport};
 use serde::Deserialize;
 
-use crate::Shared;
-use crate::error::ApiError;
+/// What nimbus's API reaches.
+pub struct Nimbus {
+    pub control: Arc<ControlPlane>,
+    pub telemetry: Arc<dyn TelemetryStore>,
+    pub events: Arc<AsyncInvoker>,
+    pub queues: Arc<SqsQueues>,
+    pub pricing: Pricing,
+}
+
+type Shared = Arc<Nimbus>;
+
+/// nimbus's routes.
+pub fn router(nimbus: Arc<Nimbus>) -> Router {
+    Router::new()
+        .route(
+            "/nimbus/v1/health",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/nimbus/v1/functions/{name}/logs", get(logs))
+        .route("/nimbus/v1/functions/{name}/code", get(download_code))
+        .route("/nimbus/v1/functions/{name}/events", get(events))
+        .route(
+            "/nimbus/v1/functions/{name}/events/{id}/replay",
+            post(replay),
+        )
+        .route("/nimbus/v1/usage", get(usage))
+        .route("/nimbus/v1/queues", get(queues))
+        .route("/metrics", get(metrics))
+        .with_state(nimbus)
+}
+
+/// An error of nimbus's API.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "ResourceNotFoundException", message)
+    }
+
+    /// A failure inside the node: logged in full, reported without internals.
+    fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ServiceException",
+            "The service encountered an internal error.",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        nimbus_aws_wire::envelope::rest_json(self.status, self.code, &self.message, &[])
+    }
+}
+
+impl From<nimbus_types::InvalidParameter> for ApiError {
+    fn from(e: nimbus_types::InvalidParameter) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValueException",
+            e.to_string(),
+        )
+    }
+}
+
+impl From<nimbus_control::Error> for ApiError {
+    fn from(e: nimbus_control::Error) -> Self {
+        match e {
+            nimbus_control::Error::FunctionNotFound(arn) => {
+                Self::not_found(format!("Function not found: {arn}"))
+            }
+            nimbus_control::Error::Invalid(invalid) => invalid.into(),
+            other => Self::internal(nimbus_types::error_chain(&other)),
+        }
+    }
+}
+
+impl From<nimbus_store::Error> for ApiError {
+    fn from(e: nimbus_store::Error) -> Self {
+        Self::internal(nimbus_types::error_chain(&e))
+    }
+}
+
+impl From<nimbus_queue::Error> for ApiError {
+    fn from(e: nimbus_queue::Error) -> Self {
+        Self::internal(nimbus_types::error_chain(&e))
+    }
+}
+
+impl From<nimbus_queue::sqs::Error> for ApiError {
+    fn from(e: nimbus_queue::sqs::Error) -> Self {
+        Self::internal(nimbus_types::error_chain(&e))
+    }
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        Self::internal(e)
+    }
+}
 
 #[derive(Debug, Deserialize)]
-pub(crate) struct LogsQuery {
+struct LogsQuery {
     /// Return entries after this sequence number (a cursor from a previous answer).
     after: Option<u64>,
     limit: Option<usize>,
 }
 
-pub(crate) async fn logs(
+async fn logs(
     State(f): State<Shared>,
     Path(name): Path<String>,
     Query(q): Query<LogsQuery>,
@@ -24,9 +150,8 @@ pub(crate) async fn logs(
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     let telemetry = f.telemetry.clone();
     let after = q.after.unwrap_or(0);
-    let entries = tokio::task::spawn_blocking(move || telemetry.logs(&function.name, after, limit))
-        .await
-        .map_err(ApiError::internal)??;
+    let entries =
+        tokio::task::spawn_blocking(move || telemetry.logs(&function.name, after, limit)).await??;
     let next = entries.last().map_or(after, |e| e.seq);
     Ok(Json(
         serde_json::json!({ "entries": entries, "next": next }),
@@ -34,14 +159,14 @@ pub(crate) async fn logs(
 }
 
 #[derive(Debug, Deserialize)]
-pub(crate) struct UsageQuery {
+struct UsageQuery {
     /// Unix time in milliseconds; records from then on are counted.
     since_ms: Option<i64>,
     /// List this function's individual usage records instead of the report.
     function: Option<String>,
 }
 
-pub(crate) async fn usage(
+async fn usage(
     State(f): State<Shared>,
     Query(q): Query<UsageQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -52,13 +177,10 @@ pub(crate) async fn usage(
         let records = tokio::task::spawn_blocking(move || {
             telemetry.usage_records(&function, since_ms, MAX_USAGE_RECORDS)
         })
-        .await
-        .map_err(ApiError::internal)??;
+        .await??;
         return Ok(Json(serde_json::json!({ "records": records })));
     }
-    let totals = tokio::task::spawn_blocking(move || telemetry.usage_totals(since_ms))
-        .await
-        .map_err(ApiError::internal)??;
+    let totals = tokio::task::spawn_blocking(move || telemetry.usage_totals(since_ms)).await??;
     let report = UsageReport::from_totals(since_ms, totals, f.pricing);
     Ok(Json(serde_json::to_value(report).unwrap_or_default()))
 }
@@ -67,7 +189,7 @@ pub(crate) async fn usage(
 const MAX_USAGE_RECORDS: usize = 10_000;
 
 /// A function's asynchronous events: what waits, what is in flight, what was dead-lettered.
-pub(crate) async fn events(
+async fn events(
     State(f): State<Shared>,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -80,13 +202,14 @@ pub(crate) async fn events(
     let letters: Vec<serde_json::Value> = letters
         .into_iter()
         .map(|d| {
+            let meta = EventMeta::of(&d);
             serde_json::json!({
                 "id": d.id,
-                "request_id": d.meta.get("request_id"),
-                "attempts": d.meta.get("attempts"),
-                "condition": d.meta.get("condition"),
-                "error": d.meta.get("error"),
-                "enqueued_ms": d.meta.get("enqueued_ms"),
+                "request_id": meta.as_ref().map(|m| &m.request_id),
+                "attempts": meta.as_ref().map(|m| m.attempts),
+                "condition": meta.as_ref().and_then(|m| m.condition.as_ref()),
+                "error": meta.as_ref().and_then(|m| m.error.as_ref()),
+                "enqueued_ms": meta.as_ref().map(|m| m.enqueued_ms),
                 "payload": String::from_utf8_lossy(&d.body),
             })
         })
@@ -101,13 +224,16 @@ pub(crate) async fn events(
 }
 
 /// Sends a dead-lettered event back to its function.
-pub(crate) async fn replay(
+async fn replay(
     State(f): State<Shared>,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let function = FunctionRef::parse(&name)?;
     if f.control.function(&function.name).is_none() {
-        return Err(ApiError::function_not_found(&f.control.arn(&function.name)));
+        return Err(ApiError::not_found(format!(
+            "Function not found: {}",
+            f.control.arn(&function.name)
+        )));
     }
     if !f.events.replay(&function.name, &id).await? {
         return Err(ApiError::not_found(format!(
@@ -119,7 +245,27 @@ pub(crate) async fn replay(
 }
 
 /// Every queue with how many messages are visible, in flight and delayed.
-pub(crate) async fn queues(State(f): State<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
-    let queues = &f.queues;
-    Ok(Json(serde_json::json!({ "queues": queues.depths() })))
+async fn queues(State(f): State<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(serde_json::json!({ "queues": f.queues.depths()? })))
+}
+
+/// The code of `$LATEST` as a zip, where GetFunction's `Code.Location` points.
+async fn download_code(
+    State(f): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let reference = FunctionRef::parse(&name)?;
+    let function = f.control.resolve(&reference.name, None)?;
+    let zip = f.control.code_zip(&function).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/zip")], zip).into_response())
+}
+
+/// `GET /metrics`: Prometheus's text format.
+async fn metrics(State(f): State<Shared>) -> Response {
+    let mut response = f.control.manager().render_metrics().into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use nimbus_control::ControlPlane;
-use nimbus_frontend::{Frontend, Subsystems};
+use nimbus_gateway::Subsystems;
 use nimbus_manager::{ManagerConfig, WorkerManager};
 use nimbus_runtime_wasm::{WasmConfig, WasmRuntime};
 use nimbus_store::{EmbeddedStore, FileTelemetry, LocalCodeStore, TelemetryWriter};
@@ -228,25 +228,27 @@ pub async fn serve(
         nimbus_events::scheduler::Scheduler::load(rules, invoker.clone(), config.region.clone())
             .context("loading schedules")?;
     let mappings: Arc<dyn nimbus_store::MappingStore> = store.clone();
-    let frontend = Arc::new(Frontend::new(Subsystems {
-        control: control.clone(),
-        telemetry: telemetry_store,
-        invoker: invoker.clone(),
-        queues: Arc::new(
-            nimbus_frontend::sqs::QueueService::load(
-                config.region.clone(),
-                registry,
-                queue.clone(),
-            )
+    let queue: Arc<dyn nimbus_queue::MessageQueue> = queue;
+    let queues = Arc::new(
+        nimbus_queue::sqs::SqsQueues::load(config.region.clone(), registry, queue.clone())
             .context("loading queues")?,
-        ),
-        event_sources: Arc::new(
-            nimbus_frontend::esm::EventSources::load(mappings)
-                .context("loading event source mappings")?,
-        ),
-        scheduler: scheduler.clone(),
-        pricing: config.pricing,
-    }));
+    );
+    let event_sources = Arc::new(
+        nimbus_events::esm::EventSources::load(mappings, control.clone(), queues.clone())
+            .context("loading event source mappings")?,
+    );
+    let router = nimbus_gateway::router(
+        Subsystems {
+            control: control.clone(),
+            telemetry: telemetry_store,
+            invoker: invoker.clone(),
+            queues,
+            event_sources: event_sources.clone(),
+            scheduler: scheduler.clone(),
+            pricing: config.pricing,
+        },
+        cluster.router(),
+    );
 
     let address = listener.local_addr()?;
     ready(address)?;
@@ -274,14 +276,14 @@ pub async fn serve(
         .build()
         .context("starting the asynchronous invocation threads")?;
     let pollers = background.spawn(invoker.run(stopped(stop_rx.clone())));
-    let event_sources = tokio::spawn(frontend.clone().run_event_sources(stopped(stop_rx.clone())));
+    let event_sources = tokio::spawn(event_sources.run(stopped(stop_rx.clone())));
     let schedules = tokio::spawn(scheduler.run(stopped(stop_rx.clone())));
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!("stopping: finishing in-flight requests");
         let _ = stop_tx.send(true);
     });
-    nimbus_frontend::serve(listener, frontend, cluster.router(), stopped(stop_rx)).await?;
+    nimbus_gateway::serve(listener, router, stopped(stop_rx)).await?;
     let _ = reaper.await;
     let _ = provisioner.await;
     let _ = monitor.await;

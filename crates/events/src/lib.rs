@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod esm;
 pub mod schedule;
 pub mod scheduler;
 
@@ -17,7 +18,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use nimbus_manager::WorkerManager;
-use nimbus_queue::{Delivery, DurableQueue, NewMessage, QueueName};
+use nimbus_queue::sqs::MessageMeta;
+use nimbus_queue::{Delivery, MessageQueue, NewMessage, QueueName};
+use nimbus_types::arn::Destination;
 use nimbus_types::function::EventInvokeConfig;
 use nimbus_types::{FunctionConfig, InvokeOutcome, InvokeRequest};
 use serde_json::{Value, json};
@@ -31,18 +34,6 @@ pub fn async_queue(function: &str) -> QueueName {
 /// Where a function's failed asynchronous events go when no OnFailure destination is set.
 pub fn dead_letter_queue(function: &str) -> QueueName {
     QueueName::DeadLetter(function.to_owned())
-}
-
-/// Where the messages of a queue served through the SQS API are kept.
-pub fn sqs_queue(queue: &str) -> QueueName {
-    QueueName::Sqs(queue.to_owned())
-}
-
-/// The queue named by an SQS ARN (`arn:aws:sqs:REGION:ACCOUNT:NAME`).
-pub fn destination_queue(arn: &str) -> Option<String> {
-    let rest = arn.strip_prefix("arn:aws:sqs:")?;
-    let name = rest.rsplit(':').next()?;
-    nimbus_types::queue::valid_queue_name(name).then(|| name.to_owned())
 }
 
 pub use nimbus_control::FunctionDirectory;
@@ -83,9 +74,17 @@ pub struct EventMeta {
     pub error: Option<Value>,
 }
 
+impl EventMeta {
+    /// The metadata of an event in a function's queue or dead-letter queue; `None` for a
+    /// message this module did not write.
+    pub fn of(delivery: &Delivery) -> Option<Self> {
+        serde_json::from_value(delivery.meta.clone()).ok()
+    }
+}
+
 pub struct AsyncInvoker {
     config: AsyncConfig,
-    queue: Arc<DurableQueue>,
+    queue: Arc<dyn MessageQueue>,
     manager: Arc<WorkerManager>,
     functions: Arc<dyn FunctionDirectory>,
     region: String,
@@ -103,7 +102,7 @@ const ACK_BATCH_WINDOW: Duration = Duration::from_millis(10);
 impl AsyncInvoker {
     pub fn new(
         config: AsyncConfig,
-        queue: Arc<DurableQueue>,
+        queue: Arc<dyn MessageQueue>,
         manager: Arc<WorkerManager>,
         functions: Arc<dyn FunctionDirectory>,
         region: String,
@@ -121,7 +120,7 @@ impl AsyncInvoker {
         })
     }
 
-    pub fn queue(&self) -> &Arc<DurableQueue> {
+    pub fn queue(&self) -> &Arc<dyn MessageQueue> {
         &self.queue
     }
 
@@ -286,7 +285,7 @@ impl AsyncInvoker {
     }
 
     async fn handle(&self, delivery: Delivery) {
-        let Ok(mut meta) = serde_json::from_value::<EventMeta>(delivery.meta.clone()) else {
+        let Some(mut meta) = EventMeta::of(&delivery) else {
             tracing::error!(queue = %delivery.queue, id = %delivery.id, "dropping an event with unreadable metadata");
             self.ack(&delivery);
             return;
@@ -464,20 +463,24 @@ impl AsyncInvoker {
     /// Delivers a destination record: a function target gets it as an asynchronous event, a
     /// queue target as a message.
     async fn send_to_destination(&self, target: &str, record: Value) {
-        if let Some(queue) = destination_queue(target) {
-            let message = NewMessage {
-                body: serde_json::to_vec(&record).unwrap_or_default(),
-                delay_ms: 0,
-                meta: json!({}),
-            };
-            if let Err(e) = self.queue.enqueue(&sqs_queue(&queue), vec![message]).await {
-                tracing::error!(%target, error = %e, "could not deliver to a destination queue");
+        let name = match Destination::parse(target) {
+            Ok(Destination::Queue(queue)) => {
+                let message = NewMessage {
+                    body: serde_json::to_vec(&record).unwrap_or_default(),
+                    delay_ms: 0,
+                    meta: MessageMeta::default().to_value(),
+                };
+                let queue = nimbus_queue::sqs::storage_name(&queue.name);
+                if let Err(e) = self.queue.enqueue(&queue, vec![message]).await {
+                    tracing::error!(%target, error = %e, "could not deliver to a destination queue");
+                }
+                return;
             }
-            return;
-        }
-        let Some(name) = destination_function(target) else {
-            tracing::error!(%target, "unsupported destination");
-            return;
+            Ok(Destination::Function(function)) => function.name,
+            Err(e) => {
+                tracing::error!(%target, error = %e, "unsupported destination");
+                return;
+            }
         };
         let request_id = nimbus_queue::new_id();
         let body = Bytes::from(serde_json::to_vec(&record).unwrap_or_default());
@@ -511,27 +514,5 @@ impl AsyncInvoker {
         self.submit(function, &meta.request_id, Bytes::from(event.body))
             .await?;
         self.queue.remove_by_id(&dead_letter_queue(function), id)
-    }
-}
-
-/// The function named by a destination ARN (`arn:aws:lambda:…:function:NAME[:qualifier]`).
-pub fn destination_function(arn: &str) -> Option<String> {
-    let reference = nimbus_types::FunctionRef::parse(arn).ok()?;
-    arn.contains(":function:").then_some(reference.name)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn destinations_name_functions() {
-        assert_eq!(
-            super::destination_function("arn:aws:lambda:us-east-1:000000000000:function:sink")
-                .as_deref(),
-            Some("sink")
-        );
-        assert_eq!(
-            super::destination_function("arn:aws:sqs:us-east-1:000000000000:q"),
-            None
-        );
     }
 }

@@ -42,11 +42,7 @@ impl Scheduler {
     }
 
     pub fn rule_arn(&self, name: &str) -> String {
-        format!(
-            "arn:aws:events:{}:{}:rule/{name}",
-            self.region,
-            nimbus_types::name::DEFAULT_ACCOUNT
-        )
+        nimbus_types::arn::RuleArn::new(&self.region, name).to_string()
     }
 
     pub fn get(&self, name: &str) -> Option<ScheduleRule> {
@@ -134,9 +130,10 @@ impl Scheduler {
             }
             let event = self.event(&rule, due);
             for target in &rule.targets {
-                let Some(function) = crate::destination_function(&target.arn) else {
+                let Ok(function) = nimbus_types::arn::FunctionArn::parse(&target.arn) else {
                     continue;
                 };
+                let function = function.name;
                 let payload = match &target.input {
                     Some(input) => Bytes::from(input.clone().into_bytes()),
                     None => Bytes::from(serde_json::to_vec(&event).unwrap_or_default()),

@@ -11,8 +11,108 @@
 #![forbid(unsafe_code)]
 
 mod log;
+pub mod sqs;
 
 pub use log::{Delivery, DurableQueue, NewMessage, QueueCounts, new_id};
+
+use tokio::time::Instant;
+
+/// What consumers need of a queue backend. [`DurableQueue`] (an append-only log in the data
+/// directory) implements it; a backend on a shared database can implement it for nodes that
+/// share their queues. Every method is per queue except the `wait_any_visible` and
+/// `ready_queues` pair the asynchronous invoker uses to find work.
+#[async_trait::async_trait]
+pub trait MessageQueue: Send + Sync {
+    /// Stores `messages` durably (they are on disk when this returns) and returns their ids.
+    async fn enqueue(&self, queue: &QueueName, messages: Vec<NewMessage>) -> Result<Vec<String>>;
+    /// Leases up to `max` visible messages, invisible to others for `visibility_ms`.
+    fn lease(&self, queue: &QueueName, max: usize, visibility_ms: u64) -> Result<Vec<Delivery>>;
+    /// Waits until `queue` may have a visible message, or until `deadline`.
+    async fn wait_visible(&self, queue: &QueueName, deadline: Instant);
+    /// Waits until any queue `wanted` selects may have a visible message, or until `deadline`.
+    async fn wait_any_visible(&self, wanted: for<'q> fn(&'q QueueName) -> bool, deadline: Instant);
+    /// Deletes a leased message; false if the lease is no longer the current one.
+    fn ack(&self, delivery: &Delivery) -> Result<bool>;
+    /// Deletes the message a receipt names; false if the receipt is stale.
+    fn ack_receipt(&self, queue: &QueueName, seq: u64, receipt: u64) -> Result<bool>;
+    /// Returns a leased message to its queue after `delay_ms`, with new metadata.
+    fn release(&self, delivery: &Delivery, delay_ms: u64, meta: serde_json::Value) -> Result<bool>;
+    /// Makes a leased message visible again after `visibility_ms`; false if the receipt is stale.
+    fn change_visibility(
+        &self,
+        queue: &QueueName,
+        seq: u64,
+        receipt: u64,
+        visibility_ms: u64,
+    ) -> Result<bool>;
+    fn counts(&self, queue: &QueueName) -> Result<QueueCounts>;
+    /// Queues with a message visible now.
+    fn ready_queues(&self) -> Result<Vec<QueueName>>;
+    /// Up to `limit` messages of a queue without leasing them.
+    fn peek_all(&self, queue: &QueueName, limit: usize) -> Result<Vec<Delivery>>;
+    fn remove_by_id(&self, queue: &QueueName, id: &str) -> Result<bool>;
+    /// Deletes every message of a queue; returns how many.
+    fn purge(&self, queue: &QueueName) -> Result<usize>;
+    /// Deletes a queue with its messages; returns how many messages went with it.
+    fn remove_queue(&self, queue: &QueueName) -> Result<usize>;
+    /// Waits until everything already accepted is on disk.
+    async fn sync(&self) -> Result<()>;
+}
+
+#[async_trait::async_trait]
+impl MessageQueue for DurableQueue {
+    async fn enqueue(&self, queue: &QueueName, messages: Vec<NewMessage>) -> Result<Vec<String>> {
+        DurableQueue::enqueue(self, queue, messages).await
+    }
+    fn lease(&self, queue: &QueueName, max: usize, visibility_ms: u64) -> Result<Vec<Delivery>> {
+        DurableQueue::lease(self, queue, max, visibility_ms)
+    }
+    async fn wait_visible(&self, queue: &QueueName, deadline: Instant) {
+        DurableQueue::wait_visible(self, queue, deadline).await
+    }
+    async fn wait_any_visible(&self, wanted: for<'q> fn(&'q QueueName) -> bool, deadline: Instant) {
+        DurableQueue::wait_any_visible(self, wanted, deadline).await
+    }
+    fn ack(&self, delivery: &Delivery) -> Result<bool> {
+        DurableQueue::ack(self, delivery)
+    }
+    fn ack_receipt(&self, queue: &QueueName, seq: u64, receipt: u64) -> Result<bool> {
+        DurableQueue::ack_receipt(self, queue, seq, receipt)
+    }
+    fn release(&self, delivery: &Delivery, delay_ms: u64, meta: serde_json::Value) -> Result<bool> {
+        DurableQueue::release(self, delivery, delay_ms, meta)
+    }
+    fn change_visibility(
+        &self,
+        queue: &QueueName,
+        seq: u64,
+        receipt: u64,
+        visibility_ms: u64,
+    ) -> Result<bool> {
+        DurableQueue::change_visibility(self, queue, seq, receipt, visibility_ms)
+    }
+    fn counts(&self, queue: &QueueName) -> Result<QueueCounts> {
+        DurableQueue::counts(self, queue)
+    }
+    fn ready_queues(&self) -> Result<Vec<QueueName>> {
+        DurableQueue::ready_queues(self)
+    }
+    fn peek_all(&self, queue: &QueueName, limit: usize) -> Result<Vec<Delivery>> {
+        DurableQueue::peek_all(self, queue, limit)
+    }
+    fn remove_by_id(&self, queue: &QueueName, id: &str) -> Result<bool> {
+        DurableQueue::remove_by_id(self, queue, id)
+    }
+    fn purge(&self, queue: &QueueName) -> Result<usize> {
+        DurableQueue::purge(self, queue)
+    }
+    fn remove_queue(&self, queue: &QueueName) -> Result<usize> {
+        DurableQueue::remove_queue(self, queue)
+    }
+    async fn sync(&self) -> Result<()> {
+        DurableQueue::sync(self).await
+    }
+}
 
 /// Which queue a message is in. Stored in the log as `kind:name`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod arn;
 pub mod function;
 pub mod hex;
 pub mod invocation;

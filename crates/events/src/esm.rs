@@ -1,0 +1,426 @@
+//! Event source mappings from SQS queues to functions: the registry of mappings and the
+//! pollers that read each enabled mapping's queue in batches, invoke the function with SQS's
+//! `{"Records": […]}` event, and delete what succeeded. Lambda's
+//! `/2015-03-31/event-source-mappings` API (in `nimbus-api-lambda`) edits the registry.
+//!
+//! A failed batch is left alone: its messages come back after the queue's visibility timeout,
+//! and after the queue's maxReceiveCount they go to its dead-letter queue. With
+//! `ReportBatchItemFailures`, only the messages the function names as failed come back.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use nimbus_control::ControlPlane;
+use nimbus_queue::sqs::{MessageMeta, Received, SqsQueues, md5_hex};
+use nimbus_store::MappingStore;
+use nimbus_types::InvalidParameter;
+use nimbus_types::InvokeRequest;
+use nimbus_types::queue::EventSourceMapping;
+use serde_json::{Value, json};
+
+/// What can go wrong when a mapping is created or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("The resource you requested does not exist. (Service: Lambda, UUID: {0})")]
+    NotFound(String),
+    #[error(transparent)]
+    Invalid(#[from] InvalidParameter),
+    #[error(transparent)]
+    Control(#[from] nimbus_control::Error),
+    #[error("the mapping store failed")]
+    Store(#[from] nimbus_store::Error),
+    #[error("the mapping registry's lock was poisoned by a panic")]
+    Poisoned,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A change to a mapping; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default)]
+pub struct MappingChange {
+    pub function_name: Option<String>,
+    pub enabled: Option<bool>,
+    pub batch_size: Option<i64>,
+    pub maximum_batching_window_s: Option<i64>,
+    pub function_response_types: Option<Vec<String>>,
+}
+
+/// How long a mapping's first receive of a batch waits for a message.
+const FIRST_RECEIVE_WAIT: Duration = Duration::from_secs(1);
+
+/// How often the poll loop looks for mappings without a batch in flight.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+pub struct EventSources {
+    store: Arc<dyn MappingStore>,
+    control: Arc<ControlPlane>,
+    queues: Arc<SqsQueues>,
+    mappings: RwLock<HashMap<String, EventSourceMapping>>,
+    /// Mappings with a batch in flight: one at a time per mapping.
+    busy: Mutex<HashSet<String>>,
+}
+
+impl EventSources {
+    pub fn load(
+        store: Arc<dyn MappingStore>,
+        control: Arc<ControlPlane>,
+        queues: Arc<SqsQueues>,
+    ) -> nimbus_store::Result<Self> {
+        let mappings = store
+            .mappings()?
+            .into_iter()
+            .map(|m| (m.uuid.clone(), m))
+            .collect();
+        Ok(Self {
+            store,
+            control,
+            queues,
+            mappings: RwLock::new(mappings),
+            busy: Mutex::new(HashSet::new()),
+        })
+    }
+
+    pub fn get(&self, uuid: &str) -> Result<EventSourceMapping> {
+        self.mappings
+            .read()
+            .map_err(|_| Error::Poisoned)?
+            .get(uuid)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(uuid.to_owned()))
+    }
+
+    /// Mappings, by UUID, of one function and/or one queue if given.
+    pub fn list(
+        &self,
+        function: Option<&str>,
+        event_source_arn: Option<&str>,
+    ) -> Result<Vec<EventSourceMapping>> {
+        let mut all: Vec<EventSourceMapping> = self
+            .mappings
+            .read()
+            .map_err(|_| Error::Poisoned)?
+            .values()
+            .filter(|m| function.is_none_or(|f| m.function == f))
+            .filter(|m| event_source_arn.is_none_or(|a| m.event_source_arn == a))
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.uuid.cmp(&b.uuid));
+        Ok(all)
+    }
+
+    /// Creates a mapping from an existing queue to an existing function.
+    pub fn create(
+        &self,
+        event_source_arn: &str,
+        change: MappingChange,
+    ) -> Result<EventSourceMapping> {
+        if self.queues.queue_by_arn(event_source_arn).is_err() {
+            return Err(InvalidParameter::Value(format!(
+                "Invalid EventSourceArn {event_source_arn}: only existing queues \
+                 (arn:aws:sqs:…) are supported as event sources"
+            ))
+            .into());
+        }
+        if change.function_name.is_none() {
+            return Err(InvalidParameter::Value("FunctionName is required".into()).into());
+        }
+        let mut mapping = EventSourceMapping {
+            uuid: uuid::Uuid::new_v4().to_string(),
+            function: String::new(),
+            event_source_arn: event_source_arn.to_owned(),
+            batch_size: 10,
+            max_batching_window_s: 0,
+            enabled: true,
+            report_batch_item_failures: false,
+            last_modified_ms: 0,
+        };
+        self.apply(&mut mapping, change)?;
+        self.save(mapping.clone())?;
+        Ok(mapping)
+    }
+
+    pub fn update(&self, uuid: &str, change: MappingChange) -> Result<EventSourceMapping> {
+        let mut mapping = self.get(uuid)?;
+        self.apply(&mut mapping, change)?;
+        self.save(mapping.clone())?;
+        Ok(mapping)
+    }
+
+    pub fn delete(&self, uuid: &str) -> Result<EventSourceMapping> {
+        let mapping = self.get(uuid)?;
+        self.store.delete_mapping(uuid)?;
+        self.mappings
+            .write()
+            .map_err(|_| Error::Poisoned)?
+            .remove(uuid);
+        Ok(mapping)
+    }
+
+    fn save(&self, mapping: EventSourceMapping) -> Result<()> {
+        self.store.put_mapping(&mapping)?;
+        self.mappings
+            .write()
+            .map_err(|_| Error::Poisoned)?
+            .insert(mapping.uuid.clone(), mapping);
+        Ok(())
+    }
+
+    fn apply(&self, mapping: &mut EventSourceMapping, change: MappingChange) -> Result<()> {
+        if let Some(name) = change.function_name {
+            let reference = nimbus_types::FunctionRef::parse(&name)?;
+            let function = self
+                .control
+                .resolve(&reference.name, reference.qualifier.as_ref())?;
+            mapping.function = function.name.clone();
+        }
+        if let Some(n) = change.batch_size {
+            if !(1..=10_000).contains(&n) {
+                return Err(InvalidParameter::range("batchSize", &n, 1, 10_000).into());
+            }
+            mapping.batch_size = n as u32;
+        }
+        if let Some(n) = change.maximum_batching_window_s {
+            if !(0..=300).contains(&n) {
+                return Err(
+                    InvalidParameter::range("maximumBatchingWindowInSeconds", &n, 0, 300).into(),
+                );
+            }
+            mapping.max_batching_window_s = n as u32;
+        }
+        if mapping.batch_size > 10 && mapping.max_batching_window_s == 0 {
+            return Err(InvalidParameter::Value(
+                "Maximum batch window in seconds must be greater than 0 if maximum batch size is \
+                 greater than 10"
+                    .into(),
+            )
+            .into());
+        }
+        if let Some(enabled) = change.enabled {
+            mapping.enabled = enabled;
+        }
+        if let Some(types) = change.function_response_types {
+            if types.iter().any(|t| t != "ReportBatchItemFailures") {
+                return Err(InvalidParameter::constraint(
+                    "functionResponseTypes",
+                    Some(&format!("{types:?}")),
+                    "Member must satisfy enum value set: [ReportBatchItemFailures]",
+                )
+                .into());
+            }
+            mapping.report_batch_item_failures = !types.is_empty();
+        }
+        // As on Lambda: a batch must stay invisible for as long as the function may run.
+        if let Some(function) = self.control.function(&mapping.function)
+            && let Ok(queue) = self.queues.queue_by_arn(&mapping.event_source_arn)
+            && queue.visibility_timeout_s < function.timeout_s
+        {
+            return Err(InvalidParameter::Value(format!(
+                "Queue visibility timeout: {} seconds is less than Function timeout: {} seconds",
+                queue.visibility_timeout_s, function.timeout_s
+            ))
+            .into());
+        }
+        mapping.last_modified_ms = nimbus_types::time::now_ms();
+        Ok(())
+    }
+
+    /// Polls every enabled mapping until `shutdown` resolves, one batch in flight per mapping.
+    pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let enabled: Vec<EventSourceMapping> = match self.mappings.read() {
+                Ok(m) => m.values().filter(|m| m.enabled).cloned().collect(),
+                Err(_) => {
+                    tracing::error!("the mapping registry is poisoned; event sources stop");
+                    return;
+                }
+            };
+            for mapping in enabled {
+                let claimed = match self.busy.lock() {
+                    Ok(mut busy) => busy.insert(mapping.uuid.clone()),
+                    Err(_) => {
+                        tracing::error!("the poller's lock is poisoned; event sources stop");
+                        return;
+                    }
+                };
+                if !claimed {
+                    continue;
+                }
+                let sources = self.clone();
+                tokio::spawn(async move {
+                    sources.run_batch(&mapping).await;
+                    // Poisoned only by a panic above; the poll loop stops on it in turn.
+                    if let Ok(mut busy) = sources.busy.lock() {
+                        busy.remove(&mapping.uuid);
+                    }
+                });
+            }
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep(POLL_INTERVAL) => {}
+            }
+        }
+    }
+
+    /// Runs one batch of a mapping: receives up to its batch size within its batching window,
+    /// invokes the function once, and deletes what succeeded.
+    async fn run_batch(&self, mapping: &EventSourceMapping) {
+        let Ok(queue) = self.queues.queue_by_arn(&mapping.event_source_arn) else {
+            return;
+        };
+        let Some(function) = self.control.function(&mapping.function) else {
+            return;
+        };
+        let visibility = queue.visibility_timeout_s;
+        let window = Duration::from_secs(mapping.max_batching_window_s as u64);
+        let mut batch: Vec<Received> = Vec::new();
+        let mut started = std::time::Instant::now();
+        while batch.len() < mapping.batch_size as usize {
+            let want = (mapping.batch_size as usize - batch.len()).min(10);
+            // The first receive is a long poll, woken as soon as a message becomes visible; the
+            // mapping counts as busy meanwhile, so the poll loop does not start another batch.
+            let wait = if batch.is_empty() {
+                FIRST_RECEIVE_WAIT
+            } else {
+                window.saturating_sub(started.elapsed())
+            };
+            match self.queues.receive(&queue, want, visibility, wait).await {
+                Ok(got) if got.is_empty() => break,
+                Ok(got) => {
+                    // The batching window starts with the first message.
+                    if batch.is_empty() {
+                        started = std::time::Instant::now();
+                    }
+                    batch.extend(got)
+                }
+                Err(e) => {
+                    tracing::warn!(mapping = %mapping.uuid, error = %nimbus_types::error_chain(&e), "receive failed");
+                    break;
+                }
+            }
+            if started.elapsed() >= window {
+                break;
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        // A mapping disabled or deleted during the long poll runs nothing more; what it leased
+        // returns to the queue after the visibility timeout.
+        if !self.get(&mapping.uuid).is_ok_and(|m| m.enabled) {
+            return;
+        }
+        let region = self.queues.region();
+        let records: Vec<Value> = batch
+            .iter()
+            .map(|r| record(r, &mapping.event_source_arn, region))
+            .collect();
+        let event =
+            Bytes::from(serde_json::to_vec(&json!({ "Records": records })).unwrap_or_default());
+        let request = InvokeRequest {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            payload: event,
+            client_context: None,
+            async_attempt: None,
+        };
+        let outcome = match self.control.manager().invoke(&function, request).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                tracing::warn!(mapping = %mapping.uuid, error = %e, "event source batch could not run");
+                return;
+            }
+        };
+        if outcome.error.is_some() {
+            // The whole batch returns to the queue after its visibility timeout.
+            return;
+        }
+        let failed = if mapping.report_batch_item_failures {
+            failed_items(&outcome.payload)
+        } else {
+            HashSet::new()
+        };
+        for r in &batch {
+            let d = &r.delivery;
+            if !failed.contains(&d.id) && self.queues.delete_delivery(d).is_err() {
+                // The message comes back after its visibility timeout and runs again.
+                tracing::error!(mapping = %mapping.uuid, "could not delete a processed message");
+            }
+        }
+    }
+}
+
+/// The `itemIdentifier`s of a function's `{"batchItemFailures": […]}` response.
+fn failed_items(payload: &[u8]) -> HashSet<String> {
+    serde_json::from_slice::<Value>(payload)
+        .ok()
+        .and_then(|v| v.get("batchItemFailures").cloned())
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|f| {
+            f.get("itemIdentifier")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// SQS's message record in a Lambda event.
+fn record(r: &Received, arn: &str, region: &str) -> Value {
+    let d = &r.delivery;
+    json!({
+        "messageId": d.id,
+        "receiptHandle": r.receipt_handle,
+        "body": String::from_utf8_lossy(&d.body),
+        "attributes": {
+            "ApproximateReceiveCount": d.receive_count.to_string(),
+            "SentTimestamp": d.sent_ms.to_string(),
+            "SenderId": nimbus_types::name::DEFAULT_ACCOUNT,
+            "ApproximateFirstReceiveTimestamp": nimbus_types::time::now_ms().to_string(),
+        },
+        "messageAttributes": lambda_attributes(&r.meta),
+        "md5OfBody": md5_hex(&d.body),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": arn,
+        "awsRegion": region,
+    })
+}
+
+/// Message attributes in the shape Lambda's SQS records carry them.
+fn lambda_attributes(meta: &MessageMeta) -> Value {
+    let out: serde_json::Map<String, Value> = meta
+        .attributes
+        .iter()
+        .map(|(name, a)| {
+            (
+                name.clone(),
+                json!({
+                    "stringValue": a.string_value,
+                    "binaryValue": a.binary_value,
+                    "stringListValues": [],
+                    "binaryListValues": [],
+                    "dataType": a.data_type,
+                }),
+            )
+        })
+        .collect();
+    Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_item_failures_are_read_from_the_response() {
+        let payload =
+            br#"{"batchItemFailures":[{"itemIdentifier":"a"},{"itemIdentifier":"b"},{"x":1}]}"#;
+        let failed = failed_items(payload);
+        assert_eq!(failed.len(), 2);
+        assert!(failed.contains("a") && failed.contains("b"));
+        assert!(failed_items(b"not json").is_empty());
+        assert!(failed_items(br#"{"batchItemFailures":"all"}"#).is_empty());
+    }
+}

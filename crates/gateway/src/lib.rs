@@ -1,0 +1,235 @@
+//! The node's HTTP front door. It is built once from [`Subsystems`], a struct that holds every
+//! subsystem an API needs, so a missing one is a compile error rather than a failure at request
+//! time; it routes each request to one API crate and adds nothing else to the request path.
+//!
+//! ## How protocols share a port
+//!
+//! Requests are told apart in this order:
+//!
+//! 1. **Host.** A `Host` of the form `SERVICE.localhost` (with any port) names a service
+//!    outright. Browsers and curl send every `*.localhost` name to loopback without a resolver
+//!    entry, so these names work out of the box on the node's machine. This is how S3 will be
+//!    served beside Lambda: S3's path-style `/{bucket}/{key}` overlaps Lambda's
+//!    `/2015-03-31/…` and nimbus's `/nimbus/v1/…`, so S3 gets `s3.localhost` (and virtual-hosted
+//!    `{bucket}.s3.localhost`) instead of a share of the path space. Clients whose resolver
+//!    does not map `*.localhost` to loopback get dedicated listeners (one port per such
+//!    service) when those services exist. Until then, a request for a service this node does
+//!    not serve is answered in that service's own error format.
+//! 2. **`X-Amz-Target`** on `POST /`: the JSON 1.0/1.1 services (SQS, EventBridge; DynamoDB and
+//!    Cognito later), by the target's service prefix.
+//! 3. **Path**: Lambda's dated paths, nimbus's `/nimbus/v1/…` and `/metrics`, and the cluster's
+//!    routes. Anything else gets Lambda's `UnknownOperationException`.
+
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use nimbus_api_events::EventsError;
+use nimbus_api_lambda::Lambda;
+use nimbus_api_nimbus::Nimbus;
+use nimbus_aws_wire::ErrorEnvelope;
+use nimbus_aws_wire::target::{JsonVersion, Target};
+use nimbus_control::ControlPlane;
+use nimbus_events::AsyncInvoker;
+use nimbus_events::esm::EventSources;
+use nimbus_events::scheduler::Scheduler;
+use nimbus_queue::sqs::SqsQueues;
+use nimbus_store::TelemetryStore;
+use nimbus_types::Pricing;
+
+/// Everything the APIs serve, built before the gateway.
+pub struct Subsystems {
+    pub control: Arc<ControlPlane>,
+    pub telemetry: Arc<dyn TelemetryStore>,
+    pub invoker: Arc<AsyncInvoker>,
+    pub queues: Arc<SqsQueues>,
+    pub event_sources: Arc<EventSources>,
+    pub scheduler: Arc<Scheduler>,
+    pub pricing: Pricing,
+}
+
+/// The JSON-protocol services, by `X-Amz-Target` prefix.
+struct JsonServices {
+    control: Arc<ControlPlane>,
+    queues: Arc<SqsQueues>,
+    scheduler: Arc<Scheduler>,
+}
+
+/// A service named by a `SERVICE.localhost` host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostService {
+    /// No service in the host (an IP address, `localhost`, any other name): dispatch by
+    /// target and path.
+    Any,
+    /// `s3.localhost` or `{bucket}.s3.localhost`.
+    S3,
+    /// `{other}.localhost` for a service this node does not know.
+    Unknown,
+}
+
+impl HostService {
+    /// Classifies a `Host` header's value.
+    pub fn of(host: Option<&str>) -> Self {
+        let Some(host) = host else {
+            return Self::Any;
+        };
+        // Drop the port; an IPv6 literal is `[…]:port` and names no service.
+        if host.starts_with('[') {
+            return Self::Any;
+        }
+        let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let Some(service) = name.strip_suffix(".localhost") else {
+            return Self::Any;
+        };
+        match service.rsplit('.').next() {
+            Some("s3") => Self::S3,
+            Some("lambda" | "sqs" | "events" | "api") => Self::Any,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// Answers requests for a service named by the host that this node does not serve, in that
+/// service's error format.
+async fn by_host(request: Request, next: Next) -> Response {
+    match HostService::of(nimbus_aws_wire::host(request.headers())) {
+        HostService::Any => next.run(request).await,
+        HostService::S3 => nimbus_aws_wire::envelope::rest_xml(
+            StatusCode::NOT_IMPLEMENTED,
+            "NotImplemented",
+            "Object storage is not served by this node.",
+            Some(request.uri().path()),
+            "0",
+        ),
+        HostService::Unknown => nimbus_api_lambda::unknown_operation(),
+    }
+}
+
+/// `POST /` with an `X-Amz-Target` header.
+async fn json_protocol(
+    State(services): State<Arc<JsonServices>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(target) = Target::parse(&headers) else {
+        return unknown_target(headers.get("x-amz-target").is_some());
+    };
+    match target.service {
+        "AmazonSQS" => {
+            nimbus_api_sqs::handle(&services.queues, target.operation, &headers, body).await
+        }
+        "AWSEvents" => {
+            nimbus_api_events::handle(
+                &services.control,
+                &services.scheduler,
+                target.operation,
+                &headers,
+                body,
+            )
+            .await
+        }
+        _ => unknown_target(true),
+    }
+}
+
+/// A `POST /` whose target names no service here, in the JSON protocol's generic shape.
+fn unknown_target(had_target: bool) -> Response {
+    if had_target {
+        nimbus_aws_wire::envelope::json(
+            JsonVersion::V1_1,
+            StatusCode::BAD_REQUEST,
+            "UnknownOperationException",
+            "The X-Amz-Target header names no service of this node.",
+            &[],
+        )
+    } else {
+        // Without a target, `POST /` is no operation of any protocol served here.
+        EventsError::unknown_operation("(none)").into_response()
+    }
+}
+
+/// The node's router: every API, plus `extra` routes (the cluster's).
+pub fn router(subsystems: Subsystems, extra: Router) -> Router {
+    let Subsystems {
+        control,
+        telemetry,
+        invoker,
+        queues,
+        event_sources,
+        scheduler,
+        pricing,
+    } = subsystems;
+    let lambda = Arc::new(Lambda::new(
+        control.clone(),
+        invoker.clone(),
+        queues.clone(),
+        event_sources,
+    ));
+    let nimbus = Arc::new(Nimbus {
+        control: control.clone(),
+        telemetry,
+        events: invoker,
+        queues: queues.clone(),
+        pricing,
+    });
+    let json = Arc::new(JsonServices {
+        control,
+        queues,
+        scheduler,
+    });
+    Router::new()
+        .route("/", post(json_protocol))
+        .with_state(json)
+        .merge(nimbus_api_lambda::router(lambda))
+        .merge(nimbus_api_nimbus::router(nimbus))
+        .merge(extra)
+        .fallback(|| async { nimbus_api_lambda::unknown_operation() })
+        // Each API reads its bodies with its own limits, so that an oversized request gets
+        // that protocol's error rather than a bare 413.
+        .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(by_host))
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests
+/// finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HostService;
+
+    #[test]
+    fn hosts_under_localhost_name_their_service() {
+        for (host, want) in [
+            (None, HostService::Any),
+            (Some("127.0.0.1:9000"), HostService::Any),
+            (Some("localhost:9000"), HostService::Any),
+            (Some("[::1]:9000"), HostService::Any),
+            (Some("example.com"), HostService::Any),
+            (Some("s3.localhost:9000"), HostService::S3),
+            (Some("S3.LOCALHOST"), HostService::S3),
+            (Some("photos.s3.localhost:9000"), HostService::S3),
+            (Some("lambda.localhost:9000"), HostService::Any),
+            (Some("sqs.localhost"), HostService::Any),
+            (Some("dynamodb.localhost:9000"), HostService::Unknown),
+        ] {
+            assert_eq!(HostService::of(host), want, "{host:?}");
+        }
+    }
+}
