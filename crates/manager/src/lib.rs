@@ -404,9 +404,14 @@ impl WorkerManager {
 
     /// Waits until the logs and usage records of finished invocations are on disk.
     pub async fn flush_telemetry(&self) {
-        let telemetry = self.telemetry.clone();
-        // The task fails only if the flush panicked, and then there is nothing left to wait for.
-        let _ = tokio::task::spawn_blocking(move || telemetry.flush()).await;
+        self.flush_telemetry_within(std::time::Duration::ZERO).await;
+    }
+
+    /// Waits until every invocation's log and usage record so far is durable, letting the
+    /// telemetry writer take up to `within` so that several waiters share one sync.
+    pub async fn flush_telemetry_within(&self, within: std::time::Duration) {
+        // An error means the writer has stopped, and then there is nothing left to wait for.
+        let _ = self.telemetry.durable_within(within).await;
     }
 
     /// Releases every sandbox and commits the telemetry still queued.

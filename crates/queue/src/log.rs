@@ -16,7 +16,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, mpsc};
 
 use serde::{Deserialize, Serialize};
@@ -153,6 +153,8 @@ enum Op {
     },
     /// Answered once everything before it is on disk.
     Sync(tokio::sync::oneshot::Sender<Result<(), String>>),
+    /// Makes the batch durable; answers nobody.
+    Flush,
 }
 
 struct Shared {
@@ -216,7 +218,7 @@ struct Space {
 
 /// How far ahead of the end of the log zeros are written.
 const PREALLOCATE_AHEAD: u64 = 32 << 20;
-const PREALLOCATE_CHUNK: usize = 1 << 20;
+const PREALLOCATE_CHUNK: usize = 128 << 10;
 
 fn preallocate(shared: std::sync::Weak<Shared>, stop: mpsc::Receiver<()>) {
     let zeros = vec![0u8; PREALLOCATE_CHUNK];
@@ -258,6 +260,18 @@ pub struct DurableQueue {
     next_seq: AtomicU64,
     next_receipt: AtomicU64,
     committer: Mutex<Option<mpsc::Sender<Op>>>,
+    /// Ops sent to the committer thread and not yet taken into a batch by it.
+    queued: Arc<AtomicUsize>,
+    /// Changes to messages already on disk (leases, releases, acknowledgements). Nobody waits
+    /// for them, so they wake nobody: the next commit takes them along, or the committer
+    /// thread writes them within [`DEFERRED_WRITE_MS`]. A crash may lose the last few, which
+    /// at-least-once delivery allows: an acknowledged message may come back once.
+    deferred: Arc<Mutex<Vec<Op>>>,
+    /// The end of the log. The committer thread holds it while it commits a batch; an
+    /// enqueue that finds nothing queued and nobody committing commits its own messages on
+    /// its own thread instead, saving the two thread hand-offs a lone durable write would
+    /// otherwise wait on (the way a database backend writes its own commit record).
+    writer: Arc<Mutex<Committer>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     stop_preallocating: Mutex<Option<mpsc::Sender<()>>>,
 }
@@ -475,8 +489,16 @@ impl DurableQueue {
             file.write_all_at(MAGIC, 0).map_err(io(path))?;
             end = MAGIC.len() as u64;
         }
-        // Cut off a record torn by a crash.
+        // Cut off a record torn by a crash, and zero-fill the space ahead now, while nobody
+        // waits on a commit (tens of milliseconds); the preallocating thread then only keeps
+        // up with the end.
         file.set_len(end).map_err(io(path))?;
+        let zeros = vec![0u8; PREALLOCATE_CHUNK];
+        let mut allocated = end;
+        while allocated < end + PREALLOCATE_AHEAD {
+            file.write_all_at(&zeros, allocated).map_err(io(path))?;
+            allocated += PREALLOCATE_CHUNK as u64;
+        }
         file.sync_all().map_err(io(path))?;
         let slots = states
             .into_iter()
@@ -493,7 +515,7 @@ impl DurableQueue {
             any_ready: Notify::new(),
             space: Mutex::new(Space {
                 tail: end,
-                allocated: end,
+                allocated,
             }),
             current: RwLock::new(file.clone()),
             compactions: AtomicU64::new(0),
@@ -505,23 +527,31 @@ impl DurableQueue {
             .spawn(move || preallocate(weak, stop_rx))
             .map_err(io(path))?;
         let (tx, rx) = mpsc::channel();
-        let committer = Committer {
+        let writer = Arc::new(Mutex::new(Committer {
             path: path.to_owned(),
             file,
             len: end,
             shared: shared.clone(),
             next_compaction_check: end.max(compact_min),
             compaction_step: (compact_min / 8).max(1),
+        }));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let deferred = Arc::new(Mutex::new(Vec::new()));
+        let thread = {
+            let (writer, queued, deferred) = (writer.clone(), queued.clone(), deferred.clone());
+            std::thread::Builder::new()
+                .name("nimbus-queue-commit".into())
+                .spawn(move || Committer::run(&writer, &queued, &deferred, rx))
+                .map_err(io(path))?
         };
-        let thread = std::thread::Builder::new()
-            .name("nimbus-queue-commit".into())
-            .spawn(move || committer.run(rx))
-            .map_err(io(path))?;
         Ok(Self {
             shared,
             next_seq: AtomicU64::new(max_seq + 1),
             next_receipt: AtomicU64::new(1),
             committer: Mutex::new(Some(tx)),
+            queued,
+            deferred,
+            writer,
             threads: Mutex::new(vec![thread, preallocator]),
             stop_preallocating: Mutex::new(Some(stop_tx)),
         })
@@ -529,10 +559,56 @@ impl DurableQueue {
 
     fn send(&self, op: Op) -> Result<()> {
         let tx = self.committer.lock().map_err(|_| Error::Poisoned)?;
-        tx.as_ref()
-            .ok_or(Error::Stopped)?
-            .send(op)
-            .map_err(|_| Error::Stopped)
+        let tx = tx.as_ref().ok_or(Error::Stopped)?;
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        tx.send(op).map_err(|_| {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            Error::Stopped
+        })
+    }
+
+    /// Queues a change to a message already on disk, to be written with the next commit.
+    fn defer(&self, op: Op) -> Result<()> {
+        let len = {
+            let mut deferred = self.deferred.lock().map_err(|_| Error::Poisoned)?;
+            deferred.push(op);
+            deferred.len()
+        };
+        if len == DEFERRED_WAKE_AT {
+            // Many waiting: have them written now rather than at the next tick.
+            self.send(Op::Flush)?;
+        }
+        Ok(())
+    }
+
+    /// Commits `batch` on the caller's thread if nothing waits for the committer thread and
+    /// it is not committing; gives the batch back otherwise. Only new messages go this way:
+    /// they cannot be ordered against anything already queued, since nothing refers to them
+    /// before they are on disk.
+    fn commit_inline(&self, mut batch: Vec<Op>) -> std::result::Result<Result<()>, Vec<Op>> {
+        if self.queued.load(Ordering::Acquire) != 0 {
+            return Err(batch);
+        }
+        let mut writer = match self.writer.try_lock() {
+            Ok(w) => w,
+            Err(std::sync::TryLockError::WouldBlock) => return Err(batch),
+            Err(std::sync::TryLockError::Poisoned(_)) => return Ok(Err(Error::Poisoned)),
+        };
+        match self.deferred.lock() {
+            Ok(mut deferred) => batch.append(&mut deferred),
+            Err(_) => return Ok(Err(Error::Poisoned)),
+        }
+        batch.push(Op::Flush);
+        let result = writer
+            .commit(&mut batch)
+            .map_err(|e| Error::Commit(format!("{e:#}")));
+        let compaction_due = writer.len >= writer.next_compaction_check;
+        drop(writer);
+        if compaction_due {
+            // Compaction belongs to the committer thread; an empty batch wakes it for that.
+            let _ = self.send(Op::Flush);
+        }
+        Ok(result)
     }
 
     /// Adds messages; resolves with their ids once they are on disk. Nobody sees them before.
@@ -543,6 +619,7 @@ impl DurableQueue {
     ) -> Result<Vec<String>> {
         let now = now_ms();
         let mut ids = Vec::with_capacity(messages.len());
+        let mut ops = Vec::with_capacity(messages.len() + 1);
         for message in messages {
             let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
             let meta = Meta {
@@ -556,12 +633,19 @@ impl DurableQueue {
                 body: None,
             };
             ids.push(meta.id.clone());
-            self.send(Op::Insert {
+            ops.push(Op::Insert {
                 queue: queue.clone(),
                 seq,
                 meta,
                 body: message.body,
-            })?;
+            });
+        }
+        let ops = match self.commit_inline(ops) {
+            Ok(result) => return result.map(|()| ids),
+            Err(ops) => ops,
+        };
+        for op in ops {
+            self.send(op)?;
         }
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         self.send(Op::Sync(done_tx))?;
@@ -626,7 +710,7 @@ impl DurableQueue {
         let mut out = Vec::with_capacity(leased.len());
         for (seq, meta) in leased {
             // Receive counts reach the disk with the next durable commit.
-            self.send(Op::Update {
+            self.defer(Op::Update {
                 queue: queue.clone(),
                 seq,
                 meta: encode(&meta),
@@ -680,7 +764,7 @@ impl DurableQueue {
             }
         };
         if removed {
-            self.send(Op::Delete {
+            self.defer(Op::Delete {
                 queue: delivery.queue.clone(),
                 seq: delivery.seq,
             })?;
@@ -717,7 +801,7 @@ impl DurableQueue {
         let Some(meta) = updated else {
             return Ok(false);
         };
-        self.send(Op::Update {
+        self.defer(Op::Update {
             queue: delivery.queue.clone(),
             seq: delivery.seq,
             meta,
@@ -797,7 +881,7 @@ impl DurableQueue {
             std::mem::take(&mut q.messages).into_keys().collect()
         };
         for seq in &removed {
-            self.send(Op::Delete {
+            self.defer(Op::Delete {
                 queue: queue.clone(),
                 seq: *seq,
             })?;
@@ -857,7 +941,7 @@ impl DurableQueue {
         let Some(meta) = updated else {
             return Ok(false);
         };
-        self.send(Op::Update {
+        self.defer(Op::Update {
             queue: queue.clone(),
             seq,
             meta,
@@ -887,7 +971,7 @@ impl DurableQueue {
         let Some(seq) = removed else {
             return Ok(false);
         };
-        self.send(Op::Delete {
+        self.defer(Op::Delete {
             queue: queue.clone(),
             seq,
         })?;
@@ -932,6 +1016,15 @@ pub fn new_id() -> String {
 
 const MAX_BATCH: usize = 8192;
 
+/// How long deferred changes wait at most before the committer thread writes them, while
+/// the queue is busy; after a tick with nothing to write, it looks again only after
+/// `DEFERRED_WRITE_IDLE_MS`, so that an idle node does not wake a hundred times a second.
+const DEFERRED_WRITE_MS: u64 = 10;
+const DEFERRED_WRITE_IDLE_MS: u64 = 100;
+
+/// How many deferred changes wake the committer thread at once.
+const DEFERRED_WAKE_AT: usize = 4096;
+
 /// Owns the end of the log: appends batches, syncs when a producer waits, compacts.
 struct Committer {
     path: PathBuf,
@@ -943,17 +1036,51 @@ struct Committer {
 }
 
 impl Committer {
-    fn run(mut self, rx: mpsc::Receiver<Op>) {
+    fn run(
+        writer: &Mutex<Committer>,
+        queued: &AtomicUsize,
+        deferred: &Mutex<Vec<Op>>,
+        rx: mpsc::Receiver<Op>,
+    ) {
+        let busy = std::time::Duration::from_millis(DEFERRED_WRITE_MS);
+        let idle = std::time::Duration::from_millis(DEFERRED_WRITE_IDLE_MS);
+        let mut tick = busy;
         let mut batch = Vec::new();
-        while let Ok(first) = rx.recv() {
-            batch.push(first);
+        loop {
+            match rx.recv_timeout(tick) {
+                Ok(first) => batch.push(first),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(op) => batch.push(op),
                     Err(_) => break,
                 }
             }
-            let result = self.commit(&mut batch).map_err(|e| format!("{e:#}"));
+            queued.fetch_sub(batch.len(), Ordering::AcqRel);
+            let Ok(mut this) = writer.lock() else {
+                // An inline commit panicked: nothing can be written any more.
+                tracing::error!("the queue's writer is poisoned; the committer stops");
+                return;
+            };
+            // Taken under the writer's lock, so that an inline commit cannot write changes
+            // queued after these ahead of them.
+            match deferred.lock() {
+                Ok(mut d) => batch.append(&mut d),
+                Err(_) => {
+                    tracing::error!(
+                        "the queue's deferred changes are poisoned; the committer stops"
+                    );
+                    return;
+                }
+            }
+            if batch.is_empty() {
+                tick = idle;
+                continue;
+            }
+            tick = busy;
+            let result = this.commit(&mut batch).map_err(|e| format!("{e:#}"));
             if let Err(e) = &result {
                 tracing::error!(error = %e, "queue commit failed");
             }
@@ -962,14 +1089,23 @@ impl Committer {
                     let _ = done.send(result.clone());
                 }
             }
-            if self.len >= self.next_compaction_check {
-                if let Err(e) = self.maybe_compact() {
+            if this.len >= this.next_compaction_check {
+                if let Err(e) = this.maybe_compact() {
                     tracing::error!(error = %e, "queue compaction failed");
                 }
-                self.next_compaction_check = self.len + self.compaction_step;
+                this.next_compaction_check = this.len + this.compaction_step;
             }
         }
-        let _ = self.file.sync_data();
+        if let Ok(mut this) = writer.lock() {
+            let mut rest = deferred
+                .lock()
+                .map(|mut d| std::mem::take(&mut *d))
+                .unwrap_or_default();
+            rest.push(Op::Flush);
+            if let Err(e) = this.commit(&mut rest) {
+                tracing::error!(error = %e, "queue commit at shutdown failed");
+            }
+        }
     }
 
     fn commit(&mut self, batch: &mut [Op]) -> std::io::Result<()> {
@@ -1000,7 +1136,7 @@ impl Committer {
                 Op::Delete { queue, seq } => {
                     buffer.extend_from_slice(&record(DELETE, &queue.encode(), *seq, &[], None).0);
                 }
-                Op::Sync(_) => durable = true,
+                Op::Sync(_) | Op::Flush => durable = true,
             }
         }
         if !buffer.is_empty() {
@@ -1148,6 +1284,81 @@ mod tests {
             delay_ms: 0,
             meta: serde_json::json!({"attempt": 0}),
         }
+    }
+
+    /// What the log on disk says about `queue`, read by a fresh replay.
+    fn on_disk(path: &Path, queue: &QueueName) -> Option<QueueState> {
+        let file = Arc::new(File::open(path).unwrap());
+        let mut states = HashMap::new();
+        let mut max_seq = 0;
+        replay(&file, &mut states, &mut max_seq).unwrap();
+        states.remove(queue)
+    }
+
+    /// Acknowledgements wake nobody, but they reach the file on the committer's next tick, or
+    /// with the next commit, without anyone asking.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deferred_changes_reach_the_disk_without_a_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.log");
+        let queue = DurableQueue::open(&path).unwrap();
+        queue
+            .enqueue(&q(), vec![message("a"), message("b")])
+            .await
+            .unwrap();
+        let leased = queue.lease(&q(), 1, 60_000).unwrap();
+        assert!(queue.ack(&leased[0]).unwrap());
+        // By the committer's tick.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while on_disk(&path, &q()).map_or(0, |s| s.messages.len()) != 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the ack never reached the file"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // With the next commit: the other message's lease goes along with a new message.
+        let leased = queue.lease(&q(), 1, 60_000).unwrap();
+        assert_eq!(leased[0].body, b"b");
+        queue.enqueue(&q(), vec![message("c")]).await.unwrap();
+        let state = on_disk(&path, &q()).unwrap();
+        assert_eq!(state.messages.len(), 2);
+        assert!(
+            state.messages[&leased[0].seq].leased,
+            "the lease was not written"
+        );
+    }
+
+    /// Producers that commit on their own threads and producers that wait for the committer
+    /// never lose or duplicate a message between them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_enqueues_all_land_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.log");
+        let queue = Arc::new(DurableQueue::open(&path).unwrap());
+        let mut tasks = Vec::new();
+        for t in 0..8 {
+            let queue = queue.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..200 {
+                    queue
+                        .enqueue(&q(), vec![message(&format!("{t}-{i}"))])
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(queue.counts(&q()).unwrap().visible, 1600);
+        drop(queue);
+        let queue = DurableQueue::open(&path).unwrap();
+        let all = queue.peek_all(&q(), 10_000).unwrap();
+        let mut bodies: Vec<Vec<u8>> = all.into_iter().map(|d| d.body).collect();
+        bodies.sort();
+        bodies.dedup();
+        assert_eq!(bodies.len(), 1600);
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@ mod segments;
 
 pub use files::FileTelemetry;
 
-use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -58,8 +58,11 @@ impl Retention {
 struct Pending {
     logs: Vec<NewLogEntry>,
     usage: Vec<UsageRecord>,
-    /// Answered once everything recorded before them is durable.
-    waiters: Vec<mpsc::SyncSender<()>>,
+    /// Answered once everything recorded before them is durable, each by its deadline: one
+    /// due now makes the writer sync at once, later ones share the syncs that come anyway.
+    waiters: Vec<(Instant, tokio::sync::oneshot::Sender<()>)>,
+    /// Whether a waiter wants its sync now.
+    urgent: bool,
     stop: bool,
 }
 
@@ -122,15 +125,29 @@ impl TelemetryWriter {
         }
     }
 
+    /// Resolves once everything recorded so far is durable, at the latest about `within`
+    /// from now: the writer syncs then unless a sync comes sooner. `Duration::ZERO` wakes it
+    /// to sync at once. Resolves with an error only if the writer has stopped.
+    pub fn durable_within(&self, within: Duration) -> tokio::sync::oneshot::Receiver<()> {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let urgent = within.is_zero();
+        match self.shared.pending.lock() {
+            Ok(mut pending) if !pending.stop => {
+                pending.waiters.push((Instant::now() + within, done_tx));
+                pending.urgent |= urgent;
+            }
+            // Dropping the sender resolves the receiver at once.
+            _ => return done_rx,
+        }
+        if urgent {
+            self.shared.wake.notify_one();
+        }
+        done_rx
+    }
+
     /// Waits until everything recorded so far is durable.
     pub fn flush(&self) {
-        let (done_tx, done_rx) = mpsc::sync_channel(1);
-        match self.shared.pending.lock() {
-            Ok(mut pending) if !pending.stop => pending.waiters.push(done_tx),
-            _ => return,
-        }
-        self.shared.wake.notify_one();
-        let _ = done_rx.recv_timeout(Duration::from_secs(30));
+        let _ = self.durable_within(Duration::ZERO).blocking_recv();
     }
 
     /// Writes what is queued, makes it durable and stops the thread.
@@ -149,33 +166,46 @@ fn write_loop(store: Arc<dyn TelemetryStore>, retention: Retention, shared: &Sha
     let mut last_sync = Instant::now();
     let mut tick = BUSY_TICK;
     let mut unsynced = false;
+    // Waiters whose deadline has not come; they are answered by whichever sync comes first.
+    let mut waiting: Vec<(Instant, tokio::sync::oneshot::Sender<()>)> = Vec::new();
     loop {
-        let taken = {
+        // Sleep no longer than the earliest waiter may wait.
+        let sleep = waiting
+            .iter()
+            .map(|(deadline, _)| deadline.saturating_duration_since(Instant::now()))
+            .min()
+            .map_or(tick, |d| d.min(tick));
+        let mut taken = {
             let Ok(guard) = shared.pending.lock() else {
                 tracing::error!("telemetry lock poisoned; the telemetry writer stops");
                 return;
             };
-            let Ok((mut guard, _)) = shared.wake.wait_timeout_while(guard, tick, |p| {
-                p.waiters.is_empty() && !p.stop && p.usage.len() < WAKE_AT
+            let Ok((mut guard, _)) = shared.wake.wait_timeout_while(guard, sleep, |p| {
+                !p.urgent && !p.stop && p.usage.len() < WAKE_AT
             }) else {
                 tracing::error!("telemetry lock poisoned; the telemetry writer stops");
                 return;
             };
-            std::mem::take(&mut *guard)
+            let taken = std::mem::take(&mut *guard);
+            // Once stopped, later waiters are refused rather than left waiting.
+            guard.stop = taken.stop;
+            taken
         };
+        waiting.append(&mut taken.waiters);
         tick = match taken.usage.is_empty() {
             true => (tick * 2).min(IDLE_TICK),
             false => BUSY_TICK,
         };
-        if let Err(err) = store.append(&taken.logs, &taken.usage) {
+        if !taken.usage.is_empty()
+            && let Err(err) = store.append(&taken.logs, &taken.usage)
+        {
             tracing::error!(error = %err, dropped = taken.usage.len(), "could not store invocation telemetry");
         }
         unsynced |= !taken.usage.is_empty();
-        if !taken.waiters.is_empty()
-            || taken.stop
-            || (unsynced && last_sync.elapsed() >= SYNC_EVERY)
-        {
-            last_sync = Instant::now();
+        let now = Instant::now();
+        let due = waiting.iter().any(|(deadline, _)| *deadline <= now);
+        if due || taken.stop || (unsynced && last_sync.elapsed() >= SYNC_EVERY) {
+            last_sync = now;
             unsynced = false;
             if let Err(err) = store.sync() {
                 tracing::error!(error = %err, "could not sync telemetry");
@@ -185,12 +215,70 @@ fn write_loop(store: Arc<dyn TelemetryStore>, retention: Retention, shared: &Sha
             if let Err(err) = store.prune(&retention, nimbus_types::time::now_ms()) {
                 tracing::error!(error = %err, "could not prune telemetry");
             }
-        }
-        for done in taken.waiters {
-            let _ = done.send(());
+            for (_, done) in waiting.drain(..) {
+                let _ = done.send(());
+            }
         }
         if taken.stop {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::FileTelemetry;
+
+    fn record(function: &str) -> (NewLogEntry, UsageRecord) {
+        let now = nimbus_types::time::now_ms();
+        let usage = UsageRecord {
+            time_ms: now,
+            function: function.into(),
+            version: "$LATEST".into(),
+            request_id: "r".into(),
+            duration_us: 1000,
+            billed_ms: 1,
+            memory_mb: 128,
+            gb_seconds: 0.125 / 1000.0,
+            cold: false,
+            init_duration_us: None,
+            outcome: nimbus_types::OutcomeKind::Success,
+            async_attempt: None,
+        };
+        let log = NewLogEntry {
+            time_ms: now,
+            function: function.into(),
+            request_id: "r".into(),
+            text: "hello".into(),
+        };
+        (log, usage)
+    }
+
+    /// A waiter with a deadline is answered by a sync by then, without waking the writer; one
+    /// without is answered at once. Either way the records are stored.
+    #[test]
+    fn waiters_are_answered_by_their_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn TelemetryStore> =
+            Arc::new(FileTelemetry::open(dir.path(), &Retention::default()).unwrap());
+        let writer = TelemetryWriter::start(store.clone(), Retention::default());
+        let (log, usage) = record("f");
+        writer.record(log, usage);
+        let lazy = writer.durable_within(Duration::from_millis(50));
+        lazy.blocking_recv().expect("answered, not dropped");
+        assert_eq!(store.usage_records("f", 0, 10).unwrap().len(), 1);
+        let (log, usage) = record("f");
+        writer.record(log, usage);
+        writer.flush();
+        assert_eq!(store.usage_records("f", 0, 10).unwrap().len(), 2);
+        writer.shutdown();
+        // After the writer stopped, a waiter resolves at once instead of hanging.
+        assert!(
+            writer
+                .durable_within(Duration::from_secs(60))
+                .blocking_recv()
+                .is_err()
+        );
     }
 }
