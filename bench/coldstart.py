@@ -66,7 +66,8 @@ class Client:
 
 
 def start_node(binary: str, data_dir: str):
-    proc = subprocess.Popen([binary, "up", "--listen", "127.0.0.1:0", "--data-dir", data_dir],
+    proc = subprocess.Popen([binary, "up", "--listen", "127.0.0.1:0", "--data-dir", data_dir,
+                             "--config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "nimbus-bench.toml")],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     m = re.search(r"http://127\.0\.0\.1:(\d+)", line)

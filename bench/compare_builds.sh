@@ -13,7 +13,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cp "$ROOT/bench/post.lua" "$tmp/post.lua"
-"$BIN" up --listen "127.0.0.1:$PORT" --data-dir "$tmp/data" >"$tmp/out" 2>"$tmp/err" &
+"$BIN" up --listen "127.0.0.1:$PORT" --data-dir "$tmp/data" --config "$ROOT/bench/nimbus-bench.toml" >"$tmp/out" 2>"$tmp/err" &
 PID=$!
 for _ in $(seq 100); do grep -q listening "$tmp/out" 2>/dev/null && break; sleep 0.05; done
 python3 "$ROOT/bench/deploy_echo.py" "$PORT" "$ROOT/target/fixtures/echo.wasm"

@@ -95,7 +95,7 @@ def postgres(duration_s: int) -> dict[int, tuple[float, float]]:
 def one_round(binary: str, duration: str):
     with tempfile.TemporaryDirectory(dir=str(ROOT / "target")) as tmp:
         config = Path(tmp) / "nimbus.toml"
-        config.write_text("[async]\nconcurrency = 64\n")
+        config.write_text("[async]\nconcurrency = 64\n[auth]\nmode = \"none\"\n")
         proc = subprocess.Popen([binary, "up", "--listen", "127.0.0.1:0", "--data-dir", f"{tmp}/data",
                                  "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         port = int(re.search(r":(\d+)$", proc.stdout.readline().strip()).group(1))

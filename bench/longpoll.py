@@ -39,7 +39,8 @@ def call(conn: http.client.HTTPConnection, operation: str, body: dict) -> dict:
 def one_round(binary: str, n: int) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
         node = subprocess.Popen([binary, "up", "--listen", f"127.0.0.1:{PORT}", "--data-dir",
-                                 os.path.join(tmp, "data")], stdout=subprocess.PIPE,
+                                 os.path.join(tmp, "data"), "--config",
+                                 os.path.join(os.path.dirname(os.path.abspath(__file__)), "nimbus-bench.toml")], stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, text=True)
         try:
             assert "listening" in node.stdout.readline()

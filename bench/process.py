@@ -88,7 +88,8 @@ def wrk(url: str, duration: str) -> tuple[float, float, float]:
 
 class Nimbus:
     def __init__(self, binary: str, data: str):
-        self.proc = subprocess.Popen([binary, "up", "--listen", "127.0.0.1:0", "--data-dir", data],
+        self.proc = subprocess.Popen([binary, "up", "--listen", "127.0.0.1:0", "--data-dir", data, "--config",
+                                      os.path.join(os.path.dirname(os.path.abspath(__file__)), "nimbus-bench.toml")],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = self.proc.stdout.readline()
         self.port = int(re.search(r":(\d+)$", line.strip()).group(1))

@@ -69,7 +69,7 @@ thread_ticks() {
 
 nimbus_round() { # -> "p50 p99 rps telemetry_share_percent idle_rss_fresh_kb idle_rss_after_kb"
   rm -rf "$tmp/data"
-  "$NIMBUS" up --listen "127.0.0.1:$NIMBUS_PORT" --data-dir "$tmp/data" >"$tmp/nimbus.out" 2>"$tmp/nimbus.err" &
+  "$NIMBUS" up --listen "127.0.0.1:$NIMBUS_PORT" --data-dir "$tmp/data" --config "$ROOT/bench/nimbus-bench.toml" >"$tmp/nimbus.out" 2>"$tmp/nimbus.err" &
   local NPID=$!
   for _ in $(seq 100); do grep -q listening "$tmp/nimbus.out" 2>/dev/null && break; sleep 0.05; done
   sleep 0.5

@@ -74,7 +74,7 @@ class Node:
         self.dir = tempfile.mkdtemp(prefix="nimbus-scale-")
         self.port = free_port()
         cfg = Path(self.dir) / "nimbus.toml"
-        cfg.write_text(config)
+        cfg.write_text(config + "\n[auth]\nmode = \"none\"\n")
         args = [binary, "up", "--listen", f"127.0.0.1:{self.port}", "--data-dir",
                 f"{self.dir}/data", "--config", str(cfg)]
         if no_worker:

@@ -32,7 +32,7 @@ trap cleanup EXIT
 
 cp "$ROOT/bench/post.lua" "$tmp/post.lua"
 
-"$NIMBUS" up --listen "127.0.0.1:$PORT" --data-dir "$tmp/data" >"$tmp/nimbus.out" 2>"$tmp/nimbus.err" &
+"$NIMBUS" up --listen "127.0.0.1:$PORT" --data-dir "$tmp/data" --config "$ROOT/bench/nimbus-bench.toml" >"$tmp/nimbus.out" 2>"$tmp/nimbus.err" &
 pid=$!
 for _ in $(seq 100); do grep -q listening "$tmp/nimbus.out" 2>/dev/null && break; sleep 0.05; done
 export NIMBUS_ENDPOINT="http://127.0.0.1:$PORT"

@@ -17,6 +17,49 @@ import e2e_support as s
 
 
 # --------------------------------------------------------------------------
+# Raw HTTP requests are signed like an SDK's
+# --------------------------------------------------------------------------
+#
+# Nodes authenticate every request with SigV4. boto3 and the CLIs sign their own; the tests'
+# raw `http.client` / `urllib` requests are signed here with the test key, unless they carry
+# the header UNSIGNED (removed before sending) or an Authorization of their own.
+
+UNSIGNED = "X-Nimbus-Test-Unsigned"
+
+import http.client as _http_client
+
+from botocore.auth import SigV4Auth as _SigV4Auth
+from botocore.awsrequest import AWSRequest as _AWSRequest
+from botocore.credentials import Credentials as _Credentials
+
+_send = _http_client.HTTPConnection.request
+
+
+def _service(method: str, path: str, headers: dict) -> str:
+    target = next((v for k, v in headers.items() if k.lower() == "x-amz-target"), None)
+    if method == "POST" and target:
+        return "sqs" if target.startswith("AmazonSQS.") else "events"
+    return "nimbus" if path.startswith(("/nimbus/", "/metrics")) else "lambda"
+
+
+def _signed_request(self, method, url, body=None, headers=None, **kw):
+    headers = dict(headers or {})
+    unsigned = any(k.lower() == UNSIGNED.lower() for k in headers)
+    headers = {k: v for k, v in headers.items() if k.lower() != UNSIGNED.lower()}
+    data = body.encode() if isinstance(body, str) else body
+    already = any(k.lower() == "authorization" for k in headers)
+    if not unsigned and not already and (data is None or isinstance(data, (bytes, bytearray))):
+        host = next((v for k, v in headers.items() if k.lower() == "host"), f"{self.host}:{self.port}")
+        request = _AWSRequest(method=method, url=f"http://{host}{url}", data=bytes(data or b""), headers=headers)
+        _SigV4Auth(_Credentials(s.ACCESS_KEY, s.SECRET_KEY), _service(method, url, headers), s.REGION).add_auth(request)
+        headers = dict(request.headers.items())
+    return _send(self, method, url, body, headers, **kw)
+
+
+_http_client.HTTPConnection.request = _signed_request
+
+
+# --------------------------------------------------------------------------
 # Binaries and wasm fixtures
 # --------------------------------------------------------------------------
 

@@ -51,8 +51,14 @@ FIXTURE_NAMES = (
 REGION = "us-east-1"
 RUNTIME = "wasm32-wasip1"
 ROLE = "arn:aws:iam::000000000000:role/nimbus"
-ACCESS_KEY = "test"
-SECRET_KEY = "test"
+# The administrator key every test node is started with (NIMBUS_ADMIN_ACCESS_KEY_ID): the aws
+# CLI, boto3, the nimbus CLI and raw HTTP requests (signed in conftest.py) all use it.
+ACCESS_KEY = "NKIAE2ETESTADMIN0001"
+SECRET_KEY = "e2e-test-secret/0123456789abcdefghijklmn"
+ADMIN_KEY_ENV = {
+    "NIMBUS_ADMIN_ACCESS_KEY_ID": ACCESS_KEY,
+    "NIMBUS_ADMIN_SECRET_ACCESS_KEY": SECRET_KEY,
+}
 
 # Lambda's synchronous payload limit, request and response (6 MB).
 PAYLOAD_LIMIT = 6 * 1024 * 1024
@@ -335,7 +341,7 @@ class Node:
         if self.config is not None:
             cmd += ["--config", str(self.config)]
         cmd += self.extra_args
-        env = clean_env({HOST_SENTINEL_VAR: HOST_SENTINEL_VALUE})
+        env = clean_env({HOST_SENTINEL_VAR: HOST_SENTINEL_VALUE, **ADMIN_KEY_ENV})
         env.setdefault("RUST_BACKTRACE", "1")
         self.endpoint = None
         self.port = None
@@ -721,7 +727,7 @@ class NimbusCli:
 
     def env(self) -> dict[str, str]:
         assert self.node.endpoint, "node is not running"
-        return clean_env({"NIMBUS_ENDPOINT": self.node.endpoint})
+        return clean_env({"NIMBUS_ENDPOINT": self.node.endpoint, **ADMIN_KEY_ENV})
 
     def run(self, *args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess:
         return subprocess.run(

@@ -77,6 +77,15 @@ impl ErrorEnvelope for EventsError {
             format!("unknown operation {operation}"),
         )
     }
+
+    fn unauthenticated(e: &nimbus_aws_wire::sigv4::AuthError) -> Self {
+        let (status, code) = nimbus_aws_wire::auth_code(e);
+        EventsError {
+            status,
+            code,
+            message: e.to_string(),
+        }
+    }
 }
 
 type Result<T> = std::result::Result<T, EventsError>;

@@ -191,4 +191,9 @@ impl nimbus_aws_wire::ErrorEnvelope for ApiError {
             "Unknown operation",
         )
     }
+
+    fn unauthenticated(error: &nimbus_aws_wire::sigv4::AuthError) -> Self {
+        let (status, code) = nimbus_aws_wire::auth_code(error);
+        Self::new(status, code, error.to_string())
+    }
 }

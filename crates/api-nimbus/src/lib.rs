@@ -88,6 +88,37 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl nimbus_aws_wire::ErrorEnvelope for ApiError {
+    fn too_large(limit: u64, operation: &str) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTooLargeException",
+            format!("Request must be smaller than {limit} bytes for the {operation} operation"),
+        )
+    }
+
+    fn malformed(message: String) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContentException",
+            message,
+        )
+    }
+
+    fn unknown_operation(_: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "UnknownOperationException",
+            "Unknown operation",
+        )
+    }
+
+    fn unauthenticated(error: &nimbus_aws_wire::sigv4::AuthError) -> Self {
+        let (status, code) = nimbus_aws_wire::auth_code(error);
+        Self::new(status, code, error.to_string())
+    }
+}
+
 impl From<nimbus_types::InvalidParameter> for ApiError {
     fn from(e: nimbus_types::InvalidParameter) -> Self {
         Self::new(

@@ -141,6 +141,25 @@ impl ErrorEnvelope for SqsError {
             format!("The action {operation} is not valid for this endpoint."),
         )
     }
+
+    fn unauthenticated(error: &nimbus_aws_wire::sigv4::AuthError) -> Self {
+        use nimbus_aws_wire::sigv4::AuthError;
+        let (status, code) = match error {
+            AuthError::Missing => (StatusCode::FORBIDDEN, "MissingAuthenticationToken"),
+            AuthError::Malformed(_) => (StatusCode::BAD_REQUEST, "IncompleteSignature"),
+            AuthError::UnknownKey(_) | AuthError::BadToken => {
+                (StatusCode::FORBIDDEN, "InvalidClientTokenId")
+            }
+            AuthError::BadSignature => (StatusCode::FORBIDDEN, "SignatureDoesNotMatch"),
+            AuthError::Expired { .. } => (StatusCode::BAD_REQUEST, "RequestExpired"),
+        };
+        SqsError {
+            status,
+            query_code: code,
+            shape: code,
+            message: error.to_string(),
+        }
+    }
 }
 
 fn field<'a>(input: &'a Value, name: &str) -> Option<&'a Value> {

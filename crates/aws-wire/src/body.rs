@@ -103,6 +103,9 @@ mod tests {
         fn unknown_operation(_: &str) -> Self {
             Self::Unknown
         }
+        fn unauthenticated(_: &crate::sigv4::AuthError) -> Self {
+            Self::Malformed
+        }
     }
 
     fn chunked(parts: Vec<&'static [u8]>) -> Body {

@@ -15,6 +15,7 @@
 
 pub mod body;
 pub mod envelope;
+pub mod sigv4;
 pub mod target;
 pub mod xml;
 
@@ -31,6 +32,25 @@ pub trait ErrorEnvelope: IntoResponse + Sized {
     fn malformed(message: String) -> Self;
     /// The protocol has no operation of this name.
     fn unknown_operation(operation: &str) -> Self;
+    /// The request is not authenticated (see [`sigv4::AuthError`]).
+    fn unauthenticated(error: &sigv4::AuthError) -> Self;
+}
+
+/// The status and code most AWS services answer an authentication failure with (Lambda,
+/// EventBridge, DynamoDB, …); SQS and S3 have their own.
+pub fn auth_code(error: &sigv4::AuthError) -> (axum::http::StatusCode, &'static str) {
+    use axum::http::StatusCode;
+    use sigv4::AuthError;
+    match error {
+        AuthError::Missing => (StatusCode::FORBIDDEN, "MissingAuthenticationTokenException"),
+        AuthError::Malformed(_) => (StatusCode::BAD_REQUEST, "IncompleteSignatureException"),
+        AuthError::UnknownKey(_) | AuthError::BadToken => {
+            (StatusCode::FORBIDDEN, "UnrecognizedClientException")
+        }
+        AuthError::BadSignature | AuthError::Expired { .. } => {
+            (StatusCode::FORBIDDEN, "InvalidSignatureException")
+        }
+    }
 }
 
 /// The request's `Host`, if it is printable ASCII (it ends up in URLs the node hands out).

@@ -125,6 +125,35 @@ pub struct StatusArgs {
 struct Api {
     base: String,
     agent: ureq::Agent,
+    /// The access key requests are signed with, if any was found.
+    credentials: Option<(String, String)>,
+}
+
+/// The key the CLI signs with: `NIMBUS_ADMIN_ACCESS_KEY_ID` and
+/// `NIMBUS_ADMIN_SECRET_ACCESS_KEY`, else the administrator key the node wrote to its data
+/// directory (`NIMBUS_DATA_DIR`, or `./nimbus-data`), else `AWS_ACCESS_KEY_ID` and
+/// `AWS_SECRET_ACCESS_KEY`.
+fn credentials() -> Option<(String, String)> {
+    use nimbus::config::{DEFAULT_DATA_DIR, ENV_ADMIN_KEY_ID, ENV_ADMIN_SECRET, ENV_DATA_DIR};
+    let pair =
+        |id: &str, secret: &str| Some((std::env::var(id).ok()?, std::env::var(secret).ok()?));
+    pair(ENV_ADMIN_KEY_ID, ENV_ADMIN_SECRET)
+        .or_else(|| {
+            let dir = std::env::var(ENV_DATA_DIR).unwrap_or_else(|_| DEFAULT_DATA_DIR.to_owned());
+            nimbus_identity::read_credentials(
+                &std::path::Path::new(&dir).join(nimbus_identity::ADMIN_CREDENTIALS),
+            )
+        })
+        .or_else(|| pair("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))
+}
+
+/// The service a request to the node is signed for.
+fn service_of(method: &str, path: &str, headers: &[(&str, &str)]) -> &'static str {
+    let target = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("x-amz-target"))
+        .map(|(_, v)| *v);
+    nimbus_gateway::signing_service(method, path, target)
 }
 
 struct Reply {
@@ -173,6 +202,7 @@ impl Api {
         Self {
             base: endpoint.endpoint.trim_end_matches('/').to_owned(),
             agent,
+            credentials: credentials(),
         }
     }
 
@@ -184,11 +214,41 @@ impl Api {
         body: Option<Vec<u8>>,
     ) -> anyhow::Result<Reply> {
         let url = format!("{}{path}", self.base);
+        let body = body.unwrap_or_default();
         let mut builder = ureq::http::Request::builder().method(method).uri(&url);
         for (k, v) in headers {
             builder = builder.header(*k, *v);
         }
-        let request = builder.body(body.unwrap_or_default())?;
+        if let Some((key, secret)) = &self.credentials {
+            let uri: ureq::http::Uri = url.parse().context("the endpoint is not a URL")?;
+            let host = uri
+                .authority()
+                .map(|a| a.as_str())
+                .unwrap_or_default()
+                .to_owned();
+            let mut signed_headers = vec![("host", host.as_str())];
+            signed_headers.extend(headers.iter().copied());
+            let request = nimbus_aws_wire::sigv4::Request {
+                method,
+                raw_path: uri.path(),
+                raw_query: uri.query(),
+                headers: signed_headers,
+                payload_hash: nimbus_aws_wire::sigv4::payload_hash(&body),
+            };
+            let now = nimbus_types::time::now_ms().div_euclid(1000);
+            let (date, authorization) = nimbus_aws_wire::sigv4::sign(
+                &request,
+                key,
+                secret,
+                nimbus_types::name::DEFAULT_REGION,
+                service_of(method, path, headers),
+                now,
+            );
+            builder = builder
+                .header("x-amz-date", date)
+                .header("authorization", authorization);
+        }
+        let request = builder.body(body)?;
         let mut response = self
             .agent
             .run(request)

@@ -32,6 +32,60 @@ pub struct NodeConfig {
     #[serde(rename = "async")]
     pub async_invoke: AsyncSection,
     pub cluster: ClusterSection,
+    pub auth: AuthSection,
+}
+
+/// Environment variables naming an administrator key the node creates if it is missing (for
+/// automation and tests; otherwise the first start makes one and writes it to the data
+/// directory).
+pub const ENV_ADMIN_KEY_ID: &str = "NIMBUS_ADMIN_ACCESS_KEY_ID";
+pub const ENV_ADMIN_SECRET: &str = "NIMBUS_ADMIN_SECRET_ACCESS_KEY";
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Every request signed with SigV4 by a known access key.
+    Sigv4,
+    /// No authentication at all: for development on one's own machine only.
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    pub mode: AuthMode,
+    /// Serve without authentication on an address other machines can reach.
+    pub allow_unauthenticated_remote: bool,
+    /// An administrator key of the default account to create if it is missing (the
+    /// environment's `NIMBUS_ADMIN_ACCESS_KEY_ID` / `NIMBUS_ADMIN_SECRET_ACCESS_KEY` win).
+    /// Without one, the first start makes a key and writes it to `DATA/admin.credentials`.
+    pub admin_access_key_id: Option<String>,
+    pub admin_secret_access_key: Option<String>,
+}
+
+impl AuthSection {
+    /// The administrator key named by the environment or the configuration, if any.
+    pub fn admin_key(&self) -> Option<(String, String)> {
+        let env = std::env::var(ENV_ADMIN_KEY_ID)
+            .ok()
+            .zip(std::env::var(ENV_ADMIN_SECRET).ok());
+        env.or_else(|| {
+            self.admin_access_key_id
+                .clone()
+                .zip(self.admin_secret_access_key.clone())
+        })
+    }
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::Sigv4,
+            allow_unauthenticated_remote: false,
+            admin_access_key_id: None,
+            admin_secret_access_key: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -138,6 +192,7 @@ impl Default for NodeConfig {
             retention: Retention::default(),
             async_invoke: AsyncSection::default(),
             cluster: ClusterSection::default(),
+            auth: AuthSection::default(),
         }
     }
 }

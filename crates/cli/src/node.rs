@@ -237,8 +237,10 @@ pub async fn serve(
         nimbus_events::esm::EventSources::load(mappings, control.clone(), queues.clone())
             .context("loading event source mappings")?,
     );
+    let auth = authentication(&config, store.clone(), listener.local_addr()?)?;
     let router = nimbus_gateway::router(
         Subsystems {
+            auth,
             control: control.clone(),
             telemetry: telemetry_store,
             invoker: invoker.clone(),
@@ -300,4 +302,101 @@ pub async fn serve(
     }
     tracing::info!("node stopped");
     Ok(())
+}
+
+/// Sets up request authentication: SigV4 with the node's keys (an administrator key made on
+/// the first start, or named in the environment), or none, which is refused on an address
+/// other machines can reach unless the configuration insists.
+fn authentication(
+    config: &NodeConfig,
+    store: Arc<EmbeddedStore>,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<nimbus_gateway::Auth> {
+    use crate::config::AuthMode;
+    if config.auth.mode == AuthMode::None {
+        if !listen.ip().is_loopback() && !config.auth.allow_unauthenticated_remote {
+            anyhow::bail!(
+                "[auth] mode = \"none\" on {listen}, which other machines can reach: anyone \
+                 could deploy and run code. Listen on 127.0.0.1, or set \
+                 allow_unauthenticated_remote = true if you mean it."
+            );
+        }
+        tracing::warn!(
+            %listen,
+            "AUTHENTICATION IS OFF ([auth] mode = \"none\"): every request is the administrator's"
+        );
+        return Ok(nimbus_gateway::Auth::Disabled);
+    }
+    let identity = Arc::new(nimbus_identity::Identity::load(store).context("loading access keys")?);
+    match config.auth.admin_key() {
+        Some((id, secret)) => {
+            if identity.key(&id).is_none() {
+                identity
+                    .put(nimbus_types::identity::AccessKey {
+                        access_key_id: id,
+                        secret_access_key: secret,
+                        account: nimbus_types::name::DEFAULT_ACCOUNT.to_owned(),
+                        user: "admin".to_owned(),
+                        created_ms: nimbus_types::time::now_ms(),
+                    })
+                    .context("adding the configured administrator key")?;
+            }
+        }
+        None => {
+            if let Some(key) = identity
+                .bootstrap(&config.data_dir)
+                .context("creating the administrator key")?
+            {
+                let path = config.data_dir.join(nimbus_identity::ADMIN_CREDENTIALS);
+                tracing::info!(
+                    access_key_id = %key.access_key_id,
+                    credentials = %path.display(),
+                    "created the administrator key; the nimbus CLI run from this directory \
+                     uses it, and it is an aws CLI credentials file: \
+                     AWS_SHARED_CREDENTIALS_FILE=<that file> aws --endpoint-url …"
+                );
+            }
+        }
+    }
+    Ok(nimbus_gateway::Auth::SigV4(identity))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AuthMode;
+
+    #[test]
+    fn no_authentication_is_refused_where_others_can_reach_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(&dir.path().join("n.redb")).unwrap());
+        let mut config = NodeConfig {
+            data_dir: dir.path().to_owned(),
+            ..Default::default()
+        };
+        config.auth.mode = AuthMode::None;
+        let remote: std::net::SocketAddr = "0.0.0.0:9000".parse().unwrap();
+        let local: std::net::SocketAddr = "127.0.0.1:9000".parse().unwrap();
+        let refused = authentication(&config, store.clone(), remote)
+            .err()
+            .unwrap();
+        assert!(refused.to_string().contains("allow_unauthenticated_remote"));
+        assert!(matches!(
+            authentication(&config, store.clone(), local),
+            Ok(nimbus_gateway::Auth::Disabled)
+        ));
+        config.auth.allow_unauthenticated_remote = true;
+        assert!(authentication(&config, store.clone(), remote).is_ok());
+        // With authentication on, the first start writes the administrator key.
+        config.auth.mode = AuthMode::Sigv4;
+        assert!(matches!(
+            authentication(&config, store, remote),
+            Ok(nimbus_gateway::Auth::SigV4(_))
+        ));
+        assert!(
+            dir.path()
+                .join(nimbus_identity::ADMIN_CREDENTIALS)
+                .is_file()
+        );
+    }
 }

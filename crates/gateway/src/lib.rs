@@ -19,10 +19,18 @@
 //!    Cognito later), by the target's service prefix.
 //! 3. **Path**: Lambda's dated paths, nimbus's `/nimbus/v1/…` and `/metrics`, and the cluster's
 //!    routes. Anything else gets Lambda's `UnknownOperationException`.
+//!
+//! Every request but the cluster's (signed with the cluster secret) and the health check is
+//! authenticated with SigV4 before it reaches its API ([`auth`]), and refused in that API's
+//! own format.
 
 #![forbid(unsafe_code)]
 
+mod auth;
+
 use std::sync::Arc;
+
+pub use auth::{Auth, Caller};
 
 use axum::Router;
 use axum::body::Body;
@@ -44,8 +52,21 @@ use nimbus_queue::sqs::SqsQueues;
 use nimbus_store::TelemetryStore;
 use nimbus_types::Pricing;
 
+/// The service a request to the node is signed for, as the SDKs choose it: `sqs` and `events`
+/// for their targets on `POST /`, `nimbus` for nimbus's own API, `lambda` for the rest.
+pub fn signing_service(method: &str, path: &str, target: Option<&str>) -> &'static str {
+    match target {
+        Some(t) if method == "POST" && t.starts_with("AmazonSQS.") => "sqs",
+        Some(_) if method == "POST" => "events",
+        _ if path.starts_with("/nimbus/") || path.starts_with("/metrics") => "nimbus",
+        _ => "lambda",
+    }
+}
+
 /// Everything the APIs serve, built before the gateway.
 pub struct Subsystems {
+    /// How requests are authenticated.
+    pub auth: Auth,
     pub control: Arc<ControlPlane>,
     pub telemetry: Arc<dyn TelemetryStore>,
     pub invoker: Arc<AsyncInvoker>,
@@ -159,6 +180,7 @@ fn unknown_target(had_target: bool) -> Response {
 /// The node's router: every API, plus `extra` routes (the cluster's).
 pub fn router(subsystems: Subsystems, extra: Router) -> Router {
     let Subsystems {
+        auth,
         control,
         telemetry,
         invoker,
@@ -195,6 +217,10 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
         // Each API reads its bodies with its own limits, so that an oversized request gets
         // that protocol's error rather than a bare 413.
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(auth),
+            auth::authenticate,
+        ))
         .layer(axum::middleware::from_fn(by_host))
 }
 

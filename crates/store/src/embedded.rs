@@ -18,6 +18,8 @@ const RULES: TableDefinition<&str, &[u8]> = TableDefinition::new("rules");
 const MAPPINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("event_source_mappings");
 /// Queue name → queue configuration.
 const QUEUES: TableDefinition<&str, &[u8]> = TableDefinition::new("queues");
+/// Access key id → access key.
+const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("access_keys");
 /// Published versions, keyed `name:NNNNNNNNNN` (zero-padded so they sort by number).
 const VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("versions");
 
@@ -48,6 +50,7 @@ impl EmbeddedStore {
             txn.open_table(VERSIONS)?;
             txn.open_table(MAPPINGS)?;
             txn.open_table(RULES)?;
+            txn.open_table(KEYS)?;
         }
         let dropped = txn.delete_table(OLD_LOGS)? | txn.delete_table(OLD_USAGE)?;
         txn.commit()?;
@@ -147,6 +150,20 @@ impl crate::QueueRegistry for EmbeddedStore {
 
     fn delete_queue(&self, name: &str) -> Result<bool> {
         self.remove_named(QUEUES, name)
+    }
+}
+
+impl crate::KeyStore for EmbeddedStore {
+    fn put_key(&self, key: &nimbus_types::identity::AccessKey) -> Result<()> {
+        self.put_named(KEYS, &key.access_key_id, key)
+    }
+
+    fn keys(&self) -> Result<Vec<nimbus_types::identity::AccessKey>> {
+        self.all_named(KEYS)
+    }
+
+    fn delete_key(&self, access_key_id: &str) -> Result<bool> {
+        self.remove_named(KEYS, access_key_id)
     }
 }
 

@@ -89,6 +89,13 @@ pub trait QueueRegistry: Send + Sync {
     fn delete_queue(&self, name: &str) -> Result<bool>;
 }
 
+/// Access keys, by id.
+pub trait KeyStore: Send + Sync {
+    fn put_key(&self, key: &nimbus_types::identity::AccessKey) -> Result<()>;
+    fn keys(&self) -> Result<Vec<nimbus_types::identity::AccessKey>>;
+    fn delete_key(&self, access_key_id: &str) -> Result<bool>;
+}
+
 /// Event source mappings, by UUID.
 pub trait MappingStore: Send + Sync {
     fn put_mapping(&self, mapping: &nimbus_types::queue::EventSourceMapping) -> Result<()>;

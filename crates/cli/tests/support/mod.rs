@@ -62,6 +62,19 @@ impl Reply {
     }
 }
 
+/// The administrator key every test node is started with; requests are signed with it.
+pub const TEST_KEY_ID: &str = "NKIATESTADMIN0000001";
+pub const TEST_SECRET: &str = "testsecret/0123456789abcdefghijklmnopqrstu";
+
+/// The service a request to the node is signed for.
+fn service_of(method: &str, path: &str, headers: &[(&str, &str)]) -> &'static str {
+    let target = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("x-amz-target"))
+        .map(|(_, v)| *v);
+    nimbus_gateway::signing_service(method, path, target)
+}
+
 impl TestNode {
     /// Starts a node with the default configuration, process sandboxes off.
     pub fn start() -> Self {
@@ -75,6 +88,8 @@ impl TestNode {
             ..Default::default()
         };
         config.sandboxes.process = false;
+        config.auth.admin_access_key_id = Some(TEST_KEY_ID.to_owned());
+        config.auth.admin_secret_access_key = Some(TEST_SECRET.to_owned());
         configure(&mut config);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -112,12 +127,61 @@ impl TestNode {
         }
     }
 
+    /// A request signed with the administrator key.
     pub fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        self.call_as(
+            Some((TEST_KEY_ID, TEST_SECRET)),
+            method,
+            path,
+            headers,
+            body,
+        )
+    }
+
+    /// A request signed with `key` (id and secret), or not signed at all.
+    pub fn call_as(
+        &self,
+        key: Option<(&str, &str)>,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
         let mut builder = ureq::http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.endpoint));
         for (k, v) in headers {
             builder = builder.header(*k, *v);
+        }
+        if let Some((id, secret)) = key {
+            let host = self.endpoint.trim_start_matches("http://").to_owned();
+            let mut signed: Vec<(&str, &str)> = headers.to_vec();
+            if !signed.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+                signed.push(("host", &host));
+            }
+            let (raw_path, raw_query) = match path.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (path, None),
+            };
+            let request = nimbus_aws_wire::sigv4::Request {
+                method,
+                raw_path,
+                raw_query,
+                headers: signed,
+                payload_hash: nimbus_aws_wire::sigv4::payload_hash(body),
+            };
+            let now = nimbus_types::time::now_ms().div_euclid(1000);
+            let (date, authorization) = nimbus_aws_wire::sigv4::sign(
+                &request,
+                id,
+                secret,
+                "us-east-1",
+                service_of(method, raw_path, headers),
+                now,
+            );
+            builder = builder
+                .header("x-amz-date", date)
+                .header("authorization", authorization);
         }
         let request = builder.body(body.to_vec()).expect("a request");
         let mut response = self.agent.run(request).expect("the node answers");

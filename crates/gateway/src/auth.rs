@@ -1,0 +1,197 @@
+//! SigV4 authentication of every request before it reaches its API. The body is read here
+//! (within the API's own limit) because the signature covers its hash; the API then reads it
+//! again from memory. A refusal uses the error format of the API the request was for.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use nimbus_aws_wire::ErrorEnvelope;
+use nimbus_aws_wire::sigv4::{self, AuthError};
+use nimbus_identity::Identity;
+
+/// How the gateway authenticates requests.
+pub enum Auth {
+    /// Every request signed with SigV4 by a known key.
+    SigV4(Arc<Identity>),
+    /// No authentication: anyone who reaches the port is the default account's administrator.
+    Disabled,
+}
+
+/// Who made a request, for the APIs behind the gateway.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub access_key_id: String,
+    pub account: String,
+}
+
+/// Which API a request is for, as far as authentication is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    Lambda,
+    Sqs,
+    Events,
+    Nimbus,
+    /// The cluster's routes (signed with the cluster secret) and the health check.
+    Open,
+}
+
+impl Api {
+    fn of(method: &Method, path: &str, headers: &HeaderMap) -> Self {
+        if path.starts_with("/nimbus/cluster/") || path == "/nimbus/v1/health" {
+            return Self::Open;
+        }
+        if method == Method::POST && path == "/" {
+            let target = headers
+                .get("x-amz-target")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            return if target.starts_with("AmazonSQS.") {
+                Self::Sqs
+            } else {
+                Self::Events
+            };
+        }
+        if path.starts_with("/nimbus/") || path == "/metrics" {
+            return Self::Nimbus;
+        }
+        Self::Lambda
+    }
+
+    /// The service a credential scope must name (`None`: any).
+    fn service(self) -> Option<&'static str> {
+        match self {
+            Self::Lambda => Some("lambda"),
+            Self::Sqs => Some("sqs"),
+            Self::Events => Some("events"),
+            Self::Nimbus | Self::Open => None,
+        }
+    }
+
+    /// The most a request body may hold, which the API checks again with its own limit.
+    fn max_body(self) -> u64 {
+        match self {
+            Self::Lambda => nimbus_types::limits::MAX_CODE_REQUEST_BYTES as u64,
+            Self::Sqs => nimbus_api_sqs::MAX_REQUEST_BYTES,
+            Self::Events => nimbus_api_events::MAX_REQUEST_BYTES,
+            Self::Nimbus | Self::Open => 1 << 20,
+        }
+    }
+
+    fn refuse(self, error: &AuthError) -> Response {
+        if let AuthError::UnknownKey(key) = error {
+            tracing::info!(access_key_id = %key, "request with an unknown access key");
+        }
+        match self {
+            Self::Lambda => nimbus_api_lambda::ApiError::unauthenticated(error).into_response(),
+            Self::Sqs => nimbus_api_sqs::SqsError::unauthenticated(error).into_response(),
+            Self::Events | Self::Open => {
+                nimbus_api_events::EventsError::unauthenticated(error).into_response()
+            }
+            Self::Nimbus => nimbus_api_nimbus::ApiError::unauthenticated(error).into_response(),
+        }
+    }
+
+    fn too_large(self) -> Response {
+        let limit = self.max_body();
+        match self {
+            Self::Lambda => {
+                <nimbus_api_lambda::ApiError as ErrorEnvelope>::too_large(limit, "request")
+                    .into_response()
+            }
+            Self::Sqs => nimbus_api_sqs::SqsError::too_large(limit, "request").into_response(),
+            Self::Events | Self::Open => {
+                nimbus_api_events::EventsError::too_large(limit, "request").into_response()
+            }
+            Self::Nimbus => {
+                nimbus_api_nimbus::ApiError::too_large(limit, "request").into_response()
+            }
+        }
+    }
+}
+
+/// Checks a request's signature, then passes it on with its [`Caller`].
+pub(crate) async fn authenticate(
+    State(auth): State<Arc<Auth>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Auth::SigV4(identity) = auth.as_ref() else {
+        return next.run(request).await;
+    };
+    let (mut parts, body) = request.into_parts();
+    let api = Api::of(&parts.method, parts.uri.path(), &parts.headers);
+    if api == Api::Open {
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    if !parts
+        .headers
+        .contains_key(axum::http::header::AUTHORIZATION)
+    {
+        return api.refuse(&AuthError::Missing);
+    }
+    let limit = api.max_body();
+    if nimbus_aws_wire::body::declared_length(&parts.headers).is_some_and(|len| len > limit) {
+        return api.too_large();
+    }
+    let bytes = match axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).await
+    {
+        Ok(b) => b,
+        Err(_) => return api.too_large(),
+    };
+    let declared = parts
+        .headers
+        .get("x-amz-content-sha256")
+        .and_then(|v| v.to_str().ok());
+    let payload_hash = match declared {
+        Some(hash) if hash == "UNSIGNED-PAYLOAD" => hash.to_owned(),
+        Some(hash) => {
+            let actual = sigv4::payload_hash(&bytes);
+            if !hash.eq_ignore_ascii_case(&actual) {
+                return api.refuse(&AuthError::BadSignature);
+            }
+            hash.to_owned()
+        }
+        None => sigv4::payload_hash(&bytes),
+    };
+    let headers: Vec<(&str, &str)> = parts
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
+        .collect();
+    let signed = sigv4::Request {
+        method: parts.method.as_str(),
+        raw_path: parts.uri.path(),
+        raw_query: parts.uri.query(),
+        headers,
+        payload_hash,
+    };
+    let now = nimbus_types::time::now_ms().div_euclid(1000);
+    let caller = match sigv4::verify(&signed, now, |id| identity.secret_of(id)) {
+        Ok(authorization) => {
+            if let Some(service) = api.service()
+                && authorization.service != service
+            {
+                return api.refuse(&AuthError::Malformed(format!(
+                    "Credential should be scoped to correct service: '{service}'."
+                )));
+            }
+            let Some(key) = identity.key(authorization.access_key_id) else {
+                return api.refuse(&AuthError::UnknownKey(
+                    authorization.access_key_id.to_owned(),
+                ));
+            };
+            Caller {
+                access_key_id: key.access_key_id,
+                account: key.account,
+            }
+        }
+        Err(e) => return api.refuse(&e),
+    };
+    parts.extensions.insert(caller);
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}

@@ -1,0 +1,24 @@
+//! Who calls: access keys and the accounts they belong to.
+
+use serde::{Deserialize, Serialize};
+
+/// An access key: the id a request names in its credential scope, and the secret its
+/// signature is made with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessKey {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// The 12-digit account the key acts in.
+    pub account: String,
+    /// The user the key belongs to (`admin` for an account's administrator).
+    pub user: String,
+    pub created_ms: i64,
+}
+
+/// Whether `id` looks like an access key id: 16 to 128 of `[A-Z0-9]`.
+pub fn valid_access_key_id(id: &str) -> bool {
+    (16..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
