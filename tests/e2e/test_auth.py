@@ -132,3 +132,20 @@ def test_the_first_start_writes_an_admin_key(nimbus_bin, tmp_path):
             client(node, "lambda", s.ACCESS_KEY, s.SECRET_KEY).list_functions()
     finally:
         node.stop()
+
+
+def test_the_cli_prints_a_profile_the_aws_cli_uses(nimbus_bin, node, tmp_path):
+    env = s.clean_env({"NIMBUS_ENDPOINT": node.endpoint, **s.ADMIN_KEY_ENV})
+    out = subprocess.run([str(nimbus_bin), "credentials", "--profile", "mynode"], capture_output=True,
+                         text=True, timeout=60, env=env, check=True).stdout
+    credentials, config = out.split("# ~/.aws/config")
+    (tmp_path / "credentials").write_text(credentials.replace("# ~/.aws/credentials", ""))
+    (tmp_path / "config").write_text(config)
+    assert f"endpoint_url = {node.endpoint}" in config
+    aws_env = s.clean_env({"AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "credentials"),
+                           "AWS_CONFIG_FILE": str(tmp_path / "config")})
+    aws = os.environ.get("AWS_CLI") or "aws"
+    listed = subprocess.run([aws, "--profile", "mynode", "lambda", "list-functions"], capture_output=True,
+                            text=True, timeout=120, env=aws_env)
+    assert listed.returncode == 0, listed.stderr
+    assert "Functions" in json.loads(listed.stdout)

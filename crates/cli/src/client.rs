@@ -604,6 +604,80 @@ pub fn queues(args: QueuesArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[derive(Debug, clap::Args)]
+pub struct CredentialsArgs {
+    /// Name of the aws CLI profile.
+    #[arg(long, default_value = "nimbus")]
+    profile: String,
+    /// Append the profile to ~/.aws/credentials and ~/.aws/config instead of printing it.
+    #[arg(long)]
+    write: bool,
+    #[command(flatten)]
+    endpoint: EndpointArg,
+}
+
+/// An aws CLI profile for the node: its key (found as the CLI finds it) and its endpoint, so
+/// that `aws --profile nimbus lambda list-functions` works.
+pub fn credentials_profile(args: CredentialsArgs) -> anyhow::Result<ExitCode> {
+    let Some((key, secret)) = credentials() else {
+        bail!(
+            "no key found: run this where the node's data directory is (./nimbus-data, or set \
+             NIMBUS_DATA_DIR), or set NIMBUS_ADMIN_ACCESS_KEY_ID and NIMBUS_ADMIN_SECRET_ACCESS_KEY"
+        );
+    };
+    let profile = &args.profile;
+    if profile.is_empty()
+        || !profile
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+    {
+        bail!("a profile name is letters, digits, '-' and '_'");
+    }
+    let endpoint = args.endpoint.endpoint.trim_end_matches('/');
+    let region = nimbus_types::name::DEFAULT_REGION;
+    let credentials_text =
+        format!("[{profile}]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n");
+    let config_text =
+        format!("[profile {profile}]\nregion = {region}\nendpoint_url = {endpoint}\n");
+    if !args.write {
+        println!("# ~/.aws/credentials\n{credentials_text}\n# ~/.aws/config\n{config_text}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    let dir = PathBuf::from(home).join(".aws");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (file, text, header) in [
+        ("credentials", &credentials_text, format!("[{profile}]")),
+        ("config", &config_text, format!("[profile {profile}]")),
+    ] {
+        let path = dir.join(file);
+        let existing = std::fs::read_to_string(&path).unwrap_or_default();
+        if existing.lines().any(|l| l.trim() == header) {
+            bail!(
+                "{} already has {header}; choose another --profile",
+                path.display()
+            );
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).append(true);
+        if file == "credentials" {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut out = options
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let separator = if existing.is_empty() || existing.ends_with("\n\n") {
+            ""
+        } else {
+            "\n"
+        };
+        write!(out, "{separator}{text}").with_context(|| format!("writing {}", path.display()))?;
+    }
+    eprintln!("wrote profile {profile}: aws --profile {profile} lambda list-functions");
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let api = Api::new(&args.endpoint);
     let report = api

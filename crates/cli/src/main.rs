@@ -60,6 +60,8 @@ enum Command {
     Events(client::EventsArgs),
     /// List queues with how many messages wait, are in flight or are delayed.
     Queues(client::QueuesArgs),
+    /// Print (or write to ~/.aws) an aws CLI profile for the node, with its endpoint and key.
+    Credentials(client::CredentialsArgs),
 }
 
 pub(crate) fn init_tracing() {
@@ -123,6 +125,7 @@ fn main() -> ExitCode {
         Command::Usage(args) => client::usage(args),
         Command::Events(args) => client::events(args),
         Command::Queues(args) => client::queues(args),
+        Command::Credentials(args) => client::credentials_profile(args),
     };
     match result {
         Ok(code) => code,
