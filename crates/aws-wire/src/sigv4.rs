@@ -386,14 +386,9 @@ fn expected_signature(
     Ok(nimbus_types::hex::encode(&hmac(&key, to_sign.as_bytes())))
 }
 
-/// Checks a request's SigV4 signature. `secret_of` looks up an access key's secret (`None`
-/// for an unknown key); `now` is the node's clock in seconds since the epoch. Returns the
-/// parsed authorization, whose access key id names the caller.
-pub fn verify<'a>(
-    request: &Request<'a>,
-    now: i64,
-    secret_of: impl FnOnce(&str) -> Option<String>,
-) -> Result<Authorization<'a>, AuthError> {
+/// What can be checked before the body is read: the `Authorization` header's form and the
+/// request's time. A caller that must read the body to hash it refuses these requests first.
+pub fn check_header<'a>(request: &Request<'a>, now: i64) -> Result<Authorization<'a>, AuthError> {
     let header_value = header(request, "authorization").ok_or(AuthError::Missing)?;
     let auth = Authorization::parse(header_value)?;
     let amz_date = header(request, "x-amz-date")
@@ -411,6 +406,19 @@ pub fn verify<'a>(
             "the request time is not signed".into(),
         ));
     }
+    Ok(auth)
+}
+
+/// Checks a request's SigV4 signature. `secret_of` looks up an access key's secret (`None`
+/// for an unknown key); `now` is the node's clock in seconds since the epoch. Returns the
+/// parsed authorization, whose access key id names the caller.
+pub fn verify<'a>(
+    request: &Request<'a>,
+    now: i64,
+    secret_of: impl FnOnce(&str) -> Option<String>,
+) -> Result<Authorization<'a>, AuthError> {
+    let auth = check_header(request, now)?;
+    let amz_date = header(request, "x-amz-date").unwrap_or_default();
     let secret = secret_of(auth.access_key_id)
         .ok_or_else(|| AuthError::UnknownKey(auth.access_key_id.to_owned()))?;
     let expected = expected_signature(request, &auth, amz_date, &secret)?;

@@ -22,6 +22,9 @@ fn declare_large_body(
     use std::io::{Read, Write};
     let address = node.endpoint.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
     // Signed in form only: the size is refused before the signature is checked.
     let mut head = format!(
         "POST {path} HTTP/1.1\r\nhost: {address}\r\ncontent-length: {length}\r\n\
@@ -262,5 +265,18 @@ fn without_authentication_anyone_is_the_administrator() {
     let node = TestNode::start_with(|c| c.auth.mode = nimbus::config::AuthMode::None);
     node.call_as(None, "GET", "/2015-03-31/functions", &[], b"")
         .expect_status(200);
+    node.stop();
+}
+
+#[test]
+fn a_request_without_a_valid_signature_is_refused_before_its_body_is_read() {
+    let node = TestNode::start();
+    // A megabyte announced, one byte sent: the answer comes without waiting for the rest.
+    let (status, headers, _) = declare_large_body(&node, "/2015-03-31/functions", &[], 1 << 20);
+    assert_eq!(status, 400);
+    assert_eq!(
+        header(&headers, "x-amzn-errortype"),
+        Some("IncompleteSignatureException")
+    );
     node.stop();
 }

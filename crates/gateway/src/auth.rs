@@ -137,6 +137,32 @@ pub(crate) async fn authenticate(
     if nimbus_aws_wire::body::declared_length(&parts.headers).is_some_and(|len| len > limit) {
         return api.too_large();
     }
+    // Refuse what can be refused without the body (form, time, key) before reading it, so
+    // that nobody without a key makes the node hold a body.
+    {
+        let headers: Vec<(&str, &str)> = parts
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
+            .collect();
+        let head = sigv4::Request {
+            method: parts.method.as_str(),
+            raw_path: parts.uri.path(),
+            raw_query: parts.uri.query(),
+            headers,
+            payload_hash: String::new(),
+        };
+        let now = nimbus_types::time::now_ms().div_euclid(1000);
+        match sigv4::check_header(&head, now) {
+            Ok(authorization) if identity.key(authorization.access_key_id).is_none() => {
+                return api.refuse(&AuthError::UnknownKey(
+                    authorization.access_key_id.to_owned(),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => return api.refuse(&e),
+        }
+    }
     let bytes = match axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).await
     {
         Ok(b) => b,
