@@ -137,65 +137,54 @@ pub(crate) async fn authenticate(
     if nimbus_aws_wire::body::declared_length(&parts.headers).is_some_and(|len| len > limit) {
         return api.too_large();
     }
-    // Refuse what can be refused without the body (form, time, key) before reading it, so
-    // that nobody without a key makes the node hold a body.
-    {
-        let headers: Vec<(&str, &str)> = parts
+    let mut signed = sigv4::Request {
+        method: parts.method.as_str(),
+        raw_path: parts.uri.path(),
+        raw_query: parts.uri.query(),
+        headers: parts
             .headers
             .iter()
             .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
-            .collect();
-        let head = sigv4::Request {
-            method: parts.method.as_str(),
-            raw_path: parts.uri.path(),
-            raw_query: parts.uri.query(),
-            headers,
-            payload_hash: String::new(),
-        };
-        let now = nimbus_types::time::now_ms().div_euclid(1000);
-        match sigv4::check_header(&head, now) {
-            Ok(authorization) if identity.key(authorization.access_key_id).is_none() => {
-                return api.refuse(&AuthError::UnknownKey(
-                    authorization.access_key_id.to_owned(),
-                ));
-            }
-            Ok(_) => {}
-            Err(e) => return api.refuse(&e),
+            .collect(),
+        payload_hash: String::new(),
+    };
+    // Refuse what can be refused without the body (form, time, key) before reading it, so
+    // that nobody without a key makes the node hold a body.
+    let now = nimbus_types::time::now_ms().div_euclid(1000);
+    match sigv4::check_header(&signed, now) {
+        Ok(authorization) if identity.key(authorization.access_key_id).is_none() => {
+            return api.refuse(&AuthError::UnknownKey(
+                authorization.access_key_id.to_owned(),
+            ));
         }
+        Ok(_) => {}
+        Err(e) => return api.refuse(&e),
     }
     let bytes = match axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).await
     {
         Ok(b) => b,
         Err(_) => return api.too_large(),
     };
-    let declared = parts
+    signed.payload_hash = match parts
         .headers
         .get("x-amz-content-sha256")
-        .and_then(|v| v.to_str().ok());
-    let payload_hash = match declared {
-        Some(hash) if hash == "UNSIGNED-PAYLOAD" => hash.to_owned(),
+        .and_then(|v| v.to_str().ok())
+    {
+        // An unsigned body is S3's option only (none of the APIs here has it): the body
+        // must be covered by the signature.
+        Some("UNSIGNED-PAYLOAD") => {
+            return api.refuse(&AuthError::Malformed(
+                "UNSIGNED-PAYLOAD is not accepted by this API".into(),
+            ));
+        }
         Some(hash) => {
-            let actual = sigv4::payload_hash(&bytes);
-            if !hash.eq_ignore_ascii_case(&actual) {
+            if !hash.eq_ignore_ascii_case(&sigv4::payload_hash(&bytes)) {
                 return api.refuse(&AuthError::BadSignature);
             }
             hash.to_owned()
         }
         None => sigv4::payload_hash(&bytes),
     };
-    let headers: Vec<(&str, &str)> = parts
-        .headers
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
-        .collect();
-    let signed = sigv4::Request {
-        method: parts.method.as_str(),
-        raw_path: parts.uri.path(),
-        raw_query: parts.uri.query(),
-        headers,
-        payload_hash,
-    };
-    let now = nimbus_types::time::now_ms().div_euclid(1000);
     let caller = match sigv4::verify(&signed, now, |id| identity.secret_of(id)) {
         Ok(authorization) => {
             if let Some(service) = api.service()
