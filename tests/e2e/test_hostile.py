@@ -72,6 +72,22 @@ def test_cannot_reach_host_services_or_other_sandboxes(lambda_client, hostile, n
     assert out["interfaces"] == ["lo"], "the sandbox has loopback only"
 
 
+def test_runtime_api_connections_and_descriptors_are_capped(lambda_client, hostile, node, assert_serving):
+    def node_descriptors() -> int:
+        return len(os.listdir(f"/proc/{node.proc.pid}/fd"))
+
+    before = node_descriptors()
+    out = attack(lambda_client, hostile, attack="runtime_api_flood", attempts=3000)
+    # Lambda's limit on a function's descriptors, which it cannot raise.
+    assert out["nofile"] == [1024, 1024], out
+    # The kernel's backlog takes some connections the node never accepted; the node itself
+    # holds at most its per-sandbox cap of them.
+    assert out["held"] < 1024, out
+    during_and_after = node_descriptors()
+    assert during_and_after < before + 100, (before, during_and_after, out)
+    assert_serving()
+
+
 def test_cannot_signal_processes_outside(lambda_client, hostile, node):
     out = attack(lambda_client, hostile, attack="signal_outside", pid=node.proc.pid)
     assert out["error"] == "ESRCH", out

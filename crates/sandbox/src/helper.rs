@@ -262,6 +262,9 @@ fn finish_root(config: &HelperConfig, spec: &JailSpec) -> Step {
 }
 
 /// In the program's process: drop every privilege, filter system calls, exec.
+/// The most descriptors a function's processes may hold open.
+const MAX_OPEN_FILES: libc::rlim_t = 1024;
+
 fn exec_program(
     config: &HelperConfig,
     spec: &JailSpec,
@@ -322,6 +325,14 @@ fn exec_program(
         }
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             return errno("no_new_privs");
+        }
+        // As on Lambda: 1,024 open descriptors per function, which it cannot raise.
+        let files = libc::rlimit {
+            rlim_cur: MAX_OPEN_FILES,
+            rlim_max: MAX_OPEN_FILES,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &files) != 0 {
+            return errno("setrlimit");
         }
     }
     if let Err(e) = crate::seccomp::apply(filters) {

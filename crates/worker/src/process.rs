@@ -424,6 +424,7 @@ impl ProcessSandbox {
         let mut tasks = vec![config.io.spawn(async move {
             match tokio::net::TcpListener::from_std(listener) {
                 Ok(listener) => {
+                    let listener = crate::runtime_api::BoundedListener::new(listener);
                     let _ = axum::serve(listener, app).await;
                 }
                 Err(e) => tracing::error!(error = %e, "could not serve a sandbox's Runtime API"),
