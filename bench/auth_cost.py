@@ -107,6 +107,9 @@ def main() -> None:
           f"{med['sigv4'][0] - med['none'][0]:+.0f} µs |")
     print(f"| throughput, c=32 | {med['sigv4'][1]:,.0f}/s | {med['none'][1]:,.0f}/s | "
           f"{100 * (med['sigv4'][1] / med['none'][1] - 1):+.1f} % |")
+    ratios = sorted(a[1] / b[1] for a, b in zip(results["sigv4"], results["none"]))
+    print(f"| throughput, c=32, median of per-round ratios | {100 * (statistics.median(ratios) - 1):+.1f} % "
+          f"(rounds: {', '.join(f'{100 * (r - 1):+.1f} %' for r in ratios)}) | | |")
     print("per round (p50 µs, req/s):", json.dumps(results))
 
 

@@ -292,6 +292,37 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
+/// Signing keys already derived, by secret and scope: a key serves one day, region and
+/// service, so a client signing many requests costs one derivation a day instead of four
+/// HMACs a request.
+#[derive(Default)]
+pub struct KeyCache {
+    keys: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<[u8]>>>,
+}
+
+/// Entries kept at most; the cache is cleared when full (a day's worth of keys refills it).
+const KEY_CACHE_MAX: usize = 4096;
+
+impl KeyCache {
+    fn get(&self, secret: &str, date: &str, region: &str, service: &str) -> std::sync::Arc<[u8]> {
+        let id = format!("{secret}\n{date}\n{region}\n{service}");
+        if let Ok(keys) = self.keys.lock()
+            && let Some(key) = keys.get(&id)
+        {
+            return key.clone();
+        }
+        let key: std::sync::Arc<[u8]> = signing_key(secret, date, region, service).into();
+        // A poisoned cache is only a cache: derive without it.
+        if let Ok(mut keys) = self.keys.lock() {
+            if keys.len() >= KEY_CACHE_MAX {
+                keys.clear();
+            }
+            keys.insert(id, key.clone());
+        }
+        key
+    }
+}
+
 /// The key a scope's signatures are made with.
 pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec<u8> {
     let k_date = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
@@ -364,6 +395,7 @@ fn expected_signature(
     auth: &Authorization<'_>,
     amz_date: &str,
     secret: &str,
+    cache: Option<&KeyCache>,
 ) -> Result<String, AuthError> {
     let mut canonical = String::with_capacity(512);
     canonical.push_str(request.method);
@@ -382,7 +414,10 @@ fn expected_signature(
         auth.scope(),
         payload_hash(canonical.as_bytes())
     );
-    let key = signing_key(secret, auth.date, auth.region, auth.service);
+    let key: std::sync::Arc<[u8]> = match cache {
+        Some(cache) => cache.get(secret, auth.date, auth.region, auth.service),
+        None => signing_key(secret, auth.date, auth.region, auth.service).into(),
+    };
     Ok(nimbus_types::hex::encode(&hmac(&key, to_sign.as_bytes())))
 }
 
@@ -417,11 +452,21 @@ pub fn verify<'a>(
     now: i64,
     secret_of: impl FnOnce(&str) -> Option<String>,
 ) -> Result<Authorization<'a>, AuthError> {
+    verify_cached(request, now, secret_of, None)
+}
+
+/// [`verify`], with derived signing keys kept in `cache`.
+pub fn verify_cached<'a>(
+    request: &Request<'a>,
+    now: i64,
+    secret_of: impl FnOnce(&str) -> Option<String>,
+    cache: Option<&KeyCache>,
+) -> Result<Authorization<'a>, AuthError> {
     let auth = check_header(request, now)?;
     let amz_date = header(request, "x-amz-date").unwrap_or_default();
     let secret = secret_of(auth.access_key_id)
         .ok_or_else(|| AuthError::UnknownKey(auth.access_key_id.to_owned()))?;
-    let expected = expected_signature(request, &auth, amz_date, &secret)?;
+    let expected = expected_signature(request, &auth, amz_date, &secret, cache)?;
     if !constant_time_eq(
         expected.as_bytes(),
         auth.signature.to_ascii_lowercase().as_bytes(),
@@ -472,7 +517,8 @@ pub fn sign(
         signature: "",
     };
     // Every header named is present, so this cannot fail.
-    let signature = expected_signature(&with_date, &auth, &amz_date, secret).unwrap_or_default();
+    let signature =
+        expected_signature(&with_date, &auth, &amz_date, secret, None).unwrap_or_default();
     let authorization = format!(
         "{ALGORITHM} Credential={access_key_id}/{}, SignedHeaders={}, Signature={signature}",
         auth.scope(),
@@ -662,6 +708,22 @@ mod tests {
         signed.headers.push(("x-amz-date", &date));
         signed.headers.push(("authorization", &authorization));
         assert!(verify(&signed, now(), secret_of).is_ok());
+    }
+
+    #[test]
+    fn cached_keys_verify_the_same() {
+        let cache = KeyCache::default();
+        for _ in 0..2 {
+            for (request, _) in botocore_requests() {
+                assert!(verify_cached(&request, now(), secret_of, Some(&cache)).is_ok());
+            }
+        }
+        let (request, _) = botocore_requests().remove(0);
+        let wrong = |_: &str| Some("another secret".to_owned());
+        assert_eq!(
+            verify_cached(&request, now(), wrong, Some(&cache)).unwrap_err(),
+            AuthError::BadSignature
+        );
     }
 
     #[test]

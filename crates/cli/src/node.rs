@@ -358,7 +358,10 @@ fn authentication(
             }
         }
     }
-    Ok(nimbus_gateway::Auth::SigV4(identity))
+    Ok(nimbus_gateway::Auth::SigV4(
+        identity,
+        nimbus_aws_wire::sigv4::KeyCache::default(),
+    ))
 }
 
 #[cfg(test)]
@@ -391,7 +394,7 @@ mod tests {
         config.auth.mode = AuthMode::Sigv4;
         assert!(matches!(
             authentication(&config, store, remote),
-            Ok(nimbus_gateway::Auth::SigV4(_))
+            Ok(nimbus_gateway::Auth::SigV4(..))
         ));
         assert!(
             dir.path()

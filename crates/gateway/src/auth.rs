@@ -16,7 +16,7 @@ use nimbus_identity::Identity;
 /// How the gateway authenticates requests.
 pub enum Auth {
     /// Every request signed with SigV4 by a known key.
-    SigV4(Arc<Identity>),
+    SigV4(Arc<Identity>, sigv4::KeyCache),
     /// No authentication: anyone who reaches the port is the default account's administrator.
     Disabled,
 }
@@ -119,7 +119,7 @@ pub(crate) async fn authenticate(
     request: Request,
     next: Next,
 ) -> Response {
-    let Auth::SigV4(identity) = auth.as_ref() else {
+    let Auth::SigV4(identity, cache) = auth.as_ref() else {
         return next.run(request).await;
     };
     let (mut parts, body) = request.into_parts();
@@ -151,15 +151,17 @@ pub(crate) async fn authenticate(
     // Refuse what can be refused without the body (form, time, key) before reading it, so
     // that nobody without a key makes the node hold a body.
     let now = nimbus_types::time::now_ms().div_euclid(1000);
-    match sigv4::check_header(&signed, now) {
-        Ok(authorization) if identity.key(authorization.access_key_id).is_none() => {
-            return api.refuse(&AuthError::UnknownKey(
-                authorization.access_key_id.to_owned(),
-            ));
-        }
-        Ok(_) => {}
+    let key = match sigv4::check_header(&signed, now) {
+        Ok(authorization) => match identity.key(authorization.access_key_id) {
+            Some(key) => key,
+            None => {
+                return api.refuse(&AuthError::UnknownKey(
+                    authorization.access_key_id.to_owned(),
+                ));
+            }
+        },
         Err(e) => return api.refuse(&e),
-    }
+    };
     let bytes = match axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).await
     {
         Ok(b) => b,
@@ -185,7 +187,13 @@ pub(crate) async fn authenticate(
         }
         None => sigv4::payload_hash(&bytes),
     };
-    let caller = match sigv4::verify(&signed, now, |id| identity.secret_of(id)) {
+    let verified = sigv4::verify_cached(
+        &signed,
+        now,
+        |_| Some(key.secret_access_key.clone()),
+        Some(cache),
+    );
+    match verified {
         Ok(authorization) => {
             if let Some(service) = api.service()
                 && authorization.service != service
@@ -194,17 +202,13 @@ pub(crate) async fn authenticate(
                     "Credential should be scoped to correct service: '{service}'."
                 )));
             }
-            let Some(key) = identity.key(authorization.access_key_id) else {
-                return api.refuse(&AuthError::UnknownKey(
-                    authorization.access_key_id.to_owned(),
-                ));
-            };
-            Caller {
-                access_key_id: key.access_key_id,
-                account: key.account,
-            }
         }
         Err(e) => return api.refuse(&e),
+    }
+    drop(signed);
+    let caller = Caller {
+        access_key_id: key.access_key_id,
+        account: key.account,
     };
     parts.extensions.insert(caller);
     next.run(Request::from_parts(parts, Body::from(bytes)))
