@@ -149,3 +149,22 @@ def test_the_cli_prints_a_profile_the_aws_cli_uses(nimbus_bin, node, tmp_path):
                             text=True, timeout=120, env=aws_env)
     assert listed.returncode == 0, listed.stderr
     assert "Functions" in json.loads(listed.stdout)
+
+
+def test_a_bad_profile_name_is_refused_and_nothing_written(nimbus_bin, node, tmp_path):
+    env = s.clean_env({"NIMBUS_ENDPOINT": node.endpoint, "HOME": str(tmp_path), **s.ADMIN_KEY_ENV})
+    for bad in ["my node", "x]\naws_access_key_id = y", ""]:
+        proc = subprocess.run([str(nimbus_bin), "credentials", "--profile", bad, "--write"],
+                              capture_output=True, text=True, timeout=60, env=env)
+        assert proc.returncode != 0
+        assert "profile name" in proc.stderr, proc.stderr
+    assert not (tmp_path / ".aws").exists()
+    # Written once, then refused rather than written twice.
+    ok = subprocess.run([str(nimbus_bin), "credentials", "--write"], capture_output=True, text=True,
+                        timeout=60, env=env)
+    assert ok.returncode == 0, ok.stderr
+    again = subprocess.run([str(nimbus_bin), "credentials", "--write"], capture_output=True, text=True,
+                           timeout=60, env=env)
+    assert again.returncode != 0 and "already has [nimbus]" in again.stderr, again.stderr
+    assert (tmp_path / ".aws" / "credentials").read_text().count("[nimbus]") == 1
+    assert oct((tmp_path / ".aws" / "credentials").stat().st_mode & 0o777) == "0o600"

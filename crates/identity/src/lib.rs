@@ -1,6 +1,6 @@
 //! Identities: the access keys requests are signed with and the accounts they act in. The
-//! gateway asks [`Identity::secret_of`] for a key's secret to verify a request's signature
-//! (`nimbus_aws_wire::sigv4`) and learns the caller's account from [`Identity::key`].
+//! gateway looks a request's key up with [`Identity::key`], verifies the signature with its
+//! secret (`nimbus_aws_wire::sigv4`) and learns the caller's account from it.
 //!
 //! The first start on an empty data directory creates an administrator key for the default
 //! account and writes it, readable only by its owner, to `DATA/admin.credentials` in the
@@ -72,11 +72,6 @@ impl Identity {
             store,
             keys: RwLock::new(keys),
         })
-    }
-
-    /// The secret of a key, for signature checks; `None` for an unknown key.
-    pub fn secret_of(&self, access_key_id: &str) -> Option<String> {
-        self.key(access_key_id).map(|k| k.secret_access_key)
     }
 
     pub fn key(&self, access_key_id: &str) -> Option<AccessKey> {
@@ -204,12 +199,15 @@ mod tests {
         // Kept across restarts, and not made again.
         let again = Identity::load(store).unwrap();
         assert_eq!(
-            again.secret_of(&key.access_key_id),
+            again.key(&key.access_key_id).map(|k| k.secret_access_key),
             Some(key.secret_access_key)
         );
         assert!(again.bootstrap(dir.path()).unwrap().is_none());
         assert!(again.delete_key(&key.access_key_id).unwrap());
-        assert_eq!(again.secret_of(&key.access_key_id), None);
+        assert_eq!(
+            again.key(&key.access_key_id).map(|k| k.secret_access_key),
+            None
+        );
     }
 
     #[test]
@@ -238,6 +236,6 @@ mod tests {
                 "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
             ))
             .unwrap();
-        assert!(identity.secret_of("AKIAIOSFODNN7EXAMPLE").is_some());
+        assert!(identity.key("AKIAIOSFODNN7EXAMPLE").is_some());
     }
 }
