@@ -25,14 +25,18 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+import sys as _sys
+_sys.path.insert(0, __import__("os").path.dirname(__file__))
+import bench_role  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 KEY, SECRET = "NKIABENCHADMIN000001", "bench-secret/0123456789abcdefghijklmnop"
 BODY = '{"hello":"world"}'
 
 
-def signed(method: str, url: str, body: str, headers: dict[str, str]) -> dict[str, str]:
+def signed(method: str, url: str, body: str, headers: dict[str, str], service: str = "lambda") -> dict[str, str]:
     request = AWSRequest(method=method, url=url, data=body.encode(), headers=headers)
-    SigV4Auth(Credentials(KEY, SECRET), "lambda", "us-east-1").add_auth(request)
+    SigV4Auth(Credentials(KEY, SECRET), service, "us-east-1").add_auth(request)
     return dict(request.headers.items())
 
 
@@ -53,7 +57,7 @@ def deploy(port: int) -> None:
     with zipfile.ZipFile(buf, "w") as z:
         z.writestr("echo.wasm", (ROOT / "target" / "fixtures" / "echo.wasm").read_bytes())
     body = json.dumps({"FunctionName": "echo", "Runtime": "wasm32-wasip1", "Handler": "echo.wasm",
-                       "Role": "r", "Code": {"ZipFile": base64.b64encode(buf.getvalue()).decode()}})
+                       "Role": bench_role.ensure(port, lambda m, u, b, h: signed(m, u, b, h, "iam")), "Code": {"ZipFile": base64.b64encode(buf.getvalue()).decode()}})
     url = f"http://127.0.0.1:{port}/2015-03-31/functions"
     headers = signed("POST", url, body, {"Content-Type": "application/json"})
     conn = http.client.HTTPConnection("127.0.0.1", port)

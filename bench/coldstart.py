@@ -25,6 +25,10 @@ import time
 import uuid
 import zipfile
 
+import sys as _sys
+_sys.path.insert(0, __import__("os").path.dirname(__file__))
+import bench_role  # noqa: E402
+
 PAYLOAD = b'{"hello":"world"}'
 
 
@@ -37,6 +41,7 @@ def zip_of(wasm: bytes) -> bytes:
 
 class Client:
     def __init__(self, port: int):
+        self.port = port
         self.conn = http.client.HTTPConnection("127.0.0.1", port)
 
     def call(self, method: str, path: str, body: bytes | None = None, headers=None):
@@ -48,7 +53,7 @@ class Client:
     def create(self, name: str, zip_bytes: bytes):
         body = json.dumps({
             "FunctionName": name, "Runtime": "wasm32-wasip1", "Handler": "echo.wasm",
-            "Role": "arn:aws:iam::000000000000:role/bench",
+            "Role": bench_role.ensure(self.port),
             "Code": {"ZipFile": base64.b64encode(zip_bytes).decode()},
         }).encode()
         status, _, data = self.call("POST", "/2015-03-31/functions", body, {"content-type": "application/json"})

@@ -8,6 +8,10 @@ import json
 import sys
 import zipfile
 
+import sys as _sys
+_sys.path.insert(0, __import__("os").path.dirname(__file__))
+import bench_role  # noqa: E402
+
 port, wasm = int(sys.argv[1]), open(sys.argv[2], "rb").read()
 buf = io.BytesIO()
 with zipfile.ZipFile(buf, "w") as z:
@@ -21,7 +25,7 @@ conn.request(
             "FunctionName": "echo",
             "Runtime": "wasm32-wasip1",
             "Handler": "echo.wasm",
-            "Role": "r",
+            "Role": bench_role.ensure(port),
             "Code": {"ZipFile": base64.b64encode(buf.getvalue()).decode()},
         }
     ),

@@ -29,6 +29,10 @@ import time
 import zipfile
 from pathlib import Path
 
+import sys as _sys
+_sys.path.insert(0, __import__("os").path.dirname(__file__))
+import bench_role  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 BODY = '{"hello":"world"}'
 
@@ -105,7 +109,7 @@ def one_round(binary: str, duration: str):
         with zipfile.ZipFile(buf, "w") as z:
             z.writestr("echo.wasm", wasm)
         conn.request("POST", "/2015-03-31/functions", json.dumps({
-            "FunctionName": "echo", "Runtime": "wasm32-wasip1", "Handler": "echo.wasm", "Role": "r",
+            "FunctionName": "echo", "Runtime": "wasm32-wasip1", "Handler": "echo.wasm", "Role": bench_role.ensure(port),
             "Code": {"ZipFile": base64.b64encode(buf.getvalue()).decode()}}))
         assert conn.getresponse().read()
         url = f"http://127.0.0.1:{port}/2015-03-31/functions/echo/invocations"

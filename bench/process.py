@@ -33,6 +33,10 @@ import uuid
 import zipfile
 from pathlib import Path
 
+import sys as _sys
+_sys.path.insert(0, __import__("os").path.dirname(__file__))
+import bench_role  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "process"
 PAYLOAD = b'{"hello":"world"}'
@@ -102,7 +106,7 @@ class Nimbus:
         return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
 
     def create(self, name, runtime, handler, zip_bytes, memory=128):
-        body = json.dumps({"FunctionName": name, "Runtime": runtime, "Handler": handler, "Role": "r",
+        body = json.dumps({"FunctionName": name, "Runtime": runtime, "Handler": handler, "Role": bench_role.ensure(self.port),
                            "MemorySize": memory,
                            "Code": {"ZipFile": base64.b64encode(zip_bytes).decode()}}).encode()
         status, _, data = self.call("POST", "/2015-03-31/functions", body)

@@ -38,6 +38,10 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+import sys as _sys
+_sys.path.insert(0, __import__("os").path.dirname(__file__))
+import bench_role  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "process"
 WASM = ROOT / "target" / "fixtures"
@@ -113,7 +117,7 @@ class Node:
     def create(self, name: str, runtime: str, handler: str, zip_bytes: bytes, memory: int = 128, timeout: int = 30) -> None:
         body = json.dumps({
             "FunctionName": name, "Runtime": runtime, "Handler": handler,
-            "Role": "arn:aws:iam::000000000000:role/x", "MemorySize": memory, "Timeout": timeout,
+            "Role": bench_role.ensure(self.port), "MemorySize": memory, "Timeout": timeout,
             "Code": {"ZipFile": base64.b64encode(zip_bytes).decode()},
         }).encode()
         status, data, _ = self.request("POST", "/2015-03-31/functions", body)

@@ -283,6 +283,30 @@ def _kill_leftover_nodes() -> None:
             pass
 
 
+LAMBDA_TRUST = json.dumps({
+    "Version": "2012-10-17",
+    "Statement": [{
+        "Effect": "Allow",
+        "Principal": {"Service": "lambda.amazonaws.com"},
+        "Action": "sts:AssumeRole",
+    }],
+})
+
+
+def ensure_execution_role(endpoint: str, name: str = "nimbus") -> None:
+    """Creates the execution role the tests' functions name (ROLE), if the node
+    does not have it yet: CreateFunction needs a role Lambda may assume."""
+    iam = boto3.client(
+        "iam", endpoint_url=endpoint, region_name=REGION,
+        aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+    )
+    try:
+        iam.create_role(RoleName=name, AssumeRolePolicyDocument=LAMBDA_TRUST)
+    except ClientError as e:
+        if e.response["Error"]["Code"] != "EntityAlreadyExists":
+            raise
+
+
 class NodeStartError(RuntimeError):
     pass
 
@@ -387,6 +411,8 @@ class Node:
         self.listening_line = line.rstrip("\r\n")
         self.endpoint = m.group(1)
         self.port = int(m.group(2))
+        if ADMIN_KEY_ENV:
+            ensure_execution_role(self.endpoint)
         return self
 
     def _pump_stdout(self, proc: subprocess.Popen, lines: "queue.Queue") -> None:

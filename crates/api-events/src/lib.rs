@@ -86,6 +86,10 @@ impl ErrorEnvelope for EventsError {
             message: e.to_string(),
         }
     }
+
+    fn access_denied(message: String) -> Self {
+        error("AccessDeniedException", message)
+    }
 }
 
 type Result<T> = std::result::Result<T, EventsError>;
@@ -336,6 +340,7 @@ fn dispatch(
 pub async fn handle(
     control: &ControlPlane,
     scheduler: &Scheduler,
+    caller: &nimbus_identity::Caller,
     operation: &str,
     headers: &HeaderMap,
     body: Body,
@@ -351,6 +356,17 @@ pub async fn handle(
         Ok(input) => input,
         Err(e) => return e.into_response(),
     };
+    // Authorized as `events:OPERATION` on the rule it names, if any.
+    let rule = ["Name", "Rule"]
+        .iter()
+        .find_map(|k| input.get(*k).and_then(Value::as_str));
+    let resource = rule.map_or_else(
+        || "*".to_owned(),
+        |r| nimbus_types::arn::RuleArn::new(control.region(), r).to_string(),
+    );
+    if let Err(denied) = caller.authorize(&format!("events:{operation}"), &resource) {
+        return EventsError::access_denied(denied.message).into_response();
+    }
     match dispatch(control, scheduler, operation, &input) {
         Ok(output) => nimbus_aws_wire::target::ok(JsonVersion::V1_1, &output),
         Err(e) => e.into_response(),

@@ -196,4 +196,8 @@ impl nimbus_aws_wire::ErrorEnvelope for ApiError {
         let (status, code) = nimbus_aws_wire::auth_code(error);
         Self::new(status, code, error.to_string())
     }
+
+    fn access_denied(message: String) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "AccessDeniedException", message)
+    }
 }

@@ -18,13 +18,16 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Extension, MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use nimbus_aws_wire::ErrorEnvelope;
 use nimbus_control::ControlPlane;
 use nimbus_events::AsyncInvoker;
 use nimbus_events::esm::EventSources;
+use nimbus_identity::{Caller, Identity};
 use nimbus_manager::WorkerManager;
 use nimbus_queue::sqs::SqsQueues;
 use nimbus_types::limits::MAX_CODE_REQUEST_BYTES;
@@ -42,6 +45,7 @@ pub struct Lambda {
     queues: Arc<SqsQueues>,
     event_sources: Arc<EventSources>,
     manager: Arc<WorkerManager>,
+    identity: Arc<Identity>,
 }
 
 type Shared = Arc<Lambda>;
@@ -52,8 +56,10 @@ impl Lambda {
         events: Arc<AsyncInvoker>,
         queues: Arc<SqsQueues>,
         event_sources: Arc<EventSources>,
+        identity: Arc<Identity>,
     ) -> Self {
         Self {
+            identity,
             manager: control.manager().clone(),
             control,
             events,
@@ -137,7 +143,194 @@ pub fn router(lambda: Arc<Lambda>) -> Router {
             "/2015-03-31/event-source-mappings/{uuid}",
             get(esm::get).put(esm::update).delete(esm::delete),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            lambda.clone(),
+            authorize,
+        ))
         .with_state(lambda)
+}
+
+/// What an operation acts on, for its authorization.
+enum Resource {
+    /// No one resource (lists, account settings, new mappings).
+    Any,
+    /// The function in the path, with the request's qualifier.
+    Function,
+    /// The event source mapping in the path.
+    Mapping,
+    /// Named in the body: the handler authorizes (CreateFunction).
+    InBody,
+}
+
+/// The IAM action of a route and what it acts on.
+fn action(method: &Method, route: &str) -> Option<(&'static str, Resource)> {
+    use Resource::*;
+    let route = route.trim_end_matches('/');
+    let (_, tail) = route.split_once("/functions").unwrap_or(("", route));
+    let m = method.as_str();
+    Some(match (m, route, tail) {
+        ("GET", "/2015-03-31/functions", _) => ("ListFunctions", Any),
+        ("POST", "/2015-03-31/functions", _) => ("CreateFunction", InBody),
+        ("GET", "/2016-08-19/account-settings", _) => ("GetAccountSettings", Any),
+        ("GET", "/2015-03-31/event-source-mappings", _) => ("ListEventSourceMappings", Any),
+        ("POST", "/2015-03-31/event-source-mappings", _) => ("CreateEventSourceMapping", Any),
+        ("GET", "/2015-03-31/event-source-mappings/{uuid}", _) => {
+            ("GetEventSourceMapping", Mapping)
+        }
+        ("PUT", "/2015-03-31/event-source-mappings/{uuid}", _) => {
+            ("UpdateEventSourceMapping", Mapping)
+        }
+        ("DELETE", "/2015-03-31/event-source-mappings/{uuid}", _) => {
+            ("DeleteEventSourceMapping", Mapping)
+        }
+        ("GET", _, "/{name}") => ("GetFunction", Function),
+        ("DELETE", _, "/{name}") => ("DeleteFunction", Function),
+        ("GET", _, "/{name}/configuration") => ("GetFunctionConfiguration", Function),
+        ("PUT", _, "/{name}/configuration") => ("UpdateFunctionConfiguration", Function),
+        ("PUT", _, "/{name}/code") => ("UpdateFunctionCode", Function),
+        ("POST", _, "/{name}/invocations") => ("InvokeFunction", Function),
+        ("GET", _, "/{name}/versions") => ("ListVersionsByFunction", Function),
+        ("POST", _, "/{name}/versions") => ("PublishVersion", Function),
+        ("PUT", _, "/{name}/concurrency") => ("PutFunctionConcurrency", Function),
+        ("DELETE", _, "/{name}/concurrency") => ("DeleteFunctionConcurrency", Function),
+        ("GET", _, "/{name}/concurrency") => ("GetFunctionConcurrency", Function),
+        ("GET", _, "/{name}/provisioned-concurrency") => {
+            ("GetProvisionedConcurrencyConfig", Function)
+        }
+        ("PUT", _, "/{name}/provisioned-concurrency") => {
+            ("PutProvisionedConcurrencyConfig", Function)
+        }
+        ("DELETE", _, "/{name}/provisioned-concurrency") => {
+            ("DeleteProvisionedConcurrencyConfig", Function)
+        }
+        ("GET", _, "/{name}/event-invoke-config") => ("GetFunctionEventInvokeConfig", Function),
+        ("PUT", _, "/{name}/event-invoke-config") => ("PutFunctionEventInvokeConfig", Function),
+        ("POST", _, "/{name}/event-invoke-config") => ("UpdateFunctionEventInvokeConfig", Function),
+        ("DELETE", _, "/{name}/event-invoke-config") => {
+            ("DeleteFunctionEventInvokeConfig", Function)
+        }
+        ("GET", _, "/{name}/event-invoke-config/list") => {
+            ("ListFunctionEventInvokeConfigs", Function)
+        }
+        _ => return None,
+    })
+}
+
+/// The ARN a function named in a path (by name, partial or full ARN, maybe qualified) is
+/// authorized as.
+fn function_resource(lambda: &Lambda, name: &str, qualifier: Option<&str>) -> String {
+    let (name, qualifier) = match FunctionRef::parse(name) {
+        Ok(r) => (
+            r.name,
+            r.qualifier
+                .map(|q| q.as_str().to_owned())
+                .or(qualifier.map(str::to_owned)),
+        ),
+        // A name that does not parse is refused by the handler; authorize it as given.
+        Err(_) => (name.to_owned(), qualifier.map(str::to_owned)),
+    };
+    let arn = lambda.control.arn(&name);
+    match qualifier {
+        Some(q) => format!("{arn}:{q}"),
+        None => arn,
+    }
+}
+
+/// Authorizes a request as its route's IAM action before the handler runs.
+async fn authorize(
+    State(lambda): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    route: MatchedPath,
+    request: Request,
+    next: Next,
+) -> Response {
+    if caller.is_root() {
+        return next.run(request).await;
+    }
+    let Some((action, resource)) = action(request.method(), route.as_str()) else {
+        return ApiError::access_denied(format!(
+            "User: {} is not authorized to perform this operation",
+            caller.arn()
+        ))
+        .into_response();
+    };
+    if matches!(resource, Resource::InBody) {
+        return next.run(request).await;
+    }
+    let resource = resource_arn(&lambda, &caller, resource, route.as_str(), request.uri());
+    match caller.authorize(&format!("lambda:{action}"), &resource) {
+        Ok(()) => next.run(request).await,
+        Err(denied) => ApiError::access_denied(denied.message).into_response(),
+    }
+}
+
+/// The ARN a request is authorized on, from its route's parameters and query.
+fn resource_arn(
+    lambda: &Lambda,
+    caller: &Caller,
+    resource: Resource,
+    route: &str,
+    uri: &axum::http::Uri,
+) -> String {
+    let param = |name: &str| -> String {
+        let prefix = route
+            .split(&format!("{{{name}}}"))
+            .next()
+            .unwrap_or_default();
+        let raw = uri
+            .path()
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_default();
+        percent_decode(raw).unwrap_or_else(|| raw.to_owned())
+    };
+    match resource {
+        Resource::Any | Resource::InBody => "*".to_owned(),
+        Resource::Function => {
+            let qualifier = uri.query().and_then(|q| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix("Qualifier="))
+                    .map(|v| percent_decode(v).unwrap_or_else(|| v.to_owned()))
+            });
+            function_resource(lambda, &param("name"), qualifier.as_deref())
+        }
+        Resource::Mapping => format!(
+            "arn:aws:lambda:{}:{}:event-source-mapping:{}",
+            lambda.control.region(),
+            caller.account,
+            param("uuid")
+        ),
+    }
+}
+
+/// Decodes `%XX` escapes of a path segment; `None` if they do not make UTF-8.
+fn percent_decode(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Checks that the caller may hand `role` to Lambda (`iam:PassRole`) and that Lambda can
+/// assume it, as CreateFunction and a configuration update naming a role require.
+fn check_role(lambda: &Lambda, caller: &Caller, role: &str) -> Result<(), ApiError> {
+    caller
+        .authorize("iam:PassRole", role)
+        .map_err(|d| ApiError::access_denied(d.message))?;
+    lambda
+        .identity
+        .check_execution_role(&caller.account, role)
+        .map_err(ApiError::invalid_parameter)
 }
 
 /// What Lambda answers a path it has no operation for.
@@ -193,13 +386,19 @@ pub(crate) struct QualifierQuery {
 
 async fn create_function(
     State(f): State<Shared>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let body = read_body(&headers, body, MAX_CODE_REQUEST_BYTES, "CreateFunction").await?;
     let input: wire::CreateFunctionInput = parse_json(&body)?;
     let publish = input.publish == Some(true);
-    let mut function = f.control.create(input.into_domain()?).await?;
+    let new = input.into_domain()?;
+    caller
+        .authorize("lambda:CreateFunction", &f.control.arn(&new.name))
+        .map_err(|d| ApiError::access_denied(d.message))?;
+    check_role(&f, &caller, &new.role)?;
+    let mut function = f.control.create(new).await?;
     if publish {
         function = f
             .control
@@ -282,6 +481,7 @@ async fn update_function_code(
 
 async fn update_function_configuration(
     State(f): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -289,6 +489,9 @@ async fn update_function_configuration(
     let body = read_body(&headers, body, 1 << 20, "UpdateFunctionConfiguration").await?;
     let input: wire::UpdateConfigInput = parse_json(&body)?;
     let current = resolve(&f, &name, None)?;
+    if let Some(role) = &input.role {
+        check_role(&f, &caller, role)?;
+    }
     let function = f
         .control
         .update_config(&current.name, input.into_domain()?)

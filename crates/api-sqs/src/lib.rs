@@ -143,21 +143,21 @@ impl ErrorEnvelope for SqsError {
     }
 
     fn unauthenticated(error: &nimbus_aws_wire::sigv4::AuthError) -> Self {
-        use nimbus_aws_wire::sigv4::AuthError;
-        let (status, code) = match error {
-            AuthError::Missing => (StatusCode::FORBIDDEN, "MissingAuthenticationToken"),
-            AuthError::Malformed(_) => (StatusCode::BAD_REQUEST, "IncompleteSignature"),
-            AuthError::UnknownKey(_) | AuthError::BadToken => {
-                (StatusCode::FORBIDDEN, "InvalidClientTokenId")
-            }
-            AuthError::BadSignature => (StatusCode::FORBIDDEN, "SignatureDoesNotMatch"),
-            AuthError::Expired { .. } => (StatusCode::BAD_REQUEST, "RequestExpired"),
-        };
+        let (status, code) = nimbus_aws_wire::query_auth_code(error);
         SqsError {
             status,
             query_code: code,
             shape: code,
             message: error.to_string(),
+        }
+    }
+
+    fn access_denied(message: String) -> Self {
+        SqsError {
+            status: StatusCode::FORBIDDEN,
+            query_code: "AccessDenied",
+            shape: "AccessDenied",
+            message,
         }
     }
 }
@@ -499,6 +499,7 @@ async fn dispatch(
 /// Serves one SQS request whose `X-Amz-Target` named `operation`.
 pub async fn handle(
     queues: &SqsQueues,
+    caller: &nimbus_identity::Caller,
     operation: &str,
     headers: &HeaderMap,
     body: Body,
@@ -515,6 +516,15 @@ pub async fn handle(
         Err(e) => return e.into_response(),
     };
     let host = nimbus_aws_wire::host(headers).unwrap_or("127.0.0.1");
+    // Authorized as `sqs:OPERATION` on the queue it names (by URL or name), if any.
+    let queue = field(&input, "QueueUrl")
+        .and_then(Value::as_str)
+        .and_then(|u| u.rsplit('/').next())
+        .or_else(|| field(&input, "QueueName").and_then(Value::as_str));
+    let resource = queue.map_or_else(|| "*".to_owned(), |q| queues.arn(q).to_string());
+    if let Err(denied) = caller.authorize(&format!("sqs:{operation}"), &resource) {
+        return SqsError::access_denied(denied.message).into_response();
+    }
     match dispatch(queues, operation, input, host).await {
         Ok(output) => nimbus_aws_wire::target::ok(JsonVersion::V1_0, &output),
         Err(e) => e.into_response(),

@@ -106,6 +106,9 @@ mod tests {
         fn unauthenticated(_: &crate::sigv4::AuthError) -> Self {
             Self::Malformed
         }
+        fn access_denied(_: String) -> Self {
+            Self::Malformed
+        }
     }
 
     fn chunked(parts: Vec<&'static [u8]>) -> Body {

@@ -66,6 +66,34 @@ pub fn rest_xml(
     (status, [("content-type", "application/xml")], w.finish()).into_response()
 }
 
+/// The Query protocol (IAM, STS): `<ErrorResponse><Error><Type/><Code/><Message/></Error>
+/// <RequestId/></ErrorResponse>`, `Type` being `Sender` for 4xx and `Receiver` for 5xx.
+pub fn query_xml(
+    status: StatusCode,
+    xmlns: &str,
+    code: &str,
+    message: &str,
+    request_id: &str,
+) -> Response {
+    let mut w = Writer::new();
+    w.open_ns("ErrorResponse", xmlns);
+    w.open("Error");
+    w.element(
+        "Type",
+        if status.is_server_error() {
+            "Receiver"
+        } else {
+            "Sender"
+        },
+    );
+    w.element("Code", code);
+    w.element("Message", message);
+    w.close("Error");
+    w.element("RequestId", request_id);
+    w.close("ErrorResponse");
+    (status, [("content-type", "text/xml")], w.finish()).into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

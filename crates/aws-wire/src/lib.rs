@@ -34,6 +34,9 @@ pub trait ErrorEnvelope: IntoResponse + Sized {
     fn unknown_operation(operation: &str) -> Self;
     /// The request is not authenticated (see [`sigv4::AuthError`]).
     fn unauthenticated(error: &sigv4::AuthError) -> Self;
+    /// The caller's policies do not allow the request; `message` names the principal, the
+    /// action and the resource.
+    fn access_denied(message: String) -> Self;
 }
 
 /// The status and code most AWS services answer an authentication failure with (Lambda,
@@ -50,6 +53,22 @@ pub fn auth_code(error: &sigv4::AuthError) -> (axum::http::StatusCode, &'static 
         AuthError::BadSignature | AuthError::Expired { .. } => {
             (StatusCode::FORBIDDEN, "InvalidSignatureException")
         }
+    }
+}
+
+/// The status and code the Query-protocol services (SQS, IAM, STS) answer an authentication
+/// failure with.
+pub fn query_auth_code(error: &sigv4::AuthError) -> (axum::http::StatusCode, &'static str) {
+    use axum::http::StatusCode;
+    use sigv4::AuthError;
+    match error {
+        AuthError::Missing => (StatusCode::FORBIDDEN, "MissingAuthenticationToken"),
+        AuthError::Malformed(_) => (StatusCode::BAD_REQUEST, "IncompleteSignature"),
+        AuthError::UnknownKey(_) | AuthError::BadToken => {
+            (StatusCode::FORBIDDEN, "InvalidClientTokenId")
+        }
+        AuthError::BadSignature => (StatusCode::FORBIDDEN, "SignatureDoesNotMatch"),
+        AuthError::Expired { .. } => (StatusCode::BAD_REQUEST, "RequestExpired"),
     }
 }
 

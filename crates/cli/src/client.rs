@@ -337,10 +337,7 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     let result = if existing.status == 404 {
         let mut create = config.clone();
         create.insert("FunctionName".into(), json!(args.name));
-        create.insert(
-            "Role".into(),
-            json!("arn:aws:iam::000000000000:role/nimbus"),
-        );
+        create.insert("Role".into(), json!(ensure_default_role(&api)?));
         create.insert("Code".into(), json!({ "ZipFile": zip_b64 }));
         api.call(
             "POST",
@@ -789,6 +786,72 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<ExitCode> {
     serde_json::to_writer_pretty(&mut out, value)?;
     writeln!(out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The role `nimbus deploy` gives new functions: `nimbus`, trusted by Lambda, with the basic
+/// execution policy attached. Made the first time it is needed; returns its ARN.
+fn ensure_default_role(api: &Api) -> anyhow::Result<String> {
+    const NAME: &str = "nimbus";
+    let form = |pairs: &[(&str, &str)]| {
+        let mut f = form_urlencoded::Serializer::new(String::new());
+        f.append_pair("Version", "2010-05-08");
+        for (k, v) in pairs {
+            f.append_pair(k, v);
+        }
+        f.finish().into_bytes()
+    };
+    let headers = [("content-type", "application/x-www-form-urlencoded")];
+    let got = api.call(
+        "POST",
+        "/",
+        &headers,
+        Some(form(&[("Action", "GetRole"), ("RoleName", NAME)])),
+    )?;
+    let reply = if got.status == 404 {
+        let trust = json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Effect": "Allow",
+                "Principal": {"Service": "lambda.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }],
+        })
+        .to_string();
+        let created = api
+            .call(
+                "POST",
+                "/",
+                &headers,
+                Some(form(&[
+                    ("Action", "CreateRole"),
+                    ("RoleName", NAME),
+                    ("AssumeRolePolicyDocument", &trust),
+                ])),
+            )?
+            .ok()?;
+        api.call(
+            "POST",
+            "/",
+            &headers,
+            Some(form(&[
+                ("Action", "AttachRolePolicy"),
+                ("RoleName", NAME),
+                (
+                    "PolicyArn",
+                    "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+                ),
+            ])),
+        )?
+        .ok()?;
+        created
+    } else {
+        got.ok()?
+    };
+    let text = String::from_utf8_lossy(&reply.body);
+    text.split_once("<Arn>")
+        .and_then(|(_, rest)| rest.split_once("</Arn>"))
+        .map(|(arn, _)| arn.to_owned())
+        .ok_or_else(|| anyhow::anyhow!("the node's IAM answer names no role ARN: {text:.200}"))
 }
 
 #[cfg(test)]

@@ -237,10 +237,21 @@ pub async fn serve(
         nimbus_events::esm::EventSources::load(mappings, control.clone(), queues.clone())
             .context("loading event source mappings")?,
     );
-    let auth = authentication(&config, store.clone(), listener.local_addr()?)?;
+    let identity =
+        Arc::new(nimbus_identity::Identity::load(store.clone()).context("loading identities")?);
+    {
+        let control = control.clone();
+        identity.set_function_roles(Arc::new(move |account: &str, function: &str| {
+            (account == nimbus_types::name::DEFAULT_ACCOUNT)
+                .then(|| control.function(function).map(|f| f.role.clone()))
+                .flatten()
+        }));
+    }
+    let auth = authentication(&config, &identity, listener.local_addr()?)?;
     let router = nimbus_gateway::router(
         Subsystems {
             auth,
+            identity,
             control: control.clone(),
             telemetry: telemetry_store,
             invoker: invoker.clone(),
@@ -309,7 +320,7 @@ pub async fn serve(
 /// other machines can reach unless the configuration insists.
 fn authentication(
     config: &NodeConfig,
-    store: Arc<EmbeddedStore>,
+    identity: &nimbus_identity::Identity,
     listen: std::net::SocketAddr,
 ) -> anyhow::Result<nimbus_gateway::Auth> {
     use crate::config::AuthMode;
@@ -327,7 +338,6 @@ fn authentication(
         );
         return Ok(nimbus_gateway::Auth::Disabled);
     }
-    let identity = Arc::new(nimbus_identity::Identity::load(store).context("loading access keys")?);
     match config.auth.admin_key() {
         Some((id, secret)) => {
             if identity.key(&id).is_none() {
@@ -337,6 +347,7 @@ fn authentication(
                         secret_access_key: secret,
                         account: nimbus_types::name::DEFAULT_ACCOUNT.to_owned(),
                         user: "admin".to_owned(),
+                        root: true,
                         created_ms: nimbus_types::time::now_ms(),
                     })
                     .context("adding the configured administrator key")?;
@@ -359,7 +370,6 @@ fn authentication(
         }
     }
     Ok(nimbus_gateway::Auth::SigV4(
-        identity,
         nimbus_aws_wire::sigv4::KeyCache::default(),
     ))
 }
@@ -373,6 +383,7 @@ mod tests {
     fn no_authentication_is_refused_where_others_can_reach_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedStore::open(&dir.path().join("n.redb")).unwrap());
+        let identity = nimbus_identity::Identity::load(store).unwrap();
         let mut config = NodeConfig {
             data_dir: dir.path().to_owned(),
             ..Default::default()
@@ -380,20 +391,18 @@ mod tests {
         config.auth.mode = AuthMode::None;
         let remote: std::net::SocketAddr = "0.0.0.0:9000".parse().unwrap();
         let local: std::net::SocketAddr = "127.0.0.1:9000".parse().unwrap();
-        let refused = authentication(&config, store.clone(), remote)
-            .err()
-            .unwrap();
+        let refused = authentication(&config, &identity, remote).err().unwrap();
         assert!(refused.to_string().contains("allow_unauthenticated_remote"));
         assert!(matches!(
-            authentication(&config, store.clone(), local),
+            authentication(&config, &identity, local),
             Ok(nimbus_gateway::Auth::Disabled)
         ));
         config.auth.allow_unauthenticated_remote = true;
-        assert!(authentication(&config, store.clone(), remote).is_ok());
+        assert!(authentication(&config, &identity, remote).is_ok());
         // With authentication on, the first start writes the administrator key.
         config.auth.mode = AuthMode::Sigv4;
         assert!(matches!(
-            authentication(&config, store, remote),
+            authentication(&config, &identity, remote),
             Ok(nimbus_gateway::Auth::SigV4(..))
         ));
         assert!(

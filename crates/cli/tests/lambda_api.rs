@@ -81,7 +81,7 @@ fn bad_input_gets_lambdas_error_codes_and_changes_nothing() {
     node.deploy("kept", "echo", json!({}));
     let base = json!({
         "FunctionName": "f", "Runtime": "wasm32-wasip1", "Handler": "function.wasm",
-        "Role": "r", "Code": {"ZipFile": support::wasm_zip_base64("echo")},
+        "Role": "arn:aws:iam::000000000000:role/test", "Code": {"ZipFile": support::wasm_zip_base64("echo")},
     });
     let with = |k: &str, v: Value| {
         let mut b = base.clone();

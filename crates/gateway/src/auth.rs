@@ -11,21 +11,20 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use nimbus_aws_wire::ErrorEnvelope;
 use nimbus_aws_wire::sigv4::{self, AuthError};
-use nimbus_identity::Identity;
+use nimbus_identity::{Caller, Identity, Refused};
 
 /// How the gateway authenticates requests.
 pub enum Auth {
-    /// Every request signed with SigV4 by a known key.
-    SigV4(Arc<Identity>, sigv4::KeyCache),
+    /// Every request signed with SigV4 by a known key (or a role session's credentials).
+    SigV4(sigv4::KeyCache),
     /// No authentication: anyone who reaches the port is the default account's administrator.
     Disabled,
 }
 
-/// Who made a request, for the APIs behind the gateway.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub access_key_id: String,
-    pub account: String,
+/// What the authentication layer holds.
+pub(crate) struct Authenticator {
+    pub auth: Auth,
+    pub identity: Arc<Identity>,
 }
 
 /// Which API a request is for, as far as authentication is concerned.
@@ -34,6 +33,8 @@ enum Api {
     Lambda,
     Sqs,
     Events,
+    /// IAM and STS: the Query protocol, a form on `POST /` without a target.
+    Iam,
     Nimbus,
     /// The cluster's routes (signed with the cluster secret) and the health check.
     Open,
@@ -51,6 +52,8 @@ impl Api {
                 .unwrap_or_default();
             return if target.starts_with("AmazonSQS.") {
                 Self::Sqs
+            } else if target.is_empty() && crate::is_form(headers) {
+                Self::Iam
             } else {
                 Self::Events
             };
@@ -61,14 +64,16 @@ impl Api {
         Self::Lambda
     }
 
-    /// The service a credential scope must name (`None`: any).
-    fn service(self) -> Option<&'static str> {
-        match self {
-            Self::Lambda => Some("lambda"),
-            Self::Sqs => Some("sqs"),
-            Self::Events => Some("events"),
-            Self::Nimbus | Self::Open => None,
-        }
+    /// Whether a credential scope's service fits this API (`None`: the service it must be).
+    fn scoped(self, service: &str) -> Result<(), &'static str> {
+        let (ok, want) = match self {
+            Self::Lambda => (service == "lambda", "lambda"),
+            Self::Sqs => (service == "sqs", "sqs"),
+            Self::Events => (service == "events", "events"),
+            Self::Iam => (service == "iam" || service == "sts", "iam"),
+            Self::Nimbus | Self::Open => (true, ""),
+        };
+        if ok { Ok(()) } else { Err(want) }
     }
 
     /// The most a request body may hold, which the API checks again with its own limit.
@@ -77,6 +82,7 @@ impl Api {
             Self::Lambda => nimbus_types::limits::MAX_CODE_REQUEST_BYTES as u64,
             Self::Sqs => nimbus_api_sqs::MAX_REQUEST_BYTES,
             Self::Events => nimbus_api_events::MAX_REQUEST_BYTES,
+            Self::Iam => nimbus_api_iam::MAX_REQUEST_BYTES,
             Self::Nimbus | Self::Open => 1 << 20,
         }
     }
@@ -88,6 +94,7 @@ impl Api {
         match self {
             Self::Lambda => nimbus_api_lambda::ApiError::unauthenticated(error).into_response(),
             Self::Sqs => nimbus_api_sqs::SqsError::unauthenticated(error).into_response(),
+            Self::Iam => nimbus_api_iam::QueryError::unauthenticated(error).into_response(),
             Self::Events | Self::Open => {
                 nimbus_api_events::EventsError::unauthenticated(error).into_response()
             }
@@ -103,6 +110,7 @@ impl Api {
                     .into_response()
             }
             Self::Sqs => nimbus_api_sqs::SqsError::too_large(limit, "request").into_response(),
+            Self::Iam => nimbus_api_iam::QueryError::too_large(limit, "request").into_response(),
             Self::Events | Self::Open => {
                 nimbus_api_events::EventsError::too_large(limit, "request").into_response()
             }
@@ -115,15 +123,19 @@ impl Api {
 
 /// Checks a request's signature, then passes it on with its [`Caller`].
 pub(crate) async fn authenticate(
-    State(auth): State<Arc<Auth>>,
+    State(authenticator): State<Arc<Authenticator>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let Auth::SigV4(identity, cache) = auth.as_ref() else {
-        return next.run(request).await;
-    };
     let (mut parts, body) = request.into_parts();
     let api = Api::of(&parts.method, parts.uri.path(), &parts.headers);
+    let Auth::SigV4(cache) = &authenticator.auth else {
+        parts
+            .extensions
+            .insert(Caller::root(nimbus_types::name::DEFAULT_ACCOUNT));
+        return next.run(Request::from_parts(parts, body)).await;
+    };
+    let identity = &authenticator.identity;
     if api == Api::Open {
         return next.run(Request::from_parts(parts, body)).await;
     }
@@ -151,14 +163,19 @@ pub(crate) async fn authenticate(
     // Refuse what can be refused without the body (form, time, key) before reading it, so
     // that nobody without a key makes the node hold a body.
     let now = nimbus_types::time::now_ms().div_euclid(1000);
-    let key = match sigv4::check_header(&signed, now) {
-        Ok(authorization) => match identity.key(authorization.access_key_id) {
-            Some(key) => key,
-            None => {
+    let token = parts
+        .headers
+        .get("x-amz-security-token")
+        .and_then(|v| v.to_str().ok());
+    let (secret, caller) = match sigv4::check_header(&signed, now) {
+        Ok(authorization) => match identity.resolve(authorization.access_key_id, token, now) {
+            Ok(found) => found,
+            Err(Refused::UnknownKey) => {
                 return api.refuse(&AuthError::UnknownKey(
                     authorization.access_key_id.to_owned(),
                 ));
             }
+            Err(Refused::BadToken) => return api.refuse(&AuthError::BadToken),
         },
         Err(e) => return api.refuse(&e),
     };
@@ -187,17 +204,10 @@ pub(crate) async fn authenticate(
         }
         None => sigv4::payload_hash(&bytes),
     };
-    let verified = sigv4::verify_cached(
-        &signed,
-        now,
-        |_| Some(key.secret_access_key.clone()),
-        Some(cache),
-    );
+    let verified = sigv4::verify_cached(&signed, now, |_| Some(secret.clone()), Some(cache));
     match verified {
         Ok(authorization) => {
-            if let Some(service) = api.service()
-                && authorization.service != service
-            {
+            if let Err(service) = api.scoped(authorization.service) {
                 return api.refuse(&AuthError::Malformed(format!(
                     "Credential should be scoped to correct service: '{service}'."
                 )));
@@ -206,10 +216,11 @@ pub(crate) async fn authenticate(
         Err(e) => return api.refuse(&e),
     }
     drop(signed);
-    let caller = Caller {
-        access_key_id: key.access_key_id,
-        account: key.account,
-    };
+    if api == Api::Nimbus
+        && let Err(denied) = caller.authorize("nimbus:Admin", "*")
+    {
+        return nimbus_api_nimbus::ApiError::access_denied(denied.message).into_response();
+    }
     parts.extensions.insert(caller);
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await

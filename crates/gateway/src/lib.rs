@@ -30,11 +30,12 @@ mod auth;
 
 use std::sync::Arc;
 
-pub use auth::{Auth, Caller};
+pub use auth::Auth;
+pub use nimbus_identity::Caller;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -48,16 +49,19 @@ use nimbus_control::ControlPlane;
 use nimbus_events::AsyncInvoker;
 use nimbus_events::esm::EventSources;
 use nimbus_events::scheduler::Scheduler;
+use nimbus_identity::Identity;
 use nimbus_queue::sqs::SqsQueues;
 use nimbus_store::TelemetryStore;
 use nimbus_types::Pricing;
 
 /// The service a request to the node is signed for, as the SDKs choose it: `sqs` and `events`
-/// for their targets on `POST /`, `nimbus` for nimbus's own API, `lambda` for the rest.
+/// for their targets on `POST /`, `iam` for a form on `POST /`, `nimbus` for nimbus's own
+/// API, `lambda` for the rest.
 pub fn signing_service(method: &str, path: &str, target: Option<&str>) -> &'static str {
     match target {
         Some(t) if method == "POST" && t.starts_with("AmazonSQS.") => "sqs",
         Some(_) if method == "POST" => "events",
+        None if method == "POST" && path == "/" => "iam",
         _ if path.starts_with("/nimbus/") || path.starts_with("/metrics") => "nimbus",
         _ => "lambda",
     }
@@ -67,6 +71,8 @@ pub fn signing_service(method: &str, path: &str, target: Option<&str>) -> &'stat
 pub struct Subsystems {
     /// How requests are authenticated.
     pub auth: Auth,
+    /// Access keys, users, roles and policies.
+    pub identity: Arc<Identity>,
     pub control: Arc<ControlPlane>,
     pub telemetry: Arc<dyn TelemetryStore>,
     pub invoker: Arc<AsyncInvoker>,
@@ -78,6 +84,7 @@ pub struct Subsystems {
 
 /// The JSON-protocol services, by `X-Amz-Target` prefix.
 struct JsonServices {
+    identity: Arc<Identity>,
     control: Arc<ControlPlane>,
     queues: Arc<SqsQueues>,
     scheduler: Arc<Scheduler>,
@@ -112,7 +119,7 @@ impl HostService {
         };
         match service.rsplit('.').next() {
             Some("s3") => Self::S3,
-            Some("lambda" | "sqs" | "events" | "api") => Self::Any,
+            Some("lambda" | "sqs" | "events" | "iam" | "sts" | "api") => Self::Any,
             _ => Self::Unknown,
         }
     }
@@ -134,23 +141,42 @@ async fn by_host(request: Request, next: Next) -> Response {
     }
 }
 
-/// `POST /` with an `X-Amz-Target` header.
+/// Whether a request's body is a form (the Query protocol's requests).
+pub(crate) fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        })
+}
+
+/// `POST /`: the JSON protocols by `X-Amz-Target`, and the Query protocol (IAM, STS) by its
+/// form body.
 async fn json_protocol(
     State(services): State<Arc<JsonServices>>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    if headers.get("x-amz-target").is_none() && is_form(&headers) {
+        return nimbus_api_iam::handle(&services.identity, &caller, &headers, body).await;
+    }
     let Some(target) = Target::parse(&headers) else {
         return unknown_target(headers.get("x-amz-target").is_some());
     };
     match target.service {
         "AmazonSQS" => {
-            nimbus_api_sqs::handle(&services.queues, target.operation, &headers, body).await
+            nimbus_api_sqs::handle(&services.queues, &caller, target.operation, &headers, body)
+                .await
         }
         "AWSEvents" => {
             nimbus_api_events::handle(
                 &services.control,
                 &services.scheduler,
+                &caller,
                 target.operation,
                 &headers,
                 body,
@@ -181,6 +207,7 @@ fn unknown_target(had_target: bool) -> Response {
 pub fn router(subsystems: Subsystems, extra: Router) -> Router {
     let Subsystems {
         auth,
+        identity,
         control,
         telemetry,
         invoker,
@@ -194,6 +221,7 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
         invoker.clone(),
         queues.clone(),
         event_sources,
+        identity.clone(),
     ));
     let nimbus = Arc::new(Nimbus {
         control: control.clone(),
@@ -203,6 +231,7 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
         pricing,
     });
     let json = Arc::new(JsonServices {
+        identity: identity.clone(),
         control,
         queues,
         scheduler,
@@ -218,7 +247,7 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
         // that protocol's error rather than a bare 413.
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(
-            Arc::new(auth),
+            Arc::new(auth::Authenticator { auth, identity }),
             auth::authenticate,
         ))
         .layer(axum::middleware::from_fn(by_host))

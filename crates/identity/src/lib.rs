@@ -1,6 +1,8 @@
-//! Identities: the access keys requests are signed with and the accounts they act in. The
-//! gateway looks a request's key up with [`Identity::key`], verifies the signature with its
-//! secret (`nimbus_aws_wire::sigv4`) and learns the caller's account from it.
+//! Identities: the access keys requests are signed with, the accounts they act in, IAM's
+//! users and roles with their policies, and the temporary credentials of a role's session.
+//! The gateway resolves a request's key with [`Identity::resolve`], verifies the signature with
+//! the secret it gets (`nimbus_aws_wire::sigv4`) and hands the [`Caller`] to the APIs, which
+//! ask [`Caller::authorize`] before acting.
 //!
 //! The first start on an empty data directory creates an administrator key for the default
 //! account and writes it, readable only by its owner, to `DATA/admin.credentials` in the
@@ -8,13 +10,24 @@
 
 #![forbid(unsafe_code)]
 
+mod caller;
+pub mod iam;
+pub mod managed;
+pub mod policy;
+mod session;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
-use nimbus_store::KeyStore;
+use nimbus_store::{IamStore, KeyStore};
+use nimbus_types::iam::{Role, User};
 use nimbus_types::identity::{AccessKey, valid_access_key_id};
 use nimbus_types::name::DEFAULT_ACCOUNT;
+
+pub use caller::{Caller, Denied, Grants, Principal};
+pub use iam::IamError;
+pub use session::Claims;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -39,9 +52,42 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The file the first start writes the administrator key to, in the data directory.
 pub const ADMIN_CREDENTIALS: &str = "admin.credentials";
 
+/// How long a sandbox's credentials are good for. Sandboxes are retired before their
+/// credentials expire, so a long-lived sandbox is renewed by its successor.
+pub const SESSION_LIFETIME_S: i64 = 6 * 3600;
+
+/// Why a request's key was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// No such access key (or it was deleted).
+    UnknownKey,
+    /// Temporary credentials whose token is missing, forged, expired or revoked.
+    BadToken,
+}
+
+/// Tells the identity layer which role a function runs with now, so that the credentials of
+/// a deleted function (or one given another role) stop working.
+pub type FunctionRoles = dyn Fn(&str, &str) -> Option<String> + Send + Sync;
+
+/// A user or role as held in memory, with its policies parsed.
+struct Entry<T> {
+    value: T,
+    grants: Arc<[policy::Policy]>,
+}
+
+#[derive(Default)]
+struct State {
+    keys: HashMap<String, AccessKey>,
+    users: HashMap<(String, String), Entry<User>>,
+    roles: HashMap<(String, String), Entry<Role>>,
+}
+
 pub struct Identity {
-    store: Arc<dyn KeyStore>,
-    keys: RwLock<HashMap<String, AccessKey>>,
+    keys_store: Arc<dyn KeyStore>,
+    iam_store: Arc<dyn IamStore>,
+    state: RwLock<State>,
+    sessions: session::SessionKey,
+    function_roles: OnceLock<Arc<FunctionRoles>>,
 }
 
 const ID_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
@@ -62,24 +108,126 @@ fn random_string(prefix: &str, len: usize, alphabet: &[u8]) -> Result<String> {
 }
 
 impl Identity {
-    pub fn load(store: Arc<dyn KeyStore>) -> Result<Self> {
-        let keys = store
-            .keys()?
-            .into_iter()
-            .map(|k| (k.access_key_id.clone(), k))
-            .collect();
+    pub fn load<S: KeyStore + IamStore + 'static>(store: Arc<S>) -> Result<Self> {
+        let mut state = State {
+            keys: store
+                .keys()?
+                .into_iter()
+                .map(|k| (k.access_key_id.clone(), k))
+                .collect(),
+            ..State::default()
+        };
+        for user in store.users()? {
+            let grants = iam::compile(user.policies.values(), &[]);
+            state.users.insert(
+                (user.account.clone(), user.name.clone()),
+                Entry {
+                    value: user,
+                    grants,
+                },
+            );
+        }
+        for role in store.roles()? {
+            let grants = iam::compile(role.policies.values(), &role.attached);
+            state.roles.insert(
+                (role.account.clone(), role.name.clone()),
+                Entry {
+                    value: role,
+                    grants,
+                },
+            );
+        }
+        let secret = store.secret("session-tokens", &|| {
+            let mut bytes = vec![0u8; 32];
+            // Without randomness the node cannot start safely; an all-zero key is never
+            // stored because getrandom only fails where the OS has no entropy source at all.
+            getrandom::fill(&mut bytes).expect("the OS has no source of randomness");
+            bytes
+        })?;
         Ok(Self {
-            store,
-            keys: RwLock::new(keys),
+            keys_store: store.clone(),
+            iam_store: store,
+            state: RwLock::new(state),
+            sessions: session::SessionKey::new(secret),
+            function_roles: OnceLock::new(),
         })
     }
 
+    /// Gives the identity layer the way to learn a function's current role (set once, when
+    /// the control plane exists).
+    pub fn set_function_roles(&self, roles: Arc<FunctionRoles>) {
+        let _ = self.function_roles.set(roles);
+    }
+
     pub fn key(&self, access_key_id: &str) -> Option<AccessKey> {
-        self.keys.read().ok()?.get(access_key_id).cloned()
+        self.state.read().ok()?.keys.get(access_key_id).cloned()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys.read().map(|k| k.is_empty()).unwrap_or(true)
+        self.state.read().map(|s| s.keys.is_empty()).unwrap_or(true)
+    }
+
+    /// The secret a request signed with `access_key_id` must be signed with, and who its
+    /// caller is. `token` is the request's `X-Amz-Security-Token`.
+    pub fn resolve(
+        &self,
+        access_key_id: &str,
+        token: Option<&str>,
+        now_s: i64,
+    ) -> Result<(String, Caller), Refused> {
+        let state = self.state.read().map_err(|_| Refused::UnknownKey)?;
+        if let Some(key) = state.keys.get(access_key_id) {
+            if token.is_some() {
+                // A long-lived key with a session token is a client mixing credentials up.
+                return Err(Refused::BadToken);
+            }
+            let caller = if key.root {
+                Caller::root(&key.account)
+            } else {
+                let entry = state
+                    .users
+                    .get(&(key.account.clone(), key.user.clone()))
+                    .ok_or(Refused::UnknownKey)?;
+                Caller {
+                    account: key.account.clone(),
+                    access_key_id: key.access_key_id.clone(),
+                    principal: Principal::User {
+                        name: entry.value.name.clone(),
+                        path: entry.value.path.clone(),
+                    },
+                    grants: Grants::Policies(entry.grants.clone()),
+                }
+            };
+            return Ok((key.secret_access_key.clone(), caller));
+        }
+        if !access_key_id.starts_with("ASIA") {
+            return Err(Refused::UnknownKey);
+        }
+        let token = token.ok_or(Refused::BadToken)?;
+        let (claims, secret) = self
+            .sessions
+            .open(access_key_id, token, now_s)
+            .ok_or(Refused::BadToken)?;
+        let role = state
+            .roles
+            .get(&(claims.account.clone(), claims.role.clone()))
+            .filter(|r| r.value.role_id == claims.role_id)
+            .ok_or(Refused::BadToken)?;
+        if let Some(roles) = self.function_roles.get()
+            && roles(&claims.account, &claims.function).as_deref() != Some(&role.value.arn())
+        {
+            return Err(Refused::BadToken);
+        }
+        let caller = Caller {
+            account: claims.account.clone(),
+            access_key_id: access_key_id.to_owned(),
+            principal: Principal::Role {
+                name: claims.role.clone(),
+                session: claims.function.clone(),
+            },
+            grants: Grants::Policies(role.grants.clone()),
+        };
+        Ok((secret, caller))
     }
 
     /// Stores a key with a given id and secret (an administrator key named in the
@@ -96,21 +244,23 @@ impl Identity {
                 "a secret access key must be 16 to 128 characters".into(),
             ));
         }
-        self.store.put_key(&key)?;
-        self.keys
+        self.keys_store.put_key(&key)?;
+        self.state
             .write()
             .map_err(|_| Error::Poisoned)?
+            .keys
             .insert(key.access_key_id.clone(), key);
         Ok(())
     }
 
-    /// Creates a new key for `user` of `account`.
-    pub fn create_key(&self, account: &str, user: &str) -> Result<AccessKey> {
+    /// Creates a new administrator (root) key for `account`.
+    pub fn create_key(&self, account: &str) -> Result<AccessKey> {
         let key = AccessKey {
             access_key_id: random_string("NKIA", 16, ID_ALPHABET)?,
             secret_access_key: random_string("", 40, SECRET_ALPHABET)?,
             account: account.to_owned(),
-            user: user.to_owned(),
+            user: "admin".to_owned(),
+            root: true,
             created_ms: nimbus_types::time::now_ms(),
         };
         self.put(key.clone())?;
@@ -118,10 +268,11 @@ impl Identity {
     }
 
     pub fn delete_key(&self, access_key_id: &str) -> Result<bool> {
-        let removed = self.store.delete_key(access_key_id)?;
-        self.keys
+        let removed = self.keys_store.delete_key(access_key_id)?;
+        self.state
             .write()
             .map_err(|_| Error::Poisoned)?
+            .keys
             .remove(access_key_id);
         Ok(removed)
     }
@@ -132,7 +283,7 @@ impl Identity {
         if !self.is_empty() {
             return Ok(None);
         }
-        let key = self.create_key(DEFAULT_ACCOUNT, "admin")?;
+        let key = self.create_key(DEFAULT_ACCOUNT)?;
         write_credentials(&data_dir.join(ADMIN_CREDENTIALS), &key)?;
         Ok(Some(key))
     }
@@ -221,6 +372,7 @@ mod tests {
             secret_access_key: secret.into(),
             account: DEFAULT_ACCOUNT.into(),
             user: "admin".into(),
+            root: true,
             created_ms: 0,
         };
         assert!(identity.put(key("short", "0123456789abcdef")).is_err());

@@ -20,6 +20,12 @@ const MAPPINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("event_sourc
 const QUEUES: TableDefinition<&str, &[u8]> = TableDefinition::new("queues");
 /// Access key id → access key.
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("access_keys");
+/// `account/name` → IAM user.
+const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("iam_users");
+/// `account/name` → IAM role.
+const ROLES: TableDefinition<&str, &[u8]> = TableDefinition::new("iam_roles");
+/// Name → a secret the node made for itself (the key session tokens are signed with).
+const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("node_secrets");
 /// Published versions, keyed `name:NNNNNNNNNN` (zero-padded so they sort by number).
 const VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("versions");
 
@@ -51,6 +57,9 @@ impl EmbeddedStore {
             txn.open_table(MAPPINGS)?;
             txn.open_table(RULES)?;
             txn.open_table(KEYS)?;
+            txn.open_table(USERS)?;
+            txn.open_table(ROLES)?;
+            txn.open_table(SECRETS)?;
         }
         let dropped = txn.delete_table(OLD_LOGS)? | txn.delete_table(OLD_USAGE)?;
         txn.commit()?;
@@ -164,6 +173,54 @@ impl crate::KeyStore for EmbeddedStore {
 
     fn delete_key(&self, access_key_id: &str) -> Result<bool> {
         self.remove_named(KEYS, access_key_id)
+    }
+}
+
+fn iam_key(account: &str, name: &str) -> String {
+    format!("{account}/{name}")
+}
+
+impl crate::IamStore for EmbeddedStore {
+    fn put_user(&self, user: &nimbus_types::iam::User) -> Result<()> {
+        self.put_named(USERS, &iam_key(&user.account, &user.name), user)
+    }
+
+    fn users(&self) -> Result<Vec<nimbus_types::iam::User>> {
+        self.all_named(USERS)
+    }
+
+    fn delete_user(&self, account: &str, name: &str) -> Result<bool> {
+        self.remove_named(USERS, &iam_key(account, name))
+    }
+
+    fn put_role(&self, role: &nimbus_types::iam::Role) -> Result<()> {
+        self.put_named(ROLES, &iam_key(&role.account, &role.name), role)
+    }
+
+    fn roles(&self) -> Result<Vec<nimbus_types::iam::Role>> {
+        self.all_named(ROLES)
+    }
+
+    fn delete_role(&self, account: &str, name: &str) -> Result<bool> {
+        self.remove_named(ROLES, &iam_key(account, name))
+    }
+
+    fn secret(&self, name: &str, make: &dyn Fn() -> Vec<u8>) -> Result<Vec<u8>> {
+        let txn = self.db.begin_write()?;
+        let value = {
+            let mut table = txn.open_table(SECRETS)?;
+            let existing = table.get(name)?.map(|v| v.value().to_vec());
+            match existing {
+                Some(v) => v,
+                None => {
+                    let v = make();
+                    table.insert(name, v.as_slice())?;
+                    v
+                }
+            }
+        };
+        txn.commit()?;
+        Ok(value)
     }
 }
 

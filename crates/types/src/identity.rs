@@ -12,6 +12,10 @@ pub struct AccessKey {
     pub account: String,
     /// The user the key belongs to (`admin` for an account's administrator).
     pub user: String,
+    /// Whether the key is the account's own (its root): allowed everything in the account.
+    /// Keys stored before IAM users existed were all administrator keys.
+    #[serde(default = "yes")]
+    pub root: bool,
     pub created_ms: i64,
 }
 
@@ -21,4 +25,26 @@ pub fn valid_access_key_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Temporary credentials for a role's session: what a sandbox gets for its function's role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionCredentials {
+    /// `ASIA…`
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+    /// When they stop being accepted, in Unix milliseconds.
+    pub expiration_ms: i64,
+}
+
+/// Issues the credentials of a function's execution role for a new sandbox.
+pub trait CredentialIssuer: Send + Sync {
+    /// `None` when the function's role cannot be assumed any more (it was deleted); the
+    /// sandbox then starts without credentials and the SDKs find none.
+    fn issue(&self, function: &crate::FunctionConfig) -> Option<SessionCredentials>;
 }

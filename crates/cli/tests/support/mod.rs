@@ -48,6 +48,23 @@ impl Reply {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// The text of the first `<tag>` element of an XML body, unescaped for `&amp;`-style
+    /// entities only as far as the tests need.
+    pub fn xml(&self, tag: &str) -> Option<String> {
+        let text = String::from_utf8_lossy(&self.body);
+        let open = format!("<{tag}>");
+        let start = text.find(&open)? + open.len();
+        let end = text[start..].find(&format!("</{tag}>"))? + start;
+        Some(
+            text[start..end]
+                .replace("&quot;", "\"")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&apos;", "'")
+                .replace("&amp;", "&"),
+        )
+    }
+
     /// The error code of an AWS JSON-protocol error (`__type`, last segment) or Lambda's
     /// `x-amzn-ErrorType`.
     pub fn error_code(&self) -> String {
@@ -61,6 +78,9 @@ impl Reply {
             .unwrap_or_default()
     }
 }
+
+/// A trust policy that lets Lambda assume a role.
+pub const LAMBDA_TRUST: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
 
 /// The administrator key every test node is started with; requests are signed with it.
 pub const TEST_KEY_ID: &str = "NKIATESTADMIN0000001";
@@ -118,13 +138,54 @@ impl TestNode {
             .timeout_global(Some(Duration::from_secs(60)))
             .build()
             .into();
-        Self {
+        let node = Self {
             endpoint: format!("http://{addr}"),
             stop: Some(stop_tx),
             thread: Some(thread),
             agent,
             _dir: dir,
+        };
+        // The execution role [`TestNode::deploy`] names.
+        node.iam(
+            "CreateRole",
+            &[
+                ("RoleName", "test"),
+                ("AssumeRolePolicyDocument", LAMBDA_TRUST),
+            ],
+        )
+        .expect_status(200);
+        node
+    }
+
+    /// An IAM Query-protocol request signed as the administrator.
+    pub fn iam(&self, action: &str, params: &[(&str, &str)]) -> Reply {
+        self.iam_as(Some((TEST_KEY_ID, TEST_SECRET)), action, params)
+    }
+
+    /// An IAM request signed with `key`.
+    pub fn iam_as(
+        &self,
+        key: Option<(&str, &str)>,
+        action: &str,
+        params: &[(&str, &str)],
+    ) -> Reply {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("Action", action);
+        form.append_pair("Version", "2010-05-08");
+        for (k, v) in params {
+            form.append_pair(k, v);
         }
+        let body = form.finish();
+        self.call_as(
+            key,
+            "POST",
+            "/",
+            &[(
+                "content-type",
+                "application/x-www-form-urlencoded; charset=utf-8",
+            )],
+            body.as_bytes(),
+        )
     }
 
     /// A request signed with the administrator key.

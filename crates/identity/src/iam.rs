@@ -1,0 +1,733 @@
+//! IAM's operations on users, their access keys and policies, and roles: the model behind the
+//! IAM API, with IAM's checks and quotas and its error codes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use nimbus_types::iam::{Role, RoleArn, User, valid_name, valid_path, valid_policy_name};
+use nimbus_types::identity::{AccessKey, CredentialIssuer, SessionCredentials};
+
+use crate::policy::{Kind, Policy, quota_size};
+use crate::{
+    Entry, Error, ID_ALPHABET, Identity, SECRET_ALPHABET, SESSION_LIFETIME_S, managed,
+    random_string, session,
+};
+
+/// An IAM operation's failure, with IAM's code.
+#[derive(Debug, thiserror::Error)]
+pub enum IamError {
+    #[error("{0}")]
+    NoSuchEntity(String),
+    #[error("{0}")]
+    EntityAlreadyExists(String),
+    #[error("{0}")]
+    MalformedPolicyDocument(String),
+    #[error("{0}")]
+    LimitExceeded(String),
+    #[error("{0}")]
+    DeleteConflict(String),
+    /// A value outside the API's constraints: IAM's `ValidationError`.
+    #[error("{0}")]
+    Validation(String),
+    #[error(transparent)]
+    Internal(#[from] Error),
+}
+
+impl IamError {
+    /// IAM's error code and HTTP status.
+    pub fn code(&self) -> (&'static str, u16) {
+        match self {
+            Self::NoSuchEntity(_) => ("NoSuchEntity", 404),
+            Self::EntityAlreadyExists(_) => ("EntityAlreadyExists", 409),
+            Self::MalformedPolicyDocument(_) => ("MalformedPolicyDocument", 400),
+            Self::LimitExceeded(_) => ("LimitExceeded", 409),
+            Self::DeleteConflict(_) => ("DeleteConflict", 409),
+            Self::Validation(_) => ("ValidationError", 400),
+            Self::Internal(_) => ("ServiceFailure", 500),
+        }
+    }
+}
+
+impl From<nimbus_store::Error> for IamError {
+    fn from(e: nimbus_store::Error) -> Self {
+        Self::Internal(Error::Store(e))
+    }
+}
+
+type IamResult<T> = Result<T, IamError>;
+
+/// IAM's default quotas.
+pub const MAX_USERS: usize = 5_000;
+pub const MAX_ROLES: usize = 1_000;
+pub const MAX_KEYS_PER_USER: usize = 2;
+pub const MAX_ATTACHED_PER_ROLE: usize = 10;
+/// Inline policies of a user, together, without whitespace.
+pub const USER_POLICY_QUOTA: usize = 2_048;
+/// Inline policies of a role, together, without whitespace.
+pub const ROLE_POLICY_QUOTA: usize = 10_240;
+/// A role's trust policy, without whitespace.
+pub const TRUST_POLICY_QUOTA: usize = 2_048;
+
+/// Parses the stored documents of a principal (checked when they were put) and the managed
+/// policies attached to it.
+pub(crate) fn compile<'a>(
+    inline: impl Iterator<Item = &'a String>,
+    attached: &[String],
+) -> Arc<[Policy]> {
+    inline
+        .map(String::as_str)
+        .chain(attached.iter().filter_map(|arn| managed::document(arn)))
+        .filter_map(|doc| Policy::parse(doc, Kind::Identity).ok())
+        .collect::<Vec<_>>()
+        .into()
+}
+
+fn check_name(what: &str, name: &str) -> IamResult<()> {
+    if valid_name(name) {
+        Ok(())
+    } else {
+        Err(IamError::Validation(format!(
+            "1 validation error detected: Value '{name}' at '{what}' failed to satisfy \
+             constraint: Member must satisfy regular expression pattern: [\\w+=,.@-]+ and have \
+             length between 1 and 64"
+        )))
+    }
+}
+
+fn check_policy_name(name: &str) -> IamResult<()> {
+    if valid_policy_name(name) {
+        Ok(())
+    } else {
+        Err(IamError::Validation(format!(
+            "1 validation error detected: Value '{name}' at 'policyName' failed to satisfy \
+             constraint: Member must satisfy regular expression pattern: [\\w+=,.@-]+ and have \
+             length between 1 and 128"
+        )))
+    }
+}
+
+fn check_path(path: &str) -> IamResult<()> {
+    if valid_path(path) {
+        Ok(())
+    } else {
+        Err(IamError::Validation(format!(
+            "The specified value for path is invalid: {path:?}. It must begin and end with / \
+             and contain only printable ASCII characters, at most 512."
+        )))
+    }
+}
+
+fn parse_policy(document: &str, kind: Kind) -> IamResult<Policy> {
+    Policy::parse(document, kind).map_err(|e| IamError::MalformedPolicyDocument(e.0))
+}
+
+fn no_user(name: &str) -> IamError {
+    IamError::NoSuchEntity(format!("The user with name {name} cannot be found."))
+}
+
+fn no_role(name: &str) -> IamError {
+    IamError::NoSuchEntity(format!("The role with name {name} cannot be found."))
+}
+
+fn key(account: &str, name: &str) -> (String, String) {
+    (account.to_owned(), name.to_owned())
+}
+
+/// What users and roles have in common for their tables.
+trait Named: Clone {
+    /// `User` or `Role`, as IAM's messages and quota names say it.
+    const KIND: &'static str;
+    fn name(&self) -> &str;
+    fn path(&self) -> &str;
+}
+
+impl Named for User {
+    const KIND: &'static str = "User";
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+impl Named for Role {
+    const KIND: &'static str = "Role";
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+type Table<T> = HashMap<(String, String), Entry<T>>;
+
+/// Refuses a new entity whose name an existing one has (names are unique regardless of case)
+/// or that would pass the account's quota.
+fn check_new<T: Named>(table: &Table<T>, account: &str, name: &str, quota: usize) -> IamResult<()> {
+    let mut held = 0;
+    for (_, n) in table.keys().filter(|(a, _)| a == account) {
+        if n.eq_ignore_ascii_case(name) {
+            return Err(IamError::EntityAlreadyExists(format!(
+                "{} with name {name} already exists.",
+                T::KIND
+            )));
+        }
+        held += 1;
+    }
+    if held >= quota {
+        return Err(IamError::LimitExceeded(format!(
+            "Cannot exceed quota for {}sPerAccount: {quota}",
+            T::KIND
+        )));
+    }
+    Ok(())
+}
+
+fn insert_new<T: Named>(table: &mut Table<T>, account: &str, value: T) {
+    table.insert(
+        key(account, value.name()),
+        Entry {
+            value,
+            grants: Arc::from(Vec::new()),
+        },
+    );
+}
+
+/// An account's entities whose path starts with `path_prefix`, by name.
+fn listed<T: Named>(table: &Table<T>, account: &str, path_prefix: &str) -> Vec<T> {
+    let mut out: Vec<T> = table
+        .iter()
+        .filter(|((a, _), e)| a == account && e.value.path().starts_with(path_prefix))
+        .map(|(_, e)| e.value.clone())
+        .collect();
+    out.sort_by(|a, b| a.name().cmp(b.name()));
+    out
+}
+
+impl Identity {
+    fn write(&self) -> IamResult<std::sync::RwLockWriteGuard<'_, crate::State>> {
+        self.state
+            .write()
+            .map_err(|_| IamError::Internal(Error::Poisoned))
+    }
+
+    fn read(&self) -> IamResult<std::sync::RwLockReadGuard<'_, crate::State>> {
+        self.state
+            .read()
+            .map_err(|_| IamError::Internal(Error::Poisoned))
+    }
+
+    // ----- users
+
+    pub fn create_user(&self, account: &str, name: &str, path: Option<&str>) -> IamResult<User> {
+        check_name("userName", name)?;
+        let path = path.unwrap_or("/");
+        check_path(path)?;
+        let mut state = self.write()?;
+        check_new(&state.users, account, name, MAX_USERS)?;
+        let user = User {
+            account: account.to_owned(),
+            name: name.to_owned(),
+            user_id: random_string("AIDA", 17, ID_ALPHABET)?,
+            path: path.to_owned(),
+            created_ms: nimbus_types::time::now_ms(),
+            policies: BTreeMap::new(),
+        };
+        self.iam_store.put_user(&user)?;
+        insert_new(&mut state.users, account, user.clone());
+        Ok(user)
+    }
+
+    pub fn get_user(&self, account: &str, name: &str) -> IamResult<User> {
+        self.read()?
+            .users
+            .get(&key(account, name))
+            .map(|e| e.value.clone())
+            .ok_or_else(|| no_user(name))
+    }
+
+    /// An account's users whose path starts with `path_prefix`, by name.
+    pub fn list_users(&self, account: &str, path_prefix: &str) -> IamResult<Vec<User>> {
+        Ok(listed(&self.read()?.users, account, path_prefix))
+    }
+
+    /// Deletes a user that has no access keys and no policies left, as IAM requires.
+    pub fn delete_user(&self, account: &str, name: &str) -> IamResult<()> {
+        let mut state = self.write()?;
+        let entry = state
+            .users
+            .get(&key(account, name))
+            .ok_or_else(|| no_user(name))?;
+        if !entry.value.policies.is_empty() {
+            return Err(IamError::DeleteConflict(
+                "Cannot delete entity, must delete policies first.".into(),
+            ));
+        }
+        if state
+            .keys
+            .values()
+            .any(|k| !k.root && k.account == account && k.user == name)
+        {
+            return Err(IamError::DeleteConflict(
+                "Cannot delete entity, must delete access keys first.".into(),
+            ));
+        }
+        self.iam_store.delete_user(account, name)?;
+        state.users.remove(&key(account, name));
+        Ok(())
+    }
+
+    pub fn put_user_policy(
+        &self,
+        account: &str,
+        user: &str,
+        policy_name: &str,
+        document: &str,
+    ) -> IamResult<()> {
+        check_name("userName", user)?;
+        check_policy_name(policy_name)?;
+        parse_policy(document, Kind::Identity)?;
+        let mut state = self.write()?;
+        let entry = state
+            .users
+            .get_mut(&key(account, user))
+            .ok_or_else(|| no_user(user))?;
+        let mut updated = entry.value.clone();
+        updated
+            .policies
+            .insert(policy_name.to_owned(), document.to_owned());
+        let size: usize = updated.policies.values().map(|d| quota_size(d)).sum();
+        if size > USER_POLICY_QUOTA {
+            return Err(IamError::LimitExceeded(format!(
+                "Maximum policy size of {USER_POLICY_QUOTA} bytes exceeded for user {user}"
+            )));
+        }
+        self.iam_store.put_user(&updated)?;
+        entry.grants = compile(updated.policies.values(), &[]);
+        entry.value = updated;
+        Ok(())
+    }
+
+    pub fn get_user_policy(
+        &self,
+        account: &str,
+        user: &str,
+        policy_name: &str,
+    ) -> IamResult<String> {
+        let state = self.read()?;
+        let entry = state
+            .users
+            .get(&key(account, user))
+            .ok_or_else(|| no_user(user))?;
+        entry
+            .value
+            .policies
+            .get(policy_name)
+            .cloned()
+            .ok_or_else(|| {
+                IamError::NoSuchEntity(format!(
+                    "The user policy with name {policy_name} cannot be found."
+                ))
+            })
+    }
+
+    pub fn delete_user_policy(
+        &self,
+        account: &str,
+        user: &str,
+        policy_name: &str,
+    ) -> IamResult<()> {
+        let mut state = self.write()?;
+        let entry = state
+            .users
+            .get_mut(&key(account, user))
+            .ok_or_else(|| no_user(user))?;
+        let mut updated = entry.value.clone();
+        if updated.policies.remove(policy_name).is_none() {
+            return Err(IamError::NoSuchEntity(format!(
+                "The user policy with name {policy_name} cannot be found."
+            )));
+        }
+        self.iam_store.put_user(&updated)?;
+        entry.grants = compile(updated.policies.values(), &[]);
+        entry.value = updated;
+        Ok(())
+    }
+
+    pub fn list_user_policies(&self, account: &str, user: &str) -> IamResult<Vec<String>> {
+        let state = self.read()?;
+        let entry = state
+            .users
+            .get(&key(account, user))
+            .ok_or_else(|| no_user(user))?;
+        Ok(entry.value.policies.keys().cloned().collect())
+    }
+
+    // ----- access keys
+
+    /// Creates an access key for one of the account's users.
+    pub fn create_user_key(&self, account: &str, user: &str) -> IamResult<AccessKey> {
+        let state = self.read()?;
+        if !state.users.contains_key(&key(account, user)) {
+            return Err(no_user(user));
+        }
+        let held = state
+            .keys
+            .values()
+            .filter(|k| !k.root && k.account == account && k.user == user)
+            .count();
+        drop(state);
+        if held >= MAX_KEYS_PER_USER {
+            return Err(IamError::LimitExceeded(format!(
+                "Cannot exceed quota for AccessKeysPerUser: {MAX_KEYS_PER_USER}"
+            )));
+        }
+        let key = AccessKey {
+            access_key_id: random_string("AKIA", 16, ID_ALPHABET)?,
+            secret_access_key: random_string("", 40, SECRET_ALPHABET)?,
+            account: account.to_owned(),
+            user: user.to_owned(),
+            root: false,
+            created_ms: nimbus_types::time::now_ms(),
+        };
+        self.put(key.clone())?;
+        Ok(key)
+    }
+
+    /// The access keys of a user (`Some`) or the account's own (`None`), oldest first.
+    pub fn list_keys(&self, account: &str, user: Option<&str>) -> IamResult<Vec<AccessKey>> {
+        let state = self.read()?;
+        if let Some(user) = user
+            && !state.users.contains_key(&key(account, user))
+        {
+            return Err(no_user(user));
+        }
+        let mut keys: Vec<AccessKey> = state
+            .keys
+            .values()
+            .filter(|k| {
+                k.account == account
+                    && match user {
+                        Some(u) => !k.root && k.user == u,
+                        None => k.root,
+                    }
+            })
+            .cloned()
+            .collect();
+        keys.sort_by_key(|k| k.created_ms);
+        Ok(keys)
+    }
+
+    /// Deletes a user's (or the account's own) access key.
+    pub fn delete_user_key(
+        &self,
+        account: &str,
+        user: Option<&str>,
+        access_key_id: &str,
+    ) -> IamResult<()> {
+        let owned = self.read()?.keys.get(access_key_id).is_some_and(|k| {
+            k.account == account
+                && match user {
+                    Some(u) => !k.root && k.user == u,
+                    None => k.root,
+                }
+        });
+        if !owned {
+            return Err(IamError::NoSuchEntity(format!(
+                "The Access Key with id {access_key_id} cannot be found."
+            )));
+        }
+        self.delete_key(access_key_id)?;
+        Ok(())
+    }
+
+    // ----- roles
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_role(
+        &self,
+        account: &str,
+        name: &str,
+        path: Option<&str>,
+        trust_policy: &str,
+        description: Option<&str>,
+        max_session_duration_s: Option<u32>,
+    ) -> IamResult<Role> {
+        check_name("roleName", name)?;
+        let path = path.unwrap_or("/");
+        check_path(path)?;
+        let description = description.unwrap_or_default();
+        if description.chars().count() > 1000 {
+            return Err(IamError::Validation(
+                "1 validation error detected: Value at 'description' failed to satisfy \
+                 constraint: Member must have length less than or equal to 1000"
+                    .into(),
+            ));
+        }
+        let max_session = max_session_duration_s.unwrap_or(3600);
+        if !(3600..=43_200).contains(&max_session) {
+            return Err(IamError::Validation(format!(
+                "1 validation error detected: Value '{max_session}' at 'maxSessionDuration' \
+                 failed to satisfy constraint: Member must have value between 3600 and 43200"
+            )));
+        }
+        check_trust_policy(trust_policy)?;
+        let mut state = self.write()?;
+        check_new(&state.roles, account, name, MAX_ROLES)?;
+        let role = Role {
+            account: account.to_owned(),
+            name: name.to_owned(),
+            role_id: random_string("AROA", 17, ID_ALPHABET)?,
+            path: path.to_owned(),
+            description: description.to_owned(),
+            assume_role_policy: trust_policy.to_owned(),
+            max_session_duration_s: max_session,
+            created_ms: nimbus_types::time::now_ms(),
+            policies: BTreeMap::new(),
+            attached: Vec::new(),
+        };
+        self.iam_store.put_role(&role)?;
+        insert_new(&mut state.roles, account, role.clone());
+        Ok(role)
+    }
+
+    pub fn get_role(&self, account: &str, name: &str) -> IamResult<Role> {
+        self.read()?
+            .roles
+            .get(&key(account, name))
+            .map(|e| e.value.clone())
+            .ok_or_else(|| no_role(name))
+    }
+
+    pub fn list_roles(&self, account: &str, path_prefix: &str) -> IamResult<Vec<Role>> {
+        Ok(listed(&self.read()?.roles, account, path_prefix))
+    }
+
+    /// Deletes a role without policies. Its sessions' credentials stop working at once.
+    pub fn delete_role(&self, account: &str, name: &str) -> IamResult<()> {
+        let mut state = self.write()?;
+        let entry = state
+            .roles
+            .get(&key(account, name))
+            .ok_or_else(|| no_role(name))?;
+        if !entry.value.policies.is_empty() {
+            return Err(IamError::DeleteConflict(
+                "Cannot delete entity, must delete policies first.".into(),
+            ));
+        }
+        if !entry.value.attached.is_empty() {
+            return Err(IamError::DeleteConflict(
+                "Cannot delete entity, must detach all policies first.".into(),
+            ));
+        }
+        self.iam_store.delete_role(account, name)?;
+        state.roles.remove(&key(account, name));
+        Ok(())
+    }
+
+    /// Applies `change` to a stored role and recompiles its grants.
+    fn update_role(
+        &self,
+        account: &str,
+        name: &str,
+        change: impl FnOnce(&mut Role) -> IamResult<()>,
+    ) -> IamResult<()> {
+        let mut state = self.write()?;
+        let entry = state
+            .roles
+            .get_mut(&key(account, name))
+            .ok_or_else(|| no_role(name))?;
+        let mut updated = entry.value.clone();
+        change(&mut updated)?;
+        self.iam_store.put_role(&updated)?;
+        entry.grants = compile(updated.policies.values(), &updated.attached);
+        entry.value = updated;
+        Ok(())
+    }
+
+    pub fn update_trust_policy(&self, account: &str, name: &str, document: &str) -> IamResult<()> {
+        check_trust_policy(document)?;
+        self.update_role(account, name, |role| {
+            role.assume_role_policy = document.to_owned();
+            Ok(())
+        })
+    }
+
+    pub fn put_role_policy(
+        &self,
+        account: &str,
+        role: &str,
+        policy_name: &str,
+        document: &str,
+    ) -> IamResult<()> {
+        check_name("roleName", role)?;
+        check_policy_name(policy_name)?;
+        parse_policy(document, Kind::Identity)?;
+        self.update_role(account, role, |r| {
+            r.policies
+                .insert(policy_name.to_owned(), document.to_owned());
+            let size: usize = r.policies.values().map(|d| quota_size(d)).sum();
+            if size > ROLE_POLICY_QUOTA {
+                return Err(IamError::LimitExceeded(format!(
+                    "Maximum policy size of {ROLE_POLICY_QUOTA} bytes exceeded for role {role}"
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    pub fn get_role_policy(
+        &self,
+        account: &str,
+        role: &str,
+        policy_name: &str,
+    ) -> IamResult<String> {
+        let state = self.read()?;
+        let entry = state
+            .roles
+            .get(&key(account, role))
+            .ok_or_else(|| no_role(role))?;
+        entry
+            .value
+            .policies
+            .get(policy_name)
+            .cloned()
+            .ok_or_else(|| {
+                IamError::NoSuchEntity(format!(
+                    "The role policy with name {policy_name} cannot be found."
+                ))
+            })
+    }
+
+    pub fn delete_role_policy(
+        &self,
+        account: &str,
+        role: &str,
+        policy_name: &str,
+    ) -> IamResult<()> {
+        self.update_role(account, role, |r| {
+            r.policies.remove(policy_name).map(|_| ()).ok_or_else(|| {
+                IamError::NoSuchEntity(format!(
+                    "The role policy with name {policy_name} cannot be found."
+                ))
+            })
+        })
+    }
+
+    pub fn list_role_policies(&self, account: &str, role: &str) -> IamResult<Vec<String>> {
+        let state = self.read()?;
+        let entry = state
+            .roles
+            .get(&key(account, role))
+            .ok_or_else(|| no_role(role))?;
+        Ok(entry.value.policies.keys().cloned().collect())
+    }
+
+    pub fn attach_role_policy(&self, account: &str, role: &str, policy_arn: &str) -> IamResult<()> {
+        if managed::document(policy_arn).is_none() {
+            return Err(IamError::NoSuchEntity(format!(
+                "Policy {policy_arn} does not exist or is not attachable."
+            )));
+        }
+        self.update_role(account, role, |r| {
+            if r.attached.iter().any(|a| a == policy_arn) {
+                return Ok(());
+            }
+            if r.attached.len() >= MAX_ATTACHED_PER_ROLE {
+                return Err(IamError::LimitExceeded(format!(
+                    "Cannot exceed quota for PoliciesPerRole: {MAX_ATTACHED_PER_ROLE}"
+                )));
+            }
+            r.attached.push(policy_arn.to_owned());
+            Ok(())
+        })
+    }
+
+    pub fn detach_role_policy(&self, account: &str, role: &str, policy_arn: &str) -> IamResult<()> {
+        self.update_role(account, role, |r| {
+            let before = r.attached.len();
+            r.attached.retain(|a| a != policy_arn);
+            if r.attached.len() == before {
+                return Err(IamError::NoSuchEntity(format!(
+                    "Policy {policy_arn} was not found."
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    /// Checks that `role_arn` names a role of `account` that Lambda may assume, as
+    /// CreateFunction and UpdateFunctionConfiguration require. The error is the message
+    /// Lambda gives.
+    pub fn check_execution_role(&self, account: &str, role_arn: &str) -> Result<(), String> {
+        const CANNOT: &str = "The role defined for the function cannot be assumed by Lambda.";
+        let arn = RoleArn::parse(role_arn).ok_or_else(|| CANNOT.to_owned())?;
+        if arn.account != account {
+            return Err(CANNOT.to_owned());
+        }
+        let state = self.state.read().map_err(|_| CANNOT.to_owned())?;
+        let role = state
+            .roles
+            .get(&key(account, &arn.name))
+            .filter(|r| r.value.path == arn.path)
+            .ok_or_else(|| CANNOT.to_owned())?;
+        let trusted = Policy::parse(&role.value.assume_role_policy, Kind::Trust)
+            .is_ok_and(|p| p.trusts_service("lambda.amazonaws.com", "sts:AssumeRole"));
+        if trusted {
+            Ok(())
+        } else {
+            Err(CANNOT.to_owned())
+        }
+    }
+
+    /// Credentials for a session of `role_arn`'s role on behalf of `function`, good for
+    /// [`SESSION_LIFETIME_S`]. `None` if the role does not exist (any more).
+    pub fn issue_session(
+        &self,
+        account: &str,
+        role_arn: &str,
+        function: &str,
+    ) -> Option<SessionCredentials> {
+        let arn = RoleArn::parse(role_arn)?;
+        if arn.account != account {
+            return None;
+        }
+        let role_id = {
+            let state = self.state.read().ok()?;
+            let role = state.roles.get(&key(account, &arn.name))?;
+            role.value.role_id.clone()
+        };
+        let claims = session::Claims {
+            account: account.to_owned(),
+            role: arn.name,
+            role_id,
+            function: function.to_owned(),
+            access_key_id: random_string("ASIA", 16, ID_ALPHABET).ok()?,
+            expires_s: nimbus_types::time::now_ms() / 1000 + SESSION_LIFETIME_S,
+        };
+        Some(self.sessions.mint(&claims))
+    }
+}
+
+fn check_trust_policy(document: &str) -> IamResult<()> {
+    parse_policy(document, Kind::Trust)?;
+    if quota_size(document) > TRUST_POLICY_QUOTA {
+        return Err(IamError::LimitExceeded(format!(
+            "Cannot exceed quota for ACLSizePerRole: {TRUST_POLICY_QUOTA}"
+        )));
+    }
+    Ok(())
+}
+
+impl CredentialIssuer for Identity {
+    fn issue(&self, function: &nimbus_types::FunctionConfig) -> Option<SessionCredentials> {
+        // Functions live in the default account until accounts own their resources.
+        self.issue_session(
+            nimbus_types::name::DEFAULT_ACCOUNT,
+            &function.role,
+            &function.name,
+        )
+    }
+}
