@@ -51,11 +51,17 @@ def test_python_function_with_context_environment_and_warm_state(lambda_client):
     assert report.init_ms is not None
     assert 0 < report.max_memory_mb <= 256
 
-    context = {"custom": {"app": "e2e"}, "env": {"locale": "en"}}
+    assert out["client_context"] is None and out["identity_id"] is None
+    context = {"custom": {"app": "e2e"}, "env": {"locale": "en"},
+               "client": {"app_title": "shop", "installation_id": "i-1"}}
     encoded = __import__("base64").b64encode(json.dumps(context).encode()).decode()
     second = s.invoke(lambda_client, name, {"n": 2}, tail=True, ClientContext=encoded)
     assert second.json()["invocations"] == 2, "a warm sandbox keeps its global state"
-    assert second.json()["client_context"] == context
+    assert second.json()["client_context"] == {
+        "custom": {"app": "e2e"}, "env": {"locale": "en"},
+        "client": {"installation_id": "i-1", "app_title": "shop", "app_version_name": None,
+                   "app_version_code": None, "app_package_name": None},
+    }
     assert s.check_single_invocation_log(s.decode_log_result(second.log_result), memory_mb=256).init_ms is None
 
 
@@ -66,7 +72,10 @@ def test_python_exception_is_lambdas_error_object(lambda_client):
     body = result.json()
     assert body["errorType"] == "ValidationFailed"
     assert body["errorMessage"] == "bad input: 42"
+    # Only the function's own frames, as AWS's runtime reports them.
     assert isinstance(body["stackTrace"], list) and body["stackTrace"]
+    assert all("/var/task/" in frame for frame in body["stackTrace"]), body["stackTrace"]
+    assert "in handler" in body["stackTrace"][-1]
     # The sandbox survives a handled error.
     assert s.invoke(lambda_client, name, {"input": 1}).json()["errorMessage"] == "bad input: 1"
 

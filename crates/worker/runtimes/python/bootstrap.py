@@ -88,6 +88,46 @@ class Api:
                     raise
 
 
+class _Fields:
+    """An object whose attributes are a JSON object's members (None for absent ones)."""
+
+    _names = ()
+
+    def __init__(self, values):
+        values = values if isinstance(values, dict) else {}
+        for name, key in self._names:
+            setattr(self, name, values.get(key))
+
+    def __repr__(self):
+        inner = ", ".join(f"{n}={getattr(self, n)!r}" for n, _ in self._names)
+        return f"{type(self).__name__}({inner})"
+
+
+class Client(_Fields):
+    _names = (
+        ("installation_id", "installation_id"),
+        ("app_title", "app_title"),
+        ("app_version_name", "app_version_name"),
+        ("app_version_code", "app_version_code"),
+        ("app_package_name", "app_package_name"),
+    )
+
+
+class ClientContext(_Fields):
+    _names = (("custom", "custom"), ("env", "env"), ("client", "client"))
+
+    def __init__(self, values):
+        super().__init__(values)
+        self.client = Client(self.client) if self.client is not None else None
+
+
+class CognitoIdentity(_Fields):
+    _names = (
+        ("cognito_identity_id", "cognitoIdentityId"),
+        ("cognito_identity_pool_id", "cognitoIdentityPoolId"),
+    )
+
+
 class Context:
     def __init__(self, request_id, deadline_ms, function_arn, client_context, identity):
         self.aws_request_id = request_id
@@ -97,32 +137,43 @@ class Context:
         self.memory_limit_in_mb = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
         self.log_group_name = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME")
         self.log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
-        self.client_context = client_context
-        self.identity = identity
+        # As AWS's runtime gives them: objects, not dicts; no client context without the
+        # header, an identity with empty fields without one.
+        self.client_context = ClientContext(client_context) if client_context is not None else None
+        self.identity = CognitoIdentity(identity)
         self._deadline_ms = deadline_ms
 
     def get_remaining_time_in_millis(self):
         return max(0, int(self._deadline_ms - time.time() * 1000))
 
 
-def error_object(exc, request_id=""):
+def user_frames(exc):
+    """The formatted frames of an exception's traceback that are the function's own: the
+    runtime's frames (this file, importlib's machinery) are left out, as AWS's runtime does."""
     import traceback
 
-    frames = traceback.extract_tb(exc.__traceback__)
+    own = os.path.abspath(__file__)
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if os.path.abspath(f.filename) != own and not f.filename.startswith("<frozen importlib")
+    ]
+    return traceback.format_list(frames)
+
+
+def error_object(exc, request_id=""):
     return {
         "errorMessage": str(exc),
         "errorType": type(exc).__name__,
         "requestId": request_id,
-        "stackTrace": traceback.format_list(frames),
+        "stackTrace": user_frames(exc),
     }
 
 
 def post_init_error(api, error_type, message, exc=None):
     body = {"errorMessage": message, "errorType": error_type, "requestId": "", "stackTrace": []}
     if exc is not None:
-        import traceback
-
-        body["stackTrace"] = traceback.format_list(traceback.extract_tb(exc.__traceback__))
+        body["stackTrace"] = user_frames(exc)
     sys.stderr.write(f"[ERROR] {error_type}: {message}\n")
     api.call(
         "POST",
