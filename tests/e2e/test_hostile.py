@@ -77,15 +77,18 @@ def test_runtime_api_connections_and_descriptors_are_capped(lambda_client, hosti
         return len(os.listdir(f"/proc/{node.proc.pid}/fd"))
 
     before = node_descriptors()
-    out = attack(lambda_client, hostile, attack="runtime_api_flood", attempts=3000)
-    # Lambda's limit on a function's descriptors, which it cannot raise.
-    assert out["nofile"] == [1024, 1024], out
-    # The kernel's backlog takes some connections the node never accepted; the node itself
-    # holds at most its per-sandbox cap of them.
-    assert out["held"] < 1024, out
-    during_and_after = node_descriptors()
-    assert during_and_after < before + 100, (before, during_and_after, out)
-    assert_serving()
+    # Both listeners a sandbox can reach: its Runtime API and the node's APIs.
+    for services in (False, True):
+        out = attack(lambda_client, hostile, attack="runtime_api_flood", attempts=3000,
+                     services=services)
+        # Lambda's limit on a function's descriptors, which it cannot raise.
+        assert out["nofile"] == [1024, 1024], out
+        # The kernel's backlog takes some connections the node never accepted; the node
+        # itself holds at most its per-sandbox cap of them.
+        assert out["held"] < 1024, out
+        during_and_after = node_descriptors()
+        assert during_and_after < before + 100, (services, before, during_and_after, out)
+        assert_serving()
 
 
 def test_cannot_signal_processes_outside(lambda_client, node):

@@ -60,6 +60,8 @@ pub fn process_sandboxes(
     data: &std::path::Path,
     jail_pool: usize,
     io: tokio::runtime::Handle,
+    services: nimbus_worker::ServicesEndpoint,
+    credentials: Option<Arc<dyn nimbus_types::identity::CredentialIssuer>>,
 ) -> Option<ProcessConfig> {
     if let Err(e) = nimbus_sandbox::check_support() {
         tracing::warn!(reason = %e, "process runtimes are disabled");
@@ -76,6 +78,8 @@ pub fn process_sandboxes(
         sandbox_dir,
         host: HostRuntimes::detect(),
         io,
+        services,
+        credentials,
     };
     match config.install() {
         Ok(()) => {
@@ -127,6 +131,10 @@ pub async fn serve(
     );
     let code =
         Arc::new(LocalCodeStore::open(&data.join("code")).context("opening the code store")?);
+    let identity =
+        Arc::new(nimbus_identity::Identity::load(store.clone()).context("loading identities")?);
+    // Sandboxes reach the node's APIs through this router once it is built.
+    let services = nimbus_worker::ServicesEndpoint::default();
     let wasm = Arc::new(
         WasmRuntime::new(&WasmConfig {
             max_instances: config.sandboxes.max_wasm_instances(&config.limits),
@@ -162,6 +170,8 @@ pub async fn serve(
                 data,
                 config.sandboxes.jail_pool,
                 tokio::runtime::Handle::current(),
+                services.clone(),
+                Some(identity.clone()),
             ),
             false => None,
         };
@@ -237,8 +247,6 @@ pub async fn serve(
         nimbus_events::esm::EventSources::load(mappings, control.clone(), queues.clone())
             .context("loading event source mappings")?,
     );
-    let identity =
-        Arc::new(nimbus_identity::Identity::load(store.clone()).context("loading identities")?);
     {
         let control = control.clone();
         identity.set_function_roles(Arc::new(move |account: &str, function: &str| {
@@ -262,6 +270,9 @@ pub async fn serve(
         },
         cluster.router(),
     );
+    if let Ok(mut slot) = services.write() {
+        *slot = Some(router.clone());
+    }
 
     let address = listener.local_addr()?;
     ready(address)?;
@@ -297,6 +308,10 @@ pub async fn serve(
         let _ = stop_tx.send(true);
     });
     nimbus_gateway::serve(listener, router, stopped(stop_rx)).await?;
+    // The sandboxes' router holds the whole node; let it go.
+    if let Ok(mut slot) = services.write() {
+        *slot = None;
+    }
     let _ = reaper.await;
     let _ = provisioner.await;
     let _ = monitor.await;

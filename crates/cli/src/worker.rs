@@ -74,10 +74,14 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
             })
             .context("starting the wasm runtime")?,
         );
+        // A joined worker has no router of its own: its sandboxes' services port stays closed
+        // and they get no credentials (both come with the node's TLS link to workers).
         let process = process_sandboxes(
             &data,
             nimbus_worker::DEFAULT_JAIL_POOL,
             tokio::runtime::Handle::current(),
+            nimbus_worker::ServicesEndpoint::default(),
+            None,
         );
         let pool = process.as_ref().map(|p| p.pool.clone());
         let worker = Arc::new(LocalWorker::new(

@@ -52,9 +52,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The file the first start writes the administrator key to, in the data directory.
 pub const ADMIN_CREDENTIALS: &str = "admin.credentials";
 
-/// How long a sandbox's credentials are good for. Sandboxes are retired before their
-/// credentials expire, so a long-lived sandbox is renewed by its successor.
-pub const SESSION_LIFETIME_S: i64 = 6 * 3600;
+pub use nimbus_types::identity::SESSION_LIFETIME_S;
 
 /// Why a request's key was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -117,6 +117,7 @@ impl Reservation {
             reservation: self,
             id,
             shut_down: false,
+            born: std::time::Instant::now(),
         }
     }
 
@@ -148,6 +149,8 @@ pub(crate) struct HostedSandbox {
     /// Whether the worker has shut it down. Asking twice is harmless (a worker ignores a
     /// sandbox it does not have), so a release cut short is asked for again.
     shut_down: bool,
+    /// When it started: its role's credentials expire a fixed time after that.
+    born: std::time::Instant,
 }
 
 impl HostedSandbox {
@@ -157,6 +160,10 @@ impl HostedSandbox {
 
     pub(crate) fn id(&self) -> SandboxId {
         self.id
+    }
+
+    pub(crate) fn age(&self) -> std::time::Duration {
+        self.born.elapsed()
     }
 
     /// Frees the sandbox's reservation and has the worker shut it down (a lost worker's

@@ -14,6 +14,11 @@ use crate::WorkerManager;
 use crate::fleet::{HostedSandbox, WorkerEntry};
 use crate::provisioner::Provisioned;
 
+/// How long an on-demand sandbox serves before it is replaced: ten minutes less than its
+/// role's credentials last, so that a function never holds expired ones.
+pub(crate) const MAX_SANDBOX_AGE: Duration =
+    Duration::from_secs(nimbus_types::identity::SESSION_LIFETIME_S as u64 - 600);
+
 /// The pools of every function version, by `name:version`.
 pub(crate) type Pools = HashMap<String, FunctionPool>;
 
@@ -313,12 +318,13 @@ impl FunctionPool {
         forgotten
     }
 
-    /// Takes out the on-demand sandboxes idle for `keep_alive` or longer, to be released.
+    /// Takes out the on-demand sandboxes idle for `keep_alive` or longer, and those older
+    /// than [`MAX_SANDBOX_AGE`] (whose credentials are about to expire), to be released.
     pub(crate) fn reap(&mut self, keep_alive: Duration) -> Vec<Sandbox> {
         let (old, fresh): (Vec<_>, Vec<_>) = self
             .idle
             .drain(..)
-            .partition(|s| s.since.elapsed() >= keep_alive);
+            .partition(|s| s.since.elapsed() >= keep_alive || s.hosted.age() >= MAX_SANDBOX_AGE);
         self.idle = fresh;
         for s in &old {
             self.uncount(s.worker().id);

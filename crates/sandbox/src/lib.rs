@@ -36,6 +36,9 @@ pub use helper::helper_main;
 pub const HELPER_ARG: &str = "__nimbus-sandbox-helper";
 /// Where the Runtime API listens inside every sandbox, as on Lambda.
 pub const RUNTIME_API_PORT: u16 = 9001;
+/// Where a sandbox reaches the node's own APIs (Lambda, SQS, EventBridge, IAM), inside its
+/// network namespace: `AWS_ENDPOINT_URL` points here.
+pub const SERVICES_PORT: u16 = 9002;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -108,6 +111,7 @@ struct PreparedParts {
     helper: Child,
     cgroup: cgroup::Cgroup,
     listener: TcpListener,
+    services: TcpListener,
     report: OwnedFd,
 }
 
@@ -116,6 +120,7 @@ pub struct Jail {
     helper: Child,
     cgroup: cgroup::Cgroup,
     listener: Option<TcpListener>,
+    services: Option<TcpListener>,
     root_dir: PathBuf,
     /// How long the cold path took: limits, mounts and the exec of the program.
     pub setup: Duration,
@@ -154,7 +159,8 @@ impl PreparedJail {
     pub fn prepare(name: &str, root_dir: PathBuf, binds: Vec<Bind>) -> Result<PreparedJail> {
         let started = Instant::now();
         check_support()?;
-        let (netns, listener) = netns::create_with_listener(RUNTIME_API_PORT)?;
+        let (netns, [listener, services]) =
+            netns::create_with_listeners([RUNTIME_API_PORT, SERVICES_PORT])?;
         let cgroup = cgroup::Cgroup::create(name)?;
         let (report_read, report_write) = pipe()?;
         let config = HelperConfig {
@@ -208,6 +214,7 @@ impl PreparedJail {
                 helper,
                 cgroup,
                 listener,
+                services,
                 report: report_read,
             }),
             root_dir,
@@ -226,6 +233,7 @@ impl PreparedJail {
             helper: parts.helper,
             cgroup: parts.cgroup,
             listener: Some(parts.listener),
+            services: Some(parts.services),
             root_dir: self.root_dir.clone(),
             setup: Duration::ZERO,
             prepare: self.prepare,
@@ -276,6 +284,12 @@ impl Drop for PreparedJail {
 }
 
 impl Jail {
+    /// The listener for the node's APIs inside the sandbox's network namespace
+    /// ([`SERVICES_PORT`]); taken once. Dropping it closes the port.
+    pub fn take_services_listener(&mut self) -> Option<TcpListener> {
+        self.services.take()
+    }
+
     /// The Runtime API listener inside the sandbox's network namespace; taken once.
     pub fn take_listener(&mut self) -> Option<TcpListener> {
         self.listener.take()

@@ -31,6 +31,10 @@ fn yes() -> bool {
     true
 }
 
+/// How long a sandbox's role credentials are good for. On-demand sandboxes are replaced
+/// before that.
+pub const SESSION_LIFETIME_S: i64 = 6 * 3600;
+
 /// Temporary credentials for a role's session: what a sandbox gets for its function's role.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionCredentials {

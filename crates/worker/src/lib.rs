@@ -18,7 +18,7 @@ use nimbus_types::{FunctionConfig, InitType, InvokeOutcome, InvokeRequest};
 use serde::{Deserialize, Serialize};
 
 pub use local::{LocalWorker, LocalWorkerConfig};
-pub use process::{DEFAULT_JAIL_POOL, HostRuntimes, JailPool, ProcessConfig};
+pub use process::{DEFAULT_JAIL_POOL, HostRuntimes, JailPool, ProcessConfig, ServicesEndpoint};
 
 /// Identifies a sandbox on its worker.
 pub type SandboxId = u64;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use nimbus_sandbox::{Bind, JailSpec, PreparedJail};
+use nimbus_types::identity::{CredentialIssuer, SessionCredentials};
 use nimbus_types::{FunctionConfig, FunctionError, InitType, Runtime};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -73,7 +74,7 @@ impl HostRuntimes {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ProcessConfig {
     /// Where nimbus's runtime bootstraps are written; bound at `/var/runtime`.
     pub runtime_dir: PathBuf,
@@ -86,7 +87,29 @@ pub struct ProcessConfig {
     /// runtime its cold start ran on: a sandbox started by an asynchronous event must not live
     /// on the one-thread runtime of asynchronous events for the rest of its life.
     pub io: tokio::runtime::Handle,
+    /// The node's APIs, served to each sandbox at `127.0.0.1:9002` inside its namespace
+    /// (`AWS_ENDPOINT_URL`). Empty until the node's router exists, and on a worker without
+    /// one: the port is then closed.
+    pub services: ServicesEndpoint,
+    /// Issues each sandbox the credentials of its function's role.
+    pub credentials: Option<Arc<dyn CredentialIssuer>>,
 }
+
+impl std::fmt::Debug for ProcessConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessConfig")
+            .field("runtime_dir", &self.runtime_dir)
+            .field("sandbox_dir", &self.sandbox_dir)
+            .field("host", &self.host)
+            .field("pool", &self.pool)
+            .field("credentials", &self.credentials.is_some())
+            .finish()
+    }
+}
+
+/// The router a sandbox's services port is served with, set once the node has built it and
+/// cleared when the node stops.
+pub type ServicesEndpoint = Arc<std::sync::RwLock<Option<axum::Router>>>;
 
 /// Sandboxes whose namespaces, cgroup and helper exist already, so that a cold start only
 /// mounts the function's code and executes its runtime.
@@ -265,12 +288,15 @@ fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
-/// Lambda's environment for a runtime process, then the function's own variables.
+/// Lambda's environment for a runtime process, then the function's own variables (which may
+/// override `AWS_ENDPOINT_URL`, not the credentials).
 fn environment(
     function: &FunctionConfig,
     region: &str,
     log_stream: &str,
     init_type: InitType,
+    services: bool,
+    credentials: Option<&SessionCredentials>,
 ) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = [
         ("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{}", nimbus_sandbox::RUNTIME_API_PORT)),
@@ -300,6 +326,20 @@ fn environment(
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    if services {
+        env.push((
+            "AWS_ENDPOINT_URL".to_owned(),
+            format!("http://127.0.0.1:{}", nimbus_sandbox::SERVICES_PORT),
+        ));
+    }
+    if let Some(c) = credentials {
+        env.push(("AWS_ACCESS_KEY_ID".to_owned(), c.access_key_id.clone()));
+        env.push((
+            "AWS_SECRET_ACCESS_KEY".to_owned(),
+            c.secret_access_key.clone(),
+        ));
+        env.push(("AWS_SESSION_TOKEN".to_owned(), c.session_token.clone()));
+    }
     env.extend(
         function
             .environment
@@ -389,11 +429,27 @@ impl ProcessSandbox {
             function.version
         );
         let uid = UID_BASE + (sandbox_id % UID_RANGE) as u32;
+        let services = config
+            .services
+            .read()
+            .ok()
+            .and_then(|router| router.clone());
+        let credentials = config
+            .credentials
+            .as_ref()
+            .and_then(|issuer| issuer.issue(function));
         let spec = JailSpec {
             code_dir,
             program,
             args,
-            env: environment(function, region, &log_stream, init_type),
+            env: environment(
+                function,
+                region,
+                &log_stream,
+                init_type,
+                services.is_some(),
+                credentials.as_ref(),
+            ),
             memory_mb: function.memory_mb,
             tmp_mb: function.ephemeral_storage_mb,
             pids_max: PIDS_MAX,
@@ -430,6 +486,24 @@ impl ProcessSandbox {
                 Err(e) => tracing::error!(error = %e, "could not serve a sandbox's Runtime API"),
             }
         })];
+        // The node's APIs on the services port, with the same cap on connections; without a
+        // router the listener is dropped and the port refuses connections.
+        if let (Some(router), Some(listener)) = (services, jail.take_services_listener()) {
+            listener
+                .set_nonblocking(true)
+                .map_err(|e| Error::Internal(format!("services listener: {e}")))?;
+            tasks.push(config.io.spawn(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => {
+                        let listener = crate::runtime_api::BoundedListener::new(listener);
+                        let _ = axum::serve(listener, router).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not serve a sandbox's services port")
+                    }
+                }
+            }));
+        }
         let output = Arc::new(Mutex::new(Vec::new()));
         let (exited_tx, exited) = watch::channel(false);
         let exited_tx = Arc::new(exited_tx);

@@ -1,0 +1,51 @@
+"""A function calls the node's APIs from inside its sandbox as it would call AWS's: at
+AWS_ENDPOINT_URL, signed with its role's temporary credentials, allowed exactly what the role
+allows; the credentials die with the role; the node's own port is not reachable."""
+
+from __future__ import annotations
+
+import json
+
+import e2e_support as s
+import process_support as p
+from test_iam import admin
+
+PYTHON = p.host_python_runtime()
+
+
+def test_a_function_calls_sqs_with_its_roles_credentials(node, lambda_client):
+    iam, sqs = admin(node, "iam"), admin(node, "sqs")
+    queue = s.unique_name("inbox")
+    queue_url = sqs.create_queue(QueueName=queue)["QueueUrl"]
+    role = s.unique_name("sender")
+    role_arn = iam.create_role(RoleName=role, AssumeRolePolicyDocument=s.LAMBDA_TRUST)["Role"]["Arn"]
+    iam.put_role_policy(RoleName=role, PolicyName="send", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "sqs:SendMessage",
+                       "Resource": f"arn:aws:sqs:{s.REGION}:000000000000:{queue}"}]}))
+    name = p.deploy(lambda_client, "python-aws", PYTHON, "app.handler", Role=role_arn, Timeout=20)
+
+    out = s.invoke(lambda_client, name, {
+        "queue_url": queue_url, "body": "from the sandbox", "try_create": True,
+        "node_port": node.port,
+    }).json()
+    assert out["endpoint"] == "http://127.0.0.1:9002"
+    assert out["key_id"].startswith("ASIA") and out["has_token"]
+    assert out["send"]["status"] == 200, out
+    assert out["send"]["body"]["MessageId"]
+    got = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=5)["Messages"]
+    assert [m["Body"] for m in got] == ["from the sandbox"]
+    # Not in the role's policy: denied, naming the role's session.
+    assert out["create"]["status"] == 403, out
+    assert out["create"]["query_error"] == "AccessDenied;Sender"
+    assert f"assumed-role/{role}/{name} is not authorized to perform: sqs:CreateQueue" in \
+        out["create"]["body"]["message"]
+    # The node's own port is in another network namespace.
+    assert out["node_port"] in ("ConnectionRefusedError", "OSError", "TimeoutError"), out
+
+    # The role deleted, the same warm sandbox's credentials stop working at once.
+    iam.delete_role_policy(RoleName=role, PolicyName="send")
+    iam.delete_role(RoleName=role)
+    after = s.invoke(lambda_client, name, {"queue_url": queue_url}).json()
+    assert after["send"]["status"] == 403, after
+    assert after["send"]["query_error"] == "InvalidClientTokenId;Sender"
