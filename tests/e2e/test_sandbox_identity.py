@@ -24,6 +24,7 @@ def test_a_function_calls_sqs_with_its_roles_credentials(node, lambda_client):
         "Statement": [{"Effect": "Allow", "Action": "sqs:SendMessage",
                        "Resource": f"arn:aws:sqs:{s.REGION}:000000000000:{queue}"}]}))
     name = p.deploy(lambda_client, "python-aws", PYTHON, "app.handler", Role=role_arn, Timeout=20)
+    with_sdk = p.deploy(lambda_client, "python-aws", PYTHON, "sdk.handler", Role=role_arn, Timeout=20)
 
     out = s.invoke(lambda_client, name, {
         "queue_url": queue_url, "body": "from the sandbox", "try_create": True,
@@ -35,6 +36,14 @@ def test_a_function_calls_sqs_with_its_roles_credentials(node, lambda_client):
     assert out["send"]["body"]["MessageId"]
     got = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=5)["Messages"]
     assert [m["Body"] for m in got] == ["from the sandbox"]
+    # Unmodified boto3 code, with the boto3 nimbus ships in the runtime.
+    sdk = s.invoke(lambda_client, with_sdk, {"queue_url": queue_url, "body": "from boto3"})
+    assert sdk.function_error is None, sdk.body
+    sdk = sdk.json()
+    assert sdk["boto3_file"].startswith("/var/runtime/python/sdk/"), sdk
+    assert sdk["message_id"]
+    got = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=5)["Messages"]
+    assert [m["Body"] for m in got] == ["from boto3"]
     # Not in the role's policy: denied, naming the role's session.
     assert out["create"]["status"] == 403, out
     assert out["create"]["query_error"] == "AccessDenied;Sender"

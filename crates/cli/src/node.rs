@@ -72,11 +72,35 @@ pub fn process_sandboxes(
         tracing::info!(cgroups = stale, "removed cgroups left by an earlier node");
     }
     let (runtime_dir, sandbox_dir) = (data.join("runtime"), data.join("sandboxes"));
+    let host = HostRuntimes::detect();
+    let python_sdk = host.python_minor.and_then(|minor| {
+        let started = std::time::Instant::now();
+        match nimbus_worker::sdk::ensure_python_sdk(&nimbus_worker::sdk::cache_root(), minor) {
+            Ok(dir) => {
+                tracing::info!(
+                    boto3 = nimbus_worker::sdk::BOTO3_VERSION,
+                    dir = %dir.display(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "Python functions get boto3"
+                );
+                Some(dir)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Python functions get no boto3: it could not be installed");
+                None
+            }
+        }
+    });
     let config = ProcessConfig {
-        pool: JailPool::new(jail_pool, sandbox_dir.clone(), runtime_dir.clone()),
+        pool: JailPool::new(
+            jail_pool,
+            sandbox_dir.clone(),
+            runtime_dir.clone(),
+            python_sdk,
+        ),
         runtime_dir,
         sandbox_dir,
-        host: HostRuntimes::detect(),
+        host,
         io,
         services,
         credentials,

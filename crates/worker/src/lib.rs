@@ -12,6 +12,7 @@ mod local;
 mod log;
 mod process;
 mod runtime_api;
+pub mod sdk;
 
 use async_trait::async_trait;
 use nimbus_types::{FunctionConfig, InitType, InvokeOutcome, InvokeRequest};

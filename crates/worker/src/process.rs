@@ -134,17 +134,30 @@ impl std::fmt::Debug for JailPool {
 pub const DEFAULT_JAIL_POOL: usize = 2;
 
 impl JailPool {
-    /// A pool of `target` sandboxes with their roots under `sandbox_dir` and nimbus's
-    /// runtimes from `runtime_dir` at `/var/runtime`.
-    pub fn new(target: usize, sandbox_dir: PathBuf, runtime_dir: PathBuf) -> Arc<Self> {
+    /// A pool of `target` sandboxes with their roots under `sandbox_dir`, nimbus's runtimes
+    /// from `runtime_dir` at `/var/runtime`, and the Python SDK from `python_sdk` (if there is
+    /// one) at [`crate::sdk::PYTHON_SDK_MOUNT`].
+    pub fn new(
+        target: usize,
+        sandbox_dir: PathBuf,
+        runtime_dir: PathBuf,
+        python_sdk: Option<PathBuf>,
+    ) -> Arc<Self> {
+        let mut binds = vec![Bind {
+            host: runtime_dir,
+            sandbox: PathBuf::from("/var/runtime"),
+        }];
+        if let Some(sdk) = python_sdk {
+            binds.push(Bind {
+                host: sdk,
+                sandbox: PathBuf::from(crate::sdk::PYTHON_SDK_MOUNT),
+            });
+        }
         Arc::new(Self {
             ready: Mutex::new(Vec::new()),
             target,
             sandbox_dir,
-            binds: vec![Bind {
-                host: runtime_dir,
-                sandbox: PathBuf::from("/var/runtime"),
-            }],
+            binds,
             next: std::sync::atomic::AtomicU64::new(1),
             refilling: std::sync::atomic::AtomicBool::new(false),
         })
@@ -229,6 +242,8 @@ impl ProcessConfig {
             std::fs::create_dir_all(&path)?;
             std::fs::write(path.join(file), content)?;
         }
+        // Where the Python SDK is bound (an empty directory when there is none).
+        std::fs::create_dir_all(self.runtime_dir.join("python").join("sdk"))?;
         set_mode(&self.runtime_dir, 0o755)?;
         if self.sandbox_dir.is_dir() {
             for entry in std::fs::read_dir(&self.sandbox_dir)?.flatten() {
@@ -320,7 +335,7 @@ fn environment(
             "/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib"
                 .to_owned(),
         ),
-        ("PYTHONPATH", "/var/runtime".to_owned()),
+        ("PYTHONPATH", format!("/var/runtime:{}", crate::sdk::PYTHON_SDK_MOUNT)),
         ("NODE_PATH", "/opt/nodejs/node_modules:/var/runtime/node_modules:/var/runtime:/var/task".to_owned()),
     ]
     .into_iter()
