@@ -1,6 +1,8 @@
 """A function calls the node's APIs from inside its sandbox as it would call AWS's: at
-AWS_ENDPOINT_URL, signed with its role's temporary credentials, allowed exactly what the role
-allows; the credentials die with the role; the node's own port is not reachable."""
+AWS_ENDPOINT_URL (or at the node's own address, which the node hands out in queue URLs), signed
+with its role's temporary credentials, allowed exactly what the role allows, through boto3 and
+the AWS SDK for JavaScript v3 as nimbus ships them; the credentials die with the role; the
+cluster's routes stay out of reach."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import process_support as p
 from test_iam import admin
 
 PYTHON = p.host_python_runtime()
+NODE = p.host_node_runtime()
 
 
 def test_a_function_calls_sqs_with_its_roles_credentials(node, lambda_client):
@@ -44,13 +47,22 @@ def test_a_function_calls_sqs_with_its_roles_credentials(node, lambda_client):
     assert sdk["message_id"]
     got = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=5)["Messages"]
     assert [m["Body"] for m in got] == ["from boto3"]
+    # And the AWS SDK for JavaScript v3 from a Node.js function.
+    with_js = p.deploy(lambda_client, "node-aws", NODE, "index.handler", Role=role_arn, Timeout=20)
+    js = s.invoke(lambda_client, with_js, {"queue_url": queue_url, "body": "from node"})
+    assert js.function_error is None, js.body
+    assert js.json()["sdk"].startswith("/var/runtime/node_modules/@aws-sdk/client-sqs/"), js.json()
+    got = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=5)["Messages"]
+    assert [m["Body"] for m in got] == ["from node"]
     # Not in the role's policy: denied, naming the role's session.
     assert out["create"]["status"] == 403, out
     assert out["create"]["query_error"] == "AccessDenied;Sender"
     assert f"assumed-role/{role}/{name} is not authorized to perform: sqs:CreateQueue" in \
         out["create"]["body"]["message"]
-    # The node's own port is in another network namespace.
-    assert out["node_port"] in ("ConnectionRefusedError", "OSError", "TimeoutError"), out
+    # The node's port inside the sandbox is its own door to the node's APIs (queue URLs the
+    # node hands out work there), without the cluster's routes, which only workers may call.
+    assert out["node_port"] == "connected", out
+    assert out["cluster_route"] == 404 and out["services_cluster_route"] == 404, out
 
     # The role deleted, the same warm sandbox's credentials stop working at once.
     iam.delete_role_policy(RoleName=role, PolicyName="send")

@@ -62,6 +62,7 @@ pub fn process_sandboxes(
     io: tokio::runtime::Handle,
     services: nimbus_worker::ServicesEndpoint,
     credentials: Option<Arc<dyn nimbus_types::identity::CredentialIssuer>>,
+    node_port: Option<u16>,
 ) -> Option<ProcessConfig> {
     if let Err(e) = nimbus_sandbox::check_support() {
         tracing::warn!(reason = %e, "process runtimes are disabled");
@@ -73,30 +74,41 @@ pub fn process_sandboxes(
     }
     let (runtime_dir, sandbox_dir) = (data.join("runtime"), data.join("sandboxes"));
     let host = HostRuntimes::detect();
-    let python_sdk = host.python_minor.and_then(|minor| {
-        let started = std::time::Instant::now();
-        match nimbus_worker::sdk::ensure_python_sdk(&nimbus_worker::sdk::cache_root(), minor) {
-            Ok(dir) => {
-                tracing::info!(
-                    boto3 = nimbus_worker::sdk::BOTO3_VERSION,
-                    dir = %dir.display(),
-                    ms = started.elapsed().as_millis() as u64,
-                    "Python functions get boto3"
-                );
-                Some(dir)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "Python functions get no boto3: it could not be installed");
-                None
-            }
+    let cache = nimbus_worker::sdk::cache_root();
+    let started = std::time::Instant::now();
+    let python = host
+        .python_minor
+        .map(|minor| nimbus_worker::sdk::ensure_python_sdk(&cache, minor));
+    let node = host
+        .node_major
+        .map(|_| nimbus_worker::sdk::ensure_node_sdk(&cache));
+    let mut sdks = nimbus_worker::Sdks::default();
+    for (language, installed, slot) in [
+        ("Python", python, &mut sdks.python),
+        ("Node.js", node, &mut sdks.node),
+    ] {
+        match installed {
+            Some(Ok(dir)) => *slot = Some(dir),
+            Some(Err(e)) => tracing::warn!(
+                error = %e,
+                "{language} functions get no AWS SDK: it could not be installed"
+            ),
+            None => {}
         }
-    });
+    }
+    tracing::info!(
+        python = ?sdks.python,
+        node = ?sdks.node,
+        ms = started.elapsed().as_millis() as u64,
+        "AWS SDKs for functions"
+    );
     let config = ProcessConfig {
         pool: JailPool::new(
             jail_pool,
             sandbox_dir.clone(),
             runtime_dir.clone(),
-            python_sdk,
+            sdks,
+            node_port.into_iter().collect(),
         ),
         runtime_dir,
         sandbox_dir,
@@ -196,6 +208,12 @@ pub async fn serve(
                 tokio::runtime::Handle::current(),
                 services.clone(),
                 Some(identity.clone()),
+                // The node's port inside sandboxes too, where clients reach it on loopback.
+                listener
+                    .local_addr()
+                    .ok()
+                    .filter(|a| a.ip().is_loopback() || a.ip().is_unspecified())
+                    .map(|a| a.port()),
             ),
             false => None,
         };
@@ -295,7 +313,7 @@ pub async fn serve(
         cluster.router(),
     );
     if let Ok(mut slot) = services.write() {
-        *slot = Some(router.clone());
+        *slot = Some(nimbus_gateway::for_sandboxes(router.clone()));
     }
 
     let address = listener.local_addr()?;

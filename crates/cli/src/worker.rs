@@ -82,6 +82,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
             tokio::runtime::Handle::current(),
             nimbus_worker::ServicesEndpoint::default(),
             None,
+            None,
         );
         let pool = process.as_ref().map(|p| p.pool.clone());
         let worker = Arc::new(LocalWorker::new(

@@ -253,6 +253,20 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
         .layer(axum::middleware::from_fn(by_host))
 }
 
+/// The router sandboxes reach (at their services port and their alias of the node's port):
+/// the node's router without the cluster's routes, which only workers may call.
+pub fn for_sandboxes(router: Router) -> Router {
+    router.layer(axum::middleware::from_fn(
+        |request: Request, next: Next| async move {
+            if request.uri().path().starts_with("/nimbus/cluster/") {
+                nimbus_api_lambda::unknown_operation()
+            } else {
+                next.run(request).await
+            }
+        },
+    ))
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests
 /// finish.
 pub async fn serve(

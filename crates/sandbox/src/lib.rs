@@ -111,7 +111,7 @@ struct PreparedParts {
     helper: Child,
     cgroup: cgroup::Cgroup,
     listener: TcpListener,
-    services: TcpListener,
+    services: Vec<TcpListener>,
     report: OwnedFd,
 }
 
@@ -120,7 +120,7 @@ pub struct Jail {
     helper: Child,
     cgroup: cgroup::Cgroup,
     listener: Option<TcpListener>,
-    services: Option<TcpListener>,
+    services: Vec<TcpListener>,
     root_dir: PathBuf,
     /// How long the cold path took: limits, mounts and the exec of the program.
     pub setup: Duration,
@@ -156,11 +156,28 @@ pub fn check_support() -> Result<()> {
 impl PreparedJail {
     /// Creates the namespaces and the cgroup and starts the helper inside them, which builds
     /// the parts of the root that do not depend on the function under `root_dir`. Blocking.
-    pub fn prepare(name: &str, root_dir: PathBuf, binds: Vec<Bind>) -> Result<PreparedJail> {
+    /// Besides the Runtime API's and [`SERVICES_PORT`]'s listeners, the namespace gets one on
+    /// each of `alias_ports` (the node's own port, so that URLs the node hands out, such as
+    /// queue URLs, work inside the sandbox too).
+    pub fn prepare(
+        name: &str,
+        root_dir: PathBuf,
+        binds: Vec<Bind>,
+        alias_ports: &[u16],
+    ) -> Result<PreparedJail> {
         let started = Instant::now();
         check_support()?;
-        let (netns, [listener, services]) =
-            netns::create_with_listeners([RUNTIME_API_PORT, SERVICES_PORT])?;
+        let mut ports = vec![RUNTIME_API_PORT, SERVICES_PORT];
+        for port in alias_ports {
+            if *port != 0 && !ports.contains(port) {
+                ports.push(*port);
+            }
+        }
+        let (netns, mut listeners) = netns::create_with_listeners(ports)?;
+        let services = listeners.split_off(1);
+        let listener = listeners
+            .pop()
+            .ok_or_else(|| Error::Unsupported("the Runtime API listener is missing".into()))?;
         let cgroup = cgroup::Cgroup::create(name)?;
         let (report_read, report_write) = pipe()?;
         let config = HelperConfig {
@@ -233,7 +250,7 @@ impl PreparedJail {
             helper: parts.helper,
             cgroup: parts.cgroup,
             listener: Some(parts.listener),
-            services: Some(parts.services),
+            services: parts.services,
             root_dir: self.root_dir.clone(),
             setup: Duration::ZERO,
             prepare: self.prepare,
@@ -284,10 +301,10 @@ impl Drop for PreparedJail {
 }
 
 impl Jail {
-    /// The listener for the node's APIs inside the sandbox's network namespace
-    /// ([`SERVICES_PORT`]); taken once. Dropping it closes the port.
-    pub fn take_services_listener(&mut self) -> Option<TcpListener> {
-        self.services.take()
+    /// The listeners for the node's APIs inside the sandbox's network namespace
+    /// ([`SERVICES_PORT`] and the aliases); taken once. Dropping them closes the ports.
+    pub fn take_services_listeners(&mut self) -> Vec<TcpListener> {
+        std::mem::take(&mut self.services)
     }
 
     /// The Runtime API listener inside the sandbox's network namespace; taken once.

@@ -9,14 +9,12 @@ use crate::{Error, Result, os};
 /// Creates a fresh network namespace, brings its loopback up and binds `127.0.0.1:PORT` in it
 /// for each port. Returns a handle on the namespace (for the sandbox to join) and the
 /// listeners, which keep working from the worker's own namespace.
-pub(crate) fn create_with_listeners<const N: usize>(
-    ports: [u16; N],
-) -> Result<(OwnedFd, [TcpListener; N])> {
+pub(crate) fn create_with_listeners(ports: Vec<u16>) -> Result<(OwnedFd, Vec<TcpListener>)> {
     // Namespaces belong to threads: a short-lived thread enters the new namespace so that the
     // rest of the process never leaves its own.
     std::thread::Builder::new()
         .name("nimbus-netns".into())
-        .spawn(move || -> Result<(OwnedFd, [TcpListener; N])> {
+        .spawn(move || -> Result<(OwnedFd, Vec<TcpListener>)> {
             // SAFETY: unshare has no memory-safety preconditions; it moves only this thread.
             if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
                 return Err(os("creating a network namespace")(
@@ -24,16 +22,13 @@ pub(crate) fn create_with_listeners<const N: usize>(
                 ));
             }
             loopback_up()?;
-            let mut listeners = Vec::with_capacity(N);
+            let mut listeners = Vec::with_capacity(ports.len());
             for port in ports {
                 listeners.push(
                     TcpListener::bind(("127.0.0.1", port))
                         .map_err(os("binding a listener in the sandbox's namespace"))?,
                 );
             }
-            let listeners: [TcpListener; N] = listeners
-                .try_into()
-                .map_err(|_| Error::Unsupported("a listener went missing".into()))?;
             let ns = File::open("/proc/thread-self/ns/net")
                 .map_err(os("opening the network namespace"))?;
             Ok((OwnedFd::from(ns), listeners))

@@ -19,7 +19,9 @@ use nimbus_types::{FunctionConfig, InitType, InvokeOutcome, InvokeRequest};
 use serde::{Deserialize, Serialize};
 
 pub use local::{LocalWorker, LocalWorkerConfig};
-pub use process::{DEFAULT_JAIL_POOL, HostRuntimes, JailPool, ProcessConfig, ServicesEndpoint};
+pub use process::{
+    DEFAULT_JAIL_POOL, HostRuntimes, JailPool, ProcessConfig, Sdks, ServicesEndpoint,
+};
 
 /// Identifies a sandbox on its worker.
 pub type SandboxId = u64;

@@ -118,6 +118,8 @@ pub struct JailPool {
     target: usize,
     sandbox_dir: PathBuf,
     binds: Vec<Bind>,
+    /// The node's own port, served inside every sandbox like the services port.
+    alias_ports: Vec<u16>,
     next: std::sync::atomic::AtomicU64,
     refilling: std::sync::atomic::AtomicBool,
 }
@@ -130,34 +132,50 @@ impl std::fmt::Debug for JailPool {
     }
 }
 
+/// The SDK directories on the host bound into every sandbox, where installed.
+#[derive(Debug, Clone, Default)]
+pub struct Sdks {
+    pub python: Option<PathBuf>,
+    pub node: Option<PathBuf>,
+}
+
 /// How many prepared jails a worker keeps ready by default.
 pub const DEFAULT_JAIL_POOL: usize = 2;
 
 impl JailPool {
     /// A pool of `target` sandboxes with their roots under `sandbox_dir`, nimbus's runtimes
-    /// from `runtime_dir` at `/var/runtime`, and the Python SDK from `python_sdk` (if there is
-    /// one) at [`crate::sdk::PYTHON_SDK_MOUNT`].
+    /// from `runtime_dir` at `/var/runtime`, and the SDKs (those there are) at
+    /// [`crate::sdk::PYTHON_SDK_MOUNT`] and [`crate::sdk::NODE_SDK_MOUNT`]. `alias_ports`
+    /// (the node's own port) are served inside each sandbox like the services port, so that
+    /// URLs the node hands out work from inside.
     pub fn new(
         target: usize,
         sandbox_dir: PathBuf,
         runtime_dir: PathBuf,
-        python_sdk: Option<PathBuf>,
+        sdks: Sdks,
+        alias_ports: Vec<u16>,
     ) -> Arc<Self> {
         let mut binds = vec![Bind {
             host: runtime_dir,
             sandbox: PathBuf::from("/var/runtime"),
         }];
-        if let Some(sdk) = python_sdk {
-            binds.push(Bind {
-                host: sdk,
-                sandbox: PathBuf::from(crate::sdk::PYTHON_SDK_MOUNT),
-            });
+        for (host, mount) in [
+            (sdks.python, crate::sdk::PYTHON_SDK_MOUNT),
+            (sdks.node, crate::sdk::NODE_SDK_MOUNT),
+        ] {
+            if let Some(host) = host {
+                binds.push(Bind {
+                    host,
+                    sandbox: PathBuf::from(mount),
+                });
+            }
         }
         Arc::new(Self {
             ready: Mutex::new(Vec::new()),
             target,
             sandbox_dir,
             binds,
+            alias_ports,
             next: std::sync::atomic::AtomicU64::new(1),
             refilling: std::sync::atomic::AtomicBool::new(false),
         })
@@ -166,8 +184,13 @@ impl JailPool {
     fn prepare_one(&self) -> Result<PreparedJail> {
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("{}-{n}", std::process::id());
-        PreparedJail::prepare(&name, self.sandbox_dir.join(&name), self.binds.clone())
-            .map_err(|e| Error::Internal(format!("{e:#}")))
+        PreparedJail::prepare(
+            &name,
+            self.sandbox_dir.join(&name),
+            self.binds.clone(),
+            &self.alias_ports,
+        )
+        .map_err(|e| Error::Internal(format!("{e:#}")))
     }
 
     /// A prepared sandbox: one from the pool, or a new one if the pool is empty. Blocking.
@@ -242,8 +265,9 @@ impl ProcessConfig {
             std::fs::create_dir_all(&path)?;
             std::fs::write(path.join(file), content)?;
         }
-        // Where the Python SDK is bound (an empty directory when there is none).
+        // Where the SDKs are bound (empty directories when there are none).
         std::fs::create_dir_all(self.runtime_dir.join("python").join("sdk"))?;
+        std::fs::create_dir_all(self.runtime_dir.join("node_modules"))?;
         set_mode(&self.runtime_dir, 0o755)?;
         if self.sandbox_dir.is_dir() {
             for entry in std::fs::read_dir(&self.sandbox_dir)?.flatten() {
@@ -501,9 +525,14 @@ impl ProcessSandbox {
                 Err(e) => tracing::error!(error = %e, "could not serve a sandbox's Runtime API"),
             }
         })];
-        // The node's APIs on the services port, with the same cap on connections; without a
-        // router the listener is dropped and the port refuses connections.
-        if let (Some(router), Some(listener)) = (services, jail.take_services_listener()) {
+        // The node's APIs on the services port (and the node's own port), each with the same
+        // cap on connections as the Runtime API; without a router the listeners are dropped
+        // and the ports refuse connections.
+        let listeners = jail.take_services_listeners();
+        for (listener, router) in listeners
+            .into_iter()
+            .filter_map(|l| Some((l, services.clone()?)))
+        {
             listener
                 .set_nonblocking(true)
                 .map_err(|e| Error::Internal(format!("services listener: {e}")))?;

@@ -1,9 +1,10 @@
-//! The AWS SDK for Python (boto3) that Python functions import without packaging it, as
-//! AWS's Python runtimes provide it. nimbus installs a pinned version from PyPI once per
-//! machine into a cache directory, with the Python that runs functions (so that its compiled
-//! bytecode is the one the sandboxes use), and binds it read-only into every sandbox at
-//! [`PYTHON_SDK_MOUNT`], after the function's own code on `sys.path`: a function that ships
-//! its own boto3 gets its own.
+//! The AWS SDKs that functions import without packaging them, as AWS's runtimes provide them:
+//! boto3 for Python, the AWS SDK for JavaScript v3 clients of the services nimbus serves for
+//! Node.js. nimbus installs pinned versions once per machine into a cache directory (boto3 from
+//! PyPI with the Python that runs functions, so that its compiled bytecode is the one the
+//! sandboxes use; the JavaScript clients from the npm registry) and binds them read-only into
+//! every sandbox, after the function's own code on the module path: a function that ships its
+//! own copy gets its own.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -11,8 +12,23 @@ use std::process::{Command, Stdio};
 /// The boto3 release functions get (botocore follows it).
 pub const BOTO3_VERSION: &str = "1.43.11";
 
-/// Where the SDK appears inside a sandbox.
+/// Where the Python SDK appears inside a sandbox.
 pub const PYTHON_SDK_MOUNT: &str = "/var/runtime/python/sdk";
+
+/// The release of the AWS SDK for JavaScript v3 Node.js functions get.
+pub const JS_SDK_VERSION: &str = "3.1178.0";
+
+/// The JavaScript clients installed: the services nimbus serves.
+const JS_CLIENTS: &[&str] = &[
+    "@aws-sdk/client-lambda",
+    "@aws-sdk/client-sqs",
+    "@aws-sdk/client-eventbridge",
+    "@aws-sdk/client-iam",
+    "@aws-sdk/client-sts",
+];
+
+/// Where the JavaScript SDK's `node_modules` appears inside a sandbox (on `NODE_PATH`).
+pub const NODE_SDK_MOUNT: &str = "/var/runtime/node_modules";
 
 /// The cache directory for nimbus's downloads: `NIMBUS_CACHE_DIR`, else `XDG_CACHE_HOME/nimbus`,
 /// else `~/.cache/nimbus`, else `/var/cache/nimbus`.
@@ -48,10 +64,15 @@ fn run(command: &mut Command) -> Result<(), String> {
     }
 }
 
-/// The directory holding boto3 for `python3.MINOR` under `cache`, installed from PyPI the
-/// first time. Blocking; takes a few seconds once per machine and Python version.
-pub fn ensure_python_sdk(cache: &Path, minor: u8) -> Result<PathBuf, String> {
-    let dir = cache.join(format!("python-sdk/boto3-{BOTO3_VERSION}-py3.{minor}"));
+/// `dir` under `cache`, made by `install` into a staging directory the first time and renamed
+/// into place when complete (so that a node that stopped half way, or two nodes at once, never
+/// leave a half-made copy in use).
+fn cached(
+    cache: &Path,
+    name: &str,
+    install: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<PathBuf, String> {
+    let dir = cache.join(name);
     if dir.join(".complete").is_file() {
         return Ok(dir);
     }
@@ -59,25 +80,45 @@ pub fn ensure_python_sdk(cache: &Path, minor: u8) -> Result<PathBuf, String> {
     std::fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
     let staging = parent.join(format!(".staging-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
-    let python = format!("/usr/bin/python3.{minor}");
-    let pin = format!("boto3=={BOTO3_VERSION}");
-    let common = [
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--no-input",
-        "--disable-pip-version-check",
-        "--target",
-    ];
-    // The functions' own Python first; if it has no pip, another pip that fetches wheels for
-    // that version (boto3 and its dependencies are pure Python).
-    let installed =
-        run(Command::new(&python).args(common).arg(&staging).arg(&pin)).or_else(|first| {
-            let _ = std::fs::remove_dir_all(&staging);
+    if let Err(e) = install(&staging) {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    std::fs::write(staging.join(".complete"), name)
+        .map_err(|e| format!("marking {}: {e}", staging.display()))?;
+    if std::fs::rename(&staging, &dir).is_err() {
+        // Another node finished first: use its copy.
+        let _ = std::fs::remove_dir_all(&staging);
+        if !dir.join(".complete").is_file() {
+            return Err(format!("could not move {} into place", dir.display()));
+        }
+    }
+    Ok(dir)
+}
+
+/// The directory holding boto3 for `python3.MINOR` under `cache`, installed from PyPI the
+/// first time. Blocking; takes a few seconds once per machine and Python version.
+pub fn ensure_python_sdk(cache: &Path, minor: u8) -> Result<PathBuf, String> {
+    let name = format!("python-sdk/boto3-{BOTO3_VERSION}-py3.{minor}");
+    cached(cache, &name, |staging| {
+        let python = format!("/usr/bin/python3.{minor}");
+        let pin = format!("boto3=={BOTO3_VERSION}");
+        let common = [
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-input",
+            "--disable-pip-version-check",
+            "--target",
+        ];
+        // The functions' own Python first; if it has no pip, another pip that fetches wheels
+        // for that version (boto3 and its dependencies are pure Python).
+        run(Command::new(&python).args(common).arg(staging).arg(&pin)).or_else(|first| {
+            let _ = std::fs::remove_dir_all(staging);
             run(Command::new("python3")
                 .args(common)
-                .arg(&staging)
+                .arg(staging)
                 .args([
                     "--only-binary=:all:",
                     "--python-version",
@@ -85,23 +126,33 @@ pub fn ensure_python_sdk(cache: &Path, minor: u8) -> Result<PathBuf, String> {
                 ])
                 .arg(&pin))
             .map_err(|second| format!("{first}; then {second}"))
-        });
-    if let Err(e) = installed {
-        let _ = std::fs::remove_dir_all(&staging);
-        return Err(e);
-    }
-    // Bytecode for the functions' Python, since the sandbox cannot write it.
-    let _ = run(Command::new(&python)
-        .args(["-m", "compileall", "-q"])
-        .arg(&staging));
-    std::fs::write(staging.join(".complete"), BOTO3_VERSION)
-        .map_err(|e| format!("marking {}: {e}", staging.display()))?;
-    if std::fs::rename(&staging, &dir).is_err() {
-        // Another node finished first: use its copy.
-        let _ = std::fs::remove_dir_all(&staging);
-        if !dir.join(".complete").is_file() {
-            return Err(format!("could not move the SDK into {}", dir.display()));
-        }
-    }
-    Ok(dir)
+        })?;
+        // Bytecode for the functions' Python, since the sandbox cannot write it.
+        let _ = run(Command::new(&python)
+            .args(["-m", "compileall", "-q"])
+            .arg(staging));
+        Ok(())
+    })
+}
+
+/// The `node_modules` directory holding the JavaScript SDK's clients under `cache`,
+/// installed from the npm registry the first time. Blocking.
+pub fn ensure_node_sdk(cache: &Path) -> Result<PathBuf, String> {
+    let name = format!("node-sdk/aws-sdk-js-{JS_SDK_VERSION}");
+    let dir = cached(cache, &name, |staging| {
+        std::fs::create_dir_all(staging)
+            .map_err(|e| format!("creating {}: {e}", staging.display()))?;
+        run(Command::new("npm")
+            .args([
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--omit=dev",
+                "--no-package-lock",
+                "--prefix",
+            ])
+            .arg(staging)
+            .args(JS_CLIENTS.iter().map(|c| format!("{c}@{JS_SDK_VERSION}"))))
+    })?;
+    Ok(dir.join("node_modules"))
 }
