@@ -14,8 +14,8 @@ use crate::WorkerManager;
 use crate::fleet::{HostedSandbox, WorkerEntry};
 use crate::provisioner::Provisioned;
 
-/// How long an on-demand sandbox serves before it is replaced: ten minutes less than its
-/// role's credentials last, so that a function never holds expired ones.
+/// How long a sandbox serves before it is replaced: ten minutes less than its role's
+/// credentials last, so that a function never holds expired ones.
 pub(crate) const MAX_SANDBOX_AGE: Duration =
     Duration::from_secs(nimbus_types::identity::SESSION_LIFETIME_S as u64 - 600);
 
@@ -318,14 +318,21 @@ impl FunctionPool {
         forgotten
     }
 
-    /// Takes out the on-demand sandboxes idle for `keep_alive` or longer, and those older
-    /// than [`MAX_SANDBOX_AGE`] (whose credentials are about to expire), to be released.
-    pub(crate) fn reap(&mut self, keep_alive: Duration) -> Vec<Sandbox> {
-        let (old, fresh): (Vec<_>, Vec<_>) = self
+    /// Takes out the on-demand sandboxes idle for `keep_alive` or longer, and the idle ones
+    /// (provisioned too) older than `max_age` (whose credentials are about to expire: see
+    /// [`MAX_SANDBOX_AGE`]), to be released. The provisioner replaces provisioned ones.
+    pub(crate) fn reap(&mut self, keep_alive: Duration, max_age: Duration) -> Vec<Sandbox> {
+        let (mut old, fresh): (Vec<_>, Vec<_>) = self
             .idle
             .drain(..)
-            .partition(|s| s.since.elapsed() >= keep_alive || s.hosted.age() >= MAX_SANDBOX_AGE);
+            .partition(|s| s.since.elapsed() >= keep_alive || s.hosted.age() >= max_age);
         self.idle = fresh;
+        let (expiring, kept): (Vec<_>, Vec<_>) = self
+            .provisioned_idle
+            .drain(..)
+            .partition(|s| s.hosted.age() >= max_age);
+        self.provisioned_idle = kept;
+        old.extend(expiring);
         for s in &old {
             self.uncount(s.worker().id);
         }

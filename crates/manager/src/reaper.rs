@@ -16,7 +16,7 @@ impl WorkerManager {
             let mut pools = self.pools();
             let expired = pools
                 .values_mut()
-                .flat_map(|pool| pool.reap(keep_alive))
+                .flat_map(|pool| pool.reap(keep_alive, crate::pool::MAX_SANDBOX_AGE))
                 .collect();
             pools.retain(|_, p| !p.is_empty());
             expired

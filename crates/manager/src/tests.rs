@@ -12,7 +12,7 @@ use nimbus_types::{CodeRef, OutcomeKind, Runtime};
 use nimbus_worker::{SandboxId, SandboxInit, Worker, WorkerStatus};
 
 use super::*;
-use crate::pool::{FunctionPool, Lease};
+use crate::pool::{FunctionPool, Lease, MAX_SANDBOX_AGE};
 use crate::provisioner::Provisioned;
 
 /// A worker whose invocations take `delay` and whose sandboxes are counted. An invocation
@@ -439,8 +439,32 @@ fn take_put_back_forget_and_evict_keep_the_counts() {
     assert_eq!(pool.evict(index).id(), 1);
     assert_eq!((pool.idle_count(), counts(&pool)), (1, vec![(a.id, 1)]));
     // The last one outlives the keep-alive.
-    assert_eq!(pool.reap(Duration::ZERO).len(), 1);
+    assert_eq!(pool.reap(Duration::ZERO, MAX_SANDBOX_AGE).len(), 1);
     assert!(pool.is_empty());
+    pool.verify().unwrap();
+}
+
+#[test]
+fn sandboxes_near_their_credentials_expiry_are_retired_provisioned_ones_too() {
+    let (_dir, _m, a, _b) = two_workers();
+    let f = function("f", "1");
+    let mut pool = FunctionPool::new(&f);
+    assert!(pool.set_provisioned(provisioned(&f, 1)).is_empty());
+    let on_demand = started(&mut pool, &f, &a, 1);
+    assert!(pool.put_back(&f, on_demand).is_none());
+    let made = Lease::new(a.reserve(128).started(2));
+    assert!(pool.add_provisioned(&f, made).is_none());
+    assert_eq!((pool.idle_count(), pool.allocated()), (2, 1));
+    // Young sandboxes within their keep-alive stay.
+    assert!(
+        pool.reap(Duration::from_secs(3600), MAX_SANDBOX_AGE)
+            .is_empty()
+    );
+    // Past the age limit both go, and the provisioned one leaves room to be replaced.
+    let retired = pool.reap(Duration::from_secs(3600), Duration::ZERO);
+    assert_eq!(retired.len(), 2);
+    assert_eq!((pool.idle_count(), pool.allocated()), (0, 0));
+    assert!(counts(&pool).is_empty());
     pool.verify().unwrap();
 }
 
