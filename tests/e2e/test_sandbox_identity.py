@@ -70,3 +70,22 @@ def test_a_function_calls_sqs_with_its_roles_credentials(node, lambda_client):
     after = s.invoke(lambda_client, name, {"queue_url": queue_url}).json()
     assert after["send"]["status"] == 403, after
     assert after["send"]["query_error"] == "InvalidClientTokenId;Sender"
+
+
+def test_function_code_is_authenticated_even_where_clients_are_not(node_factory, tmp_path):
+    """With `[auth] mode = "none"` every client is the administrator, but function code is
+    never trusted: through its door to the node's APIs it is its role and nothing more."""
+    config = tmp_path / "open.toml"
+    config.write_text('[auth]\nmode = "none"\n')
+    open_node = node_factory(config=config, name="open")
+    iam, sqs, lam = (admin(open_node, svc) for svc in ("iam", "sqs", "lambda"))
+    queue_url = sqs.create_queue(QueueName="inbox")["QueueUrl"]
+    role_arn = iam.create_role(RoleName="sender", AssumeRolePolicyDocument=s.LAMBDA_TRUST)["Role"]["Arn"]
+    iam.put_role_policy(RoleName="sender", PolicyName="send", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": "*"}]}))
+    name = p.deploy(lam, "python-aws", PYTHON, "app.handler", Role=role_arn, Timeout=20)
+    out = s.invoke(lam, name, {"queue_url": queue_url, "unsigned": True, "try_create": True}).json()
+    assert out["send"]["status"] == 200, out
+    assert out["unsigned"] == 403, out
+    assert out["create"]["status"] == 403 and out["create"]["query_error"] == "AccessDenied;Sender", out

@@ -247,20 +247,26 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
         // that protocol's error rather than a bare 413.
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(
-            Arc::new(auth::Authenticator { auth, identity }),
+            Arc::new(auth::Authenticator {
+                auth,
+                identity,
+                sandbox_keys: Default::default(),
+            }),
             auth::authenticate,
         ))
         .layer(axum::middleware::from_fn(by_host))
 }
 
 /// The router sandboxes reach (at their services port and their alias of the node's port):
-/// the node's router without the cluster's routes, which only workers may call.
+/// the node's router without the cluster's routes, which only workers may call, and with
+/// every request authenticated, even where authentication is off for other clients.
 pub fn for_sandboxes(router: Router) -> Router {
     router.layer(axum::middleware::from_fn(
-        |request: Request, next: Next| async move {
+        |mut request: Request, next: Next| async move {
             if request.uri().path().starts_with("/nimbus/cluster/") {
                 nimbus_api_lambda::unknown_operation()
             } else {
+                request.extensions_mut().insert(auth::FromSandbox);
                 next.run(request).await
             }
         },
