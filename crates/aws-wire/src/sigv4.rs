@@ -156,6 +156,7 @@ impl<'a> Authorization<'a> {
 }
 
 /// What a request is signed over, as it arrived.
+#[derive(Clone)]
 pub struct Request<'a> {
     pub method: &'a str,
     /// The path as sent, still percent-encoded.
@@ -295,29 +296,48 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
 /// Signing keys already derived, by secret and scope: a key serves one day, region and
 /// service, so a client signing many requests costs one derivation a day instead of four
 /// HMACs a request.
+///
+/// The most recently used entries are kept in a short list searched front to back: a lookup
+/// compares a few strings and allocates nothing, which matters on every request, while a node
+/// with more active keys than the list holds derives keys for the rest (four HMACs).
 #[derive(Default)]
 pub struct KeyCache {
-    keys: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<[u8]>>>,
+    keys: std::sync::Mutex<std::collections::VecDeque<CachedKey>>,
 }
 
-/// Entries kept at most; the cache is cleared when full (a day's worth of keys refills it).
-const KEY_CACHE_MAX: usize = 4096;
+struct CachedKey {
+    secret: String,
+    date: String,
+    region: String,
+    service: String,
+    key: std::sync::Arc<[u8]>,
+}
+
+/// Entries kept at most, the least recently derived dropped first.
+const KEY_CACHE_MAX: usize = 64;
 
 impl KeyCache {
     fn get(&self, secret: &str, date: &str, region: &str, service: &str) -> std::sync::Arc<[u8]> {
-        let id = format!("{secret}\n{date}\n{region}\n{service}");
         if let Ok(keys) = self.keys.lock()
-            && let Some(key) = keys.get(&id)
+            && let Some(hit) = keys.iter().find(|k| {
+                k.date == date && k.service == service && k.region == region && k.secret == secret
+            })
         {
-            return key.clone();
+            return hit.key.clone();
         }
         let key: std::sync::Arc<[u8]> = signing_key(secret, date, region, service).into();
         // A poisoned cache is only a cache: derive without it.
         if let Ok(mut keys) = self.keys.lock() {
             if keys.len() >= KEY_CACHE_MAX {
-                keys.clear();
+                keys.pop_back();
             }
-            keys.insert(id, key.clone());
+            keys.push_front(CachedKey {
+                secret: secret.to_owned(),
+                date: date.to_owned(),
+                region: region.to_owned(),
+                service: service.to_owned(),
+                key: key.clone(),
+            });
         }
         key
     }
@@ -463,21 +483,37 @@ pub fn verify_cached<'a>(
     cache: Option<&KeyCache>,
 ) -> Result<Authorization<'a>, AuthError> {
     let auth = check_header(request, now)?;
-    let amz_date = header(request, "x-amz-date").unwrap_or_default();
     let secret = secret_of(auth.access_key_id)
         .ok_or_else(|| AuthError::UnknownKey(auth.access_key_id.to_owned()))?;
-    let expected = expected_signature(request, &auth, amz_date, &secret, cache)?;
-    if !constant_time_eq(
-        expected.as_bytes(),
-        auth.signature.to_ascii_lowercase().as_bytes(),
-    ) {
-        return Err(AuthError::BadSignature);
-    }
+    verify_checked(request, &auth, &secret, cache)?;
     Ok(auth)
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The rest of [`verify_cached`] for a request whose header [`check_header`] has passed
+/// already (so that it is parsed once), with the key's secret.
+pub fn verify_checked(
+    request: &Request<'_>,
+    auth: &Authorization<'_>,
+    secret: &str,
+    cache: Option<&KeyCache>,
+) -> Result<(), AuthError> {
+    let amz_date = header(request, "x-amz-date").unwrap_or_default();
+    let expected = expected_signature(request, auth, amz_date, secret, cache)?;
+    if constant_time_eq_ignore_case(expected.as_bytes(), auth.signature.as_bytes()) {
+        Ok(())
+    } else {
+        Err(AuthError::BadSignature)
+    }
+}
+
+/// Compares lowercase hex with hex of either case, in time that depends only on the length.
+fn constant_time_eq_ignore_case(lower: &[u8], any: &[u8]) -> bool {
+    lower.len() == any.len()
+        && lower
+            .iter()
+            .zip(any)
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y.to_ascii_lowercase()))
+            == 0
 }
 
 /// Signs a request: returns the `X-Amz-Date` and `Authorization` headers to add. The request's
@@ -704,10 +740,39 @@ mod tests {
             payload_hash: payload_hash(body),
         };
         let (date, authorization) = sign(&base, KEY, SECRET, "us-east-1", "lambda", now());
-        let mut signed = base;
+        let mut signed = base.clone();
         signed.headers.push(("x-amz-date", &date));
         signed.headers.push(("authorization", &authorization));
         assert!(verify(&signed, now(), secret_of).is_ok());
+        // Hex of either case is the same signature; one digit off is not.
+        let (head, signature) = authorization.rsplit_once('=').unwrap();
+        let upper = format!("{head}={}", signature.to_ascii_uppercase());
+        let mut flipped = signature.to_owned().into_bytes();
+        flipped[0] = if flipped[0] == b'0' { b'1' } else { b'0' };
+        let flipped = format!("{head}={}", String::from_utf8(flipped).unwrap());
+        for (auth, ok) in [(upper, true), (flipped, false)] {
+            let mut r = base.clone();
+            r.headers.push(("x-amz-date", &date));
+            r.headers.push(("authorization", &auth));
+            assert_eq!(verify(&r, now(), secret_of).is_ok(), ok, "{auth}");
+        }
+    }
+
+    #[test]
+    fn the_key_cache_keeps_the_most_recent_keys() {
+        let cache = KeyCache::default();
+        let first = cache.get("secret-0", "20261206", "us-east-1", "sqs");
+        for i in 1..=KEY_CACHE_MAX {
+            let key = cache.get(&format!("secret-{i}"), "20261206", "us-east-1", "sqs");
+            assert_eq!(
+                &*key,
+                &*signing_key(&format!("secret-{i}"), "20261206", "us-east-1", "sqs")
+            );
+        }
+        assert_eq!(cache.keys.lock().unwrap().len(), KEY_CACHE_MAX);
+        // The first was dropped and is derived again, the same.
+        assert_eq!(cache.get("secret-0", "20261206", "us-east-1", "sqs"), first);
+        assert_ne!(cache.get("secret-0", "20261206", "us-east-1", "lambda"), first);
     }
 
     #[test]

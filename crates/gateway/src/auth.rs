@@ -181,17 +181,18 @@ pub(crate) async fn authenticate(
         .headers
         .get("x-amz-security-token")
         .and_then(|v| v.to_str().ok());
-    let (secret, caller) = match sigv4::check_header(&signed, now) {
-        Ok(authorization) => match identity.resolve(authorization.access_key_id, token, now) {
-            Ok(found) => found,
-            Err(Refused::UnknownKey) => {
-                return api.refuse(&AuthError::UnknownKey(
-                    authorization.access_key_id.to_owned(),
-                ));
-            }
-            Err(Refused::BadToken) => return api.refuse(&AuthError::BadToken),
-        },
+    let authorization = match sigv4::check_header(&signed, now) {
+        Ok(authorization) => authorization,
         Err(e) => return api.refuse(&e),
+    };
+    let (secret, caller) = match identity.resolve(authorization.access_key_id, token, now) {
+        Ok(found) => found,
+        Err(Refused::UnknownKey) => {
+            return api.refuse(&AuthError::UnknownKey(
+                authorization.access_key_id.to_owned(),
+            ));
+        }
+        Err(Refused::BadToken) => return api.refuse(&AuthError::BadToken),
     };
     let bytes = match axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).await
     {
@@ -218,16 +219,13 @@ pub(crate) async fn authenticate(
         }
         None => sigv4::payload_hash(&bytes),
     };
-    let verified = sigv4::verify_cached(&signed, now, |_| Some(secret.clone()), Some(cache));
-    match verified {
-        Ok(authorization) => {
-            if let Err(service) = api.scoped(authorization.service) {
-                return api.refuse(&AuthError::Malformed(format!(
-                    "Credential should be scoped to correct service: '{service}'."
-                )));
-            }
-        }
-        Err(e) => return api.refuse(&e),
+    if let Err(e) = sigv4::verify_checked(&signed, &authorization, &secret, Some(cache)) {
+        return api.refuse(&e);
+    }
+    if let Err(service) = api.scoped(authorization.service) {
+        return api.refuse(&AuthError::Malformed(format!(
+            "Credential should be scoped to correct service: '{service}'."
+        )));
     }
     drop(signed);
     if api == Api::Nimbus
