@@ -772,7 +772,10 @@ mod tests {
         assert_eq!(cache.keys.lock().unwrap().len(), KEY_CACHE_MAX);
         // The first was dropped and is derived again, the same.
         assert_eq!(cache.get("secret-0", "20261206", "us-east-1", "sqs"), first);
-        assert_ne!(cache.get("secret-0", "20261206", "us-east-1", "lambda"), first);
+        assert_ne!(
+            cache.get("secret-0", "20261206", "us-east-1", "lambda"),
+            first
+        );
     }
 
     #[test]
