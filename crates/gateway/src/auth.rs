@@ -136,7 +136,6 @@ pub(crate) async fn authenticate(
     next: Next,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
-    let api = Api::of(&parts.method, parts.uri.path(), &parts.headers);
     let cache = match &authenticator.auth {
         Auth::SigV4(cache) => cache,
         Auth::Disabled if parts.extensions.get::<FromSandbox>().is_some() => {
@@ -150,6 +149,7 @@ pub(crate) async fn authenticate(
         }
     };
     let identity = &authenticator.identity;
+    let api = Api::of(&parts.method, parts.uri.path(), &parts.headers);
     if api == Api::Open {
         return next.run(Request::from_parts(parts, body)).await;
     }

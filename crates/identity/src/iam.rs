@@ -133,32 +133,98 @@ fn key(account: &str, name: &str) -> (String, String) {
     (account.to_owned(), name.to_owned())
 }
 
-/// What users and roles have in common for their tables.
+/// What users and roles have in common: their tables, their inline policies, how they are
+/// stored and what their grants are made of.
 trait Named: Clone {
     /// `User` or `Role`, as IAM's messages and quota names say it.
     const KIND: &'static str;
+    /// The API member naming one (`userName`), for validation messages.
+    const FIELD: &'static str;
+    /// How many characters their inline policies may hold together.
+    const POLICY_QUOTA: usize;
     fn name(&self) -> &str;
     fn path(&self) -> &str;
+    fn policies(&self) -> &BTreeMap<String, String>;
+    fn policies_mut(&mut self) -> &mut BTreeMap<String, String>;
+    /// Its inline policies and any attached ones, parsed.
+    fn grants(&self) -> Arc<[Policy]>;
+    fn save(&self, store: &dyn nimbus_store::IamStore) -> nimbus_store::Result<()>;
+    fn table(state: &crate::State) -> &Table<Self>;
+    fn table_mut(state: &mut crate::State) -> &mut Table<Self>;
+    fn missing(name: &str) -> IamError;
 }
 
 impl Named for User {
     const KIND: &'static str = "User";
+    const FIELD: &'static str = "userName";
+    const POLICY_QUOTA: usize = USER_POLICY_QUOTA;
     fn name(&self) -> &str {
         &self.name
     }
     fn path(&self) -> &str {
         &self.path
+    }
+    fn policies(&self) -> &BTreeMap<String, String> {
+        &self.policies
+    }
+    fn policies_mut(&mut self) -> &mut BTreeMap<String, String> {
+        &mut self.policies
+    }
+    fn grants(&self) -> Arc<[Policy]> {
+        compile(self.policies.values(), &[])
+    }
+    fn save(&self, store: &dyn nimbus_store::IamStore) -> nimbus_store::Result<()> {
+        store.put_user(self)
+    }
+    fn table(state: &crate::State) -> &Table<Self> {
+        &state.users
+    }
+    fn table_mut(state: &mut crate::State) -> &mut Table<Self> {
+        &mut state.users
+    }
+    fn missing(name: &str) -> IamError {
+        no_user(name)
     }
 }
 
 impl Named for Role {
     const KIND: &'static str = "Role";
+    const FIELD: &'static str = "roleName";
+    const POLICY_QUOTA: usize = ROLE_POLICY_QUOTA;
     fn name(&self) -> &str {
         &self.name
     }
     fn path(&self) -> &str {
         &self.path
     }
+    fn policies(&self) -> &BTreeMap<String, String> {
+        &self.policies
+    }
+    fn policies_mut(&mut self) -> &mut BTreeMap<String, String> {
+        &mut self.policies
+    }
+    fn grants(&self) -> Arc<[Policy]> {
+        compile(self.policies.values(), &self.attached)
+    }
+    fn save(&self, store: &dyn nimbus_store::IamStore) -> nimbus_store::Result<()> {
+        store.put_role(self)
+    }
+    fn table(state: &crate::State) -> &Table<Self> {
+        &state.roles
+    }
+    fn table_mut(state: &mut crate::State) -> &mut Table<Self> {
+        &mut state.roles
+    }
+    fn missing(name: &str) -> IamError {
+        no_role(name)
+    }
+}
+
+fn no_inline<T: Named>(policy_name: &str) -> IamError {
+    IamError::NoSuchEntity(format!(
+        "The {} policy with name {policy_name} cannot be found.",
+        T::KIND.to_ascii_lowercase()
+    ))
 }
 
 type Table<T> = HashMap<(String, String), Entry<T>>;
@@ -279,6 +345,91 @@ impl Identity {
         Ok(())
     }
 
+    /// Applies `change` to a stored user or role and recompiles its grants.
+    fn update<T: Named>(
+        &self,
+        account: &str,
+        name: &str,
+        change: impl FnOnce(&mut T) -> IamResult<()>,
+    ) -> IamResult<()> {
+        let mut state = self.write()?;
+        let entry = T::table_mut(&mut state)
+            .get_mut(&key(account, name))
+            .ok_or_else(|| T::missing(name))?;
+        let mut updated = entry.value.clone();
+        change(&mut updated)?;
+        updated.save(self.iam_store.as_ref())?;
+        entry.grants = updated.grants();
+        entry.value = updated;
+        Ok(())
+    }
+
+    fn put_inline<T: Named>(
+        &self,
+        account: &str,
+        name: &str,
+        policy_name: &str,
+        document: &str,
+    ) -> IamResult<()> {
+        check_name(T::FIELD, name)?;
+        check_policy_name(policy_name)?;
+        parse_policy(document, Kind::Identity)?;
+        self.update::<T>(account, name, |entity| {
+            let policies = entity.policies_mut();
+            policies.insert(policy_name.to_owned(), document.to_owned());
+            let size: usize = policies.values().map(|d| quota_size(d)).sum();
+            if size > T::POLICY_QUOTA {
+                return Err(IamError::LimitExceeded(format!(
+                    "Maximum policy size of {} bytes exceeded for {} {name}",
+                    T::POLICY_QUOTA,
+                    T::KIND.to_ascii_lowercase()
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    fn get_inline<T: Named>(
+        &self,
+        account: &str,
+        name: &str,
+        policy_name: &str,
+    ) -> IamResult<String> {
+        let state = self.read()?;
+        let entry = T::table(&state)
+            .get(&key(account, name))
+            .ok_or_else(|| T::missing(name))?;
+        entry
+            .value
+            .policies()
+            .get(policy_name)
+            .cloned()
+            .ok_or_else(|| no_inline::<T>(policy_name))
+    }
+
+    fn delete_inline<T: Named>(
+        &self,
+        account: &str,
+        name: &str,
+        policy_name: &str,
+    ) -> IamResult<()> {
+        self.update::<T>(account, name, |entity| {
+            entity
+                .policies_mut()
+                .remove(policy_name)
+                .map(|_| ())
+                .ok_or_else(|| no_inline::<T>(policy_name))
+        })
+    }
+
+    fn list_inline<T: Named>(&self, account: &str, name: &str) -> IamResult<Vec<String>> {
+        let state = self.read()?;
+        let entry = T::table(&state)
+            .get(&key(account, name))
+            .ok_or_else(|| T::missing(name))?;
+        Ok(entry.value.policies().keys().cloned().collect())
+    }
+
     pub fn put_user_policy(
         &self,
         account: &str,
@@ -286,28 +437,7 @@ impl Identity {
         policy_name: &str,
         document: &str,
     ) -> IamResult<()> {
-        check_name("userName", user)?;
-        check_policy_name(policy_name)?;
-        parse_policy(document, Kind::Identity)?;
-        let mut state = self.write()?;
-        let entry = state
-            .users
-            .get_mut(&key(account, user))
-            .ok_or_else(|| no_user(user))?;
-        let mut updated = entry.value.clone();
-        updated
-            .policies
-            .insert(policy_name.to_owned(), document.to_owned());
-        let size: usize = updated.policies.values().map(|d| quota_size(d)).sum();
-        if size > USER_POLICY_QUOTA {
-            return Err(IamError::LimitExceeded(format!(
-                "Maximum policy size of {USER_POLICY_QUOTA} bytes exceeded for user {user}"
-            )));
-        }
-        self.iam_store.put_user(&updated)?;
-        entry.grants = compile(updated.policies.values(), &[]);
-        entry.value = updated;
-        Ok(())
+        self.put_inline::<User>(account, user, policy_name, document)
     }
 
     pub fn get_user_policy(
@@ -316,21 +446,7 @@ impl Identity {
         user: &str,
         policy_name: &str,
     ) -> IamResult<String> {
-        let state = self.read()?;
-        let entry = state
-            .users
-            .get(&key(account, user))
-            .ok_or_else(|| no_user(user))?;
-        entry
-            .value
-            .policies
-            .get(policy_name)
-            .cloned()
-            .ok_or_else(|| {
-                IamError::NoSuchEntity(format!(
-                    "The user policy with name {policy_name} cannot be found."
-                ))
-            })
+        self.get_inline::<User>(account, user, policy_name)
     }
 
     pub fn delete_user_policy(
@@ -339,30 +455,11 @@ impl Identity {
         user: &str,
         policy_name: &str,
     ) -> IamResult<()> {
-        let mut state = self.write()?;
-        let entry = state
-            .users
-            .get_mut(&key(account, user))
-            .ok_or_else(|| no_user(user))?;
-        let mut updated = entry.value.clone();
-        if updated.policies.remove(policy_name).is_none() {
-            return Err(IamError::NoSuchEntity(format!(
-                "The user policy with name {policy_name} cannot be found."
-            )));
-        }
-        self.iam_store.put_user(&updated)?;
-        entry.grants = compile(updated.policies.values(), &[]);
-        entry.value = updated;
-        Ok(())
+        self.delete_inline::<User>(account, user, policy_name)
     }
 
     pub fn list_user_policies(&self, account: &str, user: &str) -> IamResult<Vec<String>> {
-        let state = self.read()?;
-        let entry = state
-            .users
-            .get(&key(account, user))
-            .ok_or_else(|| no_user(user))?;
-        Ok(entry.value.policies.keys().cloned().collect())
+        self.list_inline::<User>(account, user)
     }
 
     // ----- access keys
@@ -527,29 +624,9 @@ impl Identity {
         Ok(())
     }
 
-    /// Applies `change` to a stored role and recompiles its grants.
-    fn update_role(
-        &self,
-        account: &str,
-        name: &str,
-        change: impl FnOnce(&mut Role) -> IamResult<()>,
-    ) -> IamResult<()> {
-        let mut state = self.write()?;
-        let entry = state
-            .roles
-            .get_mut(&key(account, name))
-            .ok_or_else(|| no_role(name))?;
-        let mut updated = entry.value.clone();
-        change(&mut updated)?;
-        self.iam_store.put_role(&updated)?;
-        entry.grants = compile(updated.policies.values(), &updated.attached);
-        entry.value = updated;
-        Ok(())
-    }
-
     pub fn update_trust_policy(&self, account: &str, name: &str, document: &str) -> IamResult<()> {
         check_trust_policy(document)?;
-        self.update_role(account, name, |role| {
+        self.update::<Role>(account, name, |role| {
             role.assume_role_policy = document.to_owned();
             Ok(())
         })
@@ -562,20 +639,7 @@ impl Identity {
         policy_name: &str,
         document: &str,
     ) -> IamResult<()> {
-        check_name("roleName", role)?;
-        check_policy_name(policy_name)?;
-        parse_policy(document, Kind::Identity)?;
-        self.update_role(account, role, |r| {
-            r.policies
-                .insert(policy_name.to_owned(), document.to_owned());
-            let size: usize = r.policies.values().map(|d| quota_size(d)).sum();
-            if size > ROLE_POLICY_QUOTA {
-                return Err(IamError::LimitExceeded(format!(
-                    "Maximum policy size of {ROLE_POLICY_QUOTA} bytes exceeded for role {role}"
-                )));
-            }
-            Ok(())
-        })
+        self.put_inline::<Role>(account, role, policy_name, document)
     }
 
     pub fn get_role_policy(
@@ -584,21 +648,7 @@ impl Identity {
         role: &str,
         policy_name: &str,
     ) -> IamResult<String> {
-        let state = self.read()?;
-        let entry = state
-            .roles
-            .get(&key(account, role))
-            .ok_or_else(|| no_role(role))?;
-        entry
-            .value
-            .policies
-            .get(policy_name)
-            .cloned()
-            .ok_or_else(|| {
-                IamError::NoSuchEntity(format!(
-                    "The role policy with name {policy_name} cannot be found."
-                ))
-            })
+        self.get_inline::<Role>(account, role, policy_name)
     }
 
     pub fn delete_role_policy(
@@ -607,22 +657,11 @@ impl Identity {
         role: &str,
         policy_name: &str,
     ) -> IamResult<()> {
-        self.update_role(account, role, |r| {
-            r.policies.remove(policy_name).map(|_| ()).ok_or_else(|| {
-                IamError::NoSuchEntity(format!(
-                    "The role policy with name {policy_name} cannot be found."
-                ))
-            })
-        })
+        self.delete_inline::<Role>(account, role, policy_name)
     }
 
     pub fn list_role_policies(&self, account: &str, role: &str) -> IamResult<Vec<String>> {
-        let state = self.read()?;
-        let entry = state
-            .roles
-            .get(&key(account, role))
-            .ok_or_else(|| no_role(role))?;
-        Ok(entry.value.policies.keys().cloned().collect())
+        self.list_inline::<Role>(account, role)
     }
 
     pub fn attach_role_policy(&self, account: &str, role: &str, policy_arn: &str) -> IamResult<()> {
@@ -631,7 +670,7 @@ impl Identity {
                 "Policy {policy_arn} does not exist or is not attachable."
             )));
         }
-        self.update_role(account, role, |r| {
+        self.update::<Role>(account, role, |r| {
             if r.attached.iter().any(|a| a == policy_arn) {
                 return Ok(());
             }
@@ -646,7 +685,7 @@ impl Identity {
     }
 
     pub fn detach_role_policy(&self, account: &str, role: &str, policy_arn: &str) -> IamResult<()> {
-        self.update_role(account, role, |r| {
+        self.update::<Role>(account, role, |r| {
             let before = r.attached.len();
             r.attached.retain(|a| a != policy_arn);
             if r.attached.len() == before {
