@@ -14,6 +14,7 @@ use nimbus_control::ControlPlane;
 use nimbus_events::schedule::Schedule;
 use nimbus_events::scheduler::Scheduler;
 use nimbus_types::arn::FunctionArn;
+use nimbus_types::name::scoped;
 use nimbus_types::queue::{RuleTarget, ScheduleRule};
 use serde_json::{Value, json};
 
@@ -116,8 +117,9 @@ fn valid_rule_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
-fn rule(scheduler: &Scheduler, name: &str) -> Result<ScheduleRule> {
-    scheduler.get(name).ok_or_else(|| {
+/// A rule of `account`, by name.
+fn rule(scheduler: &Scheduler, account: &str, name: &str) -> Result<ScheduleRule> {
+    scheduler.get(&scoped(account, name)).ok_or_else(|| {
         error(
             "ResourceNotFoundException",
             format!("Rule {name} does not exist on EventBus default."),
@@ -128,7 +130,7 @@ fn rule(scheduler: &Scheduler, name: &str) -> Result<ScheduleRule> {
 fn describe(scheduler: &Scheduler, r: &ScheduleRule) -> Value {
     json!({
         "Name": r.name,
-        "Arn": scheduler.rule_arn(&r.name),
+        "Arn": scheduler.rule_arn(&r.key()),
         "ScheduleExpression": r.schedule_expression,
         "State": if r.enabled { "ENABLED" } else { "DISABLED" },
         "Description": r.description,
@@ -145,6 +147,7 @@ fn save(scheduler: &Scheduler, rule: ScheduleRule) -> Result<()> {
 fn dispatch(
     control: &ControlPlane,
     scheduler: &Scheduler,
+    account: &str,
     operation: &str,
     input: &Value,
 ) -> Result<Value> {
@@ -188,7 +191,7 @@ fn dispatch(
                     ));
                 }
             };
-            let previous = scheduler.get(&name);
+            let previous = scheduler.get(&scoped(account, &name));
             let rule = ScheduleRule {
                 schedule_expression: expression,
                 description: input
@@ -205,12 +208,13 @@ fn dispatch(
                 last_fire_ms: previous.as_ref().and_then(|p| p.last_fire_ms),
                 targets: previous.map(|p| p.targets).unwrap_or_default(),
                 name: name.clone(),
+                account: account.to_owned(),
             };
             save(scheduler, rule)?;
-            Ok(json!({ "RuleArn": scheduler.rule_arn(&name) }))
+            Ok(json!({ "RuleArn": scheduler.rule_arn(&scoped(account, &name)) }))
         }
         "DescribeRule" => {
-            let r = rule(scheduler, &string(input, "Name")?)?;
+            let r = rule(scheduler, account, &string(input, "Name")?)?;
             Ok(describe(scheduler, &r))
         }
         "ListRules" => {
@@ -219,7 +223,7 @@ fn dispatch(
                 .and_then(Value::as_str)
                 .unwrap_or("");
             let rules: Vec<Value> = scheduler
-                .all()
+                .of(account)
                 .iter()
                 .filter(|r| r.name.starts_with(prefix))
                 .map(|r| describe(scheduler, r))
@@ -227,7 +231,7 @@ fn dispatch(
             Ok(json!({ "Rules": rules }))
         }
         "EnableRule" | "DisableRule" => {
-            let mut r = rule(scheduler, &string(input, "Name")?)?;
+            let mut r = rule(scheduler, account, &string(input, "Name")?)?;
             let enable = operation == "EnableRule";
             if enable && !r.enabled {
                 r.enabled_ms = now;
@@ -237,7 +241,7 @@ fn dispatch(
             Ok(json!({}))
         }
         "PutTargets" => {
-            let mut r = rule(scheduler, &string(input, "Rule")?)?;
+            let mut r = rule(scheduler, account, &string(input, "Rule")?)?;
             let targets = input
                 .get("Targets")
                 .and_then(Value::as_array)
@@ -262,7 +266,11 @@ fn dispatch(
                     .unwrap_or_default()
                     .to_owned();
                 let input_text = t.get("Input").and_then(Value::as_str).map(str::to_owned);
-                let function = FunctionArn::parse(&arn).ok().map(|f| f.name);
+                // A function of the rule's account.
+                let function = FunctionArn::parse(&arn)
+                    .ok()
+                    .filter(|f| f.account == account)
+                    .map(|f| scoped(account, &f.name));
                 let problem = if id.is_empty() || id.len() > 64 {
                     Some("The target Id must be 1 to 64 characters".to_owned())
                 } else if function
@@ -290,7 +298,7 @@ fn dispatch(
             Ok(json!({ "FailedEntryCount": failed.len(), "FailedEntries": failed }))
         }
         "ListTargetsByRule" => {
-            let r = rule(scheduler, &string(input, "Rule")?)?;
+            let r = rule(scheduler, account, &string(input, "Rule")?)?;
             let targets: Vec<Value> = r
                 .targets
                 .iter()
@@ -305,7 +313,7 @@ fn dispatch(
             Ok(json!({ "Targets": targets }))
         }
         "RemoveTargets" => {
-            let mut r = rule(scheduler, &string(input, "Rule")?)?;
+            let mut r = rule(scheduler, account, &string(input, "Rule")?)?;
             let ids: Vec<String> = input
                 .get("Ids")
                 .and_then(Value::as_array)
@@ -320,7 +328,7 @@ fn dispatch(
             Ok(json!({ "FailedEntryCount": 0, "FailedEntries": [] }))
         }
         "DeleteRule" => {
-            let r = rule(scheduler, &string(input, "Name")?)?;
+            let r = rule(scheduler, account, &string(input, "Name")?)?;
             if !r.targets.is_empty() {
                 return Err(error(
                     "ValidationException",
@@ -328,7 +336,7 @@ fn dispatch(
                 ));
             }
             scheduler
-                .delete(&r.name)
+                .delete(&r.key())
                 .map_err(|e| internal(format!("could not delete the rule: {e}")))?;
             Ok(json!({}))
         }
@@ -362,12 +370,15 @@ pub async fn handle(
         .find_map(|k| input.get(*k).and_then(Value::as_str));
     let resource = rule.map_or_else(
         || "*".to_owned(),
-        |r| nimbus_types::arn::RuleArn::new(control.region(), r).to_string(),
+        |r| {
+            nimbus_types::arn::RuleArn::new(control.region(), &scoped(&caller.account, r))
+                .to_string()
+        },
     );
     if let Err(denied) = caller.authorize(&format!("events:{operation}"), &resource) {
         return EventsError::access_denied(denied.message).into_response();
     }
-    match dispatch(control, scheduler, operation, &input) {
+    match dispatch(control, scheduler, &caller.account, operation, &input) {
         Ok(output) => nimbus_aws_wire::target::ok(JsonVersion::V1_1, &output),
         Err(e) => e.into_response(),
     }

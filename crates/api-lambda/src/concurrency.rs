@@ -3,7 +3,7 @@
 //! (Put/Get/Delete/ListProvisionedConcurrencyConfig(s)) and GetAccountSettings.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use nimbus_types::name::LATEST;
@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::{Shared, parse_json, read_body, resolve};
+use crate::{FunctionPath, Shared, parse_json, read_body, resolve};
 
 /// Reads a non-negative integer field of a request body, with Lambda's validation messages.
 fn count_field(body: &Value, field: &str, member: &str, min: i64) -> Result<u32, ApiError> {
@@ -35,7 +35,10 @@ fn count_field(body: &Value, field: &str, member: &str, min: i64) -> Result<u32,
 }
 
 /// The function a function-level setting applies to: unqualified.
-fn unqualified(f: &Shared, name: &str) -> Result<std::sync::Arc<FunctionConfig>, ApiError> {
+fn unqualified(
+    f: &Shared,
+    name: &FunctionPath,
+) -> Result<std::sync::Arc<FunctionConfig>, ApiError> {
     let function = resolve(f, name, None)?;
     if function.version != LATEST {
         return Err(ApiError::invalid_parameter(
@@ -47,7 +50,7 @@ fn unqualified(f: &Shared, name: &str) -> Result<std::sync::Arc<FunctionConfig>,
 
 pub(crate) async fn put_reserved(
     State(f): State<Shared>,
-    Path(name): Path<String>,
+    name: FunctionPath,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -61,14 +64,14 @@ pub(crate) async fn put_reserved(
     )?;
     let function = unqualified(&f, &name)?;
     f.control
-        .set_reserved(&function.name, Some(reserved))
+        .set_reserved(&function.key(), Some(reserved))
         .await?;
     Ok(axum::Json(json!({ "ReservedConcurrentExecutions": reserved })).into_response())
 }
 
 pub(crate) async fn get_reserved(
     State(f): State<Shared>,
-    Path(name): Path<String>,
+    name: FunctionPath,
 ) -> Result<Response, ApiError> {
     let function = unqualified(&f, &name)?;
     let out = match function.reserved_concurrency {
@@ -80,10 +83,10 @@ pub(crate) async fn get_reserved(
 
 pub(crate) async fn delete_reserved(
     State(f): State<Shared>,
-    Path(name): Path<String>,
+    name: FunctionPath,
 ) -> Result<Response, ApiError> {
     let function = unqualified(&f, &name)?;
-    f.control.set_reserved(&function.name, None).await?;
+    f.control.set_reserved(&function.key(), None).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -98,7 +101,7 @@ pub(crate) struct ProvisionedQuery {
 /// The published version a provisioned-concurrency request names.
 fn version_of(
     f: &Shared,
-    name: &str,
+    name: &FunctionPath,
     qualifier: Option<&str>,
 ) -> Result<std::sync::Arc<FunctionConfig>, ApiError> {
     let Some(qualifier) = qualifier else {
@@ -125,7 +128,7 @@ fn not_configured() -> ApiError {
 
 /// Lambda's shape of one provisioned-concurrency configuration.
 fn provisioned_json(f: &Shared, version: &FunctionConfig, with_arn: bool) -> Option<Value> {
-    let latest = f.control.function(&version.name)?;
+    let latest = f.control.function(&version.key())?;
     let request = latest.provisioned.get(&version.version)?;
     let status = f.manager.provisioned(&version.qualified_name());
     let (allocated, state, reason) = match &status {
@@ -145,7 +148,7 @@ fn provisioned_json(f: &Shared, version: &FunctionConfig, with_arn: bool) -> Opt
     if with_arn {
         out["FunctionArn"] = Value::from(format!(
             "{}:{}",
-            f.control.arn(&version.name),
+            f.control.arn(&version.key()),
             version.version
         ));
     }
@@ -154,7 +157,7 @@ fn provisioned_json(f: &Shared, version: &FunctionConfig, with_arn: bool) -> Opt
 
 pub(crate) async fn put_provisioned(
     State(f): State<Shared>,
-    Path(name): Path<String>,
+    name: FunctionPath,
     Query(q): Query<ProvisionedQuery>,
     headers: HeaderMap,
     body: Body,
@@ -173,7 +176,7 @@ pub(crate) async fn put_provisioned(
         .parse()
         .map_err(|_| ApiError::internal("version without a number"))?;
     f.control
-        .set_provisioned(&version.name, number, requested)
+        .set_provisioned(&version.key(), number, requested)
         .await?;
     let out = provisioned_json(&f, &version, false)
         .ok_or_else(|| ApiError::internal("provisioned configuration vanished"))?;
@@ -182,14 +185,14 @@ pub(crate) async fn put_provisioned(
 
 pub(crate) async fn get_provisioned(
     State(f): State<Shared>,
-    Path(name): Path<String>,
+    name: FunctionPath,
     Query(q): Query<ProvisionedQuery>,
 ) -> Result<Response, ApiError> {
     if q.list.as_deref() == Some("ALL") {
         let latest = unqualified(&f, &name)?;
         let configs: Vec<Value> = f
             .control
-            .versions_of(&latest.name)
+            .versions_of(&latest.key())
             .iter()
             .filter_map(|v| provisioned_json(&f, v, true))
             .collect();
@@ -202,25 +205,28 @@ pub(crate) async fn get_provisioned(
 
 pub(crate) async fn delete_provisioned(
     State(f): State<Shared>,
-    Path(name): Path<String>,
+    name: FunctionPath,
     Query(q): Query<ProvisionedQuery>,
 ) -> Result<Response, ApiError> {
     let version = version_of(&f, &name, q.qualifier.as_deref())?;
     let configured = f
         .control
-        .function(&version.name)
+        .function(&version.key())
         .is_some_and(|l| l.provisioned.contains_key(&version.version));
     if !configured {
         return Err(not_configured());
     }
     let number: u32 = version.version.parse().unwrap_or(0);
-    f.control.set_provisioned(&version.name, number, 0).await?;
+    f.control.set_provisioned(&version.key(), number, 0).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub(crate) async fn account_settings(State(f): State<Shared>) -> Result<Response, ApiError> {
+pub(crate) async fn account_settings(
+    State(f): State<Shared>,
+    axum::extract::Extension(caller): axum::extract::Extension<nimbus_identity::Caller>,
+) -> Result<Response, ApiError> {
     let account = f.manager.account();
-    let (functions, _) = f.control.list(None, usize::MAX >> 1)?;
+    let functions = f.control.functions_of(&caller.account);
     let code_size: u64 = functions.iter().map(|f| f.code.size).sum();
     Ok(axum::Json(json!({
         "AccountLimit": {

@@ -1,13 +1,15 @@
 //! Lambda's `/2015-03-31/event-source-mappings` API over [`nimbus_events::esm`].
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use nimbus_events::esm::{Error, MappingChange};
 use nimbus_types::queue::EventSourceMapping;
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+use nimbus_identity::Caller;
 
 use crate::error::ApiError;
 use crate::{Lambda, Shared, parse_json, read_body};
@@ -66,6 +68,7 @@ const MAX_MAPPING_REQUEST_BYTES: usize = 64 * 1024;
 
 pub(crate) async fn create(
     State(f): State<Shared>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -81,15 +84,18 @@ pub(crate) async fn create(
         .event_source_arn
         .take()
         .ok_or_else(|| ApiError::invalid_parameter("EventSourceArn is required"))?;
-    let mapping = f.event_sources.create(&arn, input.change())?;
+    let mapping = f
+        .event_sources
+        .create(&caller.account, &arn, input.change())?;
     Ok((StatusCode::ACCEPTED, axum::Json(output(&f, &mapping, None))).into_response())
 }
 
 pub(crate) async fn get(
     State(f): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Path(uuid): Path<String>,
 ) -> Result<Response, ApiError> {
-    let mapping = f.event_sources.get(&uuid)?;
+    let mapping = f.event_sources.get(&caller.account, &uuid)?;
     Ok(axum::Json(output(&f, &mapping, None)).into_response())
 }
 
@@ -103,21 +109,28 @@ pub(crate) struct ListQuery {
 
 pub(crate) async fn list(
     State(f): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     let function = match &q.function_name {
-        Some(name) => Some(nimbus_types::FunctionRef::parse(name)?.name),
+        Some(name) => Some(nimbus_types::name::scoped(
+            &caller.account,
+            &nimbus_types::FunctionRef::parse(name)?.name,
+        )),
         None => None,
     };
-    let all = f
-        .event_sources
-        .list(function.as_deref(), q.event_source_arn.as_deref())?;
+    let all = f.event_sources.list(
+        &caller.account,
+        function.as_deref(),
+        q.event_source_arn.as_deref(),
+    )?;
     let out: Vec<Value> = all.iter().map(|m| output(&f, m, None)).collect();
     Ok(axum::Json(json!({ "EventSourceMappings": out })).into_response())
 }
 
 pub(crate) async fn update(
     State(f): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Path(uuid): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -130,15 +143,18 @@ pub(crate) async fn update(
     )
     .await?;
     let input: MappingInput = parse_json(&body)?;
-    let mapping = f.event_sources.update(&uuid, input.change())?;
+    let mapping = f
+        .event_sources
+        .update(&caller.account, &uuid, input.change())?;
     Ok((StatusCode::ACCEPTED, axum::Json(output(&f, &mapping, None))).into_response())
 }
 
 pub(crate) async fn delete(
     State(f): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Path(uuid): Path<String>,
 ) -> Result<Response, ApiError> {
-    let mapping = f.event_sources.delete(&uuid)?;
+    let mapping = f.event_sources.delete(&caller.account, &uuid)?;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(output(&f, &mapping, Some("Deleting"))),

@@ -2,7 +2,7 @@
 //! retries, maximum event age and destinations of asynchronous invocations.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use nimbus_types::function::EventInvokeConfig;
@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::{QualifierQuery, Shared, read_body, resolve};
+use crate::{FunctionPath, QualifierQuery, Shared, read_body, resolve};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
@@ -44,7 +44,7 @@ fn output(function: &FunctionConfig, config: &EventInvokeConfig, region: &str) -
     }
     json!({
         "LastModified": config.last_modified_ms as f64 / 1000.0,
-        "FunctionArn": format!("{}:{}", nimbus_types::name::function_arn(region, &function.name), function.version),
+        "FunctionArn": format!("{}:{}", function.arn(region), function.version),
         "MaximumRetryAttempts": config.maximum_retry_attempts,
         "MaximumEventAgeInSeconds": config.maximum_event_age_s,
         "DestinationConfig": Value::Object(destinations),
@@ -60,6 +60,7 @@ fn not_configured(name: &str) -> ApiError {
 /// Applies the input on top of `base`, validating as Lambda does.
 fn apply(
     f: &Shared,
+    account: &str,
     base: EventInvokeConfig,
     input: EventInvokeConfigInput,
 ) -> Result<EventInvokeConfig, ApiError> {
@@ -83,7 +84,7 @@ fn apply(
         ] {
             if let Some(d) = destination {
                 *slot = match d.destination {
-                    Some(arn) if !arn.is_empty() => Some(check_destination(f, &arn)?),
+                    Some(arn) if !arn.is_empty() => Some(check_destination(f, account, &arn)?),
                     _ => None,
                 };
             }
@@ -93,19 +94,33 @@ fn apply(
     Ok(config)
 }
 
-fn check_destination(f: &Shared, arn: &str) -> Result<String, ApiError> {
+/// Checks a destination of a function of `account`: a queue or function of the same account
+/// that exists.
+fn check_destination(f: &Shared, account: &str, arn: &str) -> Result<String, ApiError> {
     use nimbus_types::arn::Destination;
+    use nimbus_types::name::scoped;
     let invalid = |why: &str| {
         ApiError::invalid_parameter(format!("The destination ARN {arn} is invalid{why}"))
     };
-    match Destination::parse(arn).map_err(|_| invalid(""))? {
+    let destination = Destination::parse(arn).map_err(|_| invalid(""))?;
+    let owner = match &destination {
+        Destination::Queue(q) => &q.account,
+        Destination::Function(f) => &f.account,
+    };
+    if owner != account {
+        return Err(invalid(": it belongs to another account"));
+    }
+    match destination {
         Destination::Queue(queue) => {
-            if f.queues.queue(&queue.name).is_err() {
+            if f.queues.queue(&scoped(account, &queue.name)).is_err() {
                 return Err(invalid(": the queue does not exist"));
             }
         }
         Destination::Function(function) => {
-            if f.control.function(&function.name).is_none() {
+            if f.control
+                .function(&scoped(account, &function.name))
+                .is_none()
+            {
                 return Err(invalid(&format!(
                     ": function {} does not exist",
                     function.name
@@ -118,7 +133,7 @@ fn check_destination(f: &Shared, arn: &str) -> Result<String, ApiError> {
 
 async fn write(
     f: Shared,
-    name: String,
+    name: FunctionPath,
     qualifier: Option<String>,
     headers: HeaderMap,
     body: Body,
@@ -134,17 +149,17 @@ async fn write(
         (true, None) => return Err(not_configured(&function.name)),
         (false, _) => EventInvokeConfig::default(),
     };
-    let config = apply(&f, base, input)?;
+    let config = apply(&f, &function.account, base, input)?;
     let updated = f
         .control
-        .set_event_invoke(&function.name, Some(config.clone()))
+        .set_event_invoke(&function.key(), Some(config.clone()))
         .await?;
     Ok(axum::Json(output(&updated, &config, f.control.region())).into_response())
 }
 
 pub(crate) async fn put(
     State(f): State<Shared>,
-    Path(name): Path<String>,
+    name: FunctionPath,
     Query(q): Query<QualifierQuery>,
     headers: HeaderMap,
     body: Body,
@@ -154,7 +169,7 @@ pub(crate) async fn put(
 
 pub(crate) async fn update(
     State(f): State<Shared>,
-    Path(name): Path<String>,
+    name: FunctionPath,
     Query(q): Query<QualifierQuery>,
     headers: HeaderMap,
     body: Body,
@@ -164,7 +179,7 @@ pub(crate) async fn update(
 
 pub(crate) async fn get(
     State(f): State<Shared>,
-    Path(name): Path<String>,
+    name: FunctionPath,
     Query(q): Query<QualifierQuery>,
 ) -> Result<Response, ApiError> {
     let function = resolve(&f, &name, q.qualifier.as_deref())?;
@@ -177,20 +192,20 @@ pub(crate) async fn get(
 
 pub(crate) async fn delete(
     State(f): State<Shared>,
-    Path(name): Path<String>,
+    name: FunctionPath,
     Query(q): Query<QualifierQuery>,
 ) -> Result<Response, ApiError> {
     let function = resolve(&f, &name, q.qualifier.as_deref())?;
     if function.event_invoke.is_none() {
         return Err(not_configured(&function.name));
     }
-    f.control.set_event_invoke(&function.name, None).await?;
+    f.control.set_event_invoke(&function.key(), None).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub(crate) async fn list(
     State(f): State<Shared>,
-    Path(name): Path<String>,
+    name: FunctionPath,
 ) -> Result<Response, ApiError> {
     let function = resolve(&f, &name, None)?;
     let configs: Vec<Value> = function

@@ -1,7 +1,7 @@
 //! Lambda's Invoke API: `POST /2015-03-31/functions/{name}/invocations`.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -10,7 +10,7 @@ use nimbus_types::InvokeRequest;
 use nimbus_types::limits::{LOG_TAIL_BYTES, MAX_SYNC_PAYLOAD_BYTES};
 
 use crate::error::ApiError;
-use crate::{QualifierQuery, Shared, read_body, resolve};
+use crate::{FunctionPath, QualifierQuery, Shared, read_body, resolve};
 
 /// Lambda's limit on the `X-Amz-Client-Context` header, base64-encoded.
 const MAX_CLIENT_CONTEXT_BYTES: usize = 3583;
@@ -46,7 +46,7 @@ fn log_tail(log: &str) -> &str {
 
 pub(crate) async fn invoke(
     State(f): State<Shared>,
-    Path(name): Path<String>,
+    name: FunctionPath,
     Query(q): Query<QualifierQuery>,
     headers: HeaderMap,
     body: Body,
@@ -116,7 +116,7 @@ pub(crate) async fn invoke(
         // 202 only once the event is on disk.
         // A published version travels as `name:N`.
         let target = if function.version == nimbus_types::name::LATEST {
-            function.name.clone()
+            function.key()
         } else {
             function.qualified_name()
         };

@@ -217,19 +217,26 @@ fn action(method: &Method, route: &str) -> Option<(&'static str, Resource)> {
 }
 
 /// The ARN a function named in a path (by name, partial or full ARN, maybe qualified) is
-/// authorized as.
-fn function_resource(lambda: &Lambda, name: &str, qualifier: Option<&str>) -> String {
-    let (name, qualifier) = match FunctionRef::parse(name) {
+/// authorized as: in the account the ARN names, or else the caller's.
+fn function_resource(
+    lambda: &Lambda,
+    caller: &Caller,
+    name: &str,
+    qualifier: Option<&str>,
+) -> String {
+    let (name, qualifier, account) = match FunctionRef::parse(name) {
         Ok(r) => (
             r.name,
             r.qualifier
                 .map(|q| q.as_str().to_owned())
                 .or(qualifier.map(str::to_owned)),
+            r.account,
         ),
         // A name that does not parse is refused by the handler; authorize it as given.
-        Err(_) => (name.to_owned(), qualifier.map(str::to_owned)),
+        Err(_) => (name.to_owned(), qualifier.map(str::to_owned), None),
     };
-    let arn = lambda.control.arn(&name);
+    let account = account.as_deref().unwrap_or(&caller.account);
+    let arn = nimbus_types::name::function_arn(lambda.control.region(), account, &name);
     match qualifier {
         Some(q) => format!("{arn}:{q}"),
         None => arn,
@@ -244,10 +251,10 @@ async fn authorize(
     request: Request,
     next: Next,
 ) -> Response {
-    if caller.is_root() {
-        return next.run(request).await;
-    }
     let Some((action, resource)) = action(request.method(), route.as_str()) else {
+        if caller.is_root() {
+            return next.run(request).await;
+        }
         return ApiError::access_denied(format!(
             "User: {} is not authorized to perform this operation",
             caller.arn()
@@ -292,7 +299,7 @@ fn resource_arn(
                     .find_map(|kv| kv.strip_prefix("Qualifier="))
                     .map(|v| percent_decode(v).unwrap_or_else(|| v.to_owned()))
             });
-            function_resource(lambda, &param("name"), qualifier.as_deref())
+            function_resource(lambda, caller, &param("name"), qualifier.as_deref())
         }
         Resource::Mapping => format!(
             "arn:aws:lambda:{}:{}:event-source-mapping:{}",
@@ -314,6 +321,13 @@ fn percent_decode(raw: &str) -> Option<String> {
 /// Checks that the caller may hand `role` to Lambda (`iam:PassRole`) and that Lambda can
 /// assume it, as CreateFunction and a configuration update naming a role require.
 fn check_role(lambda: &Lambda, caller: &Caller, role: &str) -> Result<(), ApiError> {
+    // A role of another account is one Lambda cannot assume for this one, whoever asks.
+    if nimbus_types::iam::RoleArn::parse(role).is_some_and(|r| r.account != caller.account) {
+        return lambda
+            .identity
+            .check_execution_role(&caller.account, role)
+            .map_err(ApiError::invalid_parameter);
+    }
     caller
         .authorize("iam:PassRole", role)
         .map_err(|d| ApiError::access_denied(d.message))?;
@@ -347,13 +361,50 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     nimbus_aws_wire::parse_json(body)
 }
 
-/// Resolves a function named in a path, with an optional `Qualifier` query parameter.
+/// A function named in a request's path, and the account of the caller it is looked up in.
+pub(crate) struct FunctionPath {
+    pub name: String,
+    pub account: String,
+}
+
+impl FunctionPath {
+    /// The key of the function the path names, in the caller's account.
+    fn key(&self) -> Result<(String, FunctionRef), ApiError> {
+        let reference = FunctionRef::parse(&self.name)?;
+        Ok((
+            nimbus_types::name::scoped(&self.account, &reference.name),
+            reference,
+        ))
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for FunctionPath {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let Path(name) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let account = parts
+            .extensions
+            .get::<Caller>()
+            .map(|c| c.account.clone())
+            .ok_or_else(|| ApiError::internal("request without a caller").into_response())?;
+        Ok(Self { name, account })
+    }
+}
+
+/// Resolves a function named in a path, with an optional `Qualifier` query parameter, in the
+/// caller's account.
 pub(crate) fn resolve(
     frontend: &Lambda,
-    name: &str,
+    name: &FunctionPath,
     qualifier: Option<&str>,
 ) -> Result<Arc<nimbus_types::FunctionConfig>, ApiError> {
-    let reference = FunctionRef::parse(name)?;
+    let (key, reference) = name.key()?;
     let from_query = qualifier.map(Qualifier::parse).transpose()?;
     let qualifier = match (reference.qualifier, from_query) {
         (Some(a), Some(b)) if a != b => {
@@ -363,9 +414,7 @@ pub(crate) fn resolve(
         }
         (a, b) => a.or(b),
     };
-    Ok(frontend
-        .control
-        .resolve(&reference.name, qualifier.as_ref())?)
+    Ok(frontend.control.resolve(&key, qualifier.as_ref())?)
 }
 
 #[derive(Debug, Deserialize)]
@@ -385,14 +434,17 @@ async fn create_function(
     let publish = input.publish == Some(true);
     let new = input.into_domain()?;
     caller
-        .authorize("lambda:CreateFunction", &f.control.arn(&new.name))
+        .authorize(
+            "lambda:CreateFunction",
+            &nimbus_types::name::function_arn(f.control.region(), &caller.account, &new.name),
+        )
         .map_err(|d| ApiError::access_denied(d.message))?;
     check_role(&f, &caller, &new.role)?;
-    let mut function = f.control.create(new).await?;
+    let mut function = f.control.create(&caller.account, new).await?;
     if publish {
         function = f
             .control
-            .publish_version(&function.name, None, None, None)
+            .publish_version(&function.key(), None, None, None)
             .await?
             .0;
     }
@@ -402,7 +454,7 @@ async fn create_function(
 
 async fn get_function(
     State(f): State<Shared>,
-    Path(name): Path<String>,
+    name: FunctionPath,
     Query(q): Query<QualifierQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -421,7 +473,7 @@ async fn get_function(
         tags: Default::default(),
         concurrency: f
             .control
-            .function(&function.name)
+            .function(&function.key())
             .and_then(|latest| latest.reserved_concurrency)
             .map(|r| serde_json::json!({ "ReservedConcurrentExecutions": r })),
     };
@@ -430,7 +482,7 @@ async fn get_function(
 
 async fn get_function_configuration(
     State(f): State<Shared>,
-    Path(name): Path<String>,
+    name: FunctionPath,
     Query(q): Query<QualifierQuery>,
 ) -> Result<Response, ApiError> {
     let function = resolve(&f, &name, q.qualifier.as_deref())?;
@@ -443,7 +495,7 @@ async fn get_function_configuration(
 
 async fn update_function_code(
     State(f): State<Shared>,
-    Path(name): Path<String>,
+    name: FunctionPath,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -453,12 +505,12 @@ async fn update_function_code(
     let current = resolve(&f, &name, None)?;
     let mut function = f
         .control
-        .update_code(&current.name, input.into_domain()?)
+        .update_code(&current.key(), input.into_domain()?)
         .await?;
     if publish {
         function = f
             .control
-            .publish_version(&function.name, None, None, None)
+            .publish_version(&function.key(), None, None, None)
             .await?
             .0;
     }
@@ -472,7 +524,7 @@ async fn update_function_code(
 async fn update_function_configuration(
     State(f): State<Shared>,
     Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
+    name: FunctionPath,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -484,7 +536,7 @@ async fn update_function_configuration(
     }
     let function = f
         .control
-        .update_config(&current.name, input.into_domain()?)
+        .update_config(&current.key(), input.into_domain()?)
         .await?;
     Ok(axum::Json(FunctionConfiguration::from_config(
         &function,
@@ -495,10 +547,10 @@ async fn update_function_configuration(
 
 async fn delete_function(
     State(f): State<Shared>,
-    Path(name): Path<String>,
+    name: FunctionPath,
     Query(q): Query<QualifierQuery>,
 ) -> Result<Response, ApiError> {
-    let reference = FunctionRef::parse(&name)?;
+    let (key, reference) = name.key()?;
     let qualifier =
         reference
             .qualifier
@@ -514,14 +566,14 @@ async fn delete_function(
             let Ok(number) = q.parse::<u32>() else {
                 return Err(ApiError::function_not_found(&format!(
                     "{}:{q}",
-                    f.control.arn(&reference.name)
+                    f.control.arn(&key)
                 )));
             };
-            f.control.delete_version(&reference.name, number).await?;
+            f.control.delete_version(&key, number).await?;
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
     }
-    f.control.delete(&reference.name).await?;
+    f.control.delete(&key).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -547,10 +599,13 @@ pub(crate) fn max_items(value: Option<&str>) -> Result<usize, ApiError> {
 
 async fn list_functions(
     State(f): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     let limit = max_items(q.max_items.as_deref())?;
-    let (page, more) = f.control.list(q.marker.as_deref(), limit)?;
+    let (page, more) = f
+        .control
+        .list(&caller.account, q.marker.as_deref(), limit)?;
     let next_marker = if more {
         page.last().map(|f| f.name.clone())
     } else {

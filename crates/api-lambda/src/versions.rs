@@ -3,14 +3,14 @@
 //! with a `Qualifier` (or `name:N`) runs it.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::wire::FunctionConfiguration;
-use crate::{ListQuery, Shared, parse_json, read_body, resolve};
+use crate::{FunctionPath, ListQuery, Shared, parse_json, read_body, resolve};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
@@ -22,7 +22,7 @@ struct PublishInput {
 
 pub(crate) async fn publish(
     State(f): State<Shared>,
-    Path(name): Path<String>,
+    name: FunctionPath,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -36,7 +36,7 @@ pub(crate) async fn publish(
     let (version, created) = f
         .control
         .publish_version(
-            &latest.name,
+            &latest.key(),
             input.code_sha256.as_deref(),
             input.description,
             input.revision_id.as_deref(),
@@ -53,13 +53,13 @@ pub(crate) async fn publish(
 
 pub(crate) async fn list(
     State(f): State<Shared>,
-    Path(name): Path<String>,
+    name: FunctionPath,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     let latest = resolve(&f, &name, None)?;
     let limit = crate::max_items(q.max_items.as_deref())?;
     let mut all = vec![latest.clone()];
-    all.extend(f.control.versions_of(&latest.name));
+    all.extend(f.control.versions_of(&latest.key()));
     // The marker is the last version of the previous page.
     let start = match q.marker.as_deref() {
         None => 0,

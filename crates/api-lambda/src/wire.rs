@@ -117,13 +117,9 @@ impl FunctionConfiguration {
         Self {
             function_name: f.name.clone(),
             function_arn: if f.version == nimbus_types::name::LATEST {
-                nimbus_types::name::function_arn(region, &f.name)
+                f.arn(region)
             } else {
-                format!(
-                    "{}:{}",
-                    nimbus_types::name::function_arn(region, &f.name),
-                    f.version
-                )
+                format!("{}:{}", f.arn(region), f.version)
             },
             runtime: f.runtime.to_string(),
             role: f.role.clone(),

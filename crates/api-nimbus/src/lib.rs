@@ -2,20 +2,26 @@
 //! usage reports, asynchronous events and their dead letters, queue depths, function code,
 //! health, and Prometheus metrics at `/metrics`. Errors use the rest-json shape Lambda's API
 //! uses (`X-Amzn-ErrorType` and `{"Type","Message"}`), which the CLI already reads.
+//!
+//! Every answer is about the caller's account. The node's operator (the default account's
+//! administrators) also creates and lists accounts, reads another account's usage, and reads
+//! the node-wide metrics.
 
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use nimbus_control::ControlPlane;
 use nimbus_events::{AsyncInvoker, EventMeta};
+use nimbus_identity::{Caller, Identity};
 use nimbus_queue::sqs::SqsQueues;
 use nimbus_store::TelemetryStore;
+use nimbus_types::name::{DEFAULT_ACCOUNT, scoped, unscoped};
 use nimbus_types::{FunctionRef, Pricing, UsageReport};
 use serde::Deserialize;
 
@@ -25,6 +31,7 @@ pub struct Nimbus {
     pub telemetry: Arc<dyn TelemetryStore>,
     pub events: Arc<AsyncInvoker>,
     pub queues: Arc<SqsQueues>,
+    pub identity: Arc<Identity>,
     pub pricing: Pricing,
 }
 
@@ -45,6 +52,10 @@ pub fn router(nimbus: Arc<Nimbus>) -> Router {
             post(replay),
         )
         .route("/nimbus/v1/usage", get(usage))
+        .route(
+            "/nimbus/v1/accounts",
+            get(list_accounts).post(create_account),
+        )
         .route("/nimbus/v1/queues", get(queues))
         .route("/metrics", get(metrics))
         .with_state(nimbus)
@@ -69,6 +80,14 @@ impl ApiError {
 
     fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "ResourceNotFoundException", message)
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValueException",
+            message,
+        )
     }
 
     /// A failure inside the node: logged in full, reported without internals.
@@ -176,17 +195,48 @@ struct LogsQuery {
     limit: Option<usize>,
 }
 
+/// The key of a function of the caller's account named in a path (by name or ARN).
+fn function_key(caller: &Caller, name: &str) -> Result<(String, String), ApiError> {
+    let reference = FunctionRef::parse(name)?;
+    if reference
+        .account
+        .as_deref()
+        .is_some_and(|a| a != caller.account)
+    {
+        return Err(ApiError::not_found(format!("Function not found: {name}")));
+    }
+    Ok((scoped(&caller.account, &reference.name), reference.name))
+}
+
+/// Refuses callers other than the node's operator (the default account's).
+fn operator_only(caller: &Caller) -> Result<(), ApiError> {
+    if caller.account == DEFAULT_ACCOUNT {
+        Ok(())
+    } else {
+        Err(<ApiError as nimbus_aws_wire::ErrorEnvelope>::access_denied(
+            format!(
+                "User: {} is not authorized to perform this operation: only the node's operator may",
+                caller.arn()
+            ),
+        ))
+    }
+}
+
 async fn logs(
     State(f): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let function = FunctionRef::parse(&name)?;
+    let (key, _) = function_key(&caller, &name)?;
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     let telemetry = f.telemetry.clone();
     let after = q.after.unwrap_or(0);
-    let entries =
-        tokio::task::spawn_blocking(move || telemetry.logs(&function.name, after, limit)).await??;
+    let mut entries =
+        tokio::task::spawn_blocking(move || telemetry.logs(&key, after, limit)).await??;
+    for e in &mut entries {
+        e.function = unscoped(&e.function).1.to_owned();
+    }
     let next = entries.last().map_or(after, |e| e.seq);
     Ok(Json(
         serde_json::json!({ "entries": entries, "next": next }),
@@ -199,25 +249,50 @@ struct UsageQuery {
     since_ms: Option<i64>,
     /// List this function's individual usage records instead of the report.
     function: Option<String>,
+    /// The account to report on (the operator's choice; others get their own).
+    account: Option<String>,
 }
 
 async fn usage(
     State(f): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<UsageQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let since_ms = q.since_ms.unwrap_or(0);
     let telemetry = f.telemetry.clone();
     if let Some(function) = q.function {
-        let function = FunctionRef::parse(&function)?.name;
-        let records = tokio::task::spawn_blocking(move || {
-            telemetry.usage_records(&function, since_ms, MAX_USAGE_RECORDS)
+        let (key, _) = function_key(&caller, &function)?;
+        let mut records = tokio::task::spawn_blocking(move || {
+            telemetry.usage_records(&key, since_ms, MAX_USAGE_RECORDS)
         })
         .await??;
+        for r in &mut records {
+            r.function = unscoped(&r.function).1.to_owned();
+        }
         return Ok(Json(serde_json::json!({ "records": records })));
     }
+    let account = match q.account {
+        Some(a) if a != caller.account => {
+            operator_only(&caller)?;
+            if !f.identity.accounts().iter().any(|x| x.id == a) {
+                return Err(ApiError::not_found(format!("no account {a}")));
+            }
+            a
+        }
+        _ => caller.account.clone(),
+    };
     let totals = tokio::task::spawn_blocking(move || telemetry.usage_totals(since_ms)).await??;
-    let report = UsageReport::from_totals(since_ms, totals, f.pricing);
-    Ok(Json(serde_json::to_value(report).unwrap_or_default()))
+    let mine = totals
+        .into_iter()
+        .filter_map(|(key, t)| {
+            let (owner, name) = unscoped(&key);
+            (owner == account).then(|| (name.to_owned(), t))
+        })
+        .collect();
+    let mut report = serde_json::to_value(UsageReport::from_totals(since_ms, mine, f.pricing))
+        .unwrap_or_default();
+    report["account"] = serde_json::Value::from(account);
+    Ok(Json(report))
 }
 
 /// The most individual usage records one answer lists.
@@ -226,14 +301,15 @@ const MAX_USAGE_RECORDS: usize = 10_000;
 /// A function's asynchronous events: what waits, what is in flight, what was dead-lettered.
 async fn events(
     State(f): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let function = FunctionRef::parse(&name)?;
+    let (key, name) = function_key(&caller, &name)?;
     let invoker = &f.events;
     let queue = invoker.queue();
-    let pending = queue.counts(&nimbus_events::async_queue(&function.name))?;
-    let dead = queue.counts(&nimbus_events::dead_letter_queue(&function.name))?;
-    let letters = invoker.dead_letters(&function.name, 1000)?;
+    let pending = queue.counts(&nimbus_events::async_queue(&key))?;
+    let dead = queue.counts(&nimbus_events::dead_letter_queue(&key))?;
+    let letters = invoker.dead_letters(&key, 1000)?;
     let letters: Vec<serde_json::Value> = letters
         .into_iter()
         .map(|d| {
@@ -250,7 +326,7 @@ async fn events(
         })
         .collect();
     Ok(Json(serde_json::json!({
-        "function": function.name,
+        "function": name,
         "queued": pending.visible + pending.delayed,
         "in_flight": pending.in_flight,
         "dead_lettered": dead.visible + dead.delayed + dead.in_flight,
@@ -261,42 +337,98 @@ async fn events(
 /// Sends a dead-lettered event back to its function.
 async fn replay(
     State(f): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let function = FunctionRef::parse(&name)?;
-    if f.control.function(&function.name).is_none() {
+    let (key, name) = function_key(&caller, &name)?;
+    if f.control.function(&key).is_none() {
         return Err(ApiError::not_found(format!(
             "Function not found: {}",
-            f.control.arn(&function.name)
+            f.control.arn(&key)
         )));
     }
-    if !f.events.replay(&function.name, &id).await? {
+    if !f.events.replay(&key, &id).await? {
         return Err(ApiError::not_found(format!(
-            "no dead-lettered event {id} for {}",
-            function.name
+            "no dead-lettered event {id} for {name}"
         )));
     }
     Ok(Json(serde_json::json!({ "replayed": id })))
 }
 
-/// Every queue with how many messages are visible, in flight and delayed.
-async fn queues(State(f): State<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(serde_json::json!({ "queues": f.queues.depths()? })))
+/// The account's queues with how many messages are visible, in flight and delayed.
+async fn queues(
+    State(f): State<Shared>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(
+        serde_json::json!({ "queues": f.queues.depths(&caller.account)? }),
+    ))
 }
 
 /// The code of `$LATEST` as a zip, where GetFunction's `Code.Location` points.
 async fn download_code(
     State(f): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let reference = FunctionRef::parse(&name)?;
-    let function = f.control.resolve(&reference.name, None)?;
+    let (key, _) = function_key(&caller, &name)?;
+    let function = f.control.resolve(&key, None)?;
     let zip = f.control.code_zip(&function).await?;
     Ok(([(axum::http::header::CONTENT_TYPE, "application/zip")], zip).into_response())
 }
 
-/// `GET /metrics`: Prometheus's text format.
-async fn metrics(State(f): State<Shared>) -> Response {
+/// The node's accounts (the operator's view).
+async fn list_accounts(
+    State(f): State<Shared>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    operator_only(&caller)?;
+    Ok(Json(
+        serde_json::json!({ "accounts": f.identity.accounts() }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct NewAccount {
+    name: String,
+}
+
+/// Creates an account and its administrator key (the operator's).
+async fn create_account(
+    State(f): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    operator_only(&caller)?;
+    let input: NewAccount = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("expected {{\"name\": \"…\"}}: {e}")))?;
+    let identity = f.identity.clone();
+    let (account, key) = tokio::task::spawn_blocking(move || identity.create_account(&input.name))
+        .await?
+        .map_err(|e| match e {
+            nimbus_identity::Error::Invalid(m) => ApiError::bad_request(m),
+            nimbus_identity::Error::Exists(m) => {
+                ApiError::new(StatusCode::CONFLICT, "ResourceConflictException", m)
+            }
+            other => ApiError::internal(other),
+        })?;
+    tracing::info!(account = %account.id, name = %account.name, "account created");
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({
+            "account": account,
+            "access_key_id": key.access_key_id,
+            "secret_access_key": key.secret_access_key,
+        })),
+    )
+        .into_response())
+}
+
+/// `GET /metrics`: Prometheus's text format, node-wide: the operator's.
+async fn metrics(State(f): State<Shared>, Extension(caller): Extension<Caller>) -> Response {
+    if let Err(e) = operator_only(&caller) {
+        return e.into_response();
+    }
     let mut response = f.control.manager().render_metrics().into_response();
     response.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,

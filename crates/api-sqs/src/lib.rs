@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use nimbus_aws_wire::target::JsonVersion;
 use nimbus_aws_wire::{ErrorEnvelope, envelope};
 use nimbus_queue::sqs::{Error, MessageAttributes, SqsQueues, attributes_md5};
+use nimbus_types::name::scoped;
 use nimbus_types::queue::QueueConfig;
 use serde_json::{Map, Value, json};
 
@@ -235,22 +236,39 @@ fn message_attributes(input: Option<&Value>) -> SqsResult<MessageAttributes> {
     }
 }
 
-fn url(host: &str, name: &str) -> String {
-    format!(
-        "http://{host}/{}/{name}",
-        nimbus_types::name::DEFAULT_ACCOUNT
-    )
+fn url(host: &str, account: &str, name: &str) -> String {
+    format!("http://{host}/{account}/{name}")
 }
 
-/// The queue named by a `QueueUrl` (its last path segment).
-fn queue_of(queues: &SqsQueues, input: &Value) -> SqsResult<QueueConfig> {
-    let url = string_field(input, "QueueUrl")?;
-    let name = url
-        .trim_end_matches('/')
-        .rsplit('/')
+/// The account and name of the queue a `QueueUrl` names (`…/ACCOUNT/NAME`); a URL without an
+/// account names a queue of the caller's.
+fn url_parts<'a>(url: &'a str, caller: &'a str) -> (&'a str, &'a str) {
+    let mut segments = url.trim_end_matches('/').rsplit('/');
+    let name = segments.next().unwrap_or_default();
+    let account = segments
         .next()
-        .unwrap_or_default();
-    Ok(queues.queue(name)?)
+        .filter(|a| nimbus_types::name::valid_account(a))
+        .unwrap_or(caller);
+    (account, name)
+}
+
+/// The queue named by a `QueueUrl`, in the caller's account (a URL of another account's queue
+/// was refused when the request was authorized).
+fn queue_of(queues: &SqsQueues, account: &str, input: &Value) -> SqsResult<QueueConfig> {
+    let url = string_field(input, "QueueUrl")?;
+    let (owner, name) = url_parts(&url, account);
+    if owner != account {
+        return Err(Error::NoSuchQueue.into());
+    }
+    Ok(queues.queue(&scoped(account, name))?)
+}
+
+/// A queue ARN of the caller's account, as StartMessageMoveTask takes them.
+fn own_arn(account: &str, arn: &str) -> SqsResult<()> {
+    match nimbus_types::arn::QueueArn::parse(arn) {
+        Ok(a) if a.account != account => Err(Error::NoSuchQueue.into()),
+        _ => Ok(()),
+    }
 }
 
 /// The entries of a batch request by Id: 1 to 10, each with a distinct Id.
@@ -368,10 +386,7 @@ async fn receive(queues: &SqsQueues, config: &QueueConfig, input: &Value) -> Sqs
             system.insert("SentTimestamp".into(), json!(d.sent_ms.to_string()));
         }
         if want("SenderId") {
-            system.insert(
-                "SenderId".into(),
-                json!(nimbus_types::name::DEFAULT_ACCOUNT),
-            );
+            system.insert("SenderId".into(), json!(config.account));
         }
         if !system.is_empty() {
             message["Attributes"] = Value::Object(system);
@@ -388,6 +403,7 @@ async fn receive(queues: &SqsQueues, config: &QueueConfig, input: &Value) -> Sqs
 /// Runs one operation on its parsed input.
 async fn dispatch(
     queues: &SqsQueues,
+    account: &str,
     operation: &str,
     input: Value,
     host: &str,
@@ -395,24 +411,26 @@ async fn dispatch(
     match operation {
         "CreateQueue" => {
             let name = string_field(&input, "QueueName")?;
-            queues.create_queue(&name, &attribute_pairs(&input))?;
-            Ok(json!({ "QueueUrl": url(host, &name) }))
+            queues.create_queue(account, &name, &attribute_pairs(&input))?;
+            Ok(json!({ "QueueUrl": url(host, account, &name) }))
         }
         "GetQueueUrl" => {
             let name = string_field(&input, "QueueName")?;
-            queues.queue(&name)?;
-            Ok(json!({ "QueueUrl": url(host, &name) }))
+            queues.queue(&scoped(account, &name))?;
+            Ok(json!({ "QueueUrl": url(host, account, &name) }))
         }
         "ListQueues" => {
             let prefix = field(&input, "QueueNamePrefix")
                 .and_then(Value::as_str)
                 .unwrap_or("");
             let max = int_field(&input, "MaxResults", 1..=1000)?.unwrap_or(1000) as usize;
-            let names = queues.list(prefix, max)?;
-            Ok(json!({ "QueueUrls": names.iter().map(|n| url(host, n)).collect::<Vec<_>>() }))
+            let names = queues.list(account, prefix, max)?;
+            Ok(
+                json!({ "QueueUrls": names.iter().map(|n| url(host, account, n)).collect::<Vec<_>>() }),
+            )
         }
         "GetQueueAttributes" => {
-            let config = queue_of(queues, &input)?;
+            let config = queue_of(queues, account, &input)?;
             let wanted = string_list(&input, "AttributeNames");
             let all = wanted.is_empty() || wanted.iter().any(|w| w == "All");
             let attributes: Map<String, Value> = queues
@@ -424,26 +442,26 @@ async fn dispatch(
             Ok(json!({ "Attributes": attributes }))
         }
         "SetQueueAttributes" => {
-            let config = queue_of(queues, &input)?;
-            queues.set_attributes(&config.name, &attribute_pairs(&input))?;
+            let config = queue_of(queues, account, &input)?;
+            queues.set_attributes(&config.key(), &attribute_pairs(&input))?;
             Ok(json!({}))
         }
         "DeleteQueue" => {
-            let config = queue_of(queues, &input)?;
-            queues.delete_queue(&config.name)?;
+            let config = queue_of(queues, account, &input)?;
+            queues.delete_queue(&config.key())?;
             Ok(json!({}))
         }
         "PurgeQueue" => {
-            let config = queue_of(queues, &input)?;
-            queues.purge(&config.name)?;
+            let config = queue_of(queues, account, &input)?;
+            queues.purge(&config.key())?;
             Ok(json!({}))
         }
         "SendMessage" => {
-            let config = queue_of(queues, &input)?;
+            let config = queue_of(queues, account, &input)?;
             send(queues, &config, &input).await
         }
         "SendMessageBatch" => {
-            let config = queue_of(queues, &input)?;
+            let config = queue_of(queues, account, &input)?;
             let (mut ok, mut failed) = (Vec::new(), Vec::new());
             for (id, entry) in batch_entries(&input)? {
                 match send(queues, &config, &entry).await {
@@ -457,16 +475,16 @@ async fn dispatch(
             Ok(json!({ "Successful": ok, "Failed": failed }))
         }
         "ReceiveMessage" => {
-            let config = queue_of(queues, &input)?;
+            let config = queue_of(queues, account, &input)?;
             receive(queues, &config, &input).await
         }
         "DeleteMessage" => {
-            let config = queue_of(queues, &input)?;
+            let config = queue_of(queues, account, &input)?;
             queues.delete(&config, &string_field(&input, "ReceiptHandle")?)?;
             Ok(json!({}))
         }
         "DeleteMessageBatch" => {
-            let config = queue_of(queues, &input)?;
+            let config = queue_of(queues, account, &input)?;
             let (mut ok, mut failed) = (Vec::new(), Vec::new());
             for (id, entry) in batch_entries(&input)? {
                 let deleted = string_field(&entry, "ReceiptHandle")
@@ -479,7 +497,7 @@ async fn dispatch(
             Ok(json!({ "Successful": ok, "Failed": failed }))
         }
         "ChangeMessageVisibility" => {
-            let config = queue_of(queues, &input)?;
+            let config = queue_of(queues, account, &input)?;
             let handle = string_field(&input, "ReceiptHandle")?;
             let visibility = int_field(&input, "VisibilityTimeout", 0..=43_200)?
                 .ok_or_else(|| missing("VisibilityTimeout"))?;
@@ -489,6 +507,10 @@ async fn dispatch(
         "StartMessageMoveTask" => {
             let source = string_field(&input, "SourceArn")?;
             let destination = field(&input, "DestinationArn").and_then(Value::as_str);
+            own_arn(account, &source)?;
+            if let Some(d) = destination {
+                own_arn(account, d)?;
+            }
             let (handle, _moved) = queues.move_messages(&source, destination).await?;
             Ok(json!({ "TaskHandle": handle }))
         }
@@ -516,16 +538,25 @@ pub async fn handle(
         Err(e) => return e.into_response(),
     };
     let host = nimbus_aws_wire::host(headers).unwrap_or("127.0.0.1");
-    // Authorized as `sqs:OPERATION` on the queue it names (by URL or name), if any.
+    // Authorized as `sqs:OPERATION` on the queue it names (by URL, name or source ARN), if any.
+    let account = caller.account.as_str();
     let queue = field(&input, "QueueUrl")
         .and_then(Value::as_str)
-        .and_then(|u| u.rsplit('/').next())
-        .or_else(|| field(&input, "QueueName").and_then(Value::as_str));
-    let resource = queue.map_or_else(|| "*".to_owned(), |q| queues.arn(q).to_string());
+        .map(|u| url_parts(u, account))
+        .or_else(|| {
+            field(&input, "QueueName")
+                .and_then(Value::as_str)
+                .map(|n| (account, n))
+        });
+    let resource = match (queue, field(&input, "SourceArn").and_then(Value::as_str)) {
+        (Some((owner, name)), _) => queues.arn(&scoped(owner, name)).to_string(),
+        (None, Some(source)) => source.to_owned(),
+        (None, None) => "*".to_owned(),
+    };
     if let Err(denied) = caller.authorize(&format!("sqs:{operation}"), &resource) {
         return SqsError::access_denied(denied.message).into_response();
     }
-    match dispatch(queues, operation, input, host).await {
+    match dispatch(queues, account, operation, input, host).await {
         Ok(output) => nimbus_aws_wire::target::ok(JsonVersion::V1_0, &output),
         Err(e) => e.into_response(),
     }

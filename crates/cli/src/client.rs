@@ -87,8 +87,40 @@ pub struct UsageArgs {
     /// List one function's usage records (one per invocation) instead of the report.
     #[arg(long, value_name = "NAME")]
     function: Option<String>,
+    /// Report on this account (its 12-digit id; the node's operator only) instead of the
+    /// caller's own.
+    #[arg(long, value_name = "ID")]
+    account: Option<String>,
     #[command(flatten)]
     endpoint: EndpointArg,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AccountsArgs {
+    #[command(subcommand)]
+    command: AccountsCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum AccountsCommand {
+    /// Create an account and its administrator key; prints the key as an aws CLI profile.
+    Create {
+        /// A name for people: 1 to 50 of A-Z, a-z, 0-9, - and _.
+        name: String,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        endpoint: EndpointArg,
+    },
+    /// List the node's accounts.
+    List {
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        endpoint: EndpointArg,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -480,10 +512,15 @@ pub fn usage(args: UsageArgs) -> anyhow::Result<ExitCode> {
     if let Some(function) = &args.function {
         return usage_records(&api, since, function, args.json);
     }
+    let account = match &args.account {
+        Some(a) if nimbus_types::name::valid_account(a) => format!("&account={a}"),
+        Some(a) => bail!("{a:?} is not an account id: 12 digits"),
+        None => String::new(),
+    };
     let reply = api
         .call(
             "GET",
-            &format!("/nimbus/v1/usage?since_ms={since}"),
+            &format!("/nimbus/v1/usage?since_ms={since}{account}"),
             &[],
             None,
         )?
@@ -518,6 +555,64 @@ pub fn usage(args: UsageArgs) -> anyhow::Result<ExitCode> {
         report.pricing.request_per_million, report.pricing.gb_second
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+pub fn accounts(args: AccountsArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        AccountsCommand::Create {
+            name,
+            json,
+            endpoint,
+        } => {
+            let api = Api::new(&endpoint);
+            let body = serde_json::to_vec(&serde_json::json!({ "name": name }))?;
+            let reply = api
+                .call(
+                    "POST",
+                    "/nimbus/v1/accounts",
+                    &[("content-type", "application/json")],
+                    Some(body),
+                )?
+                .ok()?;
+            let created: serde_json::Value = serde_json::from_slice(&reply.body)
+                .context("the node answered with an invalid account")?;
+            if json {
+                return print_json(&created);
+            }
+            let field = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+            let id = field(&created["account"]["id"]);
+            println!(
+                "# account {name} ({id}): its administrator key, as ~/.aws/credentials takes it
+                 [{name}]
+aws_access_key_id = {}
+aws_secret_access_key = {}",
+                field(&created["access_key_id"]),
+                field(&created["secret_access_key"]),
+            );
+            eprintln!("the secret is shown only now; keep it");
+            Ok(ExitCode::SUCCESS)
+        }
+        AccountsCommand::List { json, endpoint } => {
+            let api = Api::new(&endpoint);
+            let reply = api.call("GET", "/nimbus/v1/accounts", &[], None)?.ok()?;
+            let list: serde_json::Value = serde_json::from_slice(&reply.body)
+                .context("the node answered with an invalid list")?;
+            if json {
+                return print_json(&list);
+            }
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{:<14} NAME", "ACCOUNT")?;
+            for a in list["accounts"].as_array().into_iter().flatten() {
+                writeln!(
+                    out,
+                    "{:<14} {}",
+                    a["id"].as_str().unwrap_or_default(),
+                    a["name"].as_str().unwrap_or_default()
+                )?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 pub fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {

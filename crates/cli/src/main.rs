@@ -62,6 +62,8 @@ enum Command {
     Queues(client::QueuesArgs),
     /// Print (or write to ~/.aws) an aws CLI profile for the node, with its endpoint and key.
     Credentials(client::CredentialsArgs),
+    /// Create and list accounts (the node's operator).
+    Accounts(client::AccountsArgs),
 }
 
 pub(crate) fn init_tracing() {
@@ -126,6 +128,7 @@ fn main() -> ExitCode {
         Command::Events(args) => client::events(args),
         Command::Queues(args) => client::queues(args),
         Command::Credentials(args) => client::credentials_profile(args),
+        Command::Accounts(args) => client::accounts(args),
     };
     match result {
         Ok(code) => code,

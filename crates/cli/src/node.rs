@@ -292,9 +292,9 @@ pub async fn serve(
     {
         let control = control.clone();
         identity.set_function_roles(Arc::new(move |account: &str, function: &str| {
-            (account == nimbus_types::name::DEFAULT_ACCOUNT)
-                .then(|| control.function(function).map(|f| f.role.clone()))
-                .flatten()
+            control
+                .function(&nimbus_types::name::scoped(account, function))
+                .map(|f| f.role.clone())
         }));
     }
     let auth = authentication(&config, &identity, listener.local_addr()?)?;

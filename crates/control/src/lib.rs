@@ -9,6 +9,10 @@
 //! Mutations are serialised by one lock: each is a read-modify-write of a function record plus
 //! code-store housekeeping, and deploys are rare next to invocations. Reads and invocations go
 //! through the in-memory copy, which mutations keep current.
+//!
+//! Functions belong to accounts. Every method that takes a function's `name` takes its key,
+//! the name scoped by its account ([`nimbus_types::name::scoped`]); the protocol crates make it
+//! from the caller's account, so that one account never reaches another's functions.
 
 #![forbid(unsafe_code)]
 
@@ -118,16 +122,13 @@ impl ControlPlane {
             let Some(last) = page.last() else { break };
             after = Some(last.name.clone());
             for f in page {
-                functions.insert(f.name.clone(), Arc::new(f));
+                functions.insert(f.key(), Arc::new(f));
             }
         }
         let mut versions: HashMap<String, BTreeMap<u32, Arc<FunctionConfig>>> = HashMap::new();
         for v in store.all_versions()? {
             if let Ok(n) = v.version.parse::<u32>() {
-                versions
-                    .entry(v.name.clone())
-                    .or_default()
-                    .insert(n, Arc::new(v));
+                versions.entry(v.key()).or_default().insert(n, Arc::new(v));
             }
         }
         Ok(Self {
@@ -154,12 +155,12 @@ impl ControlPlane {
     pub async fn restore(&self) -> Result<()> {
         for f in self.all()? {
             if f.reserved_concurrency.is_some()
-                && let Err(e) = self.manager.set_reserved(&f.name, f.reserved_concurrency)
+                && let Err(e) = self.manager.set_reserved(&f.key(), f.reserved_concurrency)
             {
                 tracing::warn!(function = %f.name, error = %e, "stored reserved concurrency no longer fits the account limit");
             }
             for (version, p) in &f.provisioned {
-                if let Some(v) = version.parse().ok().and_then(|n| self.version(&f.name, n)) {
+                if let Some(v) = version.parse().ok().and_then(|n| self.version(&f.key(), n)) {
                     self.manager.set_provisioned(v, p.requested).await;
                 }
             }
@@ -197,7 +198,7 @@ impl ControlPlane {
         let mut out = Vec::new();
         for f in self.all().unwrap_or_default() {
             for version in f.provisioned.keys() {
-                if let Some(v) = version.parse().ok().and_then(|n| self.version(&f.name, n)) {
+                if let Some(v) = version.parse().ok().and_then(|n| self.version(&f.key(), n)) {
                     out.push(v);
                 }
             }
@@ -206,8 +207,10 @@ impl ControlPlane {
         out
     }
 
-    pub fn arn(&self, name: &str) -> String {
-        nimbus_types::name::function_arn(&self.region, name)
+    /// The ARN of the function held under `key` ([`nimbus_types::name::scoped`]).
+    pub fn arn(&self, key: &str) -> String {
+        let (account, name) = nimbus_types::name::unscoped(key);
+        nimbus_types::name::function_arn(&self.region, account, name)
     }
 
     /// The current configuration of a function, from memory.
@@ -241,7 +244,7 @@ impl ControlPlane {
         self.functions
             .write()
             .map_err(|_| Error::Poisoned)?
-            .insert(f.name.clone(), Arc::new(f.clone()));
+            .insert(f.key(), Arc::new(f.clone()));
         Ok(())
     }
 
@@ -284,7 +287,8 @@ impl ControlPlane {
         }
     }
 
-    pub async fn create(&self, input: NewFunction) -> Result<Arc<FunctionConfig>> {
+    /// Creates a function of `account`.
+    pub async fn create(&self, account: &str, input: NewFunction) -> Result<Arc<FunctionConfig>> {
         validate_function_name(&input.name)?;
         let runtime = input
             .runtime
@@ -303,12 +307,16 @@ impl ControlPlane {
         }
 
         let _guard = self.mutations.lock().await;
-        if self.function(&input.name).is_some() {
+        if self
+            .function(&nimbus_types::name::scoped(account, &input.name))
+            .is_some()
+        {
             return Err(Error::AlreadyExists(input.name));
         }
         let code = self.store_zip(input.zip).await?;
         let function = FunctionConfig {
             name: input.name,
+            account: account.to_owned(),
             runtime,
             handler: input.handler,
             role: input.role,
@@ -673,25 +681,34 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Functions in name order after `marker`, at most `limit`, and whether more follow.
+    /// An account's functions in name order after `marker`, at most `limit`, and whether more
+    /// follow.
     pub fn list(
         &self,
+        account: &str,
         marker: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<Arc<FunctionConfig>>, bool)> {
         let functions = self.functions.read().map_err(|_| Error::Poisoned)?;
-        let mut names: Vec<&String> = functions
-            .keys()
-            .filter(|n| marker.is_none_or(|m| n.as_str() > m))
+        let mut page: Vec<&Arc<FunctionConfig>> = functions
+            .values()
+            .filter(|f| f.account == account && marker.is_none_or(|m| f.name.as_str() > m))
             .collect();
-        names.sort();
-        let more = names.len() > limit;
-        let page = names
+        page.sort_by(|a, b| a.name.cmp(&b.name));
+        let more = page.len() > limit;
+        Ok((page.into_iter().take(limit).cloned().collect(), more))
+    }
+
+    /// Every function of `account`.
+    pub fn functions_of(&self, account: &str) -> Vec<Arc<FunctionConfig>> {
+        let mut out: Vec<_> = self
+            .all()
+            .unwrap_or_default()
             .into_iter()
-            .take(limit)
-            .filter_map(|n| functions.get(n).cloned())
+            .filter(|f| f.account == account)
             .collect();
-        Ok((page, more))
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 
     /// The stored zip of a function's code.
@@ -714,14 +731,14 @@ fn same_published(version: &FunctionConfig, latest: &FunctionConfig) -> bool {
         && version.role == latest.role
 }
 
-/// Finds a function's current configuration by name: what the pollers and schedulers need of
-/// the registry.
+/// Finds a function's current configuration by key ([`nimbus_types::name::scoped`]): what the
+/// pollers and schedulers need of the registry.
 pub trait FunctionDirectory: Send + Sync {
     fn function(&self, name: &str) -> Option<Arc<FunctionConfig>>;
 }
 
 impl FunctionDirectory for ControlPlane {
-    /// A function by name, or one of its versions as `name:N`.
+    /// A function by key, or one of its versions as `key:N`.
     fn function(&self, name: &str) -> Option<Arc<FunctionConfig>> {
         match name.split_once(':') {
             Some((name, number)) => self.version(name, number.parse().ok()?),

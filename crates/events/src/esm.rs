@@ -82,18 +82,21 @@ impl EventSources {
         })
     }
 
-    pub fn get(&self, uuid: &str) -> Result<EventSourceMapping> {
+    /// A mapping of `account`; another account's is not found.
+    pub fn get(&self, account: &str, uuid: &str) -> Result<EventSourceMapping> {
         self.mappings
             .read()
             .map_err(|_| Error::Poisoned)?
             .get(uuid)
+            .filter(|m| m.account == account)
             .cloned()
             .ok_or_else(|| Error::NotFound(uuid.to_owned()))
     }
 
-    /// Mappings, by UUID, of one function and/or one queue if given.
+    /// An account's mappings, by UUID, of one function (by key) and/or one queue if given.
     pub fn list(
         &self,
+        account: &str,
         function: Option<&str>,
         event_source_arn: Option<&str>,
     ) -> Result<Vec<EventSourceMapping>> {
@@ -102,6 +105,7 @@ impl EventSources {
             .read()
             .map_err(|_| Error::Poisoned)?
             .values()
+            .filter(|m| m.account == account)
             .filter(|m| function.is_none_or(|f| m.function == f))
             .filter(|m| event_source_arn.is_none_or(|a| m.event_source_arn == a))
             .cloned()
@@ -110,13 +114,19 @@ impl EventSources {
         Ok(all)
     }
 
-    /// Creates a mapping from an existing queue to an existing function.
+    /// Creates a mapping from an existing queue to an existing function, both of `account`.
     pub fn create(
         &self,
+        account: &str,
         event_source_arn: &str,
         change: MappingChange,
     ) -> Result<EventSourceMapping> {
-        if self.queues.queue_by_arn(event_source_arn).is_err() {
+        let queue_account = nimbus_types::arn::QueueArn::parse(event_source_arn)
+            .map(|a| a.account)
+            .ok();
+        if queue_account.as_deref() != Some(account)
+            || self.queues.queue_by_arn(event_source_arn).is_err()
+        {
             return Err(InvalidParameter::Value(format!(
                 "Invalid EventSourceArn {event_source_arn}: only existing queues \
                  (arn:aws:sqs:…) are supported as event sources"
@@ -128,6 +138,7 @@ impl EventSources {
         }
         let mut mapping = EventSourceMapping {
             uuid: uuid::Uuid::new_v4().to_string(),
+            account: account.to_owned(),
             function: String::new(),
             event_source_arn: event_source_arn.to_owned(),
             batch_size: 10,
@@ -141,15 +152,20 @@ impl EventSources {
         Ok(mapping)
     }
 
-    pub fn update(&self, uuid: &str, change: MappingChange) -> Result<EventSourceMapping> {
-        let mut mapping = self.get(uuid)?;
+    pub fn update(
+        &self,
+        account: &str,
+        uuid: &str,
+        change: MappingChange,
+    ) -> Result<EventSourceMapping> {
+        let mut mapping = self.get(account, uuid)?;
         self.apply(&mut mapping, change)?;
         self.save(mapping.clone())?;
         Ok(mapping)
     }
 
-    pub fn delete(&self, uuid: &str) -> Result<EventSourceMapping> {
-        let mapping = self.get(uuid)?;
+    pub fn delete(&self, account: &str, uuid: &str) -> Result<EventSourceMapping> {
+        let mapping = self.get(account, uuid)?;
         self.store.delete_mapping(uuid)?;
         self.mappings
             .write()
@@ -170,10 +186,16 @@ impl EventSources {
     fn apply(&self, mapping: &mut EventSourceMapping, change: MappingChange) -> Result<()> {
         if let Some(name) = change.function_name {
             let reference = nimbus_types::FunctionRef::parse(&name)?;
-            let function = self
-                .control
-                .resolve(&reference.name, reference.qualifier.as_ref())?;
-            mapping.function = function.name.clone();
+            let key = nimbus_types::name::scoped(&mapping.account, &reference.name);
+            if reference
+                .account
+                .as_ref()
+                .is_some_and(|a| *a != mapping.account)
+            {
+                return Err(nimbus_control::Error::FunctionNotFound(self.control.arn(&key)).into());
+            }
+            let function = self.control.resolve(&key, reference.qualifier.as_ref())?;
+            mapping.function = function.key();
         }
         if let Some(n) = change.batch_size {
             if !(1..=10_000).contains(&n) {
@@ -309,7 +331,10 @@ impl EventSources {
         }
         // A mapping disabled or deleted during the long poll runs nothing more; what it leased
         // returns to the queue after the visibility timeout.
-        if !self.get(&mapping.uuid).is_ok_and(|m| m.enabled) {
+        if !self
+            .get(&mapping.account, &mapping.uuid)
+            .is_ok_and(|m| m.enabled)
+        {
             return;
         }
         let region = self.queues.region();
@@ -377,7 +402,7 @@ fn record(r: &Received, arn: &str, region: &str) -> Value {
         "attributes": {
             "ApproximateReceiveCount": d.receive_count.to_string(),
             "SentTimestamp": d.sent_ms.to_string(),
-            "SenderId": nimbus_types::name::DEFAULT_ACCOUNT,
+            "SenderId": arn.split(':').nth(4).unwrap_or_default(),
             "ApproximateFirstReceiveTimestamp": nimbus_types::time::now_ms().to_string(),
         },
         "messageAttributes": lambda_attributes(&r.meta),

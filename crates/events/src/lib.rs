@@ -416,7 +416,7 @@ impl AsyncInvoker {
                 };
                 if let Err(e) = self
                     .queue
-                    .enqueue(&dead_letter_queue(&function.name), vec![message])
+                    .enqueue(&dead_letter_queue(&function.key()), vec![message])
                     .await
                 {
                     // Keep the event rather than lose it: it will be retried after its lease.
@@ -454,7 +454,7 @@ impl AsyncInvoker {
             "timestamp": timestamp,
             "requestContext": {
                 "requestId": meta.request_id,
-                "functionArn": format!("{}:{}", nimbus_types::name::function_arn(&self.region, &function.name), function.version),
+                "functionArn": format!("{}:{}", function.arn(&self.region), function.version),
                 "condition": condition,
                 "approximateInvokeCount": meta.attempts,
             },
@@ -477,13 +477,18 @@ impl AsyncInvoker {
                     delay_ms: 0,
                     meta: MessageMeta::default().to_value(),
                 };
-                let queue = nimbus_queue::sqs::storage_name(&queue.name);
+                let queue = nimbus_queue::sqs::storage_name(&nimbus_types::name::scoped(
+                    &queue.account,
+                    &queue.name,
+                ));
                 if let Err(e) = self.queue.enqueue(&queue, vec![message]).await {
                     tracing::error!(%target, error = %e, "could not deliver to a destination queue");
                 }
                 return;
             }
-            Ok(Destination::Function(function)) => function.name,
+            Ok(Destination::Function(function)) => {
+                nimbus_types::name::scoped(&function.account, &function.name)
+            }
             Err(e) => {
                 tracing::error!(%target, error = %e, "unsupported destination");
                 return;

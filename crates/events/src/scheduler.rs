@@ -28,11 +28,7 @@ impl Scheduler {
         invoker: Arc<AsyncInvoker>,
         region: String,
     ) -> nimbus_store::Result<Arc<Self>> {
-        let rules = store
-            .rules()?
-            .into_iter()
-            .map(|r| (r.name.clone(), r))
-            .collect();
+        let rules = store.rules()?.into_iter().map(|r| (r.key(), r)).collect();
         Ok(Arc::new(Self {
             store,
             invoker,
@@ -41,10 +37,12 @@ impl Scheduler {
         }))
     }
 
-    pub fn rule_arn(&self, name: &str) -> String {
-        nimbus_types::arn::RuleArn::new(&self.region, name).to_string()
+    /// The ARN of the rule held under `key` ([`nimbus_types::name::scoped`]).
+    pub fn rule_arn(&self, key: &str) -> String {
+        nimbus_types::arn::RuleArn::new(&self.region, key).to_string()
     }
 
+    /// A rule by key.
     pub fn get(&self, name: &str) -> Option<ScheduleRule> {
         self.rules.read().ok()?.get(name).cloned()
     }
@@ -59,14 +57,22 @@ impl Scheduler {
         rules
     }
 
+    /// An account's rules, by name.
+    pub fn of(&self, account: &str) -> Vec<ScheduleRule> {
+        let mut rules = self.all();
+        rules.retain(|r| r.account == account);
+        rules
+    }
+
     pub fn save(&self, rule: ScheduleRule) -> nimbus_store::Result<()> {
         self.store.put_rule(&rule)?;
         if let Ok(mut rules) = self.rules.write() {
-            rules.insert(rule.name.clone(), rule);
+            rules.insert(rule.key(), rule);
         }
         Ok(())
     }
 
+    /// Deletes a rule by key.
     pub fn delete(&self, name: &str) -> nimbus_store::Result<bool> {
         let existed = self.store.delete_rule(name)?;
         if let Ok(mut rules) = self.rules.write() {
@@ -89,10 +95,10 @@ impl Scheduler {
             "id": nimbus_queue::new_id(),
             "detail-type": "Scheduled Event",
             "source": "aws.events",
-            "account": nimbus_types::name::DEFAULT_ACCOUNT,
+            "account": rule.account,
             "time": time,
             "region": self.region,
-            "resources": [self.rule_arn(&rule.name)],
+            "resources": [self.rule_arn(&rule.key())],
             "detail": {},
         })
     }
@@ -133,7 +139,7 @@ impl Scheduler {
                 let Ok(function) = nimbus_types::arn::FunctionArn::parse(&target.arn) else {
                     continue;
                 };
-                let function = function.name;
+                let function = nimbus_types::name::scoped(&function.account, &function.name);
                 let payload = match &target.input {
                     Some(input) => Bytes::from(input.clone().into_bytes()),
                     None => Bytes::from(serde_json::to_vec(&event).unwrap_or_default()),

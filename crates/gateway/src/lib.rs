@@ -228,6 +228,7 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
         telemetry,
         events: invoker,
         queues: queues.clone(),
+        identity: identity.clone(),
         pricing,
     });
     let json = Arc::new(JsonServices {

@@ -76,7 +76,21 @@ impl Caller {
 
     /// Whether the caller may perform `action` (`lambda:InvokeFunction`) on `resource` (an ARN,
     /// or `*` for actions on no one resource).
+    ///
+    /// A resource of another account is refused to everyone, the account's root included:
+    /// nimbus has no resource-based policies that could grant it.
     pub fn authorize(&self, action: &str, resource: &str) -> Result<(), Denied> {
+        if let Some(other) = resource_account(resource)
+            && other != self.account
+        {
+            return Err(Denied {
+                message: format!(
+                    "User: {} is not authorized to perform: {action} on resource: {resource} \
+                     because no resource-based policy allows the {action} action",
+                    self.arn()
+                ),
+            });
+        }
         let policies = match &self.grants {
             Grants::All => return Ok(()),
             Grants::Policies(p) => p,
@@ -97,6 +111,16 @@ impl Caller {
             ),
         })
     }
+}
+
+/// The account field of an ARN, when it has one.
+fn resource_account(resource: &str) -> Option<&str> {
+    let mut parts = resource.splitn(6, ':');
+    if parts.next() != Some("arn") {
+        return None;
+    }
+    let account = parts.nth(3)?;
+    (!account.is_empty()).then_some(account)
 }
 
 #[cfg(test)]
@@ -137,6 +161,19 @@ mod tests {
             Caller::root("123456789012")
                 .authorize("iam:DeleteRole", "*")
                 .is_ok()
+        );
+        let other = Caller::root("123456789012")
+            .authorize(
+                "lambda:GetFunction",
+                "arn:aws:lambda:us-east-1:210987654321:function:f",
+            )
+            .unwrap_err();
+        assert!(
+            other
+                .message
+                .ends_with("because no resource-based policy allows the lambda:GetFunction action"),
+            "{}",
+            other.message
         );
     }
 }

@@ -762,11 +762,6 @@ fn check_trust_policy(document: &str) -> IamResult<()> {
 
 impl CredentialIssuer for Identity {
     fn issue(&self, function: &nimbus_types::FunctionConfig) -> Option<SessionCredentials> {
-        // Functions live in the default account until accounts own their resources.
-        self.issue_session(
-            nimbus_types::name::DEFAULT_ACCOUNT,
-            &function.role,
-            &function.name,
-        )
+        self.issue_session(&function.account, &function.role, &function.name)
     }
 }

@@ -22,7 +22,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use nimbus_store::{IamStore, KeyStore};
 use nimbus_types::iam::{Role, User};
-use nimbus_types::identity::{AccessKey, valid_access_key_id};
+use nimbus_types::identity::{AccessKey, Account, valid_access_key_id, valid_account_name};
 use nimbus_types::name::DEFAULT_ACCOUNT;
 
 pub use caller::{Caller, Denied, Grants, Principal};
@@ -43,6 +43,8 @@ pub enum Error {
     Random(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("{0}")]
+    Exists(String),
     #[error("the key registry's lock was poisoned by a panic")]
     Poisoned,
 }
@@ -75,6 +77,7 @@ struct Entry<T> {
 
 #[derive(Default)]
 struct State {
+    accounts: HashMap<String, Account>,
     keys: HashMap<String, AccessKey>,
     users: HashMap<(String, String), Entry<User>>,
     roles: HashMap<(String, String), Entry<Role>>,
@@ -112,6 +115,11 @@ impl Identity {
                 .keys()?
                 .into_iter()
                 .map(|k| (k.access_key_id.clone(), k))
+                .collect(),
+            accounts: store
+                .accounts()?
+                .into_iter()
+                .map(|a| (a.id.clone(), a))
                 .collect(),
             ..State::default()
         };
@@ -273,6 +281,62 @@ impl Identity {
             .keys
             .remove(access_key_id);
         Ok(removed)
+    }
+
+    /// Every account, the default one (which always exists: the node's operator's) first, the
+    /// others by name.
+    pub fn accounts(&self) -> Vec<Account> {
+        let mut out: Vec<Account> = self
+            .state
+            .read()
+            .map(|s| s.accounts.values().cloned().collect())
+            .unwrap_or_default();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out.insert(
+            0,
+            Account {
+                id: DEFAULT_ACCOUNT.to_owned(),
+                name: "default".to_owned(),
+                created_ms: 0,
+            },
+        );
+        out
+    }
+
+    /// Creates an account with a new 12-digit id and its administrator (root) key.
+    pub fn create_account(&self, name: &str) -> Result<(Account, AccessKey)> {
+        if !valid_account_name(name) || name == "default" {
+            return Err(Error::Invalid(format!(
+                "{name:?} cannot name an account: 1 to 50 of A-Z, a-z, 0-9, - and _, not \"default\""
+            )));
+        }
+        let account = {
+            let state = self.state.read().map_err(|_| Error::Poisoned)?;
+            if state.accounts.values().any(|a| a.name == name) {
+                return Err(Error::Exists(format!("an account named {name} exists")));
+            }
+            let id = loop {
+                let mut bytes = [0u8; 8];
+                getrandom::fill(&mut bytes).map_err(|e| Error::Random(e.to_string()))?;
+                let id = format!("{:012}", u64::from_le_bytes(bytes) % 1_000_000_000_000);
+                if id != DEFAULT_ACCOUNT && !state.accounts.contains_key(&id) {
+                    break id;
+                }
+            };
+            Account {
+                id,
+                name: name.to_owned(),
+                created_ms: nimbus_types::time::now_ms(),
+            }
+        };
+        self.iam_store.put_account(&account)?;
+        self.state
+            .write()
+            .map_err(|_| Error::Poisoned)?
+            .accounts
+            .insert(account.id.clone(), account.clone());
+        let key = self.create_key(&account.id)?;
+        Ok((account, key))
     }
 
     /// On a node without keys, creates the default account's administrator key and writes it

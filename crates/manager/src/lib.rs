@@ -210,10 +210,10 @@ impl WorkerManager {
         function: &FunctionConfig,
         request: InvokeRequest,
     ) -> Result<InvokeOutcome> {
-        let permit = match self.concurrency.acquire(&function.name) {
+        let permit = match self.concurrency.acquire(&function.key()) {
             Ok(p) => p,
             Err(reason) => {
-                self.throttled(&function.name, reason);
+                self.throttled(&function.key(), reason);
                 return Err(Error::Throttled(reason));
             }
         };
@@ -249,7 +249,7 @@ impl WorkerManager {
         match self.new_sandbox(key, function, InitType::OnDemand).await {
             Ok(lease) => Ok(Leased::new(self, key, lease)),
             Err(Error::NoCapacity(mb)) => {
-                self.throttled(&function.name, ThrottleReason::Capacity);
+                self.throttled(&function.key(), ThrottleReason::Capacity);
                 Err(Error::NoCapacity(mb))
             }
             Err(e) => Err(e),
@@ -372,20 +372,20 @@ impl WorkerManager {
     ) {
         self.finished.fetch_add(1, Ordering::Relaxed);
         self.function_metrics()
-            .entry(function.name.clone())
+            .entry(function.key())
             .or_default()
             .record(outcome);
         let now = nimbus_types::time::now_ms();
         self.telemetry.record(
             NewLogEntry {
                 time_ms: now,
-                function: function.name.clone(),
+                function: function.key(),
                 request_id: outcome.request_id.clone(),
                 text: outcome.log.clone(),
             },
             UsageRecord {
                 time_ms: now,
-                function: function.name.clone(),
+                function: function.key(),
                 version: function.version.clone(),
                 request_id: outcome.request_id.clone(),
                 duration_us: outcome.duration_us,

@@ -122,6 +122,7 @@ impl Worker for FakeWorker {
 fn function(name: &str, version: &str) -> FunctionConfig {
     FunctionConfig {
         name: name.to_owned(),
+        account: nimbus_types::name::DEFAULT_ACCOUNT.to_owned(),
         runtime: Runtime::Wasm32Wasip1,
         handler: "f.wasm".to_owned(),
         role: String::new(),

@@ -247,7 +247,7 @@ impl SqsQueues {
         let configs = registry
             .queues()?
             .into_iter()
-            .map(|q| (q.name.clone(), q))
+            .map(|q| (q.key(), q))
             .collect();
         Ok(Self {
             region,
@@ -261,11 +261,13 @@ impl SqsQueues {
         &self.region
     }
 
-    pub fn arn(&self, name: &str) -> QueueArn {
-        QueueArn::new(&self.region, name)
+    /// The ARN of the queue held under `key` ([`nimbus_types::name::scoped`]).
+    pub fn arn(&self, key: &str) -> QueueArn {
+        QueueArn::new(&self.region, key)
     }
 
-    /// A queue's configuration.
+    /// A queue's configuration, by key: queues are addressed by their name scoped by their
+    /// account, here and in every method below that takes a `name`.
     pub fn queue(&self, name: &str) -> Result<QueueConfig> {
         self.configs
             .read()
@@ -279,18 +281,18 @@ impl SqsQueues {
     /// queue here is [`Error::NoSuchQueue`].
     pub fn queue_by_arn(&self, arn: &str) -> Result<QueueConfig> {
         let arn = QueueArn::parse(arn).map_err(|e| Error::InvalidParameter(e.to_string()))?;
-        self.queue(&arn.name)
+        self.queue(&nimbus_types::name::scoped(&arn.account, &arn.name))
     }
 
-    /// Queue names starting with `prefix`, in order, at most `max`.
-    pub fn list(&self, prefix: &str, max: usize) -> Result<Vec<String>> {
+    /// Names of an account's queues starting with `prefix`, in order, at most `max`.
+    pub fn list(&self, account: &str, prefix: &str, max: usize) -> Result<Vec<String>> {
         let mut names: Vec<String> = self
             .configs
             .read()
             .map_err(|_| Error::Poisoned)?
-            .keys()
-            .filter(|n| n.starts_with(prefix))
-            .cloned()
+            .values()
+            .filter(|q| q.account == account && q.name.starts_with(prefix))
+            .map(|q| q.name.clone())
             .collect();
         names.sort();
         names.truncate(max);
@@ -299,16 +301,21 @@ impl SqsQueues {
 
     /// Creates a queue; creating one that exists with the same attributes succeeds, with
     /// others fails with [`Error::NameExists`].
-    pub fn create_queue(&self, name: &str, attributes: &[(String, String)]) -> Result<QueueConfig> {
+    pub fn create_queue(
+        &self,
+        account: &str,
+        name: &str,
+        attributes: &[(String, String)],
+    ) -> Result<QueueConfig> {
         if name.ends_with(".fifo") {
             return Err(Error::FifoUnsupported);
         }
         if !valid_queue_name(name) {
             return Err(Error::InvalidName);
         }
-        let mut config = QueueConfig::new(name, nimbus_types::time::now_ms());
+        let mut config = QueueConfig::new(account, name, nimbus_types::time::now_ms());
         self.apply_attributes(&mut config, attributes)?;
-        match self.queue(name) {
+        match self.queue(&config.key()) {
             Ok(existing) => {
                 let mut same = existing.clone();
                 same.created_ms = config.created_ms;
@@ -333,20 +340,20 @@ impl SqsQueues {
 
     pub fn delete_queue(&self, name: &str) -> Result<()> {
         let config = self.queue(name)?;
-        self.queue.remove_queue(&storage_name(&config.name))?;
+        self.queue.remove_queue(&storage_name(&config.key()))?;
         self.registry
-            .delete_queue(&config.name)
+            .delete_queue(&config.key())
             .map_err(Error::Registry)?;
         self.configs
             .write()
             .map_err(|_| Error::Poisoned)?
-            .remove(&config.name);
+            .remove(&config.key());
         Ok(())
     }
 
     pub fn purge(&self, name: &str) -> Result<usize> {
         let config = self.queue(name)?;
-        Ok(self.queue.purge(&storage_name(&config.name))?)
+        Ok(self.queue.purge(&storage_name(&config.key()))?)
     }
 
     fn save(&self, config: QueueConfig) -> Result<()> {
@@ -354,7 +361,7 @@ impl SqsQueues {
         self.configs
             .write()
             .map_err(|_| Error::Poisoned)?
-            .insert(config.name.clone(), config);
+            .insert(config.key(), config);
         Ok(())
     }
 
@@ -387,7 +394,7 @@ impl SqsQueues {
                 "MaximumMessageSize" => {
                     config.maximum_message_size = number(text, name, 1024..=262_144)?
                 }
-                "RedrivePolicy" => config.redrive = self.redrive_policy(&config.name, text)?,
+                "RedrivePolicy" => config.redrive = self.redrive_policy(config, text)?,
                 // Accepted and ignored: access policies and encryption at rest do not apply.
                 "Policy"
                 | "KmsMasterKeyId"
@@ -404,7 +411,7 @@ impl SqsQueues {
         Ok(())
     }
 
-    fn redrive_policy(&self, queue: &str, text: &str) -> Result<Option<RedrivePolicy>> {
+    fn redrive_policy(&self, queue: &QueueConfig, text: &str) -> Result<Option<RedrivePolicy>> {
         if text.is_empty() {
             return Ok(None);
         }
@@ -429,7 +436,10 @@ impl SqsQueues {
         let dlq = self
             .queue_by_arn(target)
             .map_err(|_| invalid("Dead-letter target does not exist."))?;
-        if dlq.name == queue {
+        if dlq.account != queue.account {
+            return Err(invalid("Dead-letter target belongs to another account."));
+        }
+        if dlq.name == queue.name {
             return Err(Error::InvalidAttributeValue(
                 "A queue cannot be its own dead-letter queue.".into(),
             ));
@@ -442,9 +452,9 @@ impl SqsQueues {
 
     /// A queue's attributes as SQS names and formats them.
     pub fn attributes(&self, config: &QueueConfig) -> Result<Vec<(&'static str, String)>> {
-        let counts = self.queue.counts(&storage_name(&config.name))?;
+        let counts = self.queue.counts(&storage_name(&config.key()))?;
         let mut out = vec![
-            ("QueueArn", self.arn(&config.name).to_string()),
+            ("QueueArn", self.arn(&config.key()).to_string()),
             ("ApproximateNumberOfMessages", counts.visible.to_string()),
             (
                 "ApproximateNumberOfMessagesNotVisible",
@@ -532,7 +542,7 @@ impl SqsQueues {
         let ids = self
             .queue
             .enqueue(
-                &storage_name(&config.name),
+                &storage_name(&config.key()),
                 vec![NewMessage {
                     body: body.into_bytes(),
                     delay_ms: delay_s * 1000,
@@ -565,7 +575,7 @@ impl SqsQueues {
         else {
             return Err(bad());
         };
-        if queue != config.name {
+        if queue != config.key() {
             return Err(bad());
         }
         Ok((
@@ -585,7 +595,7 @@ impl SqsQueues {
         wait: Duration,
     ) -> Result<Vec<Received>> {
         let deadline = Instant::now() + wait;
-        let storage = storage_name(&config.name);
+        let storage = storage_name(&config.key());
         loop {
             let leased = self
                 .queue
@@ -605,7 +615,7 @@ impl SqsQueues {
                 }
                 out.push(Received {
                     meta: MessageMeta::of(&d),
-                    receipt_handle: Self::receipt_handle(&config.name, d.seq, d.receipt),
+                    receipt_handle: Self::receipt_handle(&config.key(), d.seq, d.receipt),
                     delivery: d,
                 });
             }
@@ -630,7 +640,7 @@ impl SqsQueues {
             return Ok(());
         };
         let mut meta = MessageMeta::of(d);
-        meta.source = Some(config.name.clone());
+        meta.source = Some(config.key());
         meta.receives = Some(d.receive_count - 1);
         let message = NewMessage {
             body: d.body.clone(),
@@ -638,7 +648,7 @@ impl SqsQueues {
             meta: meta.to_value(),
         };
         self.queue
-            .enqueue(&storage_name(&dlq.name), vec![message])
+            .enqueue(&storage_name(&dlq.key()), vec![message])
             .await?;
         self.queue.ack(d)?;
         Ok(())
@@ -649,7 +659,7 @@ impl SqsQueues {
     pub fn delete(&self, config: &QueueConfig, receipt_handle: &str) -> Result<()> {
         let (seq, receipt) = Self::parse_receipt(config, receipt_handle)?;
         self.queue
-            .ack_receipt(&storage_name(&config.name), seq, receipt)?;
+            .ack_receipt(&storage_name(&config.key()), seq, receipt)?;
         Ok(())
     }
 
@@ -671,7 +681,7 @@ impl SqsQueues {
         }
         let (seq, receipt) = Self::parse_receipt(config, receipt_handle)?;
         if self.queue.change_visibility(
-            &storage_name(&config.name),
+            &storage_name(&config.key()),
             seq,
             receipt,
             visibility_s as u64 * 1000,
@@ -694,7 +704,7 @@ impl SqsQueues {
         let destination = match destination_arn {
             Some(arn) => self.queue_by_arn(arn)?,
             None => {
-                let source_arn = self.arn(&source.name).to_string();
+                let source_arn = self.arn(&source.key()).to_string();
                 let sources: Vec<QueueConfig> = self
                     .configs
                     .read()
@@ -719,8 +729,8 @@ impl SqsQueues {
                 }
             }
         };
-        let from = storage_name(&source.name);
-        let to = storage_name(&destination.name);
+        let from = storage_name(&source.key());
+        let to = storage_name(&destination.key());
         let mut moved = 0u64;
         loop {
             let batch = self.queue.lease(&from, 100, 60_000)?;
@@ -749,24 +759,25 @@ impl SqsQueues {
             }
         }
         let handle =
-            base64::engine::general_purpose::STANDARD.encode(format!("{}:{moved}", source.name));
+            base64::engine::general_purpose::STANDARD.encode(format!("{}:{moved}", source.key()));
         Ok((handle, moved))
     }
 
-    /// Every queue with its depths, by name.
-    pub fn depths(&self) -> Result<Vec<QueueDepth>> {
+    /// Every queue of `account` with its depths, by name.
+    pub fn depths(&self, account: &str) -> Result<Vec<QueueDepth>> {
         let mut configs: Vec<QueueConfig> = self
             .configs
             .read()
             .map_err(|_| Error::Poisoned)?
             .values()
+            .filter(|q| q.account == account)
             .cloned()
             .collect();
         configs.sort_by(|a, b| a.name.cmp(&b.name));
         configs
             .iter()
             .map(|q| {
-                let c = self.queue.counts(&storage_name(&q.name))?;
+                let c = self.queue.counts(&storage_name(&q.key()))?;
                 Ok(QueueDepth {
                     queue: q.name.clone(),
                     visible: c.visible,

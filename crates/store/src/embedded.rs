@@ -24,6 +24,8 @@ const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("access_keys");
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("iam_users");
 /// `account/name` → IAM role.
 const ROLES: TableDefinition<&str, &[u8]> = TableDefinition::new("iam_roles");
+/// Account id → account.
+const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
 /// Name → a secret the node made for itself (the key session tokens are signed with).
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("node_secrets");
 /// Published versions, keyed `name:NNNNNNNNNN` (zero-padded so they sort by number).
@@ -60,6 +62,7 @@ impl EmbeddedStore {
             txn.open_table(USERS)?;
             txn.open_table(ROLES)?;
             txn.open_table(SECRETS)?;
+            txn.open_table(ACCOUNTS)?;
         }
         let dropped = txn.delete_table(OLD_LOGS)? | txn.delete_table(OLD_USAGE)?;
         txn.commit()?;
@@ -122,7 +125,7 @@ impl EmbeddedStore {
 
 impl crate::RuleStore for EmbeddedStore {
     fn put_rule(&self, rule: &nimbus_types::queue::ScheduleRule) -> Result<()> {
-        self.put_named(RULES, &rule.name, rule)
+        self.put_named(RULES, &rule.key(), rule)
     }
 
     fn rules(&self) -> Result<Vec<nimbus_types::queue::ScheduleRule>> {
@@ -150,7 +153,7 @@ impl crate::MappingStore for EmbeddedStore {
 
 impl crate::QueueRegistry for EmbeddedStore {
     fn put_queue(&self, queue: &nimbus_types::queue::QueueConfig) -> Result<()> {
-        self.put_named(QUEUES, &queue.name, queue)
+        self.put_named(QUEUES, &queue.key(), queue)
     }
 
     fn queues(&self) -> Result<Vec<nimbus_types::queue::QueueConfig>> {
@@ -205,6 +208,14 @@ impl crate::IamStore for EmbeddedStore {
         self.remove_named(ROLES, &iam_key(account, name))
     }
 
+    fn put_account(&self, account: &nimbus_types::identity::Account) -> Result<()> {
+        self.put_named(ACCOUNTS, &account.id, account)
+    }
+
+    fn accounts(&self) -> Result<Vec<nimbus_types::identity::Account>> {
+        self.all_named(ACCOUNTS)
+    }
+
     fn secret(&self, name: &str, make: &dyn Fn() -> Vec<u8>) -> Result<Vec<u8>> {
         let txn = self.db.begin_write()?;
         let value = {
@@ -229,10 +240,11 @@ impl FunctionStore for EmbeddedStore {
         let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(FUNCTIONS)?;
-            if table.get(function.name.as_str())?.is_some() {
+            let key = function.key();
+            if table.get(key.as_str())?.is_some() {
                 return Err(Error::Conflict(function.name.clone()));
             }
-            table.insert(function.name.as_str(), encode(function).as_slice())?;
+            table.insert(key.as_str(), encode(function).as_slice())?;
         }
         txn.commit()?;
         Ok(())
@@ -242,7 +254,7 @@ impl FunctionStore for EmbeddedStore {
         let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(FUNCTIONS)?;
-            table.insert(function.name.as_str(), encode(function).as_slice())?;
+            table.insert(function.key().as_str(), encode(function).as_slice())?;
         }
         txn.commit()?;
         Ok(())
@@ -289,7 +301,7 @@ impl FunctionStore for EmbeddedStore {
     fn put_version(&self, version: &FunctionConfig) -> Result<()> {
         self.put_named(
             VERSIONS,
-            &version_key(&version.name, &version.version),
+            &version_key(&version.key(), &version.version),
             version,
         )
     }
@@ -311,6 +323,7 @@ mod tests {
     fn function(name: &str) -> FunctionConfig {
         FunctionConfig {
             name: name.to_owned(),
+            account: nimbus_types::name::DEFAULT_ACCOUNT.to_owned(),
             runtime: Runtime::Wasm32Wasip1,
             handler: "f.wasm".to_owned(),
             role: String::new(),

@@ -96,7 +96,7 @@ pub trait KeyStore: Send + Sync {
     fn delete_key(&self, access_key_id: &str) -> Result<bool>;
 }
 
-/// IAM users and roles, by account and name, and the node's own secrets.
+/// Accounts, IAM users and roles (by account and name), and the node's own secrets.
 pub trait IamStore: Send + Sync {
     fn put_user(&self, user: &nimbus_types::iam::User) -> Result<()>;
     fn users(&self) -> Result<Vec<nimbus_types::iam::User>>;
@@ -104,6 +104,8 @@ pub trait IamStore: Send + Sync {
     fn put_role(&self, role: &nimbus_types::iam::Role) -> Result<()>;
     fn roles(&self) -> Result<Vec<nimbus_types::iam::Role>>;
     fn delete_role(&self, account: &str, name: &str) -> Result<bool>;
+    fn put_account(&self, account: &nimbus_types::identity::Account) -> Result<()>;
+    fn accounts(&self) -> Result<Vec<nimbus_types::identity::Account>>;
     /// The node's secret called `name`, made with `make` and stored the first time it is
     /// asked for.
     fn secret(&self, name: &str, make: &dyn Fn() -> Vec<u8>) -> Result<Vec<u8>>;

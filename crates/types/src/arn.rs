@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use crate::name::{DEFAULT_ACCOUNT, Qualifier, validate_function_name};
+use crate::name::{Qualifier, validate_function_name};
 use crate::queue::valid_queue_name;
 
 /// The common part of any ARN. `resource` is everything after the account, colons included.
@@ -98,10 +98,12 @@ pub struct FunctionArn {
 }
 
 impl FunctionArn {
-    pub fn new(region: &str, name: &str) -> Self {
+    /// The ARN of the resource held under `key` ([`crate::name::scoped`]).
+    pub fn new(region: &str, key: &str) -> Self {
+        let (account, name) = crate::name::unscoped(key);
         Self {
             region: region.to_owned(),
-            account: DEFAULT_ACCOUNT.to_owned(),
+            account: account.to_owned(),
             name: name.to_owned(),
             qualifier: None,
         }
@@ -151,10 +153,12 @@ pub struct QueueArn {
 }
 
 impl QueueArn {
-    pub fn new(region: &str, name: &str) -> Self {
+    /// The ARN of the resource held under `key` ([`crate::name::scoped`]).
+    pub fn new(region: &str, key: &str) -> Self {
+        let (account, name) = crate::name::unscoped(key);
         Self {
             region: region.to_owned(),
-            account: DEFAULT_ACCOUNT.to_owned(),
+            account: account.to_owned(),
             name: name.to_owned(),
         }
     }
@@ -191,10 +195,12 @@ pub struct RuleArn {
 }
 
 impl RuleArn {
-    pub fn new(region: &str, name: &str) -> Self {
+    /// The ARN of the resource held under `key` ([`crate::name::scoped`]).
+    pub fn new(region: &str, key: &str) -> Self {
+        let (account, name) = crate::name::unscoped(key);
         Self {
             region: region.to_owned(),
-            account: DEFAULT_ACCOUNT.to_owned(),
+            account: account.to_owned(),
             name: name.to_owned(),
         }
     }

@@ -115,6 +115,9 @@ pub struct CodeRef {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FunctionConfig {
     pub name: String,
+    /// The account the function belongs to.
+    #[serde(default = "default_account")]
+    pub account: String,
     pub runtime: Runtime,
     pub handler: String,
     pub role: String,
@@ -151,10 +154,25 @@ pub struct ProvisionedRequest {
     pub last_modified_ms: i64,
 }
 
+fn default_account() -> String {
+    crate::name::DEFAULT_ACCOUNT.to_owned()
+}
+
 impl FunctionConfig {
-    /// The key a function version's sandboxes are pooled under: `name:version`.
+    /// The key the function is held under in the node: its name scoped by its account
+    /// ([`crate::name::scoped`]). Logs, usage, queues and sandbox pools use it.
+    pub fn key(&self) -> String {
+        crate::name::scoped(&self.account, &self.name)
+    }
+
+    /// The key a function version's sandboxes are pooled under: `key:version`.
     pub fn qualified_name(&self) -> String {
-        format!("{}:{}", self.name, self.version)
+        format!("{}:{}", self.key(), self.version)
+    }
+
+    /// The function's unqualified ARN.
+    pub fn arn(&self, region: &str) -> String {
+        crate::name::function_arn(region, &self.account, &self.name)
     }
 }
 

@@ -19,6 +19,22 @@ pub struct AccessKey {
     pub created_ms: i64,
 }
 
+/// An account: a 12-digit id, in every ARN of what it owns, and a name for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: String,
+    pub name: String,
+    pub created_ms: i64,
+}
+
+/// Whether `name` can name an account: 1 to 50 of `[A-Za-z0-9_-]`.
+pub fn valid_account_name(name: &str) -> bool {
+    (1..=50).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// Whether `id` looks like an access key id: 16 to 128 of `[A-Z0-9]`.
 pub fn valid_access_key_id(id: &str) -> bool {
     (16..=128).contains(&id.len())

@@ -43,6 +43,8 @@ impl Qualifier {
 pub struct FunctionRef {
     pub name: String,
     pub qualifier: Option<Qualifier>,
+    /// The account a partial or full ARN names.
+    pub account: Option<String>,
 }
 
 /// Checks a bare function name against Lambda's pattern: 1–64 of `[a-zA-Z0-9-_]`.
@@ -73,11 +75,13 @@ impl FunctionRef {
             return Err(InvalidParameter::new("function name or ARN is too long"));
         }
         let parts: Vec<&str> = input.split(':').collect();
-        let (name, qualifier) = match parts.as_slice() {
-            [name] => (*name, None),
-            [name, q] => (*name, Some(*q)),
-            [account, "function", name] if is_account(account) => (*name, None),
-            [account, "function", name, q] if is_account(account) => (*name, Some(*q)),
+        let (name, qualifier, account) = match parts.as_slice() {
+            [name] => (*name, None, None),
+            [name, q] => (*name, Some(*q), None),
+            [account, "function", name] if is_account(account) => (*name, None, Some(*account)),
+            [account, "function", name, q] if is_account(account) => {
+                (*name, Some(*q), Some(*account))
+            }
             [
                 "arn",
                 partition,
@@ -86,7 +90,7 @@ impl FunctionRef {
                 account,
                 "function",
                 name,
-            ] if valid_arn_prefix(partition, region, account) => (*name, None),
+            ] if valid_arn_prefix(partition, region, account) => (*name, None, Some(*account)),
             [
                 "arn",
                 partition,
@@ -96,7 +100,7 @@ impl FunctionRef {
                 "function",
                 name,
                 q,
-            ] if valid_arn_prefix(partition, region, account) => (*name, Some(*q)),
+            ] if valid_arn_prefix(partition, region, account) => (*name, Some(*q), Some(*account)),
             _ => {
                 return Err(InvalidParameter::new(format!(
                     "invalid function name or ARN: {input:?}"
@@ -108,6 +112,7 @@ impl FunctionRef {
         Ok(Self {
             name: name.to_owned(),
             qualifier,
+            account: account.map(str::to_owned),
         })
     }
 }
@@ -125,14 +130,48 @@ fn valid_arn_prefix(partition: &str, region: &str, account: &str) -> bool {
         && is_account(account)
 }
 
-/// The ARN nimbus reports for a function.
-pub fn function_arn(region: &str, name: &str) -> String {
-    format!("arn:aws:lambda:{region}:{DEFAULT_ACCOUNT}:function:{name}")
+/// The ARN nimbus reports for a function of an account.
+pub fn function_arn(region: &str, account: &str, name: &str) -> String {
+    format!("arn:aws:lambda:{region}:{account}:function:{name}")
+}
+
+/// The key a resource of an account is held under inside the node: its name for the default
+/// account (so that a node's data from before accounts keeps its keys), `ACCOUNT/name` for any
+/// other. Resource names never contain `/`, so the two forms cannot collide; the functions,
+/// queues, rules, logs and usage of each account are kept apart by it.
+pub fn scoped(account: &str, name: &str) -> String {
+    if account == DEFAULT_ACCOUNT {
+        name.to_owned()
+    } else {
+        format!("{account}/{name}")
+    }
+}
+
+/// The account and the name of a key made by [`scoped`].
+pub fn unscoped(key: &str) -> (&str, &str) {
+    match key.split_once('/') {
+        Some((account, name)) if is_account(account) => (account, name),
+        _ => (DEFAULT_ACCOUNT, key),
+    }
+}
+
+/// Whether `s` is a 12-digit account id.
+pub fn valid_account(s: &str) -> bool {
+    is_account(s)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scoped_keys_round_trip_and_keep_default_names() {
+        assert_eq!(scoped(DEFAULT_ACCOUNT, "f"), "f");
+        assert_eq!(scoped("123456789012", "f"), "123456789012/f");
+        assert_eq!(unscoped("123456789012/f"), ("123456789012", "f"));
+        assert_eq!(unscoped("f"), (DEFAULT_ACCOUNT, "f"));
+        assert_eq!(unscoped("bad/f"), (DEFAULT_ACCOUNT, "bad/f"));
+    }
 
     #[test]
     fn parses_every_form_lambda_accepts() {

@@ -12,6 +12,9 @@ pub struct RedrivePolicy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueConfig {
     pub name: String,
+    /// The account the queue belongs to.
+    #[serde(default = "default_account")]
+    pub account: String,
     pub created_ms: i64,
     pub visibility_timeout_s: u32,
     pub message_retention_s: u32,
@@ -22,9 +25,10 @@ pub struct QueueConfig {
 }
 
 impl QueueConfig {
-    pub fn new(name: &str, now_ms: i64) -> Self {
+    pub fn new(account: &str, name: &str, now_ms: i64) -> Self {
         Self {
             name: name.to_owned(),
+            account: account.to_owned(),
             created_ms: now_ms,
             visibility_timeout_s: 30,
             message_retention_s: 345_600,
@@ -33,6 +37,11 @@ impl QueueConfig {
             maximum_message_size: 262_144,
             redrive: None,
         }
+    }
+
+    /// The key the queue is held under ([`crate::name::scoped`]).
+    pub fn key(&self) -> String {
+        crate::name::scoped(&self.account, &self.name)
     }
 }
 
@@ -45,17 +54,14 @@ pub fn valid_queue_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-pub fn queue_arn(region: &str, name: &str) -> String {
-    format!(
-        "arn:aws:sqs:{region}:{}:{name}",
-        crate::name::DEFAULT_ACCOUNT
-    )
-}
-
 /// A mapping that feeds a queue's messages to a function.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventSourceMapping {
     pub uuid: String,
+    /// The account the mapping belongs to, with its queue and function.
+    #[serde(default = "default_account")]
+    pub account: String,
+    /// The function's key ([`crate::name::scoped`]).
     pub function: String,
     pub event_source_arn: String,
     pub batch_size: u32,
@@ -69,6 +75,9 @@ pub struct EventSourceMapping {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScheduleRule {
     pub name: String,
+    /// The account the rule belongs to.
+    #[serde(default = "default_account")]
+    pub account: String,
     pub schedule_expression: String,
     pub description: String,
     pub enabled: bool,
@@ -80,9 +89,20 @@ pub struct ScheduleRule {
     pub targets: Vec<RuleTarget>,
 }
 
+impl ScheduleRule {
+    /// The key the rule is held under ([`crate::name::scoped`]).
+    pub fn key(&self) -> String {
+        crate::name::scoped(&self.account, &self.name)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleTarget {
     pub id: String,
     pub arn: String,
     pub input: Option<String>,
+}
+
+fn default_account() -> String {
+    crate::name::DEFAULT_ACCOUNT.to_owned()
 }

@@ -575,7 +575,7 @@ impl ProcessSandbox {
             output,
             exited,
             tasks,
-            function_arn: nimbus_types::name::function_arn(region, &function.name),
+            function_arn: function.arn(region),
             setup_us,
             init_failure: Mutex::new(None),
         };
