@@ -132,6 +132,10 @@ pub fn router(lambda: Arc<Lambda>) -> Router {
             get(event_config::list),
         )
         .route(
+            "/2017-03-31/tags/{name}",
+            get(list_tags).post(tag_resource).delete(untag_resource),
+        )
+        .route(
             "/2015-03-31/event-source-mappings",
             get(esm::list).post(esm::create),
         )
@@ -183,6 +187,9 @@ fn action(method: &Method, route: &str) -> Option<(&'static str, Resource)> {
         ("DELETE", "/2015-03-31/event-source-mappings/{uuid}", _) => {
             ("DeleteEventSourceMapping", Mapping)
         }
+        ("GET", "/2017-03-31/tags/{name}", _) => ("ListTags", Function),
+        ("POST", "/2017-03-31/tags/{name}", _) => ("TagResource", Function),
+        ("DELETE", "/2017-03-31/tags/{name}", _) => ("UntagResource", Function),
         ("GET", _, "/{name}") => ("GetFunction", Function),
         ("DELETE", _, "/{name}") => ("DeleteFunction", Function),
         ("GET", _, "/{name}/configuration") => ("GetFunctionConfiguration", Function),
@@ -470,7 +477,7 @@ async fn get_function(
             "RepositoryType": "S3",
             "Location": format!("http://{host}/nimbus/v1/functions/{}/code", function.name),
         }),
-        tags: Default::default(),
+        tags: function.tags.clone(),
         concurrency: f
             .control
             .function(&function.key())
@@ -619,4 +626,53 @@ async fn list_functions(
         next_marker,
     };
     Ok(axum::Json(out).into_response())
+}
+
+/// ListTags: a function's tags (by ARN, as Lambda's tag operations name it).
+async fn list_tags(State(f): State<Shared>, name: FunctionPath) -> Result<Response, ApiError> {
+    let function = resolve(&f, &name, None)?;
+    Ok(axum::Json(serde_json::json!({ "Tags": function.tags })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct TagInput {
+    #[serde(rename = "Tags")]
+    tags: std::collections::BTreeMap<String, String>,
+}
+
+/// TagResource: adds or replaces tags. `nimbus:egress` (`internet` or `none`) decides the
+/// function's outbound access; changing it gives the function new sandboxes.
+async fn tag_resource(
+    State(f): State<Shared>,
+    name: FunctionPath,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_body(&headers, body, 1 << 16, "TagResource").await?;
+    let input: TagInput = parse_json(&body)?;
+    let function = resolve(&f, &name, None)?;
+    f.control.tag(&function.key(), input.tags, &[]).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// UntagResource: removes the tags named by `tagKeys`.
+async fn untag_resource(
+    State(f): State<Shared>,
+    name: FunctionPath,
+    uri: axum::http::Uri,
+) -> Result<Response, ApiError> {
+    let keys: Vec<String> = uri
+        .query()
+        .map(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .filter(|(k, _)| k == "tagKeys")
+                .map(|(_, v)| v.into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let function = resolve(&f, &name, None)?;
+    f.control
+        .tag(&function.key(), Default::default(), &keys)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

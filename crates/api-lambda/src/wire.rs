@@ -49,6 +49,7 @@ pub struct CreateFunctionInput {
     pub architectures: Option<Vec<String>>,
     pub ephemeral_storage: Option<EphemeralStorageInput>,
     pub layers: Option<Vec<String>>,
+    pub tags: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -236,6 +237,7 @@ impl CreateFunctionInput {
                 .unwrap_or_default(),
             ephemeral_storage_mb: self.ephemeral_storage.and_then(|e| e.size),
             zip: decode_zip("Code.ZipFile", code.zip_file.as_deref())?,
+            tags: self.tags.unwrap_or_default(),
         })
     }
 }

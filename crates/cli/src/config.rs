@@ -156,6 +156,18 @@ pub struct Sandboxes {
     /// Whether this node runs process functions (python, nodejs, provided) when the host can;
     /// wasm functions run either way.
     pub process: bool,
+    /// Outbound internet for process sandboxes unless a function's `nimbus:egress` tag says
+    /// otherwise: `none` (the default) or `internet`.
+    pub egress: Egress,
+}
+
+/// Whether process sandboxes reach the internet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Egress {
+    #[default]
+    None,
+    Internet,
 }
 
 impl Sandboxes {
@@ -213,6 +225,7 @@ impl Default for Sandboxes {
             jail_pool: nimbus_worker::DEFAULT_JAIL_POOL,
             max_wasm_instances: 0,
             process: true,
+            egress: Egress::None,
         }
     }
 }

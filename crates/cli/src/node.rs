@@ -63,6 +63,7 @@ pub fn process_sandboxes(
     services: nimbus_worker::ServicesEndpoint,
     credentials: Option<Arc<dyn nimbus_types::identity::CredentialIssuer>>,
     node_port: Option<u16>,
+    egress: bool,
 ) -> Option<ProcessConfig> {
     if let Err(e) = nimbus_sandbox::check_support() {
         tracing::warn!(reason = %e, "process runtimes are disabled");
@@ -116,6 +117,7 @@ pub fn process_sandboxes(
         io,
         services,
         credentials,
+        egress: nimbus_worker::EgressPolicy::new(egress),
     };
     match config.install() {
         Ok(()) => {
@@ -214,6 +216,7 @@ pub async fn serve(
                     .ok()
                     .filter(|a| a.ip().is_loopback() || a.ip().is_unspecified())
                     .map(|a| a.port()),
+                config.sandboxes.egress == crate::config::Egress::Internet,
             ),
             false => None,
         };

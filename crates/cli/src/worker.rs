@@ -83,6 +83,8 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
             nimbus_worker::ServicesEndpoint::default(),
             None,
             None,
+            // A function's `nimbus:egress` tag still gives its sandboxes a way out here.
+            false,
         );
         let pool = process.as_ref().map(|p| p.pool.clone());
         let worker = Arc::new(LocalWorker::new(

@@ -22,8 +22,8 @@ use std::sync::{Arc, RwLock};
 use nimbus_manager::WorkerManager;
 use nimbus_store::{CodeStore, FunctionStore};
 use nimbus_types::function::{
-    EventInvokeConfig, ProvisionedRequest, validate_description, validate_environment,
-    validate_ephemeral_storage, validate_handler, validate_memory, validate_timeout,
+    EGRESS_TAG, EventInvokeConfig, ProvisionedRequest, validate_description, validate_environment,
+    validate_ephemeral_storage, validate_handler, validate_memory, validate_tags, validate_timeout,
 };
 use nimbus_types::limits::{DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S};
 use nimbus_types::name::{LATEST, validate_function_name};
@@ -67,6 +67,7 @@ pub struct NewFunction {
     pub ephemeral_storage_mb: Option<u32>,
     /// The code package: a zip, already size-checked by the caller.
     pub zip: Vec<u8>,
+    pub tags: BTreeMap<String, String>,
 }
 
 /// New code for a function.
@@ -302,6 +303,7 @@ impl ControlPlane {
         validate_environment(&input.environment)?;
         let ephemeral_storage_mb = input.ephemeral_storage_mb.unwrap_or(512);
         validate_ephemeral_storage(ephemeral_storage_mb)?;
+        validate_tags(&input.tags)?;
         if input.zip.is_empty() {
             return Err(InvalidParameter::new("Code.ZipFile is empty").into());
         }
@@ -333,6 +335,7 @@ impl ControlPlane {
             last_published: 0,
             reserved_concurrency: None,
             provisioned: Default::default(),
+            tags: input.tags,
         };
         if let Err(e) = self.manager.prepare(&function).await {
             self.collect_code(vec![function.code.sha256.clone()]).await;
@@ -641,6 +644,32 @@ impl ControlPlane {
         let _guard = self.mutations.lock().await;
         let mut updated = (*self.existing(name)?).clone();
         updated.event_invoke = config;
+        let store = self.store.clone();
+        let record = updated.clone();
+        self.blocking(move || store.put_function(&record)).await?;
+        self.cache(&updated)?;
+        Ok(Arc::new(updated))
+    }
+
+    /// Adds and removes tags. A change of [`EGRESS_TAG`] gives the function new sandboxes,
+    /// as a configuration change does; other tags change nothing that runs.
+    pub async fn tag(
+        &self,
+        name: &str,
+        add: BTreeMap<String, String>,
+        remove: &[String],
+    ) -> Result<Arc<FunctionConfig>> {
+        let _guard = self.mutations.lock().await;
+        let old = self.existing(name)?;
+        let mut updated = (*old).clone();
+        for key in remove {
+            updated.tags.remove(key);
+        }
+        updated.tags.extend(add);
+        validate_tags(&updated.tags)?;
+        if old.tags.get(EGRESS_TAG) != updated.tags.get(EGRESS_TAG) {
+            return self.commit_update(&old, updated).await;
+        }
         let store = self.store.clone();
         let record = updated.clone();
         self.blocking(move || store.put_function(&record)).await?;

@@ -142,6 +142,7 @@ fn function(name: &str, version: &str) -> FunctionConfig {
         last_published: 0,
         reserved_concurrency: None,
         provisioned: Default::default(),
+        tags: Default::default(),
     }
 }
 

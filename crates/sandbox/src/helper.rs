@@ -112,11 +112,17 @@ fn build_etc(root: &Path) -> Step {
             "nsswitch.conf",
             "passwd: files\ngroup: files\nhosts: files\n",
         ),
-        ("resolv.conf", ""),
     ];
     for (name, content) in files {
         fs::write(etc.join(name), content).map_err(|e| format!("writing /etc/{name}: {e}"))?;
     }
+    // The host's name servers, which a sandbox with egress may reach (and no other can).
+    let resolv: String = crate::egress::nameservers()
+        .iter()
+        .map(|a| format!("nameserver {a}\n"))
+        .collect();
+    fs::write(etc.join("resolv.conf"), resolv)
+        .map_err(|e| format!("writing /etc/resolv.conf: {e}"))?;
     for shared in [
         "ld.so.cache",
         "localtime",

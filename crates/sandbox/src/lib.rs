@@ -15,7 +15,9 @@
 #![allow(unsafe_code)]
 
 mod cgroup;
+pub mod egress;
 mod helper;
+mod netlink;
 mod netns;
 mod seccomp;
 
@@ -30,6 +32,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 pub use cgroup::{CgroupStats, CgroupVersion, remove_stale as remove_stale_cgroups};
+pub use egress::{Egress, EgressLink};
 pub use helper::helper_main;
 
 /// The first argument that turns the worker's executable into the sandbox helper.
@@ -117,6 +120,8 @@ struct PreparedParts {
 
 /// A running sandbox.
 pub struct Jail {
+    /// Its way out, if it has one (deleted with the jail, after its processes).
+    egress: Option<EgressLink>,
     helper: Child,
     cgroup: cgroup::Cgroup,
     listener: Option<TcpListener>,
@@ -239,14 +244,34 @@ impl PreparedJail {
         })
     }
 
-    /// Gives the prepared sandbox its function and returns once the program was executed.
-    pub fn start(mut self, spec: JailSpec) -> Result<Jail> {
+    /// Gives the prepared sandbox its function and returns once the program was executed;
+    /// with `egress`, the sandbox is first connected to the outside through it.
+    pub fn start(
+        mut self,
+        spec: JailSpec,
+        egress: Option<&std::sync::Arc<Egress>>,
+    ) -> Result<Jail> {
         let started = Instant::now();
         let parts = self
             .parts
             .take()
             .ok_or_else(|| Error::Exec("the prepared sandbox was already used".into()))?;
+        let link = match egress {
+            Some(e) => match e.attach(parts.helper.id()) {
+                Ok(link) => Some(link),
+                Err(err) => {
+                    let mut parts = parts;
+                    parts.cgroup.kill_all();
+                    let _ = parts.helper.kill();
+                    let _ = parts.helper.wait();
+                    parts.cgroup.remove();
+                    return Err(err);
+                }
+            },
+            None => None,
+        };
         let mut jail = Jail {
+            egress: link,
             helper: parts.helper,
             cgroup: parts.cgroup,
             listener: Some(parts.listener),
@@ -308,6 +333,11 @@ impl Jail {
     }
 
     /// The Runtime API listener inside the sandbox's network namespace; taken once.
+    /// The sandbox's address outside its namespace, if it has a way out.
+    pub fn egress_address(&self) -> Option<std::net::Ipv4Addr> {
+        self.egress.as_ref().map(EgressLink::address)
+    }
+
     pub fn take_listener(&mut self) -> Option<TcpListener> {
         self.listener.take()
     }

@@ -343,6 +343,7 @@ mod tests {
             last_published: 0,
             reserved_concurrency: None,
             provisioned: Default::default(),
+            tags: Default::default(),
         }
     }
 

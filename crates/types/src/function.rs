@@ -145,7 +145,14 @@ pub struct FunctionConfig {
     /// Provisioned concurrency requested per published version. Kept on the `$LATEST` record.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub provisioned: BTreeMap<String, ProvisionedRequest>,
+    /// The function's tags; [`EGRESS_TAG`] is read by nimbus.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
+
+/// The tag that gives a function outbound internet access (`internet`) or takes it away
+/// (`none`) whatever the node's default.
+pub const EGRESS_TAG: &str = "nimbus:egress";
 
 /// A provisioned-concurrency request for one version of a function.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,6 +175,16 @@ impl FunctionConfig {
     /// The key a function version's sandboxes are pooled under: `key:version`.
     pub fn qualified_name(&self) -> String {
         format!("{}:{}", self.key(), self.version)
+    }
+
+    /// Whether the function's tags ask for outbound access (`Some(true)`), forbid it
+    /// (`Some(false)`) or leave it to the node (`None`).
+    pub fn egress(&self) -> Option<bool> {
+        match self.tags.get(EGRESS_TAG).map(String::as_str) {
+            Some("internet") => Some(true),
+            Some("none") => Some(false),
+            _ => None,
+        }
     }
 
     /// The function's unqualified ARN.
@@ -267,6 +284,35 @@ pub fn validate_ephemeral_storage(mb: u32) -> Result<(), InvalidParameter> {
             10_240,
         ))
     }
+}
+
+/// Checks tags as Lambda does (at most 50; keys 1–128 characters not starting with `aws:`,
+/// values at most 256), and [`EGRESS_TAG`]'s value.
+pub fn validate_tags(tags: &BTreeMap<String, String>) -> Result<(), InvalidParameter> {
+    if tags.len() > 50 {
+        return Err(InvalidParameter::new("A function can have at most 50 tags"));
+    }
+    for (key, value) in tags {
+        if key.is_empty()
+            || key.chars().count() > 128
+            || key.to_ascii_lowercase().starts_with("aws:")
+        {
+            return Err(InvalidParameter::new(format!(
+                "tag key {key:?} must be 1 to 128 characters and not start with aws:"
+            )));
+        }
+        if value.chars().count() > 256 {
+            return Err(InvalidParameter::new(format!(
+                "the value of tag {key} is longer than 256 characters"
+            )));
+        }
+        if key == EGRESS_TAG && value != "internet" && value != "none" {
+            return Err(InvalidParameter::new(format!(
+                "tag {EGRESS_TAG} must be \"internet\" or \"none\", not {value:?}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Checks keys against Lambda's pattern, the reserved names and the 4 KB total.

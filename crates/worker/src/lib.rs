@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use local::{LocalWorker, LocalWorkerConfig};
 pub use process::{
-    DEFAULT_JAIL_POOL, HostRuntimes, JailPool, ProcessConfig, Sdks, ServicesEndpoint,
+    DEFAULT_JAIL_POOL, EgressPolicy, HostRuntimes, JailPool, ProcessConfig, Sdks, ServicesEndpoint,
 };
 
 /// Identifies a sandbox on its worker.

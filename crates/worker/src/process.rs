@@ -93,6 +93,46 @@ pub struct ProcessConfig {
     pub services: ServicesEndpoint,
     /// Issues each sandbox the credentials of its function's role.
     pub credentials: Option<Arc<dyn CredentialIssuer>>,
+    /// Which sandboxes reach the internet, and the host's rules once one did.
+    pub egress: Arc<EgressPolicy>,
+}
+
+/// Outbound internet for process sandboxes: the node's default, which a function's
+/// `nimbus:egress` tag overrides, and the host's NAT and rules, set up when the first sandbox
+/// that may go out starts (never, on a node where none may).
+#[derive(Debug)]
+pub struct EgressPolicy {
+    default: bool,
+    host: std::sync::OnceLock<std::result::Result<Arc<nimbus_sandbox::Egress>, String>>,
+}
+
+impl EgressPolicy {
+    pub fn new(default: bool) -> Arc<Self> {
+        Arc::new(Self {
+            default,
+            host: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The way out for a sandbox of `function`, if it may have one.
+    fn for_function(
+        &self,
+        function: &FunctionConfig,
+    ) -> Result<Option<Arc<nimbus_sandbox::Egress>>> {
+        if !function.egress().unwrap_or(self.default) {
+            return Ok(None);
+        }
+        self.host
+            .get_or_init(|| {
+                nimbus_sandbox::Egress::enable().map_err(|e| {
+                    tracing::error!(error = %e, "outbound access for sandboxes is unavailable");
+                    format!("{e:#}")
+                })
+            })
+            .clone()
+            .map(Some)
+            .map_err(|e| Error::Internal(format!("the function may reach the internet, but: {e}")))
+    }
 }
 
 impl std::fmt::Debug for ProcessConfig {
@@ -496,10 +536,13 @@ impl ProcessSandbox {
             gid: uid,
         };
         let pool = config.pool.clone();
+        let egress = config.egress.clone();
+        let function_for_egress = function.clone();
         let mut jail = tokio::task::spawn_blocking(move || {
+            let way_out = egress.for_function(&function_for_egress)?;
             let started = pool
                 .take()?
-                .start(spec)
+                .start(spec, way_out.as_ref())
                 .map_err(|e| Error::Internal(format!("{e:#}")));
             pool.refill_in_background();
             started
