@@ -6,7 +6,10 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import json
+import http.client
 import signal
+import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -17,6 +20,17 @@ import pytest
 import e2e_support as s
 import fleet_support as fs
 import process_support as ps
+
+# The tests hold the cluster secret but not its certificate; they do not check it.
+ANY_CERT = ssl.create_default_context()
+ANY_CERT.check_hostname = False
+ANY_CERT.verify_mode = ssl.CERT_NONE
+
+
+def tls_url(endpoint: str) -> str:
+    """The node's URL for the cluster's routes, which it serves over TLS only."""
+    return endpoint.replace("http://", "https://", 1)
+
 
 FLEET_CONFIG = """
 [cluster]
@@ -148,22 +162,54 @@ def test_a_worker_needs_the_cluster_secret(fleet, nimbus_bin, tmp_path):
     assert "no cluster secret" in missing.stderr()
     assert fs.worker_names(node) == ["good"]
 
-    # Without credentials the node refuses a registration, and the worker refuses the node's calls.
+    # In plaintext the node refuses the cluster's routes and the worker closes the connection.
     body = json.dumps(
         {"name": "x", "incarnation": "i", "address": "127.0.0.1:1", "capacity_mb": 512}
     ).encode()
+    req = urllib.request.Request(f"{node.endpoint}/nimbus/cluster/v1/workers", data=body,
+                                 method="POST")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=10)
+    assert e.value.code == 403 and b"over TLS only" in e.value.read()
+    with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+        urllib.request.urlopen(f"http://{workers['good'].address}/v1/status", timeout=10)
+    # Over TLS without the secret's credentials both refuse.
     for url, data in [
-        (f"{node.endpoint}/nimbus/cluster/v1/workers", body),
-        (f"http://{workers['good'].address}/v1/prepare", b"{}"),
+        (f"{tls_url(node.endpoint)}/nimbus/cluster/v1/workers", body),
+        (f"https://{workers['good'].address}/v1/prepare", b"{}"),
     ]:
         req = urllib.request.Request(url, data=data, method="POST")
         req.add_header("x-nimbus-cluster-auth", "v1 0 " + "0" * 64)
         with pytest.raises(urllib.error.HTTPError) as e:
-            urllib.request.urlopen(req, timeout=10)
+            urllib.request.urlopen(req, timeout=10, context=ANY_CERT)
         assert e.value.code == 401
     with pytest.raises(urllib.error.HTTPError) as e:
-        urllib.request.urlopen(f"{node.endpoint}/nimbus/cluster/v1/code/{'0' * 64}", timeout=10)
+        urllib.request.urlopen(f"{tls_url(node.endpoint)}/nimbus/cluster/v1/code/{'0' * 64}",
+                               timeout=10, context=ANY_CERT)
     assert e.value.code == 401
+
+
+def test_the_fleet_speaks_tls_with_the_secrets_certificate(fleet, tmp_path):
+    node, workers = fleet([("w1", 256)])
+    other, _ = fleet([("w2", 256)])
+
+    def certificate(address: str) -> tuple[bytes, str]:
+        host, port = address.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=5) as raw:
+            with ANY_CERT.wrap_socket(raw, server_hostname="nimbus-cluster") as tls:
+                return tls.getpeercert(binary_form=True), tls.version()
+
+    node_cert, version = certificate(node.endpoint.removeprefix("http://"))
+    worker_cert, _ = certificate(workers["w1"].address)
+    assert version == "TLSv1.3"
+    # The node and its worker present the same certificate: the one their secret derives.
+    assert node_cert == worker_cert
+    # Another cluster (another secret) has another.
+    assert certificate(other.endpoint.removeprefix("http://"))[0] != node_cert
+    # And the worker really works over it.
+    client = s.lambda_client(node.endpoint)
+    name = deploy_python(client)
+    assert call(client, name, {})[0]["StatusCode"] == 200
 
 
 def test_a_worker_killed_mid_invocation(fleet, nimbus_bin, tmp_path):
@@ -282,10 +328,10 @@ def signed(node, method: str, path: str, body: bytes | None = None):
     secret = (node.data_dir / "cluster.secret").read_text().strip().encode()
     now = int(time.time())
     mac = hmac.new(secret, f"{now}\n{method}\n{path}".encode(), hashlib.sha256).hexdigest()
-    req = urllib.request.Request(f"{node.endpoint}{path}", data=body, method=method)
+    req = urllib.request.Request(f"{tls_url(node.endpoint)}{path}", data=body, method=method)
     req.add_header("x-nimbus-cluster-auth", f"v1 {now} {mac}")
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=10, context=ANY_CERT) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
@@ -329,4 +375,4 @@ def test_bad_registrations_and_heartbeats_are_refused(fleet, nimbus_bin, tmp_pat
     cmd, env = new_worker(fleet, nimbus_bin, node, "args", 256, tmp_path).command()
     cmd[cmd.index("--join") + 1] = "ftp://127.0.0.1:1"
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30)
-    assert proc.returncode != 0 and "http:// URL" in proc.stderr
+    assert proc.returncode != 0 and "https:// URL" in proc.stderr

@@ -248,6 +248,11 @@ pub async fn serve(
         .context("restoring concurrency settings")?;
     let secret = nimbus_cluster::Secret::load_or_create(&data.join("cluster.secret"))
         .context("preparing the cluster secret")?;
+    // Workers reach the node over TLS with the certificate the secret derives; the cluster's
+    // routes are refused in plaintext.
+    let cluster_tls = nimbus_cluster::tls::Identity::derive(&secret)
+        .and_then(|i| i.acceptor())
+        .context("deriving the cluster's TLS certificate")?;
     let cluster = {
         let control = control.clone();
         nimbus_cluster::node::Cluster::new(
@@ -260,6 +265,7 @@ pub async fn serve(
             code.clone(),
             Arc::new(move || control.functions_to_prepare()),
         )
+        .context("preparing the cluster's client")?
     };
 
     let queue = Arc::new(
@@ -352,7 +358,11 @@ pub async fn serve(
         tracing::info!("stopping: finishing in-flight requests");
         let _ = stop_tx.send(true);
     });
-    nimbus_gateway::serve(listener, router, stopped(stop_rx)).await?;
+    let served = nimbus_cluster::tls::Served {
+        tls: Some((cluster_tls, router.clone())),
+        plain: Some(nimbus_gateway::plaintext(router)),
+    };
+    nimbus_cluster::tls::serve(listener, served, stopped(stop_rx)).await?;
     // The sandboxes' router holds the whole node; let it go.
     if let Ok(mut slot) = services.write() {
         *slot = None;

@@ -47,8 +47,8 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
     nimbus_cluster::validate_worker_name(&name).map_err(anyhow::Error::msg)?;
     let join = args.join.trim_end_matches('/').to_owned();
     anyhow::ensure!(
-        join.starts_with("http://"),
-        "--join must be an http:// URL of a node"
+        join.starts_with("http://") || join.starts_with("https://"),
+        "--join must be an http:// or https:// URL of a node (the worker speaks TLS to it either way)"
     );
     let capacity_mb = args.capacity_mb.unwrap_or_else(machine_memory_mb);
     anyhow::ensure!(
@@ -111,7 +111,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
             },
             worker,
             code,
-        );
+        )?;
         let signal = shutdown_signal()?;
         let result = agent
             .run(listener, signal, |registered| {

@@ -19,7 +19,7 @@ use nimbus_store::{CodeStore, LocalCodeStore};
 use nimbus_types::{FunctionConfig, InvokeRequest};
 use nimbus_worker::{Error, SandboxId, Worker};
 
-use crate::http::Client;
+use crate::http::{Client, Failure};
 use crate::node::{InitBody, encode_outcome};
 use crate::{AUTH_HEADER, Heartbeat, Registered, Registration, Secret, WireError};
 
@@ -85,15 +85,15 @@ impl Agent {
         config: AgentConfig,
         worker: Arc<dyn Worker>,
         code: Arc<LocalCodeStore>,
-    ) -> Arc<Self> {
-        Arc::new(Self {
-            client: Client::new(config.secret.clone()),
+    ) -> anyhow::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            client: Client::new(config.secret.clone())?,
             config,
             worker,
             code,
             sandboxes: Mutex::new(HashSet::new()),
             downloads: tokio::sync::Mutex::new(()),
-        })
+        }))
     }
 
     fn router(self: &Arc<Self>) -> Router {
@@ -179,7 +179,10 @@ impl Agent {
                 Some(Duration::from_secs(10)),
             )
             .await
-            .map_err(|e| JoinError::Retry(e.to_string()))?;
+            .map_err(|e| match e {
+                Failure::WrongPeer => JoinError::Refused(e.to_string()),
+                e => JoinError::Retry(e.to_string()),
+            })?;
         if reply.status.is_success() {
             return serde_json::from_slice(&reply.body)
                 .map_err(|e| JoinError::Retry(format!("malformed answer: {e}")));
@@ -281,11 +284,17 @@ impl Agent {
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let server = tokio::spawn(
-            axum::serve(listener, self.router())
-                .with_graceful_shutdown(stopped(stop_rx.clone()))
-                .into_future(),
-        );
+        // TLS only: the node never talks to a worker in plaintext.
+        let acceptor = crate::tls::Identity::derive(&self.config.secret)?.acceptor()?;
+        let served = crate::tls::Served {
+            tls: Some((acceptor, self.router())),
+            plain: None,
+        };
+        let server = tokio::spawn(crate::tls::serve(
+            listener,
+            served,
+            stopped(stop_rx.clone()),
+        ));
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);

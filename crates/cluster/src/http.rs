@@ -1,4 +1,5 @@
-//! The HTTP client both sides use: pooled keep-alive connections, every request signed.
+//! The HTTP client both sides use: pooled keep-alive connections over TLS with the cluster's
+//! pinned certificate ([`crate::tls`]), every request signed.
 
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use crate::{AUTH_HEADER, Secret};
 
 #[derive(Clone)]
 pub(crate) struct Client {
-    inner: HyperClient<HttpConnector, Full<Bytes>>,
+    inner: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     secret: Secret,
 }
 
@@ -27,6 +28,8 @@ pub(crate) struct Reply {
 pub(crate) enum Failure {
     /// No connection, or it broke: the other side is down or cut off.
     Unreachable(String),
+    /// The other side's TLS certificate is not the cluster's: it holds another secret.
+    WrongPeer,
     TimedOut,
     /// The answer was larger than the caller allows.
     TooLarge,
@@ -36,21 +39,60 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Unreachable(e) => write!(f, "unreachable: {e}"),
+            Self::WrongPeer => f.write_str(
+                "wrong cluster secret: the other side's TLS certificate is not the one this \
+                 side's secret makes",
+            ),
             Self::TimedOut => f.write_str("no answer in time"),
             Self::TooLarge => f.write_str("the answer is too large"),
         }
     }
 }
 
+/// Whether a failed request failed because the server's certificate was not the pinned one.
+fn wrong_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
+    let is_it = |r: &rustls::Error| matches!(r, rustls::Error::InvalidCertificate(_));
+    let mut current = Some(e);
+    while let Some(error) = current {
+        if let Some(r) = error.downcast_ref::<rustls::Error>() {
+            return is_it(r);
+        }
+        // An I/O error's `source` skips the error it wraps; step into that one itself.
+        current = match error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => error.source(),
+        };
+    }
+    false
+}
+
+/// `host:port` of a base URL, without its scheme.
+fn authority(base: &str) -> &str {
+    base.strip_prefix("https://")
+        .or_else(|| base.strip_prefix("http://"))
+        .unwrap_or(base)
+        .trim_end_matches('/')
+}
+
 impl Client {
-    pub fn new(secret: Secret) -> Self {
+    pub fn new(secret: Secret) -> anyhow::Result<Self> {
+        let tls = crate::tls::Identity::derive(&secret)?.client_config()?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(3)));
+        connector.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .wrap_connector(connector);
         let inner = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        Self { inner, secret }
+        Ok(Self { inner, secret })
     }
 
     /// Sends a signed request to `base` + `path` and reads at most `limit` bytes of the answer.
@@ -67,7 +109,8 @@ impl Client {
     ) -> Result<Reply, Failure> {
         let mut builder = Request::builder()
             .method(method.clone())
-            .uri(format!("{base}{path}"))
+            // Whatever scheme `base` names, the request goes over TLS.
+            .uri(format!("https://{}{path}", authority(base)))
             .header(AUTH_HEADER, self.secret.sign(method.as_str(), path));
         for (k, v) in headers {
             builder = builder.header(*k, v);
@@ -76,11 +119,13 @@ impl Client {
             .body(Full::new(body))
             .map_err(|e| Failure::Unreachable(e.to_string()))?;
         let exchange = async {
-            let response = self
-                .inner
-                .request(request)
-                .await
-                .map_err(|e| Failure::Unreachable(nimbus_types::error_chain(&e)))?;
+            let response = self.inner.request(request).await.map_err(|e| {
+                if wrong_certificate(&e) {
+                    Failure::WrongPeer
+                } else {
+                    Failure::Unreachable(nimbus_types::error_chain(&e))
+                }
+            })?;
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, limit)
                 .collect()

@@ -77,16 +77,16 @@ impl Cluster {
         manager: Arc<WorkerManager>,
         code: Arc<dyn CodeStore>,
         functions: FunctionList,
-    ) -> Arc<Self> {
-        Arc::new(Self {
+    ) -> anyhow::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
             config,
-            client: Client::new(secret.clone()),
+            client: Client::new(secret.clone())?,
             secret,
             manager,
             code,
             functions,
             members: Mutex::new(HashMap::new()),
-        })
+        }))
     }
 
     /// The routes workers call, under `/nimbus/cluster/v1`, and the fleet's status.
@@ -439,7 +439,7 @@ impl RemoteWorker {
     fn new(name: &str, address: &str, client: Client) -> Self {
         Self {
             name: name.to_owned(),
-            base: format!("http://{address}"),
+            base: format!("https://{address}"),
             client,
             code: Mutex::new(HashSet::new()),
             sandboxes: AtomicU32::new(0),
@@ -452,7 +452,7 @@ impl RemoteWorker {
             other => Error::Lost(format!(
                 "worker {} at {} was lost ({other})",
                 self.name,
-                self.base.trim_start_matches("http://")
+                self.base.trim_start_matches("https://")
             )),
         }
     }

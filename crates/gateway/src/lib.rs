@@ -274,16 +274,22 @@ pub fn for_sandboxes(router: Router) -> Router {
     ))
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests
-/// finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+/// The node's router as served to plaintext connections: the cluster's routes are refused
+/// there (workers reach them over TLS only).
+pub fn plaintext(router: Router) -> Router {
+    router.layer(axum::middleware::from_fn(
+        |request: axum::extract::Request, next: axum::middleware::Next| async move {
+            if request.uri().path().starts_with("/nimbus/cluster/") {
+                return (
+                    StatusCode::FORBIDDEN,
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    r#"{"kind":"Unauthorized","message":"the cluster's routes are served over TLS only"}"#,
+                )
+                    .into_response();
+            }
+            next.run(request).await
+        },
+    ))
 }
 
 #[cfg(test)]
