@@ -360,7 +360,7 @@ pub async fn serve(
     });
     let served = nimbus_cluster::tls::Served {
         tls: Some((cluster_tls, router.clone())),
-        plain: Some(nimbus_gateway::plaintext(router)),
+        plain: Some(router),
     };
     nimbus_cluster::tls::serve(listener, served, stopped(stop_rx)).await?;
     // The sandboxes' router holds the whole node; let it go.

@@ -102,6 +102,8 @@ impl Cluster {
                 post(heartbeat),
             )
             .route("/nimbus/cluster/v1/code/{sha256}", get(code))
+            // Workers' routes: over TLS only.
+            .route_layer(axum::middleware::from_fn(crate::tls::require_tls))
             .route("/nimbus/v1/cluster", get(status))
             .with_state(self.clone())
     }

@@ -150,6 +150,29 @@ impl ServerCertVerifier for Pinned {
     }
 }
 
+/// Marks a request that came over TLS with the cluster's certificate.
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
+
+/// Refuses a request that did not come over TLS (a route layer for the cluster's routes).
+pub async fn require_tls(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if request.extensions().get::<OverTls>().is_some() {
+        return next.run(request).await;
+    }
+    use axum::response::IntoResponse;
+    (
+        axum::http::StatusCode::FORBIDDEN,
+        axum::Json(crate::WireError {
+            kind: "unauthorized".to_owned(),
+            message: "the cluster's routes are served over TLS only".to_owned(),
+        }),
+    )
+        .into_response()
+}
+
 /// Which connections a listener takes.
 #[derive(Clone)]
 pub struct Served {
@@ -222,7 +245,7 @@ async fn connection(
             else {
                 return;
             };
-            http(tls, router, stop).await;
+            http(tls, router.layer(axum::Extension(OverTls)), stop).await;
         }
         Some(_) => {
             if let Some(router) = served.plain {

@@ -274,24 +274,6 @@ pub fn for_sandboxes(router: Router) -> Router {
     ))
 }
 
-/// The node's router as served to plaintext connections: the cluster's routes are refused
-/// there (workers reach them over TLS only).
-pub fn plaintext(router: Router) -> Router {
-    router.layer(axum::middleware::from_fn(
-        |request: axum::extract::Request, next: axum::middleware::Next| async move {
-            if request.uri().path().starts_with("/nimbus/cluster/") {
-                return (
-                    StatusCode::FORBIDDEN,
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    r#"{"kind":"Unauthorized","message":"the cluster's routes are served over TLS only"}"#,
-                )
-                    .into_response();
-            }
-            next.run(request).await
-        },
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::HostService;
