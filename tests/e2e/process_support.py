@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import zipfile
 from pathlib import Path
@@ -52,3 +53,17 @@ def deploy(client, fixture: str, runtime: str, handler: str, **extra) -> str:
     params.update(extra)
     client.create_function(**params)
     return name
+
+
+def queue_and_sender_role(iam, sqs) -> tuple[str, str, str, str]:
+    """A new queue and a role Lambda may assume that may only send to it:
+    (queue name, queue URL, role name, role ARN)."""
+    queue = s.unique_name("inbox")
+    queue_url = sqs.create_queue(QueueName=queue)["QueueUrl"]
+    role = s.unique_name("sender")
+    role_arn = iam.create_role(RoleName=role, AssumeRolePolicyDocument=s.LAMBDA_TRUST)["Role"]["Arn"]
+    iam.put_role_policy(RoleName=role, PolicyName="send", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "sqs:SendMessage",
+                       "Resource": f"arn:aws:sqs:{s.REGION}:000000000000:{queue}"}]}))
+    return queue, queue_url, role, role_arn

@@ -376,3 +376,37 @@ def test_bad_registrations_and_heartbeats_are_refused(fleet, nimbus_bin, tmp_pat
     cmd[cmd.index("--join") + 1] = "ftp://127.0.0.1:1"
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30)
     assert proc.returncode != 0 and "https:// URL" in proc.stderr
+
+
+def test_a_workers_sandbox_reaches_the_nodes_apis_with_its_roles_credentials(fleet):
+    """On a joined worker, as on the node: the role's credentials in the environment, the node's
+    APIs at AWS_ENDPOINT_URL (forwarded by the worker over its TLS link) and at the node's own
+    port, allowed what the role allows, and no cluster route."""
+    node, workers = fleet([("w1", 512)])
+    key = (s.ACCESS_KEY, s.SECRET_KEY)
+    import boto3
+
+    def admin(service):
+        return boto3.client(service, endpoint_url=node.endpoint, region_name=s.REGION,
+                            aws_access_key_id=key[0], aws_secret_access_key=key[1])
+
+    iam, sqs, lam = admin("iam"), admin("sqs"), s.lambda_client(node.endpoint)
+    _, queue_url, _, role_arn = ps.queue_and_sender_role(iam, sqs)
+    raw = ps.deploy(lam, "python-aws", ps.host_python_runtime(), "app.handler", Role=role_arn,
+                    Timeout=20)
+    out = s.invoke(lam, raw, {"queue_url": queue_url, "body": "from a worker",
+                              "try_create": True, "node_port": node.port}).json()
+    assert out["key_id"].startswith("ASIA") and out["has_token"], out
+    assert out["send"]["status"] == 200, out
+    assert out["create"]["status"] == 403, out
+    assert out["node_port"] == "connected", out
+    assert out["cluster_route"] == 404 and out["services_cluster_route"] == 404, out
+    with_sdk = ps.deploy(lam, "python-aws", ps.host_python_runtime(), "sdk.handler",
+                         Role=role_arn, Timeout=20)
+    sdk = s.invoke(lam, with_sdk, {"queue_url": queue_url, "body": "boto3 on a worker"})
+    assert sdk.function_error is None, sdk.body
+    got = sorted(m["Body"] for m in sqs.receive_message(
+        QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=5)["Messages"])
+    assert got == ["boto3 on a worker", "from a worker"], got
+    # Both ran on the worker: the node has no worker of its own here.
+    assert fs.worker_names(node) == ["w1"]

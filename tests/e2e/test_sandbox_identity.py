@@ -18,14 +18,7 @@ NODE = p.host_node_runtime()
 
 def test_a_function_calls_sqs_with_its_roles_credentials(node, lambda_client):
     iam, sqs = admin(node, "iam"), admin(node, "sqs")
-    queue = s.unique_name("inbox")
-    queue_url = sqs.create_queue(QueueName=queue)["QueueUrl"]
-    role = s.unique_name("sender")
-    role_arn = iam.create_role(RoleName=role, AssumeRolePolicyDocument=s.LAMBDA_TRUST)["Role"]["Arn"]
-    iam.put_role_policy(RoleName=role, PolicyName="send", PolicyDocument=json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": "sqs:SendMessage",
-                       "Resource": f"arn:aws:sqs:{s.REGION}:000000000000:{queue}"}]}))
+    queue, queue_url, role, role_arn = p.queue_and_sender_role(iam, sqs)
     name = p.deploy(lambda_client, "python-aws", PYTHON, "app.handler", Role=role_arn, Timeout=20)
     with_sdk = p.deploy(lambda_client, "python-aws", PYTHON, "sdk.handler", Role=role_arn, Timeout=20)
 

@@ -264,6 +264,7 @@ pub async fn serve(
             manager.clone(),
             code.clone(),
             Arc::new(move || control.functions_to_prepare()),
+            Some(identity.clone() as Arc<dyn nimbus_types::identity::CredentialIssuer>),
         )
         .context("preparing the cluster's client")?
     };
@@ -359,7 +360,7 @@ pub async fn serve(
         let _ = stop_tx.send(true);
     });
     let served = nimbus_cluster::tls::Served {
-        tls: Some((cluster_tls, router.clone())),
+        tls: Some((cluster_tls, nimbus_gateway::for_workers(router.clone()))),
         plain: Some(router),
     };
     nimbus_cluster::tls::serve(listener, served, stopped(stop_rx)).await?;

@@ -74,15 +74,22 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
             })
             .context("starting the wasm runtime")?,
         );
-        // A joined worker has no router of its own: its sandboxes' services port stays closed
-        // and they get no credentials (both come with the node's TLS link to workers).
+        // Sandboxes here reach the node's APIs through the agent, which forwards their requests
+        // over the TLS link, with the role credentials the node hands with each sandbox.
+        let services = nimbus_worker::ServicesEndpoint::default();
+        let credentials = Arc::new(nimbus_cluster::agent::HandedCredentials::default());
+        let node_port = join
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim_end_matches('/').parse::<u16>().ok());
         let process = process_sandboxes(
             &data,
             nimbus_worker::DEFAULT_JAIL_POOL,
             tokio::runtime::Handle::current(),
-            nimbus_worker::ServicesEndpoint::default(),
-            None,
-            None,
+            services.clone(),
+            Some(credentials.clone()),
+            // The node's port inside sandboxes too, as on the node, for the URLs it hands out.
+            node_port,
             // A function's `nimbus:egress` tag still gives its sandboxes a way out here.
             false,
         );
@@ -111,7 +118,11 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
             },
             worker,
             code,
+            credentials,
         )?;
+        if let Ok(mut slot) = services.write() {
+            *slot = Some(agent.services());
+        }
         let signal = shutdown_signal()?;
         let result = agent
             .run(listener, signal, |registered| {

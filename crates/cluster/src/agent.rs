@@ -2,7 +2,7 @@
 //! invoke, release) with the worker it hosts, fetches code packages from the node by digest
 //! into its own code store, registers, and heartbeats.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use axum::routing::{delete, get, post};
 use base64::Engine;
 use bytes::Bytes;
 use nimbus_store::{CodeStore, LocalCodeStore};
+use nimbus_types::identity::{CredentialIssuer, SessionCredentials};
 use nimbus_types::{FunctionConfig, InvokeRequest};
 use nimbus_worker::{Error, SandboxId, Worker};
 
@@ -37,12 +38,46 @@ pub struct Agent {
     worker: Arc<dyn Worker>,
     code: Arc<LocalCodeStore>,
     client: Client,
+    /// Forwards sandboxes' requests for the node's APIs (unsigned: they carry their own).
+    proxy: crate::http::Proxy,
+    credentials: Arc<HandedCredentials>,
     sandboxes: Mutex<HashSet<SandboxId>>,
     /// One download at a time; a second request for the same package then finds it stored.
     downloads: tokio::sync::Mutex<()>,
 }
 
 type Shared = Arc<Agent>;
+
+/// The credentials the node hands with each sandbox it asks for, kept for the sandbox's start
+/// (which asks its worker's [`CredentialIssuer`]), by function version and revision.
+#[derive(Default)]
+pub struct HandedCredentials {
+    by_function: Mutex<HashMap<String, SessionCredentials>>,
+}
+
+impl HandedCredentials {
+    fn key(function: &FunctionConfig) -> String {
+        format!("{}@{}", function.qualified_name(), function.revision_id)
+    }
+
+    fn hand(&self, function: &FunctionConfig, credentials: SessionCredentials) {
+        if let Ok(mut all) = self.by_function.lock() {
+            let now = nimbus_types::time::now_ms();
+            all.retain(|_, c| c.expiration_ms > now);
+            all.insert(Self::key(function), credentials);
+        }
+    }
+}
+
+impl CredentialIssuer for HandedCredentials {
+    fn issue(&self, function: &FunctionConfig) -> Option<SessionCredentials> {
+        self.by_function
+            .lock()
+            .ok()?
+            .get(&Self::key(function))
+            .cloned()
+    }
+}
 
 /// How long a worker waits for its name to be released by a predecessor that died.
 const NAME_TAKEN_PATIENCE: Duration = Duration::from_secs(10);
@@ -85,15 +120,28 @@ impl Agent {
         config: AgentConfig,
         worker: Arc<dyn Worker>,
         code: Arc<LocalCodeStore>,
+        credentials: Arc<HandedCredentials>,
     ) -> anyhow::Result<Arc<Self>> {
         Ok(Arc::new(Self {
             client: Client::new(config.secret.clone())?,
+            proxy: crate::http::Proxy::new(&config.secret)?,
+            credentials,
             config,
             worker,
             code,
             sandboxes: Mutex::new(HashSet::new()),
             downloads: tokio::sync::Mutex::new(()),
         }))
+    }
+
+    /// What this worker's sandboxes reach at their services port (and at their alias of the
+    /// node's port): the node's APIs, to which each request is forwarded over the TLS link,
+    /// marked as a sandbox's so that the node authenticates it whatever its own settings. The
+    /// cluster's routes are not forwarded.
+    pub fn services(self: &Arc<Self>) -> Router {
+        Router::new()
+            .fallback(forward_to_node)
+            .with_state(self.clone())
     }
 
     fn router(self: &Arc<Self>) -> Router {
@@ -429,6 +477,9 @@ async fn init(State(a): State<Shared>, body: Bytes) -> Response {
         Ok(b) => b,
         Err(r) => return *r,
     };
+    if let Some(credentials) = body.credentials {
+        a.credentials.hand(&body.function, credentials);
+    }
     let result = match a.ensure_code(&body.function).await {
         Ok(()) => a.worker.init(&body.function, body.init_type).await,
         Err(e) => Err(e),
@@ -492,5 +543,31 @@ pub fn secret_from(file: Option<&std::path::Path>, env: Option<&str>) -> anyhow:
             "no cluster secret: pass --secret-file (the node's DATA/cluster.secret) or set \
              NIMBUS_CLUSTER_SECRET"
         ),
+    }
+}
+
+async fn forward_to_node(State(a): State<Shared>, request: Request) -> Response {
+    if request.uri().path().starts_with("/nimbus/cluster/") {
+        return (
+            StatusCode::NOT_FOUND,
+            [("x-amzn-errortype", "UnknownOperationException")],
+            axum::Json(serde_json::json!({
+                "Type": "User", "Message": "Unknown operation",
+            })),
+        )
+            .into_response();
+    }
+    match a.proxy.forward(&a.config.join, request).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not forward a sandbox's request to the node");
+            (
+                StatusCode::BAD_GATEWAY,
+                axum::Json(serde_json::json!({
+                    "Type": "Service", "Message": "the node could not be reached",
+                })),
+            )
+                .into_response()
+        }
     }
 }

@@ -79,19 +79,9 @@ fn authority(base: &str) -> &str {
 
 impl Client {
     pub fn new(secret: Secret) -> anyhow::Result<Self> {
-        let tls = crate::tls::Identity::derive(&secret)?.client_config()?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(3)));
-        connector.enforce_http(false);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_only()
-            .enable_http1()
-            .wrap_connector(connector);
         let inner = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+            .build(connector(&secret)?);
         Ok(Self { inner, secret })
     }
 
@@ -150,4 +140,64 @@ impl Client {
             None => exchange.await,
         }
     }
+}
+
+/// The header that marks a request forwarded from a worker's sandbox.
+pub const FROM_SANDBOX_HEADER: &str = "x-nimbus-from-sandbox";
+
+/// Forwards sandboxes' requests to the node over TLS, as they are (their own signature, their
+/// own `Host`), without the cluster's credentials.
+pub(crate) struct Proxy {
+    inner: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, axum::body::Body>,
+}
+
+impl Proxy {
+    pub fn new(secret: &Secret) -> anyhow::Result<Self> {
+        Ok(Self {
+            inner: HyperClient::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(connector(secret)?),
+        })
+    }
+
+    pub async fn forward(
+        &self,
+        base: &str,
+        request: axum::extract::Request,
+    ) -> Result<axum::response::Response, String> {
+        let (mut parts, body) = request.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        parts.uri = format!("https://{}{path}", authority(base))
+            .parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| e.to_string())?;
+        parts.headers.remove(AUTH_HEADER);
+        parts.headers.insert(
+            FROM_SANDBOX_HEADER,
+            hyper::header::HeaderValue::from_static("1"),
+        );
+        let response = self
+            .inner
+            .request(hyper::Request::from_parts(parts, body))
+            .await
+            .map_err(|e| nimbus_types::error_chain(&e))?;
+        Ok(response.map(axum::body::Body::new))
+    }
+}
+
+/// A TLS-only connector that accepts only the cluster's certificate.
+fn connector(secret: &Secret) -> anyhow::Result<hyper_rustls::HttpsConnector<HttpConnector>> {
+    let tls = crate::tls::Identity::derive(secret)?.client_config()?;
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(3)));
+    connector.enforce_http(false);
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .wrap_connector(connector))
 }

@@ -16,6 +16,7 @@
 
 pub mod agent;
 mod http;
+pub use http::FROM_SANDBOX_HEADER;
 pub mod node;
 pub mod tls;
 

@@ -16,6 +16,7 @@ use base64::Engine;
 use bytes::{BufMut, Bytes, BytesMut};
 use nimbus_manager::WorkerManager;
 use nimbus_store::CodeStore;
+use nimbus_types::identity::{CredentialIssuer, SessionCredentials};
 use nimbus_types::{CodeRef, FunctionConfig, InitType, InvokeOutcome, InvokeRequest};
 use nimbus_worker::{Error, Result, SandboxId, SandboxInit, Worker, WorkerStatus};
 use serde::{Deserialize, Serialize};
@@ -58,6 +59,8 @@ pub struct Cluster {
     functions: FunctionList,
     client: Client,
     members: Mutex<HashMap<String, Member>>,
+    /// Mints the credentials of a sandbox's role, handed to the worker with the function.
+    credentials: Option<Arc<dyn CredentialIssuer>>,
 }
 
 type Shared = Arc<Cluster>;
@@ -77,6 +80,7 @@ impl Cluster {
         manager: Arc<WorkerManager>,
         code: Arc<dyn CodeStore>,
         functions: FunctionList,
+        credentials: Option<Arc<dyn CredentialIssuer>>,
     ) -> anyhow::Result<Arc<Self>> {
         Ok(Arc::new(Self {
             config,
@@ -86,6 +90,7 @@ impl Cluster {
             code,
             functions,
             members: Mutex::new(HashMap::new()),
+            credentials,
         }))
     }
 
@@ -208,7 +213,12 @@ async fn register(State(c): State<Shared>, headers: HeaderMap, body: Bytes) -> R
         c.manager
             .remove_worker(old, "the worker registered again after a restart");
     }
-    let remote = Arc::new(RemoteWorker::new(&reg.name, &reg.address, c.client.clone()));
+    let remote = Arc::new(RemoteWorker::new(
+        &reg.name,
+        &reg.address,
+        c.client.clone(),
+        c.credentials.clone(),
+    ));
     // Call back before accepting it: the worker must answer and accept the node's credentials.
     if let Err(e) = remote.fetch_status().await {
         return refuse(
@@ -407,6 +417,7 @@ pub struct RemoteWorker {
     name: String,
     base: String,
     client: Client,
+    credentials: Option<Arc<dyn CredentialIssuer>>,
     code: Mutex<HashSet<String>>,
     sandboxes: AtomicU32,
 }
@@ -415,6 +426,9 @@ pub struct RemoteWorker {
 pub(crate) struct InitBody {
     pub function: FunctionConfig,
     pub init_type: InitType,
+    /// The credentials of the function's role for the new sandbox (over TLS, like the rest).
+    #[serde(default)]
+    pub credentials: Option<SessionCredentials>,
 }
 
 /// An invocation's answer travels as a 4-byte length, the outcome's JSON without its payload,
@@ -438,11 +452,17 @@ fn decode_outcome(body: Bytes) -> Option<InvokeOutcome> {
 }
 
 impl RemoteWorker {
-    fn new(name: &str, address: &str, client: Client) -> Self {
+    fn new(
+        name: &str,
+        address: &str,
+        client: Client,
+        credentials: Option<Arc<dyn CredentialIssuer>>,
+    ) -> Self {
         Self {
             name: name.to_owned(),
             base: format!("https://{address}"),
             client,
+            credentials,
             code: Mutex::new(HashSet::new()),
             sandboxes: AtomicU32::new(0),
         }
@@ -545,6 +565,7 @@ impl Worker for RemoteWorker {
         let body = serde_json::to_vec(&InitBody {
             function: function.clone(),
             init_type,
+            credentials: self.credentials.as_ref().and_then(|c| c.issue(function)),
         })
         .map_err(|e| Error::Internal(e.to_string()))?;
         let reply = self

@@ -258,6 +258,30 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
         .layer(axum::middleware::from_fn(by_host))
 }
 
+/// The router the node serves over TLS, where its workers connect: a request a worker
+/// forwards from one of its sandboxes (marked with `x-nimbus-from-sandbox`) is treated as one
+/// from a sandbox of the node's own: always authenticated, never a cluster route. Anyone can
+/// set the header, which only makes the node stricter with the request.
+pub fn for_workers(router: Router) -> Router {
+    router.layer(axum::middleware::from_fn(
+        |mut request: Request, next: Next| async move {
+            if request
+                .headers_mut()
+                .remove("x-nimbus-from-sandbox")
+                .is_none()
+            {
+                return next.run(request).await;
+            }
+            if request.uri().path().starts_with("/nimbus/cluster/") {
+                nimbus_api_lambda::unknown_operation()
+            } else {
+                request.extensions_mut().insert(auth::FromSandbox);
+                next.run(request).await
+            }
+        },
+    ))
+}
+
 /// The router sandboxes reach (at their services port and their alias of the node's port):
 /// the node's router without the cluster's routes, which only workers may call, and with
 /// every request authenticated, even where authentication is off for other clients.
