@@ -4,6 +4,12 @@
 function. wrk sends one pre-signed request over and over (a signature stays valid for five
 minutes), so the node verifies a full signature on every request.
 
+Throughput on a shared 2-core machine drifts by more than the difference measured, so the c=32
+run also counts the node's instructions (user and kernel, `perf stat -p`) and divides them by
+the requests wrk completed: the CPU each request costs the node, which does not drift with the
+machine's speed. With the node's CPU the bottleneck at c=32, the throughput ratio follows the
+inverse of that ratio.
+
 usage: bench/auth_cost.py NIMBUS_BIN [DURATION] [ROUNDS]
 """
 
@@ -66,23 +72,36 @@ def deploy(port: int) -> None:
     assert response.status == 201, response.read()
 
 
-def wrk(port: int, conns: int, duration: str) -> tuple[float, float]:
+def wrk(port: int, conns: int, duration: str, pid: int | None = None) -> tuple[float, float, float]:
+    """(p50 µs, requests/s, node instructions per request or 0 without `pid`)."""
     path = "/2015-03-31/functions/echo/invocations"
     headers = signed("POST", f"http://127.0.0.1:{port}{path}", BODY, {})
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
     lines = ['wrk.method = "POST"', f"wrk.body = '{BODY}'"]
     lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items() if k.lower() != "host"]
     script.write_text("\n".join(lines) + "\n")
+    perf = None
+    if pid is not None:
+        perf = subprocess.Popen(["perf", "stat", "-x,", "-e", "instructions", "-p", str(pid)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     out = subprocess.run(["wrk", f"-t{1 if conns == 1 else 2}", f"-c{conns}", f"-d{duration}", "--latency",
                           "-s", str(script), f"http://127.0.0.1:{port}{path}"],
                          capture_output=True, text=True, check=True).stdout
     script.unlink()
+    per_request = 0.0
+    if perf is not None:
+        perf.send_signal(2)
+        counted = perf.communicate(timeout=30)[1]
+        instructions = next(int(l.split(",")[0]) for l in counted.splitlines()
+                            if ",instructions" in l and l.split(",")[0].isdigit())
+        requests = int(re.search(r"(\d+) requests in", out).group(1))
+        per_request = instructions / requests
     if "Non-2xx" in out:
         raise SystemExit(f"errors:\n{out}")
     m = re.search(r"^\s+50%\s+([0-9.]+)(us|ms|s)\s*$", out, re.M)
     p50_us = float(m.group(1)) * {"us": 1, "ms": 1000, "s": 1e6}[m.group(2)]
     rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
-    return p50_us, rps
+    return p50_us, rps, per_request
 
 
 def main() -> None:
@@ -97,13 +116,13 @@ def main() -> None:
                 try:
                     deploy(port)
                     wrk(port, 1, "1s")  # warm the sandbox
-                    p50, _ = wrk(port, 1, duration)
-                    _, rps = wrk(port, 32, duration)
-                    results[mode].append((p50, rps))
+                    p50, _, _ = wrk(port, 1, duration)
+                    _, rps, instructions = wrk(port, 32, duration, proc.pid)
+                    results[mode].append((p50, rps, instructions))
                 finally:
                     proc.terminate()
                     proc.wait(timeout=60)
-    med = {m: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v)) for m, v in results.items()}
+    med = {m: tuple(statistics.median(r[i] for r in v) for i in range(3)) for m, v in results.items()}
     print(f"rounds: {rounds} alternating (sigv4, none), {duration} per measurement")
     print("| measurement | SigV4 on | authentication off | difference |")
     print("|---|---|---|---|")
@@ -114,7 +133,9 @@ def main() -> None:
     ratios = sorted(a[1] / b[1] for a, b in zip(results["sigv4"], results["none"]))
     print(f"| throughput, c=32, median of per-round ratios | {100 * (statistics.median(ratios) - 1):+.1f} % "
           f"(rounds: {', '.join(f'{100 * (r - 1):+.1f} %' for r in ratios)}) | | |")
-    print("per round (p50 µs, req/s):", json.dumps(results))
+    print(f"| node instructions per request, c=32 | {med['sigv4'][2]:,.0f} | {med['none'][2]:,.0f} | "
+          f"{100 * (med['sigv4'][2] / med['none'][2] - 1):+.1f} % |")
+    print("per round (p50 µs, req/s, instructions/request):", json.dumps(results))
 
 
 if __name__ == "__main__":

@@ -222,6 +222,9 @@ async fn connection(
     served: Served,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    // The listener waits for every receiver to be gone: this one lives as long as the
+    // connection, whatever the futures below do with theirs.
+    let _open = stop.clone();
     // Until a request arrives, a stop ends the connection at once.
     let stopping = stopped(stop.clone());
     let opening = async {
