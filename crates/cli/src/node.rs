@@ -69,6 +69,9 @@ pub fn process_sandboxes(
         tracing::warn!(reason = %e, "process runtimes are disabled");
         return None;
     }
+    if nimbus_sandbox::release_egress_if_unused() {
+        tracing::info!("removed egress rules left by an earlier node");
+    }
     let stale = nimbus_sandbox::remove_stale_cgroups();
     if stale > 0 {
         tracing::info!(cgroups = stale, "removed cgroups left by an earlier node");
@@ -381,6 +384,8 @@ pub async fn serve(
     manager.shutdown().await;
     if let Some(pool) = pool {
         let _ = tokio::task::spawn_blocking(move || pool.clear()).await;
+        // The sandboxes are gone: the host's egress rules too, unless another node's use them.
+        let _ = tokio::task::spawn_blocking(nimbus_sandbox::release_egress_if_unused).await;
     }
     tracing::info!("node stopped");
     Ok(())

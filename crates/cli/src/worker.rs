@@ -138,6 +138,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
             .await;
         if let Some(pool) = pool {
             let _ = tokio::task::spawn_blocking(move || pool.clear()).await;
+            let _ = tokio::task::spawn_blocking(nimbus_sandbox::release_egress_if_unused).await;
         }
         result
     })

@@ -24,6 +24,11 @@
 //!
 //! Other sandboxes are in `100.64/10` and so refused like any private address. IPv6 is off on
 //! both ends of every pair.
+//!
+//! NAT makes the kernel track every connection of the host, so the table does not outlive its
+//! use: a node that stops, or starts, with no sandbox link left on the host
+//! ([`release_if_unused`]) deletes it and sets IPv4 forwarding back to what it was before the
+//! table was made (remembered in [`STATE_FILE`]).
 
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
@@ -35,6 +40,8 @@ use crate::netlink::{
 use crate::{Error, Result, os};
 
 const TABLE: &str = "nimbus_egress_v1";
+/// What the node that made the table found: whether IPv4 forwarding was on.
+pub const STATE_FILE: &str = "/run/nimbus-egress.json";
 /// Host-side interface names start with this.
 const PREFIX: &str = "nb-";
 const SUBNET: Ipv4Addr = Ipv4Addr::new(100, 96, 0, 0);
@@ -83,6 +90,10 @@ impl Egress {
         let mut nft = Socket::open(libc::NETLINK_NETFILTER)?;
         match nft.request("creating the egress table", rules(!was_forwarding, true)) {
             Ok(()) => {
+                let state = format!("{{\"forwarding_was\": {was_forwarding}}}\n");
+                if let Err(e) = std::fs::write(STATE_FILE, state) {
+                    tracing::warn!(error = %e, "could not record the host's forwarding setting");
+                }
                 tracing::info!(table = TABLE, "egress rules installed");
             }
             // Another node on this host made it already.
@@ -227,6 +238,57 @@ impl Drop for EgressLink {
     }
 }
 
+/// Deletes the egress table and restores IPv4 forwarding if no sandbox link is left on the
+/// host (none of this node's, none of another's). Returns whether it deleted the table.
+pub fn release_if_unused() -> bool {
+    let in_use = std::fs::read_dir("/sys/class/net")
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().starts_with(PREFIX))
+        })
+        .unwrap_or(true);
+    if in_use {
+        return false;
+    }
+    let Ok(mut socket) = Socket::open(libc::NETLINK_NETFILTER) else {
+        return false;
+    };
+    let mut delete = nft(NFT_MSG_DELTABLE, 0);
+    delete.str(1, TABLE);
+    let batch = vec![
+        Message::new(
+            NFNL_MSG_BATCH_BEGIN,
+            NLM_F_REQUEST,
+            &nfgen(0, NFNL_SUBSYS_NFTABLES),
+        ),
+        delete,
+        Message::new(
+            NFNL_MSG_BATCH_END,
+            NLM_F_REQUEST,
+            &nfgen(0, NFNL_SUBSYS_NFTABLES),
+        ),
+    ];
+    match socket.request("deleting the egress table", batch) {
+        Ok(()) => {}
+        Err(Error::Os { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {
+            return false;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not delete the egress table");
+            return false;
+        }
+    }
+    if let Ok(state) = std::fs::read_to_string(STATE_FILE) {
+        if state.contains("\"forwarding_was\": false") {
+            let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", "0");
+        }
+        let _ = std::fs::remove_file(STATE_FILE);
+    }
+    tracing::info!(table = TABLE, "egress rules removed: no sandbox uses them");
+    true
+}
+
 const VETH_INFO_PEER: u16 = 1;
 
 fn host_name(slot: u32) -> String {
@@ -311,6 +373,7 @@ const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFT_MSG_NEWTABLE: u16 = 0;
+const NFT_MSG_DELTABLE: u16 = 2;
 const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFPROTO_INET: u8 = 1;
@@ -711,5 +774,8 @@ mod tests {
         assert!(if_index(&name).is_err());
         let _ = child.kill();
         let _ = child.wait();
+        // With no link left the table goes, and forwarding is back as it was.
+        assert!(release_if_unused());
+        assert!(!release_if_unused());
     }
 }

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 pub use cgroup::{CgroupStats, CgroupVersion, remove_stale as remove_stale_cgroups};
-pub use egress::{Egress, EgressLink};
+pub use egress::{Egress, EgressLink, release_if_unused as release_egress_if_unused};
 pub use helper::helper_main;
 
 /// The first argument that turns the worker's executable into the sandbox helper.
