@@ -84,25 +84,9 @@ impl Egress {
     /// Installs the host's rules if no node did yet and turns IPv4 forwarding on.
     pub fn enable() -> Result<Arc<Self>> {
         crate::check_support()?;
-        let forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
-            .map_err(os("reading /proc/sys/net/ipv4/ip_forward"))?;
-        let was_forwarding = forwarding.trim() == "1";
-        let mut nft = Socket::open(libc::NETLINK_NETFILTER)?;
-        match nft.request("creating the egress table", rules(!was_forwarding, true)) {
-            Ok(()) => {
-                let state = format!("{{\"forwarding_was\": {was_forwarding}}}\n");
-                if let Err(e) = std::fs::write(STATE_FILE, state) {
-                    tracing::warn!(error = %e, "could not record the host's forwarding setting");
-                }
-                tracing::info!(table = TABLE, "egress rules installed");
-            }
-            // Another node on this host made it already.
-            Err(Error::Os { source, .. }) if source.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(e) => return Err(e),
-        }
-        if !was_forwarding {
-            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
-                .map_err(os("turning on IPv4 forwarding"))?;
+        {
+            let _host = HostLock::take()?;
+            install()?;
         }
         Ok(Arc::new(Self {
             used: Mutex::new(vec![false; SLOTS as usize]),
@@ -114,6 +98,11 @@ impl Egress {
     pub fn attach(self: &Arc<Self>, pid: u32) -> Result<EgressLink> {
         let netns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
             .map_err(os("opening the sandbox's network namespace"))?;
+        // Another node may have removed the rules while this one had no sandbox out: make sure
+        // they are there, under the host's lock, before a link exists that needs them (and
+        // that, once made, keeps any node from removing them).
+        let _host = HostLock::take()?;
+        install()?;
         let mut route = Socket::open(libc::NETLINK_ROUTE)?;
         // Names are the host's: another node on the same host may hold a slot this one thinks
         // free, which the kernel tells by refusing the name.
@@ -238,9 +227,63 @@ impl Drop for EgressLink {
     }
 }
 
+/// Makes the table if it is not there (another node's is as good) and turns IPv4 forwarding
+/// on, recording what it found if it made the table. Called under the [`HostLock`].
+fn install() -> Result<()> {
+    let forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+        .map_err(os("reading /proc/sys/net/ipv4/ip_forward"))?;
+    let was_forwarding = forwarding.trim() == "1";
+    let mut nft = Socket::open(libc::NETLINK_NETFILTER)?;
+    match nft.request("creating the egress table", rules(!was_forwarding, true)) {
+        Ok(()) => {
+            let state = format!("{{\"forwarding_was\": {was_forwarding}}}\n");
+            if let Err(e) = std::fs::write(STATE_FILE, state) {
+                tracing::warn!(error = %e, "could not record the host's forwarding setting");
+            }
+            tracing::info!(table = TABLE, "egress rules installed");
+        }
+        // It is there already.
+        Err(Error::Os { source, .. }) if source.raw_os_error() == Some(libc::EEXIST) => {}
+        Err(e) => return Err(e),
+    }
+    if !was_forwarding {
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            .map_err(os("turning on IPv4 forwarding"))?;
+    }
+    Ok(())
+}
+
+/// The host-wide lock under which nodes make, use and remove the rules, so that one node
+/// never removes them between another's check and its new link.
+struct HostLock {
+    _file: std::fs::File,
+}
+
+impl HostLock {
+    const PATH: &str = "/run/nimbus-egress.lock";
+
+    fn take() -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(Self::PATH)
+            .map_err(os("opening the egress lock"))?;
+        // SAFETY: flock on a descriptor this function owns; it is released when the file is
+        // closed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(os("taking the egress lock")(std::io::Error::last_os_error()));
+        }
+        Ok(Self { _file: file })
+    }
+}
+
 /// Deletes the egress table and restores IPv4 forwarding if no sandbox link is left on the
 /// host (none of this node's, none of another's). Returns whether it deleted the table.
 pub fn release_if_unused() -> bool {
+    let Ok(_host) = HostLock::take() else {
+        return false;
+    };
     let in_use = std::fs::read_dir("/sys/class/net")
         .map(|entries| {
             entries
@@ -777,5 +820,18 @@ mod tests {
         // With no link left the table goes, and forwarding is back as it was.
         assert!(release_if_unused());
         assert!(!release_if_unused());
+        // A node whose rules another removed makes them again before its next link, and
+        // nobody removes them while a link exists.
+        let mut again = std::process::Command::new("unshare")
+            .args(["-n", "sleep", "30"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let link = egress.attach(again.id()).unwrap();
+        assert!(!release_if_unused(), "a link still uses the rules");
+        drop(link);
+        let _ = again.kill();
+        let _ = again.wait();
+        assert!(release_if_unused(), "the rules were made again");
     }
 }
