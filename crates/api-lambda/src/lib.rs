@@ -258,6 +258,12 @@ async fn authorize(
     request: Request,
     next: Next,
 ) -> Response {
+    // An account's root is refused only what another account owns, which a path can name
+    // only by ARN (with a `:`, maybe percent-encoded): its other requests, invocations by
+    // name among them, skip building the resource.
+    if caller.is_root() && !names_an_arn(request.uri().path()) {
+        return next.run(request).await;
+    }
     let Some((action, resource)) = action(request.method(), route.as_str()) else {
         if caller.is_root() {
             return next.run(request).await;
@@ -276,6 +282,11 @@ async fn authorize(
         Ok(()) => next.run(request).await,
         Err(denied) => ApiError::access_denied(denied.message).into_response(),
     }
+}
+
+/// Whether a request path may hold an ARN (a `:`, as is or percent-encoded).
+fn names_an_arn(path: &str) -> bool {
+    path.contains(':') || path.contains("%3A") || path.contains("%3a")
 }
 
 /// The ARN a request is authorized on, from its route's parameters and query.

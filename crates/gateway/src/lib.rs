@@ -272,12 +272,7 @@ pub fn for_workers(router: Router) -> Router {
             {
                 return next.run(request).await;
             }
-            if request.uri().path().starts_with("/nimbus/cluster/") {
-                nimbus_api_lambda::unknown_operation()
-            } else {
-                request.extensions_mut().insert(auth::FromSandbox);
-                next.run(request).await
-            }
+            as_sandbox(request, next).await
         },
     ))
 }
@@ -286,16 +281,17 @@ pub fn for_workers(router: Router) -> Router {
 /// the node's router without the cluster's routes, which only workers may call, and with
 /// every request authenticated, even where authentication is off for other clients.
 pub fn for_sandboxes(router: Router) -> Router {
-    router.layer(axum::middleware::from_fn(
-        |mut request: Request, next: Next| async move {
-            if request.uri().path().starts_with("/nimbus/cluster/") {
-                nimbus_api_lambda::unknown_operation()
-            } else {
-                request.extensions_mut().insert(auth::FromSandbox);
-                next.run(request).await
-            }
-        },
-    ))
+    router.layer(axum::middleware::from_fn(as_sandbox))
+}
+
+/// Serves a request as a sandbox's: never a cluster route, always authenticated.
+async fn as_sandbox(mut request: Request, next: Next) -> Response {
+    if request.uri().path().starts_with("/nimbus/cluster/") {
+        nimbus_api_lambda::unknown_operation()
+    } else {
+        request.extensions_mut().insert(auth::FromSandbox);
+        next.run(request).await
+    }
 }
 
 #[cfg(test)]

@@ -210,10 +210,11 @@ impl WorkerManager {
         function: &FunctionConfig,
         request: InvokeRequest,
     ) -> Result<InvokeOutcome> {
-        let permit = match self.concurrency.acquire(&function.key()) {
+        let function_key = function.key();
+        let permit = match self.concurrency.acquire(&function_key) {
             Ok(p) => p,
             Err(reason) => {
-                self.throttled(&function.key(), reason);
+                self.throttled(&function_key, reason);
                 return Err(Error::Throttled(reason));
             }
         };
@@ -371,21 +372,22 @@ impl WorkerManager {
         async_attempt: Option<u32>,
     ) {
         self.finished.fetch_add(1, Ordering::Relaxed);
+        let key = function.key();
         self.function_metrics()
-            .entry(function.key())
+            .entry(key.clone())
             .or_default()
             .record(outcome);
         let now = nimbus_types::time::now_ms();
         self.telemetry.record(
             NewLogEntry {
                 time_ms: now,
-                function: function.key(),
+                function: key.clone(),
                 request_id: outcome.request_id.clone(),
                 text: outcome.log.clone(),
             },
             UsageRecord {
                 time_ms: now,
-                function: function.key(),
+                function: key,
                 version: function.version.clone(),
                 request_id: outcome.request_id.clone(),
                 duration_us: outcome.duration_us,

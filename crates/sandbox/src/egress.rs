@@ -725,6 +725,16 @@ mod tests {
         assert_eq!(mask(3), vec![224, 0, 0, 0]);
     }
 
+    /// A process in a network namespace of its own, given time to get there.
+    fn in_new_namespace() -> std::process::Child {
+        let child = std::process::Command::new("unshare")
+            .args(["-n", "sleep", "30"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        child
+    }
+
     /// A namespace made by `unshare -n` gets eth0, an address and a route through the host.
     #[test]
     fn a_namespace_is_connected_and_disconnected() {
@@ -732,11 +742,7 @@ mod tests {
             return;
         }
         let egress = Egress::enable().unwrap();
-        let mut child = std::process::Command::new("unshare")
-            .args(["-n", "sleep", "30"])
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        let mut child = in_new_namespace();
         let link = egress.attach(child.id()).unwrap();
         let name = host_name(link.slot);
         assert!(if_index(&name).is_ok());
@@ -822,11 +828,7 @@ mod tests {
         assert!(!release_if_unused());
         // A node whose rules another removed makes them again before its next link, and
         // nobody removes them while a link exists.
-        let mut again = std::process::Command::new("unshare")
-            .args(["-n", "sleep", "30"])
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        let mut again = in_new_namespace();
         let link = egress.attach(again.id()).unwrap();
         assert!(!release_if_unused(), "a link still uses the rules");
         drop(link);
