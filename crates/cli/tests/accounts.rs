@@ -218,6 +218,8 @@ fn accounts_are_created_by_the_operator_and_see_only_their_own() {
         Value::Null,
     )
     .expect_status(403);
+    node.lambda("GET", "/nimbus/v1/usage?account=999999999999", Value::Null)
+        .expect_status(404);
     let logs = node.lambda_as(tb, "GET", "/nimbus/v1/functions/orders/logs", Value::Null);
     logs.expect_status(200);
     let text = logs.json()["entries"].to_string();
@@ -264,6 +266,18 @@ fn accounts_are_created_by_the_operator_and_see_only_their_own() {
         403,
         "{}",
         String::from_utf8_lossy(&denied.body)
+    );
+    // Moving messages out of another account's queue is refused as well.
+    let moved = sqs_b(
+        "StartMessageMoveTask",
+        json!({"SourceArn": "arn:aws:sqs:us-east-1:000000000000:jobs",
+               "DestinationArn": format!("arn:aws:sqs:us-east-1:{b}:jobs")}),
+    );
+    assert_eq!(
+        moved.status,
+        403,
+        "{}",
+        String::from_utf8_lossy(&moved.body)
     );
     let listed = sqs_b("ListQueues", json!({})).json();
     assert_eq!(listed["QueueUrls"], json!([url_b]));

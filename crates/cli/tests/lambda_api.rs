@@ -172,3 +172,65 @@ fn function_errors_are_reported_with_lambdas_headers() {
         .unwrap();
     assert!(String::from_utf8_lossy(&log).contains("something went wrong"));
 }
+
+#[test]
+fn tags_follow_lambdas_rules_and_bad_ones_change_nothing() {
+    let node = TestNode::start();
+    node.deploy("tagged", "echo", json!({"Tags": {"team": "a"}}));
+    let arn = node
+        .lambda("GET", "/2015-03-31/functions/tagged", Value::Null)
+        .json()["Configuration"]["FunctionArn"]
+        .as_str()
+        .unwrap()
+        .replace(':', "%3A");
+    let path = format!("/2017-03-31/tags/{arn}");
+    let many: serde_json::Map<String, Value> =
+        (0..51).map(|i| (format!("k{i}"), json!("v"))).collect();
+    for tags in [
+        json!({"aws:owner": "me"}),
+        json!({"k".repeat(129): "v"}),
+        json!({"k": "v".repeat(257)}),
+        json!({"nimbus:egress": "sometimes"}),
+        Value::Object(many),
+    ] {
+        let r = node.lambda("POST", &path, json!({ "Tags": tags }));
+        assert_eq!(
+            r.status,
+            400,
+            "{tags}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.error_code(), "InvalidParameterValueException");
+    }
+    node.lambda("POST", &path, json!({"Tags": "not a map"}))
+        .expect_status(400);
+    let listed = node.lambda("GET", &path, Value::Null);
+    listed.expect_status(200);
+    assert_eq!(listed.json()["Tags"], json!({"team": "a"}));
+    // Adding, replacing and removing.
+    node.lambda("POST", &path, json!({"Tags": {"team": "b", "env": "dev"}}))
+        .expect_status(204);
+    node.lambda("DELETE", &format!("{path}?tagKeys=env"), Value::Null)
+        .expect_status(204);
+    assert_eq!(
+        node.lambda("GET", &path, Value::Null).json()["Tags"],
+        json!({"team": "b"})
+    );
+    let missing = "arn%3Aaws%3Alambda%3Aus-east-1%3A000000000000%3Afunction%3Aghost";
+    let r = node.lambda("GET", &format!("/2017-03-31/tags/{missing}"), Value::Null);
+    r.expect_status(404);
+    assert_eq!(r.error_code(), "ResourceNotFoundException");
+    // At creation too.
+    let r = node.lambda(
+        "POST",
+        "/2015-03-31/functions",
+        json!({
+            "FunctionName": "nope", "Runtime": "wasm32-wasip1", "Handler": "function.wasm",
+            "Role": "arn:aws:iam::000000000000:role/test", "Tags": {"aws:x": "y"},
+            "Code": {"ZipFile": support::wasm_zip_base64("echo")},
+        }),
+    );
+    r.expect_status(400);
+    node.lambda("GET", "/2015-03-31/functions/nope", Value::Null)
+        .expect_status(404);
+}
