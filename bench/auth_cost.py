@@ -39,6 +39,11 @@ import bench_role  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 KEY, SECRET = "NKIABENCHADMIN000001", "bench-secret/0123456789abcdefghijklmnop"
 BODY = '{"hello":"world"}'
+# With NIMBUS_BENCH_PIN=1 the node runs on CPU 1 and wrk on CPU 0, so that the load generator
+# and the node do not take turns on the same core.
+PIN = os.environ.get("NIMBUS_BENCH_PIN") == "1"
+NODE_CPUS = ["taskset", "-c", "1"] if PIN else []
+LOAD_CPUS = ["taskset", "-c", "0"] if PIN else []
 
 
 def signed(method: str, url: str, body: str, headers: dict[str, str], service: str = "lambda") -> dict[str, str]:
@@ -51,7 +56,7 @@ def start(binary: str, tmp: str, mode: str) -> tuple[subprocess.Popen, int]:
     config = Path(tmp) / f"{mode}.toml"
     config.write_text(f'[auth]\nmode = "{mode}"\n')
     env = dict(os.environ, NIMBUS_ADMIN_ACCESS_KEY_ID=KEY, NIMBUS_ADMIN_SECRET_ACCESS_KEY=SECRET)
-    proc = subprocess.Popen([binary, "up", "--listen", "127.0.0.1:0", "--data-dir", f"{tmp}/{mode}",
+    proc = subprocess.Popen(NODE_CPUS + [binary, "up", "--listen", "127.0.0.1:0", "--data-dir", f"{tmp}/{mode}",
                              "--config", str(config)], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, env=env)
     port = int(re.search(r":(\d+)$", proc.stdout.readline().strip()).group(1))
@@ -85,7 +90,7 @@ def wrk(port: int, conns: int, duration: str, pid: int | None = None) -> tuple[f
     if pid is not None:
         perf = subprocess.Popen(["perf", "stat", "-x,", "-e", "task-clock", "-p", str(pid)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    out = subprocess.run(["wrk", f"-t{1 if conns == 1 else 2}", f"-c{conns}", f"-d{duration}", "--latency",
+    out = subprocess.run(LOAD_CPUS + ["wrk", f"-t{1 if conns == 1 else 2}", f"-c{conns}", f"-d{duration}", "--latency",
                           "-s", str(script), f"http://127.0.0.1:{port}{path}"],
                          capture_output=True, text=True, check=True).stdout
     script.unlink()

@@ -9,8 +9,6 @@
 //! scope and that request's hash; the key is derived from the secret through the scope's date,
 //! region and service. Signatures are compared in constant time.
 
-use std::fmt::Write as _;
-
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
@@ -72,7 +70,8 @@ pub struct Authorization<'a> {
     pub date: &'a str,
     pub region: &'a str,
     pub service: &'a str,
-    pub signed_headers: Vec<&'a str>,
+    /// The signed headers' names as sent: lower-case, sorted, joined by `;`.
+    pub signed_headers: &'a str,
     pub signature: &'a str,
 }
 
@@ -124,14 +123,17 @@ impl<'a> Authorization<'a> {
         if signature.len() != 64 || !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(malformed("Signature must be 64 hexadecimal digits"));
         }
-        let signed_headers: Vec<&str> = signed.split(';').collect();
-        let sorted = signed_headers.windows(2).all(|w| w[0] < w[1]);
-        let lower = signed_headers.iter().all(|h| {
-            !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        });
-        if !sorted || !lower || !signed_headers.contains(&"host") {
+        let mut previous: Option<&str> = None;
+        let mut well_formed = true;
+        for name in signed.split(';') {
+            well_formed &= !name.is_empty()
+                && name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                })
+                && previous.is_none_or(|p| p < name);
+            previous = Some(name);
+        }
+        if !well_formed || !signed.split(';').any(|h| h == "host") {
             return Err(malformed(
                 "SignedHeaders must be sorted, lower-case, and include host",
             ));
@@ -141,9 +143,14 @@ impl<'a> Authorization<'a> {
             date,
             region,
             service,
-            signed_headers,
+            signed_headers: signed,
             signature,
         })
+    }
+
+    /// Whether a header (lower-case) is among the signed ones.
+    pub fn signs(&self, name: &str) -> bool {
+        self.signed_headers.split(';').any(|h| h == name)
     }
 
     /// `DATE/REGION/SERVICE/aws4_request`.
@@ -174,6 +181,8 @@ pub fn payload_hash(body: &[u8]) -> String {
     nimbus_types::hex::encode(&Sha256::digest(body))
 }
 
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
 /// Percent-encodes everything but RFC 3986's unreserved characters (and `/` if asked).
 fn uri_encode(input: &str, keep_slash: bool, out: &mut String) {
     for b in input.bytes() {
@@ -181,7 +190,9 @@ fn uri_encode(input: &str, keep_slash: bool, out: &mut String) {
         if unreserved || (keep_slash && b == b'/') {
             out.push(b as char);
         } else {
-            let _ = write!(out, "%{b:02X}");
+            out.push('%');
+            out.push(HEX_UPPER[usize::from(b >> 4)] as char);
+            out.push(HEX_UPPER[usize::from(b & 15)] as char);
         }
     }
 }
@@ -205,9 +216,10 @@ fn percent_decode(input: &str) -> Vec<u8> {
     out
 }
 
-fn canonical_query(raw: Option<&str>) -> String {
+/// Appends the canonical query: parameters decoded, encoded again, sorted.
+fn canonical_query(raw: Option<&str>, out: &mut String) {
     let Some(raw) = raw.filter(|q| !q.is_empty()) else {
-        return String::new();
+        return;
     };
     let mut pairs: Vec<(String, String)> = raw
         .split('&')
@@ -225,7 +237,6 @@ fn canonical_query(raw: Option<&str>) -> String {
         .filter(|(k, _)| k != "X-Amz-Signature")
         .collect();
     pairs.sort();
-    let mut out = String::new();
     for (i, (k, v)) in pairs.iter().enumerate() {
         if i > 0 {
             out.push('&');
@@ -234,40 +245,38 @@ fn canonical_query(raw: Option<&str>) -> String {
         out.push('=');
         out.push_str(v);
     }
-    out
 }
 
-/// The canonical path: the path as sent, encoded once more (S3 signs it as sent).
-fn canonical_path(raw: &str, service: &str) -> String {
+/// Appends the canonical path: the path as sent, encoded once more (S3 signs it as sent).
+fn canonical_path(raw: &str, service: &str, out: &mut String) {
     let raw = if raw.is_empty() { "/" } else { raw };
     if service == "s3" {
-        return raw.to_owned();
+        out.push_str(raw);
+    } else {
+        uri_encode(raw, true, out);
     }
-    let mut out = String::with_capacity(raw.len() + 16);
-    uri_encode(raw, true, &mut out);
-    out
 }
 
-fn canonical_headers(request: &Request<'_>, signed: &[&str]) -> Result<String, AuthError> {
-    let mut out = String::new();
-    for name in signed {
-        let values: Vec<&str> = request
+/// Appends the canonical headers: each signed header's name, `:`, its values (repeated
+/// headers joined by `,`) trimmed with inner runs of blanks made one space, and a newline.
+fn canonical_headers(
+    request: &Request<'_>,
+    auth: &Authorization<'_>,
+    out: &mut String,
+) -> Result<(), AuthError> {
+    for name in auth.signed_headers.split(';') {
+        out.push_str(name);
+        out.push(':');
+        let mut found = false;
+        for (_, value) in request
             .headers
             .iter()
             .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| *v)
-            .collect();
-        if values.is_empty() {
-            return Err(AuthError::Malformed(format!(
-                "signed header {name} is not in the request"
-            )));
-        }
-        out.push_str(name);
-        out.push(':');
-        for (i, value) in values.iter().enumerate() {
-            if i > 0 {
+        {
+            if found {
                 out.push(',');
             }
+            found = true;
             let mut space = false;
             for c in value.trim().chars() {
                 if c == ' ' || c == '\t' {
@@ -281,9 +290,14 @@ fn canonical_headers(request: &Request<'_>, signed: &[&str]) -> Result<String, A
                 }
             }
         }
+        if !found {
+            return Err(AuthError::Malformed(format!(
+                "signed header {name} is not in the request"
+            )));
+        }
         out.push('\n');
     }
-    Ok(out)
+    Ok(())
 }
 
 fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
@@ -293,9 +307,15 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
+/// An HMAC keyed with a scope's signing key, its key already absorbed.
+fn keyed(key: &[u8]) -> HmacSha256 {
+    HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!())
+}
+
 /// Signing keys already derived, by secret and scope: a key serves one day, region and
 /// service, so a client signing many requests costs one derivation a day instead of four
-/// HMACs a request.
+/// HMACs a request. What is kept is the HMAC with the key absorbed, so that a signature
+/// costs only its message's blocks.
 ///
 /// The most recently used entries are kept in a short list searched front to back: a lookup
 /// compares a few strings and allocates nothing, which matters on every request, while a node
@@ -310,22 +330,22 @@ struct CachedKey {
     date: String,
     region: String,
     service: String,
-    key: std::sync::Arc<[u8]>,
+    mac: HmacSha256,
 }
 
 /// Entries kept at most, the least recently derived dropped first.
 const KEY_CACHE_MAX: usize = 64;
 
 impl KeyCache {
-    fn get(&self, secret: &str, date: &str, region: &str, service: &str) -> std::sync::Arc<[u8]> {
+    fn get(&self, secret: &str, date: &str, region: &str, service: &str) -> HmacSha256 {
         if let Ok(keys) = self.keys.lock()
             && let Some(hit) = keys.iter().find(|k| {
                 k.date == date && k.service == service && k.region == region && k.secret == secret
             })
         {
-            return hit.key.clone();
+            return hit.mac.clone();
         }
-        let key: std::sync::Arc<[u8]> = signing_key(secret, date, region, service).into();
+        let mac = keyed(&signing_key(secret, date, region, service));
         // A poisoned cache is only a cache: derive without it.
         if let Ok(mut keys) = self.keys.lock() {
             if keys.len() >= KEY_CACHE_MAX {
@@ -336,10 +356,10 @@ impl KeyCache {
                 date: date.to_owned(),
                 region: region.to_owned(),
                 service: service.to_owned(),
-                key: key.clone(),
+                mac: mac.clone(),
             });
         }
-        key
+        mac
     }
 }
 
@@ -409,36 +429,58 @@ pub fn format_amz_date(secs: i64) -> String {
     )
 }
 
-/// The signature a request should carry under `secret`.
+/// The signature a request should carry under `secret`. The canonical request is written
+/// into one buffer and hashed; the string to sign is fed to the HMAC piece by piece.
 fn expected_signature(
     request: &Request<'_>,
     auth: &Authorization<'_>,
     amz_date: &str,
     secret: &str,
     cache: Option<&KeyCache>,
-) -> Result<String, AuthError> {
+) -> Result<[u8; 32], AuthError> {
     let mut canonical = String::with_capacity(512);
     canonical.push_str(request.method);
     canonical.push('\n');
-    canonical.push_str(&canonical_path(request.raw_path, auth.service));
+    canonical_path(request.raw_path, auth.service, &mut canonical);
     canonical.push('\n');
-    canonical.push_str(&canonical_query(request.raw_query));
+    canonical_query(request.raw_query, &mut canonical);
     canonical.push('\n');
-    canonical.push_str(&canonical_headers(request, &auth.signed_headers)?);
+    canonical_headers(request, auth, &mut canonical)?;
     canonical.push('\n');
-    canonical.push_str(&auth.signed_headers.join(";"));
+    canonical.push_str(auth.signed_headers);
     canonical.push('\n');
     canonical.push_str(&request.payload_hash);
-    let to_sign = format!(
-        "{ALGORITHM}\n{amz_date}\n{}\n{}",
-        auth.scope(),
-        payload_hash(canonical.as_bytes())
-    );
-    let key: std::sync::Arc<[u8]> = match cache {
+    let mut mac = match cache {
         Some(cache) => cache.get(secret, auth.date, auth.region, auth.service),
-        None => signing_key(secret, auth.date, auth.region, auth.service).into(),
+        None => keyed(&signing_key(secret, auth.date, auth.region, auth.service)),
     };
-    Ok(nimbus_types::hex::encode(&hmac(&key, to_sign.as_bytes())))
+    for part in [
+        ALGORITHM,
+        "\n",
+        amz_date,
+        "\n",
+        auth.date,
+        "/",
+        auth.region,
+        "/",
+        auth.service,
+        "/aws4_request\n",
+    ] {
+        mac.update(part.as_bytes());
+    }
+    mac.update(&hex_lower(&Sha256::digest(canonical.as_bytes()).into()));
+    Ok(mac.finalize().into_bytes().into())
+}
+
+/// Lower-case hex of a 32-byte digest, without allocating.
+fn hex_lower(digest: &[u8; 32]) -> [u8; 64] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 64];
+    for (i, b) in digest.iter().enumerate() {
+        out[2 * i] = HEX[usize::from(b >> 4)];
+        out[2 * i + 1] = HEX[usize::from(b & 15)];
+    }
+    out
 }
 
 /// What can be checked before the body is read: the `Authorization` header's form and the
@@ -456,7 +498,7 @@ pub fn check_header<'a>(request: &Request<'a>, now: i64) -> Result<Authorization
             now: format_amz_date(now),
         });
     }
-    if !auth.signed_headers.contains(&"x-amz-date") && !auth.signed_headers.contains(&"date") {
+    if !auth.signs("x-amz-date") && !auth.signs("date") {
         return Err(AuthError::Malformed(
             "the request time is not signed".into(),
         ));
@@ -498,8 +540,8 @@ pub fn verify_checked(
     cache: Option<&KeyCache>,
 ) -> Result<(), AuthError> {
     let amz_date = header(request, "x-amz-date").unwrap_or_default();
-    let expected = expected_signature(request, auth, amz_date, secret, cache)?;
-    if constant_time_eq_ignore_case(expected.as_bytes(), auth.signature.as_bytes()) {
+    let expected = hex_lower(&expected_signature(request, auth, amz_date, secret, cache)?);
+    if constant_time_eq_ignore_case(&expected, auth.signature.as_bytes()) {
         Ok(())
     } else {
         Err(AuthError::BadSignature)
@@ -544,21 +586,23 @@ pub fn sign(
         headers,
         payload_hash: request.payload_hash.clone(),
     };
+    let signed_headers = names.join(";");
     let auth = Authorization {
         access_key_id,
         date: &amz_date[..8],
         region,
         service,
-        signed_headers: names.iter().map(String::as_str).collect(),
+        signed_headers: &signed_headers,
         signature: "",
     };
     // Every header named is present, so this cannot fail.
-    let signature =
-        expected_signature(&with_date, &auth, &amz_date, secret, None).unwrap_or_default();
+    let signature = expected_signature(&with_date, &auth, &amz_date, secret, None)
+        .map(|s| hex_lower(&s))
+        .unwrap_or([b'0'; 64]);
     let authorization = format!(
-        "{ALGORITHM} Credential={access_key_id}/{}, SignedHeaders={}, Signature={signature}",
+        "{ALGORITHM} Credential={access_key_id}/{}, SignedHeaders={signed_headers}, Signature={}",
         auth.scope(),
-        names.join(";")
+        String::from_utf8_lossy(&signature)
     );
     (amz_date, authorization)
 }
@@ -760,20 +804,32 @@ mod tests {
 
     #[test]
     fn the_key_cache_keeps_the_most_recent_keys() {
+        // Keyed HMACs are compared by what they make of the same message.
+        let tag = |mac: HmacSha256| {
+            let mut mac = mac;
+            mac.update(b"message");
+            mac.finalize().into_bytes().to_vec()
+        };
         let cache = KeyCache::default();
-        let first = cache.get("secret-0", "20261206", "us-east-1", "sqs");
+        let first = tag(cache.get("secret-0", "20261206", "us-east-1", "sqs"));
         for i in 1..=KEY_CACHE_MAX {
-            let key = cache.get(&format!("secret-{i}"), "20261206", "us-east-1", "sqs");
+            let secret = format!("secret-{i}");
             assert_eq!(
-                &*key,
-                &*signing_key(&format!("secret-{i}"), "20261206", "us-east-1", "sqs")
+                tag(cache.get(&secret, "20261206", "us-east-1", "sqs")),
+                hmac(
+                    &signing_key(&secret, "20261206", "us-east-1", "sqs"),
+                    b"message"
+                )
             );
         }
         assert_eq!(cache.keys.lock().unwrap().len(), KEY_CACHE_MAX);
         // The first was dropped and is derived again, the same.
-        assert_eq!(cache.get("secret-0", "20261206", "us-east-1", "sqs"), first);
+        assert_eq!(
+            tag(cache.get("secret-0", "20261206", "us-east-1", "sqs")),
+            first
+        );
         assert_ne!(
-            cache.get("secret-0", "20261206", "us-east-1", "lambda"),
+            tag(cache.get("secret-0", "20261206", "us-east-1", "lambda")),
             first
         );
     }

@@ -237,3 +237,88 @@ pub(crate) async fn authenticate(
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
 }
+
+/// What the middleware costs a request in-process, without sockets or the scheduler in the
+/// way: `cargo test --release -p nimbus-gateway --lib middleware_cost -- --ignored --nocapture`
+/// (BENCHMARKS.md). A measurement, not a check: it prints, and asserts only that every
+/// request got through.
+#[cfg(test)]
+mod cost {
+    use super::*;
+    use axum::Router;
+    use axum::routing::post;
+    use tower::ServiceExt;
+
+    fn router(auth: Auth, identity: Arc<Identity>) -> Router {
+        Router::new()
+            .route(
+                "/2015-03-31/functions/{name}/invocations",
+                post(|body: axum::body::Bytes| async move { body }),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::new(Authenticator {
+                    auth,
+                    identity,
+                    sandbox_keys: Default::default(),
+                }),
+                authenticate,
+            ))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    #[ignore]
+    async fn middleware_cost() {
+        let dir = std::env::temp_dir().join(format!("nimbus-auth-cost-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Arc::new(nimbus_store::EmbeddedStore::open(&dir.join("db")).unwrap());
+        let identity = Arc::new(Identity::load(store).unwrap());
+        let key = identity
+            .create_key(nimbus_types::name::DEFAULT_ACCOUNT)
+            .unwrap();
+        let now = nimbus_types::time::now_ms() / 1000;
+        let body = b"{\"hello\":\"world\"}";
+        let path = "/2015-03-31/functions/echo/invocations";
+        let base = sigv4::Request {
+            method: "POST",
+            raw_path: path,
+            raw_query: None,
+            headers: vec![("host", "127.0.0.1:9000")],
+            payload_hash: sigv4::payload_hash(body),
+        };
+        let (date, authz) = sigv4::sign(
+            &base,
+            &key.access_key_id,
+            &key.secret_access_key,
+            "us-east-1",
+            "lambda",
+            now,
+        );
+        let make = || {
+            axum::http::Request::post(path)
+                .header("host", "127.0.0.1:9000")
+                .header("user-agent", "wrk")
+                .header("content-length", "17")
+                .header("x-amz-date", &date)
+                .header("authorization", &authz)
+                .body(Body::from(&body[..]))
+                .unwrap()
+        };
+        let on = router(Auth::SigV4(Default::default()), identity.clone());
+        let off = router(Auth::Disabled, identity.clone());
+        let n = 100_000u32;
+        for round in 0..3 {
+            for (name, r) in [("sigv4", &on), ("none", &off)] {
+                let t = std::time::Instant::now();
+                for _ in 0..n {
+                    let resp = r.clone().oneshot(make()).await.unwrap();
+                    assert_eq!(resp.status(), 200);
+                    let _ = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                        .await
+                        .unwrap();
+                }
+                eprintln!("round {round}, {name}: {:?} per request", t.elapsed() / n);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
