@@ -321,4 +321,101 @@ mod cost {
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// CPU time of this process so far, in seconds (user + system, clock ticks of 10 ms).
+    fn cpu_s() -> f64 {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        ticks / 100.0
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore]
+    async fn middleware_cost_over_loopback() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = std::env::temp_dir().join(format!("nimbus-auth-cost-tcp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Arc::new(nimbus_store::EmbeddedStore::open(&dir.join("db")).unwrap());
+        let identity = Arc::new(Identity::load(store).unwrap());
+        let key = identity
+            .create_key(nimbus_types::name::DEFAULT_ACCOUNT)
+            .unwrap();
+        let now = nimbus_types::time::now_ms() / 1000;
+        let body = "{\"hello\":\"world\"}";
+        let path = "/2015-03-31/functions/echo/invocations";
+        let base = sigv4::Request {
+            method: "POST",
+            raw_path: path,
+            raw_query: None,
+            headers: vec![("host", "127.0.0.1:9000")],
+            payload_hash: sigv4::payload_hash(body.as_bytes()),
+        };
+        let (date, authz) = sigv4::sign(
+            &base,
+            &key.access_key_id,
+            &key.secret_access_key,
+            "us-east-1",
+            "lambda",
+            now,
+        );
+        let request: Arc<[u8]> = format!(
+            "POST {path} HTTP/1.1\r\nhost: 127.0.0.1:9000\r\nuser-agent: wrk\r\n\
+             content-length: {}\r\nx-amz-date: {date}\r\nauthorization: {authz}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+        .into();
+        let mut ports = Vec::new();
+        for auth in [Auth::SigV4(Default::default()), Auth::Disabled] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            ports.push(listener.local_addr().unwrap().port());
+            let app = router(auth, identity.clone());
+            tokio::spawn(async move { axum::serve(listener, app).await });
+        }
+        let per_connection = 4_000usize;
+        for round in 0..5 {
+            for (name, port) in [("sigv4", ports[0]), ("none", ports[1])] {
+                let (cpu, t) = (cpu_s(), std::time::Instant::now());
+                let mut clients = Vec::new();
+                for _ in 0..32 {
+                    let request = request.clone();
+                    clients.push(tokio::spawn(async move {
+                        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                            .await
+                            .unwrap();
+                        conn.set_nodelay(true).unwrap();
+                        let mut buf = vec![0u8; 4096];
+                        for _ in 0..per_connection {
+                            conn.write_all(&request).await.unwrap();
+                            // The response ends with the echoed body.
+                            let mut seen = Vec::new();
+                            while !seen.ends_with(b"}") {
+                                let n = conn.read(&mut buf).await.unwrap();
+                                assert!(n > 0, "connection closed");
+                                seen.extend_from_slice(&buf[..n]);
+                            }
+                            assert!(seen.starts_with(b"HTTP/1.1 200"));
+                        }
+                    }));
+                }
+                for c in clients {
+                    c.await.unwrap();
+                }
+                let requests = (32 * per_connection) as f64;
+                let elapsed = t.elapsed().as_secs_f64();
+                eprintln!(
+                    "round {round}, {name}: {:.0}/s, {:.2} µs of CPU per request (server and client)",
+                    requests / elapsed,
+                    (cpu_s() - cpu) * 1e6 / requests
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
