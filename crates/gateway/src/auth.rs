@@ -239,8 +239,9 @@ pub(crate) async fn authenticate(
 }
 
 /// What the middleware costs a request in-process, without sockets or the scheduler in the
-/// way: `cargo test --release -p nimbus-gateway --lib middleware_cost -- --ignored --nocapture`
-/// (BENCHMARKS.md). A measurement, not a check: it prints, and asserts only that every
+/// way (`auth::cost::middleware_cost`), and over loopback with a trivial handler
+/// (`middleware_cost_over_loopback`): run each alone with `cargo test --release -p
+/// nimbus-gateway --lib NAME -- --ignored --exact --nocapture` (BENCHMARKS.md). A measurement, not a check: it prints, and asserts only that every
 /// request got through.
 #[cfg(test)]
 mod cost {
@@ -265,34 +266,44 @@ mod cost {
             ))
     }
 
-    #[tokio::test(flavor = "current_thread")]
-    #[ignore]
-    async fn middleware_cost() {
-        let dir = std::env::temp_dir().join(format!("nimbus-auth-cost-{}", std::process::id()));
+    const BODY: &str = "{\"hello\":\"world\"}";
+    const PATH: &str = "/2015-03-31/functions/echo/invocations";
+
+    /// An identity store with one administrator key, and the `X-Amz-Date` and `Authorization`
+    /// headers of an invoke request signed with it (valid for five minutes).
+    fn setup(name: &str) -> (Arc<Identity>, (String, String), std::path::PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("nimbus-auth-cost-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let store = Arc::new(nimbus_store::EmbeddedStore::open(&dir.join("db")).unwrap());
         let identity = Arc::new(Identity::load(store).unwrap());
         let key = identity
             .create_key(nimbus_types::name::DEFAULT_ACCOUNT)
             .unwrap();
-        let now = nimbus_types::time::now_ms() / 1000;
-        let body = b"{\"hello\":\"world\"}";
-        let path = "/2015-03-31/functions/echo/invocations";
         let base = sigv4::Request {
             method: "POST",
-            raw_path: path,
+            raw_path: PATH,
             raw_query: None,
             headers: vec![("host", "127.0.0.1:9000")],
-            payload_hash: sigv4::payload_hash(body),
+            payload_hash: sigv4::payload_hash(BODY.as_bytes()),
         };
-        let (date, authz) = sigv4::sign(
+        let signed = sigv4::sign(
             &base,
             &key.access_key_id,
             &key.secret_access_key,
             "us-east-1",
             "lambda",
-            now,
+            nimbus_types::time::now_ms() / 1000,
         );
+        (identity, signed, dir)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    #[ignore]
+    async fn middleware_cost() {
+        let (identity, (date, authz), dir) = setup("inproc");
+        let body = BODY.as_bytes();
+        let path = PATH;
         let make = || {
             axum::http::Request::post(path)
                 .header("host", "127.0.0.1:9000")
@@ -300,7 +311,7 @@ mod cost {
                 .header("content-length", "17")
                 .header("x-amz-date", &date)
                 .header("authorization", &authz)
-                .body(Body::from(&body[..]))
+                .body(Body::from(body))
                 .unwrap()
         };
         let on = router(Auth::SigV4(Default::default()), identity.clone());
@@ -339,31 +350,8 @@ mod cost {
     #[ignore]
     async fn middleware_cost_over_loopback() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let dir = std::env::temp_dir().join(format!("nimbus-auth-cost-tcp-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Arc::new(nimbus_store::EmbeddedStore::open(&dir.join("db")).unwrap());
-        let identity = Arc::new(Identity::load(store).unwrap());
-        let key = identity
-            .create_key(nimbus_types::name::DEFAULT_ACCOUNT)
-            .unwrap();
-        let now = nimbus_types::time::now_ms() / 1000;
-        let body = "{\"hello\":\"world\"}";
-        let path = "/2015-03-31/functions/echo/invocations";
-        let base = sigv4::Request {
-            method: "POST",
-            raw_path: path,
-            raw_query: None,
-            headers: vec![("host", "127.0.0.1:9000")],
-            payload_hash: sigv4::payload_hash(body.as_bytes()),
-        };
-        let (date, authz) = sigv4::sign(
-            &base,
-            &key.access_key_id,
-            &key.secret_access_key,
-            "us-east-1",
-            "lambda",
-            now,
-        );
+        let (identity, (date, authz), dir) = setup("tcp");
+        let (body, path) = (BODY, PATH);
         let request: Arc<[u8]> = format!(
             "POST {path} HTTP/1.1\r\nhost: 127.0.0.1:9000\r\nuser-agent: wrk\r\n\
              content-length: {}\r\nx-amz-date: {date}\r\nauthorization: {authz}\r\n\r\n{body}",
