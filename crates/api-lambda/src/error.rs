@@ -122,6 +122,8 @@ impl From<nimbus_control::Error> for ApiError {
                 "The Revision Id provided does not match the latest Revision Id. Call the \
                  GetFunction/GetAlias API to retrieve the latest Revision Id",
             ),
+            Error::Conflict(message) => Self::conflict(message),
+            Error::NotFound(message) => Self::not_found(message),
             Error::Store(e) => e.into(),
             Error::Manager(e) => e.into(),
             other => Self::internal(nimbus_types::error_chain(&other)),

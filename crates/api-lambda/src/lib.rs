@@ -11,6 +11,7 @@ mod error;
 mod esm;
 mod event_config;
 mod invoke;
+pub mod url;
 mod versions;
 mod wire;
 
@@ -35,6 +36,7 @@ use nimbus_types::{FunctionRef, Qualifier};
 use serde::Deserialize;
 
 pub use error::ApiError;
+pub use url::UrlDomain;
 
 use crate::wire::{FunctionConfiguration, GetFunctionOutput, ListFunctionsOutput};
 
@@ -46,6 +48,7 @@ pub struct Lambda {
     event_sources: Arc<EventSources>,
     manager: Arc<WorkerManager>,
     identity: Arc<Identity>,
+    urls: UrlDomain,
 }
 
 type Shared = Arc<Lambda>;
@@ -57,9 +60,11 @@ impl Lambda {
         queues: Arc<SqsQueues>,
         event_sources: Arc<EventSources>,
         identity: Arc<Identity>,
+        urls: UrlDomain,
     ) -> Self {
         Self {
             identity,
+            urls,
             manager: control.manager().clone(),
             control,
             events,
@@ -134,6 +139,22 @@ pub fn router(lambda: Arc<Lambda>) -> Router {
         .route(
             "/2017-03-31/tags/{name}",
             get(list_tags).post(tag_resource).delete(untag_resource),
+        )
+        .route(
+            "/2021-10-31/functions/{name}/url",
+            get(url::get_url)
+                .post(url::create_url)
+                .put(url::update_url)
+                .delete(url::delete_url),
+        )
+        .route("/2021-10-31/functions/{name}/urls", get(url::list_urls))
+        .route(
+            &format!("{FUNCTIONS}/{{name}}/policy"),
+            get(url::get_policy).post(url::add_permission),
+        )
+        .route(
+            &format!("{FUNCTIONS}/{{name}}/policy/{{sid}}"),
+            axum::routing::delete(url::remove_permission),
         )
         .route(
             "/2015-03-31/event-source-mappings",
@@ -216,6 +237,14 @@ fn action(method: &Method, route: &str) -> Option<(&'static str, Resource)> {
         ("DELETE", _, "/{name}/event-invoke-config") => {
             ("DeleteFunctionEventInvokeConfig", Function)
         }
+        ("GET", _, "/{name}/url") => ("GetFunctionUrlConfig", Function),
+        ("POST", _, "/{name}/url") => ("CreateFunctionUrlConfig", Function),
+        ("PUT", _, "/{name}/url") => ("UpdateFunctionUrlConfig", Function),
+        ("DELETE", _, "/{name}/url") => ("DeleteFunctionUrlConfig", Function),
+        ("GET", _, "/{name}/urls") => ("ListFunctionUrlConfigs", Function),
+        ("GET", _, "/{name}/policy") => ("GetPolicy", Function),
+        ("POST", _, "/{name}/policy") => ("AddPermission", Function),
+        ("DELETE", _, "/{name}/policy/{sid}") => ("RemovePermission", Function),
         ("GET", _, "/{name}/event-invoke-config/list") => {
             ("ListFunctionEventInvokeConfigs", Function)
         }
@@ -403,9 +432,15 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for FunctionPath {
         parts: &mut axum::http::request::Parts,
         state: &S,
     ) -> Result<Self, Self::Rejection> {
-        let Path(name) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
+        // The function's name is the path's `{name}` (a route may hold other parameters).
+        let Path(params) =
+            Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
+                .await
+                .map_err(IntoResponse::into_response)?;
+        let name = params
+            .get("name")
+            .cloned()
+            .ok_or_else(|| ApiError::internal("a function route without {name}").into_response())?;
         let account = parts
             .extensions
             .get::<Caller>()

@@ -33,6 +33,28 @@ pub struct NodeConfig {
     pub async_invoke: AsyncSection,
     pub cluster: ClusterSection,
     pub auth: AuthSection,
+    pub urls: UrlsSection,
+}
+
+/// Where function URLs are served: `http://{url-id}.lambda-url.{region}.{base_domain}:{port}/`.
+/// Names under `localhost` reach loopback in browsers and curl without any resolver entry; a
+/// real deployment points a wildcard DNS name at the node and names it here.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UrlsSection {
+    pub base_domain: String,
+    /// The port in the URLs handed out; the node's own port when unset, none with `0` (for a
+    /// node behind a proxy on port 80).
+    pub port: Option<u16>,
+}
+
+impl Default for UrlsSection {
+    fn default() -> Self {
+        Self {
+            base_domain: "localhost".to_owned(),
+            port: None,
+        }
+    }
 }
 
 /// Environment variables naming an administrator key the node creates if it is missing (for
@@ -205,6 +227,7 @@ impl Default for NodeConfig {
             async_invoke: AsyncSection::default(),
             cluster: ClusterSection::default(),
             auth: AuthSection::default(),
+            urls: UrlsSection::default(),
         }
     }
 }

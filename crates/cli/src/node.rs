@@ -322,6 +322,19 @@ pub async fn serve(
             event_sources: event_sources.clone(),
             scheduler: scheduler.clone(),
             pricing: config.pricing,
+            urls: nimbus_gateway::UrlDomain {
+                base: config
+                    .urls
+                    .base_domain
+                    .trim_matches('.')
+                    .to_ascii_lowercase(),
+                region: config.region.clone(),
+                port: match config.urls.port {
+                    Some(0) => None,
+                    Some(port) => Some(port),
+                    None => Some(listener.local_addr()?.port()),
+                },
+            },
         },
         cluster.router(),
     );

@@ -192,10 +192,10 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of descriptors or the like: wait a little instead of spinning.
                     tracing::debug!(error = %e, "accept failed");
@@ -207,7 +207,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let served = served.clone();
         let stop = stop_rx.clone();
-        tokio::spawn(connection(stream, served, stop));
+        tokio::spawn(connection(stream, peer, served, stop));
     }
     drop(listener);
     drop(stop_rx);
@@ -219,6 +219,7 @@ pub async fn serve(
 
 async fn connection(
     stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
     served: Served,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -248,11 +249,11 @@ async fn connection(
             else {
                 return;
             };
-            http(tls, router.layer(axum::Extension(OverTls)), stop).await;
+            http(tls, peer, router.layer(axum::Extension(OverTls)), stop).await;
         }
         Some(_) => {
             if let Some(router) = served.plain {
-                http(stream, router, stop).await;
+                http(stream, peer, router, stop).await;
             }
         }
         None => {}
@@ -268,11 +269,25 @@ async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
     }
 }
 
-async fn http<S>(stream: S, router: Router, stop: tokio::sync::watch::Receiver<bool>)
-where
+/// Serves HTTP on a connection; every request carries the peer's address as axum's
+/// `ConnectInfo<SocketAddr>`.
+async fn http<S>(
+    stream: S,
+    peer: std::net::SocketAddr,
+    router: Router,
+    stop: tokio::sync::watch::Receiver<bool>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = TowerToHyperService::new(router);
+    use tower::ServiceExt;
+    let service = TowerToHyperService::new(tower::service_fn(
+        move |mut request: axum::http::Request<hyper::body::Incoming>| {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            router.clone().oneshot(request.map(axum::body::Body::new))
+        },
+    ));
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);

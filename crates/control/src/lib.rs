@@ -16,6 +16,10 @@
 
 #![forbid(unsafe_code)]
 
+mod url;
+
+pub use url::UrlTarget;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
@@ -45,6 +49,14 @@ pub enum Error {
     Store(#[from] nimbus_store::Error),
     #[error("the worker manager refused")]
     Manager(#[from] nimbus_manager::Error),
+    /// Something of the function (a URL, a policy statement) that a request needs to be
+    /// absent already exists; the message says what.
+    #[error("{0}")]
+    Conflict(String),
+    /// Something of the function (a URL, a policy statement) does not exist; the message
+    /// says what.
+    #[error("{0}")]
+    NotFound(String),
     #[error("the function table's lock was poisoned by a panic")]
     Poisoned,
     #[error("a store task failed")]
@@ -100,6 +112,8 @@ pub struct ControlPlane {
     code: Arc<dyn CodeStore>,
     manager: Arc<WorkerManager>,
     functions: RwLock<HashMap<String, Arc<FunctionConfig>>>,
+    /// Function URLs by URL id: the function's key and the URL's qualifier.
+    url_ids: RwLock<HashMap<String, (String, String)>>,
     /// Published versions by function name and number.
     versions: RwLock<HashMap<String, BTreeMap<u32, Arc<FunctionConfig>>>>,
     mutations: tokio::sync::Mutex<()>,
@@ -132,11 +146,13 @@ impl ControlPlane {
                 versions.entry(v.key()).or_default().insert(n, Arc::new(v));
             }
         }
+        let url_ids = functions.values().flat_map(|f| url::ids_of(f)).collect();
         Ok(Self {
             region,
             store,
             code,
             manager,
+            url_ids: RwLock::new(url_ids),
             functions: RwLock::new(functions),
             versions: RwLock::new(versions),
             mutations: tokio::sync::Mutex::new(()),
@@ -242,11 +258,12 @@ impl ControlPlane {
     }
 
     fn cache(&self, f: &FunctionConfig) -> Result<()> {
-        self.functions
+        let old = self
+            .functions
             .write()
             .map_err(|_| Error::Poisoned)?
             .insert(f.key(), Arc::new(f.clone()));
-        Ok(())
+        self.index_urls(old.as_deref(), Some(f))
     }
 
     /// Runs a blocking store call off the async executor.
@@ -336,6 +353,8 @@ impl ControlPlane {
             reserved_concurrency: None,
             provisioned: Default::default(),
             tags: input.tags,
+            urls: Default::default(),
+            permissions: Vec::new(),
         };
         if let Err(e) = self.manager.prepare(&function).await {
             self.collect_code(vec![function.code.sha256.clone()]).await;
@@ -482,6 +501,8 @@ impl ControlPlane {
         version.last_modified_ms = nimbus_types::time::now_ms();
         version.reserved_concurrency = None;
         version.provisioned = Default::default();
+        version.urls = Default::default();
+        version.permissions = Vec::new();
         version.last_published = 0;
         if let Some(d) = description {
             version.description = d;
@@ -695,6 +716,7 @@ impl ControlPlane {
             .write()
             .map_err(|_| Error::Poisoned)?
             .remove(name);
+        self.index_urls(Some(&old), None)?;
         self.versions
             .write()
             .map_err(|_| Error::Poisoned)?

@@ -129,39 +129,34 @@ impl Api {
     }
 }
 
-/// Checks a request's signature, then passes it on with its [`Caller`].
-pub(crate) async fn authenticate(
-    State(authenticator): State<Arc<Authenticator>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let (mut parts, body) = request.into_parts();
-    let cache = match &authenticator.auth {
-        Auth::SigV4(cache) => cache,
-        Auth::Disabled if parts.extensions.get::<FromSandbox>().is_some() => {
-            &authenticator.sandbox_keys
-        }
-        Auth::Disabled => {
-            parts
-                .extensions
-                .insert(Caller::root(nimbus_types::name::DEFAULT_ACCOUNT));
-            return next.run(Request::from_parts(parts, body)).await;
-        }
-    };
-    let identity = &authenticator.identity;
-    let api = Api::of(&parts.method, parts.uri.path(), &parts.headers);
-    if api == Api::Open {
-        return next.run(Request::from_parts(parts, body)).await;
-    }
+/// Why a signed request is refused.
+pub(crate) enum Refusal {
+    Auth(AuthError),
+    TooLarge,
+    /// Authenticated, but the credential is scoped to another service (the one named).
+    WrongService(&'static str),
+}
+
+/// Verifies a request signed with SigV4 against `cache`'s keys: the header's form and time,
+/// the key (or session credentials), the body (read here, within `limit`, because the
+/// signature covers its hash) and the signature. `scoped` checks the credential's service.
+/// Returns the caller and the body.
+pub(crate) async fn verify_signed(
+    authenticator: &Authenticator,
+    cache: &sigv4::KeyCache,
+    parts: &axum::http::request::Parts,
+    body: Body,
+    limit: u64,
+    scoped: impl FnOnce(&str) -> Result<(), &'static str>,
+) -> Result<(Caller, axum::body::Bytes), Refusal> {
     if !parts
         .headers
         .contains_key(axum::http::header::AUTHORIZATION)
     {
-        return api.refuse(&AuthError::Missing);
+        return Err(Refusal::Auth(AuthError::Missing));
     }
-    let limit = api.max_body();
     if nimbus_aws_wire::body::declared_length(&parts.headers).is_some_and(|len| len > limit) {
-        return api.too_large();
+        return Err(Refusal::TooLarge);
     }
     let mut signed = sigv4::Request {
         method: parts.method.as_str(),
@@ -181,24 +176,23 @@ pub(crate) async fn authenticate(
         .headers
         .get("x-amz-security-token")
         .and_then(|v| v.to_str().ok());
-    let authorization = match sigv4::check_header(&signed, now) {
-        Ok(authorization) => authorization,
-        Err(e) => return api.refuse(&e),
-    };
-    let (secret, caller) = match identity.resolve(authorization.access_key_id, token, now) {
-        Ok(found) => found,
-        Err(Refused::UnknownKey) => {
-            return api.refuse(&AuthError::UnknownKey(
-                authorization.access_key_id.to_owned(),
-            ));
-        }
-        Err(Refused::BadToken) => return api.refuse(&AuthError::BadToken),
-    };
-    let bytes = match axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).await
-    {
-        Ok(b) => b,
-        Err(_) => return api.too_large(),
-    };
+    let authorization = sigv4::check_header(&signed, now).map_err(Refusal::Auth)?;
+    let (secret, caller) =
+        match authenticator
+            .identity
+            .resolve(authorization.access_key_id, token, now)
+        {
+            Ok(found) => found,
+            Err(Refused::UnknownKey) => {
+                return Err(Refusal::Auth(AuthError::UnknownKey(
+                    authorization.access_key_id.to_owned(),
+                )));
+            }
+            Err(Refused::BadToken) => return Err(Refusal::Auth(AuthError::BadToken)),
+        };
+    let bytes = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
+        .await
+        .map_err(|_| Refusal::TooLarge)?;
     signed.payload_hash = match parts
         .headers
         .get("x-amz-content-sha256")
@@ -207,27 +201,68 @@ pub(crate) async fn authenticate(
         // An unsigned body is S3's option only (none of the APIs here has it): the body
         // must be covered by the signature.
         Some("UNSIGNED-PAYLOAD") => {
-            return api.refuse(&AuthError::Malformed(
+            return Err(Refusal::Auth(AuthError::Malformed(
                 "UNSIGNED-PAYLOAD is not accepted by this API".into(),
-            ));
+            )));
         }
         Some(hash) => {
             if !hash.eq_ignore_ascii_case(&sigv4::payload_hash(&bytes)) {
-                return api.refuse(&AuthError::BadSignature);
+                return Err(Refusal::Auth(AuthError::BadSignature));
             }
             hash.to_owned()
         }
         None => sigv4::payload_hash(&bytes),
     };
-    if let Err(e) = sigv4::verify_checked(&signed, &authorization, &secret, Some(cache)) {
-        return api.refuse(&e);
+    sigv4::verify_checked(&signed, &authorization, &secret, Some(cache)).map_err(Refusal::Auth)?;
+    scoped(authorization.service).map_err(Refusal::WrongService)?;
+    Ok((caller, bytes))
+}
+
+impl Authenticator {
+    /// The key cache a request is verified with, or `None` when authentication is off for it
+    /// (then its caller is the default account's root).
+    pub(crate) fn keys_for(&self, parts: &axum::http::request::Parts) -> Option<&sigv4::KeyCache> {
+        match &self.auth {
+            Auth::SigV4(cache) => Some(cache),
+            Auth::Disabled if parts.extensions.get::<FromSandbox>().is_some() => {
+                Some(&self.sandbox_keys)
+            }
+            Auth::Disabled => None,
+        }
     }
-    if let Err(service) = api.scoped(authorization.service) {
-        return api.refuse(&AuthError::Malformed(format!(
-            "Credential should be scoped to correct service: '{service}'."
-        )));
+}
+
+/// Checks a request's signature, then passes it on with its [`Caller`].
+pub(crate) async fn authenticate(
+    State(authenticator): State<Arc<Authenticator>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let Some(cache) = authenticator.keys_for(&parts) else {
+        parts
+            .extensions
+            .insert(Caller::root(nimbus_types::name::DEFAULT_ACCOUNT));
+        return next.run(Request::from_parts(parts, body)).await;
+    };
+    let api = Api::of(&parts.method, parts.uri.path(), &parts.headers);
+    if api == Api::Open {
+        return next.run(Request::from_parts(parts, body)).await;
     }
-    drop(signed);
+    let verified = verify_signed(&authenticator, cache, &parts, body, api.max_body(), |s| {
+        api.scoped(s)
+    })
+    .await;
+    let (caller, bytes) = match verified {
+        Ok(v) => v,
+        Err(Refusal::Auth(e)) => return api.refuse(&e),
+        Err(Refusal::TooLarge) => return api.too_large(),
+        Err(Refusal::WrongService(service)) => {
+            return api.refuse(&AuthError::Malformed(format!(
+                "Credential should be scoped to correct service: '{service}'."
+            )));
+        }
+    };
     if api == Api::Nimbus
         && let Err(denied) = caller.authorize("nimbus:Admin", "*")
     {

@@ -27,10 +27,12 @@
 #![forbid(unsafe_code)]
 
 mod auth;
+mod urls;
 
 use std::sync::Arc;
 
 pub use auth::Auth;
+pub use nimbus_api_lambda::UrlDomain;
 pub use nimbus_identity::Caller;
 
 use axum::Router;
@@ -80,6 +82,8 @@ pub struct Subsystems {
     pub event_sources: Arc<EventSources>,
     pub scheduler: Arc<Scheduler>,
     pub pricing: Pricing,
+    /// Where function URLs are served.
+    pub urls: nimbus_api_lambda::UrlDomain,
 }
 
 /// The JSON-protocol services, by `X-Amz-Target` prefix.
@@ -125,9 +129,16 @@ impl HostService {
     }
 }
 
-/// Answers requests for a service named by the host that this node does not serve, in that
-/// service's error format.
-async fn by_host(request: Request, next: Next) -> Response {
+/// Sends function URL requests to their functions, and answers requests for a service named
+/// by the host that this node does not serve, in that service's error format.
+async fn by_host(
+    State(urls): State<Arc<urls::FunctionUrls>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some((id, path)) = urls.target_of(&request) {
+        return urls.serve(&id, &path, request).await;
+    }
     match HostService::of(nimbus_aws_wire::host(request.headers())) {
         HostService::Any => next.run(request).await,
         HostService::S3 => nimbus_aws_wire::envelope::rest_xml(
@@ -215,6 +226,7 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
         event_sources,
         scheduler,
         pricing,
+        urls,
     } = subsystems;
     let lambda = Arc::new(Lambda::new(
         control.clone(),
@@ -222,7 +234,19 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
         queues.clone(),
         event_sources,
         identity.clone(),
+        urls.clone(),
     ));
+    let authenticator = Arc::new(auth::Authenticator {
+        auth,
+        identity: identity.clone(),
+        sandbox_keys: Default::default(),
+    });
+    let function_urls = Arc::new(urls::FunctionUrls {
+        domain: urls,
+        lambda: lambda.clone(),
+        control: control.clone(),
+        authenticator: authenticator.clone(),
+    });
     let nimbus = Arc::new(Nimbus {
         control: control.clone(),
         telemetry,
@@ -248,14 +272,10 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
         // that protocol's error rather than a bare 413.
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(
-            Arc::new(auth::Authenticator {
-                auth,
-                identity,
-                sandbox_keys: Default::default(),
-            }),
+            authenticator,
             auth::authenticate,
         ))
-        .layer(axum::middleware::from_fn(by_host))
+        .layer(axum::middleware::from_fn_with_state(function_urls, by_host))
 }
 
 /// The router the node serves over TLS, where its workers connect: a request a worker

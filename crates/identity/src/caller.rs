@@ -113,6 +113,30 @@ impl Caller {
     }
 }
 
+impl Caller {
+    /// [`Caller::authorize`] for a resource whose own policy allows this caller
+    /// (`resource_allows`): within the account, either policy allowing is enough (an explicit
+    /// deny in an identity policy still refuses); for another account's resource, its policy
+    /// must allow the caller and the caller's own policies must allow the action.
+    pub fn authorize_with_resource_policy(
+        &self,
+        action: &str,
+        resource: &str,
+        resource_allows: bool,
+    ) -> bool {
+        let same_account = resource_account(resource).is_none_or(|a| a == self.account);
+        let identity = match &self.grants {
+            Grants::All => Decision::Allow,
+            Grants::Policies(p) => decide_all(p.iter(), action, resource),
+        };
+        match identity {
+            Decision::Allow => same_account || resource_allows,
+            Decision::ExplicitDeny => false,
+            Decision::ImplicitDeny => same_account && resource_allows,
+        }
+    }
+}
+
 /// The account field of an ARN, when it has one.
 fn resource_account(resource: &str) -> Option<&str> {
     let mut parts = resource.splitn(6, ':');

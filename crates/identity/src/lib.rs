@@ -188,7 +188,10 @@ impl Identity {
                 return Err(Refused::BadToken);
             }
             let caller = if key.root {
-                Caller::root(&key.account)
+                Caller {
+                    access_key_id: key.access_key_id.clone(),
+                    ..Caller::root(&key.account)
+                }
             } else {
                 let entry = state
                     .users

@@ -143,6 +143,8 @@ fn function(name: &str, version: &str) -> FunctionConfig {
         reserved_concurrency: None,
         provisioned: Default::default(),
         tags: Default::default(),
+        urls: Default::default(),
+        permissions: Vec::new(),
     }
 }
 

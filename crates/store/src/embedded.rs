@@ -344,6 +344,8 @@ mod tests {
             reserved_concurrency: None,
             provisioned: Default::default(),
             tags: Default::default(),
+            urls: Default::default(),
+            permissions: Vec::new(),
         }
     }
 

@@ -148,6 +148,12 @@ pub struct FunctionConfig {
     /// The function's tags; [`EGRESS_TAG`] is read by nimbus.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// Function URLs by qualifier (`$LATEST` or an alias). Kept on the `$LATEST` record.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub urls: BTreeMap<String, crate::url::FunctionUrl>,
+    /// The resource-based policy's statements. Kept on the `$LATEST` record.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permissions: Vec<crate::url::Permission>,
 }
 
 /// The tag that gives a function outbound internet access (`internet`) or takes it away

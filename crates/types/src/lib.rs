@@ -17,6 +17,7 @@ pub mod name;
 pub mod queue;
 pub mod telemetry;
 pub mod time;
+pub mod url;
 
 pub use function::{CodeRef, FunctionConfig, ProvidedFlavor, Runtime};
 pub use invocation::{FunctionError, InitType, InvokeOutcome, InvokeRequest, OutcomeKind};

@@ -1,0 +1,1084 @@
+//! Function URLs: their configuration API (`/2021-10-31/functions/{name}/url`, `…/urls`), the
+//! function's resource-based policy (`/2015-03-31/functions/{name}/policy`), and serving a
+//! URL's requests as Lambda does: the request becomes a payload-format-2.0 event, the
+//! function's result becomes the HTTP response.
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use bytes::Bytes;
+use nimbus_control::UrlTarget;
+use nimbus_identity::Caller;
+use nimbus_types::limits::MAX_SYNC_PAYLOAD_BYTES;
+use nimbus_types::url::{FunctionUrl, InvokeMode, Permission, UrlAuthType, UrlCors, new_url_id};
+use nimbus_types::{FunctionConfig, InvokeRequest};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::{FunctionPath, QualifierQuery, Shared, read_body};
+
+/// Where function URLs live: `http://{url-id}.lambda-url.{region}.{base}[:port]/`, and the
+/// path-based form `http://{node}/lambda-url/{url-id}/…` for clients that cannot resolve such
+/// names.
+#[derive(Debug, Clone)]
+pub struct UrlDomain {
+    /// The domain under which URL hosts are named (`localhost` by default).
+    pub base: String,
+    pub region: String,
+    /// The port in the URLs handed out (the node's), if not the scheme's default.
+    pub port: Option<u16>,
+}
+
+/// The path prefix of the path-based form.
+pub const URL_PATH_PREFIX: &str = "/lambda-url/";
+
+impl UrlDomain {
+    /// The URL of a function URL id.
+    pub fn url(&self, url_id: &str) -> String {
+        let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
+        format!(
+            "http://{url_id}.lambda-url.{}.{}{port}/",
+            self.region, self.base
+        )
+    }
+
+    /// The URL id a `Host` header names, if it is a function URL's host.
+    pub fn url_id_of_host<'a>(&self, host: &'a str) -> Option<&'a str> {
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        };
+        let name = name.strip_suffix('.').unwrap_or(name);
+        let (id, rest) = name.split_once('.')?;
+        let rest = rest.strip_prefix("lambda-url.")?;
+        let (region, base) = rest.split_once('.')?;
+        (region.eq_ignore_ascii_case(&self.region)
+            && base.eq_ignore_ascii_case(&self.base)
+            && is_url_id(id))
+        .then_some(id)
+    }
+
+    /// The URL id and the rest of the path of a path-based URL request.
+    pub fn url_id_of_path(path: &str) -> Option<(&str, &str)> {
+        let rest = path.strip_prefix(URL_PATH_PREFIX)?;
+        let (id, tail) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        is_url_id(id).then_some((id, tail))
+    }
+}
+
+fn is_url_id(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The configuration API.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct CorsInput {
+    allow_credentials: Option<bool>,
+    allow_headers: Option<Vec<String>>,
+    allow_methods: Option<Vec<String>>,
+    allow_origins: Option<Vec<String>>,
+    expose_headers: Option<Vec<String>>,
+    max_age: Option<u32>,
+}
+
+impl CorsInput {
+    fn into_cors(self) -> UrlCors {
+        UrlCors {
+            allow_credentials: self.allow_credentials.unwrap_or(false),
+            allow_headers: self.allow_headers.unwrap_or_default(),
+            allow_methods: self.allow_methods.unwrap_or_default(),
+            allow_origins: self.allow_origins.unwrap_or_default(),
+            expose_headers: self.expose_headers.unwrap_or_default(),
+            max_age: self.max_age,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct UrlConfigInput {
+    auth_type: Option<String>,
+    cors: Option<CorsInput>,
+    invoke_mode: Option<String>,
+}
+
+/// The qualifier a URL is kept under: `$LATEST` for none. Lambda gives URLs to `$LATEST` and
+/// aliases only, and nimbus has no aliases yet, so any other qualifier names nothing.
+fn url_qualifier(f: &Shared, key: &str, qualifier: Option<&str>) -> Result<String, ApiError> {
+    match qualifier {
+        None | Some("$LATEST") => Ok(nimbus_types::name::LATEST.to_owned()),
+        Some(q) => Err(ApiError::function_not_found(&format!(
+            "{}:{q}",
+            f.control.arn(key)
+        ))),
+    }
+}
+
+fn cors_output(cors: &UrlCors) -> Value {
+    let mut out = json!({
+        "AllowCredentials": cors.allow_credentials,
+        "AllowHeaders": cors.allow_headers,
+        "AllowMethods": cors.allow_methods,
+        "AllowOrigins": cors.allow_origins,
+        "ExposeHeaders": cors.expose_headers,
+    });
+    if let Some(age) = cors.max_age {
+        out["MaxAge"] = age.into();
+    }
+    out
+}
+
+fn url_output(f: &Shared, function: &FunctionConfig, qualifier: &str, url: &FunctionUrl) -> Value {
+    let arn = function.arn(f.control.region());
+    let mut out = json!({
+        "FunctionUrl": f.urls.url(&url.url_id),
+        "FunctionArn": if qualifier == nimbus_types::name::LATEST { arn } else { format!("{arn}:{qualifier}") },
+        "AuthType": url.auth_type.as_str(),
+        "CreationTime": nimbus_types::time::iso8601_micros(url.created_ms),
+        "LastModifiedTime": nimbus_types::time::iso8601_micros(url.last_modified_ms),
+        "InvokeMode": url.invoke_mode.as_str(),
+    });
+    if let Some(cors) = &url.cors {
+        out["Cors"] = cors_output(cors);
+    }
+    out
+}
+
+fn parse_input(body: &[u8]) -> Result<UrlConfigInput, ApiError> {
+    crate::parse_json(if body.is_empty() { b"{}" } else { body })
+}
+
+fn validated_cors(input: Option<CorsInput>) -> Result<Option<UrlCors>, ApiError> {
+    let Some(input) = input else { return Ok(None) };
+    let cors = input.into_cors();
+    cors.validate()?;
+    Ok(Some(cors))
+}
+
+/// A URL configuration request's target and its parsed, validated settings.
+struct UrlChange {
+    key: String,
+    qualifier: String,
+    auth_type: Option<UrlAuthType>,
+    invoke_mode: Option<InvokeMode>,
+    cors: Option<UrlCors>,
+}
+
+async fn url_change(
+    f: &Shared,
+    name: FunctionPath,
+    query: QualifierQuery,
+    headers: &HeaderMap,
+    body: Body,
+    operation: &str,
+) -> Result<UrlChange, ApiError> {
+    let (key, _) = name.key()?;
+    let qualifier = url_qualifier(f, &key, query.qualifier.as_deref())?;
+    let input = parse_input(&read_body(headers, body, 1 << 20, operation).await?)?;
+    Ok(UrlChange {
+        key,
+        qualifier,
+        auth_type: input
+            .auth_type
+            .as_deref()
+            .map(UrlAuthType::parse)
+            .transpose()?,
+        invoke_mode: input
+            .invoke_mode
+            .as_deref()
+            .map(InvokeMode::parse)
+            .transpose()?,
+        cors: validated_cors(input.cors)?,
+    })
+}
+
+pub(crate) async fn create_url(
+    State(f): State<Shared>,
+    name: FunctionPath,
+    Query(q): Query<QualifierQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let change = url_change(&f, name, q, &headers, body, "CreateFunctionUrlConfig").await?;
+    let auth_type = change
+        .auth_type
+        .map_or_else(|| UrlAuthType::parse(""), Ok)?;
+    let now = nimbus_types::time::now_ms();
+    let url = FunctionUrl {
+        url_id: new_url_id(),
+        auth_type,
+        cors: change.cors,
+        invoke_mode: change.invoke_mode.unwrap_or_default(),
+        created_ms: now,
+        last_modified_ms: now,
+    };
+    let exists = format!(
+        "Failed to create function url config for [functionArn = {}]. Error message:  \
+         FunctionUrlConfig exists for this Lambda function",
+        f.control.arn(&change.key)
+    );
+    let qualifier = change.qualifier;
+    let (function, url) = f
+        .control
+        .modify(&change.key, {
+            let qualifier = qualifier.clone();
+            move |function| {
+                if function.urls.contains_key(&qualifier) {
+                    return Err(nimbus_control::Error::Conflict(exists));
+                }
+                function.urls.insert(qualifier, url.clone());
+                Ok(url)
+            }
+        })
+        .await?;
+    let mut out = url_output(&f, &function, &qualifier, &url);
+    if let Some(o) = out.as_object_mut() {
+        o.remove("LastModifiedTime");
+    }
+    Ok((StatusCode::CREATED, axum::Json(out)).into_response())
+}
+
+fn url_not_found(f: &Shared, key: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "The resource you requested does not exist. (Service: Lambda, Status Code: 404, \
+         Request ID: none) for function {}",
+        f.control.arn(key)
+    ))
+}
+
+pub(crate) async fn get_url(
+    State(f): State<Shared>,
+    name: FunctionPath,
+    Query(q): Query<QualifierQuery>,
+) -> Result<Response, ApiError> {
+    let (key, _) = name.key()?;
+    let qualifier = url_qualifier(&f, &key, q.qualifier.as_deref())?;
+    let function = f.control.resolve(&key, None)?;
+    let url = function
+        .urls
+        .get(&qualifier)
+        .ok_or_else(|| url_not_found(&f, &key))?;
+    Ok(axum::Json(url_output(&f, &function, &qualifier, url)).into_response())
+}
+
+pub(crate) async fn update_url(
+    State(f): State<Shared>,
+    name: FunctionPath,
+    Query(q): Query<QualifierQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let change = url_change(&f, name, q, &headers, body, "UpdateFunctionUrlConfig").await?;
+    let missing = url_not_found(&f, &change.key);
+    let qualifier = change.qualifier;
+    let (function, url) = f
+        .control
+        .modify(&change.key, {
+            let qualifier = qualifier.clone();
+            move |function| {
+                let Some(url) = function.urls.get_mut(&qualifier) else {
+                    return Err(nimbus_control::Error::NotFound(missing.message));
+                };
+                if let Some(a) = change.auth_type {
+                    url.auth_type = a;
+                }
+                if let Some(m) = change.invoke_mode {
+                    url.invoke_mode = m;
+                }
+                if let Some(c) = change.cors {
+                    url.cors = Some(c);
+                }
+                url.last_modified_ms = nimbus_types::time::now_ms();
+                Ok(url.clone())
+            }
+        })
+        .await?;
+    Ok(axum::Json(url_output(&f, &function, &qualifier, &url)).into_response())
+}
+
+pub(crate) async fn delete_url(
+    State(f): State<Shared>,
+    name: FunctionPath,
+    Query(q): Query<QualifierQuery>,
+) -> Result<Response, ApiError> {
+    let (key, _) = name.key()?;
+    let qualifier = url_qualifier(&f, &key, q.qualifier.as_deref())?;
+    let missing = url_not_found(&f, &key);
+    f.control
+        .modify(&key, move |function| {
+            function
+                .urls
+                .remove(&qualifier)
+                .map(|_| ())
+                .ok_or(nimbus_control::Error::NotFound(missing.message))
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct ListQuery {
+    #[serde(rename = "Marker")]
+    marker: Option<String>,
+    #[serde(rename = "MaxItems")]
+    max_items: Option<String>,
+}
+
+pub(crate) async fn list_urls(
+    State(f): State<Shared>,
+    name: FunctionPath,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let (key, _) = name.key()?;
+    let function = f.control.resolve(&key, None)?;
+    let max = match q.max_items.as_deref() {
+        None => 50,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=50).contains(&n) => n,
+            _ => {
+                return Err(nimbus_types::InvalidParameter::constraint(
+                    "maxItems",
+                    Some(&v),
+                    "Member must have value less than or equal to 50 and greater than or \
+                     equal to 1",
+                )
+                .into());
+            }
+        },
+    };
+    // The marker is the qualifier of the last URL of the previous page.
+    let urls: Vec<(&String, &FunctionUrl)> = function
+        .urls
+        .iter()
+        .filter(|(qualifier, _)| q.marker.as_ref().is_none_or(|m| *qualifier > m))
+        .collect();
+    let page: Vec<Value> = urls
+        .iter()
+        .take(max)
+        .map(|(qualifier, url)| url_output(&f, &function, qualifier, url))
+        .collect();
+    let mut out = json!({ "FunctionUrlConfigs": page });
+    if urls.len() > max {
+        out["NextMarker"] = urls[max - 1].0.clone().into();
+    }
+    Ok(axum::Json(out).into_response())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The resource-based policy.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct PermissionInput {
+    statement_id: Option<String>,
+    action: Option<String>,
+    principal: Option<String>,
+    source_arn: Option<String>,
+    source_account: Option<String>,
+    function_url_auth_type: Option<String>,
+    event_source_token: Option<String>,
+    principal_org_i_d: Option<String>,
+    revision_id: Option<String>,
+}
+
+/// Actions a statement may grant on a function.
+const POLICY_ACTIONS: &[&str] = &[
+    "lambda:*",
+    "lambda:InvokeFunction",
+    "lambda:InvokeFunctionUrl",
+    "lambda:GetFunction",
+    "lambda:GetFunctionConfiguration",
+];
+
+fn validate_principal(principal: &str) -> bool {
+    principal == "*"
+        || (principal.len() == 12 && principal.bytes().all(|b| b.is_ascii_digit()))
+        || principal.starts_with("arn:aws:iam::")
+        || principal.starts_with("arn:aws:sts::")
+        || (principal.ends_with(".amazonaws.com") && !principal.contains(['/', ' ', '*']))
+}
+
+pub(crate) async fn add_permission(
+    State(f): State<Shared>,
+    name: FunctionPath,
+    Query(q): Query<QualifierQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (key, _) = name.key()?;
+    let input: PermissionInput =
+        crate::parse_json(&read_body(&headers, body, 1 << 20, "AddPermission").await?)?;
+    let sid = input.statement_id.unwrap_or_default();
+    if sid.is_empty()
+        || sid.len() > 100
+        || !sid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(nimbus_types::InvalidParameter::constraint(
+            "statementId",
+            Some(&sid),
+            "Member must satisfy regular expression pattern: ([a-zA-Z0-9-_]+)",
+        )
+        .into());
+    }
+    let action = input.action.unwrap_or_default();
+    if !POLICY_ACTIONS.contains(&action.as_str()) {
+        return Err(ApiError::invalid_parameter(format!(
+            "The action {action:?} is not one a function's resource-based policy can grant"
+        )));
+    }
+    let principal = input.principal.unwrap_or_default();
+    if !validate_principal(&principal) {
+        return Err(ApiError::invalid_parameter(format!(
+            "The provided principal was invalid. Please check the principal and try again: \
+             {principal}"
+        )));
+    }
+    if input.event_source_token.is_some() || input.principal_org_i_d.is_some() {
+        return Err(ApiError::invalid_parameter(
+            "EventSourceToken and PrincipalOrgID are not supported by this node",
+        ));
+    }
+    let function_url_auth_type = input
+        .function_url_auth_type
+        .as_deref()
+        .map(UrlAuthType::parse)
+        .transpose()?;
+    if function_url_auth_type.is_some() && action != "lambda:InvokeFunctionUrl" {
+        return Err(ApiError::invalid_parameter(
+            "FunctionUrlAuthType is only valid with the lambda:InvokeFunctionUrl action",
+        ));
+    }
+    if let Some(account) = &input.source_account
+        && !(account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(nimbus_types::InvalidParameter::constraint(
+            "sourceAccount",
+            Some(account),
+            "Member must satisfy regular expression pattern: \\d{12}",
+        )
+        .into());
+    }
+    let function = f.control.resolve(&key, None)?;
+    if let Some(revision) = &input.revision_id
+        && *revision != function.revision_id
+    {
+        return Err(nimbus_control::Error::RevisionMismatch.into());
+    }
+    let qualifier = match q.qualifier.as_deref() {
+        None => None,
+        Some(q) => {
+            // A statement about a version that does not exist is refused, as Lambda does.
+            f.control
+                .resolve(&key, Some(&nimbus_types::Qualifier::parse(q)?))?;
+            Some(q.to_owned())
+        }
+    };
+    let permission = Permission {
+        sid,
+        action,
+        principal,
+        qualifier,
+        source_arn: input.source_arn,
+        source_account: input.source_account,
+        function_url_auth_type,
+    };
+    let statement = permission.to_json(&function.arn(f.control.region()));
+    f.control.add_permission(&key, permission).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({ "Statement": statement.to_string() })),
+    )
+        .into_response())
+}
+
+pub(crate) async fn get_policy(
+    State(f): State<Shared>,
+    name: FunctionPath,
+    Query(q): Query<QualifierQuery>,
+) -> Result<Response, ApiError> {
+    let (key, _) = name.key()?;
+    let function = f.control.resolve(&key, None)?;
+    let arn = function.arn(f.control.region());
+    let statements: Vec<Value> = function
+        .permissions
+        .iter()
+        .filter(|p| p.qualifier == q.qualifier)
+        .map(|p| p.to_json(&arn))
+        .collect();
+    if statements.is_empty() {
+        return Err(ApiError::not_found(
+            "The resource you requested does not exist.",
+        ));
+    }
+    let policy = json!({ "Version": "2012-10-17", "Id": "default", "Statement": statements });
+    Ok(axum::Json(json!({
+        "Policy": policy.to_string(),
+        "RevisionId": function.revision_id,
+    }))
+    .into_response())
+}
+
+pub(crate) async fn remove_permission(
+    State(f): State<Shared>,
+    name: FunctionPath,
+    Path(params): Path<std::collections::HashMap<String, String>>,
+    Query(q): Query<QualifierQuery>,
+) -> Result<Response, ApiError> {
+    let (key, _) = name.key()?;
+    let sid = params.get("sid").map(String::as_str).unwrap_or_default();
+    f.control
+        .remove_permission(&key, sid, q.qualifier.as_deref())
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Serving a URL.
+
+/// Who calls a URL, as far as its authorization is concerned.
+pub enum UrlCaller<'a> {
+    /// No signature (a `NONE` URL).
+    Anonymous,
+    /// A SigV4-authenticated caller (an `AWS_IAM` URL).
+    Signed(&'a Caller),
+}
+
+/// A response in the shape function URLs give their own errors: `{"Message": …}`.
+fn url_error(status: StatusCode, message: &str) -> Response {
+    let mut response = (status, axum::Json(json!({ "Message": message }))).into_response();
+    response.headers_mut().insert(
+        "x-amzn-ErrorType",
+        HeaderValue::from_static("AccessDeniedException"),
+    );
+    if status != StatusCode::FORBIDDEN {
+        response.headers_mut().remove("x-amzn-ErrorType");
+    }
+    response
+}
+
+/// A refusal of a URL request that is not allowed: 403 `{"Message":"Forbidden"}`.
+pub fn forbidden() -> Response {
+    url_error(StatusCode::FORBIDDEN, "Forbidden")
+}
+
+/// Whether `caller` may invoke the function through its URL: the resource-based policy must
+/// allow anonymous callers for a `NONE` URL; for `AWS_IAM`, the caller's identity policies or
+/// the resource-based policy must allow `lambda:InvokeFunctionUrl` (both, for a caller of
+/// another account).
+fn url_allowed(f: &Shared, target: &UrlTarget, caller: &UrlCaller<'_>) -> bool {
+    const ACTION: &str = "lambda:InvokeFunctionUrl";
+    let function = &target.function;
+    let qualifier =
+        (target.qualifier != nimbus_types::name::LATEST).then_some(target.qualifier.as_str());
+    let auth = Some(target.url.auth_type);
+    match (target.url.auth_type, caller) {
+        (UrlAuthType::None, _) => function
+            .permissions
+            .iter()
+            .any(|p| p.allows(ACTION, None, qualifier, auth)),
+        (UrlAuthType::AwsIam, UrlCaller::Anonymous) => false,
+        (UrlAuthType::AwsIam, UrlCaller::Signed(caller)) => {
+            let arn = function.arn(f.control.region());
+            let resource = match qualifier {
+                Some(q) => format!("{arn}:{q}"),
+                None => arn,
+            };
+            let principal_arn = caller.arn();
+            let by_resource = function.permissions.iter().any(|p| {
+                p.allows(
+                    ACTION,
+                    Some((&caller.account, &principal_arn)),
+                    qualifier,
+                    auth,
+                )
+            });
+            caller.authorize_with_resource_policy(ACTION, &resource, by_resource)
+        }
+    }
+}
+
+/// Content types whose bodies travel in the event as text.
+fn is_text(content_type: Option<&str>) -> bool {
+    let Some(ct) = content_type else { return false };
+    let ct = ct
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    ct.starts_with("text/")
+        || ct.ends_with("+json")
+        || ct.ends_with("+xml")
+        || matches!(
+            ct.as_str(),
+            "application/json"
+                | "application/javascript"
+                | "application/xml"
+                | "application/x-www-form-urlencoded"
+                | "application/graphql"
+        )
+}
+
+/// What a URL request carries besides its headers and body.
+pub struct UrlRequest<'a> {
+    pub parts: &'a Parts,
+    /// The path the function sees (the path-based form's prefix removed).
+    pub path: &'a str,
+    pub source_ip: String,
+    pub body: Bytes,
+}
+
+/// The payload-format-2.0 event of a URL request.
+fn event(
+    target: &UrlTarget,
+    caller: &UrlCaller<'_>,
+    request: &UrlRequest<'_>,
+    request_id: &str,
+) -> Value {
+    let parts = request.parts;
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    let mut cookies: Vec<String> = Vec::new();
+    for (name, value) in &parts.headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        if name == axum::http::header::COOKIE {
+            cookies.extend(
+                value
+                    .split(';')
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_owned),
+            );
+            continue;
+        }
+        headers
+            .entry(name.as_str().to_owned())
+            .and_modify(|v| {
+                v.push(',');
+                v.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    let now = nimbus_types::time::now_ms();
+    headers
+        .entry("x-forwarded-for".into())
+        .or_insert_with(|| request.source_ip.clone());
+    headers
+        .entry("x-forwarded-proto".into())
+        .or_insert_with(|| "http".into());
+    headers.insert(
+        "x-amzn-trace-id".into(),
+        format!(
+            "Root=1-{:08x}-{}",
+            now / 1000,
+            &request_id.replace('-', "")[..24]
+        ),
+    );
+    let raw_query = parts.uri.query().unwrap_or_default();
+    let mut query: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in form_urlencoded::parse(raw_query.as_bytes()) {
+        query
+            .entry(k.into_owned())
+            .and_modify(|existing| {
+                existing.push(',');
+                existing.push_str(&v);
+            })
+            .or_insert_with(|| v.into_owned());
+    }
+    let host = parts
+        .headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let domain = host.rsplit_once(':').map_or(host, |(name, _)| name);
+    let user_agent = parts
+        .headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let account = match caller {
+        UrlCaller::Anonymous => "anonymous".to_owned(),
+        UrlCaller::Signed(_) => target.function.account.clone(),
+    };
+    let mut context = json!({
+        "accountId": account,
+        "apiId": target.url.url_id,
+        "domainName": domain,
+        "domainPrefix": target.url.url_id,
+        "http": {
+            "method": parts.method.as_str(),
+            "path": request.path,
+            "protocol": format!("{:?}", parts.version),
+            "sourceIp": request.source_ip,
+            "userAgent": user_agent,
+        },
+        "requestId": request_id,
+        "routeKey": "$default",
+        "stage": "$default",
+        "time": nimbus_types::time::clf(now),
+        "timeEpoch": now,
+    });
+    if let UrlCaller::Signed(caller) = caller {
+        context["authorizer"] = json!({
+            "iam": {
+                "accessKey": caller.access_key_id,
+                "accountId": caller.account,
+                "callerId": caller.access_key_id,
+                "cognitoIdentity": null,
+                "principalOrgId": null,
+                "userArn": caller.arn(),
+                "userId": caller.access_key_id,
+            }
+        });
+    }
+    let mut event = json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": request.path,
+        "rawQueryString": raw_query,
+        "headers": headers,
+        "requestContext": context,
+        "isBase64Encoded": false,
+    });
+    if !cookies.is_empty() {
+        event["cookies"] = cookies.into();
+    }
+    if !query.is_empty() {
+        event["queryStringParameters"] = json!(query);
+    }
+    if !request.body.is_empty() {
+        let content_type = parts
+            .headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|h| h.to_str().ok());
+        match std::str::from_utf8(&request.body) {
+            Ok(text) if is_text(content_type) => event["body"] = text.into(),
+            _ => {
+                event["body"] = base64::engine::general_purpose::STANDARD
+                    .encode(&request.body)
+                    .into();
+                event["isBase64Encoded"] = true.into();
+            }
+        }
+    }
+    event
+}
+
+/// The function's result as an HTTP response, as Lambda interprets it: an object with
+/// `statusCode` gives the status, headers, cookies and body (base64 if `isBase64Encoded`); any
+/// other JSON value is a 200 `application/json` response whose body is the value (a string's
+/// own text). `None` if the result cannot be a response.
+fn interpret(payload: &[u8]) -> Option<Response> {
+    let value: Value = serde_json::from_slice(payload).ok()?;
+    let structured = value.as_object().filter(|o| o.contains_key("statusCode"));
+    let Some(object) = structured else {
+        let body = match &value {
+            Value::String(s) => Bytes::from(s.clone()),
+            _ => Bytes::copy_from_slice(payload),
+        };
+        let mut response = Response::new(Body::from(body));
+        response.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        return Some(response);
+    };
+    let status = object
+        .get("statusCode")
+        .and_then(Value::as_u64)
+        .and_then(|s| u16::try_from(s).ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())?;
+    let base64 = object
+        .get("isBase64Encoded")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let body = match object.get("body") {
+        None | Some(Value::Null) => Bytes::new(),
+        Some(Value::String(s)) if base64 => {
+            Bytes::from(base64::engine::general_purpose::STANDARD.decode(s).ok()?)
+        }
+        Some(Value::String(s)) => Bytes::from(s.clone()),
+        Some(other) => Bytes::from(other.to_string()),
+    };
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    if let Some(headers) = object.get("headers") {
+        for (name, value) in headers.as_object()? {
+            let value = match value {
+                Value::String(s) => s.clone(),
+                Value::Number(_) | Value::Bool(_) => value.to_string(),
+                _ => return None,
+            };
+            let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+            h.insert(name, HeaderValue::from_str(&value).ok()?);
+        }
+    }
+    if let Some(cookies) = object.get("cookies") {
+        for cookie in cookies.as_array()? {
+            h.append(
+                axum::http::header::SET_COOKIE,
+                HeaderValue::from_str(cookie.as_str()?).ok()?,
+            );
+        }
+    }
+    if !h.contains_key(axum::http::header::CONTENT_TYPE) {
+        h.insert(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    Some(response)
+}
+
+fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name, v);
+    }
+}
+
+/// Answers a CORS preflight from the URL's configuration, without the function.
+fn preflight(cors: &UrlCors, origin: &str) -> Response {
+    let mut response = StatusCode::OK.into_response();
+    let h = response.headers_mut();
+    if let Some(allowed) = cors.allowed_origin(origin) {
+        insert(h, "access-control-allow-origin", allowed);
+        if !cors.allow_methods.is_empty() {
+            insert(
+                h,
+                "access-control-allow-methods",
+                &cors.allow_methods.join(","),
+            );
+        }
+        if !cors.allow_headers.is_empty() {
+            insert(
+                h,
+                "access-control-allow-headers",
+                &cors.allow_headers.join(","),
+            );
+        }
+        if let Some(age) = cors.max_age {
+            insert(h, "access-control-max-age", &age.to_string());
+        }
+        if cors.allow_credentials {
+            insert(h, "access-control-allow-credentials", "true");
+        }
+        if allowed != "*" {
+            insert(h, "vary", "Origin");
+        }
+    }
+    response
+}
+
+/// Adds the URL's CORS headers to a response for a request from `origin`, replacing any the
+/// function set.
+fn add_cors(cors: &UrlCors, origin: &str, response: &mut Response) {
+    let h = response.headers_mut();
+    for name in [
+        "access-control-allow-origin",
+        "access-control-allow-credentials",
+        "access-control-expose-headers",
+    ] {
+        h.remove(name);
+    }
+    if let Some(allowed) = cors.allowed_origin(origin) {
+        insert(h, "access-control-allow-origin", allowed);
+        if cors.allow_credentials {
+            insert(h, "access-control-allow-credentials", "true");
+        }
+        if !cors.expose_headers.is_empty() {
+            insert(
+                h,
+                "access-control-expose-headers",
+                &cors.expose_headers.join(","),
+            );
+        }
+        if allowed != "*" {
+            h.append("vary", HeaderValue::from_static("Origin"));
+        }
+    }
+}
+
+/// Serves one request to a function URL whose caller the gateway has authenticated (or not,
+/// for a `NONE` URL).
+pub async fn serve(
+    f: &Shared,
+    target: &UrlTarget,
+    caller: UrlCaller<'_>,
+    request: UrlRequest<'_>,
+) -> Response {
+    let origin = request
+        .parts
+        .headers
+        .get(axum::http::header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .map(str::to_owned);
+    // A browser's preflight carries no credentials: answered before authorization.
+    if let (Some(cors), Some(origin)) = (&target.url.cors, &origin)
+        && request.parts.method == Method::OPTIONS
+        && request
+            .parts
+            .headers
+            .contains_key(axum::http::header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
+        return preflight(cors, origin);
+    }
+    if !url_allowed(f, target, &caller) {
+        return forbidden();
+    }
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let payload = match serde_json::to_vec(&event(target, &caller, &request, &request_id)) {
+        Ok(p) => Bytes::from(p),
+        Err(e) => return ApiError::internal(e).into_response(),
+    };
+    if payload.len() > MAX_SYNC_PAYLOAD_BYTES {
+        return too_large();
+    }
+    let outcome = f
+        .manager
+        .invoke(
+            &target.function,
+            InvokeRequest {
+                request_id: request_id.clone(),
+                payload,
+                client_context: None,
+                async_attempt: None,
+            },
+        )
+        .await;
+    let mut response = match outcome {
+        Err(nimbus_manager::Error::Throttled(_)) => {
+            url_error(StatusCode::TOO_MANY_REQUESTS, "Rate Exceeded.")
+        }
+        Err(e) => {
+            tracing::warn!(function = %target.function.name, error = %e, "function URL invocation failed");
+            url_error(StatusCode::BAD_GATEWAY, "Internal Server Error")
+        }
+        Ok(outcome) if outcome.error.is_some() => {
+            url_error(StatusCode::BAD_GATEWAY, "Internal Server Error")
+        }
+        Ok(outcome) => interpret(&outcome.payload).unwrap_or_else(|| {
+            tracing::info!(function = %target.function.name, "function URL: the function's result is not a valid response");
+            url_error(StatusCode::BAD_GATEWAY, "Internal Server Error")
+        }),
+    };
+    insert(response.headers_mut(), "x-amzn-requestid", &request_id);
+    if let (Some(cors), Some(origin)) = (&target.url.cors, &origin) {
+        add_cors(cors, origin, &mut response);
+    }
+    response
+}
+
+/// The answer to a URL request whose body or event is over Lambda's synchronous limit.
+pub fn too_large() -> Response {
+    url_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!(
+            "Request must be smaller than {MAX_SYNC_PAYLOAD_BYTES} bytes for the InvokeFunction \
+             operation"
+        ),
+    )
+}
+
+/// Reads a URL request's body under Lambda's synchronous payload limit.
+pub async fn read_url_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+    read_body(headers, body, MAX_SYNC_PAYLOAD_BYTES, "InvokeFunctionUrl")
+        .await
+        .map_err(|_| too_large())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn domain() -> UrlDomain {
+        UrlDomain {
+            base: "localhost".into(),
+            region: "us-east-1".into(),
+            port: Some(9000),
+        }
+    }
+
+    #[test]
+    fn url_hosts_and_paths_are_recognised() {
+        let id = "abcdefghijklmnopqrstuvwxyz012345";
+        let d = domain();
+        assert_eq!(
+            d.url(id),
+            format!("http://{id}.lambda-url.us-east-1.localhost:9000/")
+        );
+        assert_eq!(
+            d.url_id_of_host(&format!("{id}.lambda-url.us-east-1.localhost:9000")),
+            Some(id)
+        );
+        assert_eq!(
+            d.url_id_of_host(&format!("{id}.lambda-url.us-east-1.localhost")),
+            Some(id)
+        );
+        for other in [
+            format!("{id}.lambda-url.eu-west-1.localhost"),
+            format!("{id}.lambda-url.us-east-1.example.com"),
+            "short.lambda-url.us-east-1.localhost".to_owned(),
+            "127.0.0.1:9000".to_owned(),
+            "s3.localhost".to_owned(),
+        ] {
+            assert_eq!(d.url_id_of_host(&other), None, "{other}");
+        }
+        assert_eq!(
+            UrlDomain::url_id_of_path(&format!("/lambda-url/{id}/a/b")),
+            Some((id, "/a/b"))
+        );
+        assert_eq!(
+            UrlDomain::url_id_of_path(&format!("/lambda-url/{id}")),
+            Some((id, "/"))
+        );
+        assert_eq!(UrlDomain::url_id_of_path("/lambda-url/x/a"), None);
+    }
+
+    #[test]
+    fn results_become_responses_as_lambda_interprets_them() {
+        let r = interpret(br#"{"message":"hi"}"#).unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "application/json");
+        let r = interpret(br#"{"statusCode":201,"headers":{"x-a":"1","x-n":2},"cookies":["a=1","b=2"],"body":"made"}"#).unwrap();
+        assert_eq!(r.status(), 201);
+        assert_eq!(r.headers()["x-n"], "2");
+        assert_eq!(r.headers().get_all("set-cookie").iter().count(), 2);
+        assert!(interpret(br#"{"statusCode":"x"}"#).is_none());
+        assert!(interpret(br#"{"statusCode":99}"#).is_none());
+        assert!(interpret(br#"{"statusCode":200,"body":"!!","isBase64Encoded":true}"#).is_none());
+        assert!(interpret(b"not json").is_none());
+    }
+
+    #[test]
+    fn text_content_types() {
+        for t in [
+            "text/plain",
+            "application/json; charset=utf-8",
+            "application/ld+json",
+        ] {
+            assert!(is_text(Some(t)), "{t}");
+        }
+        for t in ["application/octet-stream", "image/png"] {
+            assert!(!is_text(Some(t)), "{t}");
+        }
+        assert!(!is_text(None));
+    }
+}
