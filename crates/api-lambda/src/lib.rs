@@ -10,6 +10,7 @@ mod concurrency;
 mod error;
 mod esm;
 mod event_config;
+pub mod http_event;
 mod invoke;
 pub mod url;
 mod versions;

@@ -3,24 +3,24 @@
 //! URL's requests as Lambda does: the request becomes a payload-format-2.0 event, the
 //! function's result becomes the HTTP response.
 
-use std::collections::BTreeMap;
-
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use bytes::Bytes;
 use nimbus_control::UrlTarget;
 use nimbus_identity::Caller;
 use nimbus_types::limits::MAX_SYNC_PAYLOAD_BYTES;
-use nimbus_types::url::{FunctionUrl, InvokeMode, Permission, UrlAuthType, UrlCors, new_url_id};
+use nimbus_types::url::{
+    CorsInput, FunctionUrl, InvokeMode, Permission, UrlAuthType, UrlCors, new_url_id,
+};
 use nimbus_types::{FunctionConfig, InvokeRequest};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
+use crate::http_event;
 use crate::{FunctionPath, QualifierQuery, Shared, read_body};
 
 /// Where function URLs live: `http://{url-id}.lambda-url.{region}.{base}[:port]/`, and the
@@ -50,29 +50,67 @@ impl UrlDomain {
 
     /// The URL id a `Host` header names, if it is a function URL's host.
     pub fn url_id_of_host<'a>(&self, host: &'a str) -> Option<&'a str> {
+        self.id_of_host(host, "lambda-url")
+            .filter(|id| is_url_id(id))
+    }
+
+    /// The URL id and the rest of the path of a path-based URL request.
+    pub fn url_id_of_path(path: &str) -> Option<(&str, &str)> {
+        id_of_path(path, URL_PATH_PREFIX).filter(|(id, _)| is_url_id(id))
+    }
+
+    /// The endpoint of an HTTP API: `http://{api-id}.execute-api.{region}.{base}[:port]`.
+    pub fn api_endpoint(&self, api_id: &str) -> String {
+        let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
+        format!(
+            "http://{api_id}.execute-api.{}.{}{port}",
+            self.region, self.base
+        )
+    }
+
+    /// The API id a `Host` header names, if it is an HTTP API's host.
+    pub fn api_id_of_host<'a>(&self, host: &'a str) -> Option<&'a str> {
+        self.id_of_host(host, "execute-api")
+            .filter(|id| is_api_id(id))
+    }
+
+    /// The API id and the rest of the path of a path-based HTTP API request.
+    pub fn api_id_of_path(path: &str) -> Option<(&str, &str)> {
+        id_of_path(path, API_PATH_PREFIX).filter(|(id, _)| is_api_id(id))
+    }
+
+    /// `ID` of a host `ID.{label}.{region}.{base}[:port]`.
+    fn id_of_host<'a>(&self, host: &'a str, label: &str) -> Option<&'a str> {
         let name = match host.rsplit_once(':') {
             Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
             _ => host,
         };
         let name = name.strip_suffix('.').unwrap_or(name);
         let (id, rest) = name.split_once('.')?;
-        let rest = rest.strip_prefix("lambda-url.")?;
+        let rest = rest.strip_prefix(label)?.strip_prefix('.')?;
         let (region, base) = rest.split_once('.')?;
-        (region.eq_ignore_ascii_case(&self.region)
-            && base.eq_ignore_ascii_case(&self.base)
-            && is_url_id(id))
-        .then_some(id)
+        (region.eq_ignore_ascii_case(&self.region) && base.eq_ignore_ascii_case(&self.base))
+            .then_some(id)
     }
+}
 
-    /// The URL id and the rest of the path of a path-based URL request.
-    pub fn url_id_of_path(path: &str) -> Option<(&str, &str)> {
-        let rest = path.strip_prefix(URL_PATH_PREFIX)?;
-        let (id, tail) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        is_url_id(id).then_some((id, tail))
-    }
+/// The path prefix of an HTTP API's path-based form.
+pub const API_PATH_PREFIX: &str = "/execute-api/";
+
+/// `(ID, /rest)` of a path `{prefix}ID/rest`.
+fn id_of_path<'a>(path: &'a str, prefix: &str) -> Option<(&'a str, &'a str)> {
+    let rest = path.strip_prefix(prefix)?;
+    Some(match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    })
+}
+
+fn is_api_id(id: &str) -> bool {
+    id.len() == 10
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 fn is_url_id(id: &str) -> bool {
@@ -84,30 +122,6 @@ fn is_url_id(id: &str) -> bool {
 
 // ---------------------------------------------------------------------------------------------
 // The configuration API.
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-struct CorsInput {
-    allow_credentials: Option<bool>,
-    allow_headers: Option<Vec<String>>,
-    allow_methods: Option<Vec<String>>,
-    allow_origins: Option<Vec<String>>,
-    expose_headers: Option<Vec<String>>,
-    max_age: Option<u32>,
-}
-
-impl CorsInput {
-    fn into_cors(self) -> UrlCors {
-        UrlCors {
-            allow_credentials: self.allow_credentials.unwrap_or(false),
-            allow_headers: self.allow_headers.unwrap_or_default(),
-            allow_methods: self.allow_methods.unwrap_or_default(),
-            allow_origins: self.allow_origins.unwrap_or_default(),
-            expose_headers: self.expose_headers.unwrap_or_default(),
-            max_age: self.max_age,
-        }
-    }
-}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
@@ -129,20 +143,6 @@ fn url_qualifier(f: &Shared, key: &str, qualifier: Option<&str>) -> Result<Strin
     }
 }
 
-fn cors_output(cors: &UrlCors) -> Value {
-    let mut out = json!({
-        "AllowCredentials": cors.allow_credentials,
-        "AllowHeaders": cors.allow_headers,
-        "AllowMethods": cors.allow_methods,
-        "AllowOrigins": cors.allow_origins,
-        "ExposeHeaders": cors.expose_headers,
-    });
-    if let Some(age) = cors.max_age {
-        out["MaxAge"] = age.into();
-    }
-    out
-}
-
 fn url_output(f: &Shared, function: &FunctionConfig, qualifier: &str, url: &FunctionUrl) -> Value {
     let arn = function.arn(f.control.region());
     let mut out = json!({
@@ -154,7 +154,7 @@ fn url_output(f: &Shared, function: &FunctionConfig, qualifier: &str, url: &Func
         "InvokeMode": url.invoke_mode.as_str(),
     });
     if let Some(cors) = &url.cors {
-        out["Cors"] = cors_output(cors);
+        out["Cors"] = cors.to_json(true);
     }
     out
 }
@@ -164,10 +164,7 @@ fn parse_input(body: &[u8]) -> Result<UrlConfigInput, ApiError> {
 }
 
 fn validated_cors(input: Option<CorsInput>) -> Result<Option<UrlCors>, ApiError> {
-    let Some(input) = input else { return Ok(None) };
-    let cors = input.into_cors();
-    cors.validate()?;
-    Ok(Some(cors))
+    Ok(input.map(CorsInput::into_cors).transpose()?)
 }
 
 /// A URL configuration request's target and its parsed, validated settings.
@@ -615,28 +612,6 @@ fn url_allowed(f: &Shared, target: &UrlTarget, caller: &UrlCaller<'_>) -> bool {
     }
 }
 
-/// Content types whose bodies travel in the event as text.
-fn is_text(content_type: Option<&str>) -> bool {
-    let Some(ct) = content_type else { return false };
-    let ct = ct
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    ct.starts_with("text/")
-        || ct.ends_with("+json")
-        || ct.ends_with("+xml")
-        || matches!(
-            ct.as_str(),
-            "application/json"
-                | "application/javascript"
-                | "application/xml"
-                | "application/x-www-form-urlencoded"
-                | "application/graphql"
-        )
-}
-
 /// What a URL request carries besides its headers and body.
 pub struct UrlRequest<'a> {
     pub parts: &'a Parts,
@@ -646,208 +621,6 @@ pub struct UrlRequest<'a> {
     pub body: Bytes,
 }
 
-/// The payload-format-2.0 event of a URL request.
-fn event(
-    target: &UrlTarget,
-    caller: &UrlCaller<'_>,
-    request: &UrlRequest<'_>,
-    request_id: &str,
-) -> Value {
-    let parts = request.parts;
-    let mut headers: BTreeMap<String, String> = BTreeMap::new();
-    let mut cookies: Vec<String> = Vec::new();
-    for (name, value) in &parts.headers {
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        if name == axum::http::header::COOKIE {
-            cookies.extend(
-                value
-                    .split(';')
-                    .map(str::trim)
-                    .filter(|c| !c.is_empty())
-                    .map(str::to_owned),
-            );
-            continue;
-        }
-        headers
-            .entry(name.as_str().to_owned())
-            .and_modify(|v| {
-                v.push(',');
-                v.push_str(&value);
-            })
-            .or_insert(value);
-    }
-    let now = nimbus_types::time::now_ms();
-    headers
-        .entry("x-forwarded-for".into())
-        .or_insert_with(|| request.source_ip.clone());
-    headers
-        .entry("x-forwarded-proto".into())
-        .or_insert_with(|| "http".into());
-    headers.insert(
-        "x-amzn-trace-id".into(),
-        format!(
-            "Root=1-{:08x}-{}",
-            now / 1000,
-            &request_id.replace('-', "")[..24]
-        ),
-    );
-    let raw_query = parts.uri.query().unwrap_or_default();
-    let mut query: BTreeMap<String, String> = BTreeMap::new();
-    for (k, v) in form_urlencoded::parse(raw_query.as_bytes()) {
-        query
-            .entry(k.into_owned())
-            .and_modify(|existing| {
-                existing.push(',');
-                existing.push_str(&v);
-            })
-            .or_insert_with(|| v.into_owned());
-    }
-    let host = parts
-        .headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
-    let domain = host.rsplit_once(':').map_or(host, |(name, _)| name);
-    let user_agent = parts
-        .headers
-        .get(axum::http::header::USER_AGENT)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
-    let account = match caller {
-        UrlCaller::Anonymous => "anonymous".to_owned(),
-        UrlCaller::Signed(_) => target.function.account.clone(),
-    };
-    let mut context = json!({
-        "accountId": account,
-        "apiId": target.url.url_id,
-        "domainName": domain,
-        "domainPrefix": target.url.url_id,
-        "http": {
-            "method": parts.method.as_str(),
-            "path": request.path,
-            "protocol": format!("{:?}", parts.version),
-            "sourceIp": request.source_ip,
-            "userAgent": user_agent,
-        },
-        "requestId": request_id,
-        "routeKey": "$default",
-        "stage": "$default",
-        "time": nimbus_types::time::clf(now),
-        "timeEpoch": now,
-    });
-    if let UrlCaller::Signed(caller) = caller {
-        context["authorizer"] = json!({
-            "iam": {
-                "accessKey": caller.access_key_id,
-                "accountId": caller.account,
-                "callerId": caller.access_key_id,
-                "cognitoIdentity": null,
-                "principalOrgId": null,
-                "userArn": caller.arn(),
-                "userId": caller.access_key_id,
-            }
-        });
-    }
-    let mut event = json!({
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": request.path,
-        "rawQueryString": raw_query,
-        "headers": headers,
-        "requestContext": context,
-        "isBase64Encoded": false,
-    });
-    if !cookies.is_empty() {
-        event["cookies"] = cookies.into();
-    }
-    if !query.is_empty() {
-        event["queryStringParameters"] = json!(query);
-    }
-    if !request.body.is_empty() {
-        let content_type = parts
-            .headers
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|h| h.to_str().ok());
-        match std::str::from_utf8(&request.body) {
-            Ok(text) if is_text(content_type) => event["body"] = text.into(),
-            _ => {
-                event["body"] = base64::engine::general_purpose::STANDARD
-                    .encode(&request.body)
-                    .into();
-                event["isBase64Encoded"] = true.into();
-            }
-        }
-    }
-    event
-}
-
-/// The function's result as an HTTP response, as Lambda interprets it: an object with
-/// `statusCode` gives the status, headers, cookies and body (base64 if `isBase64Encoded`); any
-/// other JSON value is a 200 `application/json` response whose body is the value (a string's
-/// own text). `None` if the result cannot be a response.
-fn interpret(payload: &[u8]) -> Option<Response> {
-    let value: Value = serde_json::from_slice(payload).ok()?;
-    let structured = value.as_object().filter(|o| o.contains_key("statusCode"));
-    let Some(object) = structured else {
-        let body = match &value {
-            Value::String(s) => Bytes::from(s.clone()),
-            _ => Bytes::copy_from_slice(payload),
-        };
-        let mut response = Response::new(Body::from(body));
-        response.headers_mut().insert(
-            axum::http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        return Some(response);
-    };
-    let status = object
-        .get("statusCode")
-        .and_then(Value::as_u64)
-        .and_then(|s| u16::try_from(s).ok())
-        .and_then(|s| StatusCode::from_u16(s).ok())?;
-    let base64 = object
-        .get("isBase64Encoded")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let body = match object.get("body") {
-        None | Some(Value::Null) => Bytes::new(),
-        Some(Value::String(s)) if base64 => {
-            Bytes::from(base64::engine::general_purpose::STANDARD.decode(s).ok()?)
-        }
-        Some(Value::String(s)) => Bytes::from(s.clone()),
-        Some(other) => Bytes::from(other.to_string()),
-    };
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = status;
-    let h = response.headers_mut();
-    if let Some(headers) = object.get("headers") {
-        for (name, value) in headers.as_object()? {
-            let value = match value {
-                Value::String(s) => s.clone(),
-                Value::Number(_) | Value::Bool(_) => value.to_string(),
-                _ => return None,
-            };
-            let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
-            h.insert(name, HeaderValue::from_str(&value).ok()?);
-        }
-    }
-    if let Some(cookies) = object.get("cookies") {
-        for cookie in cookies.as_array()? {
-            h.append(
-                axum::http::header::SET_COOKIE,
-                HeaderValue::from_str(cookie.as_str()?).ok()?,
-            );
-        }
-    }
-    if !h.contains_key(axum::http::header::CONTENT_TYPE) {
-        h.insert(
-            axum::http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-    }
-    Some(response)
-}
-
 fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         headers.insert(name, v);
@@ -855,7 +628,7 @@ fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
 }
 
 /// Answers a CORS preflight from the URL's configuration, without the function.
-fn preflight(cors: &UrlCors, origin: &str) -> Response {
+pub fn preflight(cors: &UrlCors, origin: &str) -> Response {
     let mut response = StatusCode::OK.into_response();
     let h = response.headers_mut();
     if let Some(allowed) = cors.allowed_origin(origin) {
@@ -889,7 +662,7 @@ fn preflight(cors: &UrlCors, origin: &str) -> Response {
 
 /// Adds the URL's CORS headers to a response for a request from `origin`, replacing any the
 /// function set.
-fn add_cors(cors: &UrlCors, origin: &str, response: &mut Response) {
+pub fn add_cors(cors: &UrlCors, origin: &str, response: &mut Response) {
     let h = response.headers_mut();
     for name in [
         "access-control-allow-origin",
@@ -944,7 +717,30 @@ pub async fn serve(
         return forbidden();
     }
     let request_id = uuid::Uuid::new_v4().to_string();
-    let payload = match serde_json::to_vec(&event(target, &caller, &request, &request_id)) {
+    let view = http_event::View {
+        parts: request.parts,
+        path: request.path,
+        source_ip: &request.source_ip,
+        body: &request.body,
+        request_id: &request_id,
+    };
+    let authorizer = match &caller {
+        UrlCaller::Anonymous => None,
+        UrlCaller::Signed(caller) => Some(http_event::iam_authorizer(caller)),
+    };
+    let context = http_event::Context {
+        account: match caller {
+            UrlCaller::Anonymous => "anonymous",
+            UrlCaller::Signed(_) => &target.function.account,
+        },
+        api_id: &target.url.url_id,
+        route_key: "$default",
+        stage: "$default",
+        authorizer,
+        path_parameters: &[],
+        stage_variables: None,
+    };
+    let payload = match serde_json::to_vec(&http_event::v2(&view, &context)) {
         Ok(p) => Bytes::from(p),
         Err(e) => return ApiError::internal(e).into_response(),
     };
@@ -974,7 +770,7 @@ pub async fn serve(
         Ok(outcome) if outcome.error.is_some() => {
             url_error(StatusCode::BAD_GATEWAY, "Internal Server Error")
         }
-        Ok(outcome) => interpret(&outcome.payload).unwrap_or_else(|| {
+        Ok(outcome) => http_event::interpret_v2(&outcome.payload).unwrap_or_else(|| {
             tracing::info!(function = %target.function.name, "function URL: the function's result is not a valid response");
             url_error(StatusCode::BAD_GATEWAY, "Internal Server Error")
         }),
@@ -1050,35 +846,5 @@ mod tests {
             Some((id, "/"))
         );
         assert_eq!(UrlDomain::url_id_of_path("/lambda-url/x/a"), None);
-    }
-
-    #[test]
-    fn results_become_responses_as_lambda_interprets_them() {
-        let r = interpret(br#"{"message":"hi"}"#).unwrap();
-        assert_eq!(r.status(), 200);
-        assert_eq!(r.headers()["content-type"], "application/json");
-        let r = interpret(br#"{"statusCode":201,"headers":{"x-a":"1","x-n":2},"cookies":["a=1","b=2"],"body":"made"}"#).unwrap();
-        assert_eq!(r.status(), 201);
-        assert_eq!(r.headers()["x-n"], "2");
-        assert_eq!(r.headers().get_all("set-cookie").iter().count(), 2);
-        assert!(interpret(br#"{"statusCode":"x"}"#).is_none());
-        assert!(interpret(br#"{"statusCode":99}"#).is_none());
-        assert!(interpret(br#"{"statusCode":200,"body":"!!","isBase64Encoded":true}"#).is_none());
-        assert!(interpret(b"not json").is_none());
-    }
-
-    #[test]
-    fn text_content_types() {
-        for t in [
-            "text/plain",
-            "application/json; charset=utf-8",
-            "application/ld+json",
-        ] {
-            assert!(is_text(Some(t)), "{t}");
-        }
-        for t in ["application/octet-stream", "image/png"] {
-            assert!(!is_text(Some(t)), "{t}");
-        }
-        assert!(!is_text(None));
     }
 }

@@ -322,6 +322,10 @@ pub async fn serve(
             event_sources: event_sources.clone(),
             scheduler: scheduler.clone(),
             pricing: config.pricing,
+            apis: Arc::new(
+                nimbus_httpapi::registry::HttpApis::load(store.clone())
+                    .context("loading the HTTP APIs")?,
+            ),
             urls: nimbus_gateway::UrlDomain {
                 base: config
                     .urls

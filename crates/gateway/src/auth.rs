@@ -43,6 +43,8 @@ enum Api {
     Events,
     /// IAM and STS: the Query protocol, a form on `POST /` without a target.
     Iam,
+    /// API Gateway's control plane (`/v2/…`).
+    Gateway,
     Nimbus,
     /// The cluster's routes (signed with the cluster secret) and the health check.
     Open,
@@ -69,6 +71,9 @@ impl Api {
         if path.starts_with("/nimbus/") || path == "/metrics" {
             return Self::Nimbus;
         }
+        if path.starts_with("/v2/") {
+            return Self::Gateway;
+        }
         Self::Lambda
     }
 
@@ -79,6 +84,7 @@ impl Api {
             Self::Sqs => (service == "sqs", "sqs"),
             Self::Events => (service == "events", "events"),
             Self::Iam => (service == "iam" || service == "sts", "iam"),
+            Self::Gateway => (service == "apigateway", "apigateway"),
             Self::Nimbus | Self::Open => (true, ""),
         };
         if ok { Ok(()) } else { Err(want) }
@@ -91,6 +97,7 @@ impl Api {
             Self::Sqs => nimbus_api_sqs::MAX_REQUEST_BYTES,
             Self::Events => nimbus_api_events::MAX_REQUEST_BYTES,
             Self::Iam => nimbus_api_iam::MAX_REQUEST_BYTES,
+            Self::Gateway => 1 << 20,
             Self::Nimbus | Self::Open => 1 << 20,
         }
     }
@@ -103,6 +110,9 @@ impl Api {
             Self::Lambda => nimbus_api_lambda::ApiError::unauthenticated(error).into_response(),
             Self::Sqs => nimbus_api_sqs::SqsError::unauthenticated(error).into_response(),
             Self::Iam => nimbus_api_iam::QueryError::unauthenticated(error).into_response(),
+            Self::Gateway => {
+                nimbus_api_apigateway::ApiError::unauthenticated(error).into_response()
+            }
             Self::Events | Self::Open => {
                 nimbus_api_events::EventsError::unauthenticated(error).into_response()
             }
@@ -119,6 +129,9 @@ impl Api {
             }
             Self::Sqs => nimbus_api_sqs::SqsError::too_large(limit, "request").into_response(),
             Self::Iam => nimbus_api_iam::QueryError::too_large(limit, "request").into_response(),
+            Self::Gateway => {
+                nimbus_api_apigateway::ApiError::too_large(limit, "request").into_response()
+            }
             Self::Events | Self::Open => {
                 nimbus_api_events::EventsError::too_large(limit, "request").into_response()
             }

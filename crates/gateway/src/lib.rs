@@ -65,6 +65,7 @@ pub fn signing_service(method: &str, path: &str, target: Option<&str>) -> &'stat
         Some(_) if method == "POST" => "events",
         None if method == "POST" && path == "/" => "iam",
         _ if path.starts_with("/nimbus/") || path.starts_with("/metrics") => "nimbus",
+        _ if path.starts_with("/v2/") => "apigateway",
         _ => "lambda",
     }
 }
@@ -82,8 +83,10 @@ pub struct Subsystems {
     pub event_sources: Arc<EventSources>,
     pub scheduler: Arc<Scheduler>,
     pub pricing: Pricing,
-    /// Where function URLs are served.
+    /// Where function URLs and HTTP APIs are served.
     pub urls: nimbus_api_lambda::UrlDomain,
+    /// HTTP APIs (API Gateway v2).
+    pub apis: Arc<nimbus_httpapi::registry::HttpApis>,
 }
 
 /// The JSON-protocol services, by `X-Amz-Target` prefix.
@@ -138,6 +141,9 @@ async fn by_host(
 ) -> Response {
     if let Some((id, path)) = urls.target_of(&request) {
         return urls.serve(&id, &path, request).await;
+    }
+    if let Some((id, path)) = urls.api_of(&request) {
+        return nimbus_api_apigateway::serve(&urls.api_gateway, &id, &path, request).await;
     }
     match HostService::of(nimbus_aws_wire::host(request.headers())) {
         HostService::Any => next.run(request).await,
@@ -227,6 +233,7 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
         scheduler,
         pricing,
         urls,
+        apis,
     } = subsystems;
     let lambda = Arc::new(Lambda::new(
         control.clone(),
@@ -241,11 +248,18 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
         identity: identity.clone(),
         sandbox_keys: Default::default(),
     });
+    let api_gateway = Arc::new(nimbus_api_apigateway::ApiGateway {
+        apis,
+        control: control.clone(),
+        manager: control.manager().clone(),
+        domain: urls.clone(),
+    });
     let function_urls = Arc::new(urls::FunctionUrls {
         domain: urls,
         lambda: lambda.clone(),
         control: control.clone(),
         authenticator: authenticator.clone(),
+        api_gateway: api_gateway.clone(),
     });
     let nimbus = Arc::new(Nimbus {
         control: control.clone(),
@@ -266,6 +280,7 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
         .with_state(json)
         .merge(nimbus_api_lambda::router(lambda))
         .merge(nimbus_api_nimbus::router(nimbus))
+        .merge(nimbus_api_apigateway::router(api_gateway))
         .merge(extra)
         .fallback(|| async { nimbus_api_lambda::unknown_operation() })
         // Each API reads its bodies with its own limits, so that an oversized request gets

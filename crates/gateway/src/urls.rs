@@ -4,10 +4,9 @@
 //! `AWS_IAM` URL's requests are verified with SigV4 here, by the same verifier as the APIs';
 //! a `NONE` URL's are anonymous.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::response::Response;
 use nimbus_api_lambda::url::{self, UrlCaller, UrlRequest};
 use nimbus_api_lambda::{Lambda, UrlDomain};
@@ -23,18 +22,27 @@ pub(crate) struct FunctionUrls {
     pub lambda: Arc<Lambda>,
     pub control: Arc<ControlPlane>,
     pub authenticator: Arc<Authenticator>,
+    /// HTTP APIs, served at the front door the same way.
+    pub api_gateway: Arc<nimbus_api_apigateway::ApiGateway>,
 }
 
 impl FunctionUrls {
     /// The URL id and the function's path of a request for a function URL, if it is one.
     pub fn target_of(&self, request: &Request) -> Option<(String, String)> {
-        let path = request.uri().path();
-        if let Some(id) =
-            nimbus_aws_wire::host(request.headers()).and_then(|h| self.domain.url_id_of_host(h))
-        {
-            return Some((id.to_owned(), path.to_owned()));
-        }
-        UrlDomain::url_id_of_path(path).map(|(id, rest)| (id.to_owned(), rest.to_owned()))
+        by_host_or_path(
+            request,
+            |h| self.domain.url_id_of_host(h),
+            UrlDomain::url_id_of_path,
+        )
+    }
+
+    /// The API id and the API's path of a request for an HTTP API, if it is one.
+    pub fn api_of(&self, request: &Request) -> Option<(String, String)> {
+        by_host_or_path(
+            request,
+            |h| self.domain.api_id_of_host(h),
+            UrlDomain::api_id_of_path,
+        )
     }
 
     /// Serves a request for the function URL `url_id`.
@@ -44,11 +52,7 @@ impl FunctionUrls {
         let Some(target) = self.control.url_target(url_id) else {
             return url::forbidden();
         };
-        let source_ip = request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string())
-            .unwrap_or_else(|| "127.0.0.1".to_owned());
+        let source_ip = nimbus_api_lambda::http_event::source_ip(request.extensions());
         let (parts, body) = request.into_parts();
         let (caller, body) = match target.url.auth_type {
             UrlAuthType::None => match url::read_url_body(&parts.headers, body).await {
@@ -98,4 +102,18 @@ impl FunctionUrls {
         )
         .await
     }
+}
+
+/// An id named by a request's `Host` (the path is the request's), or by its path's prefix (the
+/// path is what follows).
+fn by_host_or_path<'a>(
+    request: &'a Request,
+    of_host: impl FnOnce(&'a str) -> Option<&'a str>,
+    of_path: impl FnOnce(&'a str) -> Option<(&'a str, &'a str)>,
+) -> Option<(String, String)> {
+    let path = request.uri().path();
+    if let Some(id) = nimbus_aws_wire::host(request.headers()).and_then(of_host) {
+        return Some((id.to_owned(), path.to_owned()));
+    }
+    of_path(path).map(|(id, rest)| (id.to_owned(), rest.to_owned()))
 }

@@ -14,6 +14,8 @@ const OLD_LOGS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("logs
 const OLD_USAGE: TableDefinition<u64, &[u8]> = TableDefinition::new("usage");
 /// Rule name → scheduled rule.
 const RULES: TableDefinition<&str, &[u8]> = TableDefinition::new("rules");
+/// HTTP APIs by API id, JSON.
+const APIS: TableDefinition<&str, &[u8]> = TableDefinition::new("http_apis");
 /// Event source mapping UUID → mapping.
 const MAPPINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("event_source_mappings");
 /// Queue name → queue configuration.
@@ -58,6 +60,7 @@ impl EmbeddedStore {
             txn.open_table(VERSIONS)?;
             txn.open_table(MAPPINGS)?;
             txn.open_table(RULES)?;
+            txn.open_table(APIS)?;
             txn.open_table(KEYS)?;
             txn.open_table(USERS)?;
             txn.open_table(ROLES)?;
@@ -134,6 +137,20 @@ impl crate::RuleStore for EmbeddedStore {
 
     fn delete_rule(&self, name: &str) -> Result<bool> {
         self.remove_named(RULES, name)
+    }
+}
+
+impl crate::ApiStore for EmbeddedStore {
+    fn put_api(&self, api: &nimbus_types::http_api::HttpApi) -> Result<()> {
+        self.put_named(APIS, &api.api_id, api)
+    }
+
+    fn apis(&self) -> Result<Vec<nimbus_types::http_api::HttpApi>> {
+        self.all_named(APIS)
+    }
+
+    fn delete_api(&self, api_id: &str) -> Result<bool> {
+        self.remove_named(APIS, api_id)
     }
 }
 

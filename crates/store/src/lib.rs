@@ -119,6 +119,13 @@ pub trait MappingStore: Send + Sync {
 }
 
 /// Scheduled rules, by name.
+/// HTTP APIs (API Gateway v2), one record per API.
+pub trait ApiStore: Send + Sync {
+    fn put_api(&self, api: &nimbus_types::http_api::HttpApi) -> Result<()>;
+    fn apis(&self) -> Result<Vec<nimbus_types::http_api::HttpApi>>;
+    fn delete_api(&self, api_id: &str) -> Result<bool>;
+}
+
 pub trait RuleStore: Send + Sync {
     fn put_rule(&self, rule: &nimbus_types::queue::ScheduleRule) -> Result<()>;
     fn rules(&self) -> Result<Vec<nimbus_types::queue::ScheduleRule>>;

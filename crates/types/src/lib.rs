@@ -9,6 +9,7 @@
 pub mod arn;
 pub mod function;
 pub mod hex;
+pub mod http_api;
 pub mod iam;
 pub mod identity;
 pub mod invocation;

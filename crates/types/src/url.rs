@@ -85,6 +85,41 @@ pub struct UrlCors {
     pub max_age: Option<u32>,
 }
 
+/// A CORS configuration as the APIs take it: Lambda's `Cors` spells its fields in PascalCase,
+/// API Gateway's `CorsConfiguration` in camelCase; both are accepted.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CorsInput {
+    #[serde(alias = "allowCredentials")]
+    pub allow_credentials: Option<bool>,
+    #[serde(alias = "allowHeaders")]
+    pub allow_headers: Option<Vec<String>>,
+    #[serde(alias = "allowMethods")]
+    pub allow_methods: Option<Vec<String>>,
+    #[serde(alias = "allowOrigins")]
+    pub allow_origins: Option<Vec<String>>,
+    #[serde(alias = "exposeHeaders")]
+    pub expose_headers: Option<Vec<String>>,
+    #[serde(alias = "maxAge")]
+    pub max_age: Option<u32>,
+}
+
+impl CorsInput {
+    /// The configuration, checked against Lambda's limits.
+    pub fn into_cors(self) -> Result<UrlCors, InvalidParameter> {
+        let cors = UrlCors {
+            allow_credentials: self.allow_credentials.unwrap_or(false),
+            allow_headers: self.allow_headers.unwrap_or_default(),
+            allow_methods: self.allow_methods.unwrap_or_default(),
+            allow_origins: self.allow_origins.unwrap_or_default(),
+            expose_headers: self.expose_headers.unwrap_or_default(),
+            max_age: self.max_age,
+        };
+        cors.validate()?;
+        Ok(cors)
+    }
+}
+
 const CORS_METHODS: [&str; 8] = [
     "GET", "PUT", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS", "*",
 ];
@@ -127,6 +162,32 @@ impl UrlCors {
         Ok(())
     }
 
+    /// The configuration as an API answers it: keys in PascalCase (Lambda) or camelCase (API
+    /// Gateway).
+    pub fn to_json(&self, pascal: bool) -> serde_json::Value {
+        let key = |name: &str| {
+            if pascal {
+                let mut chars = name.chars();
+                chars
+                    .next()
+                    .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+                    .unwrap_or_default()
+            } else {
+                name.to_owned()
+            }
+        };
+        let mut out = serde_json::Map::new();
+        out.insert(key("allowCredentials"), self.allow_credentials.into());
+        out.insert(key("allowHeaders"), self.allow_headers.clone().into());
+        out.insert(key("allowMethods"), self.allow_methods.clone().into());
+        out.insert(key("allowOrigins"), self.allow_origins.clone().into());
+        out.insert(key("exposeHeaders"), self.expose_headers.clone().into());
+        if let Some(age) = self.max_age {
+            out.insert(key("maxAge"), age.into());
+        }
+        out.into()
+    }
+
     /// The origin to answer with for a request from `origin`, if the configuration allows it.
     pub fn allowed_origin<'a>(&'a self, origin: &'a str) -> Option<&'a str> {
         self.allow_origins.iter().find_map(|o| {
@@ -158,15 +219,7 @@ pub struct FunctionUrl {
 
 /// A new URL id: 32 random lower-case letters and digits.
 pub fn new_url_id() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut bytes = [0u8; 32];
-    // Without randomness ids could collide; the OS always has a source where nimbus runs.
-    getrandom::fill(&mut bytes).expect("the OS has no source of randomness");
-    // 256 is not a multiple of 36; the small bias does not matter for an identifier.
-    bytes
-        .iter()
-        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
-        .collect()
+    crate::http_api::new_id(32)
 }
 
 /// One statement of a function's resource-based policy, as AddPermission makes it.

@@ -1,0 +1,196 @@
+"""HTTP APIs (API Gateway v2) through the real aws CLI and boto3: quick create, routes,
+integrations with payload formats 2.0 and 1.0, stages and stage variables, routing as API
+Gateway does it, CORS, API Gateway's own error answers, and bad input."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from urllib.parse import urlsplit
+
+import pytest
+
+import e2e_support as s
+import process_support as p
+from conftest import UNSIGNED
+from test_auth import client
+from test_function_urls import deploy_http, header
+
+PYTHON = p.host_python_runtime()
+
+
+def call(node, method: str, host: str, path: str, body: bytes = b"", headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=60)
+    try:
+        conn.request(method, path, body=body, headers={"Host": host, UNSIGNED: "1", **(headers or {})})
+        response = conn.getresponse()
+        return response.status, response.getheaders(), response.read()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def apigw(node):
+    return client(node, "apigatewayv2", s.ACCESS_KEY, s.SECRET_KEY)
+
+
+@pytest.fixture(scope="module")
+def backend(lambda_client):
+    """A function answering in the shapes Lambda interprets, and its ARN."""
+    name = deploy_http(lambda_client)
+    return name, f"arn:aws:lambda:{s.REGION}:000000000000:function:{name}"
+
+
+def test_quick_create_serves_every_request_through_the_default_route(aws, node, backend):
+    _, arn = backend
+    api = aws("apigatewayv2", "create-api", "--name", s.unique_name("quick"), "--protocol-type", "HTTP",
+              "--target", arn)
+    assert api["ProtocolType"] == "HTTP"
+    assert api["ApiEndpoint"] == f"http://{api['ApiId']}.execute-api.{s.REGION}.localhost:{node.port}"
+    host = urlsplit(api["ApiEndpoint"]).netloc
+    status, headers, body = call(node, "GET", host, "/echo/x?q=1&q=2")
+    assert status == 200, body
+    assert header(headers, "apigw-requestid")
+    event = json.loads(body)
+    assert event["version"] == "2.0"
+    assert event["routeKey"] == "$default"
+    assert event["rawPath"] == "/echo/x"
+    assert event["queryStringParameters"] == {"q": "1,2"}
+    assert event["requestContext"]["stage"] == "$default"
+    assert event["requestContext"]["apiId"] == api["ApiId"]
+    assert event["requestContext"]["accountId"] == "000000000000"
+    stages = aws("apigatewayv2", "get-stages", "--api-id", api["ApiId"])["Items"]
+    assert [(st["StageName"], st["AutoDeploy"]) for st in stages] == [("$default", True)]
+    assert [r["RouteKey"] for r in aws("apigatewayv2", "get-routes", "--api-id", api["ApiId"])["Items"]] == ["$default"]
+    # The path-based form reaches the same API.
+    status, _, body = call(node, "GET", f"127.0.0.1:{node.port}", f"/execute-api/{api['ApiId']}/plain")
+    assert (status, json.loads(body)) == (200, {"message": "hi"})
+    aws("apigatewayv2", "delete-api", "--api-id", api["ApiId"])
+    status, _, body = call(node, "GET", host, "/plain")
+    assert (status, json.loads(body)) == (404, {"message": "Not Found"})
+
+
+def test_routes_stages_and_both_payload_formats(apigw, node, backend):
+    _, arn = backend
+    api = apigw.create_api(Name=s.unique_name("routes"), ProtocolType="HTTP")
+    api_id = api["ApiId"]
+    v2 = apigw.create_integration(ApiId=api_id, IntegrationType="AWS_PROXY", IntegrationUri=arn,
+                                  PayloadFormatVersion="2.0")["IntegrationId"]
+    v1 = apigw.create_integration(ApiId=api_id, IntegrationType="AWS_PROXY", IntegrationUri=arn,
+                                  PayloadFormatVersion="1.0", TimeoutInMillis=10000)["IntegrationId"]
+    for key, target in [("GET /echo/{item}", v2), ("POST /echo/v1/{rest+}", v1), ("ANY /echo/fixed", v2),
+                        ("GET /plain", v2)]:
+        apigw.create_route(ApiId=api_id, RouteKey=key, Target=f"integrations/{target}")
+    apigw.create_stage(ApiId=api_id, StageName="prod", StageVariables={"color": "blue"})
+    host = urlsplit(api["ApiEndpoint"]).netloc
+    # No $default stage: a path without a stage is not found.
+    assert call(node, "GET", host, "/plain")[0] == 404
+    status, _, body = call(node, "GET", host, "/prod/echo/a%20b")
+    assert status == 200, body
+    event = json.loads(body)
+    assert event["routeKey"] == "GET /echo/{item}"
+    assert event["pathParameters"] == {"item": "a b"}
+    assert event["stageVariables"] == {"color": "blue"}
+    assert event["requestContext"]["stage"] == "prod"
+    assert event["rawPath"] == "/prod/echo/a%20b"
+    # A literal route beats a variable one.
+    status, _, body = call(node, "GET", host, "/prod/echo/fixed")
+    assert json.loads(body)["routeKey"] == "ANY /echo/fixed"
+    # Payload format 1.0: multi-valued headers and parameters, requestContext.identity.
+    status, headers, body = call(node, "POST", host, "/prod/echo/v1/a/b?x=1&x=2",
+                                 body=b"payload", headers={"Content-Type": "text/plain"})
+    assert status == 200, body
+    event = json.loads(body)
+    assert event["version"] == "1.0"
+    assert event["resource"] == "/echo/v1/{rest+}"
+    assert event["httpMethod"] == "POST"
+    assert event["pathParameters"] == {"rest": "a/b"}
+    assert event["queryStringParameters"] == {"x": "2"}
+    assert event["multiValueQueryStringParameters"] == {"x": ["1", "2"]}
+    assert event["body"] == "payload" and event["isBase64Encoded"] is False
+    assert event["requestContext"]["identity"]["sourceIp"] == "127.0.0.1"
+    assert event["stageVariables"] == {"color": "blue"}
+    # No route for the method and path.
+    status, _, body = call(node, "DELETE", host, "/prod/plain")
+    assert (status, json.loads(body)) == (404, {"message": "Not Found"})
+
+
+def test_function_failures_answer_as_api_gateway_does(apigw, node, backend):
+    _, arn = backend
+    api = apigw.create_api(Name=s.unique_name("errors"), ProtocolType="HTTP", Target=arn)
+    host = urlsplit(api["ApiEndpoint"]).netloc
+    status, _, body = call(node, "GET", host, "/error")
+    assert (status, json.loads(body)) == (500, {"message": "Internal Server Error"})
+    status, _, body = call(node, "GET", host, "/malformed")
+    assert (status, json.loads(body)) == (502, {"message": "Internal Server Error"})
+    status, headers, body = call(node, "GET", host, "/teapot")
+    assert (status, body) == (418, b"short and stout")
+
+
+def test_cors_preflight_is_answered_by_the_api(apigw, node, backend):
+    _, arn = backend
+    api = apigw.create_api(Name=s.unique_name("cors"), ProtocolType="HTTP", Target=arn, CorsConfiguration={
+        "AllowOrigins": ["https://app.example"], "AllowMethods": ["GET"], "MaxAge": 60})
+    assert api["CorsConfiguration"]["AllowOrigins"] == ["https://app.example"]
+    host = urlsplit(api["ApiEndpoint"]).netloc
+    status, headers, _ = call(node, "OPTIONS", host, "/plain", headers={
+        "Origin": "https://app.example", "Access-Control-Request-Method": "GET"})
+    assert status == 200
+    assert header(headers, "access-control-allow-origin") == "https://app.example"
+    assert header(headers, "access-control-max-age") == "60"
+    status, headers, _ = call(node, "GET", host, "/plain", headers={"Origin": "https://app.example"})
+    assert header(headers, "access-control-allow-origin") == "https://app.example"
+
+
+def test_bad_input_gets_api_gateways_errors(apigw, aws, node, backend, assert_serving):
+    from botocore.exceptions import ClientError
+    _, arn = backend
+
+    def code(fn, **kw):
+        with pytest.raises(ClientError) as e:
+            fn(**kw)
+        return e.value.response["Error"]["Code"]
+
+    api_id = apigw.create_api(Name=s.unique_name("bad"), ProtocolType="HTTP")["ApiId"]
+    integration = apigw.create_integration(ApiId=api_id, IntegrationType="AWS_PROXY", IntegrationUri=arn,
+                                           PayloadFormatVersion="2.0")["IntegrationId"]
+    target = f"integrations/{integration}"
+    for key in ["GET", "GET pets", "FETCH /pets", "GET /{proxy+}/x", "GET /a//b", "GET /{a}/{a}"]:
+        assert code(apigw.create_route, ApiId=api_id, RouteKey=key, Target=target) == "BadRequestException", key
+    apigw.create_route(ApiId=api_id, RouteKey="GET /echo/{id}", Target=target)
+    assert code(apigw.create_route, ApiId=api_id, RouteKey="GET /echo/{id}", Target=target) == "ConflictException"
+    assert code(apigw.create_route, ApiId=api_id, RouteKey="GET /echo/{name}", Target=target) == "ConflictException"
+    assert code(apigw.create_route, ApiId=api_id, RouteKey="GET /x", Target="integrations/nope") == "BadRequestException"
+    missing = f"arn:aws:lambda:{s.REGION}:000000000000:function:no-such-function"
+    other = f"arn:aws:lambda:{s.REGION}:111122223333:function:theirs"
+    for uri in [missing, other, "https://example.com/"]:
+        assert code(apigw.create_integration, ApiId=api_id, IntegrationType="AWS_PROXY", IntegrationUri=uri,
+                    PayloadFormatVersion="2.0") == "BadRequestException", uri
+    assert code(apigw.create_integration, ApiId=api_id, IntegrationType="AWS_PROXY", IntegrationUri=arn,
+                PayloadFormatVersion="3.0") == "BadRequestException"
+    assert code(apigw.create_integration, ApiId=api_id, IntegrationType="HTTP_PROXY", IntegrationUri=arn,
+                PayloadFormatVersion="1.0") == "BadRequestException"
+    assert code(apigw.create_stage, ApiId=api_id, StageName="bad name") == "BadRequestException"
+    apigw.create_stage(ApiId=api_id, StageName="$default")
+    assert code(apigw.create_stage, ApiId=api_id, StageName="$default") == "ConflictException"
+    assert code(apigw.get_api, ApiId="zzzzzzzzzz") == "NotFoundException"
+    assert code(apigw.create_api, Name="x", ProtocolType="WEBSOCKET") == "BadRequestException"
+    # An integration a route targets cannot be deleted.
+    assert code(apigw.delete_integration, ApiId=api_id, IntegrationId=integration) == "ConflictException"
+    api = apigw.get_api(ApiId=api_id)
+    host = urlsplit(api["ApiEndpoint"]).netloc
+    # An encoded `..` is a path segment like any other: a value, never a way up the path.
+    status, _, body = call(node, "GET", host, "/echo/%2e%2e")
+    assert status == 200, body
+    event = json.loads(body)
+    assert event["pathParameters"] == {"id": ".."} and event["rawPath"] == "/echo/%2e%2e"
+    # A Host naming no API.
+    status, _, body = call(node, "GET", f"{'q' * 10}.execute-api.{s.REGION}.localhost:{node.port}", "/pets/1")
+    assert (status, json.loads(body)) == (404, {"message": "Not Found"})
+    # Bodies over 10 MB.
+    import socket
+    with socket.create_connection(("127.0.0.1", node.port), timeout=30) as sock:
+        sock.sendall(f"GET /echo/1 HTTP/1.1\r\nHost: {host}\r\nContent-Length: {10 * 1024 * 1024 + 1}\r\n\r\n".encode())
+        answer = sock.recv(65536).decode(errors="replace")
+    assert answer.startswith("HTTP/1.1 413"), answer
+    assert_serving()
