@@ -194,3 +194,160 @@ def test_bad_input_gets_api_gateways_errors(apigw, aws, node, backend, assert_se
         answer = sock.recv(65536).decode(errors="replace")
     assert answer.startswith("HTTP/1.1 413"), answer
     assert_serving()
+
+
+# ------------------------------------------------------------------------------------------
+# JWT authorizers, against an issuer the test serves on loopback
+# ------------------------------------------------------------------------------------------
+
+import base64
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+
+
+def b64u(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def as_bytes(n: int, size: int | None = None) -> bytes:
+    return n.to_bytes(size or (n.bit_length() + 7) // 8, "big")
+
+
+class Issuer:
+    """An OpenID issuer on loopback: a discovery document, a key set with an RSA and a P-256
+    key, and tokens signed with either."""
+
+    def __init__(self) -> None:
+        self.rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.ec = ec.generate_private_key(ec.SECP256R1())
+        issuer = self
+        self.fetches = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                if self.path == "/.well-known/openid-configuration":
+                    body = {"issuer": issuer.url, "jwks_uri": f"{issuer.url}/jwks"}
+                elif self.path == "/jwks":
+                    issuer.fetches += 1
+                    body = {"keys": issuer.jwks()}
+                else:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def jwks(self) -> list[dict]:
+        n = self.rsa.public_key().public_numbers()
+        p = self.ec.public_key().public_numbers()
+        return [
+            {"kty": "RSA", "kid": "rsa-1", "alg": "RS256", "use": "sig", "n": b64u(as_bytes(n.n)), "e": b64u(as_bytes(n.e))},
+            {"kty": "EC", "kid": "ec-1", "crv": "P-256", "alg": "ES256", "x": b64u(as_bytes(p.x, 32)), "y": b64u(as_bytes(p.y, 32))},
+        ]
+
+    def token(self, alg: str = "RS256", kid: str | None = None, **claims) -> str:
+        now = int(time.time())
+        body = {"iss": self.url, "aud": "my-app", "sub": "user-1", "iat": now, "exp": now + 300, **claims}
+        body = {k: v for k, v in body.items() if v is not None}
+        header = {"alg": alg, "typ": "JWT", "kid": kid or ("ec-1" if alg == "ES256" else "rsa-1")}
+        signing = f"{b64u(json.dumps(header).encode())}.{b64u(json.dumps(body).encode())}".encode()
+        if alg == "RS256":
+            signature = self.rsa.sign(signing, padding.PKCS1v15(), hashes.SHA256())
+        elif alg == "ES256":
+            r, s_ = utils.decode_dss_signature(self.ec.sign(signing, ec.ECDSA(hashes.SHA256())))
+            signature = as_bytes(r, 32) + as_bytes(s_, 32)
+        else:
+            signature = b""
+        return f"{signing.decode()}.{b64u(signature)}"
+
+
+@pytest.fixture(scope="module")
+def issuer():
+    i = Issuer()
+    yield i
+    i.server.shutdown()
+
+
+def test_jwt_authorizers_check_tokens_as_api_gateway_does(apigw, node, backend, issuer):
+    _, arn = backend
+    api = apigw.create_api(Name=s.unique_name("jwt"), ProtocolType="HTTP")
+    api_id = api["ApiId"]
+    host = urlsplit(api["ApiEndpoint"]).netloc
+    integration = apigw.create_integration(ApiId=api_id, IntegrationType="AWS_PROXY", IntegrationUri=arn,
+                                           PayloadFormatVersion="2.0")["IntegrationId"]
+    authorizer = apigw.create_authorizer(
+        ApiId=api_id, Name="users", AuthorizerType="JWT", IdentitySource=["$request.header.Authorization"],
+        JwtConfiguration={"Issuer": issuer.url, "Audience": ["my-app"]})
+    assert authorizer["JwtConfiguration"] == {"Issuer": issuer.url, "Audience": ["my-app"]}
+    auth_id = authorizer["AuthorizerId"]
+    apigw.create_route(ApiId=api_id, RouteKey="GET /echo/{id}", Target=f"integrations/{integration}",
+                       AuthorizationType="JWT", AuthorizerId=auth_id)
+    apigw.create_route(ApiId=api_id, RouteKey="GET /echo/admin/{id}", Target=f"integrations/{integration}",
+                       AuthorizationType="JWT", AuthorizerId=auth_id, AuthorizationScopes=["admin"])
+    apigw.create_stage(ApiId=api_id, StageName="$default", AutoDeploy=True)
+
+    def get(path: str, token: str | None = None, scheme: str = "Bearer "):
+        headers = {} if token is None else {"Authorization": f"{scheme}{token}"}
+        status, _, body = call(node, "GET", host, path, headers=headers)
+        return status, (json.loads(body) if body else None)
+
+    assert get("/echo/1") == (401, {"message": "Unauthorized"})
+    status, event = get("/echo/1", issuer.token())
+    assert status == 200, event
+    jwt = event["requestContext"]["authorizer"]["jwt"]
+    assert jwt["claims"]["sub"] == "user-1" and jwt["claims"]["iss"] == issuer.url
+    assert jwt["scopes"] is None
+    assert get("/echo/1", issuer.token(alg="ES256"), scheme="")[0] == 200
+    # An access token names its client in client_id instead of aud.
+    assert get("/echo/1", issuer.token(aud=None, client_id="my-app", token_use="access"))[0] == 200
+    now = int(time.time())
+    for bad in [
+        issuer.token(exp=now - 10),
+        issuer.token(nbf=now + 600),
+        issuer.token(aud="someone-else"),
+        issuer.token(iss="http://127.0.0.1:1"),
+        issuer.token(alg="none"),
+        issuer.token(kid="unknown-key"),
+        issuer.token()[:-4] + "AAAA",
+        "not.a.token",
+    ]:
+        assert get("/echo/1", bad) == (401, {"message": "Unauthorized"}), bad
+    # A payload changed after signing.
+    header, payload, signature = issuer.token().split(".")
+    forged = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    forged["sub"] = "admin"
+    assert get("/echo/1", f"{header}.{b64u(json.dumps(forged).encode())}.{signature}")[0] == 401
+    # Scopes: a valid token without the route's scope is forbidden, not unauthorized.
+    assert get("/echo/admin/1", issuer.token()) == (403, {"message": "Forbidden"})
+    status, event = get("/echo/admin/1", issuer.token(scope="read admin"))
+    assert status == 200 and event["requestContext"]["authorizer"]["jwt"]["scopes"] == ["read", "admin"]
+    # Keys were fetched once, and an unknown key id did not send the node back at once.
+    assert issuer.fetches == 1
+    # Bad authorizer configurations.
+    from botocore.exceptions import ClientError
+    for kwargs in [dict(AuthorizerType="REQUEST"), dict(JwtConfiguration={"Issuer": "ftp://x", "Audience": ["a"]}),
+                   dict(IdentitySource=["$request.querystring.token"])]:
+        params = dict(ApiId=api_id, Name="bad", AuthorizerType="JWT", IdentitySource=["$request.header.Authorization"],
+                      JwtConfiguration={"Issuer": issuer.url, "Audience": ["my-app"]})
+        params.update(kwargs)
+        with pytest.raises(ClientError) as e:
+            apigw.create_authorizer(**params)
+        assert e.value.response["Error"]["Code"] == "BadRequestException", kwargs
+    with pytest.raises(ClientError) as e:
+        apigw.delete_authorizer(ApiId=api_id, AuthorizerId=auth_id)
+    assert e.value.response["Error"]["Code"] == "ConflictException"

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use nimbus_httpapi::routes::RouteKey;
 use nimbus_identity::Caller;
-use nimbus_types::http_api::{HttpApi, Integration, Route, Stage, new_id};
+use nimbus_types::http_api::{Authorizer, HttpApi, Integration, Route, Stage, new_id};
 use nimbus_types::url::{CorsInput, UrlCors};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -48,6 +48,16 @@ pub fn router(gateway: Arc<ApiGateway>) -> Router {
             get(get_integration)
                 .patch(update_integration)
                 .delete(delete_integration),
+        )
+        .route(
+            "/v2/apis/{api}/authorizers",
+            get(list_authorizers).post(create_authorizer),
+        )
+        .route(
+            "/v2/apis/{api}/authorizers/{id}",
+            get(get_authorizer)
+                .patch(update_authorizer)
+                .delete(delete_authorizer),
         )
         .route("/v2/apis/{api}/stages", get(list_stages).post(create_stage))
         .route(
@@ -634,8 +644,13 @@ fn apply_route(api: &HttpApi, route: &mut Route, input: RouteInput) -> Result<()
         route.target = Some(target);
     }
     match input.authorization_type.as_deref() {
-        None | Some("NONE") => {}
-        Some(other @ ("JWT" | "AWS_IAM" | "CUSTOM")) => {
+        None => {}
+        Some("NONE") => {
+            route.authorization_type = "NONE".into();
+            route.authorizer_id = None;
+        }
+        Some("JWT") => route.authorization_type = "JWT".into(),
+        Some(other @ ("AWS_IAM" | "CUSTOM")) => {
             return Err(ApiError::bad_request(format!(
                 "Authorization type {other} is not supported by this node yet"
             )));
@@ -646,9 +661,22 @@ fn apply_route(api: &HttpApi, route: &mut Route, input: RouteInput) -> Result<()
             )));
         }
     }
-    if input.authorizer_id.is_some() || input.api_key_required == Some(true) {
+    if let Some(id) = input.authorizer_id {
+        if !api.authorizers.contains_key(&id) {
+            return Err(ApiError::bad_request(format!(
+                "Invalid authorizer identifier specified {id}"
+            )));
+        }
+        route.authorizer_id = Some(id);
+    }
+    if route.authorization_type == "JWT" && route.authorizer_id.is_none() {
         return Err(ApiError::bad_request(
-            "Authorizers and API keys are not supported by this node yet",
+            "A route with authorization type JWT needs an authorizer",
+        ));
+    }
+    if input.api_key_required == Some(true) {
+        return Err(ApiError::bad_request(
+            "API keys are not supported by HTTP APIs",
         ));
     }
     if let Some(scopes) = input.authorization_scopes {
@@ -905,6 +933,183 @@ async fn delete_stage(
             .remove(&name)
             .map(|_| ())
             .ok_or_else(|| stage_not_found(&name))
+    })?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// --- Authorizers ---------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct JwtInput {
+    audience: Option<Vec<String>>,
+    issuer: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct AuthorizerInput {
+    name: Option<String>,
+    authorizer_type: Option<String>,
+    identity_source: Option<Vec<String>>,
+    jwt_configuration: Option<JwtInput>,
+}
+
+fn authorizer_json(a: &Authorizer) -> Value {
+    json!({
+        "authorizerId": a.authorizer_id,
+        "authorizerType": a.authorizer_type,
+        "identitySource": a.identity_source,
+        "jwtConfiguration": {"audience": a.audience, "issuer": a.issuer},
+        "name": a.name,
+    })
+}
+
+fn apply_authorizer(
+    a: &mut Authorizer,
+    input: AuthorizerInput,
+    creating: bool,
+) -> Result<(), ApiError> {
+    match input.authorizer_type.as_deref() {
+        Some("JWT") => a.authorizer_type = "JWT".into(),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "Authorizer type {other} is not supported by this node: JWT authorizers are"
+            )));
+        }
+        None if creating => return Err(ApiError::bad_request("AuthorizerType is required")),
+        None => {}
+    }
+    if let Some(name) = input.name {
+        check_name(&name)?;
+        a.name = name;
+    }
+    if let Some(sources) = input.identity_source {
+        let valid = sources.len() == 1
+            && sources[0]
+                .strip_prefix("$request.header.")
+                .is_some_and(|h| axum::http::HeaderName::from_bytes(h.as_bytes()).is_ok());
+        if !valid {
+            return Err(ApiError::bad_request(
+                "A JWT authorizer's identity source is one header: $request.header.NAME",
+            ));
+        }
+        a.identity_source = sources;
+    }
+    if let Some(jwt) = input.jwt_configuration {
+        if let Some(issuer) = jwt.issuer {
+            if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
+                return Err(ApiError::bad_request(
+                    "A JWT authorizer's issuer is an http(s) URL",
+                ));
+            }
+            a.issuer = issuer;
+        }
+        if let Some(audience) = jwt.audience {
+            a.audience = audience;
+        }
+    }
+    if a.issuer.is_empty() || a.audience.is_empty() {
+        return Err(ApiError::bad_request(
+            "A JWT authorizer needs JwtConfiguration with an Issuer and an Audience",
+        ));
+    }
+    Ok(())
+}
+
+async fn list_authorizers(
+    State(g): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(api): Path<String>,
+) -> Answer {
+    let deployed = g.apis.of(&caller.account, &api)?;
+    items(deployed.api.authorizers.values().map(authorizer_json))
+}
+
+async fn create_authorizer(
+    State(g): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(api): Path<String>,
+    body: Bytes,
+) -> Answer {
+    let mut authorizer = Authorizer {
+        authorizer_id: new_id(6),
+        name: String::new(),
+        authorizer_type: String::new(),
+        identity_source: vec!["$request.header.Authorization".into()],
+        issuer: String::new(),
+        audience: Vec::new(),
+    };
+    apply_authorizer(&mut authorizer, parse(&body)?, true)?;
+    if authorizer.name.is_empty() {
+        return Err(ApiError::bad_request("Name is required"));
+    }
+    let (_, out) = g.apis.modify(&caller.account, &api, |api| {
+        let out = authorizer_json(&authorizer);
+        api.authorizers
+            .insert(authorizer.authorizer_id.clone(), authorizer);
+        Ok(out)
+    })?;
+    created(out)
+}
+
+fn authorizer_not_found(id: &str) -> nimbus_httpapi::registry::Error {
+    nimbus_httpapi::registry::Error::NotFound(format!(
+        "Invalid authorizer identifier specified {id}"
+    ))
+}
+
+async fn get_authorizer(
+    State(g): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path((api, id)): Path<(String, String)>,
+) -> Answer {
+    let deployed = g.apis.of(&caller.account, &api)?;
+    let authorizer = deployed
+        .api
+        .authorizers
+        .get(&id)
+        .ok_or_else(|| authorizer_not_found(&id))?;
+    ok(authorizer_json(authorizer))
+}
+
+async fn update_authorizer(
+    State(g): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path((api, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Answer {
+    let input: AuthorizerInput = parse(&body)?;
+    let (_, out) = g.apis.modify(&caller.account, &api, |api| {
+        let authorizer = api
+            .authorizers
+            .get_mut(&id)
+            .ok_or_else(|| authorizer_not_found(&id))?;
+        apply_authorizer(authorizer, input, false).map_err(registry_error)?;
+        Ok(authorizer_json(authorizer))
+    })?;
+    ok(out)
+}
+
+async fn delete_authorizer(
+    State(g): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path((api, id)): Path<(String, String)>,
+) -> Answer {
+    g.apis.modify(&caller.account, &api, |api| {
+        if api
+            .routes
+            .values()
+            .any(|r| r.authorizer_id.as_deref() == Some(&id))
+        {
+            return Err(nimbus_httpapi::registry::Error::Conflict(format!(
+                "Cannot delete authorizer {id}: a route uses it"
+            )));
+        }
+        api.authorizers
+            .remove(&id)
+            .map(|_| ())
+            .ok_or_else(|| authorizer_not_found(&id))
     })?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

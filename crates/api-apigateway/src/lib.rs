@@ -3,12 +3,13 @@
 //! create), and the serving of an API's requests: the stage, the route (`nimbus_httpapi`), the
 //! function integration with payload format 2.0 or 1.0, and API Gateway's own error answers.
 //!
-//! Not yet: JWT and IAM authorizers on routes (refused at CreateRoute), deployments of a fixed
-//! snapshot (every stage serves the current routes, as `AutoDeploy` does), WebSocket APIs.
+//! Not yet: IAM and Lambda authorizers on routes (refused at CreateRoute), deployments of a
+//! fixed snapshot (every stage serves the current routes, as `AutoDeploy` does), WebSocket APIs.
 
 #![forbid(unsafe_code)]
 
 mod control;
+pub mod jwt;
 mod serve;
 
 use std::sync::Arc;
@@ -30,6 +31,8 @@ pub struct ApiGateway {
     pub control: Arc<ControlPlane>,
     pub manager: Arc<WorkerManager>,
     pub domain: UrlDomain,
+    /// JWT authorizers' issuer keys.
+    pub jwt: jwt::Verifier,
 }
 
 /// API Gateway's error format: the code in `x-amzn-ErrorType`, `{"message": …}` in the body.

@@ -75,6 +75,60 @@ pub async fn serve(g: &ApiGateway, api_id: &str, path: &str, request: Request) -
     else {
         return not_found();
     };
+    // The route's authorizer, before anything of the request is read.
+    let mut authorizer = None;
+    if route.authorization_type == "JWT" {
+        let Some(config) = route
+            .authorizer_id
+            .as_ref()
+            .and_then(|id| api.authorizers.get(id))
+        else {
+            return message(StatusCode::UNAUTHORIZED, "Unauthorized");
+        };
+        let Some(token) = crate::jwt::token_from(request.headers(), &config.identity_source) else {
+            return message(StatusCode::UNAUTHORIZED, "Unauthorized");
+        };
+        let now_s = nimbus_types::time::now_ms() / 1000;
+        match g
+            .jwt
+            .verify(
+                token,
+                &config.issuer,
+                &config.audience,
+                &route.authorization_scopes,
+                now_s,
+            )
+            .await
+        {
+            Ok(verified) => {
+                let claims: serde_json::Map<String, serde_json::Value> = verified
+                    .claims
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let v = match v {
+                            serde_json::Value::String(s) => s,
+                            other => other.to_string(),
+                        };
+                        (k, serde_json::Value::String(v))
+                    })
+                    .collect();
+                let scopes = if verified.scopes.is_empty() {
+                    serde_json::Value::Null
+                } else {
+                    verified.scopes.into()
+                };
+                authorizer =
+                    Some(serde_json::json!({ "jwt": { "claims": claims, "scopes": scopes } }));
+            }
+            Err(crate::jwt::Refusal::Forbidden) => {
+                return message(StatusCode::FORBIDDEN, "Forbidden");
+            }
+            Err(crate::jwt::Refusal::Unauthorized(why)) => {
+                tracing::debug!(api = %api.api_id, why, "JWT refused");
+                return message(StatusCode::UNAUTHORIZED, "Unauthorized");
+            }
+        }
+    }
     let Some(function) = resolve_function(g, &api.account, &integration.integration_uri) else {
         tracing::info!(api = %api.api_id, uri = %integration.integration_uri, "an integration's function does not exist");
         return message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
@@ -102,7 +156,7 @@ pub async fn serve(g: &ApiGateway, api_id: &str, path: &str, request: Request) -
         api_id: &api.api_id,
         route_key: &route.route_key,
         stage: &stage.stage_name,
-        authorizer: None,
+        authorizer,
         path_parameters: &found.params,
         stage_variables: Some(&stage.stage_variables),
     };

@@ -253,6 +253,7 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
         control: control.clone(),
         manager: control.manager().clone(),
         domain: urls.clone(),
+        jwt: Default::default(),
     });
     let function_urls = Arc::new(urls::FunctionUrls {
         domain: urls,

@@ -1,0 +1,292 @@
+//! JWT authorizers: a route's token checked as API Gateway checks it. The issuer's signing
+//! keys come from its OpenID discovery document (`{issuer}/.well-known/openid-configuration`,
+//! then its `jwks_uri`), are cached per issuer, and are fetched again when a token names a key
+//! the cache lacks (at most once per [`REFETCH_AFTER`], so forged key ids cannot make the node
+//! hammer an issuer). RS256 and ES256 signatures; `iss`, `aud` (or an access token's
+//! `client_id`), `exp` and `nbf` checked; `none` and every other algorithm refused.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{Map, Value};
+
+/// How soon an issuer's keys may be fetched again for an unknown key id.
+pub const REFETCH_AFTER: Duration = Duration::from_secs(30);
+
+/// How long fetched keys are trusted before they are fetched again.
+const KEYS_TTL: Duration = Duration::from_secs(3600);
+
+#[derive(Clone)]
+enum Key {
+    Rsa {
+        n: Vec<u8>,
+        e: Vec<u8>,
+    },
+    /// An uncompressed P-256 point: 0x04, x, y.
+    P256(Vec<u8>),
+}
+
+struct IssuerKeys {
+    keys: HashMap<String, Key>,
+    fetched: Instant,
+}
+
+/// Why a token is refused: `Unauthorized` (401) or, for a valid token without a route's
+/// scope, `Forbidden` (403).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    Unauthorized(String),
+    Forbidden,
+}
+
+fn unauthorized(why: impl Into<String>) -> Refusal {
+    Refusal::Unauthorized(why.into())
+}
+
+/// A verified token's claims and scopes.
+pub struct Verified {
+    pub claims: Map<String, Value>,
+    pub scopes: Vec<String>,
+}
+
+#[derive(Default)]
+pub struct Verifier {
+    issuers: Mutex<HashMap<String, IssuerKeys>>,
+}
+
+fn b64(part: &str) -> Result<Vec<u8>, Refusal> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part.trim_end_matches('='))
+        .map_err(|_| unauthorized("the token is not base64url"))
+}
+
+/// Fetches an issuer's keys: discovery document, then the key set.
+fn fetch_keys(issuer: &str) -> Result<HashMap<String, Key>, String> {
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .new_agent();
+    let get = |url: &str| -> Result<Value, String> {
+        agent
+            .get(url)
+            .call()
+            .map_err(|e| format!("{url}: {e}"))?
+            .body_mut()
+            .with_config()
+            .limit(1 << 20)
+            .read_json::<Value>()
+            .map_err(|e| format!("{url}: {e}"))
+    };
+    let discovery = get(&format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    ))?;
+    let jwks_uri = discovery
+        .get("jwks_uri")
+        .and_then(Value::as_str)
+        .ok_or("the discovery document has no jwks_uri")?;
+    let jwks = get(jwks_uri)?;
+    let mut keys = HashMap::new();
+    for jwk in jwks
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or("the key set has no keys")?
+    {
+        let field = |name: &str| jwk.get(name).and_then(Value::as_str);
+        let Some(kid) = field("kid") else { continue };
+        let decode = |name: &str| field(name).and_then(|v| b64(v).ok());
+        let key = match (field("kty"), field("crv")) {
+            (Some("RSA"), _) => match (decode("n"), decode("e")) {
+                (Some(n), Some(e)) => Key::Rsa { n, e },
+                _ => continue,
+            },
+            (Some("EC"), Some("P-256")) => match (decode("x"), decode("y")) {
+                (Some(x), Some(y)) if x.len() == 32 && y.len() == 32 => {
+                    let mut point = vec![4u8];
+                    point.extend(x);
+                    point.extend(y);
+                    Key::P256(point)
+                }
+                _ => continue,
+            },
+            _ => continue,
+        };
+        keys.insert(kid.to_owned(), key);
+    }
+    Ok(keys)
+}
+
+impl Verifier {
+    /// The key `kid` of `issuer`, from the cache or fetched.
+    async fn key(&self, issuer: &str, kid: &str) -> Result<Key, Refusal> {
+        let stale = {
+            let issuers = self.issuers.lock().map_err(|_| unauthorized("poisoned"))?;
+            match issuers.get(issuer) {
+                Some(cached) => {
+                    if let Some(key) = cached.keys.get(kid)
+                        && cached.fetched.elapsed() < KEYS_TTL
+                    {
+                        return Ok(key.clone());
+                    }
+                    cached.fetched.elapsed() >= REFETCH_AFTER
+                }
+                None => true,
+            }
+        };
+        if !stale {
+            return Err(unauthorized("the token's key is not the issuer's"));
+        }
+        let owned = issuer.to_owned();
+        let fetched = tokio::task::spawn_blocking(move || fetch_keys(&owned))
+            .await
+            .map_err(|_| unauthorized("fetching the issuer's keys failed"))?;
+        let mut issuers = self.issuers.lock().map_err(|_| unauthorized("poisoned"))?;
+        match fetched {
+            Ok(keys) => {
+                issuers.insert(
+                    issuer.to_owned(),
+                    IssuerKeys {
+                        keys,
+                        fetched: Instant::now(),
+                    },
+                );
+            }
+            Err(e) => {
+                tracing::warn!(issuer, error = %e, "could not fetch a JWT issuer's keys");
+                // Remember the attempt, so that a failing issuer is not asked on every request.
+                let entry = issuers.entry(issuer.to_owned()).or_insert(IssuerKeys {
+                    keys: HashMap::new(),
+                    fetched: Instant::now(),
+                });
+                entry.fetched = Instant::now();
+            }
+        }
+        issuers
+            .get(issuer)
+            .and_then(|i| i.keys.get(kid).cloned())
+            .ok_or_else(|| unauthorized("the token's key is not the issuer's"))
+    }
+
+    /// Verifies `token` for an authorizer of `issuer` and `audience`, and a route that needs
+    /// one of `scopes` (none: any).
+    pub async fn verify(
+        &self,
+        token: &str,
+        issuer: &str,
+        audience: &[String],
+        scopes: &[String],
+        now_s: i64,
+    ) -> Result<Verified, Refusal> {
+        let mut parts = token.split('.');
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(unauthorized("the token is not a JWS"));
+        };
+        let header: Value = serde_json::from_slice(&b64(header)?)
+            .map_err(|_| unauthorized("the token's header is not JSON"))?;
+        let alg = header
+            .get("alg")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if alg != "RS256" && alg != "ES256" {
+            return Err(unauthorized(format!("algorithm {alg:?} is not accepted")));
+        }
+        let kid = header
+            .get("kid")
+            .and_then(Value::as_str)
+            .ok_or_else(|| unauthorized("the token names no key"))?;
+        let claims: Value = serde_json::from_slice(&b64(payload)?)
+            .map_err(|_| unauthorized("the token's claims are not JSON"))?;
+        let claims = claims
+            .as_object()
+            .cloned()
+            .ok_or_else(|| unauthorized("the token's claims are not an object"))?;
+        // The issuer is checked before any key is fetched, so a token cannot send the node
+        // to an issuer of its choosing.
+        if claims.get("iss").and_then(Value::as_str) != Some(issuer) {
+            return Err(unauthorized("the token is from another issuer"));
+        }
+        let key = self.key(issuer, kid).await?;
+        let signature = b64(signature)?;
+        let message =
+            &token.as_bytes()[..token.len() - token.rsplit('.').next().unwrap_or("").len() - 1];
+        let valid = match (&key, alg) {
+            (Key::Rsa { n, e }, "RS256") => ring::signature::RsaPublicKeyComponents { n, e }
+                .verify(
+                    &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+                    message,
+                    &signature,
+                )
+                .is_ok(),
+            (Key::P256(point), "ES256") => ring::signature::UnparsedPublicKey::new(
+                &ring::signature::ECDSA_P256_SHA256_FIXED,
+                point,
+            )
+            .verify(message, &signature)
+            .is_ok(),
+            _ => false,
+        };
+        if !valid {
+            return Err(unauthorized("the token's signature does not verify"));
+        }
+        let number = |name: &str| claims.get(name).and_then(Value::as_i64);
+        match number("exp") {
+            Some(exp) if exp > now_s => {}
+            _ => return Err(unauthorized("the token has expired")),
+        }
+        if number("nbf").is_some_and(|nbf| nbf > now_s) {
+            return Err(unauthorized("the token is not valid yet"));
+        }
+        let audiences: Vec<&str> = match claims.get("aud") {
+            Some(Value::String(a)) => vec![a.as_str()],
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+            // Access tokens (Cognito's among them) carry the client in `client_id`.
+            _ => claims
+                .get("client_id")
+                .and_then(Value::as_str)
+                .into_iter()
+                .collect(),
+        };
+        if !audiences
+            .iter()
+            .any(|a| audience.iter().any(|want| want == a))
+        {
+            return Err(unauthorized("the token is for another audience"));
+        }
+        let granted: Vec<String> = match claims.get("scope").or_else(|| claims.get("scp")) {
+            Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+            _ => Vec::new(),
+        };
+        if !scopes.is_empty() && !scopes.iter().any(|s| granted.contains(s)) {
+            return Err(Refusal::Forbidden);
+        }
+        Ok(Verified {
+            claims,
+            scopes: granted,
+        })
+    }
+}
+
+/// The token an identity source (`$request.header.NAME`) names, `Bearer ` prefix removed.
+pub fn token_from<'a>(
+    headers: &'a axum::http::HeaderMap,
+    identity_source: &[String],
+) -> Option<&'a str> {
+    let source = identity_source.first()?;
+    let name = source.strip_prefix("$request.header.")?;
+    let value = headers.get(name)?.to_str().ok()?.trim();
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .unwrap_or(value)
+        .trim();
+    (!token.is_empty()).then_some(token)
+}
