@@ -351,3 +351,43 @@ def test_jwt_authorizers_check_tokens_as_api_gateway_does(apigw, node, backend, 
     with pytest.raises(ClientError) as e:
         apigw.delete_authorizer(ApiId=api_id, AuthorizerId=auth_id)
     assert e.value.response["Error"]["Code"] == "ConflictException"
+
+
+def test_accounts_keep_to_their_own_apis_and_functions(apigw, node, nimbus, backend, lambda_client):
+    """Another account can neither see nor change this account's APIs, nor integrate this
+    account's functions; an AWS_IAM function URL takes another account's caller only when the
+    function's policy names that account."""
+    from botocore.exceptions import ClientError
+    from test_accounts import create_account
+    from test_function_urls import call as url_call
+
+    name, arn = backend
+    mine = apigw.create_api(Name=s.unique_name("mine"), ProtocolType="HTTP", Target=arn)["ApiId"]
+    _, account, key_id, secret = create_account(nimbus)
+    theirs = client(node, "apigatewayv2", key_id, secret)
+
+    def code(fn, **kw):
+        with pytest.raises(ClientError) as e:
+            fn(**kw)
+        return e.value.response["Error"]["Code"]
+
+    assert code(theirs.get_api, ApiId=mine) == "NotFoundException"
+    assert code(theirs.delete_api, ApiId=mine) == "NotFoundException"
+    assert mine not in [a["ApiId"] for a in theirs.get_apis()["Items"]]
+    their_api = theirs.create_api(Name=s.unique_name("theirs"), ProtocolType="HTTP")["ApiId"]
+    assert code(theirs.create_integration, ApiId=their_api, IntegrationType="AWS_PROXY",
+                IntegrationUri=arn, PayloadFormatVersion="2.0") == "BadRequestException"
+    assert code(theirs.create_api, Name="quick", ProtocolType="HTTP", Target=arn) == "BadRequestException"
+
+    # Cross-account calls to an AWS_IAM function URL.
+    url = lambda_client.create_function_url_config(FunctionName=name, AuthType="AWS_IAM")["FunctionUrl"]
+    host = urlsplit(url).netloc
+    try:
+        assert url_call(node, "GET", host, "/plain", sign_with=(key_id, secret))[0] == 403
+        lambda_client.add_permission(FunctionName=name, StatementId="partner", Action="lambda:InvokeFunctionUrl",
+                                     Principal=account, FunctionUrlAuthType="AWS_IAM")
+        status, _, body = url_call(node, "GET", host, "/plain", sign_with=(key_id, secret))
+        assert (status, json.loads(body)) == (200, {"message": "hi"})
+    finally:
+        lambda_client.delete_function_url_config(FunctionName=name)
+        lambda_client.remove_permission(FunctionName=name, StatementId="partner")
