@@ -98,6 +98,10 @@ def test_a_public_url_needs_the_permission_for_everyone(lambda_client, aws, node
     try:
         status, _, body = call(node, "GET", host, "/plain")
         assert status == 403 and json.loads(body) == {"Message": "Forbidden"}
+        # Refused before its body is read: the node answers without waiting for the 5 MB.
+        with socket.create_connection(("127.0.0.1", node.port), timeout=10) as sock:
+            sock.sendall(f"POST /echo HTTP/1.1\r\nHost: {host}\r\nContent-Length: {5 << 20}\r\n\r\n".encode())
+            assert sock.recv(65536).decode(errors="replace").startswith("HTTP/1.1 403")
         added = aws("lambda", "add-permission", "--function-name", name, "--statement-id", "public-url",
                     "--action", "lambda:InvokeFunctionUrl", "--principal", "*",
                     "--function-url-auth-type", "NONE")

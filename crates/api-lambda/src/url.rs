@@ -580,7 +580,7 @@ pub fn forbidden() -> Response {
 /// allow anonymous callers for a `NONE` URL; for `AWS_IAM`, the caller's identity policies or
 /// the resource-based policy must allow `lambda:InvokeFunctionUrl` (both, for a caller of
 /// another account).
-fn url_allowed(f: &Shared, target: &UrlTarget, caller: &UrlCaller<'_>) -> bool {
+pub fn url_allowed(f: &Shared, target: &UrlTarget, caller: &UrlCaller<'_>) -> bool {
     const ACTION: &str = "lambda:InvokeFunctionUrl";
     let function = &target.function;
     let qualifier =
@@ -689,6 +689,17 @@ pub fn add_cors(cors: &UrlCors, origin: &str, response: &mut Response) {
     }
 }
 
+/// Whether a request is a CORS preflight the URL's configuration answers (before any
+/// authorization: browsers send preflights without credentials).
+pub fn is_preflight(target: &UrlTarget, parts: &Parts) -> bool {
+    target.url.cors.is_some()
+        && parts.method == Method::OPTIONS
+        && parts.headers.contains_key(axum::http::header::ORIGIN)
+        && parts
+            .headers
+            .contains_key(axum::http::header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
 /// Serves one request to a function URL whose caller the gateway has authenticated (or not,
 /// for a `NONE` URL).
 pub async fn serve(
@@ -705,11 +716,7 @@ pub async fn serve(
         .map(str::to_owned);
     // A browser's preflight carries no credentials: answered before authorization.
     if let (Some(cors), Some(origin)) = (&target.url.cors, &origin)
-        && request.parts.method == Method::OPTIONS
-        && request
-            .parts
-            .headers
-            .contains_key(axum::http::header::ACCESS_CONTROL_REQUEST_METHOD)
+        && is_preflight(target, request.parts)
     {
         return preflight(cors, origin);
     }

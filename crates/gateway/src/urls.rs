@@ -55,10 +55,19 @@ impl FunctionUrls {
         let source_ip = nimbus_api_lambda::http_event::source_ip(request.extensions());
         let (parts, body) = request.into_parts();
         let (caller, body) = match target.url.auth_type {
-            UrlAuthType::None => match url::read_url_body(&parts.headers, body).await {
-                Ok(bytes) => (None, bytes),
-                Err(response) => return response,
-            },
+            UrlAuthType::None => {
+                // Refused before the body is read: nobody makes the node hold a body for a
+                // URL that would refuse them anyway.
+                if !url::is_preflight(&target, &parts)
+                    && !url::url_allowed(&self.lambda, &target, &UrlCaller::Anonymous)
+                {
+                    return url::forbidden();
+                }
+                match url::read_url_body(&parts.headers, body).await {
+                    Ok(bytes) => (None, bytes),
+                    Err(response) => return response,
+                }
+            }
             UrlAuthType::AwsIam => match self.authenticator.keys_for(&parts) {
                 None => match url::read_url_body(&parts.headers, body).await {
                     // Authentication is off: every caller is the default account's root.
