@@ -31,6 +31,8 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from http_api_routes import request  # noqa: E402
 HANDLER = """exports.handler = async (event) => ({
   statusCode: 200,
   headers: { "content-type": "text/plain" },
@@ -42,16 +44,6 @@ HANDLER = """exports.handler = async (event) => ({
 def node_runtime() -> str:
     version = subprocess.run(["/usr/bin/node", "--version"], capture_output=True, text=True).stdout
     return f"nodejs{version.strip().lstrip('v').split('.')[0]}.x"
-
-
-def request(port: int, method: str, path: str, body: dict | None = None) -> dict:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    conn.request(method, path, body=json.dumps(body) if body is not None else None,
-                 headers={"Content-Type": "application/json"})
-    response = conn.getresponse()
-    data = response.read()
-    assert response.status in (200, 201), (response.status, data)
-    return json.loads(data) if data else {}
 
 
 def free_port() -> int:
@@ -90,7 +82,6 @@ def start_nimbus(binary: str, tmp: str) -> tuple[subprocess.Popen, str]:
                              "--config", str(ROOT / "bench" / "nimbus-bench.toml")],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     port = int(re.search(r":(\d+)$", proc.stdout.readline().strip()).group(1))
-    sys.path.insert(0, str(ROOT / "bench"))
     import bench_role
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:

@@ -112,6 +112,21 @@ def test_a_public_url_needs_the_permission_for_everyone(lambda_client, aws, node
         assert [st["Sid"] for st in policy["Statement"]] == ["public-url"]
         aws.fails("lambda", "add-permission", "--function-name", name, "--statement-id", "public-url",
                   "--action", "lambda:InvokeFunctionUrl", "--principal", "*", code="ResourceConflictException")
+        for bad, code in [
+            (["--statement-id", "bad id", "--action", "lambda:InvokeFunctionUrl", "--principal", "*"],
+             "ValidationException"),
+            (["--statement-id", "x", "--action", "s3:GetObject", "--principal", "*"], "InvalidParameterValueException"),
+            (["--statement-id", "x", "--action", "lambda:InvokeFunction", "--principal", "not a principal"],
+             "InvalidParameterValueException"),
+            (["--statement-id", "x", "--action", "lambda:InvokeFunction", "--principal", "*",
+              "--function-url-auth-type", "NONE"], "InvalidParameterValueException"),
+            (["--statement-id", "x", "--action", "lambda:InvokeFunction", "--principal", "*",
+              "--source-account", "12"], "ValidationException"),
+        ]:
+            aws.fails("lambda", "add-permission", "--function-name", name, *bad, code=code)
+        # None of the refused statements was added.
+        policy = json.loads(aws("lambda", "get-policy", "--function-name", name)["Policy"])
+        assert [st["Sid"] for st in policy["Statement"]] == ["public-url"]
         status, _, body = call(node, "GET", host, "/plain")
         assert status == 200, body
         assert json.loads(body) == {"message": "hi"}
@@ -241,6 +256,13 @@ def test_aws_iam_urls_take_sigv4_and_the_callers_policy(node, lambda_client):
     status, _, body = call(node, "GET", host, "/echo", sign_with=credentials)
     assert status == 200, body
     assert json.loads(body)["requestContext"]["authorizer"]["iam"]["userArn"].endswith(f":user/{user}")
+    # A browser's preflight carries no signature and is answered from the URL's CORS.
+    lambda_client.update_function_url_config(FunctionName=name, Cors={
+        "AllowOrigins": ["https://app.example"], "AllowMethods": ["GET"], "AllowHeaders": ["authorization"]})
+    status, headers, _ = call(node, "OPTIONS", host, "/echo", headers={
+        "Origin": "https://app.example", "Access-Control-Request-Method": "GET"})
+    assert status == 200 and header(headers, "access-control-allow-origin") == "https://app.example"
+    assert call(node, "OPTIONS", host, "/echo")[0] == 403
 
 
 def test_cors_is_answered_from_the_urls_configuration(node, lambda_client, public_url):

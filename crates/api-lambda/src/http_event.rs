@@ -82,8 +82,7 @@ pub(crate) fn is_text(content_type: Option<&str>) -> bool {
 
 /// The request's headers, cookies, query and body, collected once for either format.
 struct Collected<'a> {
-    /// Lower-case names; repeated headers joined with commas (the `Cookie` header aside).
-    headers: BTreeMap<String, String>,
+    /// Lower-case names, every value of each.
     multi_headers: BTreeMap<String, Vec<String>>,
     cookies: Vec<String>,
     raw_query: &'a str,
@@ -97,15 +96,10 @@ struct Collected<'a> {
 
 fn collect<'a>(view: &View<'a>) -> Collected<'a> {
     let parts = view.parts;
-    let mut headers: BTreeMap<String, String> = BTreeMap::new();
     let mut multi_headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut cookies: Vec<String> = Vec::new();
     for (name, value) in &parts.headers {
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        multi_headers
-            .entry(name.as_str().to_owned())
-            .or_default()
-            .push(value.clone());
         if name == axum::http::header::COOKIE {
             cookies.extend(
                 value
@@ -114,15 +108,11 @@ fn collect<'a>(view: &View<'a>) -> Collected<'a> {
                     .filter(|c| !c.is_empty())
                     .map(str::to_owned),
             );
-            continue;
         }
-        headers
+        multi_headers
             .entry(name.as_str().to_owned())
-            .and_modify(|v| {
-                v.push(',');
-                v.push_str(&value);
-            })
-            .or_insert(value);
+            .or_default()
+            .push(value);
     }
     let now = nimbus_types::time::now_ms();
     let trace = format!(
@@ -135,7 +125,6 @@ fn collect<'a>(view: &View<'a>) -> Collected<'a> {
         ("x-forwarded-proto", "http".to_owned()),
         ("x-amzn-trace-id", trace),
     ] {
-        headers.entry(name.into()).or_insert_with(|| value.clone());
         multi_headers
             .entry(name.into())
             .or_insert_with(|| vec![value]);
@@ -163,7 +152,6 @@ fn collect<'a>(view: &View<'a>) -> Collected<'a> {
         ),
     });
     Collected {
-        headers,
         multi_headers,
         cookies,
         raw_query,
@@ -173,6 +161,15 @@ fn collect<'a>(view: &View<'a>) -> Collected<'a> {
         user_agent: header(axum::http::header::USER_AGENT).unwrap_or_default(),
         now,
     }
+}
+
+/// Format 2.0's headers: repeated ones joined with commas, `Cookie` left to `cookies`.
+fn joined_headers(multi: &BTreeMap<String, Vec<String>>) -> BTreeMap<&str, String> {
+    multi
+        .iter()
+        .filter(|(name, _)| name.as_str() != "cookie")
+        .map(|(name, values)| (name.as_str(), values.join(",")))
+        .collect()
 }
 
 fn params_object(params: &[(String, String)]) -> Value {
@@ -213,7 +210,7 @@ pub fn v2(view: &View<'_>, context: &Context<'_>) -> Value {
         "routeKey": context.route_key,
         "rawPath": view.path,
         "rawQueryString": c.raw_query,
-        "headers": c.headers,
+        "headers": joined_headers(&c.multi_headers),
         "requestContext": request_context,
         "isBase64Encoded": false,
     });

@@ -41,42 +41,40 @@ pub const URL_PATH_PREFIX: &str = "/lambda-url/";
 impl UrlDomain {
     /// The URL of a function URL id.
     pub fn url(&self, url_id: &str) -> String {
+        self.endpoint(url_id, "lambda-url") + "/"
+    }
+
+    /// `http://{id}.{label}.{region}.{base}[:port]`.
+    fn endpoint(&self, id: &str, label: &str) -> String {
         let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
-        format!(
-            "http://{url_id}.lambda-url.{}.{}{port}/",
-            self.region, self.base
-        )
+        format!("http://{id}.{label}.{}.{}{port}", self.region, self.base)
     }
 
     /// The URL id a `Host` header names, if it is a function URL's host.
     pub fn url_id_of_host<'a>(&self, host: &'a str) -> Option<&'a str> {
         self.id_of_host(host, "lambda-url")
-            .filter(|id| is_url_id(id))
+            .filter(|id| is_id(id, 32))
     }
 
     /// The URL id and the rest of the path of a path-based URL request.
     pub fn url_id_of_path(path: &str) -> Option<(&str, &str)> {
-        id_of_path(path, URL_PATH_PREFIX).filter(|(id, _)| is_url_id(id))
+        id_of_path(path, URL_PATH_PREFIX).filter(|(id, _)| is_id(id, 32))
     }
 
     /// The endpoint of an HTTP API: `http://{api-id}.execute-api.{region}.{base}[:port]`.
     pub fn api_endpoint(&self, api_id: &str) -> String {
-        let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
-        format!(
-            "http://{api_id}.execute-api.{}.{}{port}",
-            self.region, self.base
-        )
+        self.endpoint(api_id, "execute-api")
     }
 
     /// The API id a `Host` header names, if it is an HTTP API's host.
     pub fn api_id_of_host<'a>(&self, host: &'a str) -> Option<&'a str> {
         self.id_of_host(host, "execute-api")
-            .filter(|id| is_api_id(id))
+            .filter(|id| is_id(id, 10))
     }
 
     /// The API id and the rest of the path of a path-based HTTP API request.
     pub fn api_id_of_path(path: &str) -> Option<(&str, &str)> {
-        id_of_path(path, API_PATH_PREFIX).filter(|(id, _)| is_api_id(id))
+        id_of_path(path, API_PATH_PREFIX).filter(|(id, _)| is_id(id, 10))
     }
 
     /// `ID` of a host `ID.{label}.{region}.{base}[:port]`.
@@ -106,15 +104,9 @@ fn id_of_path<'a>(path: &'a str, prefix: &str) -> Option<(&'a str, &'a str)> {
     })
 }
 
-fn is_api_id(id: &str) -> bool {
-    id.len() == 10
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-}
-
-fn is_url_id(id: &str) -> bool {
-    id.len() == 32
+/// Whether `id` is `len` lower-case letters and digits, as URL ids (32) and API ids (10) are.
+fn is_id(id: &str, len: usize) -> bool {
+    id.len() == len
         && id
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
@@ -689,19 +681,24 @@ pub fn add_cors(cors: &UrlCors, origin: &str, response: &mut Response) {
     }
 }
 
-/// Whether a request is a CORS preflight the URL's configuration answers (before any
-/// authorization: browsers send preflights without credentials).
-pub fn is_preflight(target: &UrlTarget, parts: &Parts) -> bool {
-    target.url.cors.is_some()
-        && parts.method == Method::OPTIONS
-        && parts.headers.contains_key(axum::http::header::ORIGIN)
+/// The answer to a CORS preflight, from the URL's configuration, if the request is one. It
+/// comes before any authentication: browsers send preflights without credentials.
+pub fn preflight_answer(target: &UrlTarget, parts: &Parts) -> Option<Response> {
+    let cors = target.url.cors.as_ref()?;
+    let origin = parts
+        .headers
+        .get(axum::http::header::ORIGIN)?
+        .to_str()
+        .ok()?;
+    (parts.method == Method::OPTIONS
         && parts
             .headers
-            .contains_key(axum::http::header::ACCESS_CONTROL_REQUEST_METHOD)
+            .contains_key(axum::http::header::ACCESS_CONTROL_REQUEST_METHOD))
+    .then(|| preflight(cors, origin))
 }
 
 /// Serves one request to a function URL whose caller the gateway has authenticated (or not,
-/// for a `NONE` URL).
+/// for a `NONE` URL) and authorized ([`url_allowed`]), after [`preflight_answer`].
 pub async fn serve(
     f: &Shared,
     target: &UrlTarget,
@@ -714,15 +711,6 @@ pub async fn serve(
         .get(axum::http::header::ORIGIN)
         .and_then(|o| o.to_str().ok())
         .map(str::to_owned);
-    // A browser's preflight carries no credentials: answered before authorization.
-    if let (Some(cors), Some(origin)) = (&target.url.cors, &origin)
-        && is_preflight(target, request.parts)
-    {
-        return preflight(cors, origin);
-    }
-    if !url_allowed(f, target, &caller) {
-        return forbidden();
-    }
     let request_id = uuid::Uuid::new_v4().to_string();
     let view = http_event::View {
         parts: request.parts,

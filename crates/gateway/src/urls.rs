@@ -54,13 +54,14 @@ impl FunctionUrls {
         };
         let source_ip = nimbus_api_lambda::http_event::source_ip(request.extensions());
         let (parts, body) = request.into_parts();
+        if let Some(answer) = url::preflight_answer(&target, &parts) {
+            return answer;
+        }
         let (caller, body) = match target.url.auth_type {
             UrlAuthType::None => {
                 // Refused before the body is read: nobody makes the node hold a body for a
                 // URL that would refuse them anyway.
-                if !url::is_preflight(&target, &parts)
-                    && !url::url_allowed(&self.lambda, &target, &UrlCaller::Anonymous)
-                {
+                if !url::url_allowed(&self.lambda, &target, &UrlCaller::Anonymous) {
                     return url::forbidden();
                 }
                 match url::read_url_body(&parts.headers, body).await {
@@ -98,6 +99,12 @@ impl FunctionUrls {
             Some(c) => UrlCaller::Signed(c),
             None => UrlCaller::Anonymous,
         };
+        // A NONE URL's caller was authorized before its body was read.
+        if matches!(caller, UrlCaller::Signed(_))
+            && !url::url_allowed(&self.lambda, &target, &caller)
+        {
+            return url::forbidden();
+        }
         url::serve(
             &self.lambda,
             &target,
