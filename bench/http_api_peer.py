@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""The same Node.js hello handler behind an HTTP API route on nimbus and under
+"""The same hello handler (Node.js, or Python with LANGUAGE=python) behind an HTTP API route on nimbus and under
 serverless-offline (Serverless Framework v3 with the serverless-offline plugin, from npm):
 p50 at c=1 and throughput at c=32 with wrk, alternating rounds (nimbus, peer, …).
 
 nimbus: one node (authentication off, `bench/nimbus-bench.toml`), the handler as a `nodejs`
-function, an HTTP API quick-created with it as the target, requests to `GET /hello` through the
+(or `python3`) function, an HTTP API quick-created with it as the target, requests to `GET /hello` through the
 path-based form `/execute-api/{api-id}/hello`.
 peer: `serverless offline` with the same handler under an `httpApi` event `GET /hello`.
 
@@ -33,15 +33,30 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from http_api_routes import request  # noqa: E402
-HANDLER = """exports.handler = async (event) => ({
+HANDLERS = {
+    "node": ("handler.js", """exports.handler = async (event) => ({
   statusCode: 200,
   headers: { "content-type": "text/plain" },
   body: "hello from " + event.rawPath,
 });
-"""
+"""),
+    "python": ("handler.py", """def handler(event, context):
+    return {
+        "statusCode": 200,
+        "headers": {"content-type": "text/plain"},
+        "body": "hello from " + event["rawPath"],
+    }
+"""),
+}
+LANGUAGE = os.environ.get("LANGUAGE", "node")
+HANDLER_FILE, HANDLER = HANDLERS[LANGUAGE]
 
 
-def node_runtime() -> str:
+def runtime() -> str:
+    """The host's Node.js (or Python) as a Lambda runtime name."""
+    if LANGUAGE == "python":
+        version = subprocess.run(["/usr/bin/python3", "--version"], capture_output=True, text=True).stdout
+        return "python" + ".".join(version.split()[1].split(".")[:2])
     version = subprocess.run(["/usr/bin/node", "--version"], capture_output=True, text=True).stdout
     return f"nodejs{version.strip().lstrip('v').split('.')[0]}.x"
 
@@ -66,10 +81,12 @@ def wait_for(port: int, path: str, timeout: float = 120) -> None:
     raise SystemExit(f"nothing answered on port {port} at {path}")
 
 
-def wrk(url: str, conns: int, duration: str) -> tuple[float, float]:
-    out = subprocess.run(["wrk", f"-t{1 if conns == 1 else 2}", f"-c{conns}", f"-d{duration}", "--latency", url],
-                         capture_output=True, text=True, check=True).stdout
-    if "Non-2xx" in out:
+def wrk(url: str, conns: int, duration: str, script: Path | None = None) -> tuple[float, float]:
+    """(p50 in µs, requests per second) of wrk against URL, with a Lua script if given."""
+    extra = ["-s", str(script)] if script else []
+    out = subprocess.run(["wrk", f"-t{1 if conns == 1 else 2}", f"-c{conns}", f"-d{duration}", "--latency",
+                          *extra, url], capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in out or "Socket errors" in out:
         raise SystemExit(f"errors:\n{out}")
     m = re.search(r"^\s+50%\s+([0-9.]+)(us|ms|s)\s*$", out, re.M)
     p50 = float(m.group(1)) * {"us": 1, "ms": 1000, "s": 1e6}[m.group(2)]
@@ -77,7 +94,10 @@ def wrk(url: str, conns: int, duration: str) -> tuple[float, float]:
     return p50, rps
 
 
-def start_nimbus(binary: str, tmp: str) -> tuple[subprocess.Popen, str]:
+def launch_with_function(binary: str, tmp: str, function: dict, files: dict[str, bytes | str]
+                         ) -> tuple[subprocess.Popen, int]:
+    """Starts a node (authentication off) on a free port and creates FUNCTION (CreateFunction's
+    body without Role and Code) with FILES zipped as its code. Returns (process, port)."""
     proc = subprocess.Popen([binary, "up", "--listen", "127.0.0.1:0", "--data-dir", f"{tmp}/data",
                              "--config", str(ROOT / "bench" / "nimbus-bench.toml")],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -85,10 +105,18 @@ def start_nimbus(binary: str, tmp: str) -> tuple[subprocess.Popen, str]:
     import bench_role
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("index.js", HANDLER)
+        for name, data in files.items():
+            z.writestr(name, data)
     request(port, "POST", "/2015-03-31/functions", {
-        "FunctionName": "hello", "Runtime": node_runtime(), "Handler": "index.handler",
-        "Role": bench_role.ensure(port), "Code": {"ZipFile": base64.b64encode(buf.getvalue()).decode()}})
+        **function, "Role": bench_role.ensure(port),
+        "Code": {"ZipFile": base64.b64encode(buf.getvalue()).decode()}})
+    return proc, port
+
+
+def start_nimbus(binary: str, tmp: str) -> tuple[subprocess.Popen, str]:
+    proc, port = launch_with_function(
+        binary, tmp, {"FunctionName": "hello", "Runtime": runtime(), "Handler": "handler.handler"},
+        {HANDLER_FILE: HANDLER})
     api = request(port, "POST", "/v2/apis", {
         "name": "hello", "protocolType": "HTTP", "routeKey": "GET /hello",
         "target": "arn:aws:lambda:us-east-1:000000000000:function:hello"})
@@ -100,12 +128,12 @@ def start_nimbus(binary: str, tmp: str) -> tuple[subprocess.Popen, str]:
 def start_peer(peer_dir: Path, tmp: str) -> tuple[subprocess.Popen, str]:
     service = Path(tmp) / "service"
     service.mkdir()
-    (service / "handler.js").write_text(HANDLER)
+    (service / HANDLER_FILE).write_text(HANDLER)
     (service / "serverless.yml").write_text(f"""service: hello
 frameworkVersion: '3'
 provider:
   name: aws
-  runtime: {node_runtime()}
+  runtime: {runtime()}
 plugins:
   - serverless-offline
 functions:
@@ -152,14 +180,22 @@ def main() -> None:
                 finally:
                     os.killpg(proc.pid, signal.SIGTERM) if name != "nimbus" else proc.terminate()
                     proc.wait(timeout=60)
-    print(f"rounds: {rounds} alternating (nimbus, serverless-offline), {duration} per measurement")
+    report(results, duration, digits=1)
+
+
+def report(results: dict[str, list[tuple[float, float]]], duration: str, digits: int) -> None:
+    """Prints each side's medians and rounds, and the median of the per-round throughput ratios
+    of the first side over the second."""
+    names = list(results)
+    rounds = len(results[names[0]])
+    print(f"rounds: {rounds} alternating ({', '.join(names)}), {duration} per measurement")
     for name, values in results.items():
         print(f"{name}: p50 c=1 median {statistics.median(v[0] for v in values):.0f} µs "
               f"(rounds {', '.join(f'{v[0]:.0f}' for v in values)}); throughput c=32 median "
               f"{statistics.median(v[1] for v in values):,.0f}/s (rounds {', '.join(f'{v[1]:,.0f}' for v in values)})")
-    ratios = sorted(a[1] / b[1] for a, b in zip(results["nimbus"], results["serverless-offline"]))
-    print(f"throughput ratio nimbus / serverless-offline, median of rounds: {statistics.median(ratios):.1f}x "
-          f"(rounds {', '.join(f'{r:.1f}' for r in ratios)})")
+    ratios = sorted(a[1] / b[1] for a, b in zip(results[names[0]], results[names[1]]))
+    print(f"throughput ratio {names[0]} / {names[1]}, median of rounds: {statistics.median(ratios):.{digits}f}x "
+          f"(rounds {', '.join(f'{r:.{digits}f}' for r in ratios)})")
 
 
 if __name__ == "__main__":

@@ -161,22 +161,26 @@ pub async fn serve(g: &ApiGateway, api_id: &str, path: &str, request: Request) -
         stage_variables: Some(&stage.stage_variables),
     };
     let v1 = integration.payload_format_version == "1.0";
-    let event = if v1 {
-        let resource = route
-            .route_key
-            .split_once(' ')
-            .map_or(route.route_key.as_str(), |(_, p)| p);
-        http_event::v1(&view, &context, resource)
+    let (payload, http) = if function.runtime.serves_http() {
+        (bytes::Bytes::new(), Some(http_event::call(&view)))
     } else {
-        http_event::v2(&view, &context)
+        let event = if v1 {
+            let resource = route
+                .route_key
+                .split_once(' ')
+                .map_or(route.route_key.as_str(), |(_, p)| p);
+            http_event::v1(&view, &context, resource)
+        } else {
+            http_event::v2(&view, &context)
+        };
+        match serde_json::to_vec(&event) {
+            Ok(p) if p.len() > nimbus_types::limits::MAX_SYNC_PAYLOAD_BYTES => {
+                return message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
+            }
+            Ok(p) => (bytes::Bytes::from(p), None),
+            Err(_) => return message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
+        }
     };
-    let payload = match serde_json::to_vec(&event) {
-        Ok(p) => bytes::Bytes::from(p),
-        Err(_) => return message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
-    };
-    if payload.len() > nimbus_types::limits::MAX_SYNC_PAYLOAD_BYTES {
-        return message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
-    }
     let invocation = g.manager.invoke(
         &function,
         InvokeRequest {
@@ -184,6 +188,7 @@ pub async fn serve(g: &ApiGateway, api_id: &str, path: &str, request: Request) -
             payload,
             client_context: None,
             async_attempt: None,
+            http,
         },
     );
     let timeout = Duration::from_millis(u64::from(integration.timeout_ms));
@@ -200,10 +205,10 @@ pub async fn serve(g: &ApiGateway, api_id: &str, path: &str, request: Request) -
             message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
         }
         Ok(Ok(outcome)) => {
-            let answer = if v1 {
-                http_event::interpret_v1(&outcome.payload)
-            } else {
-                http_event::interpret_v2(&outcome.payload)
+            let answer = match outcome.http {
+                Some(reply) => http_event::answer(reply),
+                None if v1 => http_event::interpret_v1(&outcome.payload),
+                None => http_event::interpret_v2(&outcome.payload),
             };
             answer.unwrap_or_else(|| {
                 tracing::info!(api = %api.api_id, route = %route.route_key, "the function's result is not a valid response");

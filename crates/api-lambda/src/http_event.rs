@@ -10,6 +10,7 @@ use axum::response::Response;
 use base64::Engine;
 use bytes::Bytes;
 use nimbus_identity::Caller;
+use nimbus_types::http::{HttpCall, HttpReply};
 use serde_json::{Value, json};
 
 /// The request as the event sees it.
@@ -401,6 +402,67 @@ pub fn interpret_v2(payload: &[u8]) -> Option<Response> {
     Some(response)
 }
 
+/// The request itself, for a function that serves HTTP (`wasi-http`): no event in between.
+pub fn call(view: &View<'_>) -> HttpCall {
+    let path_and_query = match view.parts.uri.query() {
+        Some(query) => format!("{}?{query}", view.path),
+        None => view.path.to_owned(),
+    };
+    let authority = view
+        .parts
+        .headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost")
+        .to_owned();
+    let headers = view
+        .parts
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    HttpCall {
+        method: view.parts.method.as_str().to_owned(),
+        scheme: "http".to_owned(),
+        authority,
+        path_and_query,
+        headers,
+        body: view.body.clone(),
+    }
+}
+
+/// Headers that describe one connection, not the response: the gateway's own framing stands.
+const CONNECTION_HEADERS: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "proxy-connection",
+];
+
+/// A function's HTTP reply as the response. `None` if its status or a header is not valid HTTP.
+pub fn answer(reply: HttpReply) -> Option<Response> {
+    let mut response = Response::new(Body::from(reply.body));
+    *response.status_mut() = StatusCode::from_u16(reply.status).ok()?;
+    let h = response.headers_mut();
+    for (name, value) in &reply.headers {
+        if CONNECTION_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            continue;
+        }
+        h.append(
+            HeaderName::from_bytes(name.as_bytes()).ok()?,
+            HeaderValue::from_str(value).ok()?,
+        );
+    }
+    Some(response)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,6 +482,31 @@ mod tests {
             interpret_v2(br#"{"statusCode":200,"body":"!!","isBase64Encoded":true}"#).is_none()
         );
         assert!(interpret_v2(b"not json").is_none());
+    }
+
+    #[test]
+    fn http_replies_keep_their_headers_but_not_the_connection_s() {
+        let reply = HttpReply {
+            status: 418,
+            headers: vec![
+                ("x-a".into(), "1".into()),
+                ("x-a".into(), "2".into()),
+                ("Transfer-Encoding".into(), "chunked".into()),
+                ("connection".into(), "close".into()),
+            ],
+            body: Bytes::from_static(b"tea"),
+        };
+        let r = answer(reply).unwrap();
+        assert_eq!(r.status(), 418);
+        assert_eq!(r.headers().get_all("x-a").iter().count(), 2);
+        assert!(r.headers().get("transfer-encoding").is_none());
+        assert!(r.headers().get("connection").is_none());
+        let bad = HttpReply {
+            status: 42,
+            headers: vec![],
+            body: Bytes::new(),
+        };
+        assert!(answer(bad).is_none());
     }
 
     #[test]

@@ -136,6 +136,7 @@ pub(crate) async fn invoke(
                 payload,
                 client_context,
                 async_attempt: None,
+                http: None,
             },
         )
         .await?;

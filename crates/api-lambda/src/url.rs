@@ -735,13 +735,16 @@ pub async fn serve(
         path_parameters: &[],
         stage_variables: None,
     };
-    let payload = match serde_json::to_vec(&http_event::v2(&view, &context)) {
-        Ok(p) => Bytes::from(p),
-        Err(e) => return ApiError::internal(e).into_response(),
+    let serves_http = target.function.runtime.serves_http();
+    let (payload, http) = if serves_http {
+        (Bytes::new(), Some(http_event::call(&view)))
+    } else {
+        match serde_json::to_vec(&http_event::v2(&view, &context)) {
+            Ok(p) if p.len() > MAX_SYNC_PAYLOAD_BYTES => return too_large(),
+            Ok(p) => (Bytes::from(p), None),
+            Err(e) => return ApiError::internal(e).into_response(),
+        }
     };
-    if payload.len() > MAX_SYNC_PAYLOAD_BYTES {
-        return too_large();
-    }
     let outcome = f
         .manager
         .invoke(
@@ -751,6 +754,7 @@ pub async fn serve(
                 payload,
                 client_context: None,
                 async_attempt: None,
+                http,
             },
         )
         .await;
@@ -765,10 +769,16 @@ pub async fn serve(
         Ok(outcome) if outcome.error.is_some() => {
             url_error(StatusCode::BAD_GATEWAY, "Internal Server Error")
         }
-        Ok(outcome) => http_event::interpret_v2(&outcome.payload).unwrap_or_else(|| {
-            tracing::info!(function = %target.function.name, "function URL: the function's result is not a valid response");
-            url_error(StatusCode::BAD_GATEWAY, "Internal Server Error")
-        }),
+        Ok(outcome) => {
+            let answered = match outcome.http {
+                Some(reply) => http_event::answer(reply),
+                None => http_event::interpret_v2(&outcome.payload),
+            };
+            answered.unwrap_or_else(|| {
+                tracing::info!(function = %target.function.name, "function URL: the function's result is not a valid response");
+                url_error(StatusCode::BAD_GATEWAY, "Internal Server Error")
+            })
+        }
     };
     insert(response.headers_mut(), "x-amzn-requestid", &request_id);
     if let (Some(cors), Some(origin)) = (&target.url.cors, &origin) {

@@ -514,11 +514,35 @@ async fn invoke(
         .and_then(|c| base64::engine::general_purpose::STANDARD.decode(c).ok())
         .and_then(|c| String::from_utf8(c).ok());
     let async_attempt = text("x-nimbus-async-attempt").and_then(|a| a.parse().ok());
+    let http = match text("x-nimbus-http") {
+        None => None,
+        Some(head) => {
+            let call = base64::engine::general_purpose::STANDARD
+                .decode(head)
+                .ok()
+                .and_then(|h| serde_json::from_slice::<nimbus_types::http::HttpCall>(&h).ok());
+            match call {
+                Some(call) => Some(call),
+                None => return wire_error(&Error::Internal("a malformed x-nimbus-http".into())),
+            }
+        }
+    };
+    let (payload, http) = match http {
+        Some(call) => (
+            Bytes::new(),
+            Some(nimbus_types::http::HttpCall {
+                body: payload,
+                ..call
+            }),
+        ),
+        None => (payload, None),
+    };
     let request = InvokeRequest {
         request_id,
         payload,
         client_context,
         async_attempt,
+        http,
     };
     match a.worker.invoke(id, request).await {
         Ok(outcome) => encode_outcome(outcome).into_response(),

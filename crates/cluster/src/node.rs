@@ -434,7 +434,11 @@ pub(crate) struct InitBody {
 /// An invocation's answer travels as a 4-byte length, the outcome's JSON without its payload,
 /// then the payload.
 pub(crate) fn encode_outcome(mut outcome: InvokeOutcome) -> Bytes {
-    let payload = std::mem::take(&mut outcome.payload);
+    // An HTTP reply's body travels where the payload would (which is then empty).
+    let payload = match &mut outcome.http {
+        Some(reply) => std::mem::take(&mut reply.body),
+        None => std::mem::take(&mut outcome.payload),
+    };
     let meta = serde_json::to_vec(&outcome).unwrap_or_default();
     let mut out = BytesMut::with_capacity(4 + meta.len() + payload.len());
     out.put_u32(meta.len() as u32);
@@ -447,7 +451,11 @@ fn decode_outcome(body: Bytes) -> Option<InvokeOutcome> {
     let len = u32::from_be_bytes(body.get(..4)?.try_into().ok()?) as usize;
     let meta = body.get(4..4 + len)?;
     let mut outcome: InvokeOutcome = serde_json::from_slice(meta).ok()?;
-    outcome.payload = body.slice(4 + len..);
+    let payload = body.slice(4 + len..);
+    match &mut outcome.http {
+        Some(reply) => reply.body = payload,
+        None => outcome.payload = payload,
+    }
     Some(outcome)
 }
 
@@ -593,6 +601,19 @@ impl Worker for RemoteWorker {
         if let Some(attempt) = request.async_attempt {
             headers.push(("x-nimbus-async-attempt", attempt.to_string()));
         }
+        // A request for a function that serves HTTP: its head in a header, its body as the body.
+        let body = match request.http {
+            Some(mut call) => {
+                let body = std::mem::take(&mut call.body);
+                let head = serde_json::to_vec(&call).unwrap_or_default();
+                headers.push((
+                    "x-nimbus-http",
+                    base64::engine::general_purpose::STANDARD.encode(head),
+                ));
+                body
+            }
+            None => request.payload,
+        };
         // No deadline here: the worker enforces the function's timeout, and a worker that
         // stops answering is declared lost by the heartbeat monitor, which ends the wait.
         let body = self
@@ -600,7 +621,7 @@ impl Worker for RemoteWorker {
                 Method::POST,
                 &format!("/v1/sandboxes/{sandbox}/invoke"),
                 &headers,
-                request.payload,
+                body,
                 None,
             )
             .await
@@ -652,11 +673,24 @@ mod tests {
             memory_mb: 128,
             max_memory_used_mb: 3,
             reusable: true,
+            http: None,
         };
         let decoded = decode_outcome(encode_outcome(outcome.clone())).unwrap();
         assert_eq!(decoded.payload, outcome.payload);
         assert_eq!(decoded.log, outcome.log);
         assert_eq!(decoded.init_duration_us, Some(7));
+        let answered = InvokeOutcome {
+            payload: Bytes::new(),
+            http: Some(nimbus_types::http::HttpReply {
+                status: 201,
+                headers: vec![("x-a".into(), "1".into())],
+                body: Bytes::from_static(&[0xff, 0x00, 0x01]),
+            }),
+            ..outcome
+        };
+        let decoded = decode_outcome(encode_outcome(answered.clone())).unwrap();
+        assert_eq!(decoded.http, answered.http);
+        assert!(decoded.payload.is_empty());
         assert!(decode_outcome(Bytes::from_static(b"\0\0\0\x09{}")).is_none());
         assert!(decode_outcome(Bytes::new()).is_none());
     }

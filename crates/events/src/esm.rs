@@ -349,6 +349,7 @@ impl EventSources {
             payload: event,
             client_context: None,
             async_attempt: None,
+            http: None,
         };
         let outcome = match self.control.manager().invoke(&function, request).await {
             Ok(outcome) => outcome,

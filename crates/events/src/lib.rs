@@ -314,6 +314,7 @@ impl AsyncInvoker {
             payload: Bytes::from(delivery.body.clone()),
             client_context: None,
             async_attempt: Some(meta.attempts + 1),
+            http: None,
         };
         match self.manager.invoke(&function, request).await {
             Err(

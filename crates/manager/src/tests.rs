@@ -112,6 +112,7 @@ impl Worker for FakeWorker {
             memory_mb: 128,
             max_memory_used_mb: 1,
             reusable: true,
+            http: None,
         })
     }
     async fn release(&self, sandbox: SandboxId) {
@@ -173,6 +174,7 @@ fn request(id: &str) -> InvokeRequest {
         payload: Bytes::from_static(b"{}"),
         client_context: None,
         async_attempt: None,
+        http: None,
     }
 }
 

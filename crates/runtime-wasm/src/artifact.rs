@@ -1,4 +1,4 @@
-//! The on-disk cache of compiled modules.
+//! The on-disk cache of compiled modules and components.
 //!
 //! An artifact is native code, so loading one is `unsafe`: wasmtime trusts that the bytes are
 //! what it produced. Artifacts live in the node's private data directory, are written only by
@@ -9,50 +9,87 @@ use std::fs;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
 use wasmtime::{Engine, Module};
 
 pub(crate) fn digest(bytes: &[u8]) -> String {
     nimbus_types::hex::encode(&Sha256::digest(bytes))
 }
 
-pub(crate) fn load(engine: &Engine, dir: &Path, key: &str) -> Option<Module> {
-    let bytes = fs::read(dir.join(format!("{key}.cwasm"))).ok()?;
-    let recorded = fs::read_to_string(dir.join(format!("{key}.cwasm.sha256"))).ok()?;
+/// What can be cached: a core module (`KEY.cwasm`) or a component (`KEY.cwasm-component`).
+pub(crate) trait Artifact: Sized {
+    const SUFFIX: &'static str;
+    fn serialize(&self) -> wasmtime::Result<Vec<u8>>;
+    /// # Safety
+    /// `bytes` must come from [`Artifact::serialize`] on an engine of the same configuration.
+    #[allow(unsafe_code)]
+    unsafe fn deserialize(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Self>;
+}
+
+impl Artifact for Module {
+    const SUFFIX: &'static str = "cwasm";
+    fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
+        Module::serialize(self)
+    }
+    #[allow(unsafe_code)]
+    unsafe fn deserialize(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Self> {
+        // SAFETY: forwarded from the caller's promise.
+        unsafe { Module::deserialize(engine, bytes) }
+    }
+}
+
+impl Artifact for Component {
+    const SUFFIX: &'static str = "cwasm-component";
+    fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
+        Component::serialize(self)
+    }
+    #[allow(unsafe_code)]
+    unsafe fn deserialize(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Self> {
+        // SAFETY: forwarded from the caller's promise.
+        unsafe { Component::deserialize(engine, bytes) }
+    }
+}
+
+pub(crate) fn load<A: Artifact>(engine: &Engine, dir: &Path, key: &str) -> Option<A> {
+    let file = dir.join(format!("{key}.{}", A::SUFFIX));
+    let bytes = fs::read(&file).ok()?;
+    let recorded = fs::read_to_string(dir.join(format!("{key}.{}.sha256", A::SUFFIX))).ok()?;
     if digest(&bytes) != recorded.trim() {
         tracing::warn!(
-            module = key,
+            artifact = %file.display(),
             "cached wasm artifact does not match its checksum; recompiling"
         );
         return None;
     }
-    // SAFETY: the bytes were produced by `Module::serialize` in `store` below, in a directory
+    // SAFETY: the bytes were produced by `Artifact::serialize` in `store` below, in a directory
     // only this node writes, and match the checksum written with them; wasmtime additionally
     // rejects artifacts from another version or configuration of the engine.
     #[allow(unsafe_code)]
-    let module = unsafe { Module::deserialize(engine, &bytes) };
-    match module {
-        Ok(module) => Some(module),
+    let artifact = unsafe { A::deserialize(engine, &bytes) };
+    match artifact {
+        Ok(artifact) => Some(artifact),
         Err(e) => {
-            tracing::info!(module = key, error = %e, "cached wasm artifact is stale; recompiling");
+            tracing::info!(artifact = %file.display(), error = %e, "cached wasm artifact is stale; recompiling");
             None
         }
     }
 }
 
-pub(crate) fn store(dir: &Path, key: &str, module: &Module) {
-    let bytes = match module.serialize() {
+pub(crate) fn store<A: Artifact>(dir: &Path, key: &str, artifact: &A) {
+    let bytes = match artifact.serialize() {
         Ok(bytes) => bytes,
         Err(e) => {
-            tracing::warn!(module = key, error = %e, "could not serialise a compiled module");
+            tracing::warn!(artifact = key, error = %e, "could not serialise compiled code");
             return;
         }
     };
-    let tmp = dir.join(format!("{key}.cwasm.tmp{}", std::process::id()));
+    let suffix = A::SUFFIX;
+    let tmp = dir.join(format!("{key}.{suffix}.tmp{}", std::process::id()));
     let result = fs::write(&tmp, &bytes)
-        .and_then(|()| fs::write(dir.join(format!("{key}.cwasm.sha256")), digest(&bytes)))
-        .and_then(|()| fs::rename(&tmp, dir.join(format!("{key}.cwasm"))));
+        .and_then(|()| fs::write(dir.join(format!("{key}.{suffix}.sha256")), digest(&bytes)))
+        .and_then(|()| fs::rename(&tmp, dir.join(format!("{key}.{suffix}"))));
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
-        tracing::warn!(module = key, error = %e, "could not cache a compiled module");
+        tracing::warn!(artifact = key, error = %e, "could not cache compiled code");
     }
 }

@@ -6,11 +6,17 @@
 //! taken from the pooling allocator, so nothing leaks from one invocation to the next. Timeouts
 //! use epoch interruption, which also makes long computations yield to the async executor, and
 //! linear memory is capped by a resource limiter.
+//!
+//! A function of runtime `wasi-http` is a component exporting `wasi:http/incoming-handler`
+//! ([`http`]): the same engine and pool, one instance per request.
 
 #![deny(unsafe_code)]
 
 mod artifact;
+mod http;
 mod limits;
+
+pub use http::{Egress, HttpInput, HttpOutput, HttpTemplate};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -67,9 +73,12 @@ struct StoreState {
 pub struct WasmRuntime {
     engine: Engine,
     linker: Linker<StoreState>,
+    http_linker: wasmtime::component::Linker<http::HttpState>,
     cache_dir: PathBuf,
     /// Compiled modules by the sha256 of their bytes; `Module` is a cheap handle.
     modules: Mutex<HashMap<String, Module>>,
+    /// Compiled components, likewise.
+    components: Mutex<HashMap<String, wasmtime::component::Component>>,
 }
 
 /// A module linked against WASI and ready to instantiate: the warm state of a wasm sandbox.
@@ -123,11 +132,14 @@ impl std::error::Error for DeadlineExceeded {}
 impl WasmRuntime {
     pub fn new(config: &WasmConfig) -> Result<Self> {
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_core_instances(config.max_instances)
-            .total_memories(config.max_instances)
-            .total_tables(config.max_instances)
-            .total_stacks(config.max_instances)
-            .total_component_instances(0)
+        // A component instance is several core instances (the program and the shims that
+        // adapt its imports), so components need more slots than modules.
+        let n = config.max_instances;
+        pool.total_core_instances(n.saturating_mul(4))
+            .total_memories(n.saturating_mul(2))
+            .total_tables(n.saturating_mul(4))
+            .total_stacks(n)
+            .total_component_instances(n)
             .total_gc_heaps(0)
             .max_memory_size(MAX_WASM32_MEMORY as usize)
             // Reset a slot by rewriting only the pages the last instance dirtied (found with
@@ -149,6 +161,7 @@ impl WasmRuntime {
             path: config.cache_dir.clone(),
             source,
         })?;
+        let http_linker = http::linker(&engine)?;
         let ticker = engine.weak();
         std::thread::Builder::new()
             .name("nimbus-wasm-epoch".into())
@@ -163,8 +176,10 @@ impl WasmRuntime {
         Ok(Self {
             engine,
             linker,
+            http_linker,
             cache_dir: config.cache_dir.clone(),
             modules: Mutex::new(HashMap::new()),
+            components: Mutex::new(HashMap::new()),
         })
     }
 
@@ -180,7 +195,7 @@ impl WasmRuntime {
         let module = match cached {
             Some(module) => module,
             None => {
-                let module = match artifact::load(&self.engine, &self.cache_dir, &key) {
+                let module = match artifact::load::<Module>(&self.engine, &self.cache_dir, &key) {
                     Some(module) => module,
                     None => {
                         let module = Module::new(&self.engine, &bytes).map_err(|e| {
@@ -241,15 +256,7 @@ impl WasmRuntime {
             },
         );
         store.limiter(|s| &mut s.limiter);
-        let deadline = Instant::now() + input.timeout;
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                Err(DeadlineExceeded.into())
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
+        arm_deadline(&mut store, input.timeout);
 
         let result = async {
             let instance = template.pre.instantiate_async(&mut store).await?;
@@ -285,6 +292,21 @@ impl WasmRuntime {
             peak_memory_bytes,
         }
     }
+}
+
+/// Makes the store's guest trap with [`DeadlineExceeded`] once `timeout` has passed, and yield
+/// to the executor at every epoch tick until then. Returns the deadline.
+fn arm_deadline<T: 'static>(store: &mut Store<T>, timeout: Duration) -> Instant {
+    let deadline = Instant::now() + timeout;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if Instant::now() >= deadline {
+            Err(DeadlineExceeded.into())
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+    deadline
 }
 
 /// The trap's own description without the backtrace wasmtime appends.

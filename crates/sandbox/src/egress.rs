@@ -47,21 +47,8 @@ const PREFIX: &str = "nb-";
 const SUBNET: Ipv4Addr = Ipv4Addr::new(100, 96, 0, 0);
 const SLOTS: u32 = 1 << 14;
 
-/// Destinations a sandbox never reaches: "this" network, private, shared (carrier NAT, where
-/// sandboxes are), loopback, link-local, IETF protocol assignments, benchmarking, multicast
-/// and reserved.
-const BLOCKED: [(Ipv4Addr, u8); 10] = [
-    (Ipv4Addr::new(0, 0, 0, 0), 8),
-    (Ipv4Addr::new(10, 0, 0, 0), 8),
-    (Ipv4Addr::new(100, 64, 0, 0), 10),
-    (Ipv4Addr::new(127, 0, 0, 0), 8),
-    (Ipv4Addr::new(169, 254, 0, 0), 16),
-    (Ipv4Addr::new(172, 16, 0, 0), 12),
-    (Ipv4Addr::new(192, 0, 0, 0), 24),
-    (Ipv4Addr::new(192, 168, 0, 0), 16),
-    (Ipv4Addr::new(198, 18, 0, 0), 15),
-    (Ipv4Addr::new(224, 0, 0, 0), 3),
-];
+/// Destinations a sandbox never reaches.
+const BLOCKED: [(Ipv4Addr, u8); 10] = nimbus_types::net::BLOCKED_V4;
 
 /// The node's egress: the host's rules are in place; hands out links to sandboxes.
 pub struct Egress {

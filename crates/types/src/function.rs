@@ -15,6 +15,8 @@ use crate::limits::*;
 pub enum Runtime {
     /// A WASI preview 1 command module: event on stdin, result on stdout, log on stderr.
     Wasm32Wasip1,
+    /// A component exporting `wasi:http/incoming-handler`: served HTTP requests directly.
+    WasiHttp,
     /// A custom runtime: an executable `bootstrap` at the root of the package.
     Provided(ProvidedFlavor),
     /// `python3.N`, run by nimbus's Python bootstrap.
@@ -34,6 +36,7 @@ impl Runtime {
     pub fn parse(s: &str) -> Result<Self, InvalidParameter> {
         let parsed = match s {
             "wasm32-wasip1" => Some(Self::Wasm32Wasip1),
+            "wasi-http" => Some(Self::WasiHttp),
             "provided" => Some(Self::Provided(ProvidedFlavor::Provided)),
             "provided.al2" => Some(Self::Provided(ProvidedFlavor::Al2)),
             "provided.al2023" => Some(Self::Provided(ProvidedFlavor::Al2023)),
@@ -59,9 +62,9 @@ impl Runtime {
         };
         parsed.ok_or_else(|| {
             InvalidParameter::new(format!(
-                "The runtime parameter of {s} is not supported. Runtimes: wasm32-wasip1, provided, \
-                 provided.al2, provided.al2023, python3.N and nodejsN.x for the versions installed \
-                 on the node"
+                "The runtime parameter of {s} is not supported. Runtimes: wasm32-wasip1, \
+                 wasi-http, provided, provided.al2, provided.al2023, python3.N and nodejsN.x for \
+                 the versions installed on the node"
             ))
         })
     }
@@ -69,6 +72,7 @@ impl Runtime {
     pub fn name(self) -> String {
         match self {
             Self::Wasm32Wasip1 => "wasm32-wasip1".to_owned(),
+            Self::WasiHttp => "wasi-http".to_owned(),
             Self::Provided(ProvidedFlavor::Provided) => "provided".to_owned(),
             Self::Provided(ProvidedFlavor::Al2) => "provided.al2".to_owned(),
             Self::Provided(ProvidedFlavor::Al2023) => "provided.al2023".to_owned(),
@@ -79,7 +83,12 @@ impl Runtime {
 
     /// Whether functions of this runtime run as processes speaking the Runtime API.
     pub fn is_process(self) -> bool {
-        !matches!(self, Self::Wasm32Wasip1)
+        !matches!(self, Self::Wasm32Wasip1 | Self::WasiHttp)
+    }
+
+    /// Whether functions of this runtime serve HTTP requests themselves, without an event.
+    pub fn serves_http(self) -> bool {
+        self == Self::WasiHttp
     }
 }
 
@@ -365,7 +374,7 @@ pub fn validate_environment(env: &BTreeMap<String, String>) -> Result<(), Invali
 /// Checks a handler for a runtime: a file path inside the package for wasm, Lambda's
 /// `[^\s]+` (up to 128 characters) for the others.
 pub fn validate_handler(runtime: Runtime, handler: &str) -> Result<(), InvalidParameter> {
-    if runtime == Runtime::Wasm32Wasip1 {
+    if !runtime.is_process() {
         return validate_handler_path(handler);
     }
     if handler.is_empty()
@@ -439,6 +448,7 @@ mod tests {
     fn runtimes_parse_and_print() {
         for name in [
             "wasm32-wasip1",
+            "wasi-http",
             "provided",
             "provided.al2",
             "provided.al2023",

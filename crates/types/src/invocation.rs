@@ -15,6 +15,10 @@ pub struct InvokeRequest {
     /// Set for an asynchronous invocation: which attempt this is, from 1.
     #[serde(default)]
     pub async_attempt: Option<u32>,
+    /// Set when a front door hands a function that serves HTTP itself (`wasi-http`) the
+    /// request as it came, instead of an event; `payload` is then empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<crate::http::HttpCall>,
 }
 
 /// Why a sandbox is created: for an invocation waiting on it, or ahead of time for provisioned
@@ -89,6 +93,10 @@ pub struct InvokeOutcome {
     /// process sandbox cannot.
     #[serde(default = "yes")]
     pub reusable: bool,
+    /// The function's HTTP answer, when the request came as [`InvokeRequest::http`] and the
+    /// function answered; `payload` is then empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<crate::http::HttpReply>,
 }
 
 fn yes() -> bool {

@@ -9,12 +9,14 @@
 pub mod arn;
 pub mod function;
 pub mod hex;
+pub mod http;
 pub mod http_api;
 pub mod iam;
 pub mod identity;
 pub mod invocation;
 pub mod limits;
 pub mod name;
+pub mod net;
 pub mod queue;
 pub mod telemetry;
 pub mod time;

@@ -7,8 +7,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use nimbus_runtime_wasm::{RunInput, RunStatus, WasmRuntime, WasmTemplate};
+use nimbus_runtime_wasm::{
+    Egress, HttpInput, HttpTemplate, RunInput, RunStatus, WasmRuntime, WasmTemplate,
+};
 use nimbus_store::CodeStore;
+use nimbus_types::http::{HttpCall, HttpReply};
 use nimbus_types::invocation::billed_ms;
 use nimbus_types::limits::{MAX_FUNCTION_LOG_BYTES, MAX_SYNC_PAYLOAD_BYTES};
 use nimbus_types::{
@@ -35,7 +38,18 @@ enum SandboxKind {
         template: WasmTemplate,
         env: Vec<(String, String)>,
     },
+    Http {
+        template: HttpTemplate,
+        env: Vec<(String, String)>,
+        egress: Egress,
+    },
     Process(Box<ProcessSandbox>),
+}
+
+/// Compiled and linked code of either in-process kind.
+enum Template {
+    Module(WasmTemplate),
+    Component(HttpTemplate),
 }
 
 struct Sandbox {
@@ -73,8 +87,9 @@ impl LocalWorker {
         }
     }
 
-    /// Unpacks the code and links the module; CPU-bound, so it runs on the blocking pool.
-    async fn template_for(&self, function: &FunctionConfig) -> Result<WasmTemplate> {
+    /// Unpacks the code and links the module or component; CPU-bound, so it runs on the
+    /// blocking pool.
+    async fn template_for(&self, function: &FunctionConfig) -> Result<Template> {
         let code = self.code.clone();
         let wasm = self.wasm.clone();
         let function = function.clone();
@@ -83,9 +98,6 @@ impl LocalWorker {
                 nimbus_store::Error::InvalidCode(m) => Error::InvalidCode(m),
                 other => Error::Internal(format!("{other:#}")),
             })?;
-            if function.runtime != Runtime::Wasm32Wasip1 {
-                return Err(Error::Internal("not a wasm function".into()));
-            }
             let path = root.join(&function.handler);
             if !path.is_file() {
                 return Err(Error::InvalidCode(format!(
@@ -93,10 +105,18 @@ impl LocalWorker {
                     function.handler
                 )));
             }
-            wasm.prepare(&path).map_err(|e| match e {
+            let refused = |e| match e {
                 nimbus_runtime_wasm::Error::InvalidModule(m) => Error::InvalidCode(m),
                 other => Error::Internal(other.to_string()),
-            })
+            };
+            match function.runtime {
+                Runtime::Wasm32Wasip1 => wasm.prepare(&path).map(Template::Module).map_err(refused),
+                Runtime::WasiHttp => wasm
+                    .prepare_http(&path)
+                    .map(Template::Component)
+                    .map_err(refused),
+                _ => Err(Error::Internal("not a wasm function".into())),
+            }
         })
         .await
         .map_err(|e| Error::Internal(format!("preparing code panicked: {e}")))??;
@@ -180,6 +200,125 @@ impl LocalWorker {
             peak_memory_bytes: output.peak_memory_bytes,
             reusable: true,
             error_line,
+            http: None,
+        })
+    }
+
+    /// Serves one request with a `wasi-http` component: the request as the front door got it,
+    /// or the one an Invoke API event describes, whose answer then goes back as a 2.0 result.
+    async fn invoke_http(
+        &self,
+        function: &FunctionConfig,
+        template: &HttpTemplate,
+        env: &[(String, String)],
+        egress: Egress,
+        request: InvokeRequest,
+        init_duration_us: Option<u64>,
+    ) -> InvokeOutcome {
+        let request_id = request.request_id;
+        let from_event = request.http.is_none();
+        let call = match request.http {
+            Some(call) => Ok(call),
+            None => HttpCall::from_event(&request.payload),
+        };
+        let started = Instant::now();
+        let http_request = call.and_then(to_http_request);
+        let http_request = match http_request {
+            Ok(r) => r,
+            Err(why) => {
+                let error = FunctionError::new(
+                    "Runtime.InvalidEvent",
+                    format!(
+                        "RequestId: {request_id} Error: a wasi-http function serves HTTP \
+                         requests; this event describes none: {why}"
+                    ),
+                );
+                return finish(Measured {
+                    function,
+                    request_id,
+                    kind: OutcomeKind::Error,
+                    payload: error.to_json(),
+                    error: Some(error),
+                    output: b"",
+                    duration_us: started.elapsed().as_micros() as u64,
+                    init_duration_us,
+                    peak_memory_bytes: 0,
+                    reusable: true,
+                    error_line: true,
+                    http: None,
+                });
+            }
+        };
+        let timeout = Duration::from_secs(function.timeout_s as u64);
+        let deadline_ms = nimbus_types::time::now_ms() + timeout.as_millis() as i64;
+        let mut env = env.to_vec();
+        env.push(("NIMBUS_REQUEST_ID".to_owned(), request_id.clone()));
+        env.push(("NIMBUS_DEADLINE_MS".to_owned(), deadline_ms.to_string()));
+        let output = self
+            .wasm
+            .run_http(
+                template,
+                HttpInput {
+                    request: http_request,
+                    env,
+                    memory_limit_bytes: (function.memory_mb as u64) << 20,
+                    timeout,
+                    body_limit: MAX_SYNC_PAYLOAD_BYTES,
+                    log_limit: MAX_FUNCTION_LOG_BYTES,
+                    egress,
+                },
+            )
+            .await;
+        let duration_us = started.elapsed().as_micros() as u64;
+        let reply = output.response.map(|response| {
+            let (parts, body) = response.into_parts();
+            HttpReply {
+                status: parts.status.as_u16(),
+                headers: parts
+                    .headers
+                    .iter()
+                    .map(|(n, v)| {
+                        (
+                            n.as_str().to_owned(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect(),
+                body,
+            }
+        });
+        let failed = |status: &RunStatus| {
+            let (kind, error) = sandbox_error(&request_id, status, function);
+            (kind, error.to_json(), Some(error), None)
+        };
+        let (kind, payload, error, http) = match (reply, &output.status) {
+            (Some(reply), RunStatus::Exited(0)) if from_event => {
+                let result = serde_json::to_vec(&reply.to_result()).unwrap_or_default();
+                if result.len() > MAX_SYNC_PAYLOAD_BYTES {
+                    failed(&RunStatus::OutputTooLarge)
+                } else {
+                    (OutcomeKind::Success, Bytes::from(result), None, None)
+                }
+            }
+            (Some(reply), RunStatus::Exited(0)) => {
+                (OutcomeKind::Success, Bytes::new(), None, Some(reply))
+            }
+            (_, status) => failed(status),
+        };
+        let error_line = error.is_some();
+        finish(Measured {
+            function,
+            request_id,
+            kind,
+            error,
+            payload,
+            output: &output.log,
+            duration_us,
+            init_duration_us,
+            peak_memory_bytes: output.peak_memory_bytes,
+            reusable: true,
+            error_line,
+            http,
         })
     }
 
@@ -335,9 +474,27 @@ impl Worker for LocalWorker {
                 .await?,
             ))
         } else {
-            let template = self.template_for(function).await?;
             let env = self.environment(function, id, init_type);
-            SandboxKind::Wasm { template, env }
+            match self.template_for(function).await? {
+                Template::Module(template) => SandboxKind::Wasm { template, env },
+                Template::Component(template) => {
+                    let outgoing = self
+                        .config
+                        .process
+                        .as_ref()
+                        .is_some_and(|p| p.egress.allows(function));
+                    let egress = if outgoing {
+                        Egress::Public
+                    } else {
+                        Egress::Denied
+                    };
+                    SandboxKind::Http {
+                        template,
+                        env,
+                        egress,
+                    }
+                }
+            }
         };
         let init_duration_us = started.elapsed().as_micros() as u64;
         let sandbox = Arc::new(Sandbox {
@@ -386,6 +543,21 @@ impl Worker for LocalWorker {
             SandboxKind::Wasm { template, env } => {
                 self.invoke_wasm(&sandbox.function, template, env, request, init_duration_us)
                     .await
+            }
+            SandboxKind::Http {
+                template,
+                env,
+                egress,
+            } => {
+                self.invoke_http(
+                    &sandbox.function,
+                    template,
+                    env,
+                    *egress,
+                    request,
+                    init_duration_us,
+                )
+                .await
             }
             SandboxKind::Process(process) => {
                 invoke_process(&sandbox.function, process, request, init_duration_us).await
@@ -519,6 +691,7 @@ async fn invoke_process(
         reusable,
         // A killed or crashed runtime gets Lambda's timestamped line; a handled error does not.
         error_line: !reusable,
+        http: None,
     })
 }
 
@@ -537,6 +710,8 @@ struct Measured<'a> {
     reusable: bool,
     /// Whether the error also gets Lambda's timestamped line in the log.
     error_line: bool,
+    /// A `wasi-http` function's answer to a request that came as HTTP.
+    http: Option<HttpReply>,
 }
 
 /// Bills, frames the log with START/END/REPORT and builds the outcome.
@@ -583,5 +758,23 @@ fn finish(m: Measured<'_>) -> InvokeOutcome {
         memory_mb: function.memory_mb,
         max_memory_used_mb,
         reusable: m.reusable,
+        http: m.http,
     }
+}
+
+/// The request a component is given: its URI absolute, its headers as they came.
+fn to_http_request(call: HttpCall) -> std::result::Result<http::Request<Bytes>, String> {
+    let uri = format!(
+        "{}://{}{}",
+        call.scheme, call.authority, call.path_and_query
+    );
+    let mut builder = http::Request::builder()
+        .method(call.method.as_str())
+        .uri(uri.as_str());
+    for (name, value) in &call.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    builder
+        .body(call.body)
+        .map_err(|e| format!("the request is not valid HTTP: {e}"))
 }

@@ -114,12 +114,17 @@ impl EgressPolicy {
         })
     }
 
+    /// Whether `function` may reach the internet.
+    pub fn allows(&self, function: &FunctionConfig) -> bool {
+        function.egress().unwrap_or(self.default)
+    }
+
     /// The way out for a sandbox of `function`, if it may have one.
     fn for_function(
         &self,
         function: &FunctionConfig,
     ) -> Result<Option<Arc<nimbus_sandbox::Egress>>> {
-        if !function.egress().unwrap_or(self.default) {
+        if !self.allows(function) {
             return Ok(None);
         }
         self.host
