@@ -123,3 +123,52 @@ def test_an_account_sees_and_touches_only_its_own(nimbus, node, tmp_path, deploy
                                   capture_output=True, text=True, timeout=60, env=env,
                                   stdin=subprocess.DEVNULL)
     assert not_operator.returncode != 0 and "AccessDenied" in not_operator.stderr
+
+
+def test_a_functions_policy_lets_another_account_invoke_it(nimbus, node, lambda_client, deploy):
+    """AddPermission naming another account lets that account invoke the function by ARN (and
+    do nothing else with it); RemovePermission takes it back; a user of that account also needs
+    its own policy to allow the call."""
+    _, account, key_id, secret = create_account(nimbus)
+    theirs = client(node, "lambda", key_id, secret)
+    name = deploy("echo")
+    arn = f"arn:aws:lambda:{s.REGION}:000000000000:function:{name}"
+
+    def invoke_as(lam):
+        return lam.invoke(FunctionName=arn, Payload=b'{"from":"elsewhere"}')
+
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        invoke_as(theirs)
+    assert s.client_error(e) == ("AccessDeniedException", 403)
+
+    lambda_client.add_permission(FunctionName=name, StatementId="partner", Action="lambda:InvokeFunction",
+                                 Principal=account)
+    out = invoke_as(theirs)
+    assert out["StatusCode"] == 200 and json.loads(out["Payload"].read()) == {"from": "elsewhere"}
+    # The statement grants invoking, nothing more: reading or changing the function is refused,
+    # and a function of the same name in the caller's own account is not what a grant reaches.
+    for call in [lambda: theirs.get_function(FunctionName=arn),
+                 lambda: theirs.delete_function(FunctionName=arn),
+                 lambda: theirs.invoke(FunctionName=f"{arn}:7")]:
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            call()
+        assert s.client_error(e)[0] == "AccessDeniedException"
+    assert lambda_client.get_function(FunctionName=name)["Configuration"]["FunctionName"] == name
+
+    # A user of that account needs its own policy to allow the call as well.
+    iam = client(node, "iam", key_id, secret)
+    iam.create_user(UserName="caller")
+    user_key = iam.create_access_key(UserName="caller")["AccessKey"]
+    as_user = client(node, "lambda", user_key["AccessKeyId"], user_key["SecretAccessKey"])
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        invoke_as(as_user)
+    assert s.client_error(e)[0] == "AccessDeniedException"
+    iam.put_user_policy(UserName="caller", PolicyName="invoke", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": arn}]}))
+    assert invoke_as(as_user)["StatusCode"] == 200
+
+    lambda_client.remove_permission(FunctionName=name, StatementId="partner")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        invoke_as(theirs)
+    assert s.client_error(e) == ("AccessDeniedException", 403)

@@ -308,10 +308,46 @@ async fn authorize(
         return next.run(request).await;
     }
     let resource = resource_arn(&lambda, &caller, resource, route.as_str(), request.uri());
-    match caller.authorize(&format!("lambda:{action}"), &resource) {
+    let action = format!("lambda:{action}");
+    match caller.authorize(&action, &resource) {
         Ok(()) => next.run(request).await,
-        Err(denied) => ApiError::access_denied(denied.message).into_response(),
+        Err(denied) => match granted_by_function_policy(&lambda, &caller, &action, &resource) {
+            Some(owner) => {
+                let mut request = request;
+                request.extensions_mut().insert(owner);
+                next.run(request).await
+            }
+            None => ApiError::access_denied(denied.message).into_response(),
+        },
     }
+}
+
+/// The account whose function a request acts on, when that function's resource-based policy
+/// (AddPermission) is what let the caller in: the handler then finds the function there.
+#[derive(Debug, Clone)]
+pub(crate) struct OwnerAccount(String);
+
+/// Whether the function `resource` names lets `caller` take `action` by its resource-based
+/// policy where the caller's own policies do not: for a caller of the same account, a
+/// statement naming it suffices unless its policies deny; for one of another account, its
+/// policies must allow too (an account's root always does). Returns the function's account.
+fn granted_by_function_policy(
+    lambda: &Lambda,
+    caller: &Caller,
+    action: &str,
+    resource: &str,
+) -> Option<OwnerAccount> {
+    let arn = nimbus_types::arn::FunctionArn::parse(resource).ok()?;
+    let key = nimbus_types::name::scoped(&arn.account, &arn.name);
+    let function = lambda.control.resolve(&key, None).ok()?;
+    let qualifier = arn.qualifier.as_ref().map(Qualifier::as_str);
+    let principal = caller.arn();
+    let by_resource = function
+        .permissions
+        .iter()
+        .any(|p| p.allows(action, Some((&caller.account, &principal)), qualifier, None));
+    (by_resource && caller.authorize_with_resource_policy(action, resource, true))
+        .then_some(OwnerAccount(arn.account))
 }
 
 /// Whether a request path may hold an ARN (a `:`, as is or percent-encoded).
@@ -416,7 +452,7 @@ pub(crate) struct FunctionPath {
 }
 
 impl FunctionPath {
-    /// The key of the function the path names, in the caller's account.
+    /// The key of the function the path names, in its account.
     fn key(&self) -> Result<(String, FunctionRef), ApiError> {
         let reference = FunctionRef::parse(&self.name)?;
         Ok((
@@ -442,11 +478,15 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for FunctionPath {
             .get("name")
             .cloned()
             .ok_or_else(|| ApiError::internal("a function route without {name}").into_response())?;
-        let account = parts
-            .extensions
-            .get::<Caller>()
-            .map(|c| c.account.clone())
-            .ok_or_else(|| ApiError::internal("request without a caller").into_response())?;
+        // The caller's account, unless the function's own policy let another account in.
+        let account = match parts.extensions.get::<OwnerAccount>() {
+            Some(OwnerAccount(owner)) => owner.clone(),
+            None => parts
+                .extensions
+                .get::<Caller>()
+                .map(|c| c.account.clone())
+                .ok_or_else(|| ApiError::internal("request without a caller").into_response())?,
+        };
         Ok(Self { name, account })
     }
 }
