@@ -8,6 +8,7 @@ import http.client
 import json
 from urllib.parse import urlsplit
 
+import botocore.exceptions
 import pytest
 
 import e2e_support as s
@@ -391,3 +392,50 @@ def test_accounts_keep_to_their_own_apis_and_functions(apigw, node, nimbus, back
     finally:
         lambda_client.delete_function_url_config(FunctionName=name)
         lambda_client.remove_permission(FunctionName=name, StatementId="partner")
+
+
+def test_lists_page_and_apis_take_tags(apigw, aws, node, backend):
+    _, arn = backend
+    api = apigw.create_api(Name=s.unique_name("paged"), ProtocolType="HTTP", Tags={"team": "web"})
+    api_id = api["ApiId"]
+    try:
+        integration = apigw.create_integration(ApiId=api_id, IntegrationType="AWS_PROXY", IntegrationUri=arn,
+                                               PayloadFormatVersion="2.0")["IntegrationId"]
+        keys = [f"GET /r{i:02d}" for i in range(12)]
+        for key in keys:
+            apigw.create_route(ApiId=api_id, RouteKey=key, Target=f"integrations/{integration}")
+        # One page at a time with boto3, and the aws CLI following nextToken by itself.
+        seen, token = [], None
+        while True:
+            page = apigw.get_routes(ApiId=api_id, MaxResults="5", **({"NextToken": token} if token else {}))
+            assert len(page["Items"]) <= 5
+            seen += [r["RouteKey"] for r in page["Items"]]
+            token = page.get("NextToken")
+            if not token:
+                break
+        assert sorted(seen) == keys and len(seen) == len(set(seen))
+        listed = aws("apigatewayv2", "get-routes", "--api-id", api_id, "--page-size", "4")["Items"]
+        assert sorted(r["RouteKey"] for r in listed) == keys
+        for bad in [{"MaxResults": "0"}, {"MaxResults": "many"}, {"NextToken": "not-a-token"}]:
+            with pytest.raises(botocore.exceptions.ClientError) as e:
+                apigw.get_routes(ApiId=api_id, **bad)
+            assert s.client_error(e) == ("BadRequestException", 400), bad
+
+        # Tags: on creation, added, read, removed, by the API's ARN.
+        resource = f"arn:aws:apigateway:{s.REGION}::/apis/{api_id}"
+        assert apigw.get_tags(ResourceArn=resource)["Tags"] == {"team": "web"}
+        apigw.tag_resource(ResourceArn=resource, Tags={"stage": "prod", "team": "api"})
+        assert apigw.get_tags(ResourceArn=resource)["Tags"] == {"team": "api", "stage": "prod"}
+        assert apigw.get_api(ApiId=api_id)["Tags"] == {"team": "api", "stage": "prod"}
+        apigw.untag_resource(ResourceArn=resource, TagKeys=["team"])
+        assert aws("apigatewayv2", "get-tags", "--resource-arn", resource)["Tags"] == {"stage": "prod"}
+        for tags in [{"aws:reserved": "x"}, {"k": "v" * 257}, {f"k{i}": "v" for i in range(50)}]:
+            with pytest.raises(botocore.exceptions.ClientError) as e:
+                apigw.tag_resource(ResourceArn=resource, Tags=tags)
+            assert s.client_error(e) == ("BadRequestException", 400)
+        assert apigw.get_tags(ResourceArn=resource)["Tags"] == {"stage": "prod"}, "nothing half-applied"
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            apigw.get_tags(ResourceArn=f"arn:aws:apigateway:{s.REGION}::/apis/nosuchapi")
+        assert s.client_error(e) == ("NotFoundException", 404)
+    finally:
+        apigw.delete_api(ApiId=api_id)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, Request, State};
+use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -61,6 +61,10 @@ pub fn router(gateway: Arc<ApiGateway>) -> Router {
         )
         .route("/v2/apis/{api}/stages", get(list_stages).post(create_stage))
         .route(
+            "/v2/tags/{arn}",
+            get(get_tags).post(tag_resource).delete(untag_resource),
+        )
+        .route(
             "/v2/apis/{api}/stages/{id}",
             get(get_stage).patch(update_stage).delete(delete_stage),
         )
@@ -81,7 +85,13 @@ async fn authorize(
 ) -> Response {
     let path = request.uri().path().trim_start_matches("/v2");
     let action = format!("apigateway:{}", request.method());
-    let resource = format!("arn:aws:apigateway:{}::{path}", g.domain.region);
+    // Tagging names its resource by ARN, percent-encoded in the path.
+    let resource = match path.strip_prefix("/tags/") {
+        Some(arn) => percent_encoding::percent_decode_str(arn)
+            .decode_utf8_lossy()
+            .into_owned(),
+        None => format!("arn:aws:apigateway:{}::{path}", g.domain.region),
+    };
     if let Err(denied) = caller.authorize(&action, &resource) {
         return ApiError::new(
             StatusCode::FORBIDDEN,
@@ -116,8 +126,46 @@ fn ok(value: Value) -> Answer {
     Ok(axum::Json(value).into_response())
 }
 
-fn items(values: impl Iterator<Item = Value>) -> Answer {
-    ok(json!({ "items": values.collect::<Vec<_>>() }))
+/// `maxResults` and `nextToken` of a list request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Page {
+    #[serde(rename = "maxResults")]
+    max_results: Option<String>,
+    #[serde(rename = "nextToken")]
+    next_token: Option<String>,
+}
+
+/// The most items one page holds when the request asks for more, or for no limit.
+const MAX_PAGE: usize = 500;
+
+/// One page of a list, in the list's order: `nextToken` (where the next page starts) is set
+/// when items remain.
+fn items(values: impl Iterator<Item = Value>, page: &Page) -> Answer {
+    let start = match page.next_token.as_deref() {
+        None | Some("") => 0,
+        Some(token) => token
+            .parse::<usize>()
+            .map_err(|_| ApiError::bad_request("The nextToken is not valid"))?,
+    };
+    let limit = match page.max_results.as_deref() {
+        None | Some("") => MAX_PAGE,
+        Some(max) => match max.parse::<usize>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "maxResults must be a number from 1 to {MAX_PAGE}"
+                )));
+            }
+        },
+    };
+    let mut values = values.skip(start);
+    let items: Vec<Value> = values.by_ref().take(limit).collect();
+    let mut out = json!({ "items": items });
+    if values.next().is_some() {
+        out["nextToken"] = Value::String((start + limit).to_string());
+    }
+    ok(out)
 }
 
 // --- APIs ----------------------------------------------------------------------------------
@@ -179,9 +227,13 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn list_apis(State(g): State<Shared>, Extension(caller): Extension<Caller>) -> Answer {
+async fn list_apis(
+    State(g): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Query(page): Query<Page>,
+) -> Answer {
     let apis = g.apis.list(&caller.account);
-    items(apis.iter().map(|d| api_json(&g, &d.api)))
+    items(apis.iter().map(|d| api_json(&g, &d.api)), &page)
 }
 
 async fn create_api(
@@ -220,6 +272,8 @@ async fn create_api(
             "An HTTP API's route selection expression is ${request.method} ${request.path}",
         ));
     }
+    let tags = input.tags.unwrap_or_default();
+    check_tags(&tags).map_err(ApiError::bad_request)?;
     let now = nimbus_types::time::now_ms();
     let mut api = HttpApi {
         api_id: new_id(10),
@@ -230,7 +284,7 @@ async fn create_api(
         created_ms: now,
         cors: input.cors_configuration.map(cors).transpose()?,
         disable_execute_api_endpoint: input.disable_execute_api_endpoint.unwrap_or(false),
-        tags: input.tags.unwrap_or_default(),
+        tags,
         routes: BTreeMap::new(),
         integrations: BTreeMap::new(),
         stages: BTreeMap::new(),
@@ -493,9 +547,13 @@ async fn list_integrations(
     State(g): State<Shared>,
     Extension(caller): Extension<Caller>,
     Path(api): Path<String>,
+    Query(page): Query<Page>,
 ) -> Answer {
     let deployed = g.apis.of(&caller.account, &api)?;
-    items(deployed.api.integrations.values().map(integration_json))
+    items(
+        deployed.api.integrations.values().map(integration_json),
+        &page,
+    )
 }
 
 async fn create_integration(
@@ -689,9 +747,10 @@ async fn list_routes(
     State(g): State<Shared>,
     Extension(caller): Extension<Caller>,
     Path(api): Path<String>,
+    Query(page): Query<Page>,
 ) -> Answer {
     let deployed = g.apis.of(&caller.account, &api)?;
-    items(deployed.api.routes.values().map(route_json))
+    items(deployed.api.routes.values().map(route_json), &page)
 }
 
 async fn create_route(
@@ -850,9 +909,10 @@ async fn list_stages(
     State(g): State<Shared>,
     Extension(caller): Extension<Caller>,
     Path(api): Path<String>,
+    Query(page): Query<Page>,
 ) -> Answer {
     let deployed = g.apis.of(&caller.account, &api)?;
-    items(deployed.api.stages.values().map(stage_json))
+    items(deployed.api.stages.values().map(stage_json), &page)
 }
 
 async fn create_stage(
@@ -1021,9 +1081,13 @@ async fn list_authorizers(
     State(g): State<Shared>,
     Extension(caller): Extension<Caller>,
     Path(api): Path<String>,
+    Query(page): Query<Page>,
 ) -> Answer {
     let deployed = g.apis.of(&caller.account, &api)?;
-    items(deployed.api.authorizers.values().map(authorizer_json))
+    items(
+        deployed.api.authorizers.values().map(authorizer_json),
+        &page,
+    )
 }
 
 async fn create_authorizer(
@@ -1110,6 +1174,104 @@ async fn delete_authorizer(
             .remove(&id)
             .map(|_| ())
             .ok_or_else(|| authorizer_not_found(&id))
+    })?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// --- Tags ----------------------------------------------------------------------------------
+
+/// The API a tagging request's ARN names (`arn:aws:apigateway:REGION::/apis/ID`); APIs are
+/// what this node tags.
+fn tagged_api(g: &ApiGateway, arn: &str) -> Result<String, ApiError> {
+    let prefix = format!("arn:aws:apigateway:{}::/apis/", g.domain.region);
+    arn.strip_prefix(&prefix)
+        .filter(|id| !id.is_empty() && !id.contains('/'))
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "NotFoundException",
+                format!("Invalid resource ARN {arn}: only APIs are tagged here"),
+            )
+        })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct TagsInput {
+    tags: BTreeMap<String, String>,
+}
+
+/// API Gateway's limits on tags: 50 per resource, keys of 1 to 128 characters that do not
+/// start with `aws:`, values of at most 256.
+fn check_tags(tags: &BTreeMap<String, String>) -> Result<(), String> {
+    if tags.len() > 50 {
+        return Err("A resource has at most 50 tags".into());
+    }
+    for (key, value) in tags {
+        if key.is_empty()
+            || key.chars().count() > 128
+            || key.to_ascii_lowercase().starts_with("aws:")
+        {
+            return Err(format!("Invalid tag key {key:?}"));
+        }
+        if value.chars().count() > 256 {
+            return Err(format!(
+                "The value of tag {key:?} is longer than 256 characters"
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn get_tags(
+    State(g): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(arn): Path<String>,
+) -> Answer {
+    let api = tagged_api(&g, &arn)?;
+    let deployed = g.apis.of(&caller.account, &api)?;
+    ok(json!({ "tags": deployed.api.tags }))
+}
+
+async fn tag_resource(
+    State(g): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(arn): Path<String>,
+    body: Bytes,
+) -> Answer {
+    let api = tagged_api(&g, &arn)?;
+    let input: TagsInput = parse(&body)?;
+    g.apis.modify(&caller.account, &api, |api| {
+        let mut tags = api.tags.clone();
+        tags.extend(input.tags);
+        check_tags(&tags).map_err(nimbus_httpapi::registry::Error::BadRequest)?;
+        api.tags = tags;
+        Ok(())
+    })?;
+    created(json!({}))
+}
+
+async fn untag_resource(
+    State(g): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(arn): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Answer {
+    let api = tagged_api(&g, &arn)?;
+    let keys: Vec<String> = query
+        .into_iter()
+        .filter(|(name, _)| name == "tagKeys")
+        .map(|(_, key)| key)
+        .collect();
+    if keys.is_empty() {
+        return Err(ApiError::bad_request("tagKeys is required"));
+    }
+    g.apis.modify(&caller.account, &api, |api| {
+        for key in &keys {
+            api.tags.remove(key);
+        }
+        Ok(())
     })?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
