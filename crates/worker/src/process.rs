@@ -326,7 +326,7 @@ impl ProcessConfig {
     fn program(&self, runtime: Runtime, code_dir: &Path) -> Result<(PathBuf, Vec<String>)> {
         let unavailable = || {
             Error::InvalidCode(format!(
-                "The runtime {runtime} is not available on this node. Available: wasm32-wasip1, {}",
+                "The runtime {runtime} is not available on this node. Available: wasm32-wasip1, wasi-http, {}",
                 self.host.names().join(", ")
             ))
         };
