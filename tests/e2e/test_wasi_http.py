@@ -64,6 +64,8 @@ def test_the_request_reaches_the_component_as_http(lambda_client, node, componen
     assert (status, got) == (200, name.encode())
     status, _, got = call(node, "GET", host, "/big/100000")
     assert status == 200 and got == b"x" * 100000
+    status, _, got = call(node, "GET", host, "/socket")
+    assert status == 200 and got.startswith(b"refused"), "no sockets besides wasi:http"
     # The path-based form reaches the same component.
     url_id = host.split(".")[0]
     status, headers, _ = call(node, "GET", f"127.0.0.1:{node.port}", f"/lambda-url/{url_id}/p/q")

@@ -149,10 +149,15 @@ impl WasmRuntime {
     pub async fn run_http(&self, template: &HttpTemplate, input: HttpInput) -> HttpOutput {
         let log = MemoryOutputPipe::new(input.log_limit);
         let mut wasi = WasiCtxBuilder::new();
+        // No sockets at all (not even unconnected ones, which would still hold host
+        // descriptors): outgoing requests go through `wasi:http` and its hook.
         wasi.stdout(log.clone())
             .stderr(log.clone())
             .envs(&input.env)
-            .arg("function");
+            .arg("function")
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
         let memory_limit = input.memory_limit_bytes.min(MAX_WASM32_MEMORY);
         let mut store = Store::new(
             &self.engine,
