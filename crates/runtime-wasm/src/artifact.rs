@@ -17,8 +17,11 @@ pub(crate) fn digest(bytes: &[u8]) -> String {
 }
 
 /// What can be cached: a core module (`KEY.cwasm`) or a component (`KEY.cwasm-component`).
-pub(crate) trait Artifact: Sized {
+pub(crate) trait Artifact: Sized + Clone {
     const SUFFIX: &'static str;
+    /// What the user deployed, as error messages name it.
+    const WHAT: &'static str;
+    fn compile(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Self>;
     fn serialize(&self) -> wasmtime::Result<Vec<u8>>;
     /// # Safety
     /// `bytes` must come from [`Artifact::serialize`] on an engine of the same configuration.
@@ -28,6 +31,10 @@ pub(crate) trait Artifact: Sized {
 
 impl Artifact for Module {
     const SUFFIX: &'static str = "cwasm";
+    const WHAT: &'static str = "the wasm module";
+    fn compile(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Self> {
+        Module::new(engine, bytes)
+    }
     fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
         Module::serialize(self)
     }
@@ -40,6 +47,10 @@ impl Artifact for Module {
 
 impl Artifact for Component {
     const SUFFIX: &'static str = "cwasm-component";
+    const WHAT: &'static str = "the component";
+    fn compile(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Self> {
+        Component::new(engine, bytes)
+    }
     fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
         Component::serialize(self)
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use wasmtime::Store;
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -104,34 +104,7 @@ impl WasmRuntime {
                     .into(),
             ));
         }
-        let key = crate::artifact::digest(&bytes);
-        let cached = self
-            .components
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&key).cloned());
-        let component = match cached {
-            Some(component) => component,
-            None => {
-                let component =
-                    match crate::artifact::load::<Component>(&self.engine, &self.cache_dir, &key) {
-                        Some(component) => component,
-                        None => {
-                            let component = Component::new(&self.engine, &bytes).map_err(|e| {
-                                Error::InvalidModule(format!(
-                                    "the component failed validation: {e:#}"
-                                ))
-                            })?;
-                            crate::artifact::store(&self.cache_dir, &key, &component);
-                            component
-                        }
-                    };
-                if let Ok(mut components) = self.components.lock() {
-                    components.insert(key, component.clone());
-                }
-                component
-            }
-        };
+        let component = self.compiled(&self.components, &bytes)?;
         let pre = self.http_linker.instantiate_pre(&component).map_err(|e| {
             Error::InvalidModule(format!(
                 "the component imports something nimbus does not provide: {e:#}"

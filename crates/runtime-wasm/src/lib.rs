@@ -190,30 +190,35 @@ impl WasmRuntime {
             path: path.to_owned(),
             source,
         })?;
-        let key = artifact::digest(&bytes);
-        let cached = self.modules.lock().ok().and_then(|m| m.get(&key).cloned());
-        let module = match cached {
-            Some(module) => module,
+        let module = self.compiled(&self.modules, &bytes)?;
+        self.template(&module)
+    }
+
+    /// The compiled form of `bytes`: from memory, from the on-disk cache, or compiled now (and
+    /// then cached in both).
+    fn compiled<A: artifact::Artifact>(
+        &self,
+        memo: &Mutex<HashMap<String, A>>,
+        bytes: &[u8],
+    ) -> Result<A> {
+        let key = artifact::digest(bytes);
+        if let Some(found) = memo.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(found);
+        }
+        let compiled = match artifact::load::<A>(&self.engine, &self.cache_dir, &key) {
+            Some(loaded) => loaded,
             None => {
-                let module = match artifact::load::<Module>(&self.engine, &self.cache_dir, &key) {
-                    Some(module) => module,
-                    None => {
-                        let module = Module::new(&self.engine, &bytes).map_err(|e| {
-                            Error::InvalidModule(format!(
-                                "the wasm module failed validation: {e:#}"
-                            ))
-                        })?;
-                        artifact::store(&self.cache_dir, &key, &module);
-                        module
-                    }
-                };
-                if let Ok(mut modules) = self.modules.lock() {
-                    modules.insert(key, module.clone());
-                }
-                module
+                let compiled = A::compile(&self.engine, bytes).map_err(|e| {
+                    Error::InvalidModule(format!("{} failed validation: {e:#}", A::WHAT))
+                })?;
+                artifact::store(&self.cache_dir, &key, &compiled);
+                compiled
             }
         };
-        self.template(&module)
+        if let Ok(mut memo) = memo.lock() {
+            memo.insert(key, compiled.clone());
+        }
+        Ok(compiled)
     }
 
     fn template(&self, module: &Module) -> Result<WasmTemplate> {
