@@ -169,14 +169,24 @@ def test_response_over_6_mb_is_refused(lambda_client):
 
 
 def test_idle_sandboxes_are_shut_down_after_keep_alive(node_factory, tmp_path):
+    import fleet_support as fs
+
+    # Long enough that the two back-to-back invocations below meet the same sandbox even on a
+    # loaded machine; the shutdown is then awaited, not slept for.
     config = tmp_path / "nimbus.toml"
-    config.write_text("[sandboxes]\nkeep_alive_s = 2\n")
+    config.write_text("[sandboxes]\nkeep_alive_s = 4\n")
     node = node_factory(config=config, name="keepalive")
     client = s.lambda_client(node.endpoint)
     name = p.deploy(client, "python-hello", PYTHON, "app.handler")
     assert s.invoke(client, name, {}).json()["invocations"] == 1
     assert s.invoke(client, name, {}).json()["invocations"] == 2
-    time.sleep(6)
+    idle = f'nimbus_sandboxes{{function="{name}",version="$LATEST",worker="local",state="idle"}}'
+    assert fs.metric(node, idle) == 1
+
+    def shut_down():
+        assert fs.metric(node, idle) == 0
+
+    s.eventually(shut_down, timeout=30)
     again = s.invoke(client, name, {}, tail=True)
     assert again.json()["invocations"] == 1, "the idle sandbox was shut down; this is a cold start"
     assert s.check_single_invocation_log(s.decode_log_result(again.log_result)).init_ms is not None
