@@ -20,6 +20,9 @@ deps:
 	rustup target add wasm32-wasip1 wasm32-wasip2
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
 	$(PYTHON) -c "import boto3" 2>/dev/null || $(PYTHON) -m pip install --quiet boto3
+	# CRC32C and CRC64NVME checksums need botocore's CRT extra, at the botocore already there.
+	$(PYTHON) -c "import awscrt" 2>/dev/null || $(PYTHON) -m pip install --quiet --disable-pip-version-check \
+		"botocore[crt]==$$($(PYTHON) -c 'import botocore; print(botocore.__version__)')"
 	command -v aws >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet awscli
 	# aws-lambda-ric (npm) builds its native client from source during the tests.
 	@missing=""; for tool in cmake autoconf automake libtoolize g++ make; do \

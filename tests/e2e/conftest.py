@@ -48,7 +48,9 @@ def _signed_request(self, method, url, body=None, headers=None, **kw):
     headers = {k: v for k, v in headers.items() if k.lower() != UNSIGNED.lower()}
     data = body.encode() if isinstance(body, str) else body
     already = any(k.lower() == "authorization" for k in headers)
-    if not unsigned and not already and (data is None or isinstance(data, (bytes, bytearray))):
+    # A presigned URL carries its signature in the query.
+    presigned = "X-Amz-Signature=" in url or "Signature=" in url
+    if not unsigned and not already and not presigned and (data is None or isinstance(data, (bytes, bytearray))):
         host = next((v for k, v in headers.items() if k.lower() == "host"), f"{self.host}:{self.port}")
         request = _AWSRequest(method=method, url=f"http://{host}{url}", data=bytes(data or b""), headers=headers)
         _SigV4Auth(_Credentials(s.ACCESS_KEY, s.SECRET_KEY), _service(method, url, headers), s.REGION).add_auth(request)

@@ -67,8 +67,10 @@ enum Command {
 }
 
 pub(crate) fn init_tracing() {
+    // The S3 protocol library reports every refused request (a missing key, a bad signature)
+    // as an error; nimbus logs what matters of those itself.
     let filter = tracing_subscriber::EnvFilter::try_from_env("NIMBUS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,s3s=off"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

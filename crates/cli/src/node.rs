@@ -311,10 +311,26 @@ pub async fn serve(
         }));
     }
     let auth = authentication(&config, &identity, listener.local_addr()?)?;
+    let objects = Arc::new(
+        nimbus_objects::Objects::open(&data.join("objects")).context("opening the object store")?,
+    );
+    let s3 = Arc::new(nimbus_api_s3::S3Api::new(
+        objects.clone(),
+        identity.clone(),
+        Arc::new(nimbus_events::objects::NotificationTargets {
+            control: control.clone(),
+            queues: queues.clone(),
+        }),
+        nimbus_api_s3::S3Config {
+            region: config.region.clone(),
+            domain: "s3.localhost".into(),
+        },
+    ));
     let router = nimbus_gateway::router(
         Subsystems {
             auth,
             identity,
+            s3,
             control: control.clone(),
             telemetry: telemetry_store,
             invoker: invoker.clone(),
@@ -371,9 +387,14 @@ pub async fn serve(
         .enable_all()
         .build()
         .context("starting the asynchronous invocation threads")?;
-    let pollers = background.spawn(invoker.run(stopped(stop_rx.clone())));
+    let pollers = background.spawn(invoker.clone().run(stopped(stop_rx.clone())));
     let event_sources = tokio::spawn(event_sources.run(stopped(stop_rx.clone())));
     let schedules = tokio::spawn(scheduler.run(stopped(stop_rx.clone())));
+    let notifications = tokio::spawn(nimbus_events::objects::dispatch(
+        objects.clone(),
+        invoker.clone(),
+        stopped(stop_rx.clone()),
+    ));
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!("stopping: finishing in-flight requests");
@@ -395,6 +416,8 @@ pub async fn serve(
     background.shutdown_background();
     let _ = event_sources.await;
     let _ = schedules.await;
+    let _ = notifications.await;
+    objects.shutdown();
     if let Err(e) = queue.sync().await {
         tracing::error!(error = %e, "could not make the event queue durable at shutdown");
     }

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod esm;
+pub mod objects;
 pub mod schedule;
 pub mod scheduler;
 
@@ -37,6 +38,17 @@ pub fn dead_letter_queue(function: &str) -> QueueName {
 }
 
 pub use nimbus_control::FunctionDirectory;
+
+/// Why a record could not be handed to its target.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DeliveryError {
+    /// The target is no function or queue ARN: it will never take the record.
+    #[error("unsupported target: {0}")]
+    Unsupported(String),
+    /// The queue could not store it now; a later try may.
+    #[error("{0}")]
+    Storage(String),
+}
 
 #[derive(Debug, Clone)]
 pub struct AsyncConfig {
@@ -471,10 +483,19 @@ impl AsyncInvoker {
     /// Delivers a destination record: a function target gets it as an asynchronous event, a
     /// queue target as a message.
     async fn send_to_destination(&self, target: &str, record: Value) {
-        let name = match Destination::parse(target) {
+        let body = serde_json::to_vec(&record).unwrap_or_default();
+        if let Err(e) = self.deliver(target, body).await {
+            tracing::error!(%target, error = %e, "could not deliver to a destination");
+        }
+    }
+
+    /// Hands `body` to `target` (a function's or a queue's ARN) durably: as an asynchronous
+    /// invocation of the function, or as a message in the queue. Returns once it is on disk.
+    pub async fn deliver(&self, target: &str, body: Vec<u8>) -> Result<(), DeliveryError> {
+        match Destination::parse(target) {
             Ok(Destination::Queue(queue)) => {
                 let message = NewMessage {
-                    body: serde_json::to_vec(&record).unwrap_or_default(),
+                    body,
                     delay_ms: 0,
                     meta: MessageMeta::default().to_value(),
                 };
@@ -482,23 +503,19 @@ impl AsyncInvoker {
                     &queue.account,
                     &queue.name,
                 ));
-                if let Err(e) = self.queue.enqueue(&queue, vec![message]).await {
-                    tracing::error!(%target, error = %e, "could not deliver to a destination queue");
-                }
-                return;
+                self.queue
+                    .enqueue(&queue, vec![message])
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| DeliveryError::Storage(e.to_string()))
             }
             Ok(Destination::Function(function)) => {
-                nimbus_types::name::scoped(&function.account, &function.name)
+                let name = nimbus_types::name::scoped(&function.account, &function.name);
+                self.submit(&name, &nimbus_queue::new_id(), Bytes::from(body))
+                    .await
+                    .map_err(|e| DeliveryError::Storage(e.to_string()))
             }
-            Err(e) => {
-                tracing::error!(%target, error = %e, "unsupported destination");
-                return;
-            }
-        };
-        let request_id = nimbus_queue::new_id();
-        let body = Bytes::from(serde_json::to_vec(&record).unwrap_or_default());
-        if let Err(e) = self.submit(&name, &request_id, body).await {
-            tracing::error!(%target, error = %e, "could not deliver to a destination");
+            Err(e) => Err(DeliveryError::Unsupported(e.to_string())),
         }
     }
 

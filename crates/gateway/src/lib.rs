@@ -6,15 +6,14 @@
 //!
 //! Requests are told apart in this order:
 //!
-//! 1. **Host.** A `Host` of the form `SERVICE.localhost` (with any port) names a service
-//!    outright. Browsers and curl send every `*.localhost` name to loopback without a resolver
-//!    entry, so these names work out of the box on the node's machine. This is how S3 will be
-//!    served beside Lambda: S3's path-style `/{bucket}/{key}` overlaps Lambda's
-//!    `/2015-03-31/…` and nimbus's `/nimbus/v1/…`, so S3 gets `s3.localhost` (and virtual-hosted
-//!    `{bucket}.s3.localhost`) instead of a share of the path space. Clients whose resolver
-//!    does not map `*.localhost` to loopback get dedicated listeners (one port per such
-//!    service) when those services exist. Until then, a request for a service this node does
-//!    not serve is answered in that service's own error format.
+//! 1. **S3.** S3's path-style `/{bucket}/{key}` overlaps Lambda's `/2015-03-31/…` and
+//!    nimbus's `/nimbus/v1/…`, so S3 is told apart before any path is looked at: by a `Host`
+//!    of `s3.localhost` or `{bucket}.s3.localhost` (any port; browsers and curl send every
+//!    `*.localhost` name to loopback without a resolver entry), by a signature scoped to the
+//!    `s3` service (an `Authorization` header's credential, or a presigned URL's
+//!    `X-Amz-Credential`: every SDK signs S3 requests so, whatever endpoint it is given), or by
+//!    a browser's form upload (`POST` of `multipart/form-data`). A host naming another
+//!    `SERVICE.localhost` that this node does not serve is answered in Lambda's format.
 //! 2. **`X-Amz-Target`** on `POST /`: the JSON 1.0/1.1 services (SQS, EventBridge; DynamoDB and
 //!    Cognito later), by the target's service prefix.
 //! 3. **Path**: Lambda's dated paths, nimbus's `/nimbus/v1/…` and `/metrics`, and the cluster's
@@ -87,6 +86,8 @@ pub struct Subsystems {
     pub urls: nimbus_api_lambda::UrlDomain,
     /// HTTP APIs (API Gateway v2).
     pub apis: Arc<nimbus_httpapi::registry::HttpApis>,
+    /// Object storage (S3).
+    pub s3: Arc<nimbus_api_s3::S3Api>,
 }
 
 /// The JSON-protocol services, by `X-Amz-Target` prefix.
@@ -132,28 +133,77 @@ impl HostService {
     }
 }
 
-/// Sends function URL requests to their functions, and answers requests for a service named
-/// by the host that this node does not serve, in that service's error format.
-async fn by_host(
-    State(urls): State<Arc<urls::FunctionUrls>>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// Whether a request is for S3 (see the module's documentation).
+pub fn is_s3(request: &Request) -> bool {
+    if HostService::of(nimbus_aws_wire::host(request.headers())) == HostService::S3 {
+        return true;
+    }
+    let headers = request.headers();
+    if let Some(auth) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        // Signature version 2 (`AWS KEY:SIGNATURE`) is S3's alone.
+        return auth.starts_with("AWS ")
+            || credential_service(auth.split_once("Credential=").map(|(_, c)| c)) == Some("s3");
+    }
+    if let Some(query) = request.uri().query() {
+        for pair in query.split('&') {
+            if let Some(credential) = pair.strip_prefix("X-Amz-Credential=") {
+                let decoded = credential.replace("%2F", "/").replace("%2f", "/");
+                return credential_service(Some(&decoded)) == Some("s3");
+            }
+            // A presigned URL of signature version 2.
+            if pair.starts_with("AWSAccessKeyId=") {
+                return true;
+            }
+        }
+    }
+    request.method() == axum::http::Method::POST
+        && headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("multipart/form-data")
+            })
+}
+
+/// The service of a SigV4 credential (`KEY/DATE/REGION/SERVICE/aws4_request`).
+fn credential_service(credential: Option<&str>) -> Option<&str> {
+    let mut parts = credential?.split(['/', ',', ' ']);
+    parts.nth(3)
+}
+
+/// What the front door holds: function URLs and HTTP APIs by host, and S3.
+struct FrontDoor {
+    urls: Arc<urls::FunctionUrls>,
+    s3: Arc<nimbus_api_s3::S3Api>,
+}
+
+/// Sends function URL and HTTP API requests to their functions and S3's to S3, and answers
+/// requests for a service named by the host that this node does not serve, in that service's
+/// error format.
+async fn by_host(State(door): State<Arc<FrontDoor>>, request: Request, next: Next) -> Response {
+    let urls = &door.urls;
     if let Some((id, path)) = urls.target_of(&request) {
         return urls.serve(&id, &path, request).await;
     }
     if let Some((id, path)) = urls.api_of(&request) {
         return nimbus_api_apigateway::serve(&urls.api_gateway, &id, &path, request).await;
     }
+    if is_s3(&request) {
+        let (parts, body) = request.into_parts();
+        let trust = if urls.authenticator.keys_for(&parts).is_some() {
+            nimbus_api_s3::Trust::Signed
+        } else {
+            nimbus_api_s3::Trust::Open
+        };
+        return door.s3.serve(Request::from_parts(parts, body), trust).await;
+    }
     match HostService::of(nimbus_aws_wire::host(request.headers())) {
-        HostService::Any => next.run(request).await,
-        HostService::S3 => nimbus_aws_wire::envelope::rest_xml(
-            StatusCode::NOT_IMPLEMENTED,
-            "NotImplemented",
-            "Object storage is not served by this node.",
-            Some(request.uri().path()),
-            "0",
-        ),
+        HostService::Any | HostService::S3 => next.run(request).await,
         HostService::Unknown => nimbus_api_lambda::unknown_operation(),
     }
 }
@@ -234,6 +284,7 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
         pricing,
         urls,
         apis,
+        s3,
     } = subsystems;
     let lambda = Arc::new(Lambda::new(
         control.clone(),
@@ -291,7 +342,13 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
             authenticator,
             auth::authenticate,
         ))
-        .layer(axum::middleware::from_fn_with_state(function_urls, by_host))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(FrontDoor {
+                urls: function_urls,
+                s3,
+            }),
+            by_host,
+        ))
 }
 
 /// The router the node serves over TLS, where its workers connect: a request a worker

@@ -1,0 +1,308 @@
+//! S3's REST-XML protocol over the object store ([`nimbus_objects`]). The `s3s` crate parses
+//! requests into operations, verifies SigV4 (headers, presigned URLs, POST forms, aws-chunked
+//! bodies with their chunk signatures and trailers) and writes XML; this crate resolves who is
+//! calling, decides whether their policies allow the operation, and maps each operation onto
+//! the store.
+//!
+//! Who calls: the gateway looks the request's access key up (with its session token) before
+//! handing it here, so the secret `s3s` verifies the signature with, and the [`Caller`] the
+//! policies come from, are the same ones every other API uses.
+
+#![forbid(unsafe_code)]
+
+mod access;
+mod convert;
+mod ops;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use nimbus_identity::{Caller, Identity, Refused};
+use nimbus_objects::Objects;
+
+pub use access::action_of;
+
+/// The most an XML request body may hold (DeleteObjects with 1,000 keys of 1,024 bytes fits).
+pub const MAX_XML_BYTES: usize = 2 * 1024 * 1024;
+
+/// How the service is reached and who is trusted.
+pub struct S3Config {
+    /// The region buckets are created in when the request names none.
+    pub region: String,
+    /// `s3.localhost`: requests to `{bucket}.{domain}` are virtual-hosted.
+    pub domain: String,
+}
+
+/// The S3 service of a node.
+pub struct S3Api {
+    service: s3s::service::S3Service,
+    identity: Arc<Identity>,
+}
+
+/// Who a request comes from, as the gateway decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// Authentication is on: a request must be signed by a known key.
+    Signed,
+    /// Authentication is off for this client: an unsigned request is the default account's
+    /// root; a signed one is still verified (and is who signed it).
+    Open,
+}
+
+tokio::task_local! {
+    /// The secret of the key that signed the request being served, looked up with its
+    /// session token before `s3s` asks for it by key id alone.
+    static SECRET: Option<(String, String)>;
+}
+
+struct Secrets {
+    identity: Arc<Identity>,
+}
+
+#[async_trait::async_trait]
+impl s3s::auth::S3Auth for Secrets {
+    async fn get_secret_key(&self, access_key: &str) -> s3s::S3Result<s3s::auth::SecretKey> {
+        let known = SECRET
+            .try_with(|s| {
+                s.as_ref()
+                    .filter(|(key, _)| key == access_key)
+                    .map(|(_, secret)| secret.clone())
+            })
+            .ok()
+            .flatten();
+        if let Some(secret) = known {
+            return Ok(s3s::auth::SecretKey::from(secret));
+        }
+        // A key named only inside the body (a POST form): a long-lived key, no session.
+        let now = nimbus_types::time::now_ms().div_euclid(1000);
+        match self.identity.resolve(access_key, None, now) {
+            Ok((secret, _)) => Ok(s3s::auth::SecretKey::from(secret)),
+            Err(_) => Err(s3s::s3_error!(
+                InvalidAccessKeyId,
+                "The AWS Access Key Id you provided does not exist in our records."
+            )),
+        }
+    }
+}
+
+/// Virtual-hosted requests are those to `{bucket}.{domain}`; any other host is path-style.
+struct Domain(String);
+
+impl s3s::host::S3Host for Domain {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> s3s::S3Result<s3s::host::VirtualHost<'a>> {
+        let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+        let name = name.trim_end_matches('.');
+        let vh = s3s::host::VirtualHost::new(name);
+        if let Some(bucket) = name
+            .len()
+            .checked_sub(self.0.len() + 1)
+            .filter(|&at| {
+                name.as_bytes()[at] == b'.' && name[at + 1..].eq_ignore_ascii_case(&self.0)
+            })
+            .map(|at| &name[..at])
+        {
+            return Ok(vh.with_bucket(bucket.to_ascii_lowercase()));
+        }
+        Ok(vh)
+    }
+}
+
+impl S3Api {
+    pub fn new(
+        objects: Arc<Objects>,
+        identity: Arc<Identity>,
+        targets: Arc<dyn nimbus_objects::Targets>,
+        config: S3Config,
+    ) -> Self {
+        let handler = ops::Handler {
+            objects: objects.clone(),
+            region: config.region,
+            targets,
+        };
+        let mut builder = s3s::service::S3ServiceBuilder::new(handler);
+        builder.set_auth(Secrets {
+            identity: identity.clone(),
+        });
+        builder.set_access(access::Access {
+            objects,
+            identity: identity.clone(),
+        });
+        builder.set_host(Domain(config.domain.to_ascii_lowercase()));
+        let mut s3_config = s3s::config::S3Config::default();
+        s3_config.xml_max_body_size = MAX_XML_BYTES;
+        builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
+            s3_config,
+        ))));
+        Self {
+            service: builder.build(),
+            identity,
+        }
+    }
+
+    /// Serves one request.
+    pub async fn serve(&self, request: Request, trust: Trust) -> Response {
+        let (mut parts, body) = request.into_parts();
+        let signer = signer_of(&parts);
+        let secret = match &signer {
+            Some((key, token)) => {
+                let now = nimbus_types::time::now_ms().div_euclid(1000);
+                match self.identity.resolve(key, token.as_deref(), now) {
+                    Ok((secret, caller)) => {
+                        parts.extensions.insert(caller);
+                        Some((key.clone(), secret))
+                    }
+                    Err(Refused::UnknownKey) => {
+                        tracing::info!(access_key_id = %key, "S3 request with an unknown access key");
+                        return error_response(
+                            StatusCode::FORBIDDEN,
+                            "InvalidAccessKeyId",
+                            "The AWS Access Key Id you provided does not exist in our records.",
+                        );
+                    }
+                    Err(Refused::BadToken) => {
+                        return error_response(
+                            StatusCode::BAD_REQUEST,
+                            "InvalidToken",
+                            "The provided token is malformed or otherwise invalid.",
+                        );
+                    }
+                }
+            }
+            None => {
+                if trust == Trust::Open {
+                    parts
+                        .extensions
+                        .insert(Caller::root(nimbus_types::name::DEFAULT_ACCOUNT));
+                }
+                None
+            }
+        };
+        let request = axum::http::Request::from_parts(parts, s3s::Body::http_body_unsync(body));
+        let service = self.service.clone();
+        let result = SECRET
+            .scope(secret, async move { service.call(request).await })
+            .await;
+        match result {
+            Ok(response) => response.map(Body::new),
+            Err(e) => {
+                tracing::warn!(error = ?e, "S3 request failed");
+                error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    "We encountered an internal error. Please try again.",
+                )
+            }
+        }
+    }
+}
+
+/// The access key (and session token) a request is signed with, from its `Authorization`
+/// header or, for a presigned URL, its query.
+fn signer_of(parts: &axum::http::request::Parts) -> Option<(String, Option<String>)> {
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    if let Some(auth) = header("authorization") {
+        let key = auth
+            .split_once("Credential=")
+            .and_then(|(_, rest)| rest.split('/').next())
+            .or_else(|| {
+                // Signature version 2: `AWS KEY:SIGNATURE`.
+                auth.strip_prefix("AWS ")
+                    .and_then(|rest| rest.split(':').next())
+            })?;
+        return Some((key.trim().to_owned(), header("x-amz-security-token")));
+    }
+    let query = parts.uri.query()?;
+    let mut key = None;
+    let mut token = None;
+    for pair in query.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = convert::percent_decode(value, false);
+        match name {
+            "X-Amz-Credential" => key = value.split('/').next().map(str::to_owned),
+            "AWSAccessKeyId" => key = Some(value.clone()),
+            "X-Amz-Security-Token" => token = Some(value),
+            _ => {}
+        }
+    }
+    key.map(|k| (k, token))
+}
+
+/// An S3 error document.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{}</Message></Error>",
+        xml_escape(message)
+    );
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/xml")],
+        body,
+    )
+        .into_response()
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use s3s::host::S3Host as _;
+
+    #[test]
+    fn hosts_under_the_domain_name_their_bucket() {
+        let d = Domain("s3.localhost".into());
+        let vh = d.parse_host_header("photos.s3.localhost:9000").unwrap();
+        assert_eq!(vh.bucket(), Some("photos"));
+        let vh = d.parse_host_header("s3.localhost:9000").unwrap();
+        assert_eq!(vh.bucket(), None);
+        let vh = d.parse_host_header("localhost:9000").unwrap();
+        assert_eq!(vh.bucket(), None);
+        let vh = d
+            .parse_host_header("my.dotted.bucket.S3.localhost")
+            .unwrap();
+        assert_eq!(vh.bucket(), Some("my.dotted.bucket"));
+        let vh = d.parse_host_header("evils3.localhost").unwrap();
+        assert_eq!(vh.bucket(), None);
+    }
+
+    #[test]
+    fn the_signer_comes_from_the_header_or_the_query() {
+        let parts = |uri: &str, auth: Option<&str>| {
+            let mut b = axum::http::Request::builder().uri(uri);
+            if let Some(a) = auth {
+                b = b.header("authorization", a);
+            }
+            b.body(()).unwrap().into_parts().0
+        };
+        let p = parts(
+            "/b/k",
+            Some(
+                "AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00",
+            ),
+        );
+        assert_eq!(signer_of(&p), Some(("AKIAEXAMPLE".into(), None)));
+        let p = parts(
+            "/b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=ASIAEXAMPLE%2F20260101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Security-Token=abc%2Bdef",
+            None,
+        );
+        assert_eq!(
+            signer_of(&p),
+            Some(("ASIAEXAMPLE".into(), Some("abc+def".into())))
+        );
+        assert_eq!(signer_of(&parts("/b/k", None)), None);
+    }
+}
