@@ -81,9 +81,11 @@ def wait_for(port: int, path: str, timeout: float = 120) -> None:
     raise SystemExit(f"nothing answered on port {port} at {path}")
 
 
-def wrk(url: str, conns: int, duration: str, script: Path | None = None) -> tuple[float, float]:
-    """(p50 in µs, requests per second) of wrk against URL, with a Lua script if given."""
-    extra = ["-s", str(script)] if script else []
+def wrk(url: str, conns: int, duration: str, script: Path | None = None,
+        headers: list[str] | None = None) -> tuple[float, float]:
+    """(p50 in µs, requests per second) of wrk against URL, with a Lua script and extra
+    arguments (`-H 'Name: value'`) if given."""
+    extra = (["-s", str(script)] if script else []) + list(headers or [])
     out = subprocess.run(["wrk", f"-t{1 if conns == 1 else 2}", f"-c{conns}", f"-d{duration}", "--latency",
                           *extra, url], capture_output=True, text=True, check=True).stdout
     if "Non-2xx" in out:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -571,3 +572,171 @@ def test_an_upload_reaches_a_function_through_a_queue(node, lambda_client, s3, b
     s3.put_object(Bucket=bucket, Key="in/queued.txt", Body=b"via the queue")
     body = _eventually_object(lambda: s3.get_object(Bucket=bucket, Key="out/in/queued.txt")["Body"].read())
     assert body == b"VIA THE QUEUE"
+
+
+def post_form(url: str, fields: dict, filename: str, data: bytes):
+    """A browser's form upload: multipart/form-data with the file last."""
+    boundary = "----nimbus" + os.urandom(8).hex()
+    parts = []
+    for name, value in fields.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+                 f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    request = urllib.request.Request(url, data=b"".join(parts), method="POST", headers={
+        "Content-Type": f"multipart/form-data; boundary={boundary}", UNSIGNED: "1"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+@pytest.mark.parametrize("version", ["default", "s3v4"])
+def test_browser_form_uploads_with_a_post_policy(node, bucket, version):
+    s3 = s3_client(node) if version == "default" else s3_client(node, signature_version="s3v4")
+    post = s3.generate_presigned_post(
+        bucket, "uploads/${filename}", Fields={"success_action_status": "201"},
+        Conditions=[["starts-with", "$key", "uploads/"], ["content-length-range", 1, 1000],
+                    {"success_action_status": "201"}],
+        ExpiresIn=60)
+    status, body = post_form(post["url"], post["fields"], "photo.jpg", b"\xff\xd8 an image")
+    assert status == 201, body
+    assert b"<Key>uploads/photo.jpg</Key>" in body
+    assert s3.get_object(Bucket=bucket, Key="uploads/photo.jpg")["Body"].read() == b"\xff\xd8 an image"
+
+    # Over the policy's size range; a key outside its prefix; a tampered policy: nothing stored.
+    status, body = post_form(post["url"], post["fields"], "big.bin", b"x" * 2000)
+    assert status == 400 and b"EntityTooLarge" in body, body
+    outside = dict(post["fields"], key="elsewhere/photo.jpg")
+    status, body = post_form(post["url"], outside, "photo.jpg", b"data")
+    assert status in (400, 403) and b"Policy" in body, body
+    tampered = dict(post["fields"], policy=post["fields"]["policy"][:-4] + "AAAA")
+    status, body = post_form(post["url"], tampered, "photo2.jpg", b"data")
+    assert status in (400, 403), body
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert keys == ["uploads/photo.jpg"]
+
+
+def test_sigkill_keeps_every_acknowledged_object_and_its_event(node_factory):
+    """Writers upload concurrently while a large upload is half sent; the node is killed with
+    SIGKILL. After a restart every acknowledged object is there, whole, with its notification
+    in the queue; the half-sent upload left no object and no file behind."""
+    import socket
+    import threading
+
+    node = node_factory(name="s3kill")
+    s3, sqs = s3_client(node), admin(node, "sqs")
+    bucket = bucket_name("kill")
+    s3.create_bucket(Bucket=bucket)
+    queue_url = sqs.create_queue(QueueName=s.unique_name("acked"))["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={
+        "QueueConfigurations": [{"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"],
+                                 "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "w/"}]}}}]})
+
+    # A large upload that stops half way: headers announce 64 MiB, 8 MiB arrive.
+    url = s3_client(node, signature_version="s3v4").generate_presigned_url(
+        "put_object", Params={"Bucket": bucket, "Key": "half.bin"}, ExpiresIn=300)
+    host, port = node.endpoint.split("//")[1].split(":")
+    path = url.split(node.endpoint, 1)[1]
+    half = socket.create_connection((host, int(port)))
+    half.sendall(f"PUT {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {64 << 20}\r\n\r\n".encode())
+    half.sendall(os.urandom(8 << 20))
+
+    acked: dict[str, bytes] = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def writer(n):
+        client = s3_client(node)
+        i = 0
+        while not stop.is_set():
+            key = f"w/{n}/{i}"
+            body = os.urandom(100 + (i % 3) * 40_000) if i % 5 else os.urandom(300_000)
+            try:
+                client.put_object(Bucket=bucket, Key=key, Body=body)
+            except Exception:
+                return
+            with lock:
+                acked[key] = body
+            i += 1
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    s.eventually(lambda: len(acked) >= 40, timeout=60)
+    node.stop(signal.SIGKILL)
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    half.close()
+    node.start()
+
+    s3, sqs = s3_client(node), admin(node, "sqs")
+    with lock:
+        expected = dict(acked)
+    for key, body in expected.items():
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body, key
+    fails(lambda: s3.head_object(Bucket=bucket, Key="half.bin"), "404", 404)
+    listed = {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+              for o in page.get("Contents", [])}
+    assert set(expected) <= listed
+    # Each file under blobs/ belongs to an object (nothing of the half upload is left).
+    blobs = [f for f in (node.data_dir / "objects" / "blobs").rglob("*") if f.is_file()]
+    big = [k for k in listed if s3.head_object(Bucket=bucket, Key=k)["ContentLength"] > 64 * 1024]
+    assert len(blobs) == len(big)
+    events = set()
+
+    def all_events():
+        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for m in got.get("Messages", []):
+            for r in json.loads(m["Body"])["Records"]:
+                events.add(r["s3"]["object"]["key"])
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+        assert set(expected) <= {k.replace("%2F", "/") for k in events}
+    s.eventually(all_events, timeout=60)
+
+
+def test_cors_for_browsers(node, s3, bucket):
+    fails(lambda: s3.get_bucket_cors(Bucket=bucket), "NoSuchCORSConfiguration", 404)
+    s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [
+        {"AllowedOrigins": ["https://app.example.com"], "AllowedMethods": ["PUT", "GET"],
+         "AllowedHeaders": ["content-type", "x-amz-*"], "ExposeHeaders": ["ETag"], "MaxAgeSeconds": 600},
+        {"AllowedOrigins": ["*"], "AllowedMethods": ["GET"]},
+    ]})
+    rules = s3.get_bucket_cors(Bucket=bucket)["CORSRules"]
+    assert rules[0]["AllowedOrigins"] == ["https://app.example.com"] and rules[0]["MaxAgeSeconds"] == 600
+    fails(lambda: s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [
+        {"AllowedOrigins": ["*"], "AllowedMethods": ["PATCH"]}]}), "InvalidRequest", 400)
+
+    def preflight(origin, method, headers=None):
+        h = {"Origin": origin, "Access-Control-Request-Method": method, UNSIGNED: "1"}
+        if headers:
+            h["Access-Control-Request-Headers"] = headers
+        request = urllib.request.Request(f"{node.endpoint}/{bucket}/upload.txt", method="OPTIONS", headers=h)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as r:
+                return r.status, r.headers
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers
+
+    status, headers = preflight("https://app.example.com", "PUT", "Content-Type, X-Amz-Date")
+    assert status == 200
+    assert headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert "PUT" in headers["Access-Control-Allow-Methods"]
+    assert headers["Access-Control-Max-Age"] == "600"
+    assert preflight("https://app.example.com", "DELETE")[0] == 403
+    assert preflight("https://app.example.com", "PUT", "Authorization")[0] == 403
+    status, headers = preflight("https://elsewhere.example", "GET")
+    assert status == 200 and headers["Access-Control-Allow-Origin"] == "*"
+
+    # The actual request, from the page, with a presigned URL.
+    url = s3.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "upload.txt"}, ExpiresIn=60)
+    request = urllib.request.Request(url, data=b"from a page", method="PUT",
+                                     headers={"Origin": "https://app.example.com", "Content-Type": ""})
+    with urllib.request.urlopen(request, timeout=10) as r:
+        assert r.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+        assert r.headers["Access-Control-Expose-Headers"] == "ETag"
+    s3.delete_bucket_cors(Bucket=bucket)
+    assert preflight("https://app.example.com", "PUT")[0] == 403

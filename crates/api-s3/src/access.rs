@@ -147,9 +147,10 @@ impl S3Access for Access {
             S3Path::Bucket { bucket } => (Some(&**bucket), None),
             S3Path::Object { bucket, key } => (Some(&**bucket), Some(&**key)),
         };
-        if operation == "DeleteObjects" {
-            // Each key is authorized on its own (its refusal is one entry of the result); the
-            // bucket must still be the caller's.
+        if operation == "DeleteObjects" || operation == "PostObject" {
+            // Each key is authorized on its own (a refused key is one entry of DeleteObjects'
+            // result; a form's key is known once the form is read); the bucket must still be
+            // the caller's.
             return authorize_owner(&self.objects, &caller, bucket);
         }
         authorize(

@@ -27,6 +27,7 @@ pub fn error(e: Error) -> S3Error {
         Error::KeyTooLong(_) => S3ErrorCode::KeyTooLongError,
         Error::InvalidArgument(_) => S3ErrorCode::InvalidArgument,
         Error::InvalidRequest(_) => S3ErrorCode::InvalidRequest,
+        Error::MalformedXml(_) => S3ErrorCode::MalformedXML,
         Error::PreconditionFailed => S3ErrorCode::PreconditionFailed,
         Error::NotModified(record) => {
             let mut err = S3Error::new(S3ErrorCode::NotModified);
@@ -568,4 +569,33 @@ pub fn notification_configuration(
         queue_configurations: (!queues.is_empty()).then_some(queues),
         ..Default::default()
     }
+}
+
+pub fn cors_rules(config: dto::CORSConfiguration) -> Vec<nimbus_objects::CorsRule> {
+    config
+        .cors_rules
+        .into_iter()
+        .map(|r| nimbus_objects::CorsRule {
+            id: r.id,
+            allowed_origins: r.allowed_origins,
+            allowed_methods: r.allowed_methods,
+            allowed_headers: r.allowed_headers.unwrap_or_default(),
+            expose_headers: r.expose_headers.unwrap_or_default(),
+            max_age_seconds: r.max_age_seconds,
+        })
+        .collect()
+}
+
+pub fn cors_out(rules: &[nimbus_objects::CorsRule]) -> dto::CORSRules {
+    rules
+        .iter()
+        .map(|r| dto::CORSRule {
+            id: r.id.clone(),
+            allowed_origins: r.allowed_origins.clone(),
+            allowed_methods: r.allowed_methods.clone(),
+            allowed_headers: (!r.allowed_headers.is_empty()).then(|| r.allowed_headers.clone()),
+            expose_headers: (!r.expose_headers.is_empty()).then(|| r.expose_headers.clone()),
+            max_age_seconds: r.max_age_seconds,
+        })
+        .collect()
 }

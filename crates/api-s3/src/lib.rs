@@ -12,6 +12,7 @@
 
 mod access;
 mod convert;
+mod cors;
 mod ops;
 
 use std::sync::Arc;
@@ -28,6 +29,9 @@ pub use access::action_of;
 /// The most an XML request body may hold (DeleteObjects with 1,000 keys of 1,024 bytes fits).
 pub const MAX_XML_BYTES: usize = 2 * 1024 * 1024;
 
+/// The largest file a browser form (POST) may upload.
+pub const MAX_POST_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// How the service is reached and who is trusted.
 pub struct S3Config {
     /// The region buckets are created in when the request names none.
@@ -40,6 +44,8 @@ pub struct S3Config {
 pub struct S3Api {
     service: s3s::service::S3Service,
     identity: Arc<Identity>,
+    objects: Arc<Objects>,
+    domain: String,
 }
 
 /// Who a request comes from, as the gateway decided.
@@ -117,6 +123,7 @@ impl S3Api {
         targets: Arc<dyn nimbus_objects::Targets>,
         config: S3Config,
     ) -> Self {
+        let domain = config.domain.to_ascii_lowercase();
         let handler = ops::Handler {
             objects: objects.clone(),
             region: config.region,
@@ -127,24 +134,37 @@ impl S3Api {
             identity: identity.clone(),
         });
         builder.set_access(access::Access {
-            objects,
+            objects: objects.clone(),
             identity: identity.clone(),
         });
-        builder.set_host(Domain(config.domain.to_ascii_lowercase()));
+        builder.set_host(Domain(domain.clone()));
         let mut s3_config = s3s::config::S3Config::default();
         s3_config.xml_max_body_size = MAX_XML_BYTES;
+        // A form upload's file is gathered in memory before the policy is checked; larger
+        // files go up with PUT (presigned or multipart), which streams.
+        s3_config.post_object_max_file_size = MAX_POST_FILE_BYTES;
         builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
             s3_config,
         ))));
         Self {
             service: builder.build(),
             identity,
+            objects,
+            domain,
         }
     }
 
     /// Serves one request.
     pub async fn serve(&self, request: Request, trust: Trust) -> Response {
         let (mut parts, body) = request.into_parts();
+        if parts.method == axum::http::Method::OPTIONS {
+            return cors::preflight(&self.objects, &parts, &self.domain);
+        }
+        let page = cors::Actual::of(&parts, &self.domain);
+        let body = match form_with_filename(&parts, body).await {
+            Ok(body) => body,
+            Err(response) => return response,
+        };
         let signer = signer_of(&parts);
         let secret = match &signer {
             Some((key, token)) => {
@@ -186,7 +206,13 @@ impl S3Api {
             .scope(secret, async move { service.call(request).await })
             .await;
         match result {
-            Ok(response) => response.map(Body::new),
+            Ok(response) => {
+                let mut response = response.map(Body::new);
+                if let Some(page) = page {
+                    page.decorate(&self.objects, &mut response);
+                }
+                response
+            }
             Err(e) => {
                 tracing::warn!(error = ?e, "S3 request failed");
                 error_response(
@@ -197,6 +223,67 @@ impl S3Api {
             }
         }
     }
+}
+
+/// A browser form's fields may name the uploaded file as `${filename}` (in the key); S3
+/// replaces it with the file's name. The form is read here for that (within the POST limit; it
+/// is held whole before its policy is checked in any case).
+async fn form_with_filename(
+    parts: &axum::http::request::Parts,
+    body: Body,
+) -> Result<Body, Response> {
+    let is_form = parts.method == axum::http::Method::POST
+        && parts
+            .headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+    if !is_form {
+        return Ok(body);
+    }
+    let limit = MAX_POST_FILE_BYTES as usize + (1 << 20);
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        error_response(
+            StatusCode::BAD_REQUEST,
+            "EntityTooLarge",
+            "Your proposed upload exceeds the maximum allowed size for a form upload.",
+        )
+    })?;
+    const VARIABLE: &[u8] = b"${filename}";
+    let file_part = find(&bytes, b"name=\"file\"");
+    let fields_end = file_part.unwrap_or(bytes.len());
+    if find(&bytes[..fields_end], VARIABLE).is_none() {
+        return Ok(Body::from(bytes));
+    }
+    let name = file_part
+        .and_then(|at| {
+            let rest = &bytes[at..];
+            let line_end = find(rest, b"\r\n").unwrap_or(rest.len());
+            let line = &rest[..line_end];
+            let start = find(line, b"filename=\"")? + b"filename=\"".len();
+            let len = line[start..].iter().position(|&b| b == b'"')?;
+            Some(&line[start..start + len])
+        })
+        .map(|n| {
+            // Only the name: some browsers send the whole path.
+            let cut = n.iter().rposition(|&b| b == b'/' || b == b'\\');
+            cut.map_or(n, |c| &n[c + 1..]).to_vec()
+        })
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(bytes.len() + name.len());
+    let mut rest = &bytes[..fields_end];
+    while let Some(at) = find(rest, VARIABLE) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(&name);
+        rest = &rest[at + VARIABLE.len()..];
+    }
+    out.extend_from_slice(rest);
+    out.extend_from_slice(&bytes[fields_end..]);
+    Ok(Body::from(out))
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The access key (and session token) a request is signed with, from its `Authorization`

@@ -237,6 +237,82 @@ fn read_conditions(
 }
 
 impl Handler {
+    /// A bucket's record, or NoSuchBucket.
+    fn bucket(&self, name: &str) -> S3Result<nimbus_objects::BucketRecord> {
+        self.objects
+            .bucket(name)
+            .map_err(error)?
+            .ok_or_else(|| s3_error!(NoSuchBucket))
+    }
+
+    /// Stores an object from PutObject's input (or a form's, made into one).
+    async fn store(
+        &self,
+        input: PutObjectInput,
+        headers: &axum::http::HeaderMap,
+        trailers: Option<s3s::TrailingHeaders>,
+        actor: nimbus_objects::Actor,
+    ) -> S3Result<PutObjectOutput> {
+        nimbus_objects::check_key(&input.key).map_err(error)?;
+        if self.objects.bucket(&input.bucket).map_err(error)?.is_none() {
+            return Err(s3_error!(NoSuchBucket));
+        }
+        let sent = convert::sent_checksum((
+            input.checksum_crc32,
+            input.checksum_crc32c,
+            input.checksum_crc64nvme,
+            input.checksum_sha1,
+            input.checksum_sha256,
+        ))?;
+        let algorithm = body_algorithm(headers, &sent, input.checksum_algorithm.as_ref())?;
+        let new = NewObject {
+            headers: convert::headers(convert::Headers {
+                content_type: input.content_type.map(|c| c.to_string()),
+                content_encoding: input.content_encoding,
+                content_disposition: input.content_disposition,
+                content_language: input.content_language,
+                cache_control: input.cache_control,
+                expires: input.expires,
+            }),
+            metadata: convert::metadata(input.metadata)?,
+            tags: convert::tagging_header(input.tagging.as_deref())?,
+        };
+        let conditions = write_conditions(input.if_match, input.if_none_match)?;
+        let staged = stage_body(
+            &self.objects,
+            Incoming {
+                headers,
+                trailers,
+                body: input.body,
+                algorithm,
+                sent,
+                content_md5: input.content_md5,
+                content_length: input.content_length,
+            },
+            MAX_PUT_BYTES,
+        )
+        .await?;
+        let size = staged.len();
+        let record = self
+            .objects
+            .put(&input.bucket, &input.key, staged, new, conditions, &actor)
+            .await
+            .map_err(error)?;
+        let (crc32, crc32c, crc64, sha1, sha256) =
+            convert::checksum_fields(record.checksum.as_ref());
+        Ok(PutObjectOutput {
+            checksum_crc32: crc32,
+            checksum_crc32c: crc32c,
+            checksum_crc64nvme: crc64,
+            checksum_sha1: sha1,
+            checksum_sha256: sha256,
+            checksum_type: convert::checksum_type(record.checksum.as_ref()),
+            e_tag: Some(convert::etag(&record.etag)),
+            size: Some(i64::try_from(size).unwrap_or(i64::MAX)),
+            ..Default::default()
+        })
+    }
+
     fn read(&self, r: ReadRequest<'_>) -> S3Result<Read> {
         if r.version_id.is_some_and(|v| v != "null") {
             return Err(s3_error!(
@@ -402,11 +478,7 @@ impl S3 for Handler {
         &self,
         req: S3Request<HeadBucketInput>,
     ) -> S3Result<S3Response<HeadBucketOutput>> {
-        let record = self
-            .objects
-            .bucket(&req.input.bucket)
-            .map_err(error)?
-            .ok_or_else(|| s3_error!(NoSuchBucket))?;
+        let record = self.bucket(&req.input.bucket)?;
         Ok(S3Response::new(HeadBucketOutput {
             bucket_region: Some(record.region),
             ..Default::default()
@@ -428,11 +500,7 @@ impl S3 for Handler {
         &self,
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-        let record = self
-            .objects
-            .bucket(&req.input.bucket)
-            .map_err(error)?
-            .ok_or_else(|| s3_error!(NoSuchBucket))?;
+        let record = self.bucket(&req.input.bucket)?;
         // us-east-1 is shown as no constraint at all, as S3 does.
         let location_constraint =
             (record.region != "us-east-1").then(|| BucketLocationConstraint::from(record.region));
@@ -445,10 +513,7 @@ impl S3 for Handler {
         &self,
         req: S3Request<GetBucketVersioningInput>,
     ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
-        self.objects
-            .bucket(&req.input.bucket)
-            .map_err(error)?
-            .ok_or_else(|| s3_error!(NoSuchBucket))?;
+        self.bucket(&req.input.bucket)?;
         // Versioning was never enabled: S3 answers with an empty configuration.
         Ok(S3Response::new(GetBucketVersioningOutput::default()))
     }
@@ -457,11 +522,7 @@ impl S3 for Handler {
         &self,
         req: S3Request<GetBucketTaggingInput>,
     ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
-        let record = self
-            .objects
-            .bucket(&req.input.bucket)
-            .map_err(error)?
-            .ok_or_else(|| s3_error!(NoSuchBucket))?;
+        let record = self.bucket(&req.input.bucket)?;
         if record.tags.is_empty() {
             return Err(s3_error!(NoSuchTagSet, "The TagSet does not exist"));
         }
@@ -490,7 +551,51 @@ impl S3 for Handler {
             .set_bucket_tags(&req.input.bucket, Vec::new())
             .await
             .map_err(error)?;
-        Ok(S3Response::new(DeleteBucketTaggingOutput {}))
+        no_content(DeleteBucketTaggingOutput {})
+    }
+
+    async fn put_bucket_cors(
+        &self,
+        req: S3Request<PutBucketCorsInput>,
+    ) -> S3Result<S3Response<PutBucketCorsOutput>> {
+        let rules = convert::cors_rules(req.input.cors_configuration);
+        if rules.is_empty() {
+            return Err(error(nimbus_objects::Error::MalformedXml(
+                "a CORS configuration holds at least one rule".into(),
+            )));
+        }
+        self.objects
+            .set_cors(&req.input.bucket, rules)
+            .await
+            .map_err(error)?;
+        Ok(S3Response::new(PutBucketCorsOutput {}))
+    }
+
+    async fn get_bucket_cors(
+        &self,
+        req: S3Request<GetBucketCorsInput>,
+    ) -> S3Result<S3Response<GetBucketCorsOutput>> {
+        let record = self.bucket(&req.input.bucket)?;
+        if record.cors.is_empty() {
+            return Err(s3_error!(
+                NoSuchCORSConfiguration,
+                "The CORS configuration does not exist"
+            ));
+        }
+        Ok(S3Response::new(GetBucketCorsOutput {
+            cors_rules: Some(convert::cors_out(&record.cors)),
+        }))
+    }
+
+    async fn delete_bucket_cors(
+        &self,
+        req: S3Request<DeleteBucketCorsInput>,
+    ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
+        self.objects
+            .set_cors(&req.input.bucket, Vec::new())
+            .await
+            .map_err(error)?;
+        no_content(DeleteBucketCorsOutput {})
     }
 
     async fn put_bucket_notification_configuration(
@@ -510,11 +615,7 @@ impl S3 for Handler {
         &self,
         req: S3Request<GetBucketNotificationConfigurationInput>,
     ) -> S3Result<S3Response<GetBucketNotificationConfigurationOutput>> {
-        let record = self
-            .objects
-            .bucket(&req.input.bucket)
-            .map_err(error)?
-            .ok_or_else(|| s3_error!(NoSuchBucket))?;
+        let record = self.bucket(&req.input.bucket)?;
         Ok(S3Response::new(convert::notification_configuration(
             &record.notifications,
         )))
@@ -527,63 +628,64 @@ impl S3 for Handler {
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let actor = actor(&req, nimbus_objects::Change::Put)?;
-        let input = req.input;
-        nimbus_objects::check_key(&input.key).map_err(error)?;
-        if self.objects.bucket(&input.bucket).map_err(error)?.is_none() {
-            return Err(s3_error!(NoSuchBucket));
-        }
-        let sent = convert::sent_checksum((
-            input.checksum_crc32,
-            input.checksum_crc32c,
-            input.checksum_crc64nvme,
-            input.checksum_sha1,
-            input.checksum_sha256,
-        ))?;
-        let algorithm = body_algorithm(&req.headers, &sent, input.checksum_algorithm.as_ref())?;
-        let new = NewObject {
-            headers: convert::headers(convert::Headers {
-                content_type: input.content_type.map(|c| c.to_string()),
-                content_encoding: input.content_encoding,
-                content_disposition: input.content_disposition,
-                content_language: input.content_language,
-                cache_control: input.cache_control,
-                expires: input.expires,
-            }),
-            metadata: convert::metadata(input.metadata)?,
-            tags: convert::tagging_header(input.tagging.as_deref())?,
-        };
-        let conditions = write_conditions(input.if_match, input.if_none_match)?;
-        let staged = stage_body(
+        let output = self
+            .store(req.input, &req.headers, req.trailing_headers, actor)
+            .await?;
+        Ok(S3Response::new(output))
+    }
+
+    async fn post_object(
+        &self,
+        req: S3Request<PostObjectInput>,
+    ) -> S3Result<S3Response<PostObjectOutput>> {
+        // The access check saw the bucket only: the key comes from the form.
+        let caller = caller(&req)?;
+        authorize(
             &self.objects,
-            Incoming {
-                headers: &req.headers,
-                trailers: req.trailing_headers,
-                body: input.body,
-                algorithm,
-                sent,
-                content_md5: input.content_md5,
-                content_length: input.content_length,
-            },
-            MAX_PUT_BYTES,
-        )
-        .await?;
-        let size = staged.len();
-        let record = self
-            .objects
-            .put(&input.bucket, &input.key, staged, new, conditions, &actor)
-            .await
-            .map_err(error)?;
-        let (crc32, crc32c, crc64, sha1, sha256) =
-            convert::checksum_fields(record.checksum.as_ref());
-        Ok(S3Response::new(PutObjectOutput {
-            checksum_crc32: crc32,
-            checksum_crc32c: crc32c,
-            checksum_crc64nvme: crc64,
-            checksum_sha1: sha1,
-            checksum_sha256: sha256,
-            checksum_type: convert::checksum_type(record.checksum.as_ref()),
-            e_tag: Some(convert::etag(&record.etag)),
-            size: Some(i64::try_from(size).unwrap_or(i64::MAX)),
+            &caller,
+            "s3:PutObject",
+            Some(&req.input.bucket),
+            Some(&req.input.key),
+            true,
+        )?;
+        let actor = actor(&req, nimbus_objects::Change::Post)?;
+        let i = req.input;
+        let input = PutObjectInput {
+            body: i.body,
+            bucket: i.bucket,
+            cache_control: i.cache_control,
+            checksum_algorithm: i.checksum_algorithm,
+            checksum_crc32: i.checksum_crc32,
+            checksum_crc32c: i.checksum_crc32c,
+            checksum_crc64nvme: i.checksum_crc64nvme,
+            checksum_sha1: i.checksum_sha1,
+            checksum_sha256: i.checksum_sha256,
+            content_disposition: i.content_disposition,
+            content_encoding: i.content_encoding,
+            content_language: i.content_language,
+            content_md5: i.content_md5,
+            content_type: i.content_type,
+            expires: i.expires,
+            if_match: i.if_match,
+            if_none_match: i.if_none_match,
+            key: i.key,
+            metadata: i.metadata,
+            tagging: i.tagging,
+            ..Default::default()
+        };
+        // The form's length is the file's, not the request's.
+        let out = self
+            .store(input, &axum::http::HeaderMap::new(), None, actor)
+            .await?;
+        Ok(S3Response::new(PostObjectOutput {
+            checksum_crc32: out.checksum_crc32,
+            checksum_crc32c: out.checksum_crc32c,
+            checksum_crc64nvme: out.checksum_crc64nvme,
+            checksum_sha1: out.checksum_sha1,
+            checksum_sha256: out.checksum_sha256,
+            checksum_type: out.checksum_type,
+            e_tag: out.e_tag,
+            size: out.size,
             ..Default::default()
         }))
     }

@@ -11,8 +11,9 @@
 //!    of `s3.localhost` or `{bucket}.s3.localhost` (any port; browsers and curl send every
 //!    `*.localhost` name to loopback without a resolver entry), by a signature scoped to the
 //!    `s3` service (an `Authorization` header's credential, or a presigned URL's
-//!    `X-Amz-Credential`: every SDK signs S3 requests so, whatever endpoint it is given), or by
-//!    a browser's form upload (`POST` of `multipart/form-data`). A host naming another
+//!    `X-Amz-Credential`: every SDK signs S3 requests so, whatever endpoint it is given), by a
+//!    browser's form upload (`POST` of `multipart/form-data`), or by a browser's CORS preflight
+//!    (`OPTIONS` with `Access-Control-Request-Method`) on a path no other API has. A host naming another
 //!    `SERVICE.localhost` that this node does not serve is answered in Lambda's format.
 //! 2. **`X-Amz-Target`** on `POST /`: the JSON 1.0/1.1 services (SQS, EventBridge; DynamoDB and
 //!    Cognito later), by the target's service prefix.
@@ -158,6 +159,21 @@ pub fn is_s3(request: &Request) -> bool {
                 return true;
             }
         }
+    }
+    if request.method() == axum::http::Method::OPTIONS {
+        // A browser's preflight for a bucket: never signed, and on no other API's path.
+        let path = request.uri().path();
+        return headers.contains_key("access-control-request-method")
+            && ![
+                "/20",
+                "/nimbus/",
+                "/v2/",
+                "/lambda-url/",
+                "/execute-api/",
+                "/metrics",
+            ]
+            .iter()
+            .any(|p| path.starts_with(p));
     }
     request.method() == axum::http::Method::POST
         && headers

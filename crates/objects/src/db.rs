@@ -46,6 +46,9 @@ pub struct BucketRecord {
     /// Which changes of its objects are sent where.
     #[serde(default)]
     pub notifications: Vec<crate::NotificationRule>,
+    /// Cross-origin rules for browsers.
+    #[serde(default)]
+    pub cors: Vec<crate::CorsRule>,
 }
 
 /// A run of an object's bytes: a blob, inline or in a file of its own.

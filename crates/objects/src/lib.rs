@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod blob;
+mod cors;
 mod db;
 mod digest;
 mod list;
@@ -26,6 +27,7 @@ use futures_util::Stream;
 use redb::{Database, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
 pub use blob::{BodyReader, INLINE_MAX, Staged};
+pub use cors::{CorsRule, MAX_CORS_RULES, check_cors, cors_match};
 pub use db::{
     BucketRecord, ContentHeaders, Extent, ObjectRecord, PartRecord, PartSummary, UploadRecord,
 };
@@ -71,6 +73,10 @@ pub enum Error {
     InvalidArgument(String),
     #[error("{0}")]
     InvalidRequest(String),
+    #[error(
+        "The XML you provided was not well-formed or did not validate against our published schema: {0}"
+    )]
+    MalformedXml(String),
     #[error("At least one of the pre-conditions you specified did not hold")]
     PreconditionFailed,
     /// A conditional read whose object did not change: the object, for the response headers.
@@ -373,6 +379,7 @@ impl Objects {
                     created_ms: nimbus_types::time::now_ms(),
                     tags: Vec::new(),
                     notifications: Vec::new(),
+                    cors: Vec::new(),
                 };
                 buckets.insert(name.as_str(), encode(&record).as_slice())?;
                 Ok(((), Vec::new()))
@@ -474,6 +481,14 @@ impl Objects {
         }
         self.modify_bucket(name, move |b| b.notifications = rules)
             .await
+    }
+
+    /// Replaces a bucket's CORS rules (none: removes them).
+    pub async fn set_cors(&self, name: &str, rules: Vec<CorsRule>) -> Result<(), Error> {
+        if !rules.is_empty() {
+            check_cors(&rules)?;
+        }
+        self.modify_bucket(name, move |b| b.cors = rules).await
     }
 
     async fn modify_bucket(

@@ -21,6 +21,7 @@ pub const JS_SDK_VERSION: &str = "3.1178.0";
 /// The JavaScript clients installed: the services nimbus serves.
 const JS_CLIENTS: &[&str] = &[
     "@aws-sdk/client-lambda",
+    "@aws-sdk/client-s3",
     "@aws-sdk/client-sqs",
     "@aws-sdk/client-eventbridge",
     "@aws-sdk/client-iam",
@@ -138,7 +139,15 @@ pub fn ensure_python_sdk(cache: &Path, minor: u8) -> Result<PathBuf, String> {
 /// The `node_modules` directory holding the JavaScript SDK's clients under `cache`,
 /// installed from the npm registry the first time. Blocking.
 pub fn ensure_node_sdk(cache: &Path) -> Result<PathBuf, String> {
-    let name = format!("node-sdk/aws-sdk-js-{JS_SDK_VERSION}");
+    // The set of clients is part of the name: a cache made for fewer services is not reused.
+    let clients = JS_CLIENTS.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, c| {
+        c.bytes()
+            .fold(h, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    });
+    let name = format!(
+        "node-sdk/aws-sdk-js-{JS_SDK_VERSION}-{:08x}",
+        clients as u32
+    );
     let dir = cached(cache, &name, |staging| {
         std::fs::create_dir_all(staging)
             .map_err(|e| format!("creating {}: {e}", staging.display()))?;
