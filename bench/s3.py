@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import random
 import re
 import shutil
 import statistics
@@ -29,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from http_api_peer import free_port, wrk  # noqa: E402
+from http_api_peer import wrk  # noqa: E402
 
 PEER_DIR = Path(os.environ.get("PEER_DIR", ROOT / ".cache" / "seaweedfs"))
 SMALL = 4096
@@ -42,7 +43,7 @@ local body = string.rep("x", %d)
 request = function()
   n = n + 1
   local path = string.format("/bench/small/%%d-%%d-%%d", math.random(1, 1000000000), os.time(), n)
-  return wrk.format("PUT", path, {["Content-Length"] = tostring(#body)}, body)
+  return wrk.format("PUT", path, wrk.headers, body)
 end
 """
 GET_SMALL = """
@@ -56,12 +57,12 @@ local body = string.rep("y", %d)
 request = function()
   n = n + 1
   return wrk.format("PUT", string.format("/bench/large/%%d-%%d", math.random(1, 1000000000), n),
-                    {["Content-Length"] = tostring(#body)}, body)
+                    wrk.headers, body)
 end
 """
 GET_LARGE = """
 request = function()
-  return wrk.format("GET", string.format("/bench/big/%%d", math.random(1, 4)))
+  return wrk.format("GET", string.format("/bench/big/%d", math.random(1, 4)))
 end
 """
 
@@ -91,7 +92,7 @@ def send(port: int, method: str, path: str, body: bytes = b"", host: str | None 
     return r.status
 
 
-def wait_ready(port: int, host: str | None, timeout: float = 60) -> None:
+def wait_ready(port: int, host: str | None, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
@@ -119,7 +120,14 @@ def start_nimbus(binary: str, data: str) -> tuple[subprocess.Popen, int, str]:
 
 
 def start_peer(data: str) -> tuple[subprocess.Popen, int, None]:
-    master, volume, filer, s3 = free_port(), free_port(), free_port(), free_port()
+    # SeaweedFS also listens on each port + 10000 (gRPC): take four free ports below 45000
+    # whose gRPC twins are free too.
+    while True:
+        base = random.randrange(20000, 35000, 4)
+        ports = [base, base + 1, base + 2, base + 3]
+        if all(port_free(p) and port_free(p + 10000) for p in ports):
+            break
+    master, volume, filer, s3 = ports
     os.makedirs(data, exist_ok=True)
     proc = subprocess.Popen([str(weed()), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                              f"-master.port={master}", f"-volume.port={volume}", "-filer",
@@ -127,6 +135,16 @@ def start_peer(data: str) -> tuple[subprocess.Popen, int, None]:
                              "-master.volumeSizeLimitMB=1024", "-volume.max=0"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return proc, s3, None
+
+
+def port_free(port: int) -> bool:
+    import socket
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
 def disk(data: str) -> tuple[float, float]:
@@ -151,6 +169,7 @@ def measure(port: int, host: str | None, duration: str, tmp: str) -> dict[str, f
                                 ("put_64m", PUT_LARGE % LARGE, 4), ("get_64m", GET_LARGE, 4)]:
         lua = Path(tmp) / f"{name}.lua"
         lua.write_text(script)
+        print(f"  {name} at c={conns}", flush=True)
         _, rps = wrk(url, conns, duration, lua, headers)
         out[name] = rps * (LARGE / 2**20) if name.endswith("64m") else rps
     return out

@@ -9,6 +9,8 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -740,3 +742,38 @@ def test_cors_for_browsers(node, s3, bucket):
         assert r.headers["Access-Control-Expose-Headers"] == "ETag"
     s3.delete_bucket_cors(Bucket=bucket)
     assert preflight("https://app.example.com", "PUT")[0] == 403
+
+
+def test_s3cmd(node, tmp_path):
+    import sysconfig
+
+    s3cmd = os.path.join(sysconfig.get_path("scripts"), "s3cmd")
+    config = tmp_path / "s3cfg"
+    config.write_text("[default]\n")
+    host = node.endpoint.split("//")[1]
+    name = bucket_name("s3cmd")
+
+    def run(*args):
+        out = subprocess.run(
+            [sys.executable, s3cmd, "-c", str(config), f"--access_key={s.ACCESS_KEY}",
+             f"--secret_key={s.SECRET_KEY}", f"--host={host}", f"--host-bucket={host}", "--no-ssl",
+             f"--region={s.REGION}", *args],
+            capture_output=True, text=True, timeout=120, env=s.clean_env())
+        assert out.returncode == 0, out.stderr + out.stdout
+        return out.stdout
+
+    source = tmp_path / "notes.txt"
+    source.write_text("written by s3cmd\n")
+    run("mb", f"s3://{name}")
+    run("put", str(source), f"s3://{name}/docs/notes.txt")
+    assert f"s3://{name}/docs/notes.txt" in run("ls", "--recursive", f"s3://{name}")
+    target = tmp_path / "back.txt"
+    run("get", f"s3://{name}/docs/notes.txt", str(target))
+    assert target.read_text() == "written by s3cmd\n"
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(20 * 1024 * 1024))
+    run("put", "--multipart-chunk-size-mb=5", str(big), f"s3://{name}/big.bin")
+    run("get", f"s3://{name}/big.bin", str(tmp_path / "big.back"))
+    assert (tmp_path / "big.back").read_bytes() == big.read_bytes()
+    run("del", "--recursive", "--force", f"s3://{name}")
+    run("rb", f"s3://{name}")

@@ -68,7 +68,7 @@ pub(crate) fn preflight(objects: &Objects, parts: &Parts, domain: &str) -> Respo
         .unwrap_or_default();
     let rules = bucket_of(parts, domain)
         .and_then(|b| objects.bucket(&b).ok().flatten())
-        .map(|b| b.cors)
+        .map(|b| b.cors.clone())
         .unwrap_or_default();
     if rules.is_empty() {
         return forbidden("CORSResponse: CORS is not enabled for this bucket.");

@@ -238,7 +238,7 @@ fn read_conditions(
 
 impl Handler {
     /// A bucket's record, or NoSuchBucket.
-    fn bucket(&self, name: &str) -> S3Result<nimbus_objects::BucketRecord> {
+    fn bucket(&self, name: &str) -> S3Result<Arc<nimbus_objects::BucketRecord>> {
         self.objects
             .bucket(name)
             .map_err(error)?
@@ -430,7 +430,7 @@ impl S3 for Handler {
             .into_iter()
             .filter(|(name, _)| name.starts_with(&prefix))
             .map(|(name, record)| Bucket {
-                bucket_region: Some(record.region),
+                bucket_region: Some(record.region.clone()),
                 creation_date: Some(convert::timestamp(record.created_ms)),
                 name: Some(name),
             })
@@ -480,7 +480,7 @@ impl S3 for Handler {
     ) -> S3Result<S3Response<HeadBucketOutput>> {
         let record = self.bucket(&req.input.bucket)?;
         Ok(S3Response::new(HeadBucketOutput {
-            bucket_region: Some(record.region),
+            bucket_region: Some(record.region.clone()),
             ..Default::default()
         }))
     }
@@ -502,8 +502,8 @@ impl S3 for Handler {
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
         let record = self.bucket(&req.input.bucket)?;
         // us-east-1 is shown as no constraint at all, as S3 does.
-        let location_constraint =
-            (record.region != "us-east-1").then(|| BucketLocationConstraint::from(record.region));
+        let location_constraint = (record.region != "us-east-1")
+            .then(|| BucketLocationConstraint::from(record.region.clone()));
         Ok(S3Response::new(GetBucketLocationOutput {
             location_constraint,
         }))
@@ -700,7 +700,10 @@ impl S3 for Handler {
             (!read.opened.record.tags.is_empty()).then_some(read.opened.record.tags.len() as i32);
         let mut output = object_output!(GetObjectOutput, read);
         output.tag_count = tag_count;
-        output.body = Some(StreamingBlob::wrap(read.opened.body.into_stream()));
+        output.body = Some(match read.opened.body.into_bytes() {
+            Ok(bytes) => StreamingBlob::from(s3s::Body::from(bytes)),
+            Err(reader) => StreamingBlob::wrap(reader.into_stream()),
+        });
         Ok(S3Response::new(output))
     }
 

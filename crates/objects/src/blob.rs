@@ -19,8 +19,8 @@ use crate::digest::{Digests, Hasher, Wanted};
 
 /// Bodies up to this size are kept in the metadata file rather than in a file of their own.
 pub const INLINE_MAX: u64 = 64 * 1024;
-/// Bytes gathered before each write to a blob file.
-const WRITE_CHUNK: usize = 1 << 20;
+/// Bytes gathered before each batch written to a blob file.
+const WRITE_CHUNK: usize = 4 << 20;
 /// Bytes read from a blob file per chunk of a download.
 const READ_CHUNK: u64 = 512 * 1024;
 
@@ -163,58 +163,125 @@ where
     if expected_len.is_some_and(|l| l > max) {
         return Err(Error::EntityTooLarge(max));
     }
-    let mut hasher = Hasher::new(wanted);
-    let mut buffer = BytesMut::new();
-    let mut file: Option<(File, u128, PathBuf)> = None;
-    // Removes the file if staging stops before the end.
-    let mut guard = FileGuard(None);
     let to_file = |len: u64| len > INLINE_MAX;
-    if expected_len.is_some_and(to_file) {
-        let created = create_blob(dir).await?;
-        guard.0 = Some(created.2.clone());
-        file = Some(created);
-    }
+    // Chunks not yet hashed and written, and their length.
+    let mut pending: Vec<Bytes> = Vec::new();
+    let mut pending_len = 0usize;
+    let mut total = 0u64;
+    let mut writer = if expected_len.is_some_and(to_file) {
+        Some(Writer::create(dir, wanted).await?)
+    } else {
+        None
+    };
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| Error::Body(Arc::from(e.into())))?;
-        hasher.update(&chunk);
-        if hasher.len() > max {
+        total += chunk.len() as u64;
+        if total > max {
             return Err(Error::EntityTooLarge(max));
         }
-        buffer.extend_from_slice(&chunk);
-        if file.is_none() && to_file(buffer.len() as u64) {
-            let created = create_blob(dir).await?;
-            guard.0 = Some(created.2.clone());
-            file = Some(created);
+        pending_len += chunk.len();
+        pending.push(chunk);
+        if writer.is_none() && to_file(total) {
+            writer = Some(Writer::create(dir, wanted).await?);
         }
-        if let Some((f, _, _)) = &mut file
-            && buffer.len() >= WRITE_CHUNK
+        if let Some(w) = &mut writer
+            && pending_len >= WRITE_CHUNK
         {
-            write_all(f, buffer.split().freeze()).await?;
+            w.write(std::mem::take(&mut pending)).await?;
+            pending_len = 0;
         }
     }
-    let digests = hasher.finish();
-    let storage = match file {
-        None => Storage::Inline(buffer.freeze()),
-        Some((mut f, blob, path)) => {
-            if !buffer.is_empty() {
-                write_all(&mut f, buffer.freeze()).await?;
+    let (digests, storage) = match writer {
+        None => {
+            let mut hasher = Hasher::new(wanted);
+            let mut bytes = BytesMut::with_capacity(pending_len);
+            for chunk in &pending {
+                hasher.update(chunk);
+                bytes.extend_from_slice(chunk);
             }
-            let parent = path.parent().map(Path::to_path_buf);
-            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                f.sync_data()?;
-                if let Some(parent) = parent {
-                    File::open(parent)?.sync_all()?;
-                }
-                Ok(())
-            })
-            .await
-            .map_err(|e| Error::Storage(e.to_string()))?
-            .map_err(io)?;
-            guard.0 = None;
-            Storage::File { blob, path }
+            (hasher.finish(), Storage::Inline(bytes.freeze()))
         }
+        Some(w) => w.finish(pending).await?,
     };
     Ok(Staged { digests, storage })
+}
+
+/// A body on its way into a blob file: batches are hashed and written on a blocking thread,
+/// one batch at a time while the next arrives.
+struct Writer {
+    blob: u128,
+    path: PathBuf,
+    /// The file and the hasher, here between batches or with the batch in flight.
+    state: Option<(File, Hasher)>,
+    in_flight: Option<tokio::task::JoinHandle<std::io::Result<(File, Hasher)>>>,
+    /// Removes the file if staging stops before the end.
+    guard: FileGuard,
+}
+
+impl Writer {
+    async fn create(dir: &BlobDir, wanted: Wanted) -> Result<Self, Error> {
+        let (file, blob, path) = create_blob(dir).await?;
+        Ok(Self {
+            blob,
+            guard: FileGuard(Some(path.clone())),
+            path,
+            state: Some((file, Hasher::new(wanted))),
+            in_flight: None,
+        })
+    }
+
+    /// The file and hasher, once the batch in flight is done.
+    async fn settle(&mut self) -> Result<(File, Hasher), Error> {
+        if let Some(task) = self.in_flight.take() {
+            return task
+                .await
+                .map_err(|e| Error::Storage(e.to_string()))?
+                .map_err(io);
+        }
+        self.state
+            .take()
+            .ok_or_else(|| Error::Storage("a blob writer lost its file".into()))
+    }
+
+    async fn write(&mut self, batch: Vec<Bytes>) -> Result<(), Error> {
+        let (mut file, mut hasher) = self.settle().await?;
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            for chunk in &batch {
+                hasher.update(chunk);
+                file.write_all(chunk)?;
+            }
+            Ok((file, hasher))
+        }));
+        Ok(())
+    }
+
+    /// Writes the last batch, makes the file and its directory entry durable.
+    async fn finish(mut self, last: Vec<Bytes>) -> Result<(Digests, Storage), Error> {
+        let (mut file, mut hasher) = self.settle().await?;
+        let parent = self.path.parent().map(Path::to_path_buf);
+        let hasher = tokio::task::spawn_blocking(move || -> std::io::Result<Hasher> {
+            for chunk in &last {
+                hasher.update(chunk);
+                file.write_all(chunk)?;
+            }
+            file.sync_data()?;
+            if let Some(parent) = parent {
+                File::open(parent)?.sync_all()?;
+            }
+            Ok(hasher)
+        })
+        .await
+        .map_err(|e| Error::Storage(e.to_string()))?
+        .map_err(io)?;
+        self.guard.0 = None;
+        Ok((
+            hasher.finish(),
+            Storage::File {
+                blob: self.blob,
+                path: std::mem::take(&mut self.path),
+            },
+        ))
+    }
 }
 
 /// Removes a half-written blob file when staging stops early.
@@ -246,14 +313,6 @@ async fn create_blob(dir: &BlobDir) -> Result<(File, u128, PathBuf), Error> {
     .map_err(|e| Error::Storage(e.to_string()))?
     .map_err(io)?;
     Ok((file, blob, path))
-}
-
-async fn write_all(file: &mut File, data: Bytes) -> Result<(), Error> {
-    let mut f = file.try_clone().map_err(io)?;
-    tokio::task::spawn_blocking(move || f.write_all(&data))
-        .await
-        .map_err(|e| Error::Storage(e.to_string()))?
-        .map_err(io)
 }
 
 /// A piece of a body on its way out.
@@ -321,6 +380,21 @@ impl BodyReader {
                     return Some(read);
                 }
             }
+        }
+    }
+
+    /// The whole body at once when it is in memory already (an inline body), so that it can be
+    /// sent with its length in one write; otherwise the reader back.
+    pub fn into_bytes(mut self) -> Result<Bytes, Self> {
+        match self.segments.len() {
+            0 => Ok(Bytes::new()),
+            1 if matches!(self.segments[0], Segment::Inline(_)) => {
+                match self.segments.pop_front() {
+                    Some(Segment::Inline(b)) => Ok(b),
+                    _ => Err(self),
+                }
+            }
+            _ => Err(self),
         }
     }
 

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::sync::mpsc;
 
-use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -154,12 +154,42 @@ storage_from!(
     redb::DatabaseError
 );
 
+/// Every table, opened once per transaction: opening a table looks it up and closing a changed
+/// one writes its root back, so a batch of jobs shares one open of each.
+pub(crate) struct Tables<'t> {
+    pub buckets: Table<'t, &'static str, &'static [u8]>,
+    pub objects: Table<'t, (&'static str, &'static str), &'static [u8]>,
+    pub inline: Table<'t, u128, &'static [u8]>,
+    pub blob_files: Table<'t, u128, ()>,
+    pub uploads: Table<'t, &'static str, &'static [u8]>,
+    pub uploads_by_key: Table<'t, (&'static str, &'static str, &'static str), ()>,
+    pub parts: Table<'t, (&'static str, u32), &'static [u8]>,
+    pub outbox: Table<'t, u64, &'static [u8]>,
+    pub meta: Table<'t, &'static str, u64>,
+}
+
+impl<'t> Tables<'t> {
+    pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self, Error> {
+        Ok(Self {
+            buckets: txn.open_table(BUCKETS)?,
+            objects: txn.open_table(OBJECTS)?,
+            inline: txn.open_table(INLINE)?,
+            blob_files: txn.open_table(BLOB_FILES)?,
+            uploads: txn.open_table(UPLOADS)?,
+            uploads_by_key: txn.open_table(UPLOADS_BY_KEY)?,
+            parts: txn.open_table(PARTS)?,
+            outbox: txn.open_table(OUTBOX)?,
+            meta: txn.open_table(META)?,
+        })
+    }
+}
+
 /// What a job leaves to do once its transaction has committed, or failed to.
 type Finish = Box<dyn FnOnce(Result<(), Error>) + Send>;
 /// A change, run inside the committer's transaction. It returns what to do after the commit,
 /// and whether the transaction is now unusable (a storage error midway), in which case the
 /// whole batch is abandoned.
-type Job = Box<dyn FnOnce(&WriteTransaction) -> (Finish, bool) + Send>;
+type Job = Box<dyn for<'a, 't> FnOnce(&'a mut Tables<'t>) -> (Finish, bool) + Send>;
 
 /// The thread that writes metadata.
 pub(crate) struct Committer {
@@ -200,10 +230,12 @@ impl Committer {
     /// blobs that the change made unreferenced).
     pub(crate) async fn write<T: Send + 'static>(
         &self,
-        op: impl FnOnce(&WriteTransaction) -> Result<(T, Vec<PathBuf>), Error> + Send + 'static,
+        op: impl for<'a, 't> FnOnce(&'a mut Tables<'t>) -> Result<(T, Vec<PathBuf>), Error>
+        + Send
+        + 'static,
     ) -> Result<T, Error> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |txn| match op(txn) {
+        let job: Job = Box::new(move |tables| match op(tables) {
             Ok((value, files)) => {
                 let finish: Finish = Box::new(move |committed| {
                     let result = committed.map(|()| {
@@ -264,10 +296,19 @@ fn run_batch(db: &Database, batch: Vec<Job>) {
     };
     let mut finishes = Vec::with_capacity(batch.len());
     let mut poisoned = false;
-    for job in batch {
-        let (finish, bad) = job(&txn);
-        poisoned |= bad;
-        finishes.push(finish);
+    match Tables::open(&txn) {
+        Ok(mut tables) => {
+            for job in batch {
+                let (finish, bad) = job(&mut tables);
+                poisoned |= bad;
+                finishes.push(finish);
+            }
+        }
+        Err(e) => {
+            // Dropping the jobs drops their reply channels: each waiting writer gets an error.
+            tracing::error!(error = %e, "the object store could not open its tables");
+            return;
+        }
     }
     let result = if poisoned {
         let _ = txn.abort();

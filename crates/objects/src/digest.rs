@@ -159,10 +159,6 @@ impl Hasher {
         self.len += data.len() as u64;
     }
 
-    pub(crate) fn len(&self) -> u64 {
-        self.len
-    }
-
     pub(crate) fn finish(self) -> Digests {
         let checksum = self.checksum.map(|c| {
             let algorithm = match &c {

@@ -18,13 +18,13 @@ mod list;
 mod names;
 mod notify;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::Stream;
-use redb::{Database, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use redb::{Database, ReadableTable, ReadableTableMetadata};
 
 pub use blob::{BodyReader, INLINE_MAX, Staged};
 pub use cors::{CorsRule, MAX_CORS_RULES, check_cors, cors_match};
@@ -40,8 +40,8 @@ pub use notify::{Change, Notification, NotificationRule, Target, Targets, check_
 
 use blob::{BlobDir, Segment};
 use db::{
-    BLOB_FILES, BUCKETS, Committer, INLINE, META, OBJECTS, OUTBOX, PARTS, UPLOADS, UPLOADS_BY_KEY,
-    decode, encode, get_json,
+    BLOB_FILES, BUCKETS, Committer, INLINE, META, OBJECTS, OUTBOX, PARTS, Tables, UPLOADS,
+    UPLOADS_BY_KEY, decode, encode, get_json,
 };
 
 /// The largest object one PUT may store (S3's limit).
@@ -299,6 +299,10 @@ pub struct Objects {
     committer: Committer,
     /// Woken when a change leaves notifications in the outbox.
     outbox_filled: Arc<tokio::sync::Notify>,
+    /// Every bucket's record, as last committed: every request looks its bucket up (the
+    /// owner for the access check, existence, rules), so this saves a read transaction each.
+    /// Changed only by [`Self::refresh_bucket`] after a bucket's change commits.
+    buckets: std::sync::RwLock<HashMap<String, Arc<BucketRecord>>>,
 }
 
 impl Objects {
@@ -344,11 +348,22 @@ impl Objects {
                 "removed blob files of writes that never committed"
             );
         }
+        let buckets = {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(BUCKETS)?;
+            let mut all = HashMap::new();
+            for entry in table.iter()? {
+                let (name, value) = entry?;
+                all.insert(name.value().to_owned(), Arc::new(decode(value.value())?));
+            }
+            all
+        };
         Ok(Self {
             committer: Committer::start(db.clone()),
             db,
             blobs,
             outbox_filled: Arc::new(tokio::sync::Notify::new()),
+            buckets: std::sync::RwLock::new(buckets),
         })
     }
 
@@ -362,11 +377,12 @@ impl Objects {
     /// Creates a bucket owned by `owner`.
     pub async fn create_bucket(&self, owner: &str, name: &str, region: &str) -> Result<(), Error> {
         check_bucket_name(name)?;
+        let created = name;
         let (owner, name, region) = (owner.to_owned(), name.to_owned(), region.to_owned());
         self.committer
-            .write(move |txn| {
-                let mut buckets = txn.open_table(BUCKETS)?;
-                if let Some(existing) = get_json::<_, BucketRecord>(&buckets, name.as_str())? {
+            .write(move |t| {
+                let buckets = &mut t.buckets;
+                if let Some(existing) = get_json::<_, BucketRecord>(&*buckets, name.as_str())? {
                     return Err(if existing.owner == owner {
                         Error::BucketAlreadyOwnedByYou
                     } else {
@@ -384,43 +400,62 @@ impl Objects {
                 buckets.insert(name.as_str(), encode(&record).as_slice())?;
                 Ok(((), Vec::new()))
             })
-            .await
+            .await?;
+        self.refresh_bucket(created)
+    }
+
+    /// Sets the cached record of a bucket to what is committed now. Under the cache's lock, so
+    /// that of two changes committed one after the other, the cache ends with the later.
+    fn refresh_bucket(&self, name: &str) -> Result<(), Error> {
+        let mut cache = self
+            .buckets
+            .write()
+            .map_err(|_| Error::Storage("the bucket cache is poisoned".into()))?;
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(BUCKETS)?;
+        match get_json::<_, BucketRecord>(&table, name)? {
+            Some(record) => cache.insert(name.to_owned(), Arc::new(record)),
+            None => cache.remove(name),
+        };
+        Ok(())
     }
 
     /// A bucket, if it exists.
-    pub fn bucket(&self, name: &str) -> Result<Option<BucketRecord>, Error> {
-        let txn = self.db.begin_read()?;
-        let buckets = txn.open_table(BUCKETS)?;
-        get_json(&buckets, name)
+    pub fn bucket(&self, name: &str) -> Result<Option<Arc<BucketRecord>>, Error> {
+        let cache = self
+            .buckets
+            .read()
+            .map_err(|_| Error::Storage("the bucket cache is poisoned".into()))?;
+        Ok(cache.get(name).cloned())
     }
 
     /// The buckets `owner` owns, by name.
-    pub fn buckets_of(&self, owner: &str) -> Result<Vec<(String, BucketRecord)>, Error> {
-        let txn = self.db.begin_read()?;
-        let buckets = txn.open_table(BUCKETS)?;
-        let mut out = Vec::new();
-        for entry in buckets.iter()? {
-            let (name, value) = entry?;
-            let record: BucketRecord = decode(value.value())?;
-            if record.owner == owner {
-                out.push((name.value().to_owned(), record));
-            }
-        }
+    pub fn buckets_of(&self, owner: &str) -> Result<Vec<(String, Arc<BucketRecord>)>, Error> {
+        let cache = self
+            .buckets
+            .read()
+            .map_err(|_| Error::Storage("the bucket cache is poisoned".into()))?;
+        let mut out: Vec<(String, Arc<BucketRecord>)> = cache
+            .iter()
+            .filter(|(_, r)| r.owner == owner)
+            .map(|(n, r)| (n.clone(), r.clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 
     /// Deletes an empty bucket; uploads still in progress in it are aborted.
     pub async fn delete_bucket(&self, name: &str) -> Result<(), Error> {
+        let deleted = name;
         let name = name.to_owned();
         let blobs = self.blobs.clone();
         self.committer
-            .write(move |txn| {
-                let mut buckets = txn.open_table(BUCKETS)?;
-                if buckets.get(name.as_str())?.is_none() {
+            .write(move |t| {
+                if t.buckets.get(name.as_str())?.is_none() {
                     return Err(Error::NoSuchBucket);
                 }
                 {
-                    let objects = txn.open_table(OBJECTS)?;
+                    let objects = &t.objects;
                     let mut range = objects.range((name.as_str(), "")..)?;
                     if let Some(first) = range.next() {
                         let (k, _) = first?;
@@ -430,7 +465,7 @@ impl Objects {
                     }
                 }
                 let uploads: Vec<String> = {
-                    let by_key = txn.open_table(UPLOADS_BY_KEY)?;
+                    let by_key = &t.uploads_by_key;
                     let mut ids = Vec::new();
                     for entry in by_key.range((name.as_str(), "", "")..)? {
                         let (k, _) = entry?;
@@ -444,12 +479,13 @@ impl Objects {
                 };
                 let mut files = Vec::new();
                 for id in uploads {
-                    files.extend(remove_upload(txn, &blobs, &id)?);
+                    files.extend(remove_upload(t, &blobs, &id)?);
                 }
-                buckets.remove(name.as_str())?;
+                t.buckets.remove(name.as_str())?;
                 Ok(((), files))
             })
-            .await
+            .await?;
+        self.refresh_bucket(deleted)
     }
 
     /// Replaces a bucket's tags.
@@ -496,17 +532,19 @@ impl Objects {
         name: &str,
         change: impl FnOnce(&mut BucketRecord) + Send + 'static,
     ) -> Result<(), Error> {
+        let changed = name;
         let name = name.to_owned();
         self.committer
-            .write(move |txn| {
-                let mut buckets = txn.open_table(BUCKETS)?;
+            .write(move |t| {
+                let buckets = &mut t.buckets;
                 let mut record: BucketRecord =
-                    get_json(&buckets, name.as_str())?.ok_or(Error::NoSuchBucket)?;
+                    get_json(&*buckets, name.as_str())?.ok_or(Error::NoSuchBucket)?;
                 change(&mut record);
                 buckets.insert(name.as_str(), encode(&record).as_slice())?;
                 Ok(((), Vec::new()))
             })
-            .await
+            .await?;
+        self.refresh_bucket(changed)
     }
 
     // ---- notifications ----
@@ -526,8 +564,8 @@ impl Objects {
     /// Forgets notifications their targets have.
     pub async fn delivered(&self, numbers: Vec<u64>) -> Result<(), Error> {
         self.committer
-            .write(move |txn| {
-                let mut outbox = txn.open_table(OUTBOX)?;
+            .write(move |t| {
+                let outbox = &mut t.outbox;
                 for n in numbers {
                     outbox.remove(n)?;
                 }
@@ -582,8 +620,8 @@ impl Objects {
         let actor = actor.clone();
         let (record, sent) = self
             .committer
-            .write(move |txn| {
-                let current = current_object(txn, &bucket, &key)?;
+            .write(move |t| {
+                let current = current_object(t, &bucket, &key)?;
                 conditions.check(current.as_ref())?;
                 let digests = staged.digests.clone();
                 let (extent, inline, _) = staged.take();
@@ -598,10 +636,10 @@ impl Objects {
                     body: vec![extent],
                     parts: Vec::new(),
                 };
-                store_extent(txn, extent, inline)?;
-                let files = replace_object(txn, &blobs, &bucket, &key, current, Some(&record))?;
+                store_extent(t, extent, inline)?;
+                let files = replace_object(t, &blobs, &bucket, &key, current, Some(&record))?;
                 let sent = emit(
-                    txn,
+                    t,
                     &bucket,
                     &key,
                     actor.change,
@@ -618,12 +656,20 @@ impl Objects {
     /// An object's record.
     pub fn head(&self, bucket: &str, key: &str) -> Result<ObjectRecord, Error> {
         let txn = self.db.begin_read()?;
-        let buckets = txn.open_table(BUCKETS)?;
-        if buckets.get(bucket)?.is_none() {
-            return Err(Error::NoSuchBucket);
-        }
         let objects = txn.open_table(OBJECTS)?;
-        get_json(&objects, (bucket, key))?.ok_or(Error::NoSuchKey)
+        match get_json(&objects, (bucket, key))? {
+            Some(record) => Ok(record),
+            None => Err(self.missing(bucket)),
+        }
+    }
+
+    /// Why an object is not there: its bucket is not, or only the key.
+    fn missing(&self, bucket: &str) -> Error {
+        match self.bucket(bucket) {
+            Ok(Some(_)) => Error::NoSuchKey,
+            Ok(None) => Error::NoSuchBucket,
+            Err(e) => e,
+        }
     }
 
     /// Opens an object for reading: the whole of it, a byte range, or one part of a multipart
@@ -641,13 +687,10 @@ impl Objects {
         let mut attempts = 0;
         loop {
             let txn = self.db.begin_read()?;
-            let buckets = txn.open_table(BUCKETS)?;
-            if buckets.get(bucket)?.is_none() {
-                return Err(Error::NoSuchBucket);
-            }
             let objects = txn.open_table(OBJECTS)?;
-            let record: ObjectRecord =
-                get_json(&objects, (bucket, key))?.ok_or(Error::NoSuchKey)?;
+            let Some(record): Option<ObjectRecord> = get_json(&objects, (bucket, key))? else {
+                return Err(self.missing(bucket));
+            };
             conditions.check(&record)?;
             let span = match (part, range) {
                 (Some(n), _) => Some(part_span(&record, n)?),
@@ -733,8 +776,8 @@ impl Objects {
         let principal = actor.principal.clone();
         let (out, sent) = self
             .committer
-            .write(move |txn| {
-                if txn.open_table(BUCKETS)?.get(bucket.as_str())?.is_none() {
+            .write(move |t| {
+                if t.buckets.get(bucket.as_str())?.is_none() {
                     return Err(Error::NoSuchBucket);
                 }
                 let mut files = Vec::new();
@@ -744,12 +787,12 @@ impl Objects {
                     let result = match check_key(&key) {
                         Err(e) => Err(e),
                         Ok(()) => {
-                            let current = current_object(txn, &bucket, &key)?;
+                            let current = current_object(t, &bucket, &key)?;
                             if current.is_some() {
                                 files.extend(replace_object(
-                                    txn, &blobs, &bucket, &key, current, None,
+                                    t, &blobs, &bucket, &key, current, None,
                                 )?);
-                                sent |= emit(txn, &bucket, &key, Change::Delete, &principal, None)?;
+                                sent |= emit(t, &bucket, &key, Change::Delete, &principal, None)?;
                             }
                             Ok(())
                         }
@@ -841,15 +884,15 @@ impl Objects {
         let principal = actor.principal.clone();
         let result = self
             .committer
-            .write(move |txn| {
-                let now_source = current_object(txn, &source_bucket, &source_key)?;
+            .write(move |t| {
+                let now_source = current_object(t, &source_bucket, &source_key)?;
                 match &now_source {
                     Some(s)
                         if s.etag == source.etag
                             && s.last_modified_ms == source.last_modified_ms => {}
                     _ => return Err(Error::NoSuchKey),
                 }
-                let current = current_object(txn, &bucket, &key)?;
+                let current = current_object(t, &bucket, &key)?;
                 conditions.check(current.as_ref())?;
                 let (headers, metadata, tags) = match directive {
                     MetadataDirective::Copy => (source.headers, source.metadata, source.tags),
@@ -870,14 +913,14 @@ impl Objects {
                 for extent in &record.body {
                     if extent.inline {
                         let bytes = inline_copies.next().map(|(_, b)| b).unwrap_or_default();
-                        store_extent(txn, *extent, Some(bytes))?;
+                        store_extent(t, *extent, Some(bytes))?;
                     } else {
-                        store_extent(txn, *extent, None)?;
+                        store_extent(t, *extent, None)?;
                     }
                 }
-                let files = replace_object(txn, &blobs, &bucket, &key, current, Some(&record))?;
+                let files = replace_object(t, &blobs, &bucket, &key, current, Some(&record))?;
                 let sent = emit(
-                    txn,
+                    t,
                     &bucket,
                     &key,
                     Change::Copy,
@@ -902,13 +945,14 @@ impl Objects {
     ) -> Result<(), Error> {
         let (bucket, key) = (bucket.to_owned(), key.to_owned());
         self.committer
-            .write(move |txn| {
-                if txn.open_table(BUCKETS)?.get(bucket.as_str())?.is_none() {
+            .write(move |t| {
+                if t.buckets.get(bucket.as_str())?.is_none() {
                     return Err(Error::NoSuchBucket);
                 }
-                let mut objects = txn.open_table(OBJECTS)?;
+                let objects = &mut t.objects;
                 let mut record: ObjectRecord =
-                    get_json(&objects, (bucket.as_str(), key.as_str()))?.ok_or(Error::NoSuchKey)?;
+                    get_json(&*objects, (bucket.as_str(), key.as_str()))?
+                        .ok_or(Error::NoSuchKey)?;
                 record.tags = tags;
                 objects.insert((bucket.as_str(), key.as_str()), encode(&record).as_slice())?;
                 Ok(((), Vec::new()))
@@ -947,17 +991,13 @@ impl Objects {
         );
         let upload_id = id.clone();
         self.committer
-            .write(move |txn| {
-                if txn
-                    .open_table(BUCKETS)?
-                    .get(record.bucket.as_str())?
-                    .is_none()
-                {
+            .write(move |t| {
+                if t.buckets.get(record.bucket.as_str())?.is_none() {
                     return Err(Error::NoSuchBucket);
                 }
-                txn.open_table(UPLOADS)?
+                t.uploads
                     .insert(upload_id.as_str(), encode(&record).as_slice())?;
-                txn.open_table(UPLOADS_BY_KEY)?.insert(
+                t.uploads_by_key.insert(
                     (
                         record.bucket.as_str(),
                         record.key.as_str(),
@@ -993,16 +1033,15 @@ impl Objects {
         let (bucket, key, id) = (bucket.to_owned(), key.to_owned(), id.to_owned());
         let blobs = self.blobs.clone();
         self.committer
-            .write(move |txn| {
-                let uploads = txn.open_table(UPLOADS)?;
-                get_json::<_, UploadRecord>(&uploads, id.as_str())?
+            .write(move |t| {
+                let uploads = &t.uploads;
+                get_json::<_, UploadRecord>(uploads, id.as_str())?
                     .filter(|u| u.bucket == bucket && u.key == key)
                     .ok_or(Error::NoSuchUpload)?;
-                let mut parts = txn.open_table(PARTS)?;
-                let old: Option<PartRecord> = get_json(&parts, (id.as_str(), number))?;
+                let old: Option<PartRecord> = get_json(&t.parts, (id.as_str(), number))?;
                 let digests = staged.digests.clone();
                 let (extent, inline, _) = staged.take();
-                store_extent(txn, extent, inline)?;
+                store_extent(t, extent, inline)?;
                 let record = PartRecord {
                     size: digests.len,
                     etag: digest::to_hex(&digests.md5),
@@ -1010,10 +1049,11 @@ impl Objects {
                     checksum: digests.checksum,
                     body: extent,
                 };
-                parts.insert((id.as_str(), number), encode(&record).as_slice())?;
+                t.parts
+                    .insert((id.as_str(), number), encode(&record).as_slice())?;
                 let mut files = Vec::new();
                 if let Some(old) = old {
-                    files.extend(drop_extent(txn, &blobs, old.body)?);
+                    files.extend(drop_extent(t, &blobs, old.body)?);
                 }
                 Ok((record, files))
             })
@@ -1067,16 +1107,15 @@ impl Objects {
         let principal = actor.principal.clone();
         let (record, sent) = self
             .committer
-            .write(move |txn| {
-                let upload: UploadRecord =
-                    get_json::<_, UploadRecord>(&txn.open_table(UPLOADS)?, id.as_str())?
-                        .filter(|u| u.bucket == bucket && u.key == key)
-                        .ok_or(Error::NoSuchUpload)?;
+            .write(move |t| {
+                let upload: UploadRecord = get_json::<_, UploadRecord>(&t.uploads, id.as_str())?
+                    .filter(|u| u.bucket == bucket && u.key == key)
+                    .ok_or(Error::NoSuchUpload)?;
                 let mut chosen = Vec::with_capacity(listed.len());
                 {
-                    let parts = txn.open_table(PARTS)?;
+                    let parts = &t.parts;
                     for (i, want) in listed.iter().enumerate() {
-                        let part: PartRecord = get_json(&parts, (id.as_str(), want.number))?
+                        let part: PartRecord = get_json(parts, (id.as_str(), want.number))?
                             .ok_or_else(|| Error::InvalidPart(format!(
                                 "One or more of the specified parts could not be found: part {}",
                                 want.number
@@ -1102,7 +1141,7 @@ impl Objects {
                         chosen.push(part);
                     }
                 }
-                let current = current_object(txn, &bucket, &key)?;
+                let current = current_object(t, &bucket, &key)?;
                 conditions.check(current.as_ref())?;
                 let mut md5s = Vec::with_capacity(chosen.len() * 16);
                 for part in &chosen {
@@ -1152,30 +1191,26 @@ impl Objects {
                     record.body.iter().map(|e| e.blob).collect();
                 let mut files = Vec::new();
                 {
-                    let mut parts = txn.open_table(PARTS)?;
                     let numbers: Vec<(u32, PartRecord)> = {
                         let mut v = Vec::new();
-                        for entry in parts.range((id.as_str(), 0)..=(id.as_str(), u32::MAX))? {
+                        for entry in t.parts.range((id.as_str(), 0)..=(id.as_str(), u32::MAX))? {
                             let (k, val) = entry?;
                             v.push((k.value().1, decode(val.value())?));
                         }
                         v
                     };
                     for (n, part) in numbers {
-                        parts.remove((id.as_str(), n))?;
+                        t.parts.remove((id.as_str(), n))?;
                         if !kept.contains(&part.body.blob) {
-                            files.extend(drop_extent(txn, &blobs, part.body)?);
+                            files.extend(drop_extent(t, &blobs, part.body)?);
                         }
                     }
                 }
-                txn.open_table(UPLOADS)?.remove(id.as_str())?;
-                txn.open_table(UPLOADS_BY_KEY)?.remove((
-                    bucket.as_str(),
-                    key.as_str(),
-                    id.as_str(),
-                ))?;
+                t.uploads.remove(id.as_str())?;
+                t.uploads_by_key
+                    .remove((bucket.as_str(), key.as_str(), id.as_str()))?;
                 files.extend(replace_object(
-                    txn,
+                    t,
                     &blobs,
                     &bucket,
                     &key,
@@ -1183,7 +1218,7 @@ impl Objects {
                     Some(&record),
                 )?);
                 let sent = emit(
-                    txn,
+                    t,
                     &bucket,
                     &key,
                     Change::CompleteMultipartUpload,
@@ -1202,11 +1237,11 @@ impl Objects {
         let (bucket, key, id) = (bucket.to_owned(), key.to_owned(), id.to_owned());
         let blobs = self.blobs.clone();
         self.committer
-            .write(move |txn| {
-                get_json::<_, UploadRecord>(&txn.open_table(UPLOADS)?, id.as_str())?
+            .write(move |t| {
+                get_json::<_, UploadRecord>(&t.uploads, id.as_str())?
                     .filter(|u| u.bucket == bucket && u.key == key)
                     .ok_or(Error::NoSuchUpload)?;
-                let files = remove_upload(txn, &blobs, &id)?;
+                let files = remove_upload(t, &blobs, &id)?;
                 Ok(((), files))
             })
             .await
@@ -1343,32 +1378,31 @@ fn part_span(record: &ObjectRecord, n: u32) -> Result<(u64, u64), Error> {
 }
 
 fn current_object(
-    txn: &WriteTransaction,
+    t: &mut Tables<'_>,
     bucket: &str,
     key: &str,
 ) -> Result<Option<ObjectRecord>, Error> {
-    if txn.open_table(BUCKETS)?.get(bucket)?.is_none() {
+    if t.buckets.get(bucket)?.is_none() {
         return Err(Error::NoSuchBucket);
     }
-    get_json(&txn.open_table(OBJECTS)?, (bucket, key))
+    get_json(&t.objects, (bucket, key))
 }
 
 /// Writes the notifications a change sends to the outbox, in the change's transaction; returns
 /// whether it sent any.
 fn emit(
-    txn: &WriteTransaction,
+    t: &mut Tables<'_>,
     bucket: &str,
     key: &str,
     change: Change,
     principal: &str,
     object: Option<(u64, &str)>,
 ) -> Result<bool, Error> {
-    let record: BucketRecord =
-        get_json(&txn.open_table(BUCKETS)?, bucket)?.ok_or(Error::NoSuchBucket)?;
+    let record: BucketRecord = get_json(&t.buckets, bucket)?.ok_or(Error::NoSuchBucket)?;
     if record.notifications.is_empty() {
         return Ok(false);
     }
-    let mut meta = txn.open_table(META)?;
+    let meta = &mut t.meta;
     let last = meta.get("sequence")?.map_or(0, |v| v.value());
     let first = last + 1;
     let sent = notify::notifications(
@@ -1387,7 +1421,7 @@ fn emit(
     if sent.is_empty() {
         return Ok(false);
     }
-    let mut outbox = txn.open_table(OUTBOX)?;
+    let outbox = &mut t.outbox;
     let mut n = first;
     for notification in &sent {
         outbox.insert(n, encode(notification).as_slice())?;
@@ -1398,45 +1432,41 @@ fn emit(
 }
 
 /// Records a new extent: its bytes when inline, its file as referenced otherwise.
-fn store_extent(
-    txn: &WriteTransaction,
-    extent: Extent,
-    inline: Option<Bytes>,
-) -> Result<(), Error> {
+fn store_extent(t: &mut Tables<'_>, extent: Extent, inline: Option<Bytes>) -> Result<(), Error> {
     if extent.inline {
-        txn.open_table(INLINE)?
+        t.inline
             .insert(extent.blob, inline.as_deref().unwrap_or_default())?;
     } else {
-        txn.open_table(BLOB_FILES)?.insert(extent.blob, ())?;
+        t.blob_files.insert(extent.blob, ())?;
     }
     Ok(())
 }
 
 /// Forgets an extent; returns its file, to remove after the commit.
 fn drop_extent(
-    txn: &WriteTransaction,
+    t: &mut Tables<'_>,
     blobs: &BlobDir,
     extent: Extent,
 ) -> Result<Option<PathBuf>, Error> {
     if extent.inline {
-        txn.open_table(INLINE)?.remove(extent.blob)?;
+        t.inline.remove(extent.blob)?;
         Ok(None)
     } else {
-        txn.open_table(BLOB_FILES)?.remove(extent.blob)?;
+        t.blob_files.remove(extent.blob)?;
         Ok(Some(blobs.path(extent.blob)))
     }
 }
 
 /// Puts `new` (or nothing) where `current` was; returns the files `current` leaves behind.
 fn replace_object(
-    txn: &WriteTransaction,
+    t: &mut Tables<'_>,
     blobs: &BlobDir,
     bucket: &str,
     key: &str,
     current: Option<ObjectRecord>,
     new: Option<&ObjectRecord>,
 ) -> Result<Vec<PathBuf>, Error> {
-    let mut objects = txn.open_table(OBJECTS)?;
+    let objects = &mut t.objects;
     match new {
         Some(record) => {
             objects.insert((bucket, key), encode(record).as_slice())?;
@@ -1448,25 +1478,24 @@ fn replace_object(
     let mut files = Vec::new();
     if let Some(old) = current {
         for extent in old.body {
-            files.extend(drop_extent(txn, blobs, extent)?);
+            files.extend(drop_extent(t, blobs, extent)?);
         }
     }
     Ok(files)
 }
 
 /// Removes an upload, its parts and their blobs; returns the files to remove.
-fn remove_upload(txn: &WriteTransaction, blobs: &BlobDir, id: &str) -> Result<Vec<PathBuf>, Error> {
-    let mut uploads = txn.open_table(UPLOADS)?;
-    let Some(record) = get_json::<_, UploadRecord>(&uploads, id)? else {
+fn remove_upload(t: &mut Tables<'_>, blobs: &BlobDir, id: &str) -> Result<Vec<PathBuf>, Error> {
+    let uploads = &mut t.uploads;
+    let Some(record) = get_json::<_, UploadRecord>(&*uploads, id)? else {
         return Ok(Vec::new());
     };
     uploads.remove(id)?;
-    txn.open_table(UPLOADS_BY_KEY)?
+    t.uploads_by_key
         .remove((record.bucket.as_str(), record.key.as_str(), id))?;
-    let mut parts = txn.open_table(PARTS)?;
     let all: Vec<(u32, PartRecord)> = {
         let mut v = Vec::new();
-        for entry in parts.range((id, 0)..=(id, u32::MAX))? {
+        for entry in t.parts.range((id, 0)..=(id, u32::MAX))? {
             let (k, val) = entry?;
             v.push((k.value().1, decode(val.value())?));
         }
@@ -1474,8 +1503,8 @@ fn remove_upload(txn: &WriteTransaction, blobs: &BlobDir, id: &str) -> Result<Ve
     };
     let mut files = Vec::new();
     for (n, part) in all {
-        parts.remove((id, n))?;
-        files.extend(drop_extent(txn, blobs, part.body)?);
+        t.parts.remove((id, n))?;
+        files.extend(drop_extent(t, blobs, part.body)?);
     }
     Ok(files)
 }
