@@ -161,6 +161,17 @@ impl S3Api {
             return cors::preflight(&self.objects, &parts, &self.domain);
         }
         let page = cors::Actual::of(&parts, &self.domain);
+        // A request refused before its body was read leaves the body's bytes (or, after
+        // `Expect: 100-continue`, a body the client may still send) on the connection: such a
+        // connection is closed rather than parsed on.
+        let has_body = parts
+            .headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
+            || parts
+                .headers
+                .contains_key(axum::http::header::TRANSFER_ENCODING);
         let body = match form_with_filename(&parts, body).await {
             Ok(body) => body,
             Err(response) => return response,
@@ -211,6 +222,12 @@ impl S3Api {
                 if let Some(page) = page {
                     page.decorate(&self.objects, &mut response);
                 }
+                if has_body && !response.status().is_success() {
+                    response.headers_mut().insert(
+                        axum::http::header::CONNECTION,
+                        axum::http::HeaderValue::from_static("close"),
+                    );
+                }
                 response
             }
             Err(e) => {
@@ -225,13 +242,18 @@ impl S3Api {
     }
 }
 
+/// The most a form's fields (everything before its file) may hold.
+const MAX_FORM_FIELDS_BYTES: usize = 1 << 20;
+
 /// A browser form's fields may name the uploaded file as `${filename}` (in the key); S3
-/// replaces it with the file's name. The form is read here for that (within the POST limit; it
-/// is held whole before its policy is checked in any case).
+/// replaces it with the file's name. The fields and the file's part header are read here (at
+/// most 1 MiB), the variable filled in, and the file itself streams on untouched.
 async fn form_with_filename(
     parts: &axum::http::request::Parts,
     body: Body,
 ) -> Result<Body, Response> {
+    use futures_util::StreamExt as _;
+
     let is_form = parts.method == axum::http::Method::POST
         && parts
             .headers
@@ -241,45 +263,70 @@ async fn form_with_filename(
     if !is_form {
         return Ok(body);
     }
-    let limit = MAX_POST_FILE_BYTES as usize + (1 << 20);
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        error_response(
-            StatusCode::BAD_REQUEST,
-            "EntityTooLarge",
-            "Your proposed upload exceeds the maximum allowed size for a form upload.",
-        )
-    })?;
+    let mut stream = body.into_data_stream();
+    let mut head: Vec<u8> = Vec::new();
+    // Until the file's part header is complete (its blank line), or the stream ends.
+    let header_end = loop {
+        if let Some(at) = find(&head, b"name=\"file\"")
+            && let Some(end) = find(&head[at..], b"\r\n\r\n")
+        {
+            break Some(at + end);
+        }
+        if head.len() > MAX_FORM_FIELDS_BYTES {
+            return Err(error_response(
+                StatusCode::BAD_REQUEST,
+                "MaxPostPreDataLengthExceeded",
+                "Your POST request fields preceeding the upload file was too large.",
+            ));
+        }
+        match stream.next().await {
+            Some(Ok(chunk)) => head.extend_from_slice(&chunk),
+            Some(Err(_)) => {
+                return Err(error_response(
+                    StatusCode::BAD_REQUEST,
+                    "IncompleteBody",
+                    "The form could not be read.",
+                ));
+            }
+            None => break None,
+        }
+    };
+    let fields_end = header_end
+        .and_then(|end| head[..end].windows(11).rposition(|w| w == b"name=\"file\""))
+        .unwrap_or(head.len());
     const VARIABLE: &[u8] = b"${filename}";
-    let file_part = find(&bytes, b"name=\"file\"");
-    let fields_end = file_part.unwrap_or(bytes.len());
-    if find(&bytes[..fields_end], VARIABLE).is_none() {
-        return Ok(Body::from(bytes));
-    }
-    let name = file_part
-        .and_then(|at| {
-            let rest = &bytes[at..];
-            let line_end = find(rest, b"\r\n").unwrap_or(rest.len());
-            let line = &rest[..line_end];
-            let start = find(line, b"filename=\"")? + b"filename=\"".len();
-            let len = line[start..].iter().position(|&b| b == b'"')?;
-            Some(&line[start..start + len])
-        })
-        .map(|n| {
-            // Only the name: some browsers send the whole path.
-            let cut = n.iter().rposition(|&b| b == b'/' || b == b'\\');
-            cut.map_or(n, |c| &n[c + 1..]).to_vec()
-        })
-        .unwrap_or_default();
-    let mut out = Vec::with_capacity(bytes.len() + name.len());
-    let mut rest = &bytes[..fields_end];
-    while let Some(at) = find(rest, VARIABLE) {
-        out.extend_from_slice(&rest[..at]);
-        out.extend_from_slice(&name);
-        rest = &rest[at + VARIABLE.len()..];
-    }
-    out.extend_from_slice(rest);
-    out.extend_from_slice(&bytes[fields_end..]);
-    Ok(Body::from(out))
+    let head = if find(&head[..fields_end], VARIABLE).is_some() {
+        let name = header_end
+            .and_then(|end| {
+                let line = &head[fields_end..end];
+                let line_end = find(line, b"\r\n").unwrap_or(line.len());
+                let line = &line[..line_end];
+                let start = find(line, b"filename=\"")? + b"filename=\"".len();
+                let len = line[start..].iter().position(|&b| b == b'"')?;
+                Some(line[start..start + len].to_vec())
+            })
+            .map(|n| {
+                // Only the name: some browsers send the whole path.
+                let cut = n.iter().rposition(|&b| b == b'/' || b == b'\\');
+                cut.map_or(n.clone(), |c| n[c + 1..].to_vec())
+            })
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(head.len() + name.len());
+        let mut rest = &head[..fields_end];
+        while let Some(at) = find(rest, VARIABLE) {
+            out.extend_from_slice(&rest[..at]);
+            out.extend_from_slice(&name);
+            rest = &rest[at + VARIABLE.len()..];
+        }
+        out.extend_from_slice(rest);
+        out.extend_from_slice(&head[fields_end..]);
+        out
+    } else {
+        head
+    };
+    let first =
+        futures_util::stream::once(async move { Ok::<_, axum::Error>(bytes::Bytes::from(head)) });
+    Ok(Body::from_stream(first.chain(stream)))
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
