@@ -296,44 +296,10 @@ pub fn tagging_header(header: Option<&str>) -> Result<Vec<(String, String)>, S3E
     let Some(h) = header.filter(|h| !h.is_empty()) else {
         return Ok(Vec::new());
     };
-    let tags: Vec<(String, String)> = h
-        .split('&')
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k, true), percent_decode(v, true))
-        })
+    let tags: Vec<(String, String)> = form_urlencoded::parse(h.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     check_tags(tags, MAX_OBJECT_TAGS)
-}
-
-/// Decodes `%XX` escapes; `+` is a space only in forms (SigV4 clients escape spaces as `%20`,
-/// so in a presigned URL's query a `+` stays a `+`).
-pub fn percent_decode(s: &str, plus_is_space: bool) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (escaped, bytes[i]) {
-            (Some(b), _) => {
-                out.push(b);
-                i += 3;
-            }
-            (None, b'+') if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            (None, b) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub fn tags_in(set: dto::TagSet, max: usize) -> Result<Vec<(String, String)>, S3Error> {
@@ -394,15 +360,14 @@ pub fn tag_set(tags: &[(String, String)]) -> dto::TagSet {
 
 /// Percent-encodes a key or prefix for `encoding-type=url` listings.
 pub fn url_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    /// Everything but RFC 3986's unreserved characters and `/`.
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~')
+        .remove(b'/');
+    percent_encoding::utf8_percent_encode(s, KEEP).to_string()
 }
 
 /// An object as a listing shows it.

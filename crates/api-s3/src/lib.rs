@@ -359,7 +359,10 @@ fn signer_of(parts: &axum::http::request::Parts) -> Option<(String, Option<Strin
     let mut token = None;
     for pair in query.split('&') {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = convert::percent_decode(value, false);
+        // A `+` stays a `+`: SigV4 clients escape spaces as `%20`.
+        let value = percent_encoding::percent_decode_str(value)
+            .decode_utf8_lossy()
+            .into_owned();
         match name {
             "X-Amz-Credential" => key = value.split('/').next().map(str::to_owned),
             "AWSAccessKeyId" => key = Some(value.clone()),

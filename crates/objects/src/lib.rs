@@ -621,7 +621,8 @@ impl Objects {
         let (record, sent) = self
             .committer
             .write(move |t| {
-                let current = current_object(t, &bucket, &key)?;
+                let place = bucket_in(t, &bucket)?;
+                let current = get_json(&t.objects, (bucket.as_str(), key.as_str()))?;
                 conditions.check(current.as_ref())?;
                 let digests = staged.digests.clone();
                 let (extent, inline, _) = staged.take();
@@ -640,6 +641,7 @@ impl Objects {
                 let files = replace_object(t, &blobs, &bucket, &key, current, Some(&record))?;
                 let sent = emit(
                     t,
+                    &place,
                     &bucket,
                     &key,
                     actor.change,
@@ -777,9 +779,7 @@ impl Objects {
         let (out, sent) = self
             .committer
             .write(move |t| {
-                if t.buckets.get(bucket.as_str())?.is_none() {
-                    return Err(Error::NoSuchBucket);
-                }
+                let place = bucket_in(t, &bucket)?;
                 let mut files = Vec::new();
                 let mut out = Vec::with_capacity(keys.len());
                 let mut sent = false;
@@ -787,12 +787,20 @@ impl Objects {
                     let result = match check_key(&key) {
                         Err(e) => Err(e),
                         Ok(()) => {
-                            let current = current_object(t, &bucket, &key)?;
+                            let current = get_json(&t.objects, (bucket.as_str(), key.as_str()))?;
                             if current.is_some() {
                                 files.extend(replace_object(
                                     t, &blobs, &bucket, &key, current, None,
                                 )?);
-                                sent |= emit(t, &bucket, &key, Change::Delete, &principal, None)?;
+                                sent |= emit(
+                                    t,
+                                    &place,
+                                    &bucket,
+                                    &key,
+                                    Change::Delete,
+                                    &principal,
+                                    None,
+                                )?;
                             }
                             Ok(())
                         }
@@ -892,7 +900,8 @@ impl Objects {
                             && s.last_modified_ms == source.last_modified_ms => {}
                     _ => return Err(Error::NoSuchKey),
                 }
-                let current = current_object(t, &bucket, &key)?;
+                let place = bucket_in(t, &bucket)?;
+                let current = get_json(&t.objects, (bucket.as_str(), key.as_str()))?;
                 conditions.check(current.as_ref())?;
                 let (headers, metadata, tags) = match directive {
                     MetadataDirective::Copy => (source.headers, source.metadata, source.tags),
@@ -921,6 +930,7 @@ impl Objects {
                 let files = replace_object(t, &blobs, &bucket, &key, current, Some(&record))?;
                 let sent = emit(
                     t,
+                    &place,
                     &bucket,
                     &key,
                     Change::Copy,
@@ -1141,7 +1151,8 @@ impl Objects {
                         chosen.push(part);
                     }
                 }
-                let current = current_object(t, &bucket, &key)?;
+                let place = bucket_in(t, &bucket)?;
+                let current = get_json(&t.objects, (bucket.as_str(), key.as_str()))?;
                 conditions.check(current.as_ref())?;
                 let mut md5s = Vec::with_capacity(chosen.len() * 16);
                 for part in &chosen {
@@ -1219,6 +1230,7 @@ impl Objects {
                 )?);
                 let sent = emit(
                     t,
+                    &place,
                     &bucket,
                     &key,
                     Change::CompleteMultipartUpload,
@@ -1388,17 +1400,22 @@ fn current_object(
     get_json(&t.objects, (bucket, key))
 }
 
-/// Writes the notifications a change sends to the outbox, in the change's transaction; returns
-/// whether it sent any.
+/// A bucket's record as this transaction sees it (its rules may change in the same batch).
+fn bucket_in(t: &Tables<'_>, bucket: &str) -> Result<BucketRecord, Error> {
+    get_json(&t.buckets, bucket)?.ok_or(Error::NoSuchBucket)
+}
+
+/// Writes the notifications a change to an object of `record` (the bucket named `bucket`)
+/// sends to the outbox, in the change's transaction; returns whether it sent any.
 fn emit(
     t: &mut Tables<'_>,
+    record: &BucketRecord,
     bucket: &str,
     key: &str,
     change: Change,
     principal: &str,
     object: Option<(u64, &str)>,
 ) -> Result<bool, Error> {
-    let record: BucketRecord = get_json(&t.buckets, bucket)?.ok_or(Error::NoSuchBucket)?;
     if record.notifications.is_empty() {
         return Ok(false);
     }

@@ -229,19 +229,11 @@ fn record(rule: &NotificationRule, e: &Event<'_>) -> String {
     json!({ "Records": [record] }).to_string()
 }
 
-/// A key as S3's event records carry it: form-encoded (a space is `+`).
+/// A key as S3's event records carry it: form-encoded (a space is `+`), slashes kept.
 fn encode_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        match b {
-            b' ' => out.push('+'),
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' | b'/' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    form_urlencoded::byte_serialize(key.as_bytes())
+        .collect::<String>()
+        .replace("%2F", "/")
 }
 
 #[cfg(test)]
