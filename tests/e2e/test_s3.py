@@ -385,6 +385,16 @@ def test_bad_input_gets_s3s_errors(node, s3, bucket):
     assert status == 400, body
     fails(lambda: s3.head_object(Bucket=bucket, Key="short"), "404", 404)
     fails(lambda: s3.get_object(Bucket=bucket, Key="k", PartNumber=0), "InvalidArgument", 400)
+    # Tags: more than ten, an aws: key, a duplicate key; nothing stored, nothing changed.
+    fails(lambda: s3.put_object(Bucket=bucket, Key="tagged", Body=b"x",
+                                Tagging="&".join(f"k{i}=v" for i in range(11))), "BadRequest", 400)
+    fails(lambda: s3.put_object(Bucket=bucket, Key="tagged", Body=b"x", Tagging="aws:owner=me"),
+          "InvalidTag", 400)
+    fails(lambda: s3.head_object(Bucket=bucket, Key="tagged"), "404", 404)
+    s3.put_object(Bucket=bucket, Key="tagged", Body=b"x", Tagging="team=a")
+    fails(lambda: s3.put_object_tagging(Bucket=bucket, Key="tagged", Tagging={"TagSet": [
+        {"Key": "k", "Value": "1"}, {"Key": "k", "Value": "2"}]}), "InvalidTag", 400)
+    assert s3.get_object_tagging(Bucket=bucket, Key="tagged")["TagSet"] == [{"Key": "team", "Value": "a"}]
 
 
 def test_unsigned_and_unknown_keys_are_refused(node, bucket):
@@ -523,6 +533,14 @@ def test_notifications_to_a_queue(node, s3, bucket):
         "LambdaFunctionConfigurations": [{"LambdaFunctionArn": f"arn:aws:lambda:{s.REGION}:000000000000:function:absent",
                                           "Events": ["s3:ObjectCreated:*"]}]}),
         "InvalidArgument", 400)
+    # Another account's queue, and a topic (not served): refused.
+    other = fails(lambda: s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={
+        "QueueConfigurations": [{"QueueArn": queue_arn.replace(":000000000000:", ":111111111111:"),
+                                 "Events": ["s3:ObjectCreated:*"]}]}), "InvalidArgument", 400)
+    assert "another account" in other.response["Error"]["Message"]
+    fails(lambda: s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={
+        "TopicConfigurations": [{"TopicArn": f"arn:aws:sns:{s.REGION}:000000000000:t",
+                                 "Events": ["s3:ObjectCreated:*"]}]}), "InvalidArgument", 400)
     assert len(s3.get_bucket_notification_configuration(Bucket=bucket)["QueueConfigurations"]) == 2
     s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={})
     assert "QueueConfigurations" not in s3.get_bucket_notification_configuration(Bucket=bucket)
