@@ -448,6 +448,118 @@ def test_policies_decide_what_a_user_may_do(node, s3, bucket):
     assert s3.head_object(Bucket=bucket, Key="public/a.txt")["ContentLength"] == 4
 
 
+def test_versioning_keeps_every_version_and_delete_markers(node, s3, bucket):
+    assert "Status" not in s3.get_bucket_versioning(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="k", Body=b"before")
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    v1 = s3.put_object(Bucket=bucket, Key="k", Body=b"one")["VersionId"]
+    v2 = s3.put_object(Bucket=bucket, Key="k", Body=b"two" * 30000)["VersionId"]
+    assert v1 != v2 and "null" not in (v1, v2)
+    got = s3.get_object(Bucket=bucket, Key="k")
+    assert got["VersionId"] == v2 and got["Body"].read() == b"two" * 30000
+    assert s3.get_object(Bucket=bucket, Key="k", VersionId=v1)["Body"].read() == b"one"
+    assert s3.get_object(Bucket=bucket, Key="k", VersionId="null")["Body"].read() == b"before"
+    assert s3.head_object(Bucket=bucket, Key="k", VersionId=v1)["ContentLength"] == 3
+
+    # A delete hides the key under a marker; the versions stay.
+    deleted = s3.delete_object(Bucket=bucket, Key="k")
+    marker = deleted["VersionId"]
+    assert deleted["DeleteMarker"] is True
+    hidden = fails(lambda: s3.get_object(Bucket=bucket, Key="k"), "NoSuchKey", 404)
+    headers = hidden.response["ResponseMetadata"]["HTTPHeaders"]
+    assert headers["x-amz-delete-marker"] == "true" and headers["x-amz-version-id"] == marker
+    fails(lambda: s3.get_object(Bucket=bucket, Key="k", VersionId=marker), "MethodNotAllowed", 405)
+    assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+    listing = s3.list_object_versions(Bucket=bucket)
+    assert [(v["VersionId"], v["IsLatest"]) for v in listing["Versions"]] == [(v2, False), (v1, False), ("null", False)]
+    assert [(m["VersionId"], m["IsLatest"]) for m in listing["DeleteMarkers"]] == [(marker, True)]
+    assert listing["Versions"][0]["Size"] == 90000 and listing["Versions"][0]["ETag"].startswith('"')
+    # Page by page, the same versions.
+    pages = s3.get_paginator("list_object_versions").paginate(Bucket=bucket, PaginationConfig={"PageSize": 1})
+    seen = [v["VersionId"] for page in pages for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+    assert sorted(seen) == sorted([marker, v2, v1, "null"])
+
+    # An old version copied over the key becomes its newest; removing versions for good walks back.
+    copied = s3.copy_object(Bucket=bucket, Key="k", CopySource={"Bucket": bucket, "Key": "k", "VersionId": v1})
+    assert copied["CopySourceVersionId"] == v1
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"one"
+    gone = s3.delete_object(Bucket=bucket, Key="k", VersionId=copied["VersionId"])
+    assert gone["VersionId"] == copied["VersionId"] and "DeleteMarker" not in gone
+    fails(lambda: s3.head_object(Bucket=bucket, Key="k"), "404", 404)
+    unmarked = s3.delete_object(Bucket=bucket, Key="k", VersionId=marker)
+    assert unmarked["DeleteMarker"] is True
+    assert s3.get_object(Bucket=bucket, Key="k")["VersionId"] == v2
+
+    # Tags belong to one version.
+    s3.put_object_tagging(Bucket=bucket, Key="k", VersionId=v1, Tagging={"TagSet": [{"Key": "old", "Value": "yes"}]})
+    assert s3.get_object_tagging(Bucket=bucket, Key="k", VersionId=v1)["TagSet"] == [{"Key": "old", "Value": "yes"}]
+    assert s3.get_object_tagging(Bucket=bucket, Key="k")["TagSet"] == []
+
+    # Bad version ids; a bucket with versions is not empty.
+    fails(lambda: s3.get_object(Bucket=bucket, Key="k", VersionId="not-a-version"), "InvalidArgument", 400)
+    fails(lambda: s3.get_object(Bucket=bucket, Key="k", VersionId="0" * 32), "NoSuchVersion", 404)
+    fails(lambda: s3.list_object_versions(Bucket=bucket, VersionIdMarker=v1), "InvalidArgument", 400)
+    fails(lambda: s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Off"}),
+          "MalformedXML", 400)
+    s3.delete_object(Bucket=bucket, Key="k")
+    fails(lambda: s3.delete_bucket(Bucket=bucket), "BucketNotEmpty", 409)
+
+    # Suspended: new writes are the null version, replacing the old null version.
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Suspended"})
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Suspended"
+    assert s3.put_object(Bucket=bucket, Key="k", Body=b"again")["VersionId"] == "null"
+    ids = [v["VersionId"] for v in s3.list_object_versions(Bucket=bucket)["Versions"]]
+    assert ids == ["null", v2, v1]
+
+    # Removing every version and marker empties the bucket.
+    listing = s3.list_object_versions(Bucket=bucket)
+    doomed = [{"Key": v["Key"], "VersionId": v["VersionId"]}
+              for v in listing.get("Versions", []) + listing.get("DeleteMarkers", [])]
+    out = s3.delete_objects(Bucket=bucket, Delete={"Objects": doomed})
+    assert sorted(d["VersionId"] for d in out["Deleted"]) == sorted(d["VersionId"] for d in doomed)
+    assert not out.get("Errors")
+    s3.delete_bucket(Bucket=bucket)
+
+
+def test_versions_through_the_cli_policies_and_notifications(node, s3, bucket, tmp_path):
+    def aws(*args):
+        out = cli(node, tmp_path, s.ACCESS_KEY, s.SECRET_KEY, *args)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    sqs = admin(node, "sqs")
+    queue_url = sqs.create_queue(QueueName=s.unique_name("versions"))["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"QueueConfigurations": [
+        {"Id": "all", "QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}]})
+    aws("s3api", "put-bucket-versioning", "--bucket", bucket,
+        "--versioning-configuration", "Status=Enabled")
+    made = s3.put_object(Bucket=bucket, Key="doc.txt", Body=b"v1")["VersionId"]
+    marker = s3.delete_object(Bucket=bucket, Key="doc.txt")["VersionId"]
+    s3.delete_object(Bucket=bucket, Key="doc.txt", VersionId=marker)
+    out = json.loads(aws("s3api", "list-object-versions", "--bucket", bucket))
+    assert [(v["Key"], v["VersionId"], v["IsLatest"]) for v in out["Versions"]] == [("doc.txt", made, True)]
+
+    records = drain_records(sqs, queue_url, 3)
+    events = sorted((r["eventName"], r["s3"]["object"]["versionId"]) for r in records)
+    assert events == sorted([("ObjectCreated:Put", made), ("ObjectRemoved:DeleteMarkerCreated", marker),
+                             ("ObjectRemoved:Delete", marker)])
+
+    # Reading an old version is its own action.
+    iam = admin(node, "iam")
+    user = s.unique_name("current-only")
+    iam.create_user(UserName=user)
+    iam.put_user_policy(UserName=user, PolicyName="read", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/*"}]}))
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    as_user = s3_client(node, key["AccessKeyId"], key["SecretAccessKey"])
+    s3.put_object(Bucket=bucket, Key="doc.txt", Body=b"v2")
+    assert as_user.get_object(Bucket=bucket, Key="doc.txt")["Body"].read() == b"v2"
+    err = fails(lambda: as_user.get_object(Bucket=bucket, Key="doc.txt", VersionId=made), "AccessDenied", 403)
+    assert "s3:GetObjectVersion" in err.response["Error"]["Message"]
+
 
 def test_a_function_reads_and_writes_objects_with_boto3(node, lambda_client, s3, bucket):
     role_arn = s3_role(admin(node, "iam"), bucket, [
@@ -481,6 +593,19 @@ def s3_role(iam, bucket, extra_statements=()):
     return arn
 
 
+def drain_records(sqs, queue_url, n):
+    """At least N S3 event records from a queue, each message deleted once read."""
+    records = []
+
+    def enough():
+        for m in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", []):
+            records.extend(json.loads(m["Body"])["Records"])
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+        assert len(records) >= n
+    s.eventually(enough, timeout=20)
+    return records
+
+
 def test_notifications_to_a_queue(node, s3, bucket):
     sqs = admin(node, "sqs")
     queue_url = sqs.create_queue(QueueName=s.unique_name("uploads"))["QueueUrl"]
@@ -501,14 +626,7 @@ def test_notifications_to_a_queue(node, s3, bucket):
     s3.put_object(Bucket=bucket, Key="in/skipped.png", Body=b"not matched")
     s3.copy_object(Bucket=bucket, Key="in/copy.txt", CopySource={"Bucket": bucket, "Key": "in/my file.txt"})
     s3.delete_object(Bucket=bucket, Key="in/skipped.png")
-    records = []
-
-    def three():
-        for m in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", []):
-            records.extend(json.loads(m["Body"])["Records"])
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
-        assert len(records) >= 3
-    s.eventually(three, timeout=20)
+    records = drain_records(sqs, queue_url, 3)
     by_name = {r["eventName"]: r for r in records}
     assert set(by_name) == {"ObjectCreated:Put", "ObjectCreated:Copy", "ObjectRemoved:Delete"}
     created = by_name["ObjectCreated:Put"]

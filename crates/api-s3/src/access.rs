@@ -56,6 +56,18 @@ pub fn action_of(operation: &str) -> &'static str {
     }
 }
 
+/// The action an operation needs when it names one version of an object (`versionId`).
+pub fn version_action(operation: &str) -> Option<&'static str> {
+    Some(match operation {
+        "GetObject" | "HeadObject" => "s3:GetObjectVersion",
+        "DeleteObject" => "s3:DeleteObjectVersion",
+        "GetObjectTagging" => "s3:GetObjectVersionTagging",
+        "PutObjectTagging" => "s3:PutObjectVersionTagging",
+        "DeleteObjectTagging" => "s3:DeleteObjectVersionTagging",
+        _ => return None,
+    })
+}
+
 /// A bucket's or object's ARN.
 pub(crate) fn arn(bucket: &str, key: Option<&str>) -> String {
     match key {
@@ -141,7 +153,14 @@ impl S3Access for Access {
             }
         };
         let operation = cx.s3_op().name();
-        let action = action_of(operation);
+        let names_version = cx
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p.starts_with("versionId=")));
+        let action = names_version
+            .then(|| version_action(operation))
+            .flatten()
+            .unwrap_or_else(|| action_of(operation));
         let (bucket, key) = match cx.s3_path() {
             S3Path::Root => (None, None),
             S3Path::Bucket { bucket } => (Some(&**bucket), None),

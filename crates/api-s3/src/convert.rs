@@ -24,6 +24,25 @@ pub fn error(e: Error) -> S3Error {
         Error::BucketAlreadyOwnedByYou => S3ErrorCode::BucketAlreadyOwnedByYou,
         Error::BucketNotEmpty => S3ErrorCode::BucketNotEmpty,
         Error::NoSuchKey => S3ErrorCode::NoSuchKey,
+        Error::NoSuchVersion => S3ErrorCode::NoSuchVersion,
+        Error::DeleteMarker { version_id, named } => {
+            let code = if *named {
+                S3ErrorCode::MethodNotAllowed
+            } else {
+                S3ErrorCode::NoSuchKey
+            };
+            let mut err = S3Error::with_message(code, e.to_string());
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert(
+                "x-amz-delete-marker",
+                axum::http::HeaderValue::from_static("true"),
+            );
+            if let Ok(v) = version_id.as_deref().unwrap_or("null").parse() {
+                headers.insert("x-amz-version-id", v);
+            }
+            err.set_headers(headers);
+            return err;
+        }
         Error::KeyTooLong(_) => S3ErrorCode::KeyTooLongError,
         Error::InvalidArgument(_) => S3ErrorCode::InvalidArgument,
         Error::InvalidRequest(_) => S3ErrorCode::InvalidRequest,
@@ -396,6 +415,45 @@ pub fn listed(
             dto::ObjectStorageClass::STANDARD,
         )),
     }
+}
+
+/// A version in ListObjectVersions: an object's, or a delete marker.
+pub enum ListedVersion {
+    Object(dto::ObjectVersion),
+    Marker(dto::DeleteMarkerEntry),
+}
+
+pub fn listed_version(
+    v: nimbus_objects::ListedVersion,
+    encode: bool,
+    owner: &str,
+) -> ListedVersion {
+    let version_id = Some(nimbus_objects::shown_id(&v.record).to_owned());
+    let o = listed(v.key, &v.record, encode, Some(owner));
+    if v.record.delete_marker {
+        return ListedVersion::Marker(dto::DeleteMarkerEntry {
+            is_latest: Some(v.latest),
+            key: o.key,
+            last_modified: o.last_modified,
+            owner: o.owner,
+            version_id,
+        });
+    }
+    ListedVersion::Object(dto::ObjectVersion {
+        checksum_algorithm: o.checksum_algorithm,
+        checksum_type: o.checksum_type,
+        e_tag: o.e_tag,
+        is_latest: Some(v.latest),
+        key: o.key,
+        last_modified: o.last_modified,
+        owner: o.owner,
+        restore_status: None,
+        size: o.size,
+        storage_class: Some(dto::ObjectVersionStorageClass::from_static(
+            dto::ObjectVersionStorageClass::STANDARD,
+        )),
+        version_id,
+    })
 }
 
 /// A notification configuration's rules (functions and queues; topics and EventBridge are

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use nimbus_identity::Caller;
 use nimbus_objects::{
     ChecksumAlgorithm, ChecksumKind, CompletedPart, Expected, ListQuery, MAX_PART_BYTES,
-    MAX_PUT_BYTES, MetadataDirective, NewObject, Objects, ReadConditions, UploadRecord, Wanted,
-    WriteConditions,
+    MAX_PUT_BYTES, MetadataDirective, NewObject, ObjectRecord, Objects, ReadConditions,
+    UploadRecord, VersionQuery, VersionRef, Versioning, Wanted, WriteConditions,
 };
 use s3s::dto::*;
 use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
@@ -146,21 +146,43 @@ fn write_conditions(
     })
 }
 
-fn source_of(source: &CopySource) -> S3Result<(String, String)> {
+/// A `versionId` parameter.
+fn version_ref(v: Option<&str>) -> S3Result<Option<VersionRef>> {
+    v.map(VersionRef::parse).transpose().map_err(error)
+}
+
+/// A copy's source: bucket, key and the version named.
+struct Source {
+    bucket: String,
+    key: String,
+    version: Option<VersionRef>,
+    /// The version id as the request gave it.
+    version_id: Option<String>,
+}
+
+impl Source {
+    /// The action reading it needs.
+    fn action(&self) -> &'static str {
+        if self.version.is_some() {
+            "s3:GetObjectVersion"
+        } else {
+            "s3:GetObject"
+        }
+    }
+}
+
+fn source_of(source: &CopySource) -> S3Result<Source> {
     match source {
         CopySource::Bucket {
             bucket,
             key,
             version_id,
-        } => {
-            if version_id.as_deref().is_some_and(|v| v != "null") {
-                return Err(s3_error!(
-                    NoSuchVersion,
-                    "The specified version does not exist."
-                ));
-            }
-            Ok((bucket.to_string(), key.to_string()))
-        }
+        } => Ok(Source {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            version: version_ref(version_id.as_deref())?,
+            version_id: version_id.as_deref().map(str::to_owned),
+        }),
         _ => Err(s3_error!(
             NotImplemented,
             "Access points and outposts are not supported"
@@ -185,6 +207,17 @@ fn encode_url(e: &Option<EncodingType>) -> S3Result<bool> {
             "Invalid Encoding Method specified in Request"
         )),
     }
+}
+
+fn common_prefixes(prefixes: Vec<String>, encode: bool) -> Option<Vec<CommonPrefix>> {
+    Some(
+        prefixes
+            .into_iter()
+            .map(|p| CommonPrefix {
+                prefix: Some(if encode { convert::url_encode(&p) } else { p }),
+            })
+            .collect(),
+    )
 }
 
 fn check_delimiter(d: &Option<String>) -> Option<String> {
@@ -220,6 +253,7 @@ struct Read {
     part: Option<u32>,
     /// The checksum to show: asked for, and of the whole object.
     checksum: Option<nimbus_objects::Checksum>,
+    version_id: Option<String>,
 }
 
 fn read_conditions(
@@ -237,6 +271,17 @@ fn read_conditions(
 }
 
 impl Handler {
+    /// The version id a response shows for `record`: none in a bucket never versioned.
+    fn shown_version(&self, bucket: &str, record: &ObjectRecord) -> Option<String> {
+        if record.version_id.is_some() {
+            return record.version_id.clone();
+        }
+        match self.objects.bucket(bucket) {
+            Ok(Some(b)) if b.versioning != Versioning::Unversioned => Some("null".into()),
+            _ => None,
+        }
+    }
+
     /// A bucket's record, or NoSuchBucket.
     fn bucket(&self, name: &str) -> S3Result<Arc<nimbus_objects::BucketRecord>> {
         self.objects
@@ -309,17 +354,13 @@ impl Handler {
             checksum_type: convert::checksum_type(record.checksum.as_ref()),
             e_tag: Some(convert::etag(&record.etag)),
             size: Some(i64::try_from(size).unwrap_or(i64::MAX)),
+            version_id: self.shown_version(&input.bucket, &record),
             ..Default::default()
         })
     }
 
     fn read(&self, r: ReadRequest<'_>) -> S3Result<Read> {
-        if r.version_id.is_some_and(|v| v != "null") {
-            return Err(s3_error!(
-                NoSuchVersion,
-                "The specified version does not exist."
-            ));
-        }
+        let version = version_ref(r.version_id)?;
         let part = r.part_number.map(part_number).transpose()?;
         if part.is_some() && r.range.is_some() {
             return Err(s3_error!(
@@ -332,6 +373,7 @@ impl Handler {
             .open_object(
                 r.bucket,
                 r.key,
+                version.as_ref(),
                 &r.conditions,
                 convert::range(r.range),
                 part,
@@ -345,6 +387,7 @@ impl Handler {
             .clone()
             .filter(|_| whole && r.checksum_mode);
         Ok(Read {
+            version_id: self.shown_version(r.bucket, &opened.record),
             opened,
             part,
             checksum,
@@ -408,6 +451,7 @@ macro_rules! object_output {
                 .part
                 .filter(|_| !record.parts.is_empty())
                 .map(|_| record.parts.len() as i32),
+            version_id: read.version_id.clone(),
             ..Default::default()
         }
     }};
@@ -513,9 +557,53 @@ impl S3 for Handler {
         &self,
         req: S3Request<GetBucketVersioningInput>,
     ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
-        self.bucket(&req.input.bucket)?;
-        // Versioning was never enabled: S3 answers with an empty configuration.
-        Ok(S3Response::new(GetBucketVersioningOutput::default()))
+        let record = self.bucket(&req.input.bucket)?;
+        // A bucket never versioned has no status at all.
+        let status = match record.versioning {
+            Versioning::Unversioned => None,
+            Versioning::Enabled => Some(BucketVersioningStatus::from_static(
+                BucketVersioningStatus::ENABLED,
+            )),
+            Versioning::Suspended => Some(BucketVersioningStatus::from_static(
+                BucketVersioningStatus::SUSPENDED,
+            )),
+        };
+        Ok(S3Response::new(GetBucketVersioningOutput {
+            status,
+            ..Default::default()
+        }))
+    }
+
+    async fn put_bucket_versioning(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        let config = req.input.versioning_configuration;
+        if config
+            .mfa_delete
+            .as_ref()
+            .is_some_and(|m| m.as_str() == MFADelete::ENABLED)
+        {
+            return Err(s3_error!(
+                NotImplemented,
+                "A header you provided implies functionality that is not implemented: MFA delete"
+            ));
+        }
+        let state = match config.status.as_ref().map(BucketVersioningStatus::as_str) {
+            Some(BucketVersioningStatus::ENABLED) => Versioning::Enabled,
+            Some(BucketVersioningStatus::SUSPENDED) => Versioning::Suspended,
+            _ => {
+                return Err(s3_error!(
+                    MalformedXML,
+                    "The XML you provided was not well-formed or did not validate against our published schema: Status is Enabled or Suspended"
+                ));
+            }
+        };
+        self.objects
+            .set_versioning(&req.input.bucket, state)
+            .await
+            .map_err(error)?;
+        Ok(S3Response::new(PutBucketVersioningOutput {}))
     }
 
     async fn get_bucket_tagging(
@@ -722,21 +810,34 @@ impl S3 for Handler {
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let actor = actor(&req, nimbus_objects::Change::Delete)?;
         let input = req.input;
+        let version = version_ref(input.version_id.as_deref())?;
         if let Some(ETagCondition::ETag(tag)) = input.if_match {
-            match self.objects.head(&input.bucket, &input.key) {
+            match self
+                .objects
+                .head(&input.bucket, &input.key, version.as_ref())
+            {
                 Ok(record) if record.etag != tag.value() => {
                     return Err(s3_error!(PreconditionFailed));
                 }
                 Ok(_) => {}
-                Err(nimbus_objects::Error::NoSuchKey) => return Err(s3_error!(NoSuchKey)),
                 Err(e) => return Err(error(e)),
             }
         }
-        self.objects
-            .delete(&input.bucket, &input.key, &actor)
+        let removal = self
+            .objects
+            .delete(
+                &input.bucket,
+                &input.key,
+                input.version_id.as_deref(),
+                &actor,
+            )
             .await
             .map_err(error)?;
-        no_content(DeleteObjectOutput::default())
+        no_content(DeleteObjectOutput {
+            delete_marker: removal.delete_marker.then_some(true),
+            version_id: removal.version_id,
+            ..Default::default()
+        })
     }
 
     async fn delete_objects(
@@ -755,21 +856,29 @@ impl S3 for Handler {
         let mut allowed = Vec::new();
         let mut errors = Vec::new();
         for object in input.delete.objects {
+            let action = if object.version_id.is_some() {
+                "s3:DeleteObjectVersion"
+            } else {
+                action_of("DeleteObject")
+            };
             let denied = authorize(
                 &self.objects,
                 &caller,
-                action_of("DeleteObject"),
+                action,
                 Some(&input.bucket),
                 Some(&object.key),
                 true,
             );
             match denied {
-                Ok(()) => allowed.push(object.key),
+                Ok(()) => allowed.push(nimbus_objects::Doomed {
+                    key: object.key,
+                    version: object.version_id,
+                }),
                 Err(e) => errors.push(Error {
                     code: Some("AccessDenied".into()),
                     key: Some(object.key),
                     message: e.message().map(str::to_owned),
-                    version_id: None,
+                    version_id: object.version_id,
                 }),
             }
         }
@@ -788,11 +897,19 @@ impl S3 for Handler {
         let mut deleted = Vec::new();
         for d in results {
             match d.result {
-                Ok(()) => {
+                Ok(removal) => {
                     if !quiet {
+                        // A marker made: its id; a version removed: the id asked for, and the
+                        // same again when that version was a marker.
+                        let marker_id = removal
+                            .delete_marker
+                            .then(|| removal.version_id.clone())
+                            .flatten();
                         deleted.push(DeletedObject {
                             key: Some(d.key),
-                            ..Default::default()
+                            version_id: d.version,
+                            delete_marker: removal.delete_marker.then_some(true),
+                            delete_marker_version_id: marker_id,
                         });
                     }
                 }
@@ -802,7 +919,7 @@ impl S3 for Handler {
                         code: Some(s3.code().as_str().to_owned()),
                         key: Some(d.key),
                         message: s3.message().map(str::to_owned),
-                        version_id: None,
+                        version_id: d.version,
                     });
                 }
             }
@@ -820,13 +937,13 @@ impl S3 for Handler {
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let caller = caller(&req)?;
         let input = req.input;
-        let (source_bucket, source_key) = source_of(&input.copy_source)?;
+        let source = source_of(&input.copy_source)?;
         authorize(
             &self.objects,
             &caller,
-            "s3:GetObject",
-            Some(&source_bucket),
-            Some(&source_key),
+            source.action(),
+            Some(&source.bucket),
+            Some(&source.key),
             true,
         )?;
         let replace = input
@@ -856,14 +973,14 @@ impl S3 for Handler {
             input.copy_source_if_unmodified_since.as_ref(),
         );
         let directive = if replace || replace_tags {
-            let source = self
+            let from = self
                 .objects
-                .head(&source_bucket, &source_key)
+                .head(&source.bucket, &source.key, source.version.as_ref())
                 .map_err(error)?;
             let tags = if replace_tags {
                 convert::tagging_header(input.tagging.as_deref())?
             } else {
-                source.tags.clone()
+                from.tags.clone()
             };
             if replace {
                 MetadataDirective::Replace(NewObject {
@@ -880,8 +997,8 @@ impl S3 for Handler {
                 })
             } else {
                 MetadataDirective::Replace(NewObject {
-                    headers: source.headers,
-                    metadata: source.metadata,
+                    headers: from.headers,
+                    metadata: from.metadata,
                     tags,
                 })
             }
@@ -891,8 +1008,9 @@ impl S3 for Handler {
         let record = self
             .objects
             .copy(
-                &source_bucket,
-                &source_key,
+                &source.bucket,
+                &source.key,
+                source.version.as_ref(),
                 &source_conditions,
                 &input.bucket,
                 &input.key,
@@ -918,6 +1036,8 @@ impl S3 for Handler {
                 e_tag: Some(convert::etag(&record.etag)),
                 last_modified: Some(convert::timestamp(record.last_modified_ms)),
             }),
+            copy_source_version_id: source.version_id,
+            version_id: self.shown_version(&input.bucket, &record),
             ..Default::default()
         }))
     }
@@ -926,13 +1046,14 @@ impl S3 for Handler {
         &self,
         req: S3Request<GetObjectTaggingInput>,
     ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+        let version = version_ref(req.input.version_id.as_deref())?;
         let record = self
             .objects
-            .head(&req.input.bucket, &req.input.key)
+            .head(&req.input.bucket, &req.input.key, version.as_ref())
             .map_err(error)?;
         Ok(S3Response::new(GetObjectTaggingOutput {
             tag_set: convert::tag_set(&record.tags),
-            version_id: None,
+            version_id: self.shown_version(&req.input.bucket, &record),
         }))
     }
 
@@ -941,22 +1062,35 @@ impl S3 for Handler {
         req: S3Request<PutObjectTaggingInput>,
     ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
         let tags = convert::tags_in(req.input.tagging.tag_set, convert::MAX_OBJECT_TAGS)?;
-        self.objects
-            .set_object_tags(&req.input.bucket, &req.input.key, tags)
+        let version = version_ref(req.input.version_id.as_deref())?;
+        let record = self
+            .objects
+            .set_object_tags(&req.input.bucket, &req.input.key, version.as_ref(), tags)
             .await
             .map_err(error)?;
-        Ok(S3Response::new(PutObjectTaggingOutput { version_id: None }))
+        Ok(S3Response::new(PutObjectTaggingOutput {
+            version_id: self.shown_version(&req.input.bucket, &record),
+        }))
     }
 
     async fn delete_object_tagging(
         &self,
         req: S3Request<DeleteObjectTaggingInput>,
     ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
-        self.objects
-            .set_object_tags(&req.input.bucket, &req.input.key, Vec::new())
+        let version = version_ref(req.input.version_id.as_deref())?;
+        let record = self
+            .objects
+            .set_object_tags(
+                &req.input.bucket,
+                &req.input.key,
+                version.as_ref(),
+                Vec::new(),
+            )
             .await
             .map_err(error)?;
-        no_content(DeleteObjectTaggingOutput { version_id: None })
+        no_content(DeleteObjectTaggingOutput {
+            version_id: self.shown_version(&req.input.bucket, &record),
+        })
     }
 
     // ---- listing ----
@@ -999,14 +1133,7 @@ impl S3 for Handler {
                     .map(|o| convert::listed(o.key, &o.record, encode, None))
                     .collect(),
             ),
-            common_prefixes: Some(
-                page.common_prefixes
-                    .into_iter()
-                    .map(|p| CommonPrefix {
-                        prefix: Some(enc(p)),
-                    })
-                    .collect(),
-            ),
+            common_prefixes: common_prefixes(page.common_prefixes, encode),
             delimiter: delimiter.map(enc),
             next_marker,
             encoding_type: input.encoding_type,
@@ -1066,17 +1193,70 @@ impl S3 for Handler {
                     })
                     .collect(),
             ),
-            common_prefixes: Some(
-                page.common_prefixes
-                    .into_iter()
-                    .map(|p| CommonPrefix {
-                        prefix: Some(enc(p)),
-                    })
-                    .collect(),
-            ),
+            common_prefixes: common_prefixes(page.common_prefixes, encode),
             delimiter: delimiter.map(enc),
             encoding_type: input.encoding_type,
             start_after: input.start_after.map(enc),
+            request_charged: None,
+        }))
+    }
+
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        let input = req.input;
+        let encode = encode_url(&input.encoding_type)?;
+        let max = max_keys(input.max_keys)?;
+        let delimiter = check_delimiter(&input.delimiter);
+        let key_marker = input.key_marker.clone().filter(|m| !m.is_empty());
+        let version_marker = input.version_id_marker.clone().filter(|m| !m.is_empty());
+        if version_marker.is_some() && key_marker.is_none() {
+            return Err(s3_error!(
+                InvalidArgument,
+                "A version-id marker cannot be specified without a key marker."
+            ));
+        }
+        if let Some(v) = &version_marker {
+            version_ref(Some(v))?;
+        }
+        let owner = self.bucket(&input.bucket)?.owner.clone();
+        let page = self
+            .objects
+            .list_versions(
+                &input.bucket,
+                &VersionQuery {
+                    prefix: input.prefix.clone().unwrap_or_default(),
+                    delimiter: delimiter.clone(),
+                    key_marker,
+                    version_marker,
+                    max,
+                },
+            )
+            .map_err(error)?;
+        let enc = |s: String| if encode { convert::url_encode(&s) } else { s };
+        let mut versions = Vec::new();
+        let mut markers = Vec::new();
+        for v in page.versions {
+            match convert::listed_version(v, encode, &owner) {
+                convert::ListedVersion::Object(o) => versions.push(o),
+                convert::ListedVersion::Marker(m) => markers.push(m),
+            }
+        }
+        Ok(S3Response::new(ListObjectVersionsOutput {
+            name: Some(input.bucket),
+            prefix: Some(enc(input.prefix.unwrap_or_default())),
+            key_marker: Some(enc(input.key_marker.unwrap_or_default())),
+            version_id_marker: Some(input.version_id_marker.unwrap_or_default()),
+            max_keys: Some(max as i32),
+            is_truncated: Some(page.truncated),
+            next_key_marker: page.next_key_marker.map(enc),
+            next_version_id_marker: page.next_version_marker,
+            versions: Some(versions),
+            delete_markers: Some(markers),
+            common_prefixes: common_prefixes(page.common_prefixes, encode),
+            delimiter: delimiter.map(enc),
+            encoding_type: input.encoding_type,
             request_charged: None,
         }))
     }
@@ -1217,13 +1397,13 @@ impl S3 for Handler {
             .objects
             .upload(&input.bucket, &input.key, &input.upload_id)
             .map_err(error)?;
-        let (source_bucket, source_key) = source_of(&input.copy_source)?;
+        let source = source_of(&input.copy_source)?;
         authorize(
             &self.objects,
             &caller,
-            "s3:GetObject",
-            Some(&source_bucket),
-            Some(&source_key),
+            source.action(),
+            Some(&source.bucket),
+            Some(&source.key),
             true,
         )?;
         let range = input
@@ -1239,7 +1419,14 @@ impl S3 for Handler {
         );
         let opened = self
             .objects
-            .open_object(&source_bucket, &source_key, &conditions, range, None)
+            .open_object(
+                &source.bucket,
+                &source.key,
+                source.version.as_ref(),
+                &conditions,
+                range,
+                None,
+            )
             .map_err(|e| match e {
                 nimbus_objects::Error::NotModified(_) => s3_error!(PreconditionFailed),
                 other => error(other),
@@ -1373,6 +1560,7 @@ impl S3 for Handler {
             checksum_sha1: sha1,
             checksum_sha256: sha256,
             checksum_type: shown.and_then(|c| convert::checksum_type(Some(c))),
+            version_id: self.shown_version(&input.bucket, &record),
             ..Default::default()
         }))
     }

@@ -29,9 +29,17 @@ pub(crate) const UPLOADS_BY_KEY: TableDefinition<(&str, &str, &str), ()> =
     TableDefinition::new("uploads_by_key");
 /// Parts by (upload id, part number): [`PartRecord`] as JSON.
 pub(crate) const PARTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("parts");
+/// Versions of objects that are not their key's current object, by (bucket, key, the
+/// version's sequence number subtracted from `u64::MAX`), so that a key's versions read newest
+/// first: [`ObjectRecord`] as JSON, objects and delete markers. A key's current object, if it
+/// has one, is in [`OBJECTS`] and is newer than all of these; a key whose newest version is a
+/// delete marker has none there.
+pub(crate) const VERSIONS: TableDefinition<(&str, &str, u64), &[u8]> =
+    TableDefinition::new("versions");
 /// Notifications not yet handed to their targets, in order: [`crate::Notification`] as JSON.
 pub(crate) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
-/// Counters: `sequence`, the last number given to a notification.
+/// Counters: `sequence`, the last number given to a notification; `version`, the last given
+/// to an object version.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// A bucket.
@@ -49,6 +57,18 @@ pub struct BucketRecord {
     /// Cross-origin rules for browsers.
     #[serde(default)]
     pub cors: Vec<crate::CorsRule>,
+    #[serde(default)]
+    pub versioning: Versioning,
+}
+
+/// A bucket's versioning state. A bucket never versioned keeps one object per key; once
+/// enabled, versioning can be suspended but never turned off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Versioning {
+    #[default]
+    Unversioned,
+    Enabled,
+    Suspended,
 }
 
 /// A run of an object's bytes: a blob, inline or in a file of its own.
@@ -76,8 +96,8 @@ pub struct PartSummary {
     pub size: u64,
 }
 
-/// An object.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// An object (or a delete marker).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ObjectRecord {
     pub size: u64,
     /// Without quotes: 32 hex digits, or for a multipart object 32 hex digits, `-`, the number
@@ -96,6 +116,20 @@ pub struct ObjectRecord {
     /// The parts of a multipart object, in order; empty for one uploaded whole.
     #[serde(default)]
     pub parts: Vec<PartSummary>,
+    /// The version's id; `None` for the null version (every object of a bucket never
+    /// versioned, and those written while versioning is suspended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+    /// Whether this version is a delete marker (no body).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete_marker: bool,
+    /// Orders a key's versions: 0 for an object written before its bucket was versioned.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seq: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A multipart upload in progress.
@@ -159,6 +193,7 @@ storage_from!(
 pub(crate) struct Tables<'t> {
     pub buckets: Table<'t, &'static str, &'static [u8]>,
     pub objects: Table<'t, (&'static str, &'static str), &'static [u8]>,
+    pub versions: Table<'t, (&'static str, &'static str, u64), &'static [u8]>,
     pub inline: Table<'t, u128, &'static [u8]>,
     pub blob_files: Table<'t, u128, ()>,
     pub uploads: Table<'t, &'static str, &'static [u8]>,
@@ -173,6 +208,7 @@ impl<'t> Tables<'t> {
         Ok(Self {
             buckets: txn.open_table(BUCKETS)?,
             objects: txn.open_table(OBJECTS)?,
+            versions: txn.open_table(VERSIONS)?,
             inline: txn.open_table(INLINE)?,
             blob_files: txn.open_table(BLOB_FILES)?,
             uploads: txn.open_table(UPLOADS)?,

@@ -17,6 +17,7 @@ mod digest;
 mod list;
 mod names;
 mod notify;
+mod versions;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ pub use blob::{BodyReader, INLINE_MAX, Staged};
 pub use cors::{CorsRule, MAX_CORS_RULES, check_cors, cors_match};
 pub use db::{
     BucketRecord, ContentHeaders, Extent, ObjectRecord, PartRecord, PartSummary, UploadRecord,
+    Versioning,
 };
 pub use digest::{
     Checksum, ChecksumAlgorithm, ChecksumKind, Digests, Expected, Wanted, multipart_checksum,
@@ -37,11 +39,12 @@ pub use digest::{
 pub use list::{ListPage, ListQuery, ListedObject};
 pub use names::{MAX_KEY_BYTES, check_bucket_name, check_key};
 pub use notify::{Change, Notification, NotificationRule, Target, Targets, check_rules};
+pub use versions::{ListedVersion, VersionPage, VersionQuery, VersionRef, shown_id};
 
 use blob::{BlobDir, Segment};
 use db::{
     BLOB_FILES, BUCKETS, Committer, INLINE, META, OBJECTS, OUTBOX, PARTS, Tables, UPLOADS,
-    UPLOADS_BY_KEY, decode, encode, get_json,
+    UPLOADS_BY_KEY, VERSIONS, decode, encode, get_json,
 };
 
 /// The largest object one PUT may store (S3's limit).
@@ -67,6 +70,15 @@ pub enum Error {
     BucketNotEmpty,
     #[error("The specified key does not exist.")]
     NoSuchKey,
+    #[error("The specified version does not exist.")]
+    NoSuchVersion,
+    /// The version read is a delete marker: named by the request (S3 answers 405), or the
+    /// key's newest version (404, NoSuchKey). Its id, for the response's headers.
+    #[error("{}", if *named { "The specified method is not allowed against this resource." } else { "The specified key does not exist." })]
+    DeleteMarker {
+        version_id: Option<String>,
+        named: bool,
+    },
     #[error("Your key is too long: {0} bytes, the most is 1024")]
     KeyTooLong(usize),
     #[error("{0}")]
@@ -269,11 +281,29 @@ pub enum MetadataDirective {
     Replace(NewObject),
 }
 
+/// A key, or one of its versions, to delete.
+#[derive(Debug, Clone)]
+pub struct Doomed {
+    pub key: String,
+    pub version: Option<String>,
+}
+
+/// What deleting a key or a version did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Removal {
+    /// A delete marker was made, or the version removed was one.
+    pub delete_marker: bool,
+    /// The version made or removed (in a bucket never versioned, none).
+    pub version_id: Option<String>,
+}
+
 /// One key of a DeleteObjects.
 #[derive(Debug, Clone)]
 pub struct Deleted {
     pub key: String,
-    pub result: Result<(), Error>,
+    /// The version asked for.
+    pub version: Option<String>,
+    pub result: Result<Removal, Error>,
 }
 
 /// A part of CompleteMultipartUpload's list.
@@ -314,6 +344,7 @@ impl Objects {
             let txn = db.begin_write()?;
             txn.open_table(BUCKETS)?;
             txn.open_table(OBJECTS)?;
+            txn.open_table(VERSIONS)?;
             txn.open_table(INLINE)?;
             txn.open_table(BLOB_FILES)?;
             txn.open_table(UPLOADS)?;
@@ -396,6 +427,7 @@ impl Objects {
                     tags: Vec::new(),
                     notifications: Vec::new(),
                     cors: Vec::new(),
+                    versioning: Versioning::Unversioned,
                 };
                 buckets.insert(name.as_str(), encode(&record).as_slice())?;
                 Ok(((), Vec::new()))
@@ -464,6 +496,9 @@ impl Objects {
                         }
                     }
                 }
+                if versions::any(&t.versions, &name)? {
+                    return Err(Error::BucketNotEmpty);
+                }
                 let uploads: Vec<String> = {
                     let by_key = &t.uploads_by_key;
                     let mut ids = Vec::new();
@@ -516,6 +551,18 @@ impl Objects {
             })?;
         }
         self.modify_bucket(name, move |b| b.notifications = rules)
+            .await
+    }
+
+    /// Turns a bucket's versioning on or suspends it; a bucket once versioned cannot go back
+    /// to never having been.
+    pub async fn set_versioning(&self, name: &str, state: Versioning) -> Result<(), Error> {
+        if state == Versioning::Unversioned {
+            return Err(Error::MalformedXml(
+                "versioning can be Enabled or Suspended".into(),
+            ));
+        }
+        self.modify_bucket(name, move |b| b.versioning = state)
             .await
     }
 
@@ -635,10 +682,11 @@ impl Objects {
                     tags: new.tags,
                     checksum: digests.checksum,
                     body: vec![extent],
-                    parts: Vec::new(),
+                    ..Default::default()
                 };
                 store_extent(t, extent, inline)?;
-                let files = replace_object(t, &blobs, &bucket, &key, current, Some(&record))?;
+                let (record, files) =
+                    versions::install(t, &blobs, &bucket, &key, place.versioning, record)?;
                 let sent = emit(
                     t,
                     &place,
@@ -646,7 +694,7 @@ impl Objects {
                     &key,
                     actor.change,
                     &actor.principal,
-                    Some((record.size, &record.etag)),
+                    &record,
                 )?;
                 Ok(((record, sent), files))
             })
@@ -655,20 +703,42 @@ impl Objects {
         Ok(record)
     }
 
-    /// An object's record.
-    pub fn head(&self, bucket: &str, key: &str) -> Result<ObjectRecord, Error> {
+    /// An object's record: the current one, or the version named.
+    pub fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&VersionRef>,
+    ) -> Result<ObjectRecord, Error> {
         let txn = self.db.begin_read()?;
         let objects = txn.open_table(OBJECTS)?;
-        match get_json(&objects, (bucket, key))? {
-            Some(record) => Ok(record),
-            None => Err(self.missing(bucket)),
-        }
+        let versions = txn.open_table(VERSIONS)?;
+        readable(
+            versions::find(&objects, &versions, bucket, key, version)?,
+            version.is_some(),
+        )
+        .map_err(|e| e.unwrap_or_else(|| self.missing(&versions, bucket, key, version)))
     }
 
-    /// Why an object is not there: its bucket is not, or only the key.
-    fn missing(&self, bucket: &str) -> Error {
+    /// Why an object is not there: its bucket is not, the version is not, or the key is not
+    /// (hidden by a delete marker, or never there).
+    fn missing(
+        &self,
+        versions: &impl ReadableTable<(&'static str, &'static str, u64), &'static [u8]>,
+        bucket: &str,
+        key: &str,
+        version: Option<&VersionRef>,
+    ) -> Error {
         match self.bucket(bucket) {
-            Ok(Some(_)) => Error::NoSuchKey,
+            Ok(Some(_)) if version.is_some() => Error::NoSuchVersion,
+            Ok(Some(_)) => match versions::hiding_marker(versions, bucket, key) {
+                Ok(Some(marker)) => Error::DeleteMarker {
+                    version_id: marker.version_id,
+                    named: false,
+                },
+                Ok(None) => Error::NoSuchKey,
+                Err(e) => e,
+            },
             Ok(None) => Error::NoSuchBucket,
             Err(e) => e,
         }
@@ -680,6 +750,7 @@ impl Objects {
         &self,
         bucket: &str,
         key: &str,
+        version: Option<&VersionRef>,
         conditions: &ReadConditions,
         range: Option<ByteRange>,
         part: Option<u32>,
@@ -690,9 +761,12 @@ impl Objects {
         loop {
             let txn = self.db.begin_read()?;
             let objects = txn.open_table(OBJECTS)?;
-            let Some(record): Option<ObjectRecord> = get_json(&objects, (bucket, key))? else {
-                return Err(self.missing(bucket));
-            };
+            let versions = txn.open_table(VERSIONS)?;
+            let record = readable(
+                versions::find(&objects, &versions, bucket, key, version)?,
+                version.is_some(),
+            )
+            .map_err(|e| e.unwrap_or_else(|| self.missing(&versions, bucket, key, version)))?;
             conditions.check(&record)?;
             let span = match (part, range) {
                 (Some(n), _) => Some(part_span(&record, n)?),
@@ -758,19 +832,28 @@ impl Objects {
         Ok(out)
     }
 
-    /// Deletes an object; a key that is not there is no error.
-    pub async fn delete(&self, bucket: &str, key: &str, actor: &Actor) -> Result<(), Error> {
-        let mut results = self
-            .delete_many(bucket, vec![key.to_owned()], actor)
-            .await?;
-        results.pop().map_or(Ok(()), |d| d.result)
+    /// Deletes a key (in a versioned bucket: hides it under a new delete marker) or, named,
+    /// one version for good. A key or version that is not there is no error.
+    pub async fn delete(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+        actor: &Actor,
+    ) -> Result<Removal, Error> {
+        let target = Doomed {
+            key: key.to_owned(),
+            version: version.map(str::to_owned),
+        };
+        let mut results = self.delete_many(bucket, vec![target], actor).await?;
+        results.pop().map_or(Ok(Removal::default()), |d| d.result)
     }
 
-    /// Deletes several objects in one change.
+    /// Deletes several keys or versions in one change.
     pub async fn delete_many(
         &self,
         bucket: &str,
-        keys: Vec<String>,
+        targets: Vec<Doomed>,
         actor: &Actor,
     ) -> Result<Vec<Deleted>, Error> {
         let bucket = bucket.to_owned();
@@ -781,31 +864,60 @@ impl Objects {
             .write(move |t| {
                 let place = bucket_in(t, &bucket)?;
                 let mut files = Vec::new();
-                let mut out = Vec::with_capacity(keys.len());
+                let mut out = Vec::with_capacity(targets.len());
                 let mut sent = false;
-                for key in keys {
-                    let result = match check_key(&key) {
-                        Err(e) => Err(e),
-                        Ok(()) => {
-                            let current = get_json(&t.objects, (bucket.as_str(), key.as_str()))?;
-                            if current.is_some() {
-                                files.extend(replace_object(
-                                    t, &blobs, &bucket, &key, current, None,
-                                )?);
-                                sent |= emit(
-                                    t,
-                                    &place,
-                                    &bucket,
-                                    &key,
-                                    Change::Delete,
-                                    &principal,
-                                    None,
-                                )?;
+                for Doomed { key, version } in targets {
+                    let named = match (check_key(&key), version.as_deref().map(VersionRef::parse)) {
+                        (Err(e), _) | (Ok(()), Some(Err(e))) => {
+                            out.push(Deleted {
+                                key,
+                                version,
+                                result: Err(e),
+                            });
+                            continue;
+                        }
+                        (Ok(()), Some(Ok(v))) => Some(v),
+                        (Ok(()), None) => None,
+                    };
+                    let removal = match named {
+                        Some(v) => {
+                            let (removed, gone) = versions::remove(t, &blobs, &bucket, &key, &v)?;
+                            files.extend(gone);
+                            match removed {
+                                Some(r) => {
+                                    sent |= emit(
+                                        t,
+                                        &place,
+                                        &bucket,
+                                        &key,
+                                        Change::Delete,
+                                        &principal,
+                                        &r,
+                                    )?;
+                                    Removal {
+                                        delete_marker: r.delete_marker,
+                                        version_id: Some(shown_id(&r).to_owned()),
+                                    }
+                                }
+                                None => Removal {
+                                    delete_marker: false,
+                                    version_id: version.clone(),
+                                },
                             }
-                            Ok(())
+                        }
+                        None => {
+                            let (removal, gone, emitted) =
+                                delete_key(t, &blobs, &place, &bucket, &key, &principal)?;
+                            files.extend(gone);
+                            sent |= emitted;
+                            removal
                         }
                     };
-                    out.push(Deleted { key, result });
+                    out.push(Deleted {
+                        key,
+                        version,
+                        result: Ok(removal),
+                    });
                 }
                 Ok(((out, sent), files))
             })
@@ -821,6 +933,7 @@ impl Objects {
         &self,
         source_bucket: &str,
         source_key: &str,
+        source_version: Option<&VersionRef>,
         source_conditions: &ReadConditions,
         bucket: &str,
         key: &str,
@@ -829,13 +942,14 @@ impl Objects {
         actor: &Actor,
     ) -> Result<ObjectRecord, Error> {
         check_key(key)?;
-        let source = self.head(source_bucket, source_key)?;
+        let source = self.head(source_bucket, source_key, source_version)?;
         source_conditions.check(&source).map_err(|e| match e {
             Error::NotModified(_) => Error::PreconditionFailed,
             other => other,
         })?;
         if source_bucket == bucket
             && source_key == key
+            && source_version.is_none()
             && matches!(directive, MetadataDirective::Copy)
         {
             return Err(Error::InvalidRequest(
@@ -887,13 +1001,23 @@ impl Objects {
         sync_parents(&linked).await?;
         let guard = LinkGuard(linked);
         let (source_bucket, source_key) = (source_bucket.to_owned(), source_key.to_owned());
+        let source_version = source_version.cloned();
         let (bucket, key) = (bucket.to_owned(), key.to_owned());
         let blobs = self.blobs.clone();
         let principal = actor.principal.clone();
         let result = self
             .committer
             .write(move |t| {
-                let now_source = current_object(t, &source_bucket, &source_key)?;
+                if t.buckets.get(source_bucket.as_str())?.is_none() {
+                    return Err(Error::NoSuchBucket);
+                }
+                let now_source = versions::find(
+                    &t.objects,
+                    &t.versions,
+                    &source_bucket,
+                    &source_key,
+                    source_version.as_ref(),
+                )?;
                 match &now_source {
                     Some(s)
                         if s.etag == source.etag
@@ -917,6 +1041,7 @@ impl Objects {
                     checksum: source.checksum,
                     body,
                     parts: source.parts,
+                    ..Default::default()
                 };
                 let mut inline_copies = inline_copies.into_iter();
                 for extent in &record.body {
@@ -927,16 +1052,9 @@ impl Objects {
                         store_extent(t, *extent, None)?;
                     }
                 }
-                let files = replace_object(t, &blobs, &bucket, &key, current, Some(&record))?;
-                let sent = emit(
-                    t,
-                    &place,
-                    &bucket,
-                    &key,
-                    Change::Copy,
-                    &principal,
-                    Some((record.size, &record.etag)),
-                )?;
+                let (record, files) =
+                    versions::install(t, &blobs, &bucket, &key, place.versioning, record)?;
+                let sent = emit(t, &place, &bucket, &key, Change::Copy, &principal, &record)?;
                 Ok(((record, sent), files))
             })
             .await;
@@ -946,26 +1064,23 @@ impl Objects {
         Ok(record)
     }
 
-    /// Replaces an object's tags.
+    /// Replaces the tags of an object (of one of its versions, named); returns the version.
     pub async fn set_object_tags(
         &self,
         bucket: &str,
         key: &str,
+        version: Option<&VersionRef>,
         tags: Vec<(String, String)>,
-    ) -> Result<(), Error> {
+    ) -> Result<ObjectRecord, Error> {
         let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        let version = version.cloned();
         self.committer
             .write(move |t| {
                 if t.buckets.get(bucket.as_str())?.is_none() {
                     return Err(Error::NoSuchBucket);
                 }
-                let objects = &mut t.objects;
-                let mut record: ObjectRecord =
-                    get_json(&*objects, (bucket.as_str(), key.as_str()))?
-                        .ok_or(Error::NoSuchKey)?;
-                record.tags = tags;
-                objects.insert((bucket.as_str(), key.as_str()), encode(&record).as_slice())?;
-                Ok(((), Vec::new()))
+                let record = versions::set_tags(t, &bucket, &key, version.as_ref(), tags)?;
+                Ok((record, Vec::new()))
             })
             .await
     }
@@ -978,6 +1093,17 @@ impl Objects {
         }
         let objects = txn.open_table(OBJECTS)?;
         list::list(&objects, bucket, query)
+    }
+
+    /// Lists a bucket's versions and delete markers in S3's order.
+    pub fn list_versions(&self, bucket: &str, query: &VersionQuery) -> Result<VersionPage, Error> {
+        let txn = self.db.begin_read()?;
+        if txn.open_table(BUCKETS)?.get(bucket)?.is_none() {
+            return Err(Error::NoSuchBucket);
+        }
+        let objects = txn.open_table(OBJECTS)?;
+        let versions = txn.open_table(VERSIONS)?;
+        versions::list(&objects, &versions, bucket, query)
     }
 
     // ---- multipart uploads ----
@@ -1196,6 +1322,7 @@ impl Objects {
                         .iter()
                         .map(|p| PartSummary { size: p.size })
                         .collect(),
+                    ..Default::default()
                 };
                 // The parts listed move to the object; the others go with the upload.
                 let kept: std::collections::HashSet<u128> =
@@ -1220,14 +1347,9 @@ impl Objects {
                 t.uploads.remove(id.as_str())?;
                 t.uploads_by_key
                     .remove((bucket.as_str(), key.as_str(), id.as_str()))?;
-                files.extend(replace_object(
-                    t,
-                    &blobs,
-                    &bucket,
-                    &key,
-                    current,
-                    Some(&record),
-                )?);
+                let (record, gone) =
+                    versions::install(t, &blobs, &bucket, &key, place.versioning, record)?;
+                files.extend(gone);
                 let sent = emit(
                     t,
                     &place,
@@ -1235,7 +1357,7 @@ impl Objects {
                     &key,
                     Change::CompleteMultipartUpload,
                     &principal,
-                    Some((record.size, &record.etag)),
+                    &record,
                 )?;
                 Ok(((record, sent), files))
             })
@@ -1389,15 +1511,53 @@ fn part_span(record: &ObjectRecord, n: u32) -> Result<(u64, u64), Error> {
     Ok((start, start + part.size - 1))
 }
 
-fn current_object(
+/// Deletes a key without naming a version: removes its object (a bucket never versioned), or
+/// hides it under a new delete marker. Returns what it did, the files it leaves and whether it
+/// sent notifications.
+fn delete_key(
     t: &mut Tables<'_>,
+    blobs: &BlobDir,
+    place: &BucketRecord,
     bucket: &str,
     key: &str,
-) -> Result<Option<ObjectRecord>, Error> {
-    if t.buckets.get(bucket)?.is_none() {
-        return Err(Error::NoSuchBucket);
+    principal: &str,
+) -> Result<(Removal, Vec<PathBuf>, bool), Error> {
+    let versioned = place.versioning != Versioning::Unversioned;
+    let current: Option<ObjectRecord> = get_json(&t.objects, (bucket, key))?;
+    if !versioned && current.is_none() {
+        return Ok((Removal::default(), Vec::new(), false));
     }
-    get_json(&t.objects, (bucket, key))
+    let marker = ObjectRecord {
+        delete_marker: true,
+        last_modified_ms: nimbus_types::time::now_ms(),
+        ..Default::default()
+    };
+    let (marker, files) = versions::install(t, blobs, bucket, key, place.versioning, marker)?;
+    let (change, removal, subject) = match current {
+        Some(gone) if !versioned => (Change::Delete, Removal::default(), gone),
+        _ => (
+            Change::DeleteMarkerCreated,
+            Removal {
+                delete_marker: true,
+                version_id: Some(shown_id(&marker).to_owned()),
+            },
+            marker,
+        ),
+    };
+    let sent = emit(t, place, bucket, key, change, principal, &subject)?;
+    Ok((removal, files, sent))
+}
+
+/// A version read: an object, or why not (`None`: not there at all).
+fn readable(found: Option<ObjectRecord>, named: bool) -> Result<ObjectRecord, Option<Error>> {
+    match found {
+        Some(r) if r.delete_marker => Err(Some(Error::DeleteMarker {
+            version_id: r.version_id,
+            named,
+        })),
+        Some(r) => Ok(r),
+        None => Err(None),
+    }
 }
 
 /// A bucket's record as this transaction sees it (its rules may change in the same batch).
@@ -1406,7 +1566,8 @@ fn bucket_in(t: &Tables<'_>, bucket: &str) -> Result<BucketRecord, Error> {
 }
 
 /// Writes the notifications a change to an object of `record` (the bucket named `bucket`)
-/// sends to the outbox, in the change's transaction; returns whether it sent any.
+/// sends to the outbox, in the change's transaction; returns whether it sent any. `object` is
+/// the version made or removed.
 fn emit(
     t: &mut Tables<'_>,
     record: &BucketRecord,
@@ -1414,7 +1575,7 @@ fn emit(
     key: &str,
     change: Change,
     principal: &str,
-    object: Option<(u64, &str)>,
+    object: &ObjectRecord,
 ) -> Result<bool, Error> {
     if record.notifications.is_empty() {
         return Ok(false);
@@ -1431,7 +1592,10 @@ fn emit(
             region: &record.region,
             owner: &record.owner,
             principal,
-            object,
+            object: change
+                .creates()
+                .then_some((object.size, object.etag.as_str())),
+            version_id: object.version_id.as_deref(),
             sequencer: first,
         },
     );
@@ -1472,33 +1636,6 @@ fn drop_extent(
         t.blob_files.remove(extent.blob)?;
         Ok(Some(blobs.path(extent.blob)))
     }
-}
-
-/// Puts `new` (or nothing) where `current` was; returns the files `current` leaves behind.
-fn replace_object(
-    t: &mut Tables<'_>,
-    blobs: &BlobDir,
-    bucket: &str,
-    key: &str,
-    current: Option<ObjectRecord>,
-    new: Option<&ObjectRecord>,
-) -> Result<Vec<PathBuf>, Error> {
-    let objects = &mut t.objects;
-    match new {
-        Some(record) => {
-            objects.insert((bucket, key), encode(record).as_slice())?;
-        }
-        None => {
-            objects.remove((bucket, key))?;
-        }
-    }
-    let mut files = Vec::new();
-    if let Some(old) = current {
-        for extent in old.body {
-            files.extend(drop_extent(t, blobs, extent)?);
-        }
-    }
-    Ok(files)
 }
 
 /// Removes an upload, its parts and their blobs; returns the files to remove.

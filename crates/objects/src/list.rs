@@ -38,7 +38,11 @@ pub struct ListPage {
 }
 
 /// The common prefix `key` rolls up into, if it has one.
-fn rolled_up<'k>(key: &'k str, prefix: &str, delimiter: Option<&str>) -> Option<&'k str> {
+pub(crate) fn rolled_up<'k>(
+    key: &'k str,
+    prefix: &str,
+    delimiter: Option<&str>,
+) -> Option<&'k str> {
     let delimiter = delimiter.filter(|d| !d.is_empty())?;
     let rest = key.get(prefix.len()..)?;
     let at = rest.find(delimiter)?;

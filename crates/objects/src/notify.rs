@@ -56,9 +56,15 @@ pub enum Change {
     Copy,
     CompleteMultipartUpload,
     Delete,
+    DeleteMarkerCreated,
 }
 
 impl Change {
+    /// Whether the change makes an object (whose size and ETag its records carry).
+    pub fn creates(self) -> bool {
+        !matches!(self, Self::Delete | Self::DeleteMarkerCreated)
+    }
+
     /// The record's `eventName` (without the `s3:` of a rule's event type).
     pub fn name(self) -> &'static str {
         match self {
@@ -67,6 +73,7 @@ impl Change {
             Self::Copy => "ObjectCreated:Copy",
             Self::CompleteMultipartUpload => "ObjectCreated:CompleteMultipartUpload",
             Self::Delete => "ObjectRemoved:Delete",
+            Self::DeleteMarkerCreated => "ObjectRemoved:DeleteMarkerCreated",
         }
     }
 }
@@ -168,6 +175,8 @@ pub(crate) struct Event<'a> {
     pub principal: &'a str,
     /// Size and ETag of what was created.
     pub object: Option<(u64, &'a str)>,
+    /// The version made or removed, in a versioned bucket.
+    pub version_id: Option<&'a str>,
     pub sequencer: u64,
 }
 
@@ -191,6 +200,9 @@ fn record(rule: &NotificationRule, e: &Event<'_>) -> String {
     if let Some((size, etag)) = e.object {
         object["size"] = json!(size);
         object["eTag"] = json!(etag);
+    }
+    if let Some(v) = e.version_id {
+        object["versionId"] = json!(v);
     }
     let time = time::OffsetDateTime::now_utc();
     let event_time = format!(
@@ -301,6 +313,7 @@ mod tests {
             owner: "000000000000",
             principal: "arn:aws:iam::000000000000:root",
             object: Some((42, "abc")),
+            version_id: None,
             sequencer: 255,
         };
         let out = notifications(&[r], &event);

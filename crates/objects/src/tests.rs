@@ -34,7 +34,7 @@ async fn put(o: &Objects, bucket: &str, key: &str, data: &[u8]) -> ObjectRecord 
 
 async fn read(o: &Objects, bucket: &str, key: &str, range: Option<ByteRange>) -> Vec<u8> {
     let mut opened = o
-        .open_object(bucket, key, &ReadConditions::default(), range, None)
+        .open_object(bucket, key, None, &ReadConditions::default(), range, None)
         .unwrap();
     let mut out = Vec::new();
     while let Some(chunk) = opened.body.next_chunk().await {
@@ -89,6 +89,7 @@ async fn small_and_large_objects_round_trip_and_replacing_frees_the_old_file() {
         o.open_object(
             "photos",
             "big.bin",
+            None,
             &ReadConditions::default(),
             Some(ByteRange::From {
                 first: big.len() as u64,
@@ -101,7 +102,14 @@ async fn small_and_large_objects_round_trip_and_replacing_frees_the_old_file() {
 
     // A reader holding the old body keeps it whole while the key is replaced.
     let mut old = o
-        .open_object("photos", "big.bin", &ReadConditions::default(), None, None)
+        .open_object(
+            "photos",
+            "big.bin",
+            None,
+            &ReadConditions::default(),
+            None,
+            None,
+        )
         .unwrap();
     put(&o, "photos", "big.bin", b"now small").await;
     assert_eq!(
@@ -116,23 +124,26 @@ async fn small_and_large_objects_round_trip_and_replacing_frees_the_old_file() {
     assert_eq!(got, big);
     assert_eq!(read(&o, "photos", "big.bin", None).await, b"now small");
 
-    o.delete("photos", "big.bin", &Actor::default())
+    o.delete("photos", "big.bin", None, &Actor::default())
         .await
         .unwrap();
-    o.delete("photos", "never-there", &Actor::default())
+    o.delete("photos", "never-there", None, &Actor::default())
         .await
         .unwrap();
-    assert!(matches!(o.head("photos", "big.bin"), Err(Error::NoSuchKey)));
+    assert!(matches!(
+        o.head("photos", "big.bin", None),
+        Err(Error::NoSuchKey)
+    ));
     assert!(matches!(
         o.delete_bucket("photos").await,
         Err(Error::BucketNotEmpty)
     ));
-    o.delete("photos", "a.txt", &Actor::default())
+    o.delete("photos", "a.txt", None, &Actor::default())
         .await
         .unwrap();
     o.delete_bucket("photos").await.unwrap();
     assert!(matches!(
-        o.head("photos", "a.txt"),
+        o.head("photos", "a.txt", None),
         Err(Error::NoSuchBucket)
     ));
 }
@@ -264,7 +275,7 @@ async fn conditions_follow_s3() {
         .await
         .unwrap();
     let rec = put(&o, "cond", "k", b"v1").await;
-    let open = |c: ReadConditions| o.open_object("cond", "k", &c, None, None).map(|_| ());
+    let open = |c: ReadConditions| o.open_object("cond", "k", None, &c, None, None).map(|_| ());
     assert!(
         open(ReadConditions {
             if_match: Some(EtagMatch::Tags(vec![rec.etag.clone()])),
@@ -427,7 +438,14 @@ async fn multipart_uploads_complete_into_one_object() {
         Err(Error::NoSuchUpload)
     ));
     let second = o
-        .open_object("mpu", "big", &ReadConditions::default(), None, Some(2))
+        .open_object(
+            "mpu",
+            "big",
+            None,
+            &ReadConditions::default(),
+            None,
+            Some(2),
+        )
         .unwrap();
     assert_eq!(
         second.range,
@@ -493,6 +511,7 @@ async fn copies_share_files_and_leftovers_are_swept_at_start() {
             .copy(
                 "src",
                 "orig",
+                None,
                 &ReadConditions::default(),
                 "src",
                 "copy",
@@ -504,7 +523,9 @@ async fn copies_share_files_and_leftovers_are_swept_at_start() {
             .unwrap();
         assert_eq!(copied.size, 200_000);
         assert_eq!(blob_files(dir.path()), 2);
-        o.delete("src", "orig", &Actor::default()).await.unwrap();
+        o.delete("src", "orig", None, &Actor::default())
+            .await
+            .unwrap();
         assert_eq!(read(&o, "src", "copy", None).await, big);
         // A body staged but never committed, as a crash would leave it.
         let staged = o
@@ -595,10 +616,10 @@ async fn changes_leave_their_notifications_in_the_outbox_until_delivered() {
         .unwrap();
     put(&o, "events", "in/a.txt", b"a").await;
     put(&o, "events", "elsewhere.txt", b"b").await;
-    o.delete("events", "in/a.txt", &Actor::default())
+    o.delete("events", "in/a.txt", None, &Actor::default())
         .await
         .unwrap();
-    o.delete("events", "never-there", &Actor::default())
+    o.delete("events", "never-there", None, &Actor::default())
         .await
         .unwrap();
     let pending = o.outbox(100).unwrap();
@@ -615,4 +636,267 @@ async fn changes_leave_their_notifications_in_the_outbox_until_delivered() {
     let left = o.outbox(100).unwrap();
     assert_eq!(left.len(), 1);
     assert!(left[0].1.body.contains("ObjectRemoved:Delete"));
+}
+
+async fn versioned_bucket(o: &Objects, name: &str) {
+    o.create_bucket("111111111111", name, "us-east-1")
+        .await
+        .unwrap();
+    o.set_versioning(name, Versioning::Enabled).await.unwrap();
+}
+
+fn listed(o: &Objects, bucket: &str, query: &VersionQuery) -> Vec<(String, String, bool, bool)> {
+    o.list_versions(bucket, query)
+        .unwrap()
+        .versions
+        .into_iter()
+        .map(|v| {
+            (
+                v.key,
+                shown_id(&v.record).to_owned(),
+                v.record.delete_marker,
+                v.latest,
+            )
+        })
+        .collect()
+}
+
+fn vref(id: &str) -> VersionRef {
+    VersionRef::parse(id).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_keep_history_and_delete_markers_hide_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Objects::open(dir.path()).unwrap();
+    versioned_bucket(&o, "vers").await;
+    let first = vec![1u8; 100_000];
+    let r1 = put(&o, "vers", "k", &first).await;
+    let r2 = put(&o, "vers", "k", b"two").await;
+    let (id1, id2) = (
+        r1.version_id.clone().unwrap(),
+        r2.version_id.clone().unwrap(),
+    );
+    assert_ne!(id1, id2);
+    assert_eq!(read(&o, "vers", "k", None).await, b"two");
+    let old = o
+        .open_object(
+            "vers",
+            "k",
+            Some(&vref(&id1)),
+            &ReadConditions::default(),
+            None,
+            None,
+        )
+        .unwrap();
+    assert_eq!(old.record.etag, r1.etag);
+    // Deleting the key makes a marker; the key is gone from reads and listings.
+    let removal = o
+        .delete("vers", "k", None, &Actor::default())
+        .await
+        .unwrap();
+    assert!(removal.delete_marker);
+    let marker = removal.version_id.unwrap();
+    assert!(matches!(
+        o.head("vers", "k", None),
+        Err(Error::DeleteMarker { version_id: Some(m), named: false }) if m == marker
+    ));
+    assert!(matches!(
+        o.head("vers", "k", Some(&vref(&marker))),
+        Err(Error::DeleteMarker { named: true, .. })
+    ));
+    assert!(matches!(
+        o.head("vers", "k", Some(&vref("00000000000000ff0000000000000000"))),
+        Err(Error::NoSuchVersion)
+    ));
+    assert!(matches!(
+        VersionRef::parse("../x"),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(
+        o.list(
+            "vers",
+            &ListQuery {
+                max: 10,
+                ..Default::default()
+            }
+        )
+        .unwrap()
+        .objects
+        .is_empty()
+    );
+    let all = VersionQuery {
+        max: 100,
+        ..Default::default()
+    };
+    assert_eq!(
+        listed(&o, "vers", &all),
+        vec![
+            ("k".into(), marker.clone(), true, true),
+            ("k".into(), id2.clone(), false, false),
+            ("k".into(), id1.clone(), false, false),
+        ]
+    );
+    // Removing the marker brings the newest object back; removing that, the one before.
+    let gone = o
+        .delete("vers", "k", Some(&marker), &Actor::default())
+        .await
+        .unwrap();
+    assert!(gone.delete_marker);
+    assert_eq!(read(&o, "vers", "k", None).await, b"two");
+    assert!(matches!(
+        o.delete_bucket("vers").await,
+        Err(Error::BucketNotEmpty)
+    ));
+    o.delete("vers", "k", Some(&id2), &Actor::default())
+        .await
+        .unwrap();
+    assert_eq!(read(&o, "vers", "k", None).await, first);
+    assert_eq!(blob_files(dir.path()), 1);
+    o.delete("vers", "k", Some(&id1), &Actor::default())
+        .await
+        .unwrap();
+    assert_eq!(blob_files(dir.path()), 0);
+    assert!(listed(&o, "vers", &all).is_empty());
+    o.delete_bucket("vers").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_bucket_replaces_only_the_null_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Objects::open(dir.path()).unwrap();
+    o.create_bucket("111111111111", "susp", "us-east-1")
+        .await
+        .unwrap();
+    let big = |b: u8| vec![b; 70_000];
+    let before = put(&o, "susp", "k", &big(1)).await;
+    assert_eq!(before.version_id, None);
+    o.set_versioning("susp", Versioning::Enabled).await.unwrap();
+    let v1 = put(&o, "susp", "k", &big(2)).await.version_id.unwrap();
+    assert_eq!(blob_files(dir.path()), 2);
+    o.set_versioning("susp", Versioning::Suspended)
+        .await
+        .unwrap();
+    // The null version written before versioning goes; v1 stays.
+    put(&o, "susp", "k", &big(3)).await;
+    assert_eq!(blob_files(dir.path()), 2);
+    let all = VersionQuery {
+        max: 100,
+        ..Default::default()
+    };
+    assert_eq!(
+        listed(&o, "susp", &all),
+        vec![
+            ("k".into(), "null".into(), false, true),
+            ("k".into(), v1.clone(), false, false),
+        ]
+    );
+    put(&o, "susp", "k", &big(4)).await;
+    assert_eq!(blob_files(dir.path()), 2);
+    assert_eq!(read(&o, "susp", "k", None).await, big(4));
+    // A delete makes a null marker in place of the null object.
+    let removal = o
+        .delete("susp", "k", None, &Actor::default())
+        .await
+        .unwrap();
+    assert_eq!(removal.version_id.as_deref(), Some("null"));
+    assert_eq!(blob_files(dir.path()), 1);
+    assert_eq!(
+        listed(&o, "susp", &all),
+        vec![
+            ("k".into(), "null".into(), true, true),
+            ("k".into(), v1.clone(), false, false),
+        ]
+    );
+    let restored = o
+        .copy(
+            "susp",
+            "k",
+            Some(&vref(&v1)),
+            &ReadConditions::default(),
+            "susp",
+            "k",
+            MetadataDirective::Copy,
+            WriteConditions::default(),
+            &Actor::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(restored.version_id, None);
+    assert_eq!(read(&o, "susp", "k", None).await, big(2));
+    assert!(
+        o.set_versioning("susp", Versioning::Unversioned)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_listings_page_by_key_and_version_and_roll_up_prefixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Objects::open(dir.path()).unwrap();
+    versioned_bucket(&o, "page").await;
+    for key in ["a", "a", "b", "dir/x", "dir/y", "c"] {
+        put(&o, "page", key, key.as_bytes()).await;
+    }
+    o.delete("page", "b", None, &Actor::default())
+        .await
+        .unwrap();
+    let everything = listed(
+        &o,
+        "page",
+        &VersionQuery {
+            max: 100,
+            ..Default::default()
+        },
+    );
+    let keys: Vec<&str> = everything.iter().map(|v| v.0.as_str()).collect();
+    assert_eq!(keys, ["a", "a", "b", "b", "c", "dir/x", "dir/y"]);
+    // One at a time, resuming from each page's markers, gives the same.
+    let mut paged = Vec::new();
+    let mut query = VersionQuery {
+        max: 1,
+        ..Default::default()
+    };
+    loop {
+        let page = o.list_versions("page", &query).unwrap();
+        for v in page.versions {
+            paged.push((
+                v.key,
+                shown_id(&v.record).to_owned(),
+                v.record.delete_marker,
+                v.latest,
+            ));
+        }
+        if !page.truncated {
+            break;
+        }
+        query.key_marker = page.next_key_marker;
+        query.version_marker = page.next_version_marker;
+    }
+    assert_eq!(paged, everything);
+    let rolled = o
+        .list_versions(
+            "page",
+            &VersionQuery {
+                delimiter: Some("/".into()),
+                max: 100,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(rolled.common_prefixes, ["dir/"]);
+    assert_eq!(rolled.versions.len(), 5);
+    let under = listed(
+        &o,
+        "page",
+        &VersionQuery {
+            prefix: "dir/".into(),
+            key_marker: Some("dir/x".into()),
+            max: 100,
+            ..Default::default()
+        },
+    );
+    assert_eq!(under.len(), 1);
+    assert_eq!(under[0].0, "dir/y");
 }
