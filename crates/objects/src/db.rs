@@ -1,13 +1,9 @@
-//! The object store's metadata in one redb file, and the committer that writes it: every change
-//! (a bucket, an object, an upload's part) is a job run on one thread, which takes whatever
-//! jobs are waiting, runs them in one write transaction and commits it with one sync. Writes
-//! that arrive together share that sync, so durable writes scale with concurrency instead of
-//! queueing for one sync each. Reads open their own read transactions and never wait for it.
+//! The object store's metadata in one redb file, written by a group-committing thread
+//! ([`nimbus_store::commit`]): every change (a bucket, an object, an upload's part) is a job
+//! run in a batch's write transaction. Reads open their own read transactions and never wait
+//! for it.
 
-use std::path::PathBuf;
-use std::sync::mpsc;
-
-use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -204,7 +200,7 @@ pub(crate) struct Tables<'t> {
 }
 
 impl<'t> Tables<'t> {
-    pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self, Error> {
+    pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self, redb::Error> {
         Ok(Self {
             buckets: txn.open_table(BUCKETS)?,
             objects: txn.open_table(OBJECTS)?,
@@ -220,144 +216,30 @@ impl<'t> Tables<'t> {
     }
 }
 
-/// What a job leaves to do once its transaction has committed, or failed to.
-type Finish = Box<dyn FnOnce(Result<(), Error>) + Send>;
-/// A change, run inside the committer's transaction. It returns what to do after the commit,
-/// and whether the transaction is now unusable (a storage error midway), in which case the
-/// whole batch is abandoned.
-type Job = Box<dyn for<'a, 't> FnOnce(&'a mut Tables<'t>) -> (Finish, bool) + Send>;
+/// The object store's tables, for the committer.
+pub(crate) struct Schema;
 
-/// The thread that writes metadata.
-pub(crate) struct Committer {
-    jobs: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
-    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
-}
+impl nimbus_store::commit::Schema for Schema {
+    type Tables<'t> = Tables<'t>;
+    type Error = Error;
 
-/// The most jobs one transaction takes.
-const MAX_BATCH: usize = 512;
-
-impl Committer {
-    pub(crate) fn start(db: std::sync::Arc<Database>) -> Self {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let thread = std::thread::Builder::new()
-            .name("nimbus-objects-commit".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut batch = vec![first];
-                    while batch.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(job) => batch.push(job),
-                            Err(_) => break,
-                        }
-                    }
-                    run_batch(&db, batch);
-                }
-            })
-            .ok();
-        Self {
-            jobs: std::sync::Mutex::new(Some(tx)),
-            thread: std::sync::Mutex::new(thread),
-        }
-    }
-
-    /// Runs `op` in the next transaction and waits for its commit. `op` checks before it
-    /// writes: an `Err` it returns must leave the transaction as it found it, unless it is
-    /// [`Error::Storage`]. The files it returns are removed once the change is durable (the
-    /// blobs that the change made unreferenced).
-    pub(crate) async fn write<T: Send + 'static>(
-        &self,
-        op: impl for<'a, 't> FnOnce(&'a mut Tables<'t>) -> Result<(T, Vec<PathBuf>), Error>
-        + Send
-        + 'static,
-    ) -> Result<T, Error> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |tables| match op(tables) {
-            Ok((value, files)) => {
-                let finish: Finish = Box::new(move |committed| {
-                    let result = committed.map(|()| {
-                        for f in &files {
-                            if let Err(e) = std::fs::remove_file(f)
-                                && e.kind() != std::io::ErrorKind::NotFound
-                            {
-                                tracing::warn!(file = %f.display(), error = %e, "could not remove an unreferenced blob");
-                            }
-                        }
-                        value
-                    });
-                    let _ = reply.send(result);
-                });
-                (finish, false)
-            }
-            Err(e) => {
-                let poisoned = matches!(e, Error::Storage(_));
-                let finish: Finish = Box::new(move |committed| {
-                    let _ = reply.send(Err(committed.err().unwrap_or(e)));
-                });
-                (finish, poisoned)
-            }
-        });
-        let sent = self
-            .jobs
-            .lock()
-            .ok()
-            .and_then(|j| j.as_ref().map(|tx| tx.send(job).is_ok()))
-            .unwrap_or(false);
-        if !sent {
-            return Err(Error::Storage("the object store is shut down".into()));
-        }
-        answer
-            .await
-            .map_err(|_| Error::Storage("the object store's committer stopped".into()))?
-    }
-
-    /// Stops taking jobs and waits for those already taken.
-    pub(crate) fn stop(&self) {
-        if let Ok(mut jobs) = self.jobs.lock() {
-            jobs.take();
-        }
-        if let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) {
-            let _ = thread.join();
-        }
+    fn open(txn: &WriteTransaction) -> Result<Tables<'_>, redb::Error> {
+        Tables::open(txn)
     }
 }
 
-fn run_batch(db: &Database, batch: Vec<Job>) {
-    let txn = match db.begin_write() {
-        Ok(t) => t,
-        Err(e) => {
-            // Dropping the jobs drops their reply channels: each waiting writer gets an error.
-            tracing::error!(error = %e, "the object store could not start a transaction");
-            return;
-        }
-    };
-    let mut finishes = Vec::with_capacity(batch.len());
-    let mut poisoned = false;
-    match Tables::open(&txn) {
-        Ok(mut tables) => {
-            for job in batch {
-                let (finish, bad) = job(&mut tables);
-                poisoned |= bad;
-                finishes.push(finish);
-            }
-        }
-        Err(e) => {
-            // Dropping the jobs drops their reply channels: each waiting writer gets an error.
-            tracing::error!(error = %e, "the object store could not open its tables");
-            return;
-        }
+impl nimbus_store::commit::CommitError for Error {
+    fn storage(message: String) -> Self {
+        Error::Storage(message)
     }
-    let result = if poisoned {
-        let _ = txn.abort();
-        Err(Error::Storage(
-            "a storage error in the same transaction; nothing was written".into(),
-        ))
-    } else {
-        txn.commit().map_err(Error::from)
-    };
-    for finish in finishes {
-        finish(result.clone());
+
+    fn poisons(&self) -> bool {
+        matches!(self, Error::Storage(_))
     }
 }
+
+/// The thread that writes the store's metadata.
+pub(crate) type Committer = nimbus_store::commit::Committer<Schema>;
 
 /// Reads one record of a table keyed by `K`.
 pub(crate) fn get_json<K: redb::Key + 'static, T: DeserializeOwned>(

@@ -390,7 +390,7 @@ impl Objects {
             all
         };
         Ok(Self {
-            committer: Committer::start(db.clone()),
+            committer: Committer::start(db.clone(), "nimbus-objects-commit"),
             db,
             blobs,
             outbox_filled: Arc::new(tokio::sync::Notify::new()),
@@ -411,7 +411,7 @@ impl Objects {
         let created = name;
         let (owner, name, region) = (owner.to_owned(), name.to_owned(), region.to_owned());
         self.committer
-            .write(move |t| {
+            .write_files(move |t| {
                 let buckets = &mut t.buckets;
                 if let Some(existing) = get_json::<_, BucketRecord>(&*buckets, name.as_str())? {
                     return Err(if existing.owner == owner {
@@ -482,7 +482,7 @@ impl Objects {
         let name = name.to_owned();
         let blobs = self.blobs.clone();
         self.committer
-            .write(move |t| {
+            .write_files(move |t| {
                 if t.buckets.get(name.as_str())?.is_none() {
                     return Err(Error::NoSuchBucket);
                 }
@@ -582,7 +582,7 @@ impl Objects {
         let changed = name;
         let name = name.to_owned();
         self.committer
-            .write(move |t| {
+            .write_files(move |t| {
                 let buckets = &mut t.buckets;
                 let mut record: BucketRecord =
                     get_json(&*buckets, name.as_str())?.ok_or(Error::NoSuchBucket)?;
@@ -611,7 +611,7 @@ impl Objects {
     /// Forgets notifications their targets have.
     pub async fn delivered(&self, numbers: Vec<u64>) -> Result<(), Error> {
         self.committer
-            .write(move |t| {
+            .write_files(move |t| {
                 let outbox = &mut t.outbox;
                 for n in numbers {
                     outbox.remove(n)?;
@@ -667,7 +667,7 @@ impl Objects {
         let actor = actor.clone();
         let (record, sent) = self
             .committer
-            .write(move |t| {
+            .write_files(move |t| {
                 let place = bucket_in(t, &bucket)?;
                 let current = get_json(&t.objects, (bucket.as_str(), key.as_str()))?;
                 conditions.check(current.as_ref())?;
@@ -712,36 +712,49 @@ impl Objects {
     ) -> Result<ObjectRecord, Error> {
         let txn = self.db.begin_read()?;
         let objects = txn.open_table(OBJECTS)?;
-        let versions = txn.open_table(VERSIONS)?;
-        readable(
-            versions::find(&objects, &versions, bucket, key, version)?,
-            version.is_some(),
-        )
-        .map_err(|e| e.unwrap_or_else(|| self.missing(&versions, bucket, key, version)))
+        self.lookup(&txn, &objects, bucket, key, version)
     }
 
-    /// Why an object is not there: its bucket is not, the version is not, or the key is not
-    /// (hidden by a delete marker, or never there).
-    fn missing(
+    /// The version a read names (the current object without one). The versions table is
+    /// opened only when a version is named or the key has no current object, so a plain read
+    /// costs one lookup.
+    fn lookup(
         &self,
-        versions: &impl ReadableTable<(&'static str, &'static str, u64), &'static [u8]>,
+        txn: &redb::ReadTransaction,
+        objects: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
         bucket: &str,
         key: &str,
         version: Option<&VersionRef>,
-    ) -> Error {
-        match self.bucket(bucket) {
-            Ok(Some(_)) if version.is_some() => Error::NoSuchVersion,
-            Ok(Some(_)) => match versions::hiding_marker(versions, bucket, key) {
-                Ok(Some(marker)) => Error::DeleteMarker {
+    ) -> Result<ObjectRecord, Error> {
+        if version.is_none()
+            && let Some(record) = get_json(objects, (bucket, key))?
+        {
+            return Ok(record);
+        }
+        let versions = txn.open_table(VERSIONS)?;
+        if let Some(v) = version {
+            return match versions::find(objects, &versions, bucket, key, Some(v))? {
+                Some(r) if r.delete_marker => Err(Error::DeleteMarker {
+                    version_id: r.version_id,
+                    named: true,
+                }),
+                Some(r) => Ok(r),
+                None => Err(match self.bucket(bucket)? {
+                    Some(_) => Error::NoSuchVersion,
+                    None => Error::NoSuchBucket,
+                }),
+            };
+        }
+        Err(match self.bucket(bucket)? {
+            None => Error::NoSuchBucket,
+            Some(_) => match versions::hiding_marker(&versions, bucket, key)? {
+                Some(marker) => Error::DeleteMarker {
                     version_id: marker.version_id,
                     named: false,
                 },
-                Ok(None) => Error::NoSuchKey,
-                Err(e) => e,
+                None => Error::NoSuchKey,
             },
-            Ok(None) => Error::NoSuchBucket,
-            Err(e) => e,
-        }
+        })
     }
 
     /// Opens an object for reading: the whole of it, a byte range, or one part of a multipart
@@ -761,12 +774,7 @@ impl Objects {
         loop {
             let txn = self.db.begin_read()?;
             let objects = txn.open_table(OBJECTS)?;
-            let versions = txn.open_table(VERSIONS)?;
-            let record = readable(
-                versions::find(&objects, &versions, bucket, key, version)?,
-                version.is_some(),
-            )
-            .map_err(|e| e.unwrap_or_else(|| self.missing(&versions, bucket, key, version)))?;
+            let record = self.lookup(&txn, &objects, bucket, key, version)?;
             conditions.check(&record)?;
             let span = match (part, range) {
                 (Some(n), _) => Some(part_span(&record, n)?),
@@ -861,7 +869,7 @@ impl Objects {
         let principal = actor.principal.clone();
         let (out, sent) = self
             .committer
-            .write(move |t| {
+            .write_files(move |t| {
                 let place = bucket_in(t, &bucket)?;
                 let mut files = Vec::new();
                 let mut out = Vec::with_capacity(targets.len());
@@ -1007,7 +1015,7 @@ impl Objects {
         let principal = actor.principal.clone();
         let result = self
             .committer
-            .write(move |t| {
+            .write_files(move |t| {
                 if t.buckets.get(source_bucket.as_str())?.is_none() {
                     return Err(Error::NoSuchBucket);
                 }
@@ -1075,7 +1083,7 @@ impl Objects {
         let (bucket, key) = (bucket.to_owned(), key.to_owned());
         let version = version.cloned();
         self.committer
-            .write(move |t| {
+            .write_files(move |t| {
                 if t.buckets.get(bucket.as_str())?.is_none() {
                     return Err(Error::NoSuchBucket);
                 }
@@ -1127,7 +1135,7 @@ impl Objects {
         );
         let upload_id = id.clone();
         self.committer
-            .write(move |t| {
+            .write_files(move |t| {
                 if t.buckets.get(record.bucket.as_str())?.is_none() {
                     return Err(Error::NoSuchBucket);
                 }
@@ -1169,7 +1177,7 @@ impl Objects {
         let (bucket, key, id) = (bucket.to_owned(), key.to_owned(), id.to_owned());
         let blobs = self.blobs.clone();
         self.committer
-            .write(move |t| {
+            .write_files(move |t| {
                 let uploads = &t.uploads;
                 get_json::<_, UploadRecord>(uploads, id.as_str())?
                     .filter(|u| u.bucket == bucket && u.key == key)
@@ -1243,7 +1251,7 @@ impl Objects {
         let principal = actor.principal.clone();
         let (record, sent) = self
             .committer
-            .write(move |t| {
+            .write_files(move |t| {
                 let upload: UploadRecord = get_json::<_, UploadRecord>(&t.uploads, id.as_str())?
                     .filter(|u| u.bucket == bucket && u.key == key)
                     .ok_or(Error::NoSuchUpload)?;
@@ -1371,7 +1379,7 @@ impl Objects {
         let (bucket, key, id) = (bucket.to_owned(), key.to_owned(), id.to_owned());
         let blobs = self.blobs.clone();
         self.committer
-            .write(move |t| {
+            .write_files(move |t| {
                 get_json::<_, UploadRecord>(&t.uploads, id.as_str())?
                     .filter(|u| u.bucket == bucket && u.key == key)
                     .ok_or(Error::NoSuchUpload)?;
@@ -1546,18 +1554,6 @@ fn delete_key(
     };
     let sent = emit(t, place, bucket, key, change, principal, &subject)?;
     Ok((removal, files, sent))
-}
-
-/// A version read: an object, or why not (`None`: not there at all).
-fn readable(found: Option<ObjectRecord>, named: bool) -> Result<ObjectRecord, Option<Error>> {
-    match found {
-        Some(r) if r.delete_marker => Err(Some(Error::DeleteMarker {
-            version_id: r.version_id,
-            named,
-        })),
-        Some(r) => Ok(r),
-        None => Err(None),
-    }
 }
 
 /// A bucket's record as this transaction sees it (its rules may change in the same batch).

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod code;
+pub mod commit;
 pub mod embedded;
 pub mod telemetry;
 
