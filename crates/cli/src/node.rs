@@ -326,11 +326,16 @@ pub async fn serve(
             domain: "s3.localhost".into(),
         },
     ));
+    let tables = Arc::new(
+        nimbus_tables::TableStore::open(&data.join("tables"), &config.region)
+            .context("opening the table store")?,
+    );
     let router = nimbus_gateway::router(
         Subsystems {
             auth,
             identity,
             s3,
+            tables: tables.clone(),
             control: control.clone(),
             telemetry: telemetry_store,
             invoker: invoker.clone(),
@@ -418,6 +423,7 @@ pub async fn serve(
     let _ = schedules.await;
     let _ = notifications.await;
     objects.shutdown();
+    tables.shutdown();
     if let Err(e) = queue.sync().await {
         tracing::error!(error = %e, "could not make the event queue durable at shutdown");
     }

@@ -41,6 +41,7 @@ enum Api {
     Lambda,
     Sqs,
     Events,
+    Dynamo,
     /// IAM and STS: the Query protocol, a form on `POST /` without a target.
     Iam,
     /// API Gateway's control plane (`/v2/…`).
@@ -62,6 +63,8 @@ impl Api {
                 .unwrap_or_default();
             return if target.starts_with("AmazonSQS.") {
                 Self::Sqs
+            } else if target.starts_with("DynamoDB_20120810.") {
+                Self::Dynamo
             } else if target.is_empty() && crate::is_form(headers) {
                 Self::Iam
             } else {
@@ -83,6 +86,7 @@ impl Api {
             Self::Lambda => (service == "lambda", "lambda"),
             Self::Sqs => (service == "sqs", "sqs"),
             Self::Events => (service == "events", "events"),
+            Self::Dynamo => (service == "dynamodb", "dynamodb"),
             Self::Iam => (service == "iam" || service == "sts", "iam"),
             Self::Gateway => (service == "apigateway", "apigateway"),
             Self::Nimbus | Self::Open => (true, ""),
@@ -96,6 +100,7 @@ impl Api {
             Self::Lambda => nimbus_types::limits::MAX_CODE_REQUEST_BYTES as u64,
             Self::Sqs => nimbus_api_sqs::MAX_REQUEST_BYTES,
             Self::Events => nimbus_api_events::MAX_REQUEST_BYTES,
+            Self::Dynamo => nimbus_api_dynamodb::MAX_REQUEST_BYTES,
             Self::Iam => nimbus_api_iam::MAX_REQUEST_BYTES,
             Self::Gateway => 1 << 20,
             Self::Nimbus | Self::Open => 1 << 20,
@@ -109,6 +114,9 @@ impl Api {
         match self {
             Self::Lambda => nimbus_api_lambda::ApiError::unauthenticated(error).into_response(),
             Self::Sqs => nimbus_api_sqs::SqsError::unauthenticated(error).into_response(),
+            Self::Dynamo => {
+                nimbus_api_dynamodb::DynamoError::unauthenticated(error).into_response()
+            }
             Self::Iam => nimbus_api_iam::QueryError::unauthenticated(error).into_response(),
             Self::Gateway => {
                 nimbus_api_apigateway::ApiError::unauthenticated(error).into_response()
@@ -128,6 +136,9 @@ impl Api {
                     .into_response()
             }
             Self::Sqs => nimbus_api_sqs::SqsError::too_large(limit, "request").into_response(),
+            Self::Dynamo => {
+                nimbus_api_dynamodb::DynamoError::too_large(limit, "request").into_response()
+            }
             Self::Iam => nimbus_api_iam::QueryError::too_large(limit, "request").into_response(),
             Self::Gateway => {
                 nimbus_api_apigateway::ApiError::too_large(limit, "request").into_response()

@@ -15,7 +15,7 @@
 //!    browser's form upload (`POST` of `multipart/form-data`), or by a browser's CORS preflight
 //!    (`OPTIONS` with `Access-Control-Request-Method`) on a path no other API has. A host naming another
 //!    `SERVICE.localhost` that this node does not serve is answered in Lambda's format.
-//! 2. **`X-Amz-Target`** on `POST /`: the JSON 1.0/1.1 services (SQS, EventBridge; DynamoDB and
+//! 2. **`X-Amz-Target`** on `POST /`: the JSON 1.0/1.1 services (SQS, EventBridge, DynamoDB;
 //!    Cognito later), by the target's service prefix.
 //! 3. **Path**: Lambda's dated paths, nimbus's `/nimbus/v1/…` and `/metrics`, and the cluster's
 //!    routes. Anything else gets Lambda's `UnknownOperationException`.
@@ -62,6 +62,7 @@ use nimbus_types::Pricing;
 pub fn signing_service(method: &str, path: &str, target: Option<&str>) -> &'static str {
     match target {
         Some(t) if method == "POST" && t.starts_with("AmazonSQS.") => "sqs",
+        Some(t) if method == "POST" && t.starts_with("DynamoDB_20120810.") => "dynamodb",
         Some(_) if method == "POST" => "events",
         None if method == "POST" && path == "/" => "iam",
         _ if path.starts_with("/nimbus/") || path.starts_with("/metrics") => "nimbus",
@@ -89,6 +90,8 @@ pub struct Subsystems {
     pub apis: Arc<nimbus_httpapi::registry::HttpApis>,
     /// Object storage (S3).
     pub s3: Arc<nimbus_api_s3::S3Api>,
+    /// Tables (DynamoDB).
+    pub tables: Arc<nimbus_tables::TableStore>,
 }
 
 /// The JSON-protocol services, by `X-Amz-Target` prefix.
@@ -97,6 +100,7 @@ struct JsonServices {
     control: Arc<ControlPlane>,
     queues: Arc<SqsQueues>,
     scheduler: Arc<Scheduler>,
+    tables: Arc<nimbus_tables::TableStore>,
 }
 
 /// A service named by a `SERVICE.localhost` host.
@@ -128,7 +132,7 @@ impl HostService {
         };
         match service.rsplit('.').next() {
             Some("s3") => Self::S3,
-            Some("lambda" | "sqs" | "events" | "iam" | "sts" | "api") => Self::Any,
+            Some("lambda" | "sqs" | "events" | "iam" | "sts" | "api" | "dynamodb") => Self::Any,
             _ => Self::Unknown,
         }
     }
@@ -255,6 +259,10 @@ async fn json_protocol(
             nimbus_api_sqs::handle(&services.queues, &caller, target.operation, &headers, body)
                 .await
         }
+        "DynamoDB_20120810" => {
+            nimbus_api_dynamodb::handle(&services.tables, &caller, target.operation, &headers, body)
+                .await
+        }
         "AWSEvents" => {
             nimbus_api_events::handle(
                 &services.control,
@@ -301,6 +309,7 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
         urls,
         apis,
         s3,
+        tables,
     } = subsystems;
     let lambda = Arc::new(Lambda::new(
         control.clone(),
@@ -342,6 +351,7 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
         control,
         queues,
         scheduler,
+        tables,
     });
     Router::new()
         .route("/", post(json_protocol))
@@ -420,7 +430,8 @@ mod tests {
             (Some("photos.s3.localhost:9000"), HostService::S3),
             (Some("lambda.localhost:9000"), HostService::Any),
             (Some("sqs.localhost"), HostService::Any),
-            (Some("dynamodb.localhost:9000"), HostService::Unknown),
+            (Some("dynamodb.localhost:9000"), HostService::Any),
+            (Some("cognito-idp.localhost:9000"), HostService::Unknown),
         ] {
             assert_eq!(HostService::of(host), want, "{host:?}");
         }

@@ -161,28 +161,7 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     serde_json::from_slice(bytes).map_err(|e| Error::Storage(format!("a damaged record: {e}")))
 }
 
-impl From<redb::Error> for Error {
-    fn from(e: redb::Error) -> Self {
-        Error::Storage(e.to_string())
-    }
-}
-
-macro_rules! storage_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for Error {
-            fn from(e: $t) -> Self {
-                Error::Storage(e.to_string())
-            }
-        }
-    )*};
-}
-storage_from!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    redb::DatabaseError
-);
+nimbus_store::redb_errors_into!(Error);
 
 /// Every table, opened once per transaction: opening a table looks it up and closing a changed
 /// one writes its root back, so a batch of jobs shares one open of each.
@@ -200,7 +179,7 @@ pub(crate) struct Tables<'t> {
 }
 
 impl<'t> Tables<'t> {
-    pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self, redb::Error> {
+    pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self, redb::TableError> {
         Ok(Self {
             buckets: txn.open_table(BUCKETS)?,
             objects: txn.open_table(OBJECTS)?,
@@ -223,7 +202,7 @@ impl nimbus_store::commit::Schema for Schema {
     type Tables<'t> = Tables<'t>;
     type Error = Error;
 
-    fn open(txn: &WriteTransaction) -> Result<Tables<'_>, redb::Error> {
+    fn open(txn: &WriteTransaction) -> Result<Tables<'_>, redb::TableError> {
         Tables::open(txn)
     }
 }

@@ -19,7 +19,7 @@ pub trait Schema: Send + Sync + 'static {
     /// What its jobs fail with.
     type Error: CommitError;
     /// Opens every table in `txn`.
-    fn open(txn: &WriteTransaction) -> Result<Self::Tables<'_>, redb::Error>;
+    fn open(txn: &WriteTransaction) -> Result<Self::Tables<'_>, redb::TableError>;
 }
 
 /// What a database's jobs fail with.
@@ -29,6 +29,30 @@ pub trait CommitError: Send + 'static {
     /// Whether this error leaves the transaction unusable (a storage error midway), so that
     /// nothing of the batch may be committed.
     fn poisons(&self) -> bool;
+}
+
+/// Makes every redb error convert into `$error` through [`CommitError::storage`], so that a
+/// store's code can use `?` on redb's calls.
+#[macro_export]
+macro_rules! redb_errors_into {
+    ($error:ty) => {
+        $crate::redb_errors_into!(
+            $error;
+            redb::Error,
+            redb::TransactionError,
+            redb::TableError,
+            redb::StorageError,
+            redb::CommitError,
+            redb::DatabaseError
+        );
+    };
+    ($error:ty; $($t:ty),*) => {$(
+        impl From<$t> for $error {
+            fn from(e: $t) -> Self {
+                <$error as $crate::commit::CommitError>::storage(e.to_string())
+            }
+        }
+    )*};
 }
 
 /// What a job leaves to do once its transaction has committed, or failed to.
