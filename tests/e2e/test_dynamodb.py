@@ -227,3 +227,337 @@ def test_policies_decide_what_a_user_may_do(node, ddb):
     assert as_user.get_item(TableName=name, Key={"pk": {"S": "a"}})["Item"]["v"] == {"S": "1"}
     err = fails(lambda: as_user.put_item(TableName=name, Item={"pk": {"S": "b"}}), "AccessDeniedException")
     assert "dynamodb:PutItem" in err.response["Error"]["Message"]
+
+
+def test_transactions_are_all_or_nothing(ddb):
+    name = new_table(ddb, range_key=False)
+    ddb.put_item(TableName=name, Item={"pk": {"S": "acct#1"}, "balance": {"N": "100"}})
+    ddb.put_item(TableName=name, Item={"pk": {"S": "acct#2"}, "balance": {"N": "5"}})
+
+    def transfer(amount, token=None):
+        extra = {"ClientRequestToken": token} if token else {}
+        return ddb.transact_write_items(TransactItems=[
+            {"Update": {"TableName": name, "Key": {"pk": {"S": "acct#1"}},
+                        "UpdateExpression": "SET balance = balance - :a",
+                        "ConditionExpression": "balance >= :a",
+                        "ExpressionAttributeValues": {":a": {"N": str(amount)}}}},
+            {"Update": {"TableName": name, "Key": {"pk": {"S": "acct#2"}},
+                        "UpdateExpression": "SET balance = balance + :a",
+                        "ExpressionAttributeValues": {":a": {"N": str(amount)}}}},
+            {"Put": {"TableName": name, "Item": {"pk": {"S": f"log#{amount}"}, "amount": {"N": str(amount)}},
+                     "ConditionExpression": "attribute_not_exists(pk)"}},
+        ], **extra)
+
+    def balances():
+        got = ddb.transact_get_items(TransactItems=[
+            {"Get": {"TableName": name, "Key": {"pk": {"S": "acct#1"}}}},
+            {"Get": {"TableName": name, "Key": {"pk": {"S": "acct#2"}}, "ProjectionExpression": "balance"}},
+            {"Get": {"TableName": name, "Key": {"pk": {"S": "nobody"}}}},
+        ])["Responses"]
+        assert got[2] == {}
+        assert got[1]["Item"] == {"balance": got[1]["Item"]["balance"]}
+        return got[0]["Item"]["balance"]["N"], got[1]["Item"]["balance"]["N"]
+
+    transfer(30, token="t-30")
+    assert balances() == ("70", "35")
+    # A retry with the same token does nothing more; the same token on another request is refused.
+    transfer(30, token="t-30")
+    assert balances() == ("70", "35")
+    fails(lambda: transfer(31, token="t-30"), "IdempotentParameterMismatchException")
+    # One failed condition cancels every action, with a reason for each.
+    canceled = fails(lambda: transfer(500), "TransactionCanceledException")
+    reasons = [r["Code"] for r in canceled.response["CancellationReasons"]]
+    assert reasons == ["ConditionalCheckFailed", "None", "None"]
+    assert balances() == ("70", "35")
+    assert "Item" not in ddb.get_item(TableName=name, Key={"pk": {"S": "log#500"}})
+    check = fails(lambda: ddb.transact_write_items(TransactItems=[
+        {"ConditionCheck": {"TableName": name, "Key": {"pk": {"S": "acct#2"}},
+                            "ConditionExpression": "balance > :x", "ExpressionAttributeValues": {":x": {"N": "1000"}},
+                            "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}},
+        {"Delete": {"TableName": name, "Key": {"pk": {"S": "acct#1"}}}},
+    ]), "TransactionCanceledException")
+    assert check.response["CancellationReasons"][0]["Item"]["balance"] == {"N": "35"}
+    assert balances() == ("70", "35")
+    fails(lambda: ddb.transact_write_items(TransactItems=[
+        {"Delete": {"TableName": name, "Key": {"pk": {"S": "acct#1"}}}},
+        {"Delete": {"TableName": name, "Key": {"pk": {"S": "acct#1"}}}},
+    ]), "ValidationException", "multiple operations on one item")
+    fails(lambda: ddb.transact_write_items(TransactItems=[
+        {"Put": {"TableName": name, "Item": {"pk": {"S": f"x{i}"}}}} for i in range(101)]), "ValidationException")
+
+
+def test_time_to_live_removes_expired_items(node, ddb):
+    import time
+    name, arn = stream_table(ddb, view="OLD_IMAGE")
+    assert ddb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]["TimeToLiveStatus"] == "DISABLED"
+    ddb.update_time_to_live(TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires"})
+    described = ddb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+    assert described == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires"}
+    fails(lambda: ddb.update_time_to_live(TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "x"}),
+          "ValidationException", "already enabled")
+    now = int(time.time())
+    ddb.put_item(TableName=name, Item={"pk": {"S": "old"}, "expires": {"N": str(now - 10)}})
+    ddb.put_item(TableName=name, Item={"pk": {"S": "new"}, "expires": {"N": str(now + 3600)}})
+    ddb.put_item(TableName=name, Item={"pk": {"S": "forever"}})
+
+    def swept():
+        assert "Item" not in ddb.get_item(TableName=name, Key={"pk": {"S": "old"}})
+    s.eventually(swept, timeout=15)
+    left = sorted(i["pk"]["S"] for i in ddb.scan(TableName=name)["Items"])
+    assert left == ["forever", "new"]
+    # The stream marks the deletion as the service's, not a user's.
+    streams = boto3.session.Session(
+        aws_access_key_id=s.ACCESS_KEY, aws_secret_access_key=s.SECRET_KEY, region_name=s.REGION
+    ).client("dynamodbstreams", endpoint_url=node.endpoint)
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    it = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    removed = [r for r in streams.get_records(ShardIterator=it)["Records"] if r["eventName"] == "REMOVE"]
+    assert len(removed) == 1 and removed[0]["dynamodb"]["OldImage"]["pk"] == {"S": "old"}
+    assert removed[0]["userIdentity"] == {"Type": "Service", "PrincipalId": "dynamodb.amazonaws.com"}
+
+
+def test_secondary_indexes(ddb, resource):
+    name = s.unique_name("idx")
+    ddb.create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "customer", "KeyType": "HASH"},
+                   {"AttributeName": "order", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "customer", "AttributeType": "S"},
+                              {"AttributeName": "order", "AttributeType": "S"},
+                              {"AttributeName": "status", "AttributeType": "S"},
+                              {"AttributeName": "total", "AttributeType": "N"}],
+        GlobalSecondaryIndexes=[{"IndexName": "by-status",
+                                 "KeySchema": [{"AttributeName": "status", "KeyType": "HASH"},
+                                               {"AttributeName": "total", "KeyType": "RANGE"}],
+                                 "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["note"]}}],
+        LocalSecondaryIndexes=[{"IndexName": "by-total",
+                                "KeySchema": [{"AttributeName": "customer", "KeyType": "HASH"},
+                                              {"AttributeName": "total", "KeyType": "RANGE"}],
+                                "Projection": {"ProjectionType": "ALL"}}])
+    described = ddb.describe_table(TableName=name)["Table"]
+    assert [i["IndexName"] for i in described["GlobalSecondaryIndexes"]] == ["by-status"]
+    assert described["GlobalSecondaryIndexes"][0]["IndexStatus"] == "ACTIVE"
+    assert described["LocalSecondaryIndexes"][0]["Projection"] == {"ProjectionType": "ALL"}
+    table = resource.Table(name)
+    for i, (customer, status, total) in enumerate([("ann", "open", 30), ("ann", "open", 5), ("bob", "open", 30),
+                                                   ("bob", "shipped", 7), ("cid", None, 1)]):
+        item = {"customer": customer, "order": f"o{i}", "total": total, "note": f"n{i}", "secret": "x"}
+        if status:
+            item["status"] = status
+        table.put_item(Item=item)
+    got = table.query(IndexName="by-status", KeyConditionExpression=Key("status").eq("open") & Key("total").gte(10))
+    assert sorted(i["order"] for i in got["Items"]) == ["o0", "o2"]
+    assert all(set(i) == {"customer", "order", "status", "total", "note"} for i in got["Items"])
+    page = table.query(IndexName="by-status", KeyConditionExpression=Key("status").eq("open"), Limit=1)
+    assert set(page["LastEvaluatedKey"]) == {"customer", "order", "status", "total"}
+    rest = table.query(IndexName="by-status", KeyConditionExpression=Key("status").eq("open"),
+                       ExclusiveStartKey=page["LastEvaluatedKey"])
+    assert rest["Count"] == 2 and page["Items"][0]["order"] not in [i["order"] for i in rest["Items"]]
+    by_total = table.query(IndexName="by-total", KeyConditionExpression=Key("customer").eq("ann"), ScanIndexForward=False)
+    assert [i["total"] for i in by_total["Items"]] == [30, 5] and by_total["Items"][0]["secret"] == "x"
+    # Items without the index's key are not in it; a status change moves an item.
+    assert table.scan(IndexName="by-status")["Count"] == 4
+    table.update_item(Key={"customer": "ann", "order": "o1"}, UpdateExpression="SET #s = :s",
+                      ExpressionAttributeNames={"#s": "status"}, ExpressionAttributeValues={":s": "shipped"})
+    shipped = table.query(IndexName="by-status", KeyConditionExpression=Key("status").eq("shipped"))
+    assert sorted(i["order"] for i in shipped["Items"]) == ["o1", "o3"]
+    fails(lambda: table.put_item(Item={"customer": "dan", "order": "o9", "status": 5}), "ValidationException",
+          "Type mismatch for Index Key status")
+    fails(lambda: table.query(IndexName="nope", KeyConditionExpression=Key("status").eq("open")), "ValidationException")
+    fails(lambda: table.query(IndexName="by-status", KeyConditionExpression=Key("status").eq("open"), ConsistentRead=True),
+          "ValidationException", "Consistent reads are not supported")
+
+
+def test_an_index_added_later_is_filled_from_the_items_there(ddb, resource):
+    name = new_table(ddb, range_key=False)
+    table = resource.Table(name)
+    for i in range(10):
+        table.put_item(Item={"pk": f"u{i}", "team": "red" if i % 2 else "blue", "score": i})
+    ddb.update_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": "team", "AttributeType": "S"},
+                              {"AttributeName": "score", "AttributeType": "N"}],
+        GlobalSecondaryIndexUpdates=[{"Create": {
+            "IndexName": "by-team",
+            "KeySchema": [{"AttributeName": "team", "KeyType": "HASH"}, {"AttributeName": "score", "KeyType": "RANGE"}],
+            "Projection": {"ProjectionType": "KEYS_ONLY"}}}])
+    ddb.get_waiter("table_exists").wait(TableName=name)
+    red = table.query(IndexName="by-team", KeyConditionExpression=Key("team").eq("red"), ScanIndexForward=False)
+    assert [i["score"] for i in red["Items"]] == [9, 7, 5, 3, 1]
+    assert set(red["Items"][0]) == {"pk", "team", "score"}
+    ddb.update_table(TableName=name, GlobalSecondaryIndexUpdates=[{"Delete": {"IndexName": "by-team"}}])
+    assert "GlobalSecondaryIndexes" not in ddb.describe_table(TableName=name)["Table"]
+    fails(lambda: table.query(IndexName="by-team", KeyConditionExpression=Key("team").eq("red")),
+          "ValidationException")
+
+
+def table_role(iam, name):
+    """A role Lambda may assume that reads and writes table NAME's items."""
+    role = s.unique_name("ddbfn")
+    arn = iam.create_role(RoleName=role, AssumeRolePolicyDocument=s.LAMBDA_TRUST)["Role"]["Arn"]
+    iam.put_role_policy(RoleName=role, PolicyName="rw", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow",
+                       "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"],
+                       "Resource": f"arn:aws:dynamodb:{s.REGION}:000000000000:table/{name}"}]}))
+    return arn
+
+
+def test_functions_use_tables_with_unmodified_sdk_code(node, lambda_client, ddb):
+    import process_support as p
+    iam = admin(node, "iam")
+    counts = new_table(ddb, range_key=False)
+    py = p.deploy(lambda_client, "python-aws", p.host_python_runtime(), "ddb.handler",
+                  Role=table_role(iam, counts), Timeout=30)
+    for visits in (1, 2):
+        out = s.invoke(lambda_client, py, {"table": counts, "page": "/home"})
+        assert out.function_error is None, out.payload
+        assert out.json() == {"visits": visits, "found": 1}
+    people = new_table(ddb)
+    js = p.deploy(lambda_client, "node-aws", p.host_node_runtime(), "ddb.handler",
+                  Role=table_role(iam, people), Timeout=30)
+    out = s.invoke(lambda_client, js, {"table": people, "user": "u1"})
+    assert out.function_error is None, out.payload
+    assert out.json() == {"name": "Ada", "tags": ["a", "b"], "langs": ["js", "py"], "count": 1,
+                          "conflict": "ConditionalCheckFailedException"}
+    stored = ddb.get_item(TableName=people, Key={"pk": {"S": "u1"}, "sk": {"N": "1"}})["Item"]
+    assert stored["tags"] == {"SS": ["a", "b"]} and stored["profile"]["M"]["langs"]["L"][0] == {"S": "js"}
+    # The role reaches that table only.
+    denied = s.invoke(lambda_client, py, {"table": people, "page": "/home"})
+    assert denied.function_error == "Unhandled" and "AccessDenied" in json.dumps(denied.json())
+
+
+def test_pynamodb_models(node):
+    from pynamodb.attributes import NumberAttribute, UnicodeAttribute, UnicodeSetAttribute
+    from pynamodb.exceptions import PutError
+    from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+    from pynamodb.models import Model
+
+    class ByCity(GlobalSecondaryIndex):
+        class Meta:
+            index_name = "by-city"
+            projection = AllProjection()
+        city = UnicodeAttribute(hash_key=True)
+        age = NumberAttribute(range_key=True)
+
+    class Person(Model):
+        class Meta:
+            table_name = s.unique_name("people")
+            host = node.endpoint
+            region = s.REGION
+            aws_access_key_id = s.ACCESS_KEY
+            aws_secret_access_key = s.SECRET_KEY
+            billing_mode = "PAY_PER_REQUEST"
+        email = UnicodeAttribute(hash_key=True)
+        name = UnicodeAttribute()
+        city = UnicodeAttribute()
+        age = NumberAttribute()
+        tags = UnicodeSetAttribute(null=True)
+        by_city = ByCity()
+
+    Person.create_table(wait=True)
+    Person("ada@example.com", name="Ada", city="London", age=36, tags={"math"}).save()
+    Person("alan@example.com", name="Alan", city="London", age=41).save()
+    Person("grace@example.com", name="Grace", city="Arlington", age=85).save()
+    ada = Person.get("ada@example.com")
+    assert ada.name == "Ada" and ada.tags == {"math"}
+    ada.update(actions=[Person.age.add(1), Person.tags.add({"code"})])
+    assert Person.get("ada@example.com").age == 37
+    assert sorted(p.name for p in Person.by_city.query("London", Person.age > 36)) == ["Ada", "Alan"]
+    assert [p.name for p in Person.scan(Person.age >= 80)] == ["Grace"]
+    with pytest.raises(PutError):
+        Person("ada@example.com", name="Other", city="X", age=1).save(condition=Person.email.does_not_exist())
+    assert Person.count() == 3
+    Person.get("alan@example.com").delete()
+    assert Person.count() == 2
+    Person.delete_table()
+
+
+def stream_table(ddb, view="NEW_AND_OLD_IMAGES"):
+    name = new_table(ddb, range_key=False, StreamSpecification={"StreamEnabled": True, "StreamViewType": view})
+    return name, ddb.describe_table(TableName=name)["Table"]["LatestStreamArn"]
+
+
+def test_streams_api_reads_changes_in_order(node, ddb):
+    streams = boto3.session.Session(
+        aws_access_key_id=s.ACCESS_KEY, aws_secret_access_key=s.SECRET_KEY, region_name=s.REGION
+    ).client("dynamodbstreams", endpoint_url=node.endpoint)
+    name, arn = stream_table(ddb)
+    assert arn.startswith(f"arn:aws:dynamodb:{s.REGION}:000000000000:table/{name}/stream/")
+    described = ddb.describe_table(TableName=name)["Table"]
+    assert described["StreamSpecification"] == {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
+    key = {"pk": {"S": "a"}}
+    ddb.put_item(TableName=name, Item={**key, "v": {"S": "1"}})
+    ddb.put_item(TableName=name, Item={**key, "v": {"S": "1"}})  # no change: no record
+    ddb.update_item(TableName=name, Key=key, UpdateExpression="SET v = :v", ExpressionAttributeValues={":v": {"S": "2"}})
+    ddb.delete_item(TableName=name, Key=key)
+    desc = streams.describe_stream(StreamArn=arn)["StreamDescription"]
+    assert desc["StreamStatus"] == "ENABLED" and desc["StreamViewType"] == "NEW_AND_OLD_IMAGES"
+    shard = desc["Shards"][0]["ShardId"]
+    it = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    got = streams.get_records(ShardIterator=it)
+    records = got["Records"]
+    assert [r["eventName"] for r in records] == ["INSERT", "MODIFY", "REMOVE"]
+    assert records[0]["dynamodb"]["NewImage"] == {"pk": {"S": "a"}, "v": {"S": "1"}}
+    assert "OldImage" not in records[0]["dynamodb"]
+    assert records[1]["dynamodb"]["OldImage"]["v"] == {"S": "1"} and records[1]["dynamodb"]["NewImage"]["v"] == {"S": "2"}
+    assert records[2]["dynamodb"]["Keys"] == key and "NewImage" not in records[2]["dynamodb"]
+    seqs = [int(r["dynamodb"]["SequenceNumber"]) for r in records]
+    assert seqs == sorted(seqs) and records[0]["eventSource"] == "aws:dynamodb"
+    assert streams.get_records(ShardIterator=got["NextShardIterator"])["Records"] == []
+    after = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="AFTER_SEQUENCE_NUMBER",
+                                       SequenceNumber=records[0]["dynamodb"]["SequenceNumber"])["ShardIterator"]
+    assert [r["eventName"] for r in streams.get_records(ShardIterator=after, Limit=1)["Records"]] == ["MODIFY"]
+    latest = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="LATEST")["ShardIterator"]
+    ddb.put_item(TableName=name, Item={"pk": {"S": "b"}})
+    assert [r["dynamodb"]["Keys"]["pk"]["S"] for r in streams.get_records(ShardIterator=latest)["Records"]] == ["b"]
+    assert arn in [x["StreamArn"] for x in streams.list_streams(TableName=name)["Streams"]]
+    fails(lambda: streams.get_records(ShardIterator="garbage"), "ValidationException")
+    fails(lambda: streams.describe_stream(StreamArn=arn + "x"), "ResourceNotFoundException")
+    # Turned off, the stream stays readable and its shard closes.
+    ddb.update_table(TableName=name, StreamSpecification={"StreamEnabled": False})
+    assert streams.describe_stream(StreamArn=arn)["StreamDescription"]["StreamStatus"] == "DISABLED"
+
+
+def test_a_stream_runs_a_function_in_order_and_failures_go_to_the_destination(node, lambda_client, ddb):
+    import process_support as p
+    iam, sqs = admin(node, "iam"), admin(node, "sqs")
+    source, arn = stream_table(ddb)
+    copies = new_table(ddb, range_key=False)
+    role_arn = table_role(iam, copies)
+    fn = p.deploy(lambda_client, "python-aws", p.host_python_runtime(), "stream.on_change", Role=role_arn,
+                  Timeout=30, Environment={"Variables": {"TARGET": copies}})
+    dlq_url = sqs.create_queue(QueueName=s.unique_name("stream-failures"))["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    mapping = lambda_client.create_event_source_mapping(
+        EventSourceArn=arn, FunctionName=fn, StartingPosition="TRIM_HORIZON", BatchSize=10,
+        MaximumRetryAttempts=1, DestinationConfig={"OnFailure": {"Destination": dlq_arn}})
+    assert mapping["StartingPosition"] == "TRIM_HORIZON" and mapping["MaximumRetryAttempts"] == 1
+    ddb.put_item(TableName=source, Item={"pk": {"S": "x"}, "v": {"S": "1"}})
+    ddb.update_item(TableName=source, Key={"pk": {"S": "x"}}, UpdateExpression="SET v = :v",
+                    ExpressionAttributeValues={":v": {"S": "2"}})
+    ddb.delete_item(TableName=source, Key={"pk": {"S": "x"}})
+
+    def three():
+        items = ddb.scan(TableName=copies)["Items"]
+        assert len(items) == 3, items
+        return sorted(items, key=lambda i: i["pk"]["S"])
+    items = s.eventually(three, timeout=30)
+    assert [(i["event"]["S"], i["new"]["S"], i["old"]["S"]) for i in items] == [
+        ("INSERT", "1", "-"), ("MODIFY", "2", "1"), ("REMOVE", "-", "2")]
+    assert items[0]["source"]["S"] == arn
+    # A batch the function keeps failing is retried once, then described to the destination.
+    ddb.put_item(TableName=source, Item={"pk": {"S": "bad"}, "fail": {"BOOL": True}})
+
+    def reported():
+        got = sqs.receive_message(QueueUrl=dlq_url, WaitTimeSeconds=1).get("Messages", [])
+        assert got
+        return json.loads(got[0]["Body"])
+    failure = s.eventually(reported, timeout=30)
+    assert failure["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    assert failure["DDBStreamBatchInfo"]["streamArn"] == arn and failure["DDBStreamBatchInfo"]["batchSize"] == 1
+    # The stream moves on past it.
+    ddb.put_item(TableName=source, Item={"pk": {"S": "after"}, "v": {"S": "3"}})
+    def moved_on():
+        assert len(ddb.scan(TableName=copies)["Items"]) == 4
+    s.eventually(moved_on, timeout=30)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use nimbus_tables::expr::{self, Condition, Context, Path, RangeCondition, Update};
 use nimbus_tables::value::{self, Item, MAX_ITEM_BYTES, Value as Attr, item_json, item_size};
-use nimbus_tables::{Change, KeyAttr, ReadRange, StoredKey, TableRecord, TableStore};
+use nimbus_tables::{Change, IndexSpec, KeyAttr, ReadRange, StoredKey, TableRecord, TableStore};
 use serde_json::{Map, Value, json};
 
 use crate::tables::not_found;
@@ -236,89 +236,47 @@ fn with_capacity(mut out: Value, capacity: Option<Value>) -> Value {
     out
 }
 
-pub(crate) async fn put(store: &TableStore, account: &str, input: &Value) -> Result<Value> {
-    one_style(input)?;
-    let table = table(store, account, table_name(input)?)?;
-    let item = item_member(input, "Item", "item")?;
-    check_size(&item)?;
-    let key = table.spec.key.key_of(&item)?;
-    replace(store, &table, key, Some(item), input).await
+/// A write ready to run: its table, the item's key, the change the store runs, and the
+/// top-level attributes an update touches.
+pub(crate) struct Prepared {
+    pub table: Arc<TableRecord>,
+    pub key: StoredKey,
+    pub change: Change,
+    pub touched: Vec<String>,
 }
 
-/// PutItem's and DeleteItem's write: the item (or nothing) in place of what is there, if the
-/// request's condition holds; `ALL_OLD` returns what was there.
-async fn replace(
+/// How a write is described: `Put`, `Delete`, `Update` or `ConditionCheck` (the member names
+/// of PutItem, DeleteItem, UpdateItem and of a transaction's actions are the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteKind {
+    Put,
+    Delete,
+    Update,
+    Check,
+}
+
+/// Parses a write's members into the change the store runs: the condition (and for an update
+/// its actions) checked against the item as the transaction sees it.
+pub(crate) fn prepare(
     store: &TableStore,
-    table: &TableRecord,
-    key: StoredKey,
-    then: Option<Item>,
+    account: &str,
     input: &Value,
-) -> Result<Value> {
-    let rv = return_values(input, &["NONE", "ALL_OLD"])?;
-    let placeholders = Placeholders::of(input)?;
-    let cx = placeholders.context();
-    let cond = write_condition(input, &cx)?;
-    cx.finish()?;
-    let on_failure = on_failure(input)?;
-    let change: Change = Box::new(move |old| {
-        holds(cond.as_ref(), old, on_failure)?;
-        Ok(then)
-    });
-    let written = store.write(table, key, change).await?;
-    let mut out = json!({});
-    if rv == "ALL_OLD"
-        && let Some(old) = &written.old
-    {
-        out["Attributes"] = Value::Object(item_json(old));
-    }
-    Ok(with_capacity(
-        out,
-        consumed(input, &table.spec.name, write_units(&written)),
-    ))
-}
-
-pub(crate) fn get(store: &TableStore, account: &str, input: &Value) -> Result<Value> {
-    one_style(input)?;
-    let name = table_name(input)?;
-    let table = table(store, account, name)?;
-    let key = item_member(input, "Key", "key")?;
-    let stored = table.spec.key.check_key(&key)?;
-    let placeholders = Placeholders::of(input)?;
-    let cx = placeholders.context();
-    let paths = projection(input, &cx)?;
-    cx.finish()?;
-    let consistent = field(input, "ConsistentRead").and_then(Value::as_bool) == Some(true);
-    let found = store.get(&table, &stored)?;
-    let units = read_units(found.as_ref().map_or(0, item_size), consistent);
-    let mut out = json!({});
-    if let Some(item) = found {
-        let item = match &paths {
-            Some(p) => expr::project(&item, p),
-            None => item,
-        };
-        out["Item"] = Value::Object(item_json(&item));
-    }
-    Ok(with_capacity(out, consumed(input, name, units)))
-}
-
-pub(crate) async fn delete(store: &TableStore, account: &str, input: &Value) -> Result<Value> {
+    kind: WriteKind,
+) -> Result<Prepared> {
     one_style(input)?;
     let table = table(store, account, table_name(input)?)?;
-    let key = item_member(input, "Key", "key")?;
-    let stored = table.spec.key.check_key(&key)?;
-    replace(store, &table, stored, None, input).await
-}
-
-pub(crate) async fn update(store: &TableStore, account: &str, input: &Value) -> Result<Value> {
-    one_style(input)?;
-    let name = table_name(input)?;
-    let table = table(store, account, name)?;
-    let key = item_member(input, "Key", "key")?;
-    let stored = table.spec.key.check_key(&key)?;
-    let rv = return_values(
-        input,
-        &["NONE", "ALL_OLD", "ALL_NEW", "UPDATED_OLD", "UPDATED_NEW"],
-    )?;
+    let (key, item) = match kind {
+        WriteKind::Put => {
+            let item = item_member(input, "Item", "item")?;
+            check_size(&item)?;
+            nimbus_tables::schema::check_index_keys(&table.spec, &item)?;
+            (table.spec.key.key_of(&item)?, item)
+        }
+        _ => {
+            let key = item_member(input, "Key", "key")?;
+            (table.spec.key.check_key(&key)?, key)
+        }
+    };
     let placeholders = Placeholders::of(input)?;
     let cx = placeholders.context();
     let cond = write_condition(input, &cx)?;
@@ -326,11 +284,17 @@ pub(crate) async fn update(store: &TableStore, account: &str, input: &Value) -> 
         string(input, "UpdateExpression")?,
         field(input, "AttributeUpdates"),
     ) {
+        _ if kind != WriteKind::Update => None,
         (Some(text), _) => Some(expr::parse_update(text, &cx)?),
         (None, Some(updates)) => Some(expr::legacy::attribute_updates(updates)?),
         (None, None) => None,
     };
     cx.finish()?;
+    if kind == WriteKind::Check && cond.is_none() {
+        return Err(validation(
+            "1 validation error detected: Value null at 'conditionExpression' failed to satisfy constraint: Member must not be null",
+        ));
+    }
     let touched = update.as_ref().map(Update::touched).unwrap_or_default();
     for k in table.spec.key.names() {
         if touched.iter().any(|t| t == k) {
@@ -340,21 +304,52 @@ pub(crate) async fn update(store: &TableStore, account: &str, input: &Value) -> 
         }
     }
     let on_failure = on_failure(input)?;
+    let record = table.clone();
     let change: Change = Box::new(move |old| {
         holds(cond.as_ref(), old, on_failure)?;
-        let mut item = old.cloned().unwrap_or(key);
-        if let Some(u) = &update {
-            u.apply(&mut item)
-                .map_err(|e| nimbus_tables::Error::Validation(e.0))?;
+        match kind {
+            WriteKind::Put => Ok(Some(item)),
+            WriteKind::Delete => Ok(None),
+            WriteKind::Check => Ok(old.cloned()),
+            WriteKind::Update => {
+                let mut new = old.cloned().unwrap_or(item);
+                if let Some(u) = &update {
+                    u.apply(&mut new)
+                        .map_err(|e| nimbus_tables::Error::Validation(e.0))?;
+                }
+                check_size(&new)?;
+                nimbus_tables::schema::check_index_keys(&record.spec, &new)?;
+                Ok(Some(new))
+            }
         }
-        check_size(&item)?;
-        Ok(Some(item))
     });
-    let written = store.write(&table, stored, change).await?;
-    let mut out = json!({});
+    Ok(Prepared {
+        table,
+        key,
+        change,
+        touched,
+    })
+}
+
+/// PutItem, DeleteItem and UpdateItem: the write, and what `ReturnValues` asks for.
+pub(crate) async fn write(
+    store: &TableStore,
+    account: &str,
+    input: &Value,
+    kind: WriteKind,
+) -> Result<Value> {
+    let allowed: &[&str] = if kind == WriteKind::Update {
+        &["NONE", "ALL_OLD", "ALL_NEW", "UPDATED_OLD", "UPDATED_NEW"]
+    } else {
+        &["NONE", "ALL_OLD"]
+    };
+    let rv = return_values(input, allowed)?;
+    let p = prepare(store, account, input, kind)?;
+    let written = store.write(&p.table, p.key, p.change).await?;
     let pick = |item: &Option<Item>| -> Option<Map<String, Value>> {
         let item = item.as_ref()?;
-        let chosen: Item = touched
+        let chosen: Item = p
+            .touched
             .iter()
             .filter_map(|t| item.get(t).map(|v| (t.clone(), v.clone())))
             .collect();
@@ -367,13 +362,47 @@ pub(crate) async fn update(store: &TableStore, account: &str, input: &Value) -> 
         "UPDATED_NEW" => pick(&written.new),
         _ => None,
     };
+    let mut out = json!({});
     if let Some(a) = attributes {
         out["Attributes"] = Value::Object(a);
     }
     Ok(with_capacity(
         out,
-        consumed(input, name, write_units(&written)),
+        consumed(input, &p.table.spec.name, write_units(&written)),
     ))
+}
+
+/// A GetItem's (or a transaction's Get's) table, key and projection.
+pub(crate) fn get_request(
+    store: &TableStore,
+    account: &str,
+    input: &Value,
+) -> Result<(Arc<TableRecord>, StoredKey, Option<Vec<Path>>)> {
+    one_style(input)?;
+    let table = table(store, account, table_name(input)?)?;
+    let key = item_member(input, "Key", "key")?;
+    let stored = table.spec.key.check_key(&key)?;
+    let placeholders = Placeholders::of(input)?;
+    let cx = placeholders.context();
+    let paths = projection(input, &cx)?;
+    cx.finish()?;
+    Ok((table, stored, paths))
+}
+
+pub(crate) fn get(store: &TableStore, account: &str, input: &Value) -> Result<Value> {
+    let (table, stored, paths) = get_request(store, account, input)?;
+    let consistent = field(input, "ConsistentRead").and_then(Value::as_bool) == Some(true);
+    let found = store.get(&table, &stored)?;
+    let units = read_units(found.as_ref().map_or(0, item_size), consistent);
+    let mut out = json!({});
+    if let Some(item) = found {
+        let item = match &paths {
+            Some(p) => expr::project(&item, p),
+            None => item,
+        };
+        out["Item"] = Value::Object(item_json(&item));
+    }
+    Ok(with_capacity(out, consumed(input, &table.spec.name, units)))
 }
 
 /// A key attribute's value as stored bytes, or DynamoDB's type mismatch.
@@ -405,6 +434,7 @@ struct Reading {
 fn reading(
     input: &Value,
     table: &TableRecord,
+    index: Option<&IndexSpec>,
     cx: &Context<'_>,
     filter_member: &str,
 ) -> Result<Reading> {
@@ -457,9 +487,22 @@ fn reading(
         None => None,
         Some(_) => {
             let key = item_member(input, "ExclusiveStartKey", "exclusiveStartKey")?;
-            Some(table.spec.key.check_key(&key).map_err(|_| {
-                validation("The provided starting key is invalid: The provided key element does not match the schema")
-            })?)
+            let invalid = || {
+                validation(
+                    "The provided starting key is invalid: The provided key element does not match the schema",
+                )
+            };
+            match index {
+                None => Some(table.spec.key.check_key(&key).map_err(|_| invalid())?),
+                Some(index) => {
+                    let names = index.key_names(&table.spec.key);
+                    if key.len() != names.len() || !names.iter().all(|n| key.contains_key(*n)) {
+                        return Err(invalid());
+                    }
+                    let base = table.spec.key.key_of(&key).map_err(|_| invalid())?;
+                    Some(index.entry_key(&base, &key).ok_or_else(invalid)?)
+                }
+            }
         }
     };
     Ok(Reading {
@@ -507,19 +550,44 @@ fn page_output(
 }
 
 /// The table a Query or Scan reads (indexes are not served yet).
-fn read_table(store: &TableStore, account: &str, input: &Value) -> Result<Arc<TableRecord>> {
+fn read_table(
+    store: &TableStore,
+    account: &str,
+    input: &Value,
+) -> Result<(Arc<TableRecord>, Option<IndexSpec>)> {
     one_style(input)?;
     let table = table(store, account, table_name(input)?)?;
-    if field(input, "IndexName").is_some() {
-        return Err(validation(
-            "The table does not have the specified index: secondary indexes are not supported by this server yet",
-        ));
-    }
-    Ok(table)
+    let index = match string(input, "IndexName")? {
+        None => None,
+        Some(name) => {
+            let index = table.spec.index(name).cloned().ok_or_else(|| {
+                validation(format!(
+                    "The table does not have the specified index: {name}"
+                ))
+            })?;
+            if index.global && field(input, "ConsistentRead").and_then(Value::as_bool) == Some(true)
+            {
+                return Err(validation(
+                    "Consistent reads are not supported on global secondary indexes",
+                ));
+            }
+            if index.global
+                && index.projection != nimbus_tables::Projection::All
+                && string(input, "Select")? == Some("ALL_ATTRIBUTES")
+            {
+                return Err(validation(format!(
+                    "One or more parameter values were invalid: Select type ALL_ATTRIBUTES is not supported for global secondary index {name} because its projection type is not ALL"
+                )));
+            }
+            Some(index)
+        }
+    };
+    Ok((table, index))
 }
 
 pub(crate) fn query(store: &TableStore, account: &str, input: &Value) -> Result<Value> {
-    let table = read_table(store, account, input)?;
+    let (table, index) = read_table(store, account, input)?;
+    let schema = index.as_ref().map_or(&table.spec.key, |i| &i.key);
     let placeholders = Placeholders::of(input)?;
     let cx = placeholders.context();
     let kc = match (
@@ -534,10 +602,9 @@ pub(crate) fn query(store: &TableStore, account: &str, input: &Value) -> Result<
             ));
         }
     }
-    .with_hash_key(&table.spec.key.hash.name);
-    let how = reading(input, &table, &cx, "QueryFilter")?;
+    .with_hash_key(&schema.hash.name);
+    let how = reading(input, &table, index.as_ref(), &cx, "QueryFilter")?;
     cx.finish()?;
-    let schema = &table.spec.key;
     if kc.hash.0 != schema.hash.name {
         return Err(validation(format!(
             "Query condition missed key schema element: {}",
@@ -558,6 +625,7 @@ pub(crate) fn query(store: &TableStore, account: &str, input: &Value) -> Result<
         forward: field(input, "ScanIndexForward").and_then(Value::as_bool) != Some(false),
         limit: how.limit,
         after: how.after.clone(),
+        index: index.clone(),
         ..Default::default()
     };
     if let Some((attr, cond)) = &kc.range {
@@ -604,10 +672,10 @@ pub(crate) fn query(store: &TableStore, account: &str, input: &Value) -> Result<
 }
 
 pub(crate) fn scan(store: &TableStore, account: &str, input: &Value) -> Result<Value> {
-    let table = read_table(store, account, input)?;
+    let (table, index) = read_table(store, account, input)?;
     let placeholders = Placeholders::of(input)?;
     let cx = placeholders.context();
-    let how = reading(input, &table, &cx, "ScanFilter")?;
+    let how = reading(input, &table, index.as_ref(), &cx, "ScanFilter")?;
     cx.finish()?;
     let segment = match (field(input, "Segment"), field(input, "TotalSegments")) {
         (None, None) => None,
@@ -640,6 +708,7 @@ pub(crate) fn scan(store: &TableStore, account: &str, input: &Value) -> Result<V
         limit: how.limit,
         after: how.after.clone(),
         segment,
+        index,
         ..Default::default()
     };
     let page = store.read(&table, &range)?;
@@ -682,6 +751,7 @@ pub(crate) async fn batch_write(store: &TableStore, account: &str, input: &Value
                 (Some(put), None) => {
                     let item = item_member(put, "Item", "item")?;
                     check_size(&item)?;
+                    nimbus_tables::schema::check_index_keys(&table.spec, &item)?;
                     (table.spec.key.key_of(&item)?, Some(item))
                 }
                 (None, Some(delete)) => {

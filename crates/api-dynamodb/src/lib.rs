@@ -6,7 +6,9 @@
 #![forbid(unsafe_code)]
 
 mod items;
+mod streams;
 mod tables;
+mod transact;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
@@ -83,6 +85,43 @@ impl From<nimbus_tables::Error> for DynamoError {
                         Value::Object(nimbus_tables::value::item_json(&item)),
                     );
                 }
+                err
+            }
+            E::TransactionCanceled(reasons) => {
+                let mut codes = Vec::with_capacity(reasons.len());
+                let mut shown = Vec::with_capacity(reasons.len());
+                for r in reasons {
+                    let (code, reason) = match r {
+                        None => ("None", json!({ "Code": "None" })),
+                        Some(E::ConditionalCheckFailed(item)) => {
+                            let mut reason = json!({
+                                "Code": "ConditionalCheckFailed",
+                                "Message": "The conditional request failed",
+                            });
+                            if let Some(item) = item {
+                                reason["Item"] =
+                                    Value::Object(nimbus_tables::value::item_json(&item));
+                            }
+                            ("ConditionalCheckFailed", reason)
+                        }
+                        Some(other) => (
+                            "ValidationError",
+                            json!({ "Code": "ValidationError", "Message": other.to_string() }),
+                        ),
+                    };
+                    codes.push(code);
+                    shown.push(reason);
+                }
+                let mut err = DynamoError::new(
+                    StatusCode::BAD_REQUEST,
+                    "TransactionCanceledException",
+                    format!(
+                        "Transaction cancelled, please refer cancellation reasons for specific reasons [{}]",
+                        codes.join(", ")
+                    ),
+                );
+                err.extra
+                    .insert("CancellationReasons".into(), Value::Array(shown));
                 err
             }
             E::Storage(m) => {
@@ -178,8 +217,14 @@ pub(crate) fn table_name(input: &Value) -> Result<&str> {
     })
 }
 
-/// The table ARN a request names, for the access check.
-fn resource(store: &TableStore, caller: &Caller, input: &Value) -> Vec<String> {
+/// The actions a request needs, each on a table's ARN (or `*`): the operation's own, or for a
+/// transaction each action's (`dynamodb:PutItem`, `dynamodb:ConditionCheckItem`, …).
+fn required(
+    store: &TableStore,
+    caller: &Caller,
+    operation: &str,
+    input: &Value,
+) -> Vec<(String, String)> {
     let arn = |name: &str| {
         format!(
             "arn:aws:dynamodb:{}:{}:table/{name}",
@@ -187,13 +232,33 @@ fn resource(store: &TableStore, caller: &Caller, input: &Value) -> Vec<String> {
             caller.account
         )
     };
+    let own = format!("dynamodb:{operation}");
     if let Some(name) = field(input, "TableName").and_then(Value::as_str) {
-        return vec![arn(name)];
+        return vec![(own, arn(name))];
     }
     if let Some(Value::Object(tables)) = field(input, "RequestItems") {
-        return tables.keys().map(|n| arn(n)).collect();
+        return tables.keys().map(|n| (own.clone(), arn(n))).collect();
     }
-    vec!["*".to_owned()]
+    if let Some(Value::Array(actions)) = field(input, "TransactItems") {
+        let mut out = Vec::new();
+        for a in actions.iter().filter_map(Value::as_object) {
+            for (kind, body) in a {
+                let action = match kind.as_str() {
+                    "Put" => "dynamodb:PutItem",
+                    "Update" => "dynamodb:UpdateItem",
+                    "Delete" => "dynamodb:DeleteItem",
+                    "ConditionCheck" => "dynamodb:ConditionCheckItem",
+                    "Get" => "dynamodb:GetItem",
+                    _ => continue,
+                };
+                if let Some(name) = body.get("TableName").and_then(Value::as_str) {
+                    out.push((action.to_owned(), arn(name)));
+                }
+            }
+        }
+        return out;
+    }
+    vec![(own, "*".to_owned())]
 }
 
 /// Serves one DynamoDB request.
@@ -215,12 +280,47 @@ pub async fn handle(
         Ok(input) => input,
         Err(e) => return e.into_response(),
     };
-    for resource in resource(store, caller, &input) {
-        if let Err(denied) = caller.authorize(&format!("dynamodb:{operation}"), &resource) {
+    for (action, resource) in required(store, caller, operation, &input) {
+        if let Err(denied) = caller.authorize(&action, &resource) {
             return DynamoError::access_denied(denied.message).into_response();
         }
     }
     match dispatch(store, &caller.account, operation, &input).await {
+        Ok(output) => nimbus_aws_wire::target::ok(JsonVersion::V1_0, &output),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Serves one DynamoDB Streams request (`DynamoDBStreams_20120810.*`).
+pub async fn handle_streams(
+    store: &TableStore,
+    caller: &Caller,
+    operation: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let input =
+        match nimbus_aws_wire::target::read_input::<DynamoError>(headers, body, 1 << 20, operation)
+            .await
+        {
+            Ok(input) => input,
+            Err(e) => return e.into_response(),
+        };
+    let resource = field(&input, "StreamArn")
+        .and_then(Value::as_str)
+        .unwrap_or("*");
+    if let Err(denied) = caller.authorize(&format!("dynamodb:{operation}"), resource) {
+        return DynamoError::access_denied(denied.message).into_response();
+    }
+    let account = caller.account.as_str();
+    let output = match operation {
+        "ListStreams" => streams::list(store, account, &input),
+        "DescribeStream" => streams::describe(store, account, &input),
+        "GetShardIterator" => streams::shard_iterator(store, account, &input),
+        "GetRecords" => streams::records(store, account, &input),
+        other => Err(DynamoError::unknown_operation(other)),
+    };
+    match output {
         Ok(output) => nimbus_aws_wire::target::ok(JsonVersion::V1_0, &output),
         Err(e) => e.into_response(),
     }
@@ -237,14 +337,19 @@ async fn dispatch(
         "DescribeTable" => tables::describe(store, account, input),
         "ListTables" => tables::list(store, account, input),
         "DeleteTable" => tables::delete(store, account, input).await,
-        "PutItem" => items::put(store, account, input).await,
+        "UpdateTable" => tables::update(store, account, input).await,
+        "UpdateTimeToLive" => tables::update_ttl(store, account, input).await,
+        "DescribeTimeToLive" => tables::describe_ttl(store, account, input),
+        "PutItem" => items::write(store, account, input, items::WriteKind::Put).await,
         "GetItem" => items::get(store, account, input),
-        "DeleteItem" => items::delete(store, account, input).await,
-        "UpdateItem" => items::update(store, account, input).await,
+        "DeleteItem" => items::write(store, account, input, items::WriteKind::Delete).await,
+        "UpdateItem" => items::write(store, account, input, items::WriteKind::Update).await,
         "Query" => items::query(store, account, input),
         "Scan" => items::scan(store, account, input),
         "BatchWriteItem" => items::batch_write(store, account, input).await,
         "BatchGetItem" => items::batch_get(store, account, input),
+        "TransactWriteItems" => transact::write(store, account, input).await,
+        "TransactGetItems" => transact::get(store, account, input),
         "DescribeEndpoints" => Ok(json!({
             "Endpoints": [{ "Address": "localhost", "CachePeriodInMinutes": 1440 }]
         })),

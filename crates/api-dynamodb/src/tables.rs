@@ -1,6 +1,9 @@
 //! CreateTable, DescribeTable, ListTables, DeleteTable.
 
-use nimbus_tables::{KeyAttr, KeySchema, KeyType, TableRecord, TableSpec, TableStore, Throughput};
+use nimbus_tables::{
+    IndexSpec, KeyAttr, KeySchema, KeyType, Projection, TableRecord, TableSpec, TableStore,
+    Throughput,
+};
 use serde_json::{Value, json};
 
 use crate::{DynamoError, Result, field, string, table_name, validation};
@@ -9,10 +12,7 @@ use crate::{DynamoError, Result, field, string, table_name, validation};
 pub(crate) fn description(store: &TableStore, record: &TableRecord, status: &str) -> Result<Value> {
     let (count, bytes) = store.stats(record)?;
     let spec = &record.spec;
-    let mut key_schema = vec![json!({"AttributeName": spec.key.hash.name, "KeyType": "HASH"})];
-    if let Some(r) = &spec.key.range {
-        key_schema.push(json!({"AttributeName": r.name, "KeyType": "RANGE"}));
-    }
+    let key_schema = key_schema_json(&spec.key);
     let throughput = spec.throughput.unwrap_or_default();
     let mut out = json!({
         "TableName": spec.name,
@@ -33,6 +33,24 @@ pub(crate) fn description(store: &TableStore, record: &TableRecord, status: &str
         },
         "DeletionProtectionEnabled": false,
     });
+    let (global, local): (Vec<&IndexSpec>, Vec<&IndexSpec>) =
+        spec.indexes.iter().partition(|i| i.global);
+    if !global.is_empty() {
+        out["GlobalSecondaryIndexes"] =
+            Value::Array(global.iter().map(|i| index_json(record, i)).collect());
+    }
+    if !local.is_empty() {
+        out["LocalSecondaryIndexes"] =
+            Value::Array(local.iter().map(|i| index_json(record, i)).collect());
+    }
+    if let Some(stream) = record.streams.last() {
+        out["LatestStreamLabel"] = json!(stream.label);
+        out["LatestStreamArn"] = json!(record.stream_arn(stream));
+    }
+    if let Some(stream) = record.live_stream() {
+        out["StreamSpecification"] =
+            json!({ "StreamEnabled": true, "StreamViewType": stream.view.name() });
+    }
     if spec.billing_mode == "PAY_PER_REQUEST" {
         out["BillingModeSummary"] = json!({
             "BillingMode": "PAY_PER_REQUEST",
@@ -40,6 +58,43 @@ pub(crate) fn description(store: &TableStore, record: &TableRecord, status: &str
         });
     }
     Ok(out)
+}
+
+fn key_schema_json(key: &KeySchema) -> Vec<Value> {
+    let mut out = vec![json!({"AttributeName": key.hash.name, "KeyType": "HASH"})];
+    if let Some(r) = &key.range {
+        out.push(json!({"AttributeName": r.name, "KeyType": "RANGE"}));
+    }
+    out
+}
+
+fn index_json(record: &TableRecord, index: &IndexSpec) -> Value {
+    let mut projection = json!({ "ProjectionType": match &index.projection {
+        Projection::All => "ALL",
+        Projection::KeysOnly => "KEYS_ONLY",
+        Projection::Include(_) => "INCLUDE",
+    }});
+    if let Projection::Include(names) = &index.projection {
+        projection["NonKeyAttributes"] = json!(names);
+    }
+    let mut out = json!({
+        "IndexName": index.name,
+        "KeySchema": key_schema_json(&index.key),
+        "Projection": projection,
+        "IndexSizeBytes": 0,
+        "ItemCount": 0,
+        "IndexArn": format!("{}/index/{}", record.arn(), index.name),
+    });
+    if index.global {
+        let t = index.throughput.unwrap_or_default();
+        out["IndexStatus"] = json!("ACTIVE");
+        out["ProvisionedThroughput"] = json!({
+            "NumberOfDecreasesToday": 0,
+            "ReadCapacityUnits": t.read,
+            "WriteCapacityUnits": t.write,
+        });
+    }
+    out
 }
 
 fn key_schema(input: &Value, defined: &[(String, KeyType)]) -> Result<KeySchema> {
@@ -158,34 +213,150 @@ fn throughput(input: &Value) -> Result<(String, Option<Throughput>)> {
     }
 }
 
+/// An index's `ProvisionedThroughput` (units below 1 count as 1).
+fn index_throughput(t: &Value) -> Throughput {
+    let units = |name: &str| t.get(name).and_then(Value::as_u64).unwrap_or(1).max(1);
+    Throughput {
+        read: units("ReadCapacityUnits"),
+        write: units("WriteCapacityUnits"),
+    }
+}
+
+/// The most global and local secondary indexes a table may have.
+const MAX_GLOBAL_INDEXES: usize = 20;
+const MAX_LOCAL_INDEXES: usize = 5;
+
+/// CreateTable's `GlobalSecondaryIndexes` and `LocalSecondaryIndexes`.
+fn indexes(
+    input: &Value,
+    attributes: &[(String, KeyType)],
+    table_key: &KeySchema,
+    billing_mode: &str,
+) -> Result<Vec<IndexSpec>> {
+    let mut out: Vec<IndexSpec> = Vec::new();
+    for (member, global, max) in [
+        ("GlobalSecondaryIndexes", true, MAX_GLOBAL_INDEXES),
+        ("LocalSecondaryIndexes", false, MAX_LOCAL_INDEXES),
+    ] {
+        let Some(list) = field(input, member) else {
+            continue;
+        };
+        let list = list
+            .as_array()
+            .ok_or_else(|| validation(format!("{member} must be a list")))?;
+        if list.is_empty() || list.len() > max {
+            return Err(validation(format!(
+                "One or more parameter values were invalid: {member} must have between 1 and {max} indexes"
+            )));
+        }
+        for i in list {
+            let name = string(i, "IndexName")?.unwrap_or_default().to_owned();
+            nimbus_tables::schema::check_table_name(&name).map_err(|_| {
+                validation(format!(
+                    "1 validation error detected: Value '{name}' at 'indexName' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+ and have length between 3 and 255"
+                ))
+            })?;
+            if out.iter().any(|o| o.name == name) {
+                return Err(validation(format!(
+                    "One or more parameter values were invalid: Duplicate index name: {name}"
+                )));
+            }
+            let key = key_schema(i, attributes)?;
+            if !global {
+                if table_key.range.is_none() {
+                    return Err(validation(
+                        "One or more parameter values were invalid: Table KeySchema does not have a range key, which is required when specifying a LocalSecondaryIndex",
+                    ));
+                }
+                if key.hash != table_key.hash || key.range.is_none() {
+                    return Err(validation(format!(
+                        "One or more parameter values were invalid: Index KeySchema does not have the same leading hash key as table KeySchema for index: {name}. index hash key: {}, table hash key: {}",
+                        key.hash.name, table_key.hash.name
+                    )));
+                }
+            }
+            let p = field(i, "Projection").ok_or_else(|| {
+                validation(format!(
+                    "One or more parameter values were invalid: Projection is required for index: {name}"
+                ))
+            })?;
+            let non_key = match field(p, "NonKeyAttributes") {
+                None => None,
+                Some(Value::Array(a)) => Some(
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>(),
+                ),
+                Some(_) => return Err(validation("NonKeyAttributes must be a list")),
+            };
+            let projection = match (string(p, "ProjectionType")?.unwrap_or("ALL"), non_key) {
+                ("ALL", None) => Projection::All,
+                ("KEYS_ONLY", None) => Projection::KeysOnly,
+                ("INCLUDE", Some(names)) if !names.is_empty() => Projection::Include(names),
+                ("INCLUDE", _) => {
+                    return Err(validation(
+                        "One or more parameter values were invalid: NonKeyAttributes must be specified for ProjectionType INCLUDE",
+                    ));
+                }
+                ("ALL" | "KEYS_ONLY", Some(_)) => {
+                    return Err(validation(
+                        "One or more parameter values were invalid: ProjectionType is ALL or KEYS_ONLY, but NonKeyAttributes are specified",
+                    ));
+                }
+                (other, _) => {
+                    return Err(validation(format!(
+                        "1 validation error detected: Value '{other}' at 'projection.projectionType' failed to satisfy constraint: Member must satisfy enum value set: [ALL, INCLUDE, KEYS_ONLY]"
+                    )));
+                }
+            };
+            let given = field(i, "ProvisionedThroughput");
+            let throughput = match (global, billing_mode, given) {
+                (false, _, _) | (true, "PAY_PER_REQUEST", None) => None,
+                (true, "PAY_PER_REQUEST", Some(_)) => {
+                    return Err(validation(format!(
+                        "One or more parameter values were invalid: ProvisionedThroughput should not be specified for index: {name} when BillingMode is PAY_PER_REQUEST"
+                    )));
+                }
+                (true, _, None) => {
+                    return Err(validation(format!(
+                        "One or more parameter values were invalid: ProvisionedThroughput must be specified for index: {name}"
+                    )));
+                }
+                (true, _, Some(t)) => Some(index_throughput(t)),
+            };
+            out.push(IndexSpec {
+                name,
+                id: 0,
+                global,
+                key,
+                projection,
+                throughput,
+            });
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) async fn create(store: &TableStore, account: &str, input: &Value) -> Result<Value> {
     let name = table_name(input)?.to_owned();
     let attributes = attribute_definitions(input)?;
     let key = key_schema(input, &attributes)?;
-    for index in ["GlobalSecondaryIndexes", "LocalSecondaryIndexes"] {
-        if field(input, index).is_some_and(|v| v.as_array().is_none_or(|a| !a.is_empty())) {
-            return Err(validation(format!(
-                "One or more parameter values were invalid: {index} are not supported by this server yet"
-            )));
-        }
+    let (billing_mode, throughput) = throughput(input)?;
+    let indexes = indexes(input, &attributes, &key, &billing_mode)?;
+    let stream = stream_spec(input)?;
+    let mut used: Vec<&str> = key.names().collect();
+    for i in &indexes {
+        used.extend(i.key.names());
     }
-    if field(input, "StreamSpecification")
-        .and_then(|s| s.get("StreamEnabled"))
-        .and_then(Value::as_bool)
-        == Some(true)
-    {
-        return Err(validation(
-            "One or more parameter values were invalid: streams are not supported by this server yet",
-        ));
-    }
-    let used: Vec<&str> = key.names().collect();
+    used.sort_unstable();
+    used.dedup();
     if attributes.len() != used.len() {
         return Err(validation(
             "One or more parameter values were invalid: Number of attributes in KeySchema does not exactly match number of attributes defined in AttributeDefinitions",
         ));
     }
-    let (billing_mode, throughput) = throughput(input)?;
-    let record = store
+    let mut record = store
         .create_table(
             account,
             TableSpec {
@@ -194,10 +365,45 @@ pub(crate) async fn create(store: &TableStore, account: &str, input: &Value) -> 
                 attributes,
                 billing_mode,
                 throughput,
+                indexes,
             },
         )
         .await?;
+    if let Some(Some(view)) = stream {
+        record = store
+            .set_stream(account, &record.spec.name, Some(view))
+            .await?;
+    }
     Ok(json!({ "TableDescription": description(store, &record, "ACTIVE")? }))
+}
+
+/// A `StreamSpecification`: `None` when absent, `Some(None)` to turn the stream off.
+fn stream_spec(input: &Value) -> Result<Option<Option<nimbus_tables::StreamView>>> {
+    let Some(spec) = field(input, "StreamSpecification") else {
+        return Ok(None);
+    };
+    let enabled = spec
+        .get("StreamEnabled")
+        .and_then(Value::as_bool)
+        .ok_or_else(|| {
+            validation(
+                "1 validation error detected: Value null at 'streamSpecification.streamEnabled' failed to satisfy constraint: Member must not be null",
+            )
+        })?;
+    let view = string(spec, "StreamViewType")?;
+    match (enabled, view) {
+        (false, _) => Ok(Some(None)),
+        (true, None) => Err(validation(
+            "One or more parameter values were invalid: StreamViewType is required when StreamEnabled is true",
+        )),
+        (true, Some(v)) => nimbus_tables::StreamView::parse(v)
+            .map(|v| Some(Some(v)))
+            .ok_or_else(|| {
+                validation(format!(
+                    "1 validation error detected: Value '{v}' at 'streamSpecification.streamViewType' failed to satisfy constraint: Member must satisfy enum value set: [NEW_IMAGE, OLD_IMAGE, NEW_AND_OLD_IMAGES, KEYS_ONLY]"
+                ))
+            }),
+    }
 }
 
 pub(crate) fn describe(store: &TableStore, account: &str, input: &Value) -> Result<Value> {
@@ -239,4 +445,166 @@ pub(crate) async fn delete(store: &TableStore, account: &str, input: &Value) -> 
     let shown = description(store, &record, "DELETING")?;
     store.delete_table(account, name).await?;
     Ok(json!({ "TableDescription": shown }))
+}
+
+pub(crate) async fn update_ttl(store: &TableStore, account: &str, input: &Value) -> Result<Value> {
+    let name = table_name(input)?;
+    store.table(account, name).map_err(|_| not_found(name))?;
+    let spec = field(input, "TimeToLiveSpecification").ok_or_else(|| {
+        validation(
+            "1 validation error detected: Value null at 'timeToLiveSpecification' failed to satisfy constraint: Member must not be null",
+        )
+    })?;
+    let enabled = spec
+        .get("Enabled")
+        .and_then(Value::as_bool)
+        .ok_or_else(|| {
+            validation(
+                "1 validation error detected: Value null at 'timeToLiveSpecification.enabled' failed to satisfy constraint: Member must not be null",
+            )
+        })?;
+    let attribute = string(spec, "AttributeName")?.unwrap_or_default();
+    if attribute.is_empty() || attribute.len() > 255 {
+        return Err(validation(
+            "1 validation error detected: Value at 'timeToLiveSpecification.attributeName' failed to satisfy constraint: Member must have length between 1 and 255",
+        ));
+    }
+    store
+        .set_ttl(account, name, enabled.then(|| attribute.to_owned()))
+        .await?;
+    Ok(json!({ "TimeToLiveSpecification": { "Enabled": enabled, "AttributeName": attribute } }))
+}
+
+pub(crate) fn describe_ttl(store: &TableStore, account: &str, input: &Value) -> Result<Value> {
+    let name = table_name(input)?;
+    let record = store.table(account, name).map_err(|_| not_found(name))?;
+    Ok(json!({ "TimeToLiveDescription": match &record.ttl {
+        Some(a) => json!({ "TimeToLiveStatus": "ENABLED", "AttributeName": a }),
+        None => json!({ "TimeToLiveStatus": "DISABLED" }),
+    }}))
+}
+
+pub(crate) async fn update(store: &TableStore, account: &str, input: &Value) -> Result<Value> {
+    let name = table_name(input)?;
+    let record = store.table(account, name).map_err(|_| not_found(name))?;
+    let stream = stream_spec(input)?;
+    let mut spec = record.spec.clone();
+    // New attribute definitions add to the table's (for a new index's keys).
+    if field(input, "AttributeDefinitions").is_some() {
+        for (n, t) in attribute_definitions(input)? {
+            match spec.attributes.iter().find(|(name, _)| *name == n) {
+                Some((_, have)) if *have != t => {
+                    return Err(validation(format!(
+                        "One or more parameter values were invalid: Attribute {n} is already defined with type {}",
+                        have.name()
+                    )));
+                }
+                Some(_) => {}
+                None => spec.attributes.push((n, t)),
+            }
+        }
+    }
+    if field(input, "BillingMode").is_some() || field(input, "ProvisionedThroughput").is_some() {
+        let mut billing = json!({
+            "BillingMode": string(input, "BillingMode")?.unwrap_or(&spec.billing_mode),
+        });
+        if let Some(t) = field(input, "ProvisionedThroughput") {
+            billing["ProvisionedThroughput"] = t.clone();
+        } else if billing["BillingMode"] == "PROVISIONED"
+            && let Some(t) = spec.throughput
+        {
+            billing["ProvisionedThroughput"] =
+                json!({"ReadCapacityUnits": t.read, "WriteCapacityUnits": t.write});
+        }
+        let (mode, throughput) = throughput(&billing)?;
+        spec.billing_mode = mode;
+        spec.throughput = throughput;
+    }
+    let updates = match field(input, "GlobalSecondaryIndexUpdates") {
+        None => Vec::new(),
+        Some(Value::Array(u)) => u.clone(),
+        Some(_) => return Err(validation("GlobalSecondaryIndexUpdates must be a list")),
+    };
+    let online = updates
+        .iter()
+        .filter(|u| field(u, "Create").is_some() || field(u, "Delete").is_some())
+        .count();
+    if online > 1 {
+        return Err(DynamoError::from(nimbus_tables::Error::LimitExceeded(
+            "Subscriber limit exceeded: Only 1 online index can be created or deleted simultaneously per table".into(),
+        )));
+    }
+    for u in &updates {
+        if let Some(create) = field(u, "Create") {
+            let parsed = indexes(
+                &json!({ "GlobalSecondaryIndexes": [create] }),
+                &spec.attributes,
+                &spec.key,
+                &spec.billing_mode,
+            )?;
+            for index in parsed {
+                if spec.index(&index.name).is_some() {
+                    return Err(validation(format!(
+                        "One or more parameter values were invalid: Index {} already exists",
+                        index.name
+                    )));
+                }
+                if spec.indexes.iter().filter(|i| i.global).count() >= MAX_GLOBAL_INDEXES {
+                    return Err(DynamoError::from(nimbus_tables::Error::LimitExceeded(
+                        format!(
+                            "Subscriber limit exceeded: at most {MAX_GLOBAL_INDEXES} global secondary indexes per table"
+                        ),
+                    )));
+                }
+                spec.indexes.push(index);
+            }
+        } else if let Some(delete) = field(u, "Delete") {
+            let index = string(delete, "IndexName")?.unwrap_or_default();
+            let before = spec.indexes.len();
+            spec.indexes.retain(|i| !(i.global && i.name == index));
+            if spec.indexes.len() == before {
+                return Err(DynamoError::from(nimbus_tables::Error::ResourceNotFound(
+                    format!("Requested resource not found: Index: {index} not found"),
+                )));
+            }
+        } else if let Some(update) = field(u, "Update") {
+            let index = string(update, "IndexName")?.unwrap_or_default();
+            let target = spec
+                .indexes
+                .iter_mut()
+                .find(|i| i.global && i.name == index)
+                .ok_or_else(|| {
+                    DynamoError::from(nimbus_tables::Error::ResourceNotFound(format!(
+                        "Requested resource not found: Index: {index} not found"
+                    )))
+                })?;
+            if let Some(t) = field(update, "ProvisionedThroughput") {
+                target.throughput = Some(index_throughput(t));
+            }
+        } else {
+            return Err(validation(
+                "One or more parameter values were invalid: an index update holds Create, Update or Delete",
+            ));
+        }
+    }
+    // Attribute definitions that no key uses any more go, as DynamoDB keeps them.
+    let mut used: Vec<String> = spec.key.names().map(str::to_owned).collect();
+    for i in &spec.indexes {
+        used.extend(i.key.names().map(str::to_owned));
+    }
+    spec.attributes.retain(|(n, _)| used.contains(n));
+    let mut record = store
+        .alter_table(
+            account,
+            name,
+            Box::new(move |s: &mut TableSpec| {
+                *s = spec;
+                Ok(())
+            }),
+        )
+        .await?;
+    if let Some(view) = stream {
+        record = store.set_stream(account, name, view).await?;
+    }
+    Ok(json!({ "TableDescription": description(store, &record, "ACTIVE")? }))
 }

@@ -28,7 +28,7 @@ impl From<Error> for ApiError {
 
 fn output(f: &Lambda, m: &EventSourceMapping, state: Option<&str>) -> Value {
     let state = state.unwrap_or(if m.enabled { "Enabled" } else { "Disabled" });
-    json!({
+    let mut out = json!({
         "UUID": m.uuid,
         "EventSourceArn": m.event_source_arn,
         "FunctionArn": f.control.arn(&m.function),
@@ -38,7 +38,18 @@ fn output(f: &Lambda, m: &EventSourceMapping, state: Option<&str>) -> Value {
         "State": state,
         "StateTransitionReason": "USER_INITIATED",
         "FunctionResponseTypes": if m.report_batch_item_failures { vec!["ReportBatchItemFailures"] } else { vec![] },
-    })
+    });
+    if let Some(s) = &m.stream {
+        out["StartingPosition"] = json!(s.starting_position);
+        out["MaximumRetryAttempts"] = json!(s.maximum_retry_attempts);
+        out["MaximumRecordAgeInSeconds"] = json!(s.maximum_record_age_s);
+        out["BisectBatchOnFunctionError"] = json!(s.bisect_batch_on_function_error);
+        out["ParallelizationFactor"] = json!(1);
+        out["DestinationConfig"] = json!({
+            "OnFailure": s.on_failure.as_ref().map_or_else(|| json!({}), |d| json!({ "Destination": d })),
+        });
+    }
+    out
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -50,6 +61,11 @@ struct MappingInput {
     batch_size: Option<i64>,
     maximum_batching_window_in_seconds: Option<i64>,
     function_response_types: Option<Vec<String>>,
+    starting_position: Option<String>,
+    maximum_retry_attempts: Option<i64>,
+    maximum_record_age_in_seconds: Option<i64>,
+    bisect_batch_on_function_error: Option<bool>,
+    destination_config: Option<Value>,
 }
 
 impl MappingInput {
@@ -60,6 +76,16 @@ impl MappingInput {
             batch_size: self.batch_size,
             maximum_batching_window_s: self.maximum_batching_window_in_seconds,
             function_response_types: self.function_response_types,
+            starting_position: self.starting_position,
+            maximum_retry_attempts: self.maximum_retry_attempts,
+            maximum_record_age_s: self.maximum_record_age_in_seconds,
+            bisect_batch_on_function_error: self.bisect_batch_on_function_error,
+            on_failure: self.destination_config.map(|d| {
+                d.get("OnFailure")
+                    .and_then(|f| f.get("Destination"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            }),
         }
     }
 }

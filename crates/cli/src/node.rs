@@ -298,9 +298,18 @@ pub async fn serve(
         nimbus_queue::sqs::SqsQueues::load(config.region.clone(), registry, queue.clone())
             .context("loading queues")?,
     );
+    let tables = Arc::new(
+        nimbus_tables::TableStore::open(&data.join("tables"), &config.region)
+            .context("opening the table store")?,
+    );
     let event_sources = Arc::new(
-        nimbus_events::esm::EventSources::load(mappings, control.clone(), queues.clone())
-            .context("loading event source mappings")?,
+        nimbus_events::esm::EventSources::load(
+            mappings,
+            control.clone(),
+            queues.clone(),
+            tables.clone(),
+        )
+        .context("loading event source mappings")?,
     );
     {
         let control = control.clone();
@@ -326,10 +335,6 @@ pub async fn serve(
             domain: "s3.localhost".into(),
         },
     ));
-    let tables = Arc::new(
-        nimbus_tables::TableStore::open(&data.join("tables"), &config.region)
-            .context("opening the table store")?,
-    );
     let router = nimbus_gateway::router(
         Subsystems {
             auth,
@@ -395,6 +400,27 @@ pub async fn serve(
     let pollers = background.spawn(invoker.clone().run(stopped(stop_rx.clone())));
     let event_sources = tokio::spawn(event_sources.run(stopped(stop_rx.clone())));
     let schedules = tokio::spawn(scheduler.run(stopped(stop_rx.clone())));
+    // Time to live: expired items are deleted within about a second; stream records go after
+    // their 24 hours.
+    let sweeper = {
+        let tables = tables.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let now = nimbus_types::time::now_ms().div_euclid(1000).max(0) as u64;
+                if let Err(e) = tables.sweep(now, 1000).await {
+                    tracing::warn!(error = %e, "expired items could not be removed");
+                }
+                if let Err(e) = tables
+                    .trim_streams(nimbus_types::time::now_ms(), 10_000)
+                    .await
+                {
+                    tracing::warn!(error = %e, "old stream records could not be removed");
+                }
+            }
+        })
+    };
     let notifications = tokio::spawn(nimbus_events::objects::dispatch(
         objects.clone(),
         invoker.clone(),
@@ -422,6 +448,8 @@ pub async fn serve(
     let _ = event_sources.await;
     let _ = schedules.await;
     let _ = notifications.await;
+    sweeper.abort();
+    let _ = sweeper.await;
     objects.shutdown();
     tables.shutdown();
     if let Err(e) = queue.sync().await {

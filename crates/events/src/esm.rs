@@ -1,11 +1,13 @@
-//! Event source mappings from SQS queues to functions: the registry of mappings and the
-//! pollers that read each enabled mapping's queue in batches, invoke the function with SQS's
-//! `{"Records": […]}` event, and delete what succeeded. Lambda's
-//! `/2015-03-31/event-source-mappings` API (in `nimbus-api-lambda`) edits the registry.
+//! Event source mappings from SQS queues and DynamoDB streams to functions: the registry of
+//! mappings and the pollers that read each enabled mapping's source in batches, invoke the
+//! function with the source's `{"Records": […]}` event, and move on past what succeeded.
+//! Lambda's `/2015-03-31/event-source-mappings` API (in `nimbus-api-lambda`) edits the
+//! registry.
 //!
-//! A failed batch is left alone: its messages come back after the queue's visibility timeout,
-//! and after the queue's maxReceiveCount they go to its dead-letter queue. With
-//! `ReportBatchItemFailures`, only the messages the function names as failed come back.
+//! A failed queue batch is left alone: its messages come back after the queue's visibility
+//! timeout, and after the queue's maxReceiveCount they go to its dead-letter queue. With
+//! `ReportBatchItemFailures`, only the messages the function names as failed come back. A
+//! stream is read in order from a checkpoint ([`crate::streams`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -45,6 +47,13 @@ pub struct MappingChange {
     pub batch_size: Option<i64>,
     pub maximum_batching_window_s: Option<i64>,
     pub function_response_types: Option<Vec<String>>,
+    /// A stream's settings (`None`: unchanged).
+    pub starting_position: Option<String>,
+    pub maximum_retry_attempts: Option<i64>,
+    pub maximum_record_age_s: Option<i64>,
+    pub bisect_batch_on_function_error: Option<bool>,
+    /// `DestinationConfig.OnFailure.Destination`; `Some(None)` removes it.
+    pub on_failure: Option<Option<String>>,
 }
 
 /// How long a mapping's first receive of a batch waits for a message.
@@ -55,8 +64,11 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 pub struct EventSources {
     store: Arc<dyn MappingStore>,
-    control: Arc<ControlPlane>,
-    queues: Arc<SqsQueues>,
+    pub(crate) control: Arc<ControlPlane>,
+    pub(crate) queues: Arc<SqsQueues>,
+    pub(crate) tables: Arc<nimbus_tables::TableStore>,
+    /// Stream mappings' failed attempts at their current batch, by UUID.
+    pub(crate) retries: Mutex<HashMap<String, crate::streams::Retry>>,
     mappings: RwLock<HashMap<String, EventSourceMapping>>,
     /// Mappings with a batch in flight: one at a time per mapping.
     busy: Mutex<HashSet<String>>,
@@ -67,6 +79,7 @@ impl EventSources {
         store: Arc<dyn MappingStore>,
         control: Arc<ControlPlane>,
         queues: Arc<SqsQueues>,
+        tables: Arc<nimbus_tables::TableStore>,
     ) -> nimbus_store::Result<Self> {
         let mappings = store
             .mappings()?
@@ -77,6 +90,8 @@ impl EventSources {
             store,
             control,
             queues,
+            tables,
+            retries: Mutex::new(HashMap::new()),
             mappings: RwLock::new(mappings),
             busy: Mutex::new(HashSet::new()),
         })
@@ -121,15 +136,18 @@ impl EventSources {
         event_source_arn: &str,
         change: MappingChange,
     ) -> Result<EventSourceMapping> {
+        let stream = self.stream_of(account, event_source_arn);
         let queue_account = nimbus_types::arn::QueueArn::parse(event_source_arn)
             .map(|a| a.account)
             .ok();
-        if queue_account.as_deref() != Some(account)
-            || self.queues.queue_by_arn(event_source_arn).is_err()
+        if stream.is_none()
+            && (queue_account.as_deref() != Some(account)
+                || self.queues.queue_by_arn(event_source_arn).is_err())
         {
             return Err(InvalidParameter::Value(format!(
                 "Invalid EventSourceArn {event_source_arn}: only existing queues \
-                 (arn:aws:sqs:…) are supported as event sources"
+                 (arn:aws:sqs:…) and table streams (arn:aws:dynamodb:…/stream/…) are supported \
+                 as event sources"
             ))
             .into());
         }
@@ -146,7 +164,41 @@ impl EventSources {
             enabled: true,
             report_batch_item_failures: false,
             last_modified_ms: 0,
+            stream: None,
         };
+        if let Some((_, stream)) = stream {
+            mapping.batch_size = 100;
+            let start = change.starting_position.clone().ok_or_else(|| {
+                InvalidParameter::Value(
+                    "StartingPosition is required for a stream event source".into(),
+                )
+            })?;
+            let checkpoint = match start.as_str() {
+                "TRIM_HORIZON" => self
+                    .tables
+                    .stream_bounds(stream.id)
+                    .ok()
+                    .flatten()
+                    .map_or(0, |(first, _)| first - 1),
+                "LATEST" => self.tables.last_sequence().unwrap_or(0),
+                other => {
+                    return Err(InvalidParameter::constraint(
+                        "startingPosition",
+                        Some(&other),
+                        "Member must satisfy enum value set: [TRIM_HORIZON, LATEST]",
+                    )
+                    .into());
+                }
+            };
+            mapping.stream = Some(nimbus_types::queue::StreamSource {
+                starting_position: start,
+                maximum_retry_attempts: -1,
+                maximum_record_age_s: -1,
+                bisect_batch_on_function_error: false,
+                on_failure: None,
+                checkpoint,
+            });
+        }
         self.apply(&mut mapping, change)?;
         self.save(mapping.clone())?;
         Ok(mapping)
@@ -174,7 +226,25 @@ impl EventSources {
         Ok(mapping)
     }
 
-    fn save(&self, mapping: EventSourceMapping) -> Result<()> {
+    /// Invokes a mapping's function once with `{"Records": records}`.
+    pub(crate) async fn invoke_records(
+        &self,
+        function: &nimbus_types::FunctionConfig,
+        records: Vec<Value>,
+    ) -> Result<nimbus_types::InvokeOutcome, nimbus_manager::Error> {
+        let event =
+            Bytes::from(serde_json::to_vec(&json!({ "Records": records })).unwrap_or_default());
+        let request = InvokeRequest {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            payload: event,
+            client_context: None,
+            async_attempt: None,
+            http: None,
+        };
+        self.control.manager().invoke(function, request).await
+    }
+
+    pub(crate) fn save(&self, mapping: EventSourceMapping) -> Result<()> {
         self.store.put_mapping(&mapping)?;
         self.mappings
             .write()
@@ -211,7 +281,61 @@ impl EventSources {
             }
             mapping.max_batching_window_s = n as u32;
         }
-        if mapping.batch_size > 10 && mapping.max_batching_window_s == 0 {
+        if let Some(stream) = &mut mapping.stream {
+            if let Some(n) = change.maximum_retry_attempts {
+                if !(-1..=10_000).contains(&n) {
+                    return Err(
+                        InvalidParameter::range("maximumRetryAttempts", &n, -1, 10_000).into(),
+                    );
+                }
+                stream.maximum_retry_attempts = n;
+            }
+            if let Some(n) = change.maximum_record_age_s {
+                if n != -1 && !(60..=604_800).contains(&n) {
+                    return Err(InvalidParameter::range(
+                        "maximumRecordAgeInSeconds",
+                        &n,
+                        60,
+                        604_800,
+                    )
+                    .into());
+                }
+                stream.maximum_record_age_s = n;
+            }
+            if let Some(b) = change.bisect_batch_on_function_error {
+                stream.bisect_batch_on_function_error = b;
+            }
+            if let Some(target) = change.on_failure {
+                if let Some(arn) = &target
+                    && (self.queues.queue_by_arn(arn).is_err()
+                        || nimbus_types::arn::QueueArn::parse(arn)
+                            .map(|a| a.account)
+                            .ok()
+                            .as_deref()
+                            != Some(mapping.account.as_str()))
+                {
+                    return Err(InvalidParameter::Value(format!(
+                        "The provided destination config DestinationConfig(onSuccess=null, \
+                         onFailure=OnFailure(destination={arn})) is invalid: only existing \
+                         queues of the account are supported"
+                    ))
+                    .into());
+                }
+                stream.on_failure = target;
+            }
+        } else if change.starting_position.is_some()
+            || change.maximum_retry_attempts.is_some()
+            || change.bisect_batch_on_function_error.is_some()
+        {
+            return Err(InvalidParameter::Value(
+                "StartingPosition, MaximumRetryAttempts and BisectBatchOnFunctionError apply to \
+                 stream event sources only"
+                    .into(),
+            )
+            .into());
+        }
+        if mapping.stream.is_none() && mapping.batch_size > 10 && mapping.max_batching_window_s == 0
+        {
             return Err(InvalidParameter::Value(
                 "Maximum batch window in seconds must be greater than 0 if maximum batch size is \
                  greater than 10"
@@ -289,6 +413,9 @@ impl EventSources {
     /// Runs one batch of a mapping: receives up to its batch size within its batching window,
     /// invokes the function once, and deletes what succeeded.
     async fn run_batch(&self, mapping: &EventSourceMapping) {
+        if mapping.stream.is_some() {
+            return self.run_stream_batch(mapping).await;
+        }
         let Ok(queue) = self.queues.queue_by_arn(&mapping.event_source_arn) else {
             return;
         };
@@ -342,16 +469,7 @@ impl EventSources {
             .iter()
             .map(|r| record(r, &mapping.event_source_arn, region))
             .collect();
-        let event =
-            Bytes::from(serde_json::to_vec(&json!({ "Records": records })).unwrap_or_default());
-        let request = InvokeRequest {
-            request_id: uuid::Uuid::new_v4().to_string(),
-            payload: event,
-            client_context: None,
-            async_attempt: None,
-            http: None,
-        };
-        let outcome = match self.control.manager().invoke(&function, request).await {
+        let outcome = match self.invoke_records(&function, records).await {
             Ok(outcome) => outcome,
             Err(e) => {
                 tracing::warn!(mapping = %mapping.uuid, error = %e, "event source batch could not run");

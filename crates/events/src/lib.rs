@@ -12,6 +12,7 @@ pub mod esm;
 pub mod objects;
 pub mod schedule;
 pub mod scheduler;
+mod streams;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

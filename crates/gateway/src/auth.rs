@@ -63,7 +63,9 @@ impl Api {
                 .unwrap_or_default();
             return if target.starts_with("AmazonSQS.") {
                 Self::Sqs
-            } else if target.starts_with("DynamoDB_20120810.") {
+            } else if target.starts_with("DynamoDB_20120810.")
+                || target.starts_with("DynamoDBStreams_20120810.")
+            {
                 Self::Dynamo
             } else if target.is_empty() && crate::is_form(headers) {
                 Self::Iam

@@ -62,7 +62,13 @@ use nimbus_types::Pricing;
 pub fn signing_service(method: &str, path: &str, target: Option<&str>) -> &'static str {
     match target {
         Some(t) if method == "POST" && t.starts_with("AmazonSQS.") => "sqs",
-        Some(t) if method == "POST" && t.starts_with("DynamoDB_20120810.") => "dynamodb",
+        Some(t)
+            if method == "POST"
+                && (t.starts_with("DynamoDB_20120810.")
+                    || t.starts_with("DynamoDBStreams_20120810.")) =>
+        {
+            "dynamodb"
+        }
         Some(_) if method == "POST" => "events",
         None if method == "POST" && path == "/" => "iam",
         _ if path.starts_with("/nimbus/") || path.starts_with("/metrics") => "nimbus",
@@ -262,6 +268,16 @@ async fn json_protocol(
         "DynamoDB_20120810" => {
             nimbus_api_dynamodb::handle(&services.tables, &caller, target.operation, &headers, body)
                 .await
+        }
+        "DynamoDBStreams_20120810" => {
+            nimbus_api_dynamodb::handle_streams(
+                &services.tables,
+                &caller,
+                target.operation,
+                &headers,
+                body,
+            )
+            .await
         }
         "AWSEvents" => {
             nimbus_api_events::handle(

@@ -166,6 +166,141 @@ pub struct TableSpec {
     /// `PROVISIONED` or `PAY_PER_REQUEST`.
     pub billing_mode: String,
     pub throughput: Option<Throughput>,
+    /// Secondary indexes, global and local.
+    #[serde(default)]
+    pub indexes: Vec<IndexSpec>,
+}
+
+impl TableSpec {
+    pub fn index(&self, name: &str) -> Option<&IndexSpec> {
+        self.indexes.iter().find(|i| i.name == name)
+    }
+}
+
+/// Which attributes an index keeps of each item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Projection {
+    All,
+    KeysOnly,
+    /// The keys and these.
+    Include(Vec<String>),
+}
+
+/// A secondary index.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IndexSpec {
+    pub name: String,
+    /// Its entries are stored under this number, as a table's items under the table's.
+    #[serde(default)]
+    pub id: u64,
+    pub global: bool,
+    pub key: KeySchema,
+    pub projection: Projection,
+    pub throughput: Option<Throughput>,
+}
+
+impl IndexSpec {
+    /// The attributes an entry keeps of `item`.
+    pub fn project(&self, table: &KeySchema, item: &Item) -> Item {
+        match &self.projection {
+            Projection::All => item.clone(),
+            Projection::KeysOnly | Projection::Include(_) => {
+                let extra: &[String] = match &self.projection {
+                    Projection::Include(names) => names,
+                    _ => &[],
+                };
+                item.iter()
+                    .filter(|(k, _)| {
+                        table.names().any(|n| n == k.as_str())
+                            || self.key.names().any(|n| n == k.as_str())
+                            || extra.contains(k)
+                    })
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            }
+        }
+    }
+
+    /// Where an item's entry sits in the index: the index's partition key bytes and a sort
+    /// part that orders by the index's sort key and then by the item's own key (so entries
+    /// with equal index keys stay apart). `None` when the item lacks an index key attribute
+    /// (the index is sparse).
+    pub fn entry_key(&self, base: &StoredKey, item: &Item) -> Option<StoredKey> {
+        let hash = index_key_bytes(&self.key.hash, item)?;
+        let mut range = match &self.key.range {
+            Some(r) => escape(&index_key_bytes(r, item)?),
+            None => Vec::new(),
+        };
+        range.extend_from_slice(&[0, 0]);
+        range.extend_from_slice(&(base.hash.len() as u32).to_be_bytes());
+        range.extend_from_slice(&base.hash);
+        range.extend_from_slice(&base.range);
+        Some(StoredKey { hash, range })
+    }
+
+    /// The names a key of this index's entries carries: the table's and the index's.
+    pub fn key_names<'a>(&'a self, table: &'a KeySchema) -> Vec<&'a str> {
+        let mut names: Vec<&str> = table.names().collect();
+        for n in self.key.names() {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+        names
+    }
+}
+
+/// A value's bytes in an index key, if the item has it with the index's type.
+fn index_key_bytes(attr: &KeyAttr, item: &Item) -> Option<Vec<u8>> {
+    let v = item.get(&attr.name)?;
+    let fits = matches!(
+        (attr.kind, v),
+        (KeyType::S, Value::S(_)) | (KeyType::N, Value::N(_)) | (KeyType::B, Value::B(_))
+    );
+    v.key_bytes().filter(|_| fits)
+}
+
+/// Sort key bytes made safe to follow with more: each 0 becomes 0 1, so that `[0, 0]` ends
+/// them and the order of the original bytes is kept.
+pub fn escape(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 2);
+    for &b in bytes {
+        out.push(b);
+        if b == 0 {
+            out.push(1);
+        }
+    }
+    out
+}
+
+/// Refuses an item whose index key attributes have the wrong type or are empty, as DynamoDB
+/// does (an item without them is fine: it is left out of the index).
+pub fn check_index_keys(spec: &TableSpec, item: &Item) -> Result<(), Error> {
+    for index in &spec.indexes {
+        for attr in std::iter::once(&index.key.hash).chain(index.key.range.iter()) {
+            let Some(v) = item.get(&attr.name) else {
+                continue;
+            };
+            let actual = v.type_name();
+            if actual != attr.kind.name() {
+                return Err(Error::Validation(format!(
+                    "One or more parameter values were invalid: Type mismatch for Index Key {} Expected: {} Actual: {} IndexName: {}",
+                    attr.name,
+                    attr.kind.name(),
+                    actual,
+                    index.name
+                )));
+            }
+            if matches!(v, Value::S(s) if s.is_empty()) || matches!(v, Value::B(b) if b.is_empty())
+            {
+                return Err(Error::Validation(format!(
+                    "One or more parameter values are not valid. A value specified for a secondary index key is not supported. The AttributeValue for a key attribute cannot contain an empty string value. IndexName: {}, IndexKey: {}",
+                    index.name, attr.name
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A table as stored.
@@ -177,6 +312,67 @@ pub struct TableRecord {
     pub region: String,
     pub spec: TableSpec,
     pub created_ms: i64,
+    /// The attribute holding each item's expiry (seconds since the epoch), when time to live
+    /// is on.
+    #[serde(default)]
+    pub ttl: Option<String>,
+    /// The table's streams, oldest first: the last one takes changes while it is enabled;
+    /// earlier ones stay readable for their retention.
+    #[serde(default)]
+    pub streams: Vec<StreamState>,
+}
+
+/// What a stream record carries of the item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamView {
+    KeysOnly,
+    NewImage,
+    OldImage,
+    NewAndOldImages,
+}
+
+impl StreamView {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "KEYS_ONLY" => Self::KeysOnly,
+            "NEW_IMAGE" => Self::NewImage,
+            "OLD_IMAGE" => Self::OldImage,
+            "NEW_AND_OLD_IMAGES" => Self::NewAndOldImages,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::KeysOnly => "KEYS_ONLY",
+            Self::NewImage => "NEW_IMAGE",
+            Self::OldImage => "OLD_IMAGE",
+            Self::NewAndOldImages => "NEW_AND_OLD_IMAGES",
+        }
+    }
+}
+
+/// A table's stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamState {
+    /// Its records are stored under this number.
+    pub id: u64,
+    /// The stream's label: its creation time, as in its ARN.
+    pub label: String,
+    pub view: StreamView,
+    pub enabled: bool,
+    pub created_ms: i64,
+}
+
+impl TableRecord {
+    /// The stream that takes changes now, if any.
+    pub fn live_stream(&self) -> Option<&StreamState> {
+        self.streams.last().filter(|s| s.enabled)
+    }
+
+    pub fn stream_arn(&self, stream: &StreamState) -> String {
+        format!("{}/stream/{}", self.arn(), stream.label)
+    }
 }
 
 impl TableRecord {

@@ -69,6 +69,26 @@ pub struct EventSourceMapping {
     pub enabled: bool,
     pub report_batch_item_failures: bool,
     pub last_modified_ms: i64,
+    /// A stream source's settings and progress; `None` for a queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamSource>,
+}
+
+/// How a mapping reads a stream (a DynamoDB table's), and how far it got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamSource {
+    /// `TRIM_HORIZON` or `LATEST`, as given.
+    pub starting_position: String,
+    /// Retries of a failed batch before it is skipped; -1: until its records expire.
+    pub maximum_retry_attempts: i64,
+    /// Records older than this many seconds are skipped; -1: never.
+    pub maximum_record_age_s: i64,
+    /// On a failure, retry each half of the batch on its own.
+    pub bisect_batch_on_function_error: bool,
+    /// Where a skipped batch is described (a queue's ARN).
+    pub on_failure: Option<String>,
+    /// The sequence number of the last record handled.
+    pub checkpoint: u64,
 }
 
 /// A scheduled rule (EventBridge's PutRule with a ScheduleExpression) and its targets.

@@ -31,6 +31,18 @@ pub fn iso8601(ms: i64) -> String {
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
 }
 
+/// ISO 8601 in UTC with milliseconds and no zone, as DynamoDB labels its streams:
+/// `2026-11-27T07:50:50.123`.
+pub fn iso8601_millis_local(ms: i64) -> String {
+    let format = ::time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]"
+    );
+    ::time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| "1970-01-01T00:00:00.000".to_owned())
+}
+
 /// ISO 8601 in UTC with microseconds, as function URL configurations carry their times:
 /// `2026-11-27T07:50:50.123000Z`.
 pub fn iso8601_micros(ms: i64) -> String {

@@ -22,6 +22,8 @@ pub const JS_SDK_VERSION: &str = "3.1178.0";
 const JS_CLIENTS: &[&str] = &[
     "@aws-sdk/client-lambda",
     "@aws-sdk/client-s3",
+    "@aws-sdk/client-dynamodb",
+    "@aws-sdk/lib-dynamodb",
     "@aws-sdk/client-sqs",
     "@aws-sdk/client-eventbridge",
     "@aws-sdk/client-iam",
