@@ -537,12 +537,18 @@ def test_a_stream_runs_a_function_in_order_and_failures_go_to_the_destination(no
     ddb.update_item(TableName=source, Key={"pk": {"S": "x"}}, UpdateExpression="SET v = :v",
                     ExpressionAttributeValues={":v": {"S": "2"}})
     ddb.delete_item(TableName=source, Key={"pk": {"S": "x"}})
+    # And a function's write: invoke → function → table → stream → function.
+    writer = p.deploy(lambda_client, "python-aws", p.host_python_runtime(), "ddb.handler",
+                      Role=table_role(iam, source), Timeout=30)
+    assert s.invoke(lambda_client, writer, {"table": source, "page": "home"}).function_error is None
 
-    def three():
+    def four():
         items = ddb.scan(TableName=copies)["Items"]
-        assert len(items) == 3, items
+        assert len(items) == 4, items
         return sorted(items, key=lambda i: i["pk"]["S"])
-    items = s.eventually(three, timeout=30)
+    items = s.eventually(four, timeout=30)
+    assert [i["event"]["S"] for i in items if i["pk"]["S"].startswith("home#")] == ["INSERT"]
+    items = [i for i in items if i["pk"]["S"].startswith("x#")]
     assert [(i["event"]["S"], i["new"]["S"], i["old"]["S"]) for i in items] == [
         ("INSERT", "1", "-"), ("MODIFY", "2", "1"), ("REMOVE", "-", "2")]
     assert items[0]["source"]["S"] == arn
@@ -559,5 +565,30 @@ def test_a_stream_runs_a_function_in_order_and_failures_go_to_the_destination(no
     # The stream moves on past it.
     ddb.put_item(TableName=source, Item={"pk": {"S": "after"}, "v": {"S": "3"}})
     def moved_on():
-        assert len(ddb.scan(TableName=copies)["Items"]) == 4
+        assert len(ddb.scan(TableName=copies)["Items"]) == 5
     s.eventually(moved_on, timeout=30)
+
+
+def test_legacy_parameters_older_clients_send(ddb):
+    name = new_table(ddb)
+    key = {"pk": {"S": "p"}, "sk": {"N": "1"}}
+    ddb.put_item(TableName=name, Item={**key, "n": {"N": "1"}, "tag": {"S": "a"}},
+                 Expected={"pk": {"Exists": False}})
+    fails(lambda: ddb.put_item(TableName=name, Item=key, Expected={"pk": {"Exists": False}}),
+          "ConditionalCheckFailedException")
+    ddb.update_item(TableName=name, Key=key, AttributeUpdates={
+        "n": {"Action": "ADD", "Value": {"N": "4"}}, "tag": {"Action": "DELETE"},
+        "new": {"Action": "PUT", "Value": {"S": "yes"}}},
+        Expected={"n": {"ComparisonOperator": "EQ", "AttributeValueList": [{"N": "1"}]}})
+    got = ddb.get_item(TableName=name, Key=key, AttributesToGet=["n", "new", "tag"])["Item"]
+    assert got == {"n": {"N": "5"}, "new": {"S": "yes"}}
+    ddb.put_item(TableName=name, Item={"pk": {"S": "p"}, "sk": {"N": "2"}, "n": {"N": "9"}})
+    q = ddb.query(TableName=name, KeyConditions={
+        "pk": {"ComparisonOperator": "EQ", "AttributeValueList": [{"S": "p"}]},
+        "sk": {"ComparisonOperator": "GE", "AttributeValueList": [{"N": "1"}]}},
+        QueryFilter={"n": {"ComparisonOperator": "GT", "AttributeValueList": [{"N": "6"}]}})
+    assert [i["sk"]["N"] for i in q["Items"]] == ["2"] and q["ScannedCount"] == 2
+    scanned = ddb.scan(TableName=name, ScanFilter={"new": {"ComparisonOperator": "NOT_NULL"}})
+    assert [i["sk"]["N"] for i in scanned["Items"]] == ["1"]
+    fails(lambda: ddb.get_item(TableName=name, Key=key, AttributesToGet=["n"], ProjectionExpression="n"),
+          "ValidationException", "Can not use both expression and non-expression parameters")
