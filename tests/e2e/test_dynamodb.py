@@ -592,3 +592,74 @@ def test_legacy_parameters_older_clients_send(ddb):
     assert [i["sk"]["N"] for i in scanned["Items"]] == ["1"]
     fails(lambda: ddb.get_item(TableName=name, Key=key, AttributesToGet=["n"], ProjectionExpression="n"),
           "ValidationException", "Can not use both expression and non-expression parameters")
+
+
+def test_sigkill_keeps_every_acknowledged_write_and_its_stream_record(node_factory):
+    """Writers put and update items concurrently (some in transactions) while the node is
+    killed with SIGKILL. After a restart every acknowledged write is there, and the stream holds
+    a record for each of them."""
+    import signal
+    import threading
+
+    node = node_factory(name="ddbkill")
+    ddb = ddb_client(node)
+    name, arn = stream_table(ddb, view="KEYS_ONLY")
+    acked: set[str] = set()
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def writer(n):
+        client = ddb_client(node)
+        i = 0
+        while not stop.is_set():
+            key = f"w{n}-{i}"
+            try:
+                if i % 4 == 3:
+                    client.transact_write_items(TransactItems=[
+                        {"Put": {"TableName": name, "Item": {"pk": {"S": key}, "n": {"N": str(i)}}}},
+                        {"Put": {"TableName": name, "Item": {"pk": {"S": key + "-pair"}}}}])
+                    written = [key, key + "-pair"]
+                else:
+                    client.put_item(TableName=name, Item={"pk": {"S": key}, "n": {"N": str(i)}},
+                                    ConditionExpression="attribute_not_exists(pk)")
+                    written = [key]
+            except Exception:
+                return
+            with lock:
+                acked.update(written)
+            i += 1
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    s.eventually(lambda: len(acked) >= 200, timeout=60)
+    node.stop(signal.SIGKILL)
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    node.start()
+
+    ddb = ddb_client(node)
+    with lock:
+        expected = set(acked)
+    stored = set()
+    for page in ddb.get_paginator("scan").paginate(TableName=name):
+        stored |= {i["pk"]["S"] for i in page["Items"]}
+    assert expected <= stored
+    # Every pair of a transaction is whole: both items or neither.
+    for k in stored:
+        if k.endswith("-pair"):
+            assert k[:-len("-pair")] in stored
+    streams = boto3.session.Session(
+        aws_access_key_id=s.ACCESS_KEY, aws_secret_access_key=s.SECRET_KEY, region_name=s.REGION
+    ).client("dynamodbstreams", endpoint_url=node.endpoint)
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    it = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    recorded = set()
+    while True:
+        got = streams.get_records(ShardIterator=it, Limit=1000)
+        recorded |= {r["dynamodb"]["Keys"]["pk"]["S"] for r in got["Records"]}
+        if not got["Records"]:
+            break
+        it = got["NextShardIterator"]
+    assert recorded == stored
