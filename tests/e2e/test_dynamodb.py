@@ -663,3 +663,46 @@ def test_sigkill_keeps_every_acknowledged_write_and_its_stream_record(node_facto
             break
         it = got["NextShardIterator"]
     assert recorded == stored
+
+
+def test_a_local_index_fetches_what_it_does_not_keep(ddb, resource):
+    name = s.unique_name("lsi")
+    ddb.create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                              {"AttributeName": "sk", "AttributeType": "S"},
+                              {"AttributeName": "rank", "AttributeType": "N"}],
+        LocalSecondaryIndexes=[{"IndexName": "by-rank",
+                                "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"},
+                                              {"AttributeName": "rank", "KeyType": "RANGE"}],
+                                "Projection": {"ProjectionType": "KEYS_ONLY"}}])
+    table = resource.Table(name)
+    for i in range(3):
+        table.put_item(Item={"pk": "p", "sk": f"s{i}", "rank": 10 - i, "body": f"b{i}"})
+    keys_only = table.query(IndexName="by-rank", KeyConditionExpression=Key("pk").eq("p"))["Items"]
+    assert [set(i) for i in keys_only] == [{"pk", "sk", "rank"}] * 3
+    assert [i["rank"] for i in keys_only] == [8, 9, 10]
+    whole = table.query(IndexName="by-rank", KeyConditionExpression=Key("pk").eq("p"), Select="ALL_ATTRIBUTES")
+    assert [i["body"] for i in whole["Items"]] == ["b2", "b1", "b0"]
+    named = table.query(IndexName="by-rank", KeyConditionExpression=Key("pk").eq("p"), ProjectionExpression="body")
+    assert [i for i in named["Items"]] == [{"body": "b2"}, {"body": "b1"}, {"body": "b0"}]
+
+
+def test_a_transactions_token_outlives_a_restart(node_factory):
+    node = node_factory(name="tokens")
+    ddb = ddb_client(node)
+    name = new_table(ddb, range_key=False)
+    ddb.put_item(TableName=name, Item={"pk": {"S": "c"}, "n": {"N": "0"}})
+
+    def bump(by):
+        return ddb.transact_write_items(ClientRequestToken="once", TransactItems=[
+            {"Update": {"TableName": name, "Key": {"pk": {"S": "c"}}, "UpdateExpression": "SET n = n + :b",
+                        "ExpressionAttributeValues": {":b": {"N": str(by)}}}}])
+    bump(1)
+    node.stop()
+    node.start()
+    ddb = ddb_client(node)
+    bump(1)
+    assert ddb.get_item(TableName=name, Key={"pk": {"S": "c"}})["Item"]["n"] == {"N": "1"}
+    fails(lambda: bump(2), "IdempotentParameterMismatchException")

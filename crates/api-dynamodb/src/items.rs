@@ -667,8 +667,39 @@ pub(crate) fn query(store: &TableStore, account: &str, input: &Value) -> Result<
             }
         }
     }
-    let page = store.read(&table, &range)?;
+    let fetch = local_fetch(input, range.index.as_ref(), &how)?;
+    let mut page = store.read(&table, &range)?;
+    if fetch {
+        page.items = fetch_whole(store, &table, page.items)?;
+    }
     Ok(page_output(input, &table, page, &how))
+}
+
+/// Whether a read of a local secondary index must fetch whole items from the table: it keeps
+/// only some attributes, and the request asks for all of them or names some to project.
+fn local_fetch(input: &Value, index: Option<&IndexSpec>, how: &Reading) -> Result<bool> {
+    Ok(
+        index.is_some_and(|i| !i.global && i.projection != nimbus_tables::Projection::All)
+            && (string(input, "Select")? == Some("ALL_ATTRIBUTES") || how.paths.is_some()),
+    )
+}
+
+/// The table's whole items for entries of a local secondary index, in the same order.
+fn fetch_whole(
+    store: &TableStore,
+    table: &Arc<TableRecord>,
+    entries: Vec<Item>,
+) -> Result<Vec<Item>> {
+    let keys = entries
+        .iter()
+        .map(|e| Ok((table.clone(), table.spec.key.key_of(e)?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(store
+        .get_many(&keys)?
+        .into_iter()
+        .zip(entries)
+        .map(|(whole, entry)| whole.unwrap_or(entry))
+        .collect())
 }
 
 pub(crate) fn scan(store: &TableStore, account: &str, input: &Value) -> Result<Value> {
@@ -711,7 +742,11 @@ pub(crate) fn scan(store: &TableStore, account: &str, input: &Value) -> Result<V
         index,
         ..Default::default()
     };
-    let page = store.read(&table, &range)?;
+    let fetch = local_fetch(input, range.index.as_ref(), &how)?;
+    let mut page = store.read(&table, &range)?;
+    if fetch {
+        page.items = fetch_whole(store, &table, page.items)?;
+    }
     Ok(page_output(input, &table, page, &how))
 }
 

@@ -124,6 +124,11 @@ impl From<nimbus_tables::Error> for DynamoError {
                     .insert("CancellationReasons".into(), Value::Array(shown));
                 err
             }
+            E::IdempotentParameterMismatch => DynamoError::new(
+                StatusCode::BAD_REQUEST,
+                "IdempotentParameterMismatchException",
+                message,
+            ),
             E::Storage(m) => {
                 tracing::error!(error = %m, "table store failure");
                 DynamoError::new(

@@ -4,11 +4,11 @@ use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 
 use nimbus_tables::value::item_json;
-use nimbus_tables::{Action, TableStore, TokenUse};
+use nimbus_tables::{Action, RequestToken, TableStore};
 use serde_json::{Value, json};
 
 use crate::items::{WriteKind, prepare};
-use crate::{DynamoError, Result, field, string, validation};
+use crate::{Result, field, string, validation};
 
 /// The most actions in one transaction.
 const MAX_ACTIONS: usize = 100;
@@ -63,20 +63,11 @@ pub(crate) async fn write(store: &TableStore, account: &str, input: &Value) -> R
             "1 validation error detected: Value at 'clientRequestToken' failed to satisfy constraint: Member must have length less than or equal to 36",
         ));
     }
-    let print = fingerprint(input);
-    if let Some(t) = token {
-        match store.token(account, t, print) {
-            TokenUse::New => {}
-            TokenUse::Repeat => return Ok(json!({})),
-            TokenUse::Mismatch => {
-                return Err(DynamoError::new(
-                    axum::http::StatusCode::BAD_REQUEST,
-                    "IdempotentParameterMismatchException",
-                    "The request uses the same client token as a previous, but non-identical request.",
-                ));
-            }
-        }
-    }
+    let token = token.map(|t| RequestToken {
+        account: account.to_owned(),
+        token: t.to_owned(),
+        fingerprint: fingerprint(input),
+    });
     let mut prepared = Vec::with_capacity(list.len());
     let mut seen = HashSet::new();
     for a in list {
@@ -100,10 +91,7 @@ pub(crate) async fn write(store: &TableStore, account: &str, input: &Value) -> R
             check_only: kind == WriteKind::Check,
         });
     }
-    store.transact(prepared).await?;
-    if let Some(t) = token {
-        store.token_done(account, t, print);
-    }
+    store.transact(prepared, token).await?;
     Ok(json!({}))
 }
 

@@ -418,6 +418,9 @@ pub async fn serve(
                 {
                     tracing::warn!(error = %e, "old stream records could not be removed");
                 }
+                if let Err(e) = tables.trim_tokens(nimbus_types::time::now_ms()).await {
+                    tracing::warn!(error = %e, "old request tokens could not be removed");
+                }
             }
         })
     };

@@ -42,6 +42,9 @@ const EXPIRY: TableDefinition<ExpiryKey, ()> = TableDefinition::new("expiry");
 /// Stream records by (stream id, sequence number): the record's JSON as DynamoDB Streams
 /// shows it.
 const RECORDS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("records");
+/// Transactions' client request tokens by (account, token): (request fingerprint, when it
+/// went through in ms), kept ten minutes.
+const TOKENS: TableDefinition<(&str, &str), (u64, i64)> = TableDefinition::new("tokens");
 /// Counters: `table`, the last table id given.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -67,6 +70,9 @@ pub enum Error {
     /// gone through.
     #[error("Transaction cancelled, please refer cancellation reasons for specific reasons")]
     TransactionCanceled(Vec<Option<Error>>),
+    /// A client request token seen with another request in the last ten minutes.
+    #[error("The request uses the same client token as a previous, but non-identical request.")]
+    IdempotentParameterMismatch,
     #[error("the table store failed: {0}")]
     Storage(String),
 }
@@ -96,6 +102,7 @@ struct Tables<'t> {
     stats: Table<'t, u64, (u64, u64)>,
     expiry: Table<'t, ExpiryKey, ()>,
     records: Table<'t, (u64, u64), &'static [u8]>,
+    tokens: Table<'t, (&'static str, &'static str), (u64, i64)>,
     meta: Table<'t, &'static str, u64>,
 }
 
@@ -115,6 +122,7 @@ impl nimbus_store::commit::Schema for Schema {
             stats: txn.open_table(STATS)?,
             expiry: txn.open_table(EXPIRY)?,
             records: txn.open_table(RECORDS)?,
+            tokens: txn.open_table(TOKENS)?,
             meta: txn.open_table(META)?,
         })
     }
@@ -204,25 +212,20 @@ pub struct TableStore {
     region: String,
     /// Every table's record, as last committed, by (account, name).
     cache: RwLock<HashMap<(String, String), Arc<TableRecord>>>,
-    /// Transactions' client request tokens of the last ten minutes, by (account, token): a
-    /// fingerprint of the request each came with, and when.
-    tokens: std::sync::Mutex<HashMap<(String, String), (u64, std::time::Instant)>>,
     /// Woken when a change adds stream records.
     streamed: tokio::sync::Notify,
 }
 
 /// How long a transaction's client request token makes a retry idempotent.
-pub const TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+pub const TOKEN_TTL_MS: i64 = 10 * 60 * 1000;
 
-/// What a client request token says of a transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenUse {
-    /// Not seen in the last ten minutes: run the transaction.
-    New,
-    /// The same request went through already: do not run it again.
-    Repeat,
-    /// The token came with a different request.
-    Mismatch,
+/// A transaction's client request token: who sent it, and a fingerprint of the request it
+/// came with.
+#[derive(Debug, Clone)]
+pub struct RequestToken {
+    pub account: String,
+    pub token: String,
+    pub fingerprint: u64,
 }
 
 impl TableStore {
@@ -237,6 +240,7 @@ impl TableStore {
             txn.open_table(STATS)?;
             txn.open_table(EXPIRY)?;
             txn.open_table(RECORDS)?;
+            txn.open_table(TOKENS)?;
             txn.open_table(META)?;
             txn.commit()?;
         }
@@ -259,7 +263,6 @@ impl TableStore {
             db,
             region: region.to_owned(),
             cache: RwLock::new(cache),
-            tokens: Default::default(),
             streamed: tokio::sync::Notify::new(),
         })
     }
@@ -273,29 +276,6 @@ impl TableStore {
     fn wake_streams(&self, table: &TableRecord) {
         if table.live_stream().is_some() {
             self.streamed.notify_waiters();
-        }
-    }
-
-    /// Looks a transaction's client request token up, for a request of `fingerprint`.
-    pub fn token(&self, account: &str, token: &str, fingerprint: u64) -> TokenUse {
-        let Ok(mut tokens) = self.tokens.lock() else {
-            return TokenUse::New;
-        };
-        tokens.retain(|_, (_, at)| at.elapsed() < TOKEN_TTL);
-        match tokens.get(&(account.to_owned(), token.to_owned())) {
-            None => TokenUse::New,
-            Some((f, _)) if *f == fingerprint => TokenUse::Repeat,
-            Some(_) => TokenUse::Mismatch,
-        }
-    }
-
-    /// Records a token whose transaction went through.
-    pub fn token_done(&self, account: &str, token: &str, fingerprint: u64) {
-        if let Ok(mut tokens) = self.tokens.lock() {
-            tokens.insert(
-                (account.to_owned(), token.to_owned()),
-                (fingerprint, std::time::Instant::now()),
-            );
         }
     }
 
@@ -500,11 +480,30 @@ impl TableStore {
     /// items as they are, and only if none refuses are the changes written, in one commit. A
     /// refusal cancels the whole transaction, with each action's reason (`None`: it would
     /// have gone through).
-    pub async fn transact(&self, actions: Vec<Action>) -> Result<Vec<Written>, Error> {
+    /// With a client request token, a request that went through in the last ten minutes is
+    /// not run again (`None`), and the token is kept in the transaction's own commit.
+    pub async fn transact(
+        &self,
+        actions: Vec<Action>,
+        token: Option<RequestToken>,
+    ) -> Result<Option<Vec<Written>>, Error> {
         let streamed = actions.iter().any(|a| a.table.live_stream().is_some());
         let written = self
             .committer
             .write(move |t| {
+                let now = nimbus_types::time::now_ms();
+                if let Some(rt) = &token
+                    && let Some(seen) = t.tokens.get((rt.account.as_str(), rt.token.as_str()))?
+                {
+                    let (fingerprint, at) = seen.value();
+                    if now - at < TOKEN_TTL_MS {
+                        return if fingerprint == rt.fingerprint {
+                            Ok(None)
+                        } else {
+                            Err(Error::IdempotentParameterMismatch)
+                        };
+                    }
+                }
                 let mut decided = Vec::with_capacity(actions.len());
                 let mut reasons = Vec::with_capacity(actions.len());
                 let mut refused = false;
@@ -535,6 +534,12 @@ impl TableStore {
                 if refused {
                     return Err(Error::TransactionCanceled(reasons));
                 }
+                if let Some(rt) = &token {
+                    t.tokens.insert(
+                        (rt.account.as_str(), rt.token.as_str()),
+                        (rt.fingerprint, now),
+                    )?;
+                }
                 let mut out = Vec::with_capacity(decided.len());
                 for (table, key, check_only, old, old_len, new) in decided {
                     if !check_only {
@@ -542,7 +547,7 @@ impl TableStore {
                     }
                     out.push(Written { old, new });
                 }
-                Ok(out)
+                Ok(Some(out))
             })
             .await?;
         if streamed {
@@ -842,6 +847,31 @@ impl TableStore {
             .values()
             .cloned()
             .collect())
+    }
+
+    /// Forgets client request tokens older than ten minutes (`now_ms`).
+    pub async fn trim_tokens(&self, now_ms: i64) -> Result<(), Error> {
+        let any_old = {
+            let txn = self.db.begin_read()?;
+            let tokens = txn.open_table(TOKENS)?;
+            let mut old = false;
+            for entry in tokens.iter()? {
+                if now_ms - entry?.1.value().1 >= TOKEN_TTL_MS {
+                    old = true;
+                    break;
+                }
+            }
+            old
+        };
+        if any_old {
+            self.committer
+                .write(move |t| {
+                    t.tokens.retain(|_, (_, at)| now_ms - at < TOKEN_TTL_MS)?;
+                    Ok(())
+                })
+                .await?;
+        }
+        Ok(())
     }
 
     /// Drops stream records older than their retention (`now_ms`), at most `max`.
