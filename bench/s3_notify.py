@@ -53,26 +53,58 @@ def runtime() -> str:
     return "python" + ".".join(version.split()[1].split(".")[:2])
 
 
+def start_node(binary: str, tmp: str) -> tuple[subprocess.Popen, int]:
+    """A node (authentication off) on a free port, its data under TMP."""
+    proc = subprocess.Popen([binary, "up", "--listen", "127.0.0.1:0", "--data-dir", f"{tmp}/data",
+                             "--config", str(ROOT / "bench" / "nimbus-bench.toml")],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return proc, int(re.search(r":(\d+)$", proc.stdout.readline().strip()).group(1))
+
+
+def deploy_warm(port: int, name: str, handler: str) -> None:
+    """Creates function NAME with HANDLER as app.py and starts its sandbox with one invocation."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("app.py", handler)
+    status, body = call(port, "POST", "/2015-03-31/functions", json.dumps({
+        "FunctionName": name, "Runtime": runtime(), "Handler": "app.handler",
+        "Role": bench_role.ensure(port),
+        "Code": {"ZipFile": base64.b64encode(buf.getvalue()).decode()}}).encode(),
+        {"content-type": "application/json"})
+    assert status == 201, body
+    assert call(port, "POST", f"/2015-03-31/functions/{name}/invocations", b"{}")[0] == 200
+
+
+def handler_starts(port: int, name: str, count: int) -> dict[str, int]:
+    """The `STARTED <ns> <key>` lines function NAME logged, by key (waits up to a minute for
+    COUNT of them)."""
+    started: dict[str, int] = {}
+    deadline = time.time() + 60
+    while len(started) < count and time.time() < deadline:
+        status, body = call(port, "GET", f"/nimbus/v1/functions/{name}/logs?limit=10000")
+        for entry in json.loads(body)["entries"]:
+            for m in re.finditer(r"STARTED (\d+) (\S+)", entry["text"]):
+                started.setdefault(m.group(2), int(m.group(1)))
+        time.sleep(0.5)
+    return started
+
+
+def report(what: str, acked: dict[str, int], started: dict[str, int]) -> None:
+    latencies = sorted((started[k] - acked[k]) / 1e6 for k in acked if k in started)
+    if len(latencies) < len(acked):
+        print(f"only {len(latencies)} of {len(acked)} were found in the logs")
+    p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
+    print(f"{what}, {len(latencies)}: p50 {statistics.median(latencies):.2f} ms, "
+          f"p90 {p(0.9):.2f} ms, max {latencies[-1]:.2f} ms")
+
+
 def main() -> None:
     binary = sys.argv[1]
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 200
     with tempfile.TemporaryDirectory(prefix="s3notify-", dir="/var/tmp") as tmp:
-        proc = subprocess.Popen([binary, "up", "--listen", "127.0.0.1:0", "--data-dir", f"{tmp}/data",
-                                 "--config", str(ROOT / "bench" / "nimbus-bench.toml")],
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        proc, port = start_node(binary, tmp)
         try:
-            port = int(re.search(r":(\d+)$", proc.stdout.readline().strip()).group(1))
-            buf = io.BytesIO()
-            with zipfile.ZipFile(buf, "w") as z:
-                z.writestr("app.py", HANDLER)
-            status, body = call(port, "POST", "/2015-03-31/functions", json.dumps({
-                "FunctionName": "on-upload", "Runtime": runtime(), "Handler": "app.handler",
-                "Role": bench_role.ensure(port),
-                "Code": {"ZipFile": base64.b64encode(buf.getvalue()).decode()}}).encode(),
-                {"content-type": "application/json"})
-            assert status == 201, body
-            # Warm: one synchronous invocation starts the sandbox.
-            assert call(port, "POST", "/2015-03-31/functions/on-upload/invocations", b"{}")[0] == 200
+            deploy_warm(port, "on-upload", HANDLER)
             assert call(port, "PUT", "/bench", headers={"Host": HOST})[0] == 200
             config = ("<NotificationConfiguration><CloudFunctionConfiguration><Id>bench</Id>"
                       "<CloudFunction>arn:aws:lambda:us-east-1:000000000000:function:on-upload</CloudFunction>"
@@ -89,28 +121,11 @@ def main() -> None:
                 acked[key] = time.time_ns()
                 assert r.status == 200
                 time.sleep(0.05)
-            started: dict[str, int] = {}
-            deadline = time.time() + 60
-            while len(started) < count and time.time() < deadline:
-                status, body = call(port, "GET", "/nimbus/v1/functions/on-upload/logs?limit=10000")
-                for entry in json.loads(body)["entries"]:
-                    for m in re.finditer(r"STARTED (\d+) (\S+)", entry["text"]):
-                        started.setdefault(m.group(2), int(m.group(1)))
-                time.sleep(0.5)
-            status, body = call(port, "GET", "/metrics")
-            invocations = [line for line in body.decode().splitlines()
-                           if line.startswith("nimbus_invocations_total") and "on-upload" in line]
+            started = handler_starts(port, "on-upload", count)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-    latencies = sorted((started[k] - acked[k]) / 1e6 for k in acked if k in started)
-    if len(latencies) < count:
-        missing = sorted(set(acked) - set(started), key=lambda k: int(k[1:]))
-        print(f"only {len(latencies)} of {count} events were found in the logs (missing {missing}); "
-              f"the node counted: {invocations}")
-    p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
-    print(f"upload acknowledged → handler started, {len(latencies)} uploads: "
-          f"p50 {statistics.median(latencies):.2f} ms, p90 {p(0.9):.2f} ms, max {latencies[-1]:.2f} ms")
+    report("upload acknowledged → handler started, uploads", acked, started)
 
 
 if __name__ == "__main__":

@@ -238,6 +238,9 @@ fn required(
         )
     };
     let own = format!("dynamodb:{operation}");
+    if let Some(stream) = field(input, "StreamArn").and_then(Value::as_str) {
+        return vec![(own, stream.to_owned())];
+    }
     if let Some(name) = field(input, "TableName").and_then(Value::as_str) {
         return vec![(own, arn(name))];
     }
@@ -266,10 +269,20 @@ fn required(
     vec![(own, "*".to_owned())]
 }
 
-/// Serves one DynamoDB request.
+/// Which of the two protocols a request speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// `DynamoDB_20120810.*`
+    Tables,
+    /// `DynamoDBStreams_20120810.*`
+    Streams,
+}
+
+/// Serves one DynamoDB or DynamoDB Streams request.
 pub async fn handle(
     store: &TableStore,
     caller: &Caller,
+    service: Service,
     operation: &str,
     headers: &HeaderMap,
     body: Body,
@@ -290,40 +303,16 @@ pub async fn handle(
             return DynamoError::access_denied(denied.message).into_response();
         }
     }
-    match dispatch(store, &caller.account, operation, &input).await {
-        Ok(output) => nimbus_aws_wire::target::ok(JsonVersion::V1_0, &output),
-        Err(e) => e.into_response(),
-    }
-}
-
-/// Serves one DynamoDB Streams request (`DynamoDBStreams_20120810.*`).
-pub async fn handle_streams(
-    store: &TableStore,
-    caller: &Caller,
-    operation: &str,
-    headers: &HeaderMap,
-    body: Body,
-) -> Response {
-    let input =
-        match nimbus_aws_wire::target::read_input::<DynamoError>(headers, body, 1 << 20, operation)
-            .await
-        {
-            Ok(input) => input,
-            Err(e) => return e.into_response(),
-        };
-    let resource = field(&input, "StreamArn")
-        .and_then(Value::as_str)
-        .unwrap_or("*");
-    if let Err(denied) = caller.authorize(&format!("dynamodb:{operation}"), resource) {
-        return DynamoError::access_denied(denied.message).into_response();
-    }
     let account = caller.account.as_str();
-    let output = match operation {
-        "ListStreams" => streams::list(store, account, &input),
-        "DescribeStream" => streams::describe(store, account, &input),
-        "GetShardIterator" => streams::shard_iterator(store, account, &input),
-        "GetRecords" => streams::records(store, account, &input),
-        other => Err(DynamoError::unknown_operation(other)),
+    let output = match service {
+        Service::Tables => dispatch(store, account, operation, &input).await,
+        Service::Streams => match operation {
+            "ListStreams" => streams::list(store, account, &input),
+            "DescribeStream" => streams::describe(store, account, &input),
+            "GetShardIterator" => streams::shard_iterator(store, account, &input),
+            "GetRecords" => streams::records(store, account, &input),
+            other => Err(DynamoError::unknown_operation(other)),
+        },
     };
     match output {
         Ok(output) => nimbus_aws_wire::target::ok(JsonVersion::V1_0, &output),

@@ -16,6 +16,9 @@ use serde_json::{Value, json};
 
 use crate::esm::EventSources;
 
+/// The most batches a stream mapping runs before it hands its turn back to the poll loop.
+const MAX_BATCHES_IN_A_ROW: usize = 1000;
+
 /// How long a stream mapping's read waits for a first record.
 const FIRST_READ_WAIT: Duration = Duration::from_secs(1);
 
@@ -43,16 +46,30 @@ impl EventSources {
         Some((record, stream))
     }
 
-    /// Runs one batch of a stream mapping.
+    /// Runs a stream mapping's batches for as long as records keep coming, so that a record
+    /// written right after a batch does not wait for the next poll; returns when the stream has
+    /// been idle for a while, or a batch failed (its retry waits for its backoff).
     pub(crate) async fn run_stream_batch(&self, mapping: &EventSourceMapping) {
+        for _ in 0..MAX_BATCHES_IN_A_ROW {
+            let Ok(current) = self.get(&mapping.account, &mapping.uuid) else {
+                return;
+            };
+            if !current.enabled || !self.stream_batch(&current).await {
+                return;
+            }
+        }
+    }
+
+    /// Runs one batch of a stream mapping; whether it handled records and may go on.
+    async fn stream_batch(&self, mapping: &EventSourceMapping) -> bool {
         let Some(source) = &mapping.stream else {
-            return;
+            return false;
         };
         let Some((_, stream)) = self.stream_of(&mapping.account, &mapping.event_source_arn) else {
-            return;
+            return false;
         };
         let Some(function) = self.control.function(&mapping.function) else {
-            return;
+            return false;
         };
         let retry = self
             .retries
@@ -80,20 +97,20 @@ impl EventSources {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(mapping = %mapping.uuid, error = %e, "stream read failed");
-                return;
+                return false;
             }
         };
         if batch.is_empty() {
             tokio::select! {
                 _ = woken => {}
-                _ = tokio::time::sleep(FIRST_READ_WAIT) => return,
+                _ = tokio::time::sleep(FIRST_READ_WAIT) => return false,
             }
             batch = self
                 .tables
                 .stream_records(stream.id, source.checkpoint, limit)
                 .unwrap_or_default();
             if batch.is_empty() {
-                return;
+                return false;
             }
         }
         let window = Duration::from_secs(u64::from(mapping.max_batching_window_s));
@@ -106,10 +123,10 @@ impl EventSources {
         }
         // A mapping disabled or deleted meanwhile runs nothing more.
         let Ok(current) = self.get(&mapping.account, &mapping.uuid) else {
-            return;
+            return false;
         };
         if !current.enabled {
-            return;
+            return false;
         }
         let first = batch.first().map_or(0, |(s, _)| *s);
         let last = batch.last().map_or(0, |(s, _)| *s);
@@ -124,7 +141,7 @@ impl EventSources {
                 self.give_up(&current, &stream, &batch, 0, "RecordAgeExceeded")
                     .await;
                 self.checkpoint(&current, last);
-                return;
+                return true;
             }
         }
         let region = self.tables.region().to_owned();
@@ -168,7 +185,7 @@ impl EventSources {
             if let Ok(mut r) = self.retries.lock() {
                 r.remove(&mapping.uuid);
             }
-            return;
+            return true;
         }
         // What came before the first failed record is done.
         if let Some(f) = failed_at
@@ -187,7 +204,7 @@ impl EventSources {
             if let Ok(mut r) = self.retries.lock() {
                 r.remove(&mapping.uuid);
             }
-            return;
+            return true;
         }
         let size = batch.len();
         let limit = if source.bisect_batch_on_function_error && failed_at.is_none() {
@@ -206,6 +223,7 @@ impl EventSources {
                 },
             );
         }
+        false
     }
 
     /// Moves a mapping's checkpoint to `seq` and keeps it.

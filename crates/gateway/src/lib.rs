@@ -266,13 +266,21 @@ async fn json_protocol(
                 .await
         }
         "DynamoDB_20120810" => {
-            nimbus_api_dynamodb::handle(&services.tables, &caller, target.operation, &headers, body)
-                .await
-        }
-        "DynamoDBStreams_20120810" => {
-            nimbus_api_dynamodb::handle_streams(
+            nimbus_api_dynamodb::handle(
                 &services.tables,
                 &caller,
+                nimbus_api_dynamodb::Service::Tables,
+                target.operation,
+                &headers,
+                body,
+            )
+            .await
+        }
+        "DynamoDBStreams_20120810" => {
+            nimbus_api_dynamodb::handle(
+                &services.tables,
+                &caller,
+                nimbus_api_dynamodb::Service::Streams,
                 target.operation,
                 &headers,
                 body,
