@@ -706,3 +706,29 @@ def test_a_transactions_token_outlives_a_restart(node_factory):
     bump(1)
     assert ddb.get_item(TableName=name, Key={"pk": {"S": "c"}})["Item"]["n"] == {"N": "1"}
     fails(lambda: bump(2), "IdempotentParameterMismatchException")
+
+
+def test_bad_stream_and_index_settings_are_refused(node, lambda_client, ddb):
+    import process_support as p
+    name, arn = stream_table(ddb)
+    fn = p.deploy(lambda_client, "python-aws", p.host_python_runtime(), "stream.on_change",
+                  Timeout=30, Environment={"Variables": {"TARGET": name}})
+
+    def refused(code, **params):
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            lambda_client.create_event_source_mapping(EventSourceArn=arn, FunctionName=fn, **params)
+        assert e.value.response["Error"]["Code"] == code, e.value.response
+    refused("InvalidParameterValueException")  # no StartingPosition
+    refused("ValidationException", StartingPosition="AT_TIMESTAMP")
+    refused("InvalidParameterValueException", StartingPosition="LATEST",
+            DestinationConfig={"OnFailure": {"Destination": f"arn:aws:sqs:{s.REGION}:000000000000:absent"}})
+    assert lambda_client.list_event_source_mappings(EventSourceArn=arn)["EventSourceMappings"] == []
+    fails(lambda: ddb.update_table(TableName=name, StreamSpecification={"StreamEnabled": True,
+                                                                         "StreamViewType": "KEYS_ONLY"}),
+          "ValidationException", "already has an enabled stream")
+    fails(lambda: ddb.update_table(TableName=name, GlobalSecondaryIndexUpdates=[{"Delete": {"IndexName": "none"}}]),
+          "ResourceNotFoundException")
+    fails(lambda: ddb.update_table(TableName=name, GlobalSecondaryIndexUpdates=[{"Create": {
+        "IndexName": "gsi", "KeySchema": [{"AttributeName": "undefined", "KeyType": "HASH"}],
+        "Projection": {"ProjectionType": "ALL"}}}]), "ValidationException", "not defined in AttributeDefinitions")
+    assert "GlobalSecondaryIndexes" not in ddb.describe_table(TableName=name)["Table"]
