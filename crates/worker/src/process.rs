@@ -9,7 +9,6 @@ use bytes::Bytes;
 use nimbus_sandbox::{Bind, JailSpec, PreparedJail};
 use nimbus_types::identity::{CredentialIssuer, SessionCredentials};
 use nimbus_types::{FunctionConfig, FunctionError, InitType, Runtime};
-use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -452,6 +451,8 @@ pub(crate) struct ProcessSandbox {
     api: Arc<RuntimeApi>,
     queue: mpsc::Sender<Pending>,
     output: Arc<Mutex<Vec<u8>>>,
+    /// stdout and stderr, read by their pumps and drained by `take_output`.
+    pipes: [Pipe; 2],
     exited: watch::Receiver<bool>,
     tasks: Vec<JoinHandle<()>>,
     function_arn: String,
@@ -459,35 +460,52 @@ pub(crate) struct ProcessSandbox {
     init_failure: Mutex<Option<(Bytes, FunctionError)>>,
 }
 
-/// Copies a sandbox's stdout or stderr into its output buffer until EOF, on `io`. The stream is
-/// made asynchronous inside the task, so that it registers with that runtime's reactor.
-fn pump<S: tokio::io::AsyncRead + Unpin + Send + 'static>(
+/// A sandbox's stdout or stderr, once its pump has opened it.
+type Pipe = Arc<std::sync::OnceLock<tokio::net::unix::pipe::Receiver>>;
+
+/// Moves what `pipe` holds now into `output`, without waiting; false at end of file. The
+/// output's lock is held while reading, so that the pump and [`ProcessSandbox::take_output`]
+/// never append out of order.
+fn drain(pipe: &tokio::net::unix::pipe::Receiver, output: &Mutex<Vec<u8>>) -> bool {
+    let mut buf = [0u8; 16 * 1024];
+    let Ok(mut out) = output.lock() else {
+        return false;
+    };
+    loop {
+        match pipe.try_read(&mut buf) {
+            Ok(0) => return false,
+            Ok(n) => {
+                // Keep the log bounded if a function writes without end.
+                if out.len() < nimbus_types::limits::MAX_FUNCTION_LOG_BYTES * 4 {
+                    out.extend_from_slice(&buf[..n]);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Copies a sandbox's stdout or stderr into its output buffer until EOF, on `io`. The pipe is
+/// opened inside the task, so that it registers with that runtime's reactor, and published in
+/// `slot`, so that whoever takes the output first reads what is already in the pipe: a
+/// runtime writes its log lines before it posts the response, but this task may not have run
+/// since.
+fn pump(
     io: &tokio::runtime::Handle,
-    open: impl FnOnce() -> Option<S> + Send + 'static,
+    open: impl FnOnce() -> Option<std::os::fd::OwnedFd> + Send + 'static,
+    slot: Pipe,
     output: Arc<Mutex<Vec<u8>>>,
     open_streams: Arc<std::sync::atomic::AtomicUsize>,
     exited: Arc<watch::Sender<bool>>,
 ) -> JoinHandle<()> {
     io.spawn(async move {
-        let Some(mut stream) = open() else {
-            if open_streams.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
-                let _ = exited.send(true);
-            }
-            return;
-        };
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if let Ok(mut out) = output.lock() {
-                        // Keep the log bounded if a function writes without end.
-                        if out.len() < nimbus_types::limits::MAX_FUNCTION_LOG_BYTES * 4 {
-                            out.extend_from_slice(&buf[..n]);
-                        }
-                    }
-                }
-            }
+        let receiver =
+            open().and_then(|fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok());
+        if let Some(receiver) = receiver {
+            let pipe = slot.get_or_init(|| receiver);
+            while pipe.readable().await.is_ok() && drain(pipe, &output) {}
         }
         if open_streams.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
             let _ = exited.send(true);
@@ -600,10 +618,12 @@ impl ProcessSandbox {
         let (exited_tx, exited) = watch::channel(false);
         let exited_tx = Arc::new(exited_tx);
         let open = Arc::new(std::sync::atomic::AtomicUsize::new(2));
+        let pipes: [Pipe; 2] = Default::default();
         let stdout = jail.take_stdout();
         tasks.push(pump(
             &config.io,
-            move || stdout.and_then(|s| tokio::process::ChildStdout::from_std(s).ok()),
+            move || stdout.map(std::os::fd::OwnedFd::from),
+            pipes[0].clone(),
             output.clone(),
             open.clone(),
             exited_tx.clone(),
@@ -611,7 +631,8 @@ impl ProcessSandbox {
         let stderr = jail.take_stderr();
         tasks.push(pump(
             &config.io,
-            move || stderr.and_then(|s| tokio::process::ChildStderr::from_std(s).ok()),
+            move || stderr.map(std::os::fd::OwnedFd::from),
+            pipes[1].clone(),
             output.clone(),
             open.clone(),
             exited_tx.clone(),
@@ -621,6 +642,7 @@ impl ProcessSandbox {
             api,
             queue,
             output,
+            pipes,
             exited,
             tasks,
             function_arn: function.arn(region),
@@ -678,6 +700,9 @@ impl ProcessSandbox {
     }
 
     pub(crate) fn take_output(&self) -> Vec<u8> {
+        for pipe in self.pipes.iter().filter_map(|p| p.get()) {
+            drain(pipe, &self.output);
+        }
         self.output
             .lock()
             .map(|mut o| std::mem::take(&mut *o))
