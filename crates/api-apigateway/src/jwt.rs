@@ -51,9 +51,14 @@ pub struct Verified {
     pub scopes: Vec<String>,
 }
 
+/// The key set of an issuer this node is itself (a user pool's), if `issuer` is one.
+pub type LocalIssuers = std::sync::Arc<dyn Fn(&str) -> Option<Value> + Send + Sync>;
+
 #[derive(Default)]
 pub struct Verifier {
     issuers: Mutex<HashMap<String, IssuerKeys>>,
+    /// Issuers served by this node, whose keys are read in-process instead of over HTTP.
+    local: Option<LocalIssuers>,
 }
 
 fn b64(part: &str) -> Result<Vec<u8>, Refusal> {
@@ -87,7 +92,11 @@ fn fetch_keys(issuer: &str) -> Result<HashMap<String, Key>, String> {
         .get("jwks_uri")
         .and_then(Value::as_str)
         .ok_or("the discovery document has no jwks_uri")?;
-    let jwks = get(jwks_uri)?;
+    parse_jwks(&get(jwks_uri)?)
+}
+
+/// The usable keys of a JWK set, by `kid`.
+fn parse_jwks(jwks: &Value) -> Result<HashMap<String, Key>, String> {
     let mut keys = HashMap::new();
     for jwk in jwks
         .get("keys")
@@ -119,6 +128,14 @@ fn fetch_keys(issuer: &str) -> Result<HashMap<String, Key>, String> {
 }
 
 impl Verifier {
+    /// A verifier that asks `local` first for an issuer's keys.
+    pub fn with_local(local: LocalIssuers) -> Self {
+        Self {
+            issuers: Mutex::default(),
+            local: Some(local),
+        }
+    }
+
     /// The key `kid` of `issuer`, from the cache or fetched.
     async fn key(&self, issuer: &str, kid: &str) -> Result<Key, Refusal> {
         let stale = {
@@ -135,6 +152,20 @@ impl Verifier {
                 None => true,
             }
         };
+        // This node's own issuers: read in-process, as often as an unknown key id asks.
+        if let Some(jwks) = self.local.as_ref().and_then(|local| local(issuer)) {
+            let keys = parse_jwks(&jwks).unwrap_or_default();
+            let found = keys.get(kid).cloned();
+            let mut issuers = self.issuers.lock().map_err(|_| unauthorized("poisoned"))?;
+            issuers.insert(
+                issuer.to_owned(),
+                IssuerKeys {
+                    keys,
+                    fetched: Instant::now(),
+                },
+            );
+            return found.ok_or_else(|| unauthorized("the token's key is not the issuer's"));
+        }
         if !stale {
             return Err(unauthorized("the token's key is not the issuer's"));
         }
@@ -289,4 +320,69 @@ pub fn token_from<'a>(
         .unwrap_or(value)
         .trim();
     (!token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+
+    /// Tokens of a user pool on this node, checked with its keys read in-process: what the
+    /// end-to-end tests cannot make (an expired token needs the pool's private key).
+    #[tokio::test]
+    async fn local_issuers_keys_are_read_in_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let pools = Arc::new(nimbus_userpools::UserPools::open(dir.path(), "us-east-1").unwrap());
+        let settings = nimbus_userpools::model::PoolSettings::default();
+        let pool = pools.create_pool("1", "p", settings.clone()).await.unwrap();
+        let other = pools.create_pool("1", "q", settings).await.unwrap();
+        let base = "http://127.0.0.1:9000";
+        let lookup = pools.clone();
+        let verifier = Verifier::with_local(Arc::new(move |issuer: &str| {
+            let id = issuer.strip_prefix(base)?.strip_prefix('/')?;
+            let pool = lookup.pool(id)?;
+            Some(nimbus_userpools::tokens::jwks(&pool))
+        }));
+        let iss = format!("{base}/{}", pool.id);
+        let now = 1_900_000_000;
+        let token = |signer: &nimbus_userpools::model::Pool, exp: i64| {
+            let claims =
+                json!({ "iss": iss, "aud": "app", "sub": "u", "exp": exp, "token_use": "id" });
+            pools
+                .signer
+                .sign(signer, claims.as_object().unwrap())
+                .unwrap()
+        };
+        let aud = ["app".to_owned()];
+        let ok = verifier
+            .verify(&token(&pool, now + 60), &iss, &aud, &[], now)
+            .await
+            .unwrap();
+        assert_eq!(ok.claims["sub"], "u");
+        let expired = verifier
+            .verify(&token(&pool, now - 1), &iss, &aud, &[], now)
+            .await;
+        assert_eq!(
+            expired.err(),
+            Some(Refusal::Unauthorized("the token has expired".into()))
+        );
+        // Another pool's key, claiming this pool's issuer.
+        assert!(
+            verifier
+                .verify(&token(&other, now + 60), &iss, &aud, &[], now)
+                .await
+                .is_err()
+        );
+        // After a rotation the new key is found at once, without a refetch delay.
+        let rotated = pools.rotate_key(&pool.id).await.unwrap();
+        assert!(
+            verifier
+                .verify(&token(&rotated, now + 60), &iss, &aud, &[], now)
+                .await
+                .is_ok()
+        );
+    }
 }

@@ -199,18 +199,11 @@ impl ErrorEnvelope for DynamoError {
     }
 }
 
-/// A request member, if present and not null.
-pub(crate) fn field<'a>(input: &'a Value, name: &str) -> Option<&'a Value> {
-    input.get(name).filter(|v| !v.is_null())
-}
+pub(crate) use nimbus_aws_wire::target::field;
 
 /// A string member.
 pub(crate) fn string<'a>(input: &'a Value, name: &str) -> Result<Option<&'a str>> {
-    match field(input, name) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(DynamoError::malformed(format!("{name} must be a string"))),
-    }
+    nimbus_aws_wire::target::string::<DynamoError>(input, name)
 }
 
 /// The `TableName` member, which every table and item operation requires.

@@ -61,6 +61,23 @@ pub async fn read_input<E: crate::ErrorEnvelope>(
     }
 }
 
+/// A request member, if present and not null.
+pub fn field<'a>(input: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    input.get(name).filter(|v| !v.is_null())
+}
+
+/// A string member, if present; another type is the protocol's malformed-request error.
+pub fn string<'a, E: crate::ErrorEnvelope>(
+    input: &'a serde_json::Value,
+    name: &str,
+) -> Result<Option<&'a str>, E> {
+    match field(input, name) {
+        None => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(E::malformed(format!("{name} must be a string"))),
+    }
+}
+
 /// A successful JSON-protocol answer.
 pub fn ok(version: JsonVersion, output: &serde_json::Value) -> Response {
     (version.content_type(), output.to_string()).into_response()

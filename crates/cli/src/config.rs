@@ -34,6 +34,33 @@ pub struct NodeConfig {
     pub cluster: ClusterSection,
     pub auth: AuthSection,
     pub urls: UrlsSection,
+    pub user_pools: UserPoolsSection,
+}
+
+/// User pools: where their tokens say they come from, and how long codes last.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UserPoolsSection {
+    /// The start of every pool's issuer URL (`{issuer_base}/{pool id}`), which must reach this
+    /// node for anyone who checks its tokens. Unset: `http://` and the listen address, with
+    /// 127.0.0.1 for an unspecified one.
+    pub issuer_base: Option<String>,
+    /// How long sign-up, password reset and attribute codes stay valid.
+    pub code_validity_secs: u64,
+    /// Sign-in and code attempts one source address may make: a second, and at once.
+    pub source_rate: f64,
+    pub source_burst: f64,
+}
+
+impl Default for UserPoolsSection {
+    fn default() -> Self {
+        Self {
+            issuer_base: None,
+            code_validity_secs: 24 * 3600,
+            source_rate: 50.0,
+            source_burst: 100.0,
+        }
+    }
 }
 
 /// Where function URLs are served: `http://{url-id}.lambda-url.{region}.{base_domain}:{port}/`.
@@ -228,6 +255,7 @@ impl Default for NodeConfig {
             cluster: ClusterSection::default(),
             auth: AuthSection::default(),
             urls: UrlsSection::default(),
+            user_pools: UserPoolsSection::default(),
         }
     }
 }

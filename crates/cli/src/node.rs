@@ -320,6 +320,25 @@ pub async fn serve(
         }));
     }
     let auth = authentication(&config, &identity, listener.local_addr()?)?;
+    let user_pools = Arc::new(
+        nimbus_userpools::UserPools::open(&data.join("userpools"), &config.region)
+            .context("opening the user pool store")?,
+    );
+    let cognito = Arc::new(nimbus_api_cognito::Cognito {
+        pools: user_pools.clone(),
+        issuer_base: issuer_base(&config, listener.local_addr()?),
+        triggers: nimbus_api_cognito::Triggers {
+            control: Some(control.clone()),
+        },
+        limiter: nimbus_api_cognito::Limiter::new(
+            config.user_pools.source_rate,
+            config.user_pools.source_burst,
+        ),
+        code_validity_ms: i64::try_from(config.user_pools.code_validity_secs)
+            .unwrap_or(i64::MAX / 1000)
+            .saturating_mul(1000),
+        srp: Default::default(),
+    });
     let objects = Arc::new(
         nimbus_objects::Objects::open(&data.join("objects")).context("opening the object store")?,
     );
@@ -341,6 +360,7 @@ pub async fn serve(
             identity,
             s3,
             tables: tables.clone(),
+            cognito,
             control: control.clone(),
             telemetry: telemetry_store,
             invoker: invoker.clone(),
@@ -404,8 +424,10 @@ pub async fn serve(
     // their 24 hours.
     let sweeper = {
         let tables = tables.clone();
+        let user_pools = user_pools.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            let mut ticks = 0u64;
             loop {
                 tick.tick().await;
                 let now = nimbus_types::time::now_ms().div_euclid(1000).max(0) as u64;
@@ -420,6 +442,12 @@ pub async fn serve(
                 }
                 if let Err(e) = tables.trim_tokens(nimbus_types::time::now_ms()).await {
                     tracing::warn!(error = %e, "old request tokens could not be removed");
+                }
+                ticks += 1;
+                if ticks.is_multiple_of(60)
+                    && let Err(e) = user_pools.sweep().await
+                {
+                    tracing::warn!(error = %e, "expired refresh sessions could not be removed");
                 }
             }
         })
@@ -455,6 +483,7 @@ pub async fn serve(
     let _ = sweeper.await;
     objects.shutdown();
     tables.shutdown();
+    user_pools.close();
     if let Err(e) = queue.sync().await {
         tracing::error!(error = %e, "could not make the event queue durable at shutdown");
     }
@@ -471,6 +500,19 @@ pub async fn serve(
 /// Sets up request authentication: SigV4 with the node's keys (an administrator key made on
 /// the first start, or named in the environment), or none, which is refused on an address
 /// other machines can reach unless the configuration insists.
+/// Where the node's user pools say their tokens come from.
+fn issuer_base(config: &NodeConfig, local: std::net::SocketAddr) -> String {
+    if let Some(base) = &config.user_pools.issuer_base {
+        return base.trim_end_matches('/').to_owned();
+    }
+    let ip = if local.ip().is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        local.ip()
+    };
+    format!("http://{}", std::net::SocketAddr::new(ip, local.port()))
+}
+
 fn authentication(
     config: &NodeConfig,
     identity: &nimbus_identity::Identity,

@@ -42,6 +42,8 @@ enum Api {
     Sqs,
     Events,
     Dynamo,
+    /// Cognito user pools; the operations an application's users call go through unsigned.
+    Cognito,
     /// IAM and STS: the Query protocol, a form on `POST /` without a target.
     Iam,
     /// API Gateway's control plane (`/v2/…`).
@@ -56,6 +58,9 @@ impl Api {
         if path.starts_with("/nimbus/cluster/") || path == "/nimbus/v1/health" {
             return Self::Open;
         }
+        if method == Method::GET && nimbus_api_cognito::is_issuer_document(path) {
+            return Self::Open;
+        }
         if method == Method::POST && path == "/" {
             let target = headers
                 .get("x-amz-target")
@@ -67,6 +72,15 @@ impl Api {
                 || target.starts_with("DynamoDBStreams_20120810.")
             {
                 Self::Dynamo
+            } else if let Some(operation) = target
+                .strip_prefix(nimbus_api_cognito::TARGET)
+                .and_then(|o| o.strip_prefix('.'))
+            {
+                if nimbus_api_cognito::is_public(operation) {
+                    Self::Open
+                } else {
+                    Self::Cognito
+                }
             } else if target.is_empty() && crate::is_form(headers) {
                 Self::Iam
             } else {
@@ -89,6 +103,7 @@ impl Api {
             Self::Sqs => (service == "sqs", "sqs"),
             Self::Events => (service == "events", "events"),
             Self::Dynamo => (service == "dynamodb", "dynamodb"),
+            Self::Cognito => (service == "cognito-idp", "cognito-idp"),
             Self::Iam => (service == "iam" || service == "sts", "iam"),
             Self::Gateway => (service == "apigateway", "apigateway"),
             Self::Nimbus | Self::Open => (true, ""),
@@ -103,6 +118,7 @@ impl Api {
             Self::Sqs => nimbus_api_sqs::MAX_REQUEST_BYTES,
             Self::Events => nimbus_api_events::MAX_REQUEST_BYTES,
             Self::Dynamo => nimbus_api_dynamodb::MAX_REQUEST_BYTES,
+            Self::Cognito => nimbus_api_cognito::MAX_REQUEST_BYTES,
             Self::Iam => nimbus_api_iam::MAX_REQUEST_BYTES,
             Self::Gateway => 1 << 20,
             Self::Nimbus | Self::Open => 1 << 20,
@@ -118,6 +134,9 @@ impl Api {
             Self::Sqs => nimbus_api_sqs::SqsError::unauthenticated(error).into_response(),
             Self::Dynamo => {
                 nimbus_api_dynamodb::DynamoError::unauthenticated(error).into_response()
+            }
+            Self::Cognito => {
+                nimbus_api_cognito::CognitoError::unauthenticated(error).into_response()
             }
             Self::Iam => nimbus_api_iam::QueryError::unauthenticated(error).into_response(),
             Self::Gateway => {
@@ -140,6 +159,9 @@ impl Api {
             Self::Sqs => nimbus_api_sqs::SqsError::too_large(limit, "request").into_response(),
             Self::Dynamo => {
                 nimbus_api_dynamodb::DynamoError::too_large(limit, "request").into_response()
+            }
+            Self::Cognito => {
+                nimbus_api_cognito::CognitoError::too_large(limit, "request").into_response()
             }
             Self::Iam => nimbus_api_iam::QueryError::too_large(limit, "request").into_response(),
             Self::Gateway => {

@@ -15,14 +15,16 @@
 //!    browser's form upload (`POST` of `multipart/form-data`), or by a browser's CORS preflight
 //!    (`OPTIONS` with `Access-Control-Request-Method`) on a path no other API has. A host naming another
 //!    `SERVICE.localhost` that this node does not serve is answered in Lambda's format.
-//! 2. **`X-Amz-Target`** on `POST /`: the JSON 1.0/1.1 services (SQS, EventBridge, DynamoDB;
-//!    Cognito later), by the target's service prefix.
-//! 3. **Path**: Lambda's dated paths, nimbus's `/nimbus/v1/…` and `/metrics`, and the cluster's
-//!    routes. Anything else gets Lambda's `UnknownOperationException`.
+//! 2. **`X-Amz-Target`** on `POST /`: the JSON 1.0/1.1 services (SQS, EventBridge, DynamoDB,
+//!    Cognito user pools), by the target's service prefix.
+//! 3. **Path**: Lambda's dated paths, nimbus's `/nimbus/v1/…` and `/metrics`, a user pool's
+//!    `/{pool id}/.well-known/…` documents, and the cluster's routes. Anything else gets
+//!    Lambda's `UnknownOperationException`.
 //!
-//! Every request but the cluster's (signed with the cluster secret) and the health check is
-//! authenticated with SigV4 before it reaches its API ([`auth`]), and refused in that API's
-//! own format.
+//! Every request is authenticated with SigV4 before it reaches its API ([`auth`]), and refused
+//! in that API's own format, except the cluster's (signed with the cluster secret), the health
+//! check, a user pool's public documents, and the user pool operations an application's users
+//! call without credentials (sign-up, sign-in, …: [`nimbus_api_cognito::is_public`]).
 
 #![forbid(unsafe_code)]
 
@@ -36,8 +38,7 @@ pub use nimbus_api_lambda::UrlDomain;
 pub use nimbus_identity::Caller;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Extension, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -69,6 +70,9 @@ pub fn signing_service(method: &str, path: &str, target: Option<&str>) -> &'stat
         {
             "dynamodb"
         }
+        Some(t) if method == "POST" && t.starts_with("AWSCognitoIdentityProviderService.") => {
+            "cognito-idp"
+        }
         Some(_) if method == "POST" => "events",
         None if method == "POST" && path == "/" => "iam",
         _ if path.starts_with("/nimbus/") || path.starts_with("/metrics") => "nimbus",
@@ -98,6 +102,8 @@ pub struct Subsystems {
     pub s3: Arc<nimbus_api_s3::S3Api>,
     /// Tables (DynamoDB).
     pub tables: Arc<nimbus_tables::TableStore>,
+    /// User pools (Cognito).
+    pub cognito: Arc<nimbus_api_cognito::Cognito>,
 }
 
 /// The JSON-protocol services, by `X-Amz-Target` prefix.
@@ -107,6 +113,7 @@ struct JsonServices {
     queues: Arc<SqsQueues>,
     scheduler: Arc<Scheduler>,
     tables: Arc<nimbus_tables::TableStore>,
+    cognito: Arc<nimbus_api_cognito::Cognito>,
 }
 
 /// A service named by a `SERVICE.localhost` host.
@@ -138,7 +145,9 @@ impl HostService {
         };
         match service.rsplit('.').next() {
             Some("s3") => Self::S3,
-            Some("lambda" | "sqs" | "events" | "iam" | "sts" | "api" | "dynamodb") => Self::Any,
+            Some(
+                "lambda" | "sqs" | "events" | "iam" | "sts" | "api" | "dynamodb" | "cognito-idp",
+            ) => Self::Any,
             _ => Self::Unknown,
         }
     }
@@ -248,12 +257,31 @@ pub(crate) fn is_form(headers: &HeaderMap) -> bool {
 
 /// `POST /`: the JSON protocols by `X-Amz-Target`, and the Query protocol (IAM, STS) by its
 /// form body.
-async fn json_protocol(
-    State(services): State<Arc<JsonServices>>,
-    Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn json_protocol(State(services): State<Arc<JsonServices>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
+    let caller = parts.extensions.get::<Caller>();
+    if let Some(target) = Target::parse(&headers)
+        && target.service == nimbus_api_cognito::TARGET
+    {
+        let source = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        let request = nimbus_api_cognito::Request { caller, source };
+        return nimbus_api_cognito::handle(
+            &services.cognito,
+            request,
+            target.operation,
+            &headers,
+            body,
+        )
+        .await;
+    }
+    // Every other API's requests were authenticated: the caller is there.
+    let Some(caller) = caller.cloned() else {
+        return unknown_target(headers.get("x-amz-target").is_some());
+    };
     if headers.get("x-amz-target").is_none() && is_form(&headers) {
         return nimbus_api_iam::handle(&services.identity, &caller, &headers, body).await;
     }
@@ -334,6 +362,7 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
         apis,
         s3,
         tables,
+        cognito,
     } = subsystems;
     let lambda = Arc::new(Lambda::new(
         control.clone(),
@@ -353,7 +382,10 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
         control: control.clone(),
         manager: control.manager().clone(),
         domain: urls.clone(),
-        jwt: Default::default(),
+        jwt: nimbus_api_apigateway::jwt::Verifier::with_local({
+            let cognito = cognito.clone();
+            Arc::new(move |issuer: &str| cognito.local_jwks(issuer))
+        }),
     });
     let function_urls = Arc::new(urls::FunctionUrls {
         domain: urls,
@@ -376,6 +408,7 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
         queues,
         scheduler,
         tables,
+        cognito: cognito.clone(),
     });
     Router::new()
         .route("/", post(json_protocol))
@@ -383,6 +416,7 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
         .merge(nimbus_api_lambda::router(lambda))
         .merge(nimbus_api_nimbus::router(nimbus))
         .merge(nimbus_api_apigateway::router(api_gateway))
+        .merge(nimbus_api_cognito::router(cognito))
         .merge(extra)
         .fallback(|| async { nimbus_api_lambda::unknown_operation() })
         // Each API reads its bodies with its own limits, so that an oversized request gets
@@ -455,7 +489,8 @@ mod tests {
             (Some("lambda.localhost:9000"), HostService::Any),
             (Some("sqs.localhost"), HostService::Any),
             (Some("dynamodb.localhost:9000"), HostService::Any),
-            (Some("cognito-idp.localhost:9000"), HostService::Unknown),
+            (Some("cognito-idp.localhost:9000"), HostService::Any),
+            (Some("kinesis.localhost:9000"), HostService::Unknown),
         ] {
             assert_eq!(HostService::of(host), want, "{host:?}");
         }

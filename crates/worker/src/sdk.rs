@@ -28,6 +28,7 @@ const JS_CLIENTS: &[&str] = &[
     "@aws-sdk/client-eventbridge",
     "@aws-sdk/client-iam",
     "@aws-sdk/client-sts",
+    "@aws-sdk/client-cognito-identity-provider",
 ];
 
 /// Where the JavaScript SDK's `node_modules` appears inside a sandbox (on `NODE_PATH`).
