@@ -11,13 +11,16 @@ t=2, p=1) and answers with RS256 tokens signed by the pool's key; moto compares 
 stored and signs with its key. nimbus runs with authentication off and no per-source limit
 (`bench/nimbus-bench.toml`); sign-in calls are unsigned on both.
 
-JWT authorizer: one HTTP API in front of the wasm echo function with two routes, one without
-authorization and one with a JWT authorizer whose issuer is the pool's; wrk at c=1 sends the
-same request to each with a valid ID token in `Authorization`, in alternating rounds, after a
-warm-up that fills the key cache. The overhead is the median of the per-round differences of
+JWT authorizer: one HTTP API in front of a wasm function that answers the same whatever the
+event (the `env` fixture: its environment as JSON; an echo would send the claims back and
+measure their second trip too) with two routes, one without authorization and one with a JWT
+authorizer whose issuer is the pool's; wrk at c=1 sends the same request to each with a valid
+ID token in `Authorization`, in alternating rounds, after a warm-up that fills the key cache.
+The authorizer's cost is the verification and the claims it adds to the function's event. The overhead is the median of the per-round differences of
 the p50s.
 
-usage: bench/cognito.py NIMBUS_BIN [DURATION] [ROUNDS]   (needs wrk, moto[server])
+usage: bench/cognito.py NIMBUS_BIN [DURATION] [ROUNDS] [jwt]   (needs wrk, moto[server]; `jwt`: the
+authorizer's part alone)
 """
 
 from __future__ import annotations
@@ -116,7 +119,7 @@ def start_moto() -> tuple[subprocess.Popen, int]:
 
 def jwt_overhead(port: int, pool: str, client: str, duration: str, rounds: int, tmp: str) -> None:
     subprocess.run([sys.executable, str(ROOT / "bench" / "deploy_echo.py"), str(port),
-                    str(ROOT / "target" / "fixtures" / "echo.wasm")], check=True, stdout=subprocess.DEVNULL)
+                    str(ROOT / "target" / "fixtures" / "env.wasm")], check=True, stdout=subprocess.DEVNULL)
     arn = "arn:aws:lambda:us-east-1:000000000000:function:echo"
     api = rest(port, "POST", "/v2/apis", {"name": "jwt", "protocolType": "HTTP"})["apiId"]
     integration = rest(port, "POST", f"/v2/apis/{api}/integrations", {
@@ -159,6 +162,16 @@ def main() -> None:
     duration = sys.argv[2] if len(sys.argv) > 2 else "10s"
     rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 3
     random.seed(1)
+    if len(sys.argv) > 4 and sys.argv[4] == "jwt":
+        with tempfile.TemporaryDirectory(dir=str(ROOT / "target")) as tmp:
+            proc, port = start_nimbus(binary, tmp)
+            try:
+                pool, client = setup(port)
+                jwt_overhead(port, pool, client, duration, rounds, tmp)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=60)
+        return
     results: dict[str, dict[str, list[float]]] = {
         s: {"rps8": [], "p50_8": [], "p50_1": []} for s in ("nimbus", "moto")}
     with tempfile.TemporaryDirectory(dir=str(ROOT / "target")) as tmp:

@@ -6,7 +6,7 @@
 //! `client_id`), `exp` and `nbf` checked; `none` and every other algorithm refused.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -47,9 +47,48 @@ fn unauthorized(why: impl Into<String>) -> Refusal {
 
 /// A verified token's claims and scopes.
 pub struct Verified {
-    pub claims: Map<String, Value>,
+    pub claims: Arc<Map<String, Value>>,
     pub scopes: Vec<String>,
+    /// `requestContext.authorizer` as API Gateway fills it for the token: `{"jwt": {"claims",
+    /// "scopes"}}`, every claim as a string.
+    pub context: Arc<Value>,
 }
+
+/// A token whose signature verified, kept so that its next uses skip the signature and the
+/// decoding: what is checked on every use (expiry, audience, scopes) is checked again from here.
+struct Checked {
+    issuer: String,
+    kid: String,
+    claims: Arc<Map<String, Value>>,
+    exp: Option<i64>,
+    nbf: Option<i64>,
+    audiences: Vec<String>,
+    granted: Vec<String>,
+    context: Arc<Value>,
+}
+
+/// `requestContext.authorizer` for a token: its claims as strings, its scopes (null if none).
+fn authorizer_context(claims: &Map<String, Value>, granted: &[String]) -> Value {
+    let claims: Map<String, Value> = claims
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), Value::String(v))
+        })
+        .collect();
+    let scopes = if granted.is_empty() {
+        Value::Null
+    } else {
+        granted.into()
+    };
+    serde_json::json!({ "jwt": { "claims": claims, "scopes": scopes } })
+}
+
+/// The most verified tokens kept; past it the cache starts over.
+const MAX_CHECKED: usize = 4096;
 
 /// The key set of an issuer this node is itself (a user pool's), if `issuer` is one.
 pub type LocalIssuers = std::sync::Arc<dyn Fn(&str) -> Option<Value> + Send + Sync>;
@@ -57,6 +96,8 @@ pub type LocalIssuers = std::sync::Arc<dyn Fn(&str) -> Option<Value> + Send + Sy
 #[derive(Default)]
 pub struct Verifier {
     issuers: Mutex<HashMap<String, IssuerKeys>>,
+    /// Tokens already verified, by their text.
+    checked: Mutex<HashMap<String, Arc<Checked>>>,
     /// Issuers served by this node, whose keys are read in-process instead of over HTTP.
     local: Option<LocalIssuers>,
 }
@@ -132,6 +173,7 @@ impl Verifier {
     pub fn with_local(local: LocalIssuers) -> Self {
         Self {
             issuers: Mutex::default(),
+            checked: Mutex::default(),
             local: Some(local),
         }
     }
@@ -210,6 +252,35 @@ impl Verifier {
         scopes: &[String],
         now_s: i64,
     ) -> Result<Verified, Refusal> {
+        let checked = match self.seen(token, issuer) {
+            Some(c) => c,
+            None => {
+                let c = Arc::new(self.check_signature(token, issuer).await?);
+                if let Ok(mut seen) = self.checked.lock() {
+                    if seen.len() >= MAX_CHECKED {
+                        seen.clear();
+                    }
+                    seen.insert(token.to_owned(), c.clone());
+                }
+                c
+            }
+        };
+        admit(&checked, audience, scopes, now_s)
+    }
+
+    /// A token verified before for `issuer`, if its key is still the issuer's.
+    fn seen(&self, token: &str, issuer: &str) -> Option<Arc<Checked>> {
+        let checked = self.checked.lock().ok()?.get(token).cloned()?;
+        let issuers = self.issuers.lock().ok()?;
+        let keys = issuers.get(issuer)?;
+        (checked.issuer == issuer
+            && keys.keys.contains_key(&checked.kid)
+            && keys.fetched.elapsed() < KEYS_TTL)
+            .then_some(checked)
+    }
+
+    /// Decodes a token and verifies its form, issuer and signature.
+    async fn check_signature(&self, token: &str, issuer: &str) -> Result<Checked, Refusal> {
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -264,29 +335,21 @@ impl Verifier {
             return Err(unauthorized("the token's signature does not verify"));
         }
         let number = |name: &str| claims.get(name).and_then(Value::as_i64);
-        match number("exp") {
-            Some(exp) if exp > now_s => {}
-            _ => return Err(unauthorized("the token has expired")),
-        }
-        if number("nbf").is_some_and(|nbf| nbf > now_s) {
-            return Err(unauthorized("the token is not valid yet"));
-        }
-        let audiences: Vec<&str> = match claims.get("aud") {
-            Some(Value::String(a)) => vec![a.as_str()],
-            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        let audiences: Vec<String> = match claims.get("aud") {
+            Some(Value::String(a)) => vec![a.clone()],
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
             // Access tokens (Cognito's among them) carry the client in `client_id`.
             _ => claims
                 .get("client_id")
                 .and_then(Value::as_str)
+                .map(str::to_owned)
                 .into_iter()
                 .collect(),
         };
-        if !audiences
-            .iter()
-            .any(|a| audience.iter().any(|want| want == a))
-        {
-            return Err(unauthorized("the token is for another audience"));
-        }
         let granted: Vec<String> = match claims.get("scope").or_else(|| claims.get("scp")) {
             Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
             Some(Value::Array(a)) => a
@@ -296,14 +359,48 @@ impl Verifier {
                 .collect(),
             _ => Vec::new(),
         };
-        if !scopes.is_empty() && !scopes.iter().any(|s| granted.contains(s)) {
-            return Err(Refusal::Forbidden);
-        }
-        Ok(Verified {
-            claims,
-            scopes: granted,
+        Ok(Checked {
+            issuer: issuer.to_owned(),
+            kid: kid.to_owned(),
+            exp: number("exp"),
+            nbf: number("nbf"),
+            audiences,
+            context: Arc::new(authorizer_context(&claims, &granted)),
+            granted,
+            claims: Arc::new(claims),
         })
     }
+}
+
+/// What is checked on every use of a token: its time, its audience, the route's scopes.
+fn admit(
+    c: &Checked,
+    audience: &[String],
+    scopes: &[String],
+    now_s: i64,
+) -> Result<Verified, Refusal> {
+    match c.exp {
+        Some(exp) if exp > now_s => {}
+        _ => return Err(unauthorized("the token has expired")),
+    }
+    if c.nbf.is_some_and(|nbf| nbf > now_s) {
+        return Err(unauthorized("the token is not valid yet"));
+    }
+    if !c
+        .audiences
+        .iter()
+        .any(|a| audience.iter().any(|want| want == a))
+    {
+        return Err(unauthorized("the token is for another audience"));
+    }
+    if !scopes.is_empty() && !scopes.iter().any(|s| c.granted.contains(s)) {
+        return Err(Refusal::Forbidden);
+    }
+    Ok(Verified {
+        claims: c.claims.clone(),
+        scopes: c.granted.clone(),
+        context: c.context.clone(),
+    })
 }
 
 /// The token an identity source (`$request.header.NAME`) names, `Bearer ` prefix removed.
@@ -384,5 +481,82 @@ mod tests {
                 .await
                 .is_ok()
         );
+    }
+}
+
+/// What verifying a user pool's token costs with a warm key cache, in-process: run with
+/// `cargo test --release -p nimbus-api-apigateway --lib verify_cost -- --ignored --nocapture`.
+#[cfg(test)]
+mod cost {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use serde_json::json;
+
+    use super::*;
+
+    #[tokio::test]
+    #[ignore]
+    async fn verify_cost() {
+        let dir = tempfile::tempdir().unwrap();
+        let pools = Arc::new(nimbus_userpools::UserPools::open(dir.path(), "us-east-1").unwrap());
+        let settings = nimbus_userpools::model::PoolSettings::default();
+        let pool = pools.create_pool("1", "p", settings).await.unwrap();
+        let lookup = pools.clone();
+        let verifier = Verifier::with_local(Arc::new(move |issuer: &str| {
+            let id = issuer.rsplit('/').next()?;
+            let pool = lookup.pool(id)?;
+            Some(nimbus_userpools::tokens::jwks(&pool))
+        }));
+        let iss = format!("http://127.0.0.1:9000/{}", pool.id);
+        // An ID token's claims, as user pools issue them.
+        let claims = json!({
+            "sub": "6f1c2b9e-0d1a-4c4b-9a43-1d2f3e4a5b6c", "email_verified": true, "iss": iss,
+            "cognito:username": "user000", "origin_jti": "0b8f0a0e-7a8c-4a57-8e7f-4b0e7f3f9c11",
+            "aud": "app", "event_id": "3c7d8a9e-2f1b-4c6d-8e9f-0a1b2c3d4e5f", "token_use": "id",
+            "auth_time": 1_900_000_000, "exp": 1_900_003_600, "iat": 1_900_000_000,
+            "jti": "5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d", "email": "user000@example.com",
+        });
+        let token = pools
+            .signer
+            .sign(&pool, claims.as_object().unwrap())
+            .unwrap();
+        let aud = ["app".to_owned()];
+        let n = 20_000u32;
+        for round in 0..3 {
+            let t = Instant::now();
+            for _ in 0..n {
+                verifier
+                    .verify(&token, &iss, &aud, &[], 1_900_000_100)
+                    .await
+                    .unwrap();
+            }
+            eprintln!("round {round}: {:?} per verification", t.elapsed() / n);
+        }
+        let (h, p, s) = {
+            let mut parts = token.split('.');
+            (
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+            )
+        };
+        let key = verifier.key(&iss, &pool.keys[0].kid).await.unwrap();
+        let Key::Rsa { n: modulus, e } = key else {
+            panic!()
+        };
+        let sig = b64(s).unwrap();
+        let message = format!("{h}.{p}");
+        let t = Instant::now();
+        for _ in 0..n {
+            ring::signature::RsaPublicKeyComponents { n: &modulus, e: &e }
+                .verify(
+                    &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+                    message.as_bytes(),
+                    &sig,
+                )
+                .unwrap();
+        }
+        eprintln!("RSA alone: {:?} per verification", t.elapsed() / n);
     }
 }

@@ -100,26 +100,7 @@ pub async fn serve(g: &ApiGateway, api_id: &str, path: &str, request: Request) -
             )
             .await
         {
-            Ok(verified) => {
-                let claims: serde_json::Map<String, serde_json::Value> = verified
-                    .claims
-                    .into_iter()
-                    .map(|(k, v)| {
-                        let v = match v {
-                            serde_json::Value::String(s) => s,
-                            other => other.to_string(),
-                        };
-                        (k, serde_json::Value::String(v))
-                    })
-                    .collect();
-                let scopes = if verified.scopes.is_empty() {
-                    serde_json::Value::Null
-                } else {
-                    verified.scopes.into()
-                };
-                authorizer =
-                    Some(serde_json::json!({ "jwt": { "claims": claims, "scopes": scopes } }));
-            }
+            Ok(verified) => authorizer = Some(verified.context),
             Err(crate::jwt::Refusal::Forbidden) => {
                 return message(StatusCode::FORBIDDEN, "Forbidden");
             }

@@ -30,8 +30,8 @@ pub struct Context<'a> {
     pub api_id: &'a str,
     pub route_key: &'a str,
     pub stage: &'a str,
-    /// `requestContext.authorizer`.
-    pub authorizer: Option<Value>,
+    /// `requestContext.authorizer` (shared: a JWT authorizer's is built once per token).
+    pub authorizer: Option<std::sync::Arc<Value>>,
     pub path_parameters: &'a [(String, String)],
     pub stage_variables: Option<&'a BTreeMap<String, String>>,
 }
@@ -204,7 +204,7 @@ pub fn v2(view: &View<'_>, context: &Context<'_>) -> Value {
         "timeEpoch": c.now,
     });
     if let Some(authorizer) = &context.authorizer {
-        request_context["authorizer"] = authorizer.clone();
+        request_context["authorizer"] = Value::clone(authorizer);
     }
     let mut event = json!({
         "version": "2.0",
@@ -272,7 +272,7 @@ pub fn v1(view: &View<'_>, context: &Context<'_>, resource: &str) -> Value {
         "stage": context.stage,
     });
     if let Some(authorizer) = &context.authorizer {
-        request_context["authorizer"] = authorizer.clone();
+        request_context["authorizer"] = Value::clone(authorizer);
     }
     let (body, base64) = match c.body {
         Some((body, base64)) => (Value::String(body), base64),

@@ -721,7 +721,7 @@ pub async fn serve(
     };
     let authorizer = match &caller {
         UrlCaller::Anonymous => None,
-        UrlCaller::Signed(caller) => Some(http_event::iam_authorizer(caller)),
+        UrlCaller::Signed(caller) => Some(std::sync::Arc::new(http_event::iam_authorizer(caller))),
     };
     let context = http_event::Context {
         account: match caller {
