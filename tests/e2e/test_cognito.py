@@ -212,6 +212,15 @@ def test_the_whole_flow_through_boto3(idp, node):
     fails(lambda: idp.get_user(AccessToken=second["AccessToken"]), "NotAuthorizedException",
           "Access Token has been revoked")
 
+    # An administrator changes an attribute: a new address is unverified and gets a code.
+    idp.admin_update_user_attributes(UserPoolId=pool, Username="ada", UserAttributes=[
+        {"Name": "email", "Value": "ada@example.net"}, {"Name": "custom:plan", "Value": "free"}])
+    attrs = {a["Name"]: a["Value"] for a in idp.admin_get_user(UserPoolId=pool, Username="ada")["UserAttributes"]}
+    assert attrs["email"] == "ada@example.net" and attrs["email_verified"] == "false" and attrs["custom:plan"] == "free"
+    assert codes(node, pool, "ada")["attributes"]["email"]["code"]
+    fails(lambda: idp.admin_update_user_attributes(UserPoolId=pool, Username="ada", UserAttributes=[
+        {"Name": "custom:nosuch", "Value": "x"}]), "InvalidParameterException")
+
     # Administrators: list with a filter, disable, delete.
     idp.admin_create_user(UserPoolId=pool, Username="bob", MessageAction="SUPPRESS",
                           UserAttributes=[{"Name": "email", "Value": "bob@example.org"}])
@@ -258,6 +267,17 @@ def test_admin_created_users_and_groups_through_the_cli(node, tmp_path):
                     "--auth-parameters", "USERNAME=grace@example.com,PASSWORD=Temp-Pass1!")
     assert challenge["ChallengeName"] == "NEW_PASSWORD_REQUIRED" and challenge["Session"]
     assert json.loads(challenge["ChallengeParameters"]["userAttributes"])["email"] == "grace@example.com"
+    # The user's own RespondToAuthChallenge refuses a weak password and a made-up session.
+    fails_cli = cli(node, tmp_path, s.ACCESS_KEY, s.SECRET_KEY, "cognito-idp", "respond-to-auth-challenge",
+                    "--client-id", c["ClientId"], "--challenge-name", "NEW_PASSWORD_REQUIRED",
+                    "--session", challenge["Session"],
+                    "--challenge-responses", "USERNAME=grace@example.com,NEW_PASSWORD=weak")
+    assert fails_cli.returncode != 0 and "InvalidPasswordException" in fails_cli.stderr
+    forged = cli(node, tmp_path, s.ACCESS_KEY, s.SECRET_KEY, "cognito-idp", "respond-to-auth-challenge",
+                 "--client-id", c["ClientId"], "--challenge-name", "NEW_PASSWORD_REQUIRED",
+                 "--session", challenge["Session"][:-6] + "AAAAAA",
+                 "--challenge-responses", "USERNAME=grace@example.com,NEW_PASSWORD=Perm-Pass1!")
+    assert forged.returncode != 0 and "NotAuthorizedException" in forged.stderr
     answered = aws("admin-respond-to-auth-challenge", "--user-pool-id", pool, "--client-id", c["ClientId"],
                    "--challenge-name", "NEW_PASSWORD_REQUIRED", "--session", challenge["Session"],
                    "--challenge-responses", "USERNAME=grace@example.com,NEW_PASSWORD=Perm-Pass1!")
