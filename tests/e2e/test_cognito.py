@@ -314,6 +314,24 @@ def test_published_keys_verify_tokens_and_rotate(idp, node):
     forged["cognito:username"] = "root"
     assert not rs256_valid(f"{head}.{b64u(json.dumps(forged).encode())}.{sig}", jwks)
     assert unsigned_get(node, "/us-east-1_nosuchpool/.well-known/jwks.json")[0] == 404
+    # A browser may call the API from any page: the preflight, then the answer's headers.
+    conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=30)
+    conn.request("OPTIONS", "/", headers={UNSIGNED: "1", "Origin": "http://app.example",
+                                          "Access-Control-Request-Method": "POST",
+                                          "Access-Control-Request-Headers": "content-type,x-amz-target,x-amz-user-agent"})
+    r = conn.getresponse()
+    r.read()
+    assert r.status == 200 and r.getheader("access-control-allow-origin") == "*"
+    assert "x-amz-target" in r.getheader("access-control-allow-headers")
+    conn.request("POST", "/", body=json.dumps({"ClientId": c["ClientId"], "AuthFlow": "USER_PASSWORD_AUTH",
+                                               "AuthParameters": {"USERNAME": "kim", "PASSWORD": PASSWORD}}),
+                 headers={UNSIGNED: "1", "Origin": "http://app.example", "Content-Type": "application/x-amz-json-1.1",
+                          "X-Amz-Target": "AWSCognitoIdentityProviderService.InitiateAuth"})
+    r = conn.getresponse()
+    body = json.loads(r.read())
+    conn.close()
+    assert r.status == 200 and "AuthenticationResult" in body
+    assert r.getheader("access-control-allow-origin") == "*"
     # Rotation: a new key signs, the old one stays published for the tokens it signed.
     conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=60)
     conn.request("POST", f"/nimbus/v1/user-pools/{pool}/signing-keys", body=b"")
@@ -367,6 +385,21 @@ def test_bad_input_gets_cognitos_exceptions_and_changes_nothing(idp, node):
     idp.confirm_sign_up(ClientId=c["ClientId"], Username="eve", SecretHash=sh, ConfirmationCode=code)
     fails(lambda: idp.confirm_sign_up(ClientId=c["ClientId"], Username="eve", SecretHash=sh, ConfirmationCode=code),
           "NotAuthorizedException", "Current status is CONFIRMED")
+    # Wrong codes count towards the user's lockout, however many fresh codes are asked for.
+    idp.sign_up(ClientId=c["ClientId"], Username="gus", Password=PASSWORD, SecretHash=secret_hash(c, "gus"),
+                UserAttributes=[{"Name": "email", "Value": "gus@example.com"}])
+    real = codes(node, pool, "gus")["signUp"]["code"]
+    wrong = "000000" if real != "000000" else "111111"
+    for _ in range(5):
+        fails(lambda: idp.confirm_sign_up(ClientId=c["ClientId"], Username="gus", SecretHash=secret_hash(c, "gus"),
+                                          ConfirmationCode=wrong), "CodeMismatchException")
+    fails(lambda: idp.confirm_sign_up(ClientId=c["ClientId"], Username="gus", SecretHash=secret_hash(c, "gus"),
+                                      ConfirmationCode=real), "LimitExceededException")
+    # In a pool where e-mail is an alias, a username may not look like an address.
+    alias_pool = new_pool(idp, AliasAttributes=["email"])
+    alias_client = new_client(idp, alias_pool)
+    fails(lambda: idp.sign_up(ClientId=alias_client["ClientId"], Username="victim@example.com", Password=PASSWORD),
+          "InvalidParameterException", "email format")
     # A flow the client does not allow.
     fails(lambda: idp.initiate_auth(ClientId=plain["ClientId"], AuthFlow="USER_PASSWORD_AUTH",
                                     AuthParameters={"USERNAME": "eve", "PASSWORD": PASSWORD}),
@@ -618,6 +651,13 @@ def test_srp_sign_in_as_cognitos_client_libraries_do_it(idp, node):
     # A wrong password and an unknown user fail alike.
     fails(lambda: srp("sam@example.com", "Wrong-Horse1!"), "NotAuthorizedException", "Incorrect username or password.")
     fails(lambda: srp("nobody@example.com", PASSWORD), "NotAuthorizedException", "Incorrect username or password.")
+    # Asking for an unknown user twice shows the same salt, as for a real user.
+    decoys = [idp.initiate_auth(ClientId=c["ClientId"], AuthFlow="USER_SRP_AUTH",
+                                AuthParameters=AWSSRP(username="ghost@example.com", password="x", pool_id=pool,
+                                                      client_id=c["ClientId"], client=idp).get_auth_params())
+              for _ in range(2)]
+    assert decoys[0]["ChallengeParameters"]["SALT"] == decoys[1]["ChallengeParameters"]["SALT"]
+    assert decoys[0]["ChallengeParameters"]["SRP_B"] != decoys[1]["ChallengeParameters"]["SRP_B"]
     # A changed password is the one SRP proves.
     idp.change_password(PreviousPassword=PASSWORD, ProposedPassword="N3w-Horse-pw", AccessToken=tokens["AccessToken"])
     fails(lambda: srp("sam@example.com", PASSWORD), "NotAuthorizedException")

@@ -31,6 +31,8 @@ enum Key {
 struct IssuerKeys {
     keys: HashMap<String, Key>,
     fetched: Instant,
+    /// How long these keys are trusted.
+    ttl: Duration,
 }
 
 /// Why a token is refused: `Unauthorized` (401) or, for a valid token without a route's
@@ -89,6 +91,14 @@ fn authorizer_context(claims: &Map<String, Value>, granted: &[String]) -> Value 
 
 /// The most verified tokens kept; past it the cache starts over.
 const MAX_CHECKED: usize = 4096;
+
+/// Tokens longer than this are verified every time, never kept: the cache holds at most
+/// `MAX_CHECKED` × this many bytes of them.
+const MAX_CHECKED_TOKEN: usize = 8 * 1024;
+
+/// How long the keys of an issuer on this node are trusted before they are read again (cheap:
+/// in-process), so that a deleted pool's tokens stop being accepted within this time.
+const LOCAL_KEYS_TTL: Duration = Duration::from_secs(60);
 
 /// The key set of an issuer this node is itself (a user pool's), if `issuer` is one.
 pub type LocalIssuers = std::sync::Arc<dyn Fn(&str) -> Option<Value> + Send + Sync>;
@@ -185,7 +195,7 @@ impl Verifier {
             match issuers.get(issuer) {
                 Some(cached) => {
                     if let Some(key) = cached.keys.get(kid)
-                        && cached.fetched.elapsed() < KEYS_TTL
+                        && cached.fetched.elapsed() < cached.ttl
                     {
                         return Ok(key.clone());
                     }
@@ -204,6 +214,7 @@ impl Verifier {
                 IssuerKeys {
                     keys,
                     fetched: Instant::now(),
+                    ttl: LOCAL_KEYS_TTL,
                 },
             );
             return found.ok_or_else(|| unauthorized("the token's key is not the issuer's"));
@@ -223,6 +234,7 @@ impl Verifier {
                     IssuerKeys {
                         keys,
                         fetched: Instant::now(),
+                        ttl: KEYS_TTL,
                     },
                 );
             }
@@ -232,6 +244,7 @@ impl Verifier {
                 let entry = issuers.entry(issuer.to_owned()).or_insert(IssuerKeys {
                     keys: HashMap::new(),
                     fetched: Instant::now(),
+                    ttl: KEYS_TTL,
                 });
                 entry.fetched = Instant::now();
             }
@@ -256,7 +269,9 @@ impl Verifier {
             Some(c) => c,
             None => {
                 let c = Arc::new(self.check_signature(token, issuer).await?);
-                if let Ok(mut seen) = self.checked.lock() {
+                if token.len() <= MAX_CHECKED_TOKEN
+                    && let Ok(mut seen) = self.checked.lock()
+                {
                     if seen.len() >= MAX_CHECKED {
                         seen.clear();
                     }
@@ -275,7 +290,7 @@ impl Verifier {
         let keys = issuers.get(issuer)?;
         (checked.issuer == issuer
             && keys.keys.contains_key(&checked.kid)
-            && keys.fetched.elapsed() < KEYS_TTL)
+            && keys.fetched.elapsed() < keys.ttl)
             .then_some(checked)
     }
 

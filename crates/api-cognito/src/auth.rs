@@ -9,7 +9,7 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
-use nimbus_userpools::model::{Client, Code, CodeKind, Pool, Status, User};
+use nimbus_userpools::model::{Client, CodeKind, Pool, Status, User};
 use nimbus_userpools::{password, tokens};
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
@@ -493,6 +493,34 @@ fn expired_code() -> CognitoError {
     )
 }
 
+/// Whether `user` may try another code: wrong codes count with wrong passwords towards the
+/// user's lockout, so that no run of fresh codes makes guessing them cheap.
+fn guessing_allowed(cognito: &Cognito, pool: &Pool, user: &User) -> Result<()> {
+    if cognito.limiter.locked(&pool.id, &user.username) {
+        return Err(CognitoError::new(
+            "LimitExceededException",
+            "Attempt limit exceeded, please try after some time.",
+        ));
+    }
+    Ok(())
+}
+
+/// The answer to a checked code, counting a miss.
+fn code_outcome(cognito: &Cognito, pool: &Pool, user: &User, outcome: Checked) -> Result<()> {
+    match outcome {
+        Checked::Matched => Ok(()),
+        Checked::Mismatch => {
+            cognito.limiter.failed(&pool.id, &user.username);
+            Err(mismatch())
+        }
+        Checked::Expired => Err(expired_code()),
+        Checked::WrongState(s) => Err(not_authorized(format!(
+            "User cannot be confirmed. Current status is {}",
+            s.as_str()
+        ))),
+    }
+}
+
 /// The user a public request names, or the error that hides whether it exists.
 fn named_user(
     cognito: &Cognito,
@@ -501,6 +529,7 @@ fn named_user(
     name: &str,
     hidden: impl FnOnce() -> CognitoError,
 ) -> Result<User> {
+    crate::users::check_username(name)?;
     match cognito.pools.user(pool, name)? {
         Some(u) => Ok(u),
         None if client.hides_users() => Err(hidden()),
@@ -524,6 +553,7 @@ async fn confirm_sign_up(
         return Err(too_many());
     }
     let user = named_user(cognito, &pool, &client, name, mismatch)?;
+    guessing_allowed(cognito, &pool, &user)?;
     let auto: Vec<String> = pool.settings.auto_verified_attributes.clone();
     let (outcome, user) = cognito
         .pools
@@ -545,17 +575,7 @@ async fn confirm_sign_up(
             Ok(outcome)
         })
         .await?;
-    match outcome {
-        Checked::Matched => {}
-        Checked::Mismatch => return Err(mismatch()),
-        Checked::Expired => return Err(expired_code()),
-        Checked::WrongState(s) => {
-            return Err(not_authorized(format!(
-                "User cannot be confirmed. Current status is {}",
-                s.as_str()
-            )));
-        }
-    }
+    code_outcome(cognito, &pool, &user, outcome)?;
     post_confirmation(
         cognito,
         &pool,
@@ -604,6 +624,7 @@ enum Addressee {
 fn addressee(cognito: &Cognito, source: Option<IpAddr>, input: &Value) -> Result<Addressee> {
     let (pool, client) = client_of(cognito, input)?;
     let name = required(input, "Username")?;
+    crate::users::check_username(name)?;
     check_secret(&client, string(input, "SecretHash")?, &[name])?;
     if !cognito.limiter.source_allows(source) {
         return Err(too_many());
@@ -665,6 +686,7 @@ fn sign_in_user(
     params: &BTreeMap<String, String>,
     name: &str,
 ) -> Result<Option<User>> {
+    crate::users::check_username(name)?;
     let user = cognito.pools.user(pool, name)?;
     let mut names = vec![name];
     if let Some(u) = &user {
@@ -854,6 +876,7 @@ async fn refresh(
     let user = cognito
         .pools
         .user(pool, &session.username)?
+        .filter(|u| session.sub.is_empty() || u.sub() == session.sub)
         .ok_or_else(|| not_authorized("User does not exist."))?;
     let mut names = vec![user.username.as_str(), user.sub()];
     if let Some(u) = params.get("USERNAME") {
@@ -1210,34 +1233,32 @@ async fn confirm_forgot_password(
     }
     let user = named_user(cognito, &pool, &client, name, mismatch)?;
     password::check(&pool.settings.password_policy, new)?;
-    let has_code = user
-        .reset_code
-        .as_ref()
-        .is_some_and(|c: &Code| c.expires_ms > now_ms());
-    if !has_code {
-        return Err(expired_code());
-    }
-    let (hash, srp) = secrets(&pool.id, &user.username, new).await?;
-    let (outcome, user) = cognito
+    guessing_allowed(cognito, &pool, &user)?;
+    // The code first (spent if it matches), the costly hash only then: a wrong guess costs
+    // the node no hashing.
+    let (outcome, _) = cognito
         .pools
         .update_user(&pool, &user.username, move |u| {
             let outcome = checked(check_code(&mut u.reset_code, &code));
             if matches!(outcome, Checked::Matched) {
-                u.password = Some(hash);
-                u.srp = Some(srp);
-                u.issued_password = None;
                 u.reset_code = None;
-                u.status = Status::Confirmed;
-                u.temporary_until_ms = None;
             }
             Ok(outcome)
         })
         .await?;
-    match outcome {
-        Checked::Matched => {}
-        Checked::Mismatch => return Err(mismatch()),
-        Checked::Expired | Checked::WrongState(_) => return Err(expired_code()),
-    }
+    code_outcome(cognito, &pool, &user, outcome)?;
+    let (hash, srp) = secrets(&pool.id, &user.username, new).await?;
+    let ((), user) = cognito
+        .pools
+        .update_user(&pool, &user.username, move |u| {
+            u.password = Some(hash);
+            u.srp = Some(srp);
+            u.issued_password = None;
+            u.status = Status::Confirmed;
+            u.temporary_until_ms = None;
+            Ok(())
+        })
+        .await?;
     cognito.limiter.succeeded(&pool.id, &user.username);
     post_confirmation(
         cognito,
@@ -1321,6 +1342,7 @@ async fn verify_attribute(
     if !cognito.limiter.source_allows(source) {
         return Err(too_many());
     }
+    guessing_allowed(cognito, &pool, &user)?;
     let (outcome, _) = cognito
         .pools
         .update_user(&pool, &user.username, move |u| {
@@ -1340,11 +1362,8 @@ async fn verify_attribute(
             Ok(outcome)
         })
         .await?;
-    match outcome {
-        Checked::Matched => Ok(json!({})),
-        Checked::Mismatch => Err(mismatch()),
-        _ => Err(expired_code()),
-    }
+    code_outcome(cognito, &pool, &user, outcome)?;
+    Ok(json!({}))
 }
 
 // ---- SRP ----
@@ -1352,8 +1371,8 @@ async fn verify_attribute(
 /// How long a `PASSWORD_VERIFIER` challenge may be answered.
 const SRP_WINDOW: std::time::Duration = std::time::Duration::from_secs(180);
 
-/// Attempts most kept waiting for their answer.
-const MAX_SRP_ATTEMPTS: usize = 100_000;
+/// Attempts most kept waiting for their answer (each holds a few kilobytes of numbers).
+const MAX_SRP_ATTEMPTS: usize = 10_000;
 
 /// An SRP attempt between its two calls. The server's secret must never reach the client, so
 /// attempts stay here, in memory, found by their secret block (a restart forgets them, and the
@@ -1382,8 +1401,17 @@ impl SrpAttempts {
             .map_err(|_| CognitoError::new("InternalErrorException", "Internal server error"))?;
         if waiting.len() >= MAX_SRP_ATTEMPTS {
             waiting.retain(|_, a| a.started.elapsed() < SRP_WINDOW);
+            // Still full: whoever fills it does not lock everyone else out; a tenth of the
+            // waiting attempts (in no particular order) make room, and their clients start over.
             if waiting.len() >= MAX_SRP_ATTEMPTS {
-                return Err(too_many());
+                let gone: Vec<String> = waiting
+                    .keys()
+                    .take(MAX_SRP_ATTEMPTS / 10)
+                    .cloned()
+                    .collect();
+                for k in gone {
+                    waiting.remove(&k);
+                }
             }
         }
         waiting.insert(block, attempt);
@@ -1422,9 +1450,18 @@ async fn srp_start(
         return Err(not_authorized("Password attempts exceeded"));
     }
     let real = verifier.is_some();
+    let seed: [u8; 32] = {
+        let mut mac = Hmac::<Sha256>::new_from_slice(cognito.pools.session_secret())
+            .map_err(|_| nimbus_userpools::Error::storage("a bad node secret"))?;
+        mac.update(b"srp-decoy\0");
+        mac.update(pool.id.as_bytes());
+        mac.update(b"\0");
+        mac.update(name.to_lowercase().as_bytes());
+        mac.finalize().into_bytes().into()
+    };
     let challenge = tokio::task::spawn_blocking(move || match verifier {
         Some(v) => nimbus_userpools::srp::challenge(&srp_a, &v),
-        None => nimbus_userpools::srp::decoy(&srp_a),
+        None => nimbus_userpools::srp::decoy(&srp_a, &seed),
     })
     .await
     .map_err(|e| nimbus_userpools::Error::storage(e.to_string()))?

@@ -360,10 +360,56 @@ pub async fn handle(
         }
         admin(cognito, caller, request.source, operation, &input).await
     };
-    match output {
+    let mut response = match output {
         Ok(output) => nimbus_aws_wire::target::ok(JsonVersion::V1_1, &output),
         Err(e) => e.into_response(),
-    }
+    };
+    allow_browsers(response.headers_mut());
+    response
+}
+
+/// Lets a web page of any origin read the answer, as Cognito does: a browser application
+/// (Amplify, amazon-cognito-identity-js) calls the API directly.
+fn allow_browsers(headers: &mut HeaderMap) {
+    use axum::http::HeaderValue;
+    headers.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    headers.insert(
+        "access-control-expose-headers",
+        HeaderValue::from_static("x-amzn-requestid, x-amzn-errortype, x-amzn-errormessage, date"),
+    );
+}
+
+/// Whether a request is a browser's CORS preflight for this API: `OPTIONS /` asking to send
+/// `X-Amz-Target` (S3's preflights never do).
+pub fn is_preflight(method: &axum::http::Method, path: &str, headers: &HeaderMap) -> bool {
+    method == axum::http::Method::OPTIONS
+        && path == "/"
+        && headers
+            .get("access-control-request-headers")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("x-amz-target"))
+}
+
+/// The answer to a preflight: any origin, `POST`, the headers the SDKs send.
+pub fn preflight() -> Response {
+    use axum::http::HeaderValue;
+    let mut response = StatusCode::OK.into_response();
+    let headers = response.headers_mut();
+    allow_browsers(headers);
+    headers.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("POST, OPTIONS"),
+    );
+    headers.insert(
+        "access-control-allow-headers",
+        HeaderValue::from_static(
+            "content-type, x-amz-target, x-amz-user-agent, x-amz-date, x-amz-security-token, \
+             x-amz-content-sha256, authorization, amz-sdk-invocation-id, amz-sdk-request, \
+             cache-control",
+        ),
+    );
+    headers.insert("access-control-max-age", HeaderValue::from_static("86400"));
+    response
 }
 
 async fn admin(

@@ -32,6 +32,19 @@ struct Failures {
     until: Option<Instant>,
 }
 
+/// The unit a source is counted by: an IPv4 address, or an IPv6 /64 (what one host or site
+/// is given, so that its addresses do not each get a bucket of their own).
+fn network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::from(octets)
+        }
+        v4 => v4,
+    }
+}
+
 /// The limiter.
 pub struct Limiter {
     rate: f64,
@@ -59,13 +72,19 @@ impl Limiter {
 
     /// Takes one attempt from `source`'s bucket; false if it is empty.
     pub fn source_allows(&self, source: Option<IpAddr>) -> bool {
-        let Some(ip) = source else { return true };
+        let Some(ip) = source.map(network) else {
+            return true;
+        };
         let Ok(mut sources) = self.sources.lock() else {
             return true;
         };
         let now = Instant::now();
         if sources.len() >= MAX_ENTRIES {
             sources.retain(|_, b| now.duration_since(b.at) < Duration::from_secs(10));
+            // Still full of recent sources: start over rather than scan on every call.
+            if sources.len() >= MAX_ENTRIES / 2 {
+                sources.clear();
+            }
         }
         let bucket = sources.entry(ip).or_insert(Bucket {
             tokens: self.burst,
@@ -102,6 +121,9 @@ impl Limiter {
         if users.len() >= MAX_ENTRIES {
             let now = Instant::now();
             users.retain(|_, f| f.until.is_some_and(|u| u > now));
+            if users.len() >= MAX_ENTRIES / 2 {
+                users.clear();
+            }
         }
         let f = users.entry((pool.to_owned(), user.to_owned())).or_default();
         f.count += 1;

@@ -80,6 +80,18 @@ pub(crate) fn make_user(
         attrs.insert(attr.to_owned(), given.to_owned());
         sub.clone()
     } else {
+        // A name shaped like an alias would shadow the user whose alias it is.
+        let aliases = &pool.settings.alias_attributes;
+        if aliases.iter().any(|a| a == "email") && render::valid_email(given) {
+            return Err(invalid(
+                "Username cannot be of email format, since user pool is configured for email alias.",
+            ));
+        }
+        if aliases.iter().any(|a| a == "phone_number") && render::valid_phone(given) {
+            return Err(invalid(
+                "Username cannot be of phone number format, since user pool is configured for phone number alias.",
+            ));
+        }
         if uuid::Uuid::parse_str(given).is_ok() && given.len() == 36 {
             return Err(invalid(
                 "Username cannot be of UUID format, as it is reserved for sub.",
@@ -382,6 +394,10 @@ pub(crate) fn apply_attributes(
     for (name, value) in changes {
         let changed = u.attributes.get(name) != Some(value);
         u.attributes.insert(name.clone(), value.clone());
+        if changed {
+            // A code sent for the old value proves nothing about the new one.
+            u.attribute_codes.remove(name);
+        }
         for attr in ["email", "phone_number"] {
             let flag = format!("{attr}_verified");
             if name == attr && changed && !changes.iter().any(|(n, _)| *n == flag) {

@@ -228,6 +228,9 @@ async fn by_host(State(door): State<Arc<FrontDoor>>, request: Request, next: Nex
     if let Some((id, path)) = urls.api_of(&request) {
         return nimbus_api_apigateway::serve(&urls.api_gateway, &id, &path, request).await;
     }
+    if nimbus_api_cognito::is_preflight(request.method(), request.uri().path(), request.headers()) {
+        return nimbus_api_cognito::preflight();
+    }
     if is_s3(&request) {
         let (parts, body) = request.into_parts();
         let trust = if urls.authenticator.keys_for(&parts).is_some() {

@@ -673,20 +673,30 @@ impl UserPools {
 
     /// Deletes a user with its aliases and sessions.
     pub async fn delete_user(&self, pool: &Pool, name: &str) -> Result<User, Error> {
-        let Some(user) = self.user(pool, name)? else {
+        let Some(found) = self.user(pool, name)? else {
             return Err(Error::new(Kind::UserNotFound, "User does not exist."));
         };
         let pool = pool.clone();
+        let canon = canonical(&pool, &found.username);
         self.committer
             .write(move |t| {
-                let canon = canonical(&pool, &user.username);
-                if t.users
-                    .remove((pool.id.as_str(), canon.as_str()))?
-                    .is_none()
-                {
-                    return Err(Error::new(Kind::UserNotFound, "User does not exist."));
-                }
+                // The user as it is now, not as it was read above: its aliases may have
+                // changed since, and only those it still owns are its to remove.
+                let user: User = match t.users.get((pool.id.as_str(), canon.as_str()))? {
+                    Some(v) => decode(v.value())?,
+                    None => return Err(Error::new(Kind::UserNotFound, "User does not exist.")),
+                };
+                let mut owned = Vec::new();
                 for k in alias_keys(&pool, &user) {
+                    if t.aliases
+                        .get((pool.id.as_str(), k.as_str()))?
+                        .is_some_and(|owner| owner.value() == canon)
+                    {
+                        owned.push(k);
+                    }
+                }
+                t.users.remove((pool.id.as_str(), canon.as_str()))?;
+                for k in owned {
                     t.aliases.remove((pool.id.as_str(), k.as_str()))?;
                 }
                 drop_sessions(t, &pool.id, &canon)?;
@@ -855,6 +865,7 @@ impl UserPools {
             pool_id: pool.id.clone(),
             client_id: client.id.clone(),
             username: canonical(pool, &user.username),
+            sub: user.sub().to_owned(),
             hash: secret_hash(&secret),
             issued_ms: now,
             expires_ms: now + (client.validity.refresh_s as i64) * 1000,

@@ -278,6 +278,9 @@ pub struct Session {
     pub pool_id: String,
     pub client_id: String,
     pub username: String,
+    /// The user's `sub`: a later user of the same name is another user.
+    #[serde(default)]
+    pub sub: String,
     /// SHA-256 of the token's secret part, hex.
     pub hash: String,
     pub issued_ms: i64,

@@ -157,9 +157,27 @@ pub fn challenge(srp_a: &str, stored: &Verifier) -> Option<Challenge> {
     }
 }
 
-/// A challenge for a user who does not exist: shaped like a real one, never answerable.
-pub fn decoy(srp_a: &str) -> Option<Challenge> {
-    let fake = verifier("x_x", "nobody", &uuid::Uuid::new_v4().to_string());
+/// A challenge for a user who does not exist, shaped like a real one and never answerable.
+/// Its salt and verifier come from `seed` (a keyed hash of the pool and the name), so that
+/// asking twice gives the same salt, as for a real user; and the verifier is a number drawn
+/// from the seed rather than a power of g, so that the answer costs what a real one does.
+pub fn decoy(srp_a: &str, seed: &[u8; 32]) -> Option<Challenge> {
+    let block = |i: u8| {
+        let mut h = Sha256::new();
+        h.update(seed);
+        h.update([i]);
+        h.finalize()
+    };
+    let salt = BigUint::from_bytes_be(&block(0)[..16]);
+    let mut wide = Vec::with_capacity(13 * 32);
+    for i in 1..=13 {
+        wide.extend_from_slice(&block(i));
+    }
+    let v = BigUint::from_bytes_be(&wide) % &GROUP.n;
+    let fake = Verifier {
+        salt: hex(&salt),
+        verifier: hex(&v),
+    };
     challenge(srp_a, &fake)
 }
 
@@ -283,6 +301,9 @@ pub(crate) mod client {
         assert!(challenge("0", &stored).is_none());
         assert!(challenge(N_HEX, &stored).is_none());
         assert!(challenge("zz", &stored).is_none());
-        assert!(decoy(&client.srp_a).is_some());
+        let d1 = decoy(&client.srp_a, &[7; 32]).unwrap();
+        let d2 = decoy(&client.srp_a, &[7; 32]).unwrap();
+        assert_eq!(d1.salt, d2.salt);
+        assert_ne!(d1.salt, decoy(&client.srp_a, &[8; 32]).unwrap().salt);
     }
 }
