@@ -357,6 +357,11 @@ def test_secondary_indexes(ddb, resource):
     assert [i["total"] for i in by_total["Items"]] == [30, 5] and by_total["Items"][0]["secret"] == "x"
     # Items without the index's key are not in it; a status change moves an item.
     assert table.scan(IndexName="by-status")["Count"] == 4
+    described = ddb.describe_table(TableName=name)["Table"]
+    gsi, lsi = described["GlobalSecondaryIndexes"][0], described["LocalSecondaryIndexes"][0]
+    assert (gsi["ItemCount"], lsi["ItemCount"], described["ItemCount"]) == (4, 5, 5)
+    # The index keeps fewer attributes than the table: it takes fewer bytes.
+    assert 0 < gsi["IndexSizeBytes"] < lsi["IndexSizeBytes"]
     table.update_item(Key={"customer": "ann", "order": "o1"}, UpdateExpression="SET #s = :s",
                       ExpressionAttributeNames={"#s": "status"}, ExpressionAttributeValues={":s": "shipped"})
     shipped = table.query(IndexName="by-status", KeyConditionExpression=Key("status").eq("shipped"))
@@ -384,6 +389,9 @@ def test_an_index_added_later_is_filled_from_the_items_there(ddb, resource):
     ddb.get_waiter("table_exists").wait(TableName=name)
     red = table.query(IndexName="by-team", KeyConditionExpression=Key("team").eq("red"), ScanIndexForward=False)
     assert [i["score"] for i in red["Items"]] == [9, 7, 5, 3, 1]
+    assert ddb.describe_table(TableName=name)["Table"]["GlobalSecondaryIndexes"][0]["ItemCount"] == 10
+    table.delete_item(Key={"pk": "u0"})
+    assert ddb.describe_table(TableName=name)["Table"]["GlobalSecondaryIndexes"][0]["ItemCount"] == 9
     assert set(red["Items"][0]) == {"pk", "team", "score"}
     ddb.update_table(TableName=name, GlobalSecondaryIndexUpdates=[{"Delete": {"IndexName": "by-team"}}])
     assert "GlobalSecondaryIndexes" not in ddb.describe_table(TableName=name)["Table"]

@@ -36,12 +36,20 @@ pub(crate) fn description(store: &TableStore, record: &TableRecord, status: &str
     let (global, local): (Vec<&IndexSpec>, Vec<&IndexSpec>) =
         spec.indexes.iter().partition(|i| i.global);
     if !global.is_empty() {
-        out["GlobalSecondaryIndexes"] =
-            Value::Array(global.iter().map(|i| index_json(record, i)).collect());
+        out["GlobalSecondaryIndexes"] = Value::Array(
+            global
+                .iter()
+                .map(|i| index_json(store, record, i))
+                .collect::<Result<_>>()?,
+        );
     }
     if !local.is_empty() {
-        out["LocalSecondaryIndexes"] =
-            Value::Array(local.iter().map(|i| index_json(record, i)).collect());
+        out["LocalSecondaryIndexes"] = Value::Array(
+            local
+                .iter()
+                .map(|i| index_json(store, record, i))
+                .collect::<Result<_>>()?,
+        );
     }
     if let Some(stream) = record.streams.last() {
         out["LatestStreamLabel"] = json!(stream.label);
@@ -68,7 +76,8 @@ fn key_schema_json(key: &KeySchema) -> Vec<Value> {
     out
 }
 
-fn index_json(record: &TableRecord, index: &IndexSpec) -> Value {
+fn index_json(store: &TableStore, record: &TableRecord, index: &IndexSpec) -> Result<Value> {
+    let (count, bytes) = store.stats_of(index.id)?;
     let mut projection = json!({ "ProjectionType": match &index.projection {
         Projection::All => "ALL",
         Projection::KeysOnly => "KEYS_ONLY",
@@ -81,8 +90,8 @@ fn index_json(record: &TableRecord, index: &IndexSpec) -> Value {
         "IndexName": index.name,
         "KeySchema": key_schema_json(&index.key),
         "Projection": projection,
-        "IndexSizeBytes": 0,
-        "ItemCount": 0,
+        "IndexSizeBytes": bytes,
+        "ItemCount": count,
         "IndexArn": format!("{}/index/{}", record.arn(), index.name),
     });
     if index.global {
@@ -94,7 +103,7 @@ fn index_json(record: &TableRecord, index: &IndexSpec) -> Value {
             "WriteCapacityUnits": t.write,
         });
     }
-    out
+    Ok(out)
 }
 
 fn key_schema(input: &Value, defined: &[(String, KeyType)]) -> Result<KeySchema> {

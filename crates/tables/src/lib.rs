@@ -397,8 +397,8 @@ impl TableStore {
                 }
                 for id in ids {
                     drop_items(t, id)?;
+                    t.stats.remove(id)?;
                 }
-                t.stats.remove(id)?;
                 forget_expiry(t, id)?;
                 for sid in streams {
                     t.records
@@ -435,9 +435,14 @@ impl TableStore {
 
     /// A table's item count and size in bytes.
     pub fn stats(&self, table: &TableRecord) -> Result<(u64, u64), Error> {
+        self.stats_of(table.id)
+    }
+
+    /// The item count and size in bytes of a table or index, by id.
+    pub fn stats_of(&self, id: u64) -> Result<(u64, u64), Error> {
         let txn = self.db.begin_read()?;
         let stats = txn.open_table(STATS)?;
-        Ok(stats.get(table.id)?.map_or((0, 0), |v| v.value()))
+        Ok(stats.get(id)?.map_or((0, 0), |v| v.value()))
     }
 
     /// Reads one item by its stored key.
@@ -602,6 +607,7 @@ impl TableStore {
                 .filter(|old| !record.spec.indexes.iter().any(|i| i.id == *old))
             {
                 drop_items(t, id)?;
+                t.stats.remove(id)?;
             }
             if !added.is_empty() {
                 let id = record.id;
@@ -627,10 +633,18 @@ impl TableStore {
                     }
                 }
                 for (index, e, bytes) in entries {
-                    t.items.insert(
-                        (index, e.hash.as_slice(), e.range.as_slice()),
-                        bytes.as_slice(),
-                    )?;
+                    let replaced = t
+                        .items
+                        .insert(
+                            (index, e.hash.as_slice(), e.range.as_slice()),
+                            bytes.as_slice(),
+                        )?
+                        .map(|v| v.value().len() as i64);
+                    let delta = (
+                        i64::from(replaced.is_none()),
+                        bytes.len() as i64 - replaced.unwrap_or(0),
+                    );
+                    add_stats(t, index, delta)?;
                 }
             }
             Ok(())
@@ -1200,18 +1214,30 @@ fn apply(
     };
     t.stats.insert(id, (count, size))?;
     for index in &table.spec.indexes {
-        if let Some(e) = old.and_then(|o| index.entry_key(key, o)) {
-            t.items
-                .remove((index.id, e.hash.as_slice(), e.range.as_slice()))?;
+        let mut delta = (0i64, 0i64);
+        if let Some(e) = old.and_then(|o| index.entry_key(key, o))
+            && let Some(gone) = t
+                .items
+                .remove((index.id, e.hash.as_slice(), e.range.as_slice()))?
+        {
+            delta = (-1, -(gone.value().len() as i64));
         }
         if let Some(item) = new
             && let Some(e) = index.entry_key(key, item)
         {
             let bytes = encode_item(&index.project(&table.spec.key, item));
-            t.items.insert(
-                (index.id, e.hash.as_slice(), e.range.as_slice()),
-                bytes.as_slice(),
-            )?;
+            let replaced = t
+                .items
+                .insert(
+                    (index.id, e.hash.as_slice(), e.range.as_slice()),
+                    bytes.as_slice(),
+                )?
+                .map(|v| v.value().len() as i64);
+            delta.0 += i64::from(replaced.is_none());
+            delta.1 += bytes.len() as i64 - replaced.unwrap_or(0);
+        }
+        if delta != (0, 0) {
+            add_stats(t, index.id, delta)?;
         }
     }
     let (was, will) = (expiry_of(table, old), expiry_of(table, new));
@@ -1242,6 +1268,20 @@ fn write_item(
 }
 
 /// Removes every item (or index entry) stored under `id`.
+/// Adds (count, bytes) to the statistics of a table or index.
+fn add_stats(t: &mut Tables<'_>, id: u64, (count, bytes): (i64, i64)) -> Result<(), Error> {
+    let (c, b) = t.stats.get(id)?.map_or((0, 0), |v| v.value());
+    let apply = |v: u64, d: i64| {
+        if d < 0 {
+            v.saturating_sub(d.unsigned_abs())
+        } else {
+            v.saturating_add(d as u64)
+        }
+    };
+    t.stats.insert(id, (apply(c, count), apply(b, bytes)))?;
+    Ok(())
+}
+
 fn drop_items(t: &mut Tables<'_>, id: u64) -> Result<(), Error> {
     t.items.retain_in(
         (id, &[][..], &[][..])..(id + 1, &[][..], &[][..]),
