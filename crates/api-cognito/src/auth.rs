@@ -419,19 +419,11 @@ async fn sign_up(cognito: &Cognito, source: Option<IpAddr>, input: &Value) -> Re
             "User already exists",
         ));
     }
-    let event = triggers::event(
-        &pool,
-        Some(&client.id),
-        &user.username,
-        "PreSignUp_SignUp",
-        json!({
-            "userAttributes": triggers::attributes(&user.attributes, None),
-            "validationData": string_map(input, "ValidationData")?,
-            "clientMetadata": string_map(input, "ClientMetadata")?,
-        }),
-        json!({ "autoConfirmUser": false, "autoVerifyEmail": false, "autoVerifyPhone": false }),
-    );
-    if let Some(returned) = cognito.triggers.run(&pool, "PreSignUp", event).await? {
+    if let Some(returned) = cognito
+        .triggers
+        .pre_sign_up(&pool, Some(&client.id), &user, "PreSignUp_SignUp", input)
+        .await?
+    {
         if triggers::response_flag(&returned, "autoConfirmUser") {
             user.status = Status::Confirmed;
         }

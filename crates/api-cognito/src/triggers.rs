@@ -131,6 +131,32 @@ impl Triggers {
 }
 
 impl Triggers {
+    /// Runs PreSignUp for a user about to be made (`source`: `PreSignUp_SignUp` or
+    /// `PreSignUp_AdminCreateUser`) with the request's validation data and client metadata;
+    /// returns the event the function gave back.
+    pub(crate) async fn pre_sign_up(
+        &self,
+        pool: &Pool,
+        client_id: Option<&str>,
+        user: &nimbus_userpools::model::User,
+        source: &str,
+        input: &Value,
+    ) -> Result<Option<Value>> {
+        let event = event(
+            pool,
+            client_id,
+            &user.username,
+            source,
+            json!({
+                "userAttributes": attributes(&user.attributes, None),
+                "validationData": crate::string_map(input, "ValidationData")?,
+                "clientMetadata": crate::string_map(input, "ClientMetadata")?,
+            }),
+            json!({ "autoConfirmUser": false, "autoVerifyEmail": false, "autoVerifyPhone": false }),
+        );
+        self.run(pool, "PreSignUp", event).await
+    }
+
     /// Runs a trigger that is only told what happened (PostConfirmation, PostAuthentication):
     /// the user's attributes and `extra` in its request; its answer is not read.
     pub(crate) async fn tell(

@@ -9,7 +9,6 @@ use serde_json::{Value, json};
 
 use crate::pools::{page, pool_of};
 use crate::render;
-use crate::triggers;
 use crate::{
     Cognito, CognitoError, Result, attribute_list, boolean, integer, invalid, required, string,
     string_map, strings,
@@ -259,19 +258,10 @@ pub(crate) async fn create(cognito: &Cognito, account: &str, input: &Value) -> R
     user.srp = Some(srp);
     user.temporary_until_ms = Some(until);
     user.issued_password = issued;
-    let event = triggers::event(
-        &pool,
-        None,
-        &user.username,
-        "PreSignUp_AdminCreateUser",
-        json!({
-            "userAttributes": triggers::attributes(&user.attributes, None),
-            "validationData": string_map(input, "ValidationData")?,
-            "clientMetadata": string_map(input, "ClientMetadata")?,
-        }),
-        json!({ "autoConfirmUser": false, "autoVerifyEmail": false, "autoVerifyPhone": false }),
-    );
-    cognito.triggers.run(&pool, "PreSignUp", event).await?;
+    cognito
+        .triggers
+        .pre_sign_up(&pool, None, &user, "PreSignUp_AdminCreateUser", input)
+        .await?;
     let user = cognito.pools.create_user(&pool, user).await?;
     Ok(json!({ "User": render::user(&user, "Attributes", None) }))
 }
