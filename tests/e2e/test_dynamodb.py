@@ -577,6 +577,83 @@ def test_a_stream_runs_a_function_in_order_and_failures_go_to_the_destination(no
     s.eventually(moved_on, timeout=30)
 
 
+def stream_lines(node, name: str, prefix: str) -> list[str]:
+    from test_async import log_entries
+    return [line.removeprefix(prefix) for entry in log_entries(node.endpoint, name)
+            for line in entry["text"].splitlines() if line.startswith(prefix)]
+
+
+def test_a_failing_stream_batch_is_bisected_down_to_the_poisoned_record(node, lambda_client, ddb):
+    import process_support as p
+    sqs = admin(node, "sqs")
+    source, arn = stream_table(ddb)
+    keys = [f"k{i}" for i in range(8)]
+    for key in keys:
+        item = {"pk": {"S": key}}
+        if key == "k5":
+            item["fail"] = {"BOOL": True}
+        ddb.put_item(TableName=source, Item=item)
+    fn = p.deploy(lambda_client, "python-aws", p.host_python_runtime(), "stream.bisecting", Timeout=30,
+                  Environment={"Variables": {"TARGET": source}})
+    dlq_url = sqs.create_queue(QueueName=s.unique_name("bisect-failures"))["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    mapping = lambda_client.create_event_source_mapping(
+        EventSourceArn=arn, FunctionName=fn, StartingPosition="TRIM_HORIZON", BatchSize=8,
+        BisectBatchOnFunctionError=True, MaximumRetryAttempts=3,
+        DestinationConfig={"OnFailure": {"Destination": dlq_arn}})
+    assert mapping["BisectBatchOnFunctionError"] is True
+
+    def reported():
+        got = sqs.receive_message(QueueUrl=dlq_url, WaitTimeSeconds=1).get("Messages", [])
+        assert got
+        return json.loads(got[0]["Body"])
+    failure = s.eventually(reported, timeout=60)
+    # Halving isolated the poisoned record: it alone was given up on.
+    assert failure["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    assert failure["DDBStreamBatchInfo"]["batchSize"] == 1
+
+    def all_good_handled():
+        batches = [b.split(",") for b in stream_lines(node, fn, "BATCH ")]
+        succeeded = {k for b in batches if "k5" not in b for k in b}
+        assert succeeded == set(keys) - {"k5"}, batches
+        return batches
+    batches = s.eventually(all_good_handled, timeout=60)
+    assert batches[0] == keys, "the first try takes the whole batch"
+    sizes = [len(b) for b in batches]
+    assert 4 in sizes and 1 in sizes, sizes
+    assert [b for b in batches if "k5" in b][-1] == ["k5"]
+    lambda_client.delete_event_source_mapping(UUID=mapping["UUID"])
+
+
+def test_a_stream_batch_reports_its_failed_item_and_resumes_from_it(node, lambda_client, ddb):
+    import process_support as p
+    iam = admin(node, "iam")
+    source, arn = stream_table(ddb)
+    markers = new_table(ddb, range_key=False)
+    keys = [f"r{i}" for i in range(8)]
+    for key in keys:
+        item = {"pk": {"S": key}}
+        if key == "r4":
+            item["fail"] = {"BOOL": True}
+        ddb.put_item(TableName=source, Item=item)
+    fn = p.deploy(lambda_client, "python-aws", p.host_python_runtime(), "stream.reporting",
+                  Role=table_role(iam, markers), Timeout=30, Environment={"Variables": {"TARGET": markers}})
+    mapping = lambda_client.create_event_source_mapping(
+        EventSourceArn=arn, FunctionName=fn, StartingPosition="TRIM_HORIZON", BatchSize=8,
+        FunctionResponseTypes=["ReportBatchItemFailures"], MaximumRetryAttempts=5)
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+    def all_done():
+        done = stream_lines(node, fn, "DONE ")
+        assert sorted(set(done)) == keys, done
+        return done
+    done = s.eventually(all_done, timeout=60)
+    # What came before the reported record was checkpointed, not run again.
+    assert sorted(done) == keys, done
+    assert ddb.get_item(TableName=markers, Key={"pk": {"S": "marker#r4"}}).get("Item")
+    lambda_client.delete_event_source_mapping(UUID=mapping["UUID"])
+
+
 def test_legacy_parameters_older_clients_send(ddb):
     name = new_table(ddb)
     key = {"pk": {"S": "p"}, "sk": {"N": "1"}}
