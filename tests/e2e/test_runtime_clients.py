@@ -118,7 +118,14 @@ def node_ric_zip(tmp_path_factory):
         z.write(package / "package.json", "node_modules/aws-lambda-ric/package.json")
         z.writestr("index.js", "exports.handler = async (event, context) => "
                                "({ ric: 'node', event, fn: context.functionName });\n"
-                               "exports.fails = async () => { throw new RangeError('node ric says no'); };\n")
+                               "exports.fails = async () => { throw new RangeError('node ric says no'); };\n"
+                               "exports.streams = awslambda.streamifyResponse(async (event, stream) => {\n"
+                               "  stream.setContentType('text/plain');\n"
+                               "  stream.write('ric ');\n"
+                               "  await new Promise((r) => setTimeout(r, 1500));\n"
+                               "  stream.write('streams');\n"
+                               "  stream.end();\n"
+                               "});\n")
         info = zipfile.ZipInfo("bootstrap")
         info.external_attr = 0o100755 << 16
         z.writestr(info, '#!/bin/sh\nexec /usr/bin/node /var/task/node_modules/aws-lambda-ric/bin/index.mjs "$_HANDLER"\n')
@@ -137,3 +144,23 @@ def test_node_aws_lambda_ric_function(lambda_client, node_ric_zip):
     assert failed.function_error == "Unhandled"
     assert failed.json()["errorType"] == "RangeError"
     assert failed.json()["errorMessage"] == "node ric says no"
+
+
+def test_node_aws_lambda_ric_streams_its_response(lambda_client, node_ric_zip):
+    """AWS's own Node.js runtime client streams through nimbus's Runtime API (chunked, with
+    its response-mode header) and the pieces reach an InvokeWithResponseStream caller apart."""
+    import time
+
+    name = s.unique_name("node-ric-stream")
+    create(lambda_client, name, node_ric_zip, "index.streams")
+    response = lambda_client.invoke_with_response_stream(FunctionName=name, Payload=b"{}")
+    assert response["ResponseStreamContentType"] == "text/plain"
+    chunks, complete = [], None
+    for event in response["EventStream"]:
+        if "PayloadChunk" in event:
+            chunks.append((time.monotonic(), event["PayloadChunk"]["Payload"]))
+        elif "InvokeComplete" in event:
+            complete = event["InvokeComplete"]
+    assert b"".join(c for _, c in chunks) == b"ric streams"
+    assert chunks[-1][0] - chunks[0][0] >= 1.0, "the first piece was held back until the end"
+    assert complete is not None and "ErrorCode" not in complete

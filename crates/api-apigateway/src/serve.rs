@@ -170,6 +170,8 @@ pub async fn serve(g: &ApiGateway, api_id: &str, path: &str, request: Request) -
             client_context: None,
             async_attempt: None,
             http,
+            stream: None,
+            qualifier: invoked_qualifier(&integration.integration_uri),
         },
     );
     let timeout = Duration::from_millis(u64::from(integration.timeout_ms));
@@ -206,6 +208,14 @@ pub async fn serve(g: &ApiGateway, api_id: &str, path: &str, request: Request) -
     response
 }
 
+/// The qualifier an integration URI's function ARN names, if any.
+fn invoked_qualifier(uri: &str) -> Option<String> {
+    nimbus_types::FunctionRef::parse(function_arn_of(uri))
+        .ok()?
+        .qualifier
+        .map(|q| q.as_str().to_owned())
+}
+
 /// The function (or version) an integration URI names, in the API's account.
 fn resolve_function(
     g: &ApiGateway,
@@ -217,5 +227,7 @@ fn resolve_function(
         return None;
     }
     let key = nimbus_types::name::scoped(account, &reference.name);
-    g.control.resolve(&key, reference.qualifier.as_ref()).ok()
+    g.control
+        .resolve_invocation(&key, reference.qualifier.as_ref())
+        .ok()
 }

@@ -95,7 +95,7 @@ impl Triggers {
         };
         let key = nimbus_types::name::scoped(&pool.account, &reference.name);
         let function = control
-            .resolve(&key, reference.qualifier.as_ref())
+            .resolve_invocation(&key, reference.qualifier.as_ref())
             .map_err(|_| failed(trigger, format!("the function {arn} does not exist")))?;
         let payload = serde_json::to_vec(&event).map_err(|e| failed(trigger, e))?;
         let request = InvokeRequest {
@@ -104,6 +104,8 @@ impl Triggers {
             client_context: None,
             async_attempt: None,
             http: None,
+            stream: None,
+            qualifier: reference.qualifier.as_ref().map(|q| q.as_str().to_owned()),
         };
         let outcome =
             match tokio::time::timeout(TIMEOUT, control.manager().invoke(&function, request)).await

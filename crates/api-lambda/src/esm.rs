@@ -139,10 +139,15 @@ pub(crate) async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     let function = match &q.function_name {
-        Some(name) => Some(nimbus_types::name::scoped(
-            &caller.account,
-            &nimbus_types::FunctionRef::parse(name)?.name,
-        )),
+        Some(name) => {
+            let reference = nimbus_types::FunctionRef::parse(name)?;
+            let key = nimbus_types::name::scoped(&caller.account, &reference.name);
+            // `name:qualifier` lists that version's or alias's mappings only.
+            Some(match reference.qualifier {
+                Some(nimbus_types::Qualifier::Other(q)) => format!("{key}:{q}"),
+                _ => key,
+            })
+        }
         None => None,
     };
     let all = f.event_sources.list(

@@ -446,6 +446,36 @@ const CONNECTION_HEADERS: [&str; 6] = [
     "proxy-connection",
 ];
 
+/// The status and headers a streaming function gives its function URL response: the JSON
+/// prelude `awslambda.HttpResponseStream.from` writes (`statusCode`, default 200, `headers`,
+/// `cookies`) ahead of the body. `None` if it is not such an object.
+pub fn stream_head(prelude: &[u8]) -> Option<Response> {
+    let mut value: Value = if prelude.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(prelude).ok()?
+    };
+    let object = value.as_object_mut()?;
+    object.entry("statusCode").or_insert(Value::from(200));
+    object.remove("body");
+    object.remove("isBase64Encoded");
+    let named_type = object
+        .get("headers")
+        .and_then(Value::as_object)
+        .is_some_and(|h| h.keys().any(|k| k.eq_ignore_ascii_case("content-type")));
+    let mut response = interpret_v2(&serde_json::to_vec(&value).ok()?)?;
+    let h = response.headers_mut();
+    // A streamed body has no length known ahead, and is bytes unless the prelude says more.
+    h.remove(axum::http::header::CONTENT_LENGTH);
+    if !named_type {
+        h.insert(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+    }
+    Some(response)
+}
+
 /// A function's HTTP reply as the response. `None` if its status or a header is not valid HTTP.
 pub fn answer(reply: HttpReply) -> Option<Response> {
     let mut response = Response::new(Body::from(reply.body));
@@ -466,6 +496,25 @@ pub fn answer(reply: HttpReply) -> Option<Response> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_prelude_gives_status_headers_and_cookies() {
+        let r =
+            stream_head(br#"{"statusCode":201,"headers":{"x-a":"1"},"cookies":["c=1"]}"#).unwrap();
+        assert_eq!(r.status(), 201);
+        assert_eq!(r.headers()["x-a"], "1");
+        assert_eq!(r.headers()["set-cookie"], "c=1");
+        assert_eq!(stream_head(b"").unwrap().status(), 200);
+        assert_eq!(stream_head(br#"{"headers":{}}"#).unwrap().status(), 200);
+        assert!(stream_head(b"[1]").is_none());
+        assert!(stream_head(b"not json").is_none());
+        assert!(stream_head(br#"{"statusCode":1000}"#).is_none());
+        // No content type in the prelude: the body is bytes.
+        assert_eq!(
+            stream_head(br#"{"statusCode":200}"#).unwrap().headers()["content-type"],
+            "application/octet-stream"
+        );
+    }
 
     #[test]
     fn results_become_responses_as_lambda_interprets_them() {

@@ -6,12 +6,14 @@
 
 #![forbid(unsafe_code)]
 
+mod alias;
 mod concurrency;
 mod error;
 mod esm;
 mod event_config;
 pub mod http_event;
 mod invoke;
+mod stream;
 pub mod url;
 mod versions;
 mod wire;
@@ -101,8 +103,20 @@ pub fn router(lambda: Arc<Lambda>) -> Router {
             post(invoke::invoke),
         )
         .route(
+            "/2021-11-15/functions/{name}/response-streaming-invocations",
+            post(invoke::invoke_streaming),
+        )
+        .route(
             &format!("{FUNCTIONS}/{{name}}/versions"),
             get(versions::list).post(versions::publish),
+        )
+        .route(
+            &format!("{FUNCTIONS}/{{name}}/aliases"),
+            get(alias::list).post(alias::create),
+        )
+        .route(
+            &format!("{FUNCTIONS}/{{name}}/aliases/{{alias}}"),
+            get(alias::get).put(alias::update).delete(alias::delete),
         )
         .route(
             "/2017-10-31/functions/{name}/concurrency",
@@ -218,8 +232,14 @@ fn action(method: &Method, route: &str) -> Option<(&'static str, Resource)> {
         ("PUT", _, "/{name}/configuration") => ("UpdateFunctionConfiguration", Function),
         ("PUT", _, "/{name}/code") => ("UpdateFunctionCode", Function),
         ("POST", _, "/{name}/invocations") => ("InvokeFunction", Function),
+        ("POST", _, "/{name}/response-streaming-invocations") => ("InvokeFunction", Function),
         ("GET", _, "/{name}/versions") => ("ListVersionsByFunction", Function),
         ("POST", _, "/{name}/versions") => ("PublishVersion", Function),
+        ("GET", _, "/{name}/aliases") => ("ListAliases", Function),
+        ("POST", _, "/{name}/aliases") => ("CreateAlias", Function),
+        ("GET", _, "/{name}/aliases/{alias}") => ("GetAlias", Function),
+        ("PUT", _, "/{name}/aliases/{alias}") => ("UpdateAlias", Function),
+        ("DELETE", _, "/{name}/aliases/{alias}") => ("DeleteAlias", Function),
         ("PUT", _, "/{name}/concurrency") => ("PutFunctionConcurrency", Function),
         ("DELETE", _, "/{name}/concurrency") => ("DeleteFunctionConcurrency", Function),
         ("GET", _, "/{name}/concurrency") => ("GetFunctionConcurrency", Function),
@@ -498,6 +518,28 @@ pub(crate) fn resolve(
     name: &FunctionPath,
     qualifier: Option<&str>,
 ) -> Result<Arc<nimbus_types::FunctionConfig>, ApiError> {
+    let (key, qualifier) = qualified(name, qualifier)?;
+    Ok(frontend.control.resolve(&key, qualifier.as_ref())?)
+}
+
+/// The version an invocation runs: as [`resolve`], with a weighted alias's pick.
+pub(crate) fn resolve_invocation(
+    frontend: &Lambda,
+    name: &FunctionPath,
+    qualifier: Option<&str>,
+) -> Result<Arc<nimbus_types::FunctionConfig>, ApiError> {
+    let (key, qualifier) = qualified(name, qualifier)?;
+    Ok(frontend
+        .control
+        .resolve_invocation(&key, qualifier.as_ref())?)
+}
+
+/// The function key and qualifier of a path's name and a request's `Qualifier`, which must
+/// agree when both are given.
+pub(crate) fn qualified(
+    name: &FunctionPath,
+    qualifier: Option<&str>,
+) -> Result<(String, Option<Qualifier>), ApiError> {
     let (key, reference) = name.key()?;
     let from_query = qualifier.map(Qualifier::parse).transpose()?;
     let qualifier = match (reference.qualifier, from_query) {
@@ -508,7 +550,7 @@ pub(crate) fn resolve(
         }
         (a, b) => a.or(b),
     };
-    Ok(frontend.control.resolve(&key, qualifier.as_ref())?)
+    Ok((key, qualifier))
 }
 
 #[derive(Debug, Deserialize)]

@@ -124,10 +124,11 @@ struct UrlConfigInput {
 }
 
 /// The qualifier a URL is kept under: `$LATEST` for none. Lambda gives URLs to `$LATEST` and
-/// aliases only, and nimbus has no aliases yet, so any other qualifier names nothing.
+/// aliases only: a version number, or an alias that does not exist, names nothing.
 fn url_qualifier(f: &Shared, key: &str, qualifier: Option<&str>) -> Result<String, ApiError> {
     match qualifier {
         None | Some("$LATEST") => Ok(nimbus_types::name::LATEST.to_owned()),
+        Some(q) if f.control.alias(key, q).is_ok() => Ok(q.to_owned()),
         Some(q) => Err(ApiError::function_not_found(&format!(
             "{}:{q}",
             f.control.arn(key)
@@ -735,7 +736,23 @@ pub async fn serve(
         path_parameters: &[],
         stage_variables: None,
     };
-    let serves_http = target.function.runtime.serves_http();
+    // A URL of an alias runs what the alias points to now.
+    let function = if target.qualifier == nimbus_types::name::LATEST {
+        target.function.clone()
+    } else {
+        let qualifier = nimbus_types::Qualifier::Other(target.qualifier.clone());
+        match f
+            .control
+            .resolve_invocation(&target.function.key(), Some(&qualifier))
+        {
+            Ok(function) => function,
+            Err(e) => {
+                tracing::warn!(function = %target.function.name, error = %e, "function URL: the alias names no version");
+                return url_error(StatusCode::BAD_GATEWAY, "Internal Server Error");
+            }
+        }
+    };
+    let serves_http = function.runtime.serves_http();
     let (payload, http) = if serves_http {
         (Bytes::new(), Some(http_event::call(&view)))
     } else {
@@ -745,19 +762,37 @@ pub async fn serve(
             Err(e) => return ApiError::internal(e).into_response(),
         }
     };
-    let outcome = f
-        .manager
-        .invoke(
-            &target.function,
-            InvokeRequest {
-                request_id: request_id.clone(),
-                payload,
-                client_context: None,
-                async_attempt: None,
-                http,
-            },
-        )
-        .await;
+    let streaming =
+        target.url.invoke_mode == nimbus_types::url::InvokeMode::ResponseStream && http.is_none();
+    let request = InvokeRequest {
+        request_id: request_id.clone(),
+        payload,
+        client_context: None,
+        async_attempt: None,
+        http,
+        stream: None,
+        qualifier: (target.qualifier != nimbus_types::name::LATEST)
+            .then(|| target.qualifier.clone()),
+    };
+    let outcome = if streaming {
+        match crate::stream::start(f.manager.clone(), function.clone(), request).await {
+            crate::stream::Started::Whole(outcome) => outcome,
+            crate::stream::Started::Streaming {
+                content_type,
+                parts,
+                done,
+            } => {
+                let mut response = streamed_response(content_type, parts, done).await;
+                insert(response.headers_mut(), "x-amzn-requestid", &request_id);
+                if let (Some(cors), Some(origin)) = (&target.url.cors, &origin) {
+                    add_cors(cors, origin, &mut response);
+                }
+                return response;
+            }
+        }
+    } else {
+        f.manager.invoke(&function, request).await
+    };
     let mut response = match outcome {
         Err(nimbus_manager::Error::Throttled(_)) => {
             url_error(StatusCode::TOO_MANY_REQUESTS, "Rate Exceeded.")
@@ -784,6 +819,79 @@ pub async fn serve(
     if let (Some(cors), Some(origin)) = (&target.url.cors, &origin) {
         add_cors(cors, origin, &mut response);
     }
+    response
+}
+
+/// The content type with which a streaming function starts an HTTP response with a prelude.
+const HTTP_INTEGRATION: &str = "application/vnd.awslambda.http-integration-response";
+
+/// The most a prelude (status, headers, cookies) may take before its delimiter.
+const MAX_PRELUDE_BYTES: usize = 64 * 1024;
+
+/// A `RESPONSE_STREAM` URL's answer from a function that streams: the prelude's status and
+/// headers (or 200 and the stream's content type), then the body as the function writes it,
+/// chunked. A function that fails part-way cuts the response off, as Lambda does: the status
+/// has already gone.
+async fn streamed_response(
+    content_type: Option<String>,
+    mut parts: crate::stream::Parts,
+    done: tokio::sync::oneshot::Receiver<
+        Result<nimbus_types::InvokeOutcome, nimbus_manager::Error>,
+    >,
+) -> Response {
+    let mut leftover = None;
+    let mut response = if content_type.as_deref() == Some(HTTP_INTEGRATION) {
+        let mut prelude = Vec::new();
+        loop {
+            let Some(chunk) = parts.next().await else {
+                break;
+            };
+            // Only the new bytes (and the 7 before them) can complete the delimiter.
+            let from = prelude.len().saturating_sub(7);
+            prelude.extend_from_slice(&chunk);
+            if let Some(at) = prelude[from..]
+                .windows(8)
+                .position(|w| w == [0u8; 8])
+                .map(|i| from + i)
+            {
+                leftover = Some(Bytes::from(prelude.split_off(at + 8)));
+                prelude.truncate(at);
+                break;
+            }
+            if prelude.len() > MAX_PRELUDE_BYTES {
+                return url_error(StatusCode::BAD_GATEWAY, "Internal Server Error");
+            }
+        }
+        match http_event::stream_head(&prelude) {
+            Some(head) => head,
+            None => return url_error(StatusCode::BAD_GATEWAY, "Internal Server Error"),
+        }
+    } else {
+        let mut head = StatusCode::OK.into_response();
+        let kind = content_type.unwrap_or_else(|| "application/octet-stream".to_owned());
+        insert(head.headers_mut(), "content-type", &kind);
+        head
+    };
+    let body = futures_util::stream::unfold(
+        (leftover, parts, Some(done)),
+        |(mut leftover, mut parts, done)| async move {
+            if let Some(first) = leftover.take().filter(|b| !b.is_empty()) {
+                return Some((Ok(first), (None, parts, done)));
+            }
+            if let Some(chunk) = parts.next().await {
+                return Some((Ok(chunk), (None, parts, done)));
+            }
+            let failed = match done?.await {
+                Ok(Ok(outcome)) => outcome.error.is_some(),
+                _ => true,
+            };
+            failed.then(|| {
+                let cut = std::io::Error::other("the function failed while streaming");
+                (Err(cut), (None, parts, None))
+            })
+        },
+    );
+    *response.body_mut() = Body::from_stream(body);
     response
 }
 

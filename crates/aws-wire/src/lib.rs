@@ -15,6 +15,7 @@
 
 pub mod body;
 pub mod envelope;
+pub mod eventstream;
 pub mod sigv4;
 pub mod target;
 pub mod xml;

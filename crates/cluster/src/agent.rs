@@ -543,6 +543,9 @@ async fn invoke(
         client_context,
         async_attempt,
         http,
+        stream: None,
+        // Checked as a qualifier: it becomes part of the ARN the function is told.
+        qualifier: text("x-nimbus-qualifier").filter(|q| nimbus_types::Qualifier::parse(q).is_ok()),
     };
     match a.worker.invoke(id, request).await {
         Ok(outcome) => encode_outcome(outcome).into_response(),

@@ -601,6 +601,9 @@ impl Worker for RemoteWorker {
         if let Some(attempt) = request.async_attempt {
             headers.push(("x-nimbus-async-attempt", attempt.to_string()));
         }
+        if let Some(qualifier) = &request.qualifier {
+            headers.push(("x-nimbus-qualifier", qualifier.clone()));
+        }
         // A request for a function that serves HTTP: its head in a header, its body as the body.
         let body = match request.http {
             Some(mut call) => {

@@ -16,8 +16,10 @@
 
 #![forbid(unsafe_code)]
 
+mod alias;
 mod url;
 
+pub use alias::AliasChange;
 pub use url::UrlTarget;
 
 use std::collections::{BTreeMap, HashMap};
@@ -117,6 +119,12 @@ pub struct ControlPlane {
     /// Published versions by function name and number.
     versions: RwLock<HashMap<String, BTreeMap<u32, Arc<FunctionConfig>>>>,
     mutations: tokio::sync::Mutex<()>,
+}
+
+/// A uniform draw from `[0, 1)` for weighted alias routing.
+fn uniform_draw() -> f64 {
+    // 53 random bits fill an f64's mantissa exactly.
+    getrandom::u64().map_or(0.5, |x| (x >> 11) as f64 / (1u64 << 53) as f64)
 }
 
 fn new_revision() -> String {
@@ -230,6 +238,17 @@ impl ControlPlane {
         nimbus_types::name::function_arn(&self.region, account, name)
     }
 
+    /// What an invocation of a target held as `key`, `key:N` or `key:alias` runs (pollers and
+    /// mappings keep their function so), a weighted alias's pick among them.
+    pub fn invocation_target(&self, target: &str) -> Option<Arc<FunctionConfig>> {
+        match target.split_once(':') {
+            Some((key, qualifier)) => self
+                .resolve_invocation(key, Some(&Qualifier::parse(qualifier).ok()?))
+                .ok(),
+            None => self.function(target),
+        }
+    }
+
     /// The current configuration of a function, from memory.
     pub fn function(&self, name: &str) -> Option<Arc<FunctionConfig>> {
         self.functions.read().ok()?.get(name).cloned()
@@ -241,15 +260,46 @@ impl ControlPlane {
         name: &str,
         qualifier: Option<&Qualifier>,
     ) -> Result<Arc<FunctionConfig>> {
+        self.resolve_by(name, qualifier, false)
+    }
+
+    /// The version an invocation of `name` with `qualifier` runs: as [`Self::resolve`], except
+    /// that an alias with a routing configuration picks one of its two versions by weight.
+    pub fn resolve_invocation(
+        &self,
+        name: &str,
+        qualifier: Option<&Qualifier>,
+    ) -> Result<Arc<FunctionConfig>> {
+        self.resolve_by(name, qualifier, true)
+    }
+
+    fn resolve_by(
+        &self,
+        name: &str,
+        qualifier: Option<&Qualifier>,
+        invocation: bool,
+    ) -> Result<Arc<FunctionConfig>> {
         let function = self.existing(name)?;
-        match qualifier {
-            None | Some(Qualifier::Latest) => Ok(function),
-            Some(Qualifier::Other(q)) => q
-                .parse::<u32>()
-                .ok()
-                .and_then(|n| self.version(name, n))
-                .ok_or_else(|| Error::FunctionNotFound(format!("{}:{q}", self.arn(name)))),
+        let q = match qualifier {
+            None | Some(Qualifier::Latest) => return Ok(function),
+            Some(Qualifier::Other(q)) => q,
+        };
+        // Alias names are never all digits, so a qualifier is one or the other.
+        let version = match function.aliases.get(q) {
+            Some(alias) if invocation && !alias.additional_weights.is_empty() => {
+                alias.pick(uniform_draw())
+            }
+            Some(alias) => alias.function_version.as_str(),
+            None => q.as_str(),
+        };
+        if version == LATEST {
+            return Ok(function);
         }
+        version
+            .parse::<u32>()
+            .ok()
+            .and_then(|n| self.version(name, n))
+            .ok_or_else(|| Error::FunctionNotFound(format!("{}:{q}", self.arn(name))))
     }
 
     fn existing(&self, name: &str) -> Result<Arc<FunctionConfig>> {
@@ -355,6 +405,7 @@ impl ControlPlane {
             tags: input.tags,
             urls: Default::default(),
             permissions: Vec::new(),
+            aliases: Default::default(),
         };
         if let Err(e) = self.manager.prepare(&function).await {
             self.collect_code(vec![function.code.sha256.clone()]).await;
@@ -503,6 +554,7 @@ impl ControlPlane {
         version.provisioned = Default::default();
         version.urls = Default::default();
         version.permissions = Vec::new();
+        version.aliases = Default::default();
         version.last_published = 0;
         if let Some(d) = description {
             version.description = d;
@@ -538,6 +590,12 @@ impl ControlPlane {
                 self.arn(name)
             )));
         };
+        let referring = Self::aliases_of_version(&latest, &version.version);
+        if !referring.is_empty() {
+            return Err(Error::Conflict(format!(
+                "Unable to delete version because the following aliases reference it: {referring:?}"
+            )));
+        }
         let mut updated = (*latest).clone();
         let had_provisioned = updated.provisioned.remove(&number.to_string()).is_some();
         let store = self.store.clone();
@@ -789,11 +847,8 @@ pub trait FunctionDirectory: Send + Sync {
 }
 
 impl FunctionDirectory for ControlPlane {
-    /// A function by key, or one of its versions as `key:N`.
+    /// A function by key, or what `key:N` or `key:alias` runs.
     fn function(&self, name: &str) -> Option<Arc<FunctionConfig>> {
-        match name.split_once(':') {
-            Some((name, number)) => self.version(name, number.parse().ok()?),
-            None => ControlPlane::function(self, name),
-        }
+        self.invocation_target(name)
     }
 }

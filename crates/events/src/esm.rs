@@ -121,7 +121,12 @@ impl EventSources {
             .map_err(|_| Error::Poisoned)?
             .values()
             .filter(|m| m.account == account)
-            .filter(|m| function.is_none_or(|f| m.function == f))
+            .filter(|m| {
+                // A function's name matches its mappings to its versions and aliases too.
+                function.is_none_or(|f| {
+                    m.function == f || m.function.split_once(':').is_some_and(|(k, _)| k == f)
+                })
+            })
             .filter(|m| event_source_arn.is_none_or(|a| m.event_source_arn == a))
             .cloned()
             .collect();
@@ -230,6 +235,7 @@ impl EventSources {
     pub(crate) async fn invoke_records(
         &self,
         function: &nimbus_types::FunctionConfig,
+        target: &str,
         records: Vec<Value>,
     ) -> Result<nimbus_types::InvokeOutcome, nimbus_manager::Error> {
         let event =
@@ -240,6 +246,9 @@ impl EventSources {
             client_context: None,
             async_attempt: None,
             http: None,
+            stream: None,
+            // A mapping to `name:alias` shows the alias in the function's invoked ARN.
+            qualifier: target.split_once(':').map(|(_, q)| q.to_owned()),
         };
         self.control.manager().invoke(function, request).await
     }
@@ -265,7 +274,11 @@ impl EventSources {
                 return Err(nimbus_control::Error::FunctionNotFound(self.control.arn(&key)).into());
             }
             let function = self.control.resolve(&key, reference.qualifier.as_ref())?;
-            mapping.function = function.key();
+            // A version or alias stays named: each batch runs what it points to then.
+            mapping.function = match reference.qualifier {
+                Some(nimbus_types::Qualifier::Other(q)) => format!("{}:{q}", function.key()),
+                _ => function.key(),
+            };
         }
         if let Some(n) = change.batch_size {
             if !(1..=10_000).contains(&n) {
@@ -358,7 +371,7 @@ impl EventSources {
             mapping.report_batch_item_failures = !types.is_empty();
         }
         // As on Lambda: a batch must stay invisible for as long as the function may run.
-        if let Some(function) = self.control.function(&mapping.function)
+        if let Some(function) = self.control.invocation_target(&mapping.function)
             && let Ok(queue) = self.queues.queue_by_arn(&mapping.event_source_arn)
             && queue.visibility_timeout_s < function.timeout_s
         {
@@ -419,9 +432,9 @@ impl EventSources {
         let Ok(queue) = self.queues.queue_by_arn(&mapping.event_source_arn) else {
             return;
         };
-        let Some(function) = self.control.function(&mapping.function) else {
+        if self.control.invocation_target(&mapping.function).is_none() {
             return;
-        };
+        }
         let visibility = queue.visibility_timeout_s;
         let window = Duration::from_secs(mapping.max_batching_window_s as u64);
         let mut batch: Vec<Received> = Vec::new();
@@ -464,12 +477,19 @@ impl EventSources {
         {
             return;
         }
+        // What runs is decided now, after the long poll: an alias may have moved meanwhile.
+        let Some(function) = self.control.invocation_target(&mapping.function) else {
+            return;
+        };
         let region = self.queues.region();
         let records: Vec<Value> = batch
             .iter()
             .map(|r| record(r, &mapping.event_source_arn, region))
             .collect();
-        let outcome = match self.invoke_records(&function, records).await {
+        let outcome = match self
+            .invoke_records(&function, &mapping.function, records)
+            .await
+        {
             Ok(outcome) => outcome,
             Err(e) => {
                 tracing::warn!(mapping = %mapping.uuid, error = %e, "event source batch could not run");

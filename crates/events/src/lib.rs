@@ -328,6 +328,8 @@ impl AsyncInvoker {
             client_context: None,
             async_attempt: Some(meta.attempts + 1),
             http: None,
+            stream: None,
+            qualifier: meta.function.split_once(':').map(|(_, q)| q.to_owned()),
         };
         match self.manager.invoke(&function, request).await {
             Err(
@@ -510,12 +512,14 @@ impl AsyncInvoker {
                     .map(|_| ())
                     .map_err(|e| DeliveryError::Storage(e.to_string()))
             }
-            Ok(Destination::Function(function)) => {
-                let name = nimbus_types::name::scoped(&function.account, &function.name);
-                self.submit(&name, &nimbus_queue::new_id(), Bytes::from(body))
-                    .await
-                    .map_err(|e| DeliveryError::Storage(e.to_string()))
-            }
+            Ok(Destination::Function(function)) => self
+                .submit(
+                    &function.target(),
+                    &nimbus_queue::new_id(),
+                    Bytes::from(body),
+                )
+                .await
+                .map_err(|e| DeliveryError::Storage(e.to_string())),
             Err(e) => Err(DeliveryError::Unsupported(e.to_string())),
         }
     }

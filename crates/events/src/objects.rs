@@ -29,7 +29,7 @@ impl nimbus_objects::Targets for NotificationTargets {
                     return Err("the function belongs to another account".into());
                 }
                 self.control
-                    .function(&nimbus_types::name::scoped(&f.account, &f.name))
+                    .invocation_target(&f.target())
                     .map(|_| ())
                     .ok_or_else(|| "the function does not exist".into())
             }

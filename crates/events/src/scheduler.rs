@@ -139,7 +139,8 @@ impl Scheduler {
                 let Ok(function) = nimbus_types::arn::FunctionArn::parse(&target.arn) else {
                     continue;
                 };
-                let function = nimbus_types::name::scoped(&function.account, &function.name);
+                // A version or alias target is resolved when the event runs.
+                let function = function.target();
                 let payload = match &target.input {
                     Some(input) => Bytes::from(input.clone().into_bytes()),
                     None => Bytes::from(serde_json::to_vec(&event).unwrap_or_default()),

@@ -68,7 +68,7 @@ impl EventSources {
         let Some((_, stream)) = self.stream_of(&mapping.account, &mapping.event_source_arn) else {
             return false;
         };
-        let Some(function) = self.control.function(&mapping.function) else {
+        let Some(function) = self.control.invocation_target(&mapping.function) else {
             return false;
         };
         let retry = self
@@ -164,7 +164,9 @@ impl EventSources {
                 r
             })
             .collect();
-        let outcome = self.invoke_records(&function, records).await;
+        let outcome = self
+            .invoke_records(&function, &mapping.function, records)
+            .await;
         let (succeeded, failed_at) = match &outcome {
             Ok(o) if o.error.is_none() => {
                 let failed = if mapping.report_batch_item_failures {

@@ -146,6 +146,7 @@ fn function(name: &str, version: &str) -> FunctionConfig {
         tags: Default::default(),
         urls: Default::default(),
         permissions: Vec::new(),
+        aliases: Default::default(),
     }
 }
 
@@ -175,6 +176,8 @@ fn request(id: &str) -> InvokeRequest {
         client_context: None,
         async_attempt: None,
         http: None,
+        stream: None,
+        qualifier: None,
     }
 }
 

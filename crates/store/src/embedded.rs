@@ -363,6 +363,7 @@ mod tests {
             tags: Default::default(),
             urls: Default::default(),
             permissions: Vec::new(),
+            aliases: Default::default(),
         }
     }
 

@@ -109,6 +109,16 @@ impl FunctionArn {
         }
     }
 
+    /// The target an event for this ARN is queued under: the function's key, with `:N` or
+    /// `:alias` when the ARN is qualified (resolved when the event runs).
+    pub fn target(&self) -> String {
+        let key = crate::name::scoped(&self.account, &self.name);
+        match &self.qualifier {
+            Some(Qualifier::Other(q)) => format!("{key}:{q}"),
+            _ => key,
+        }
+    }
+
     pub fn parse(input: &str) -> Result<Self, ArnError> {
         let arn = Arn::expect(input, "lambda")?;
         let bad = || ArnError::BadResource(input.to_owned());

@@ -163,6 +163,9 @@ pub struct FunctionConfig {
     /// The resource-based policy's statements. Kept on the `$LATEST` record.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub permissions: Vec<crate::url::Permission>,
+    /// Aliases by name. Kept on the `$LATEST` record.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aliases: BTreeMap<String, crate::alias::Alias>,
 }
 
 /// The tag that gives a function outbound internet access (`internet`) or takes it away

@@ -19,6 +19,40 @@ pub struct InvokeRequest {
     /// request as it came, instead of an event; `payload` is then empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<crate::http::HttpCall>,
+    /// Set when the caller takes the response as the function writes it (a response-streaming
+    /// invocation or URL). A function that streams sends its bytes here instead of into the
+    /// outcome's payload. In-process only: a worker reached over the network answers whole.
+    #[serde(skip)]
+    pub stream: Option<ResponseStream>,
+    /// The qualifier (version or alias) the caller named, which the function's context shows
+    /// in its invoked ARN; `None` for the unqualified name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qualifier: Option<String>,
+}
+
+/// Where a streaming function's response goes as it is written: first a [`StreamPart::Head`],
+/// then its chunks. The receiver ends when the invocation does; the outcome then says whether
+/// the function failed part-way.
+#[derive(Debug, Clone)]
+pub struct ResponseStream(pub tokio::sync::mpsc::Sender<StreamPart>);
+
+/// One piece of a streamed response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamPart {
+    /// The function began a streamed response, of this content type.
+    Head {
+        content_type: Option<String>,
+    },
+    Chunk(Bytes),
+}
+
+impl ResponseStream {
+    /// A stream and its receiving end; `depth` chunks may wait unread before the function's
+    /// writes wait for the reader.
+    pub fn channel(depth: usize) -> (Self, tokio::sync::mpsc::Receiver<StreamPart>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(depth);
+        (Self(tx), rx)
+    }
 }
 
 /// Why a sandbox is created: for an invocation waiting on it, or ahead of time for provisioned

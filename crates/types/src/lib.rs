@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod alias;
 pub mod arn;
 pub mod function;
 pub mod hex;
@@ -23,7 +24,9 @@ pub mod time;
 pub mod url;
 
 pub use function::{CodeRef, FunctionConfig, ProvidedFlavor, Runtime};
-pub use invocation::{FunctionError, InitType, InvokeOutcome, InvokeRequest, OutcomeKind};
+pub use invocation::{
+    FunctionError, InitType, InvokeOutcome, InvokeRequest, OutcomeKind, ResponseStream, StreamPart,
+};
 pub use name::{FunctionRef, Qualifier};
 pub use telemetry::{LogEntry, Pricing, UsageRecord, UsageReport};
 

@@ -604,6 +604,8 @@ async fn invoke_process(
             &request_id,
             request.payload,
             request.client_context,
+            request.stream,
+            request.qualifier,
             timeout,
         )
         .await;
@@ -611,11 +613,11 @@ async fn invoke_process(
     let (kind, payload, error, reusable) = match result {
         ProcessResult::Response(body) => (OutcomeKind::Success, body, None, true),
         ProcessResult::Error(body, error) => (OutcomeKind::Error, body, Some(error), true),
-        ProcessResult::TooLarge => {
+        ProcessResult::TooLarge(limit) => {
             let error = FunctionError::new(
                 "Function.ResponseSizeTooLarge",
                 format!(
-                    "Response payload size exceeded maximum allowed payload size ({MAX_SYNC_PAYLOAD_BYTES} bytes)."
+                    "Response payload size exceeded maximum allowed payload size ({limit} bytes)."
                 ),
             );
             (OutcomeKind::Error, error.to_json(), Some(error), true)

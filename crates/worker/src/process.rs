@@ -436,7 +436,8 @@ fn environment(
 pub(crate) enum ProcessResult {
     Response(Bytes),
     Error(Bytes, FunctionError),
-    TooLarge,
+    /// The response was over this many bytes.
+    TooLarge(usize),
     /// The runtime exited (or was killed by the kernel) before answering.
     Exited {
         status: Option<i32>,
@@ -731,6 +732,8 @@ impl ProcessSandbox {
         request_id: &str,
         payload: Bytes,
         client_context: Option<String>,
+        stream: Option<nimbus_types::ResponseStream>,
+        qualifier: Option<String>,
         timeout: Duration,
     ) -> ProcessResult {
         if let Some((payload, error)) = self.init_failure.lock().ok().and_then(|f| f.clone()) {
@@ -744,7 +747,10 @@ impl ProcessSandbox {
             request_id: request_id.to_owned(),
             payload,
             deadline_ms,
-            function_arn: self.function_arn.clone(),
+            function_arn: match qualifier {
+                Some(q) => format!("{}:{q}", self.function_arn),
+                None => self.function_arn.clone(),
+            },
             client_context,
             trace_id: format!(
                 "Root=1-{:08x}-{}",
@@ -752,6 +758,7 @@ impl ProcessSandbox {
                 &request_id.replace('-', "")[..24.min(request_id.len())]
             ),
             reply: reply_tx,
+            stream,
         };
         let mut exited = self.exited.clone();
         if self.queue.send(pending).await.is_err() {
@@ -764,7 +771,7 @@ impl ProcessSandbox {
             reply = reply_rx => match reply {
                 Ok(Reply::Response(body)) => ProcessResult::Response(body),
                 Ok(Reply::Error(body, error)) => ProcessResult::Error(body, error),
-                Ok(Reply::TooLarge) => ProcessResult::TooLarge,
+                Ok(Reply::TooLarge(limit)) => ProcessResult::TooLarge(limit),
                 Err(_) => ProcessResult::Exited { status: None, out_of_memory: false },
             },
             () = wait_exit(&mut exited) => {

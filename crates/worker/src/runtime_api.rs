@@ -14,9 +14,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use base64::Engine as _;
 use bytes::Bytes;
-use nimbus_types::FunctionError;
 use nimbus_types::limits::MAX_SYNC_PAYLOAD_BYTES;
+use nimbus_types::{FunctionError, ResponseStream, StreamPart};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 /// An invocation waiting for the runtime to take it.
@@ -28,6 +29,8 @@ pub(crate) struct Pending {
     pub trace_id: String,
     pub client_context: Option<String>,
     pub reply: oneshot::Sender<Reply>,
+    /// Where a streamed response goes, if the caller takes one.
+    pub stream: Option<ResponseStream>,
 }
 
 /// How the runtime answered an invocation.
@@ -35,12 +38,14 @@ pub(crate) struct Pending {
 pub(crate) enum Reply {
     Response(Bytes),
     Error(Bytes, FunctionError),
-    TooLarge,
+    /// The response was over this many bytes.
+    TooLarge(usize),
 }
 
 struct Current {
     request_id: String,
     reply: Option<oneshot::Sender<Reply>>,
+    stream: Option<ResponseStream>,
 }
 
 /// State shared between the sandbox's HTTP server and the worker.
@@ -121,6 +126,7 @@ async fn next(State(api): State<Shared>) -> Response {
         *current = Some(Current {
             request_id: pending.request_id.clone(),
             reply: Some(pending.reply),
+            stream: pending.stream,
         });
     }
     let mut response = Response::new(Body::from(pending.payload));
@@ -152,8 +158,12 @@ async fn next(State(api): State<Shared>) -> Response {
     response
 }
 
-/// Takes the reply channel of the current invocation if `id` names it.
-fn take_reply(api: &RuntimeApi, id: &str) -> Result<oneshot::Sender<Reply>, Box<Response>> {
+/// Takes the reply channel (and the response stream, if any) of the current invocation if
+/// `id` names it.
+fn take_reply(
+    api: &RuntimeApi,
+    id: &str,
+) -> Result<(oneshot::Sender<Reply>, Option<ResponseStream>), Box<Response>> {
     let mut current = api.current.lock().map_err(|_| {
         Box::new(runtime_error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -162,13 +172,17 @@ fn take_reply(api: &RuntimeApi, id: &str) -> Result<oneshot::Sender<Reply>, Box<
         ))
     })?;
     match current.as_mut() {
-        Some(c) if c.request_id == id => c.reply.take().ok_or_else(|| {
-            Box::new(runtime_error(
-                StatusCode::FORBIDDEN,
-                "InvalidStateTransition",
-                "The invocation already has a response",
-            ))
-        }),
+        Some(c) if c.request_id == id => c
+            .reply
+            .take()
+            .map(|reply| (reply, c.stream.take()))
+            .ok_or_else(|| {
+                Box::new(runtime_error(
+                    StatusCode::FORBIDDEN,
+                    "InvalidStateTransition",
+                    "The invocation already has a response",
+                ))
+            }),
         _ => Err(Box::new(runtime_error(
             StatusCode::BAD_REQUEST,
             "InvalidRequestID",
@@ -183,18 +197,30 @@ async fn read_limited(body: Body) -> Result<Bytes, ()> {
         .map_err(|_| ())
 }
 
-async fn response(State(api): State<Shared>, Path(id): Path<String>, body: Body) -> Response {
-    let reply = match take_reply(&api, &id) {
-        Ok(reply) => reply,
+async fn response(
+    State(api): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (reply, stream) = match take_reply(&api, &id) {
+        Ok(taken) => taken,
         Err(refusal) => return *refusal,
     };
+    let streaming = headers
+        .get("Lambda-Runtime-Function-Response-Mode")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|m| m.eq_ignore_ascii_case("streaming"));
+    if streaming {
+        return streamed_response(&headers, body, reply, stream).await;
+    }
     match read_limited(body).await {
         Ok(bytes) => {
             let _ = reply.send(Reply::Response(bytes));
             accepted()
         }
         Err(()) => {
-            let _ = reply.send(Reply::TooLarge);
+            let _ = reply.send(Reply::TooLarge(MAX_SYNC_PAYLOAD_BYTES));
             runtime_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "RequestEntityTooLarge",
@@ -202,6 +228,102 @@ async fn response(State(api): State<Shared>, Path(id): Path<String>, body: Body)
             )
         }
     }
+}
+
+/// The most a streamed response may carry, as on Lambda (whose buffered limit stays 6 MB).
+pub(crate) const MAX_STREAMED_BYTES: usize = 20 << 20;
+
+/// Reads a response the runtime streams (`Lambda-Runtime-Function-Response-Mode: streaming`):
+/// each piece goes to the caller's stream as it arrives, or, for a caller that takes the
+/// response whole, into one payload under the buffered limit. An error part-way comes in the
+/// body's trailers (`Lambda-Runtime-Function-Error-Type`, `…-Error-Body` in base64), as the
+/// Runtime API defines them.
+async fn streamed_response(
+    headers: &HeaderMap,
+    mut body: Body,
+    reply: oneshot::Sender<Reply>,
+    stream: Option<ResponseStream>,
+) -> Response {
+    use http_body_util::BodyExt;
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    // Fixed at the start: a caller that goes away part-way does not turn the rest of the
+    // response into a buffered one (it is read, counted and dropped).
+    let streaming = stream.is_some();
+    let limit = if streaming {
+        MAX_STREAMED_BYTES
+    } else {
+        MAX_SYNC_PAYLOAD_BYTES
+    };
+    let mut sink = stream.map(|s| s.0);
+    if let Some(tx) = &sink
+        && tx.send(StreamPart::Head { content_type }).await.is_err()
+    {
+        sink = None;
+    }
+    let mut buffered = Vec::new();
+    let mut total = 0usize;
+    let mut trailers = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            // The runtime broke the connection off mid-stream (or sent trailers over hyper's
+            // limit).
+            let error =
+                FunctionError::new("Runtime.StreamError", "the response stream was cut off");
+            let _ = reply.send(Reply::Error(error.to_json(), error));
+            return StatusCode::BAD_REQUEST.into_response();
+        };
+        let frame = match frame.into_data() {
+            Ok(data) => {
+                total += data.len();
+                if total > limit {
+                    let _ = reply.send(Reply::TooLarge(limit));
+                    return runtime_error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "RequestEntityTooLarge",
+                        &format!("Exceeded maximum allowed payload size ({limit} bytes)."),
+                    );
+                }
+                match &sink {
+                    Some(tx) => {
+                        if tx.send(StreamPart::Chunk(data)).await.is_err() {
+                            sink = None;
+                        }
+                    }
+                    None if streaming => {}
+                    None => buffered.extend_from_slice(&data),
+                }
+                continue;
+            }
+            Err(frame) => frame,
+        };
+        if let Ok(t) = frame.into_trailers() {
+            trailers = Some(t);
+        }
+    }
+    let failure = trailers.as_ref().and_then(|t| {
+        let error_type = t
+            .get("Lambda-Runtime-Function-Error-Type")
+            .and_then(|v| v.to_str().ok())?;
+        let detail = t
+            .get("Lambda-Runtime-Function-Error-Body")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .map(Bytes::from)
+            .unwrap_or_default();
+        let mut typed = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_str(error_type) {
+            typed.insert("Lambda-Runtime-Function-Error-Type", v);
+        }
+        Some(parse_error(&typed, &detail))
+    });
+    let _ = match failure {
+        Some((payload, error)) => reply.send(Reply::Error(payload, error)),
+        None => reply.send(Reply::Response(Bytes::from(buffered))),
+    };
+    accepted()
 }
 
 /// Reads a runtime's error report: Lambda's error JSON, or anything, with the type header.
@@ -236,12 +358,12 @@ async fn error(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let reply = match take_reply(&api, &id) {
-        Ok(reply) => reply,
+    let (reply, _) = match take_reply(&api, &id) {
+        Ok(taken) => taken,
         Err(refusal) => return *refusal,
     };
     let Ok(bytes) = read_limited(body).await else {
-        let _ = reply.send(Reply::TooLarge);
+        let _ = reply.send(Reply::TooLarge(MAX_SYNC_PAYLOAD_BYTES));
         return runtime_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "RequestEntityTooLarge",

@@ -103,6 +103,33 @@ class RuntimeApi {
     });
   }
 
+  // A streamed request (chunked, with trailers): the head goes out now, each `chunk` as it
+  // comes, and `finish` ends the body (with an error in the trailers, if any) and resolves
+  // with the server's answer. The socket must be connected.
+  streamStart(route, headers) {
+    let head = `POST ${RUNTIME}${route} HTTP/1.1\r\nHost: ${this.host}:${this.port}\r\nTransfer-Encoding: chunked\r\n`;
+    for (const name of Object.keys(headers)) head += `${name}: ${headers[name]}\r\n`;
+    const answer = new Promise((resolve, reject) => {
+      this.pending = { resolve, reject, head: null };
+    });
+    // An early answer (a refusal) must not go unhandled before `finish` awaits it.
+    answer.catch(() => {});
+    this.socket.write(head + '\r\n', 'latin1');
+    return answer;
+  }
+
+  streamChunk(data, done) {
+    if (!this.socket || data.length === 0) return done();
+    this.socket.write(Buffer.concat([Buffer.from(`${data.length.toString(16)}\r\n`, 'latin1'), data, CRLF]), () => done());
+  }
+
+  streamFinish(answer, trailers) {
+    let end = '0\r\n';
+    for (const name of Object.keys(trailers || {})) end += `${name}: ${trailers[name]}\r\n`;
+    if (this.socket) this.socket.write(end + '\r\n', 'latin1');
+    return answer;
+  }
+
   async call(method, route, body, headers) {
     try {
       return await this.exchange(method, route, body, headers);
@@ -115,6 +142,135 @@ class RuntimeApi {
 }
 
 const api = new RuntimeApi(HOST, Number(PORT));
+const CRLF = Buffer.from('\r\n', 'latin1');
+
+// Response streaming, as Lambda's Node.js runtimes offer it: a handler wrapped by
+// `awslambda.streamifyResponse` gets a writable stream as its second argument, and its bytes
+// reach the caller as it writes them. `awslambda.HttpResponseStream.from` starts a function
+// URL's response with its status and headers (a JSON prelude, then eight NUL bytes).
+const STREAMING = Symbol.for('aws.lambda.runtime.handler.streaming');
+const HTTP_INTEGRATION = 'application/vnd.awslambda.http-integration-response';
+
+class HttpResponseStream {
+  static from(stream, prelude) {
+    stream.setContentType(HTTP_INTEGRATION);
+    stream.write(JSON.stringify(prelude || {}));
+    stream.write(Buffer.alloc(8));
+    return stream;
+  }
+}
+
+global.awslambda = {
+  streamifyResponse(handler) {
+    handler[STREAMING] = 'response';
+    return handler;
+  },
+  HttpResponseStream,
+};
+
+// A value safe in an HTTP header: printable ASCII only.
+function headerSafe(value) {
+  return String(value).replace(/[^\x20-\x7e]/g, '').slice(0, 256);
+}
+
+// The writable stream a streaming handler writes its response to. Nothing is sent until the
+// first write (or the end), so that the content type can still be set. The Writable hands over
+// one chunk at a time; `inFlight` is the one on its way to the socket.
+function responseStream(requestId) {
+  const { Writable } = require('stream');
+  let contentType = 'application/octet-stream';
+  let answer = null;
+  let closed = false;
+  let inFlight = Promise.resolve();
+  const start = () => {
+    if (!answer) {
+      answer = api.streamStart(`/invocation/${requestId}/response`, {
+        'Content-Type': headerSafe(contentType),
+        'Lambda-Runtime-Function-Response-Mode': 'streaming',
+        Trailer: 'Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body',
+      });
+    }
+  };
+  const stream = new Writable({
+    write(chunk, encoding, done) {
+      if (closed) return done();
+      start();
+      inFlight = new Promise((resolve) => {
+        api.streamChunk(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk, encoding), () => {
+          resolve();
+          done();
+        });
+      });
+    },
+    final(done) {
+      if (!closed) start();
+      done();
+    },
+  });
+  stream.setContentType = (type) => {
+    contentType = String(type);
+  };
+  stream.started = () => answer !== null;
+  // Ends the request body, with an error in the trailers if given. Anything the handler
+  // writes afterwards (from a timer, say) goes nowhere: the connection carries the next
+  // exchange.
+  stream.finish = async (trailers) => {
+    stream.on('error', () => {});
+    if (trailers) {
+      stream.destroy();
+      await inFlight;
+    }
+    closed = true;
+    return api.streamFinish(answer, trailers);
+  };
+  // Nothing was sent and nothing will be: the failure goes to the error endpoint.
+  stream.abandon = () => {
+    closed = true;
+    stream.on('error', () => {});
+    stream.destroy();
+  };
+  return stream;
+}
+
+// The error trailers of a stream that failed part-way: hyper takes trailers of up to 16 KiB,
+// so the error body is kept well under that.
+function errorTrailers(error) {
+  let body = JSON.stringify(error);
+  if (body.length > 6000) {
+    body = JSON.stringify({ errorType: error.errorType, errorMessage: String(error.errorMessage).slice(0, 4000) });
+  }
+  return {
+    'Lambda-Runtime-Function-Error-Type': headerSafe(error.errorType) || 'Error',
+    'Lambda-Runtime-Function-Error-Body': Buffer.from(body).toString('base64'),
+  };
+}
+
+// Runs a streaming handler to the end of its stream. An error before anything was written
+// is reported as any handler's; after, it ends the stream with the error in its trailers.
+async function runStreaming(fn, event, context, requestId) {
+  const { finished } = require('stream/promises');
+  if (!api.socket) await api.connect();
+  const stream = responseStream(requestId);
+  // A stream destroyed without an error never finishes: that rejects, as an error.
+  const ended = finished(stream);
+  ended.catch(() => {});
+  try {
+    await fn(event, stream, context);
+    if (!stream.writableEnded && !stream.destroyed) stream.end();
+    await ended;
+  } catch (err) {
+    const error = errorObject(err);
+    console.error(`[ERROR] ${error.errorType}: ${error.errorMessage}`);
+    if (!stream.started()) {
+      stream.abandon();
+      return { error };
+    }
+    await stream.finish(errorTrailers(error));
+    return {};
+  }
+  await stream.finish();
+  return {};
+}
 
 function call(method, route, body, headers) {
   return api.call(method, route, body, headers);
@@ -218,6 +374,22 @@ async function main() {
       callbackWaitsForEmptyEventLoop: true,
       getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()),
     };
+    if (fn[STREAMING] === 'response') {
+      let outcome;
+      try {
+        const event = next.body.length ? JSON.parse(next.body.toString('utf8')) : {};
+        outcome = await runStreaming(fn, event, context, requestId);
+      } catch (err) {
+        outcome = { error: errorObject(err) };
+      }
+      if (outcome.error) {
+        await call('POST', `/invocation/${requestId}/error`, JSON.stringify(outcome.error), {
+          'Lambda-Runtime-Function-Error-Type': 'Unhandled',
+          'Content-Type': 'application/json',
+        });
+      }
+      continue;
+    }
     let body;
     try {
       const event = next.body.length ? JSON.parse(next.body.toString('utf8')) : {};
