@@ -46,6 +46,7 @@ FIXTURE_NAMES = (
     "badjson",
     "slow",
     "record",
+    "preinit",
     "http",
 )
 

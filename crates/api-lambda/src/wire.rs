@@ -34,6 +34,21 @@ pub struct EphemeralStorageInput {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
+pub struct SnapStartInput {
+    pub apply_on: Option<String>,
+}
+
+impl SnapStartInput {
+    fn into_domain(self) -> Result<nimbus_types::function::SnapStart, InvalidParameter> {
+        match self.apply_on.as_deref() {
+            None => Ok(Default::default()),
+            Some(s) => nimbus_types::function::SnapStart::parse(s),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
 pub struct CreateFunctionInput {
     pub function_name: Option<String>,
     pub runtime: Option<String>,
@@ -48,6 +63,7 @@ pub struct CreateFunctionInput {
     pub package_type: Option<String>,
     pub architectures: Option<Vec<String>>,
     pub ephemeral_storage: Option<EphemeralStorageInput>,
+    pub snap_start: Option<SnapStartInput>,
     pub layers: Option<Vec<String>>,
     pub tags: Option<BTreeMap<String, String>>,
 }
@@ -76,6 +92,7 @@ pub struct UpdateConfigInput {
     pub environment: Option<EnvironmentInput>,
     pub runtime: Option<String>,
     pub ephemeral_storage: Option<EphemeralStorageInput>,
+    pub snap_start: Option<SnapStartInput>,
     pub revision_id: Option<String>,
     pub layers: Option<Vec<String>>,
 }
@@ -111,6 +128,7 @@ pub struct FunctionConfiguration {
     pub architectures: Vec<&'static str>,
     pub ephemeral_storage: serde_json::Value,
     pub logging_config: serde_json::Value,
+    pub snap_start: serde_json::Value,
 }
 
 impl FunctionConfiguration {
@@ -145,6 +163,10 @@ impl FunctionConfiguration {
             logging_config: serde_json::json!({
                 "LogFormat": "Text",
                 "LogGroup": format!("/aws/lambda/{}", f.name),
+            }),
+            snap_start: serde_json::json!({
+                "ApplyOn": f.snap_start.as_str(),
+                "OptimizationStatus": if f.starts_from_snapshot() { "On" } else { "Off" },
             }),
         }
     }
@@ -236,6 +258,10 @@ impl CreateFunctionInput {
                 .and_then(|e| e.variables)
                 .unwrap_or_default(),
             ephemeral_storage_mb: self.ephemeral_storage.and_then(|e| e.size),
+            snap_start: self
+                .snap_start
+                .map(SnapStartInput::into_domain)
+                .transpose()?,
             zip: decode_zip("Code.ZipFile", code.zip_file.as_deref())?,
             tags: self.tags.unwrap_or_default(),
         })
@@ -274,6 +300,10 @@ impl UpdateConfigInput {
             timeout_s: self.timeout.map(|t| to_u32("Timeout", t)).transpose()?,
             environment: self.environment.map(|e| e.variables.unwrap_or_default()),
             ephemeral_storage_mb: self.ephemeral_storage.and_then(|e| e.size),
+            snap_start: self
+                .snap_start
+                .map(SnapStartInput::into_domain)
+                .transpose()?,
             revision_id: self.revision_id,
         })
     }

@@ -28,8 +28,9 @@ use std::sync::{Arc, RwLock};
 use nimbus_manager::WorkerManager;
 use nimbus_store::{CodeStore, FunctionStore};
 use nimbus_types::function::{
-    EGRESS_TAG, EventInvokeConfig, ProvisionedRequest, validate_description, validate_environment,
-    validate_ephemeral_storage, validate_handler, validate_memory, validate_tags, validate_timeout,
+    EGRESS_TAG, EventInvokeConfig, ProvisionedRequest, SnapStart, validate_description,
+    validate_environment, validate_ephemeral_storage, validate_handler, validate_memory,
+    validate_snap_start, validate_tags, validate_timeout,
 };
 use nimbus_types::limits::{DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S};
 use nimbus_types::name::{LATEST, validate_function_name};
@@ -79,6 +80,7 @@ pub struct NewFunction {
     pub timeout_s: Option<u32>,
     pub environment: BTreeMap<String, String>,
     pub ephemeral_storage_mb: Option<u32>,
+    pub snap_start: Option<SnapStart>,
     /// The code package: a zip, already size-checked by the caller.
     pub zip: Vec<u8>,
     pub tags: BTreeMap<String, String>,
@@ -105,6 +107,7 @@ pub struct ConfigUpdate {
     pub timeout_s: Option<u32>,
     pub environment: Option<BTreeMap<String, String>>,
     pub ephemeral_storage_mb: Option<u32>,
+    pub snap_start: Option<SnapStart>,
     pub revision_id: Option<String>,
 }
 
@@ -370,6 +373,8 @@ impl ControlPlane {
         validate_environment(&input.environment)?;
         let ephemeral_storage_mb = input.ephemeral_storage_mb.unwrap_or(512);
         validate_ephemeral_storage(ephemeral_storage_mb)?;
+        let snap_start = input.snap_start.unwrap_or_default();
+        validate_snap_start(runtime, snap_start)?;
         validate_tags(&input.tags)?;
         if input.zip.is_empty() {
             return Err(InvalidParameter::new("Code.ZipFile is empty").into());
@@ -406,6 +411,7 @@ impl ControlPlane {
             urls: Default::default(),
             permissions: Vec::new(),
             aliases: Default::default(),
+            snap_start,
         };
         if let Err(e) = self.manager.prepare(&function).await {
             self.collect_code(vec![function.code.sha256.clone()]).await;
@@ -510,6 +516,11 @@ impl ControlPlane {
         if let Some(role) = input.role {
             updated.role = role;
         }
+        if let Some(snap_start) = input.snap_start {
+            updated.snap_start = snap_start;
+        }
+        // Also when only the runtime changed: SnapStart must suit the new one.
+        validate_snap_start(updated.runtime, updated.snap_start)?;
         self.commit_update(&old, updated).await
     }
 
@@ -523,6 +534,9 @@ impl ControlPlane {
         description: Option<String>,
         revision_id: Option<&str>,
     ) -> Result<(Arc<FunctionConfig>, bool)> {
+        // A snapshot is made before the mutation lock is taken: the initialisation may take as
+        // long as the function's timeout, and nobody else's changes wait for it.
+        let snapshot_of = self.make_snapshot(name).await?;
         let _guard = self.mutations.lock().await;
         let latest = self.existing(name)?;
         Self::check_revision(&latest, revision_id)?;
@@ -559,6 +573,13 @@ impl ControlPlane {
         if let Some(d) = description {
             version.description = d;
         }
+        if version.starts_from_snapshot()
+            && snapshot_of != Some((latest.revision_id.clone(), latest.last_published))
+        {
+            return Err(Error::Conflict(
+                "The function changed while its snapshot was being made. Publish again.".into(),
+            ));
+        }
         let mut updated = (*latest).clone();
         updated.last_published = number;
         let store = self.store.clone();
@@ -578,6 +599,27 @@ impl ControlPlane {
             .insert(number, version.clone());
         tracing::info!(function = %name, version = number, "version published");
         Ok((version, true))
+    }
+
+    /// Makes the snapshot of the version that publishing `name` would create now, if it has
+    /// SnapStart on and differs from the newest version: a worker runs its initialisation
+    /// ([`WorkerManager::prepare`]). The version exists once its snapshot does, so a failed
+    /// initialisation refuses the publish with its reason. Returns the revision and version
+    /// count it was made for, which the publish checks under the lock.
+    async fn make_snapshot(&self, name: &str) -> Result<Option<(String, u32)>> {
+        let latest = self.existing(name)?;
+        if latest.snap_start != SnapStart::PublishedVersions {
+            return Ok(None);
+        }
+        if let Some(newest) = self.versions_of(name).last()
+            && same_published(newest, &latest)
+        {
+            return Ok(None);
+        }
+        let mut candidate = (*latest).clone();
+        candidate.version = (latest.last_published + 1).to_string();
+        self.manager.prepare(&candidate).await?;
+        Ok(Some((latest.revision_id.clone(), latest.last_published)))
     }
 
     /// Deletes one published version (and its provisioned concurrency).
@@ -837,6 +879,7 @@ fn same_published(version: &FunctionConfig, latest: &FunctionConfig) -> bool {
         && version.timeout_s == latest.timeout_s
         && version.environment == latest.environment
         && version.ephemeral_storage_mb == latest.ephemeral_storage_mb
+        && version.snap_start == latest.snap_start
         && version.role == latest.role
 }
 

@@ -147,6 +147,7 @@ fn function(name: &str, version: &str) -> FunctionConfig {
         urls: Default::default(),
         permissions: Vec::new(),
         aliases: Default::default(),
+        snap_start: Default::default(),
     }
 }
 

@@ -61,17 +61,46 @@ impl Artifact for Component {
     }
 }
 
-pub(crate) fn load<A: Artifact>(engine: &Engine, dir: &Path, key: &str) -> Option<A> {
-    let file = dir.join(format!("{key}.{}", A::SUFFIX));
+/// The bytes cached under `name`, if they match the checksum written with them.
+pub(crate) fn load_bytes(dir: &Path, name: &str) -> Option<Vec<u8>> {
+    let file = dir.join(name);
     let bytes = fs::read(&file).ok()?;
-    let recorded = fs::read_to_string(dir.join(format!("{key}.{}.sha256", A::SUFFIX))).ok()?;
+    let recorded = fs::read_to_string(dir.join(format!("{name}.sha256"))).ok()?;
     if digest(&bytes) != recorded.trim() {
         tracing::warn!(
             artifact = %file.display(),
-            "cached wasm artifact does not match its checksum; recompiling"
+            "cached wasm artifact does not match its checksum; making it again"
         );
         return None;
     }
+    Some(bytes)
+}
+
+/// Caches `bytes` under `name`, with their checksum; each file appears whole or not at all,
+/// and concurrent writers of one name never share a temporary file.
+pub(crate) fn store_bytes(dir: &Path, name: &str, bytes: &[u8]) {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let unique = format!(
+        "tmp{}-{}",
+        std::process::id(),
+        WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let tmp = dir.join(format!("{name}.{unique}"));
+    let tmp_sum = dir.join(format!("{name}.sha256.{unique}"));
+    let result = fs::write(&tmp, bytes)
+        .and_then(|()| fs::write(&tmp_sum, digest(bytes)))
+        .and_then(|()| fs::rename(&tmp_sum, dir.join(format!("{name}.sha256"))))
+        .and_then(|()| fs::rename(&tmp, dir.join(name)));
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        let _ = fs::remove_file(&tmp_sum);
+        tracing::warn!(artifact = name, error = %e, "could not cache a wasm artifact");
+    }
+}
+
+pub(crate) fn load<A: Artifact>(engine: &Engine, dir: &Path, key: &str) -> Option<A> {
+    let name = format!("{key}.{}", A::SUFFIX);
+    let bytes = load_bytes(dir, &name)?;
     // SAFETY: the bytes were produced by `Artifact::serialize` in `store` below, in a directory
     // only this node writes, and match the checksum written with them; wasmtime additionally
     // rejects artifacts from another version or configuration of the engine.
@@ -80,27 +109,15 @@ pub(crate) fn load<A: Artifact>(engine: &Engine, dir: &Path, key: &str) -> Optio
     match artifact {
         Ok(artifact) => Some(artifact),
         Err(e) => {
-            tracing::info!(artifact = %file.display(), error = %e, "cached wasm artifact is stale; recompiling");
+            tracing::info!(artifact = %name, error = %e, "cached wasm artifact is stale; recompiling");
             None
         }
     }
 }
 
 pub(crate) fn store<A: Artifact>(dir: &Path, key: &str, artifact: &A) {
-    let bytes = match artifact.serialize() {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            tracing::warn!(artifact = key, error = %e, "could not serialise compiled code");
-            return;
-        }
-    };
-    let suffix = A::SUFFIX;
-    let tmp = dir.join(format!("{key}.{suffix}.tmp{}", std::process::id()));
-    let result = fs::write(&tmp, &bytes)
-        .and_then(|()| fs::write(dir.join(format!("{key}.{suffix}.sha256")), digest(&bytes)))
-        .and_then(|()| fs::rename(&tmp, dir.join(format!("{key}.{suffix}"))));
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        tracing::warn!(artifact = key, error = %e, "could not cache compiled code");
+    match artifact.serialize() {
+        Ok(bytes) => store_bytes(dir, &format!("{key}.{}", A::SUFFIX), &bytes),
+        Err(e) => tracing::warn!(artifact = key, error = %e, "could not serialise compiled code"),
     }
 }

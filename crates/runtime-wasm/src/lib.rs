@@ -15,8 +15,10 @@
 mod artifact;
 mod http;
 mod limits;
+mod preinit;
 
 pub use http::{Egress, HttpInput, HttpOutput, HttpTemplate};
+pub use preinit::{INIT_EXPORT, has_init_export};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -79,6 +81,10 @@ pub struct WasmRuntime {
     modules: Mutex<HashMap<String, Module>>,
     /// Compiled components, likewise.
     components: Mutex<HashMap<String, wasmtime::component::Component>>,
+    /// Templates of pre-initialised modules by their cache key.
+    preinitialized: Mutex<HashMap<String, WasmTemplate>>,
+    /// One initialisation at a time: each may hold a function's whole memory.
+    initializing: Mutex<()>,
 }
 
 /// A module linked against WASI and ready to instantiate: the warm state of a wasm sandbox.
@@ -180,6 +186,8 @@ impl WasmRuntime {
             cache_dir: config.cache_dir.clone(),
             modules: Mutex::new(HashMap::new()),
             components: Mutex::new(HashMap::new()),
+            preinitialized: Mutex::new(HashMap::new()),
+            initializing: Mutex::new(()),
         })
     }
 
@@ -192,6 +200,146 @@ impl WasmRuntime {
         })?;
         let module = self.compiled(&self.modules, &bytes)?;
         self.template(&module)
+    }
+
+    /// Like [`Self::prepare`], for a module pre-initialised ([`preinit`]): its `wizer.initialize`
+    /// runs once with `env`, within `memory_limit_bytes` and `timeout`, and every instance of
+    /// the template starts from the state it left. The pre-initialised module is kept in the
+    /// artifact cache (with its sha256, checked when it is read back), keyed by `owner` (the
+    /// version it is for: no two functions share a snapshot), the module and `env`, so a
+    /// restart does not initialise again. Blocking: call it off the async executor, inside a
+    /// Tokio runtime.
+    pub fn prepare_preinitialized(
+        &self,
+        owner: &str,
+        path: &Path,
+        env: &[(String, String)],
+        memory_limit_bytes: u64,
+        timeout: Duration,
+    ) -> Result<WasmTemplate> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        // Each part hashed on its own, so that no choice of bytes in one can pose as another.
+        let mut keyed = Vec::new();
+        keyed.extend_from_slice(artifact::digest(owner.as_bytes()).as_bytes());
+        keyed.extend_from_slice(artifact::digest(&bytes).as_bytes());
+        for (k, v) in env {
+            keyed.extend_from_slice(artifact::digest(k.as_bytes()).as_bytes());
+            keyed.extend_from_slice(artifact::digest(v.as_bytes()).as_bytes());
+        }
+        let key = format!("{}.preinit", artifact::digest(&keyed));
+        if let Some(found) = self
+            .preinitialized
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).cloned())
+        {
+            return Ok(found);
+        }
+        let _one_at_a_time = self
+            .initializing
+            .lock()
+            .map_err(|_| Error::Engine("an earlier initialisation panicked".into()))?;
+        let initialized = match artifact::load_bytes(&self.cache_dir, &key) {
+            Some(found) => found,
+            None => {
+                let handle = tokio::runtime::Handle::try_current()
+                    .map_err(|e| Error::Engine(format!("no runtime to initialise in: {e}")))?;
+                let started = Instant::now();
+                let made = handle.block_on(self.preinitialize(
+                    &bytes,
+                    env,
+                    memory_limit_bytes,
+                    timeout,
+                ))?;
+                tracing::info!(
+                    module = %path.display(),
+                    ms = started.elapsed().as_millis() as u64,
+                    bytes = made.len(),
+                    "module pre-initialised"
+                );
+                artifact::store_bytes(&self.cache_dir, &key, &made);
+                made
+            }
+        };
+        let module = self.compiled(&self.modules, &initialized)?;
+        let template = self.template(&module)?;
+        if let Ok(mut memo) = self.preinitialized.lock() {
+            memo.insert(key, template.clone());
+        }
+        Ok(template)
+    }
+
+    /// Runs a module's `wizer.initialize` once in an instance of it and returns the module
+    /// with the state that left written in.
+    async fn preinitialize(
+        &self,
+        bytes: &[u8],
+        env: &[(String, String)],
+        memory_limit_bytes: u64,
+        timeout: Duration,
+    ) -> Result<Vec<u8>> {
+        let instrumented = preinit::instrument(bytes)?;
+        let module = Module::new(&self.engine, &instrumented).map_err(|e| {
+            Error::InvalidModule(format!("the wasm module failed validation: {e:#}"))
+        })?;
+        let pre = self.linker.instantiate_pre(&module).map_err(|e| {
+            Error::InvalidModule(format!(
+                "the wasm module imports something nimbus does not provide: {e:#}"
+            ))
+        })?;
+        let stderr = MemoryOutputPipe::new(64 * 1024);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdin(MemoryInputPipe::new(Bytes::new()))
+            .stderr(stderr.clone())
+            .envs(env)
+            .arg("function");
+        let mut store = Store::new(
+            &self.engine,
+            StoreState {
+                wasi: wasi.build_p1(),
+                limiter: MemoryLimiter::new(memory_limit_bytes.min(MAX_WASM32_MEMORY)),
+            },
+        );
+        store.limiter(|s| &mut s.limiter);
+        arm_deadline(&mut store, timeout);
+        let failed = |what: &str, e: wasmtime::Error, stderr: &MemoryOutputPipe| {
+            let log = String::from_utf8_lossy(&stderr.contents()).into_owned();
+            let reason = if e.downcast_ref::<DeadlineExceeded>().is_some() {
+                "it ran out of time".to_owned()
+            } else {
+                trap_message(&e)
+            };
+            Error::InvalidModule(format!(
+                "{what} failed: {reason}{}",
+                if log.is_empty() {
+                    String::new()
+                } else {
+                    format!("; its output: {log}")
+                }
+            ))
+        };
+        let instance = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| failed("instantiating the module", e, &stderr))?;
+        let init = instance
+            .get_typed_func::<(), ()>(&mut store, preinit::INIT_EXPORT)
+            .map_err(|e| {
+                Error::InvalidModule(format!(
+                    "`{}` must take and return nothing: {e:#}",
+                    preinit::INIT_EXPORT
+                ))
+            })?;
+        init.call_async(&mut store, ())
+            .await
+            .map_err(|e| failed("the module's initialisation", e, &stderr))?;
+        let snapshot = preinit::snapshot_of(&instrumented, &instance, &mut store)?;
+        // The instance's memory goes before the module is written.
+        drop(store);
+        preinit::apply(bytes, &snapshot)
     }
 
     /// The compiled form of `bytes`: from memory, from the on-disk cache, or compiled now (and

@@ -364,6 +364,7 @@ mod tests {
             urls: Default::default(),
             permissions: Vec::new(),
             aliases: Default::default(),
+            snap_start: Default::default(),
         }
     }
 

@@ -166,6 +166,58 @@ pub struct FunctionConfig {
     /// Aliases by name. Kept on the `$LATEST` record.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub aliases: BTreeMap<String, crate::alias::Alias>,
+    /// Whether published versions start from a snapshot of their initialised state.
+    #[serde(default, skip_serializing_if = "SnapStart::is_off")]
+    pub snap_start: SnapStart,
+}
+
+/// Lambda's SnapStart setting (`ApplyOn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum SnapStart {
+    #[default]
+    None,
+    PublishedVersions,
+}
+
+impl SnapStart {
+    pub fn parse(s: &str) -> Result<Self, InvalidParameter> {
+        match s {
+            "None" => Ok(Self::None),
+            "PublishedVersions" => Ok(Self::PublishedVersions),
+            other => Err(InvalidParameter::constraint(
+                "snapStart.applyOn",
+                Some(&other),
+                "Member must satisfy enum value set: [PublishedVersions, None]",
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "None",
+            Self::PublishedVersions => "PublishedVersions",
+        }
+    }
+
+    pub fn is_off(&self) -> bool {
+        *self == Self::None
+    }
+}
+
+/// Checks that a runtime can start from snapshots on this platform: WebAssembly modules, which
+/// are pre-initialised through their `wizer.initialize` export. Process runtimes are refused
+/// rather than accepted and run as usual.
+pub fn validate_snap_start(
+    runtime: Runtime,
+    snap_start: SnapStart,
+) -> Result<(), InvalidParameter> {
+    if snap_start == SnapStart::PublishedVersions && runtime != Runtime::Wasm32Wasip1 {
+        return Err(InvalidParameter::new(format!(
+            "SnapStart is not supported for runtime {runtime} on this node: it applies to \
+             wasm32-wasip1 modules that export `wizer.initialize`"
+        )));
+    }
+    Ok(())
 }
 
 /// The tag that gives a function outbound internet access (`internet`) or takes it away
@@ -203,6 +255,11 @@ impl FunctionConfig {
             Some("none") => Some(false),
             _ => None,
         }
+    }
+
+    /// Whether this version starts from a snapshot: a published version with SnapStart on.
+    pub fn starts_from_snapshot(&self) -> bool {
+        self.snap_start == SnapStart::PublishedVersions && self.version != crate::name::LATEST
     }
 
     /// The function's unqualified ARN.

@@ -110,6 +110,24 @@ impl LocalWorker {
                 other => Error::Internal(other.to_string()),
             };
             match function.runtime {
+                // A published version with SnapStart starts from its initialised state, made
+                // once with the function's own variables (never the per-sandbox ones).
+                Runtime::Wasm32Wasip1 if function.starts_from_snapshot() => {
+                    let env: Vec<(String, String)> = function
+                        .environment
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    wasm.prepare_preinitialized(
+                        &function.qualified_name(),
+                        &path,
+                        &env,
+                        u64::from(function.memory_mb) << 20,
+                        std::time::Duration::from_secs(u64::from(function.timeout_s)),
+                    )
+                    .map(Template::Module)
+                    .map_err(refused)
+                }
                 Runtime::Wasm32Wasip1 => wasm.prepare(&path).map(Template::Module).map_err(refused),
                 Runtime::WasiHttp => wasm
                     .prepare_http(&path)
@@ -744,6 +762,7 @@ fn finish(m: Measured<'_>) -> InvokeOutcome {
             memory_mb: function.memory_mb,
             max_memory_used_mb,
             init_duration_us: m.init_duration_us,
+            restored: function.starts_from_snapshot(),
         },
         m.output,
         extra.as_deref(),

@@ -10,6 +10,8 @@ pub(crate) struct Report<'a> {
     pub memory_mb: u32,
     pub max_memory_used_mb: u32,
     pub init_duration_us: Option<u64>,
+    /// The sandbox started from a snapshot: its init is reported as a restore.
+    pub restored: bool,
 }
 
 fn ms(us: u64) -> String {
@@ -47,8 +49,19 @@ pub(crate) fn frame(
         report.memory_mb,
         report.max_memory_used_mb
     );
-    if let Some(init) = report.init_duration_us {
-        let _ = write!(log, "\tInit Duration: {} ms", ms(init));
+    match report.init_duration_us {
+        Some(restore) if report.restored => {
+            let _ = write!(
+                log,
+                "\tRestore Duration: {} ms\tBilled Restore Duration: {} ms",
+                ms(restore),
+                nimbus_types::invocation::billed_ms(restore)
+            );
+        }
+        Some(init) => {
+            let _ = write!(log, "\tInit Duration: {} ms", ms(init));
+        }
+        None => {}
     }
     log.push_str("\t\n");
     log
@@ -68,6 +81,7 @@ mod tests {
             memory_mb: 128,
             max_memory_used_mb: 2,
             init_duration_us: Some(5007),
+            restored: false,
         };
         let log = frame(&report, b"hello", None);
         assert_eq!(

@@ -1,0 +1,76 @@
+"""SnapStart for WebAssembly modules: a published version of a function with `SnapStart:
+{ApplyOn: PublishedVersions}` is pre-initialised through its `wizer.initialize` export, and every
+sandbox of that version starts from the initialised state, with the invocation's environment;
+`$LATEST` runs as before. Through boto3, with Lambda's configuration shapes."""
+
+from __future__ import annotations
+
+import json
+
+import e2e_support as s
+import process_support as p
+
+
+def invoke(client, name, qualifier=None, tail=False):
+    kw = {"Qualifier": qualifier} if qualifier else {}
+    if tail:
+        kw["LogType"] = "Tail"
+    r = client.invoke(FunctionName=name, Payload=b"{}", **kw)
+    assert "FunctionError" not in r, r["Payload"].read()
+    log = s.decode_log_result(r.get("LogResult")) if tail else ""
+    return json.loads(r["Payload"].read()), log
+
+
+def test_a_published_version_starts_from_its_initialised_state(lambda_client, make_zip):
+    name = s.unique_name("snap")
+    created = lambda_client.create_function(
+        FunctionName=name, Runtime=s.RUNTIME, Role=s.ROLE, Handler="preinit.wasm",
+        Code={"ZipFile": make_zip("preinit")}, SnapStart={"ApplyOn": "PublishedVersions"},
+        Environment={"Variables": {"TABLE": "primes"}})
+    assert created["SnapStart"] == {"ApplyOn": "PublishedVersions", "OptimizationStatus": "Off"}
+    lambda_client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=s.WAITER_CONFIG)
+
+    # $LATEST does not start from a snapshot: the module fills its table itself.
+    latest, _ = invoke(lambda_client, name)
+    assert latest["preinitialized"] is False and latest["primes"] == 20_000
+
+    version = lambda_client.publish_version(FunctionName=name)
+    assert version["SnapStart"] == {"ApplyOn": "PublishedVersions", "OptimizationStatus": "On"}
+    got = lambda_client.get_function_configuration(FunctionName=name, Qualifier=version["Version"])
+    assert got["SnapStart"]["OptimizationStatus"] == "On"
+
+    first, log = invoke(lambda_client, name, version["Version"], tail=True)
+    assert first["preinitialized"] is True, first
+    assert first["init_runs"] == 1, "the initialisation ran once, at publish, not in this instance"
+    assert (first["primes"], first["last"]) == (20_000, 224_737)
+    assert first["version"] == version["Version"], "the environment is the invocation's, not the snapshot's"
+    assert first["log_stream"], "the sandbox's own variables are there"
+    assert "Restore Duration:" in log and "Billed Restore Duration:" in log and "Init Duration" not in log, log
+    second, _ = invoke(lambda_client, name, version["Version"])
+    assert second["preinitialized"] is True and second["init_runs"] == 1
+
+    # A new version after a code change is made from the new code.
+    lambda_client.update_function_code(FunctionName=name, ZipFile=make_zip("echo", "preinit.wasm"))
+    s.wait_updated(lambda_client, name)
+    s.assert_client_error(lambda: lambda_client.publish_version(FunctionName=name),
+                          "InvalidParameterValueException", 400)
+    assert [v["Version"] for v in lambda_client.list_versions_by_function(FunctionName=name)["Versions"]] \
+        == ["$LATEST", version["Version"]], "a version whose snapshot failed was not created"
+    # Turning SnapStart off publishes a plain version.
+    lambda_client.update_function_configuration(FunctionName=name, SnapStart={"ApplyOn": "None"})
+    s.wait_updated(lambda_client, name)
+    plain = lambda_client.publish_version(FunctionName=name)
+    assert plain["SnapStart"] == {"ApplyOn": "None", "OptimizationStatus": "Off"}
+    echoed = lambda_client.invoke(FunctionName=name, Qualifier=plain["Version"], Payload=b'{"a":1}')
+    assert json.loads(echoed["Payload"].read()) == {"a": 1}
+
+
+def test_snapstart_settings_that_cannot_apply_are_refused(lambda_client, raw_lambda_client, make_zip):
+    s.assert_client_error(lambda: raw_lambda_client.create_function(
+        FunctionName=s.unique_name("snapbad"), Runtime=s.RUNTIME, Role=s.ROLE, Handler="preinit.wasm",
+        Code={"ZipFile": make_zip("preinit")}, SnapStart={"ApplyOn": "Sometimes"}), "ValidationException", 400)
+    err = s.assert_client_error(lambda: lambda_client.create_function(
+        FunctionName=s.unique_name("snappy"), Runtime=p.host_python_runtime(), Role=s.ROLE,
+        Handler="app.handler", Code={"ZipFile": s.zip_bytes({"app.py": b"def handler(e, c):\n    return 1\n"})},
+        SnapStart={"ApplyOn": "PublishedVersions"}), "InvalidParameterValueException", 400)
+    assert "SnapStart" in err.response["Error"]["Message"]
