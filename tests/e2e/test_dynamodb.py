@@ -527,6 +527,15 @@ def test_streams_api_reads_changes_in_order(node, ddb):
     assert streams.describe_stream(StreamArn=arn)["StreamDescription"]["StreamStatus"] == "DISABLED"
 
 
+def first_failure(sqs, queue_url: str, timeout: float) -> dict:
+    """The first failure record that reaches an on-failure queue, waiting up to TIMEOUT."""
+    def reported():
+        got = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1).get("Messages", [])
+        assert got
+        return json.loads(got[0]["Body"])
+    return s.eventually(reported, timeout=timeout)
+
+
 def test_a_stream_runs_a_function_in_order_and_failures_go_to_the_destination(node, lambda_client, ddb):
     import process_support as p
     iam, sqs = admin(node, "iam"), admin(node, "sqs")
@@ -563,11 +572,7 @@ def test_a_stream_runs_a_function_in_order_and_failures_go_to_the_destination(no
     # A batch the function keeps failing is retried once, then described to the destination.
     ddb.put_item(TableName=source, Item={"pk": {"S": "bad"}, "fail": {"BOOL": True}})
 
-    def reported():
-        got = sqs.receive_message(QueueUrl=dlq_url, WaitTimeSeconds=1).get("Messages", [])
-        assert got
-        return json.loads(got[0]["Body"])
-    failure = s.eventually(reported, timeout=30)
+    failure = first_failure(sqs, dlq_url, timeout=30)
     assert failure["requestContext"]["condition"] == "RetryAttemptsExhausted"
     assert failure["DDBStreamBatchInfo"]["streamArn"] == arn and failure["DDBStreamBatchInfo"]["batchSize"] == 1
     # The stream moves on past it.
@@ -603,11 +608,7 @@ def test_a_failing_stream_batch_is_bisected_down_to_the_poisoned_record(node, la
         DestinationConfig={"OnFailure": {"Destination": dlq_arn}})
     assert mapping["BisectBatchOnFunctionError"] is True
 
-    def reported():
-        got = sqs.receive_message(QueueUrl=dlq_url, WaitTimeSeconds=1).get("Messages", [])
-        assert got
-        return json.loads(got[0]["Body"])
-    failure = s.eventually(reported, timeout=60)
+    failure = first_failure(sqs, dlq_url, timeout=60)
     # Halving isolated the poisoned record: it alone was given up on.
     assert failure["requestContext"]["condition"] == "RetryAttemptsExhausted"
     assert failure["DDBStreamBatchInfo"]["batchSize"] == 1
