@@ -293,6 +293,26 @@ def test_admin_created_users_and_groups_through_the_cli(node, tmp_path):
     assert [u["UserStatus"] for u in users] == ["CONFIRMED"]
     in_group = aws("list-users-in-group", "--user-pool-id", pool, "--group-name", "admins")["Users"]
     assert [u["Username"] for u in in_group] == [created["Username"]]
+    # Sign-up, confirmation, refresh, a password change and sign-out, all from the CLI.
+    c2 = aws("create-user-pool-client", "--user-pool-id", pool, "--client-name", "app",
+             "--explicit-auth-flows", "ALLOW_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH")["UserPoolClient"]
+    up = aws("sign-up", "--client-id", c2["ClientId"], "--username", "lin@example.com", "--password", PASSWORD)
+    assert up["UserConfirmed"] is False
+    code = codes(node, pool, "lin@example.com")["signUp"]["code"]
+    aws("confirm-sign-up", "--client-id", c2["ClientId"], "--username", "lin@example.com",
+        "--confirmation-code", code)
+    lin = aws("initiate-auth", "--client-id", c2["ClientId"], "--auth-flow", "USER_PASSWORD_AUTH",
+              "--auth-parameters", f"USERNAME=lin@example.com,PASSWORD={PASSWORD}")["AuthenticationResult"]
+    refresh = ["initiate-auth", "--client-id", c2["ClientId"], "--auth-flow", "REFRESH_TOKEN_AUTH",
+               "--auth-parameters", f"REFRESH_TOKEN={lin['RefreshToken']}"]
+    assert claims(aws(*refresh)["AuthenticationResult"]["IdToken"])["sub"] == up["UserSub"]
+    aws("change-password", "--previous-password", PASSWORD, "--proposed-password", "Fresh-Pass9!",
+        "--access-token", lin["AccessToken"])
+    aws("initiate-auth", "--client-id", c2["ClientId"], "--auth-flow", "USER_PASSWORD_AUTH",
+        "--auth-parameters", "USERNAME=lin@example.com,PASSWORD=Fresh-Pass9!")
+    aws("global-sign-out", "--access-token", lin["AccessToken"])
+    stale = cli(node, tmp_path, s.ACCESS_KEY, s.SECRET_KEY, "cognito-idp", *refresh)
+    assert stale.returncode != 0 and "NotAuthorizedException" in stale.stderr
     aws("delete-group", "--user-pool-id", pool, "--group-name", "admins")
     assert aws("admin-list-groups-for-user", "--user-pool-id", pool, "--username", "grace@example.com")["Groups"] == []
     aws("delete-user-pool", "--user-pool-id", pool)
