@@ -110,7 +110,12 @@ pub struct Verifier {
     checked: Mutex<HashMap<String, Arc<Checked>>>,
     /// Issuers served by this node, whose keys are read in-process instead of over HTTP.
     local: Option<LocalIssuers>,
+    /// This node's issuer for another name of it (Cognito's issuer URL of a local pool).
+    aliases: Option<IssuerAliases>,
 }
+
+/// This node's issuer URL for an issuer URL that names one of its pools another way.
+pub type IssuerAliases = std::sync::Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 fn b64(part: &str) -> Result<Vec<u8>, Refusal> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -185,7 +190,14 @@ impl Verifier {
             issuers: Mutex::default(),
             checked: Mutex::default(),
             local: Some(local),
+            aliases: None,
         }
+    }
+
+    /// Also takes the issuer names `aliases` maps to this node's own.
+    pub fn with_aliases(mut self, aliases: IssuerAliases) -> Self {
+        self.aliases = Some(aliases);
+        self
     }
 
     /// The key `kid` of `issuer`, from the cache or fetched.
@@ -265,6 +277,8 @@ impl Verifier {
         scopes: &[String],
         now_s: i64,
     ) -> Result<Verified, Refusal> {
+        let aliased = self.aliases.as_ref().and_then(|a| a(issuer));
+        let issuer = aliased.as_deref().unwrap_or(issuer);
         let checked = match self.seen(token, issuer) {
             Some(c) => c,
             None => {

@@ -61,6 +61,19 @@ impl Cognito {
         format!("{}/{pool_id}", self.issuer_base)
     }
 
+    /// This node's issuer URL for a pool named by Cognito's own issuer URL
+    /// (`https://cognito-idp.{region}.amazonaws.com/{pool id}`, as templates write it), if the
+    /// pool is one of this node's: an authorizer configured with either accepts its tokens.
+    pub fn local_issuer(&self, issuer: &str) -> Option<String> {
+        let rest = issuer.strip_prefix("https://cognito-idp.")?;
+        let (host, id) = rest.split_once('/')?;
+        if !host.ends_with(".amazonaws.com") || id.contains('/') {
+            return None;
+        }
+        self.pools.pool(id)?;
+        Some(self.issuer(id))
+    }
+
     /// The key set of the pool whose issuer is `issuer`, if this node is that issuer.
     pub fn local_jwks(&self, issuer: &str) -> Option<Value> {
         let id = issuer

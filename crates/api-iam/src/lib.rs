@@ -6,8 +6,6 @@
 
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
-
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use nimbus_aws_wire::ErrorEnvelope;
@@ -111,33 +109,22 @@ impl ErrorEnvelope for QueryError {
 type Result<T, E = QueryError> = std::result::Result<T, E>;
 
 /// A request's form parameters.
-struct Params(HashMap<String, String>);
+struct Params(nimbus_aws_wire::query::Form);
 
 impl Params {
     fn parse(body: &[u8]) -> Result<Self> {
-        let mut map = HashMap::new();
-        for (k, v) in form_urlencoded::parse(body) {
-            if map.insert(k.to_string(), v.to_string()).is_some() {
-                return Err(QueryError::malformed(format!(
-                    "The parameter {k} is given more than once."
-                )));
-            }
-        }
-        Ok(Self(map))
+        nimbus_aws_wire::query::Form::parse(body)
+            .map(Self)
+            .map_err(QueryError::malformed)
     }
 
     fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
+        self.0.get(name)
     }
 
     fn required(&self, name: &str) -> Result<&str> {
-        self.get(name).ok_or_else(|| {
-            QueryError::invalid(format!(
-                "1 validation error detected: Value null at '{}' failed to satisfy constraint: \
-                 Member must not be null",
-                lower_first(name)
-            ))
-        })
+        self.get(name)
+            .ok_or_else(|| QueryError::invalid(nimbus_aws_wire::query::missing(name)))
     }
 
     /// `MaxItems`: 1 to 1,000, 100 if absent.
@@ -153,13 +140,6 @@ impl Params {
             },
         }
     }
-}
-
-fn lower_first(s: &str) -> String {
-    let mut c = s.chars();
-    c.next()
-        .map(|f| f.to_ascii_lowercase().to_string() + c.as_str())
-        .unwrap_or_default()
 }
 
 /// What IAM leaves unescaped in a URL-encoded policy document.

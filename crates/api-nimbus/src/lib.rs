@@ -33,6 +33,8 @@ pub struct Nimbus {
     pub queues: Arc<SqsQueues>,
     pub identity: Arc<Identity>,
     pub pricing: Pricing,
+    /// `{"available": [runtime…], "aliases": {runtime: runtime it runs on}}`.
+    pub runtimes: serde_json::Value,
 }
 
 type Shared = Arc<Nimbus>;
@@ -57,6 +59,10 @@ pub fn router(nimbus: Arc<Nimbus>) -> Router {
             get(list_accounts).post(create_account),
         )
         .route("/nimbus/v1/queues", get(queues))
+        .route(
+            "/nimbus/v1/runtimes",
+            get(|State(f): State<Shared>| async move { Json(f.runtimes.clone()) }),
+        )
         .route("/metrics", get(metrics))
         .with_state(nimbus)
 }

@@ -203,7 +203,9 @@ impl S3Api {
                 }
             }
             None => {
-                if trust == Trust::Open {
+                if let Some(nimbus_identity::InProcess(caller)) = parts.extensions.get().cloned() {
+                    parts.extensions.insert(caller);
+                } else if trust == Trust::Open {
                     parts
                         .extensions
                         .insert(Caller::root(nimbus_types::name::DEFAULT_ACCOUNT));

@@ -16,6 +16,7 @@
 pub mod body;
 pub mod envelope;
 pub mod eventstream;
+pub mod query;
 pub mod sigv4;
 pub mod target;
 pub mod xml;

@@ -17,15 +17,16 @@ use nimbus::config::{DEFAULT_ENDPOINT, ENV_ENDPOINT};
 pub struct EndpointArg {
     /// URL of the node's API.
     #[arg(long, env = ENV_ENDPOINT, default_value = DEFAULT_ENDPOINT)]
-    endpoint: String,
+    pub(crate) endpoint: String,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct DeployArgs {
-    /// Function name.
-    name: String,
+    /// Function name, to deploy one function (with --wasm or --zip). Without it, the
+    /// application in template.yaml or serverless.yml is deployed as a stack.
+    name: Option<String>,
     /// A WebAssembly module to deploy; it is packaged as `function.wasm`.
-    #[arg(long, conflicts_with = "zip", required_unless_present = "zip")]
+    #[arg(long, conflicts_with = "zip", requires = "name")]
     wasm: Option<PathBuf>,
     /// A zip package to deploy (with --handler).
     #[arg(long, requires = "handler")]
@@ -46,6 +47,11 @@ pub struct DeployArgs {
     env: Vec<String>,
     #[arg(long)]
     description: Option<String>,
+    #[command(flatten)]
+    manifest: crate::stack::ManifestArgs,
+    /// Plan only: print the changes and stop before applying them.
+    #[arg(long)]
+    dry_run: bool,
     #[command(flatten)]
     endpoint: EndpointArg,
 }
@@ -154,8 +160,8 @@ pub struct StatusArgs {
     endpoint: EndpointArg,
 }
 
-struct Api {
-    base: String,
+pub(crate) struct Api {
+    pub(crate) base: String,
     agent: ureq::Agent,
     /// The access key requests are signed with, if any was found.
     credentials: Option<(String, String)>,
@@ -188,10 +194,10 @@ fn service_of(method: &str, path: &str, headers: &[(&str, &str)]) -> &'static st
     nimbus_gateway::signing_service(method, path, target)
 }
 
-struct Reply {
-    status: u16,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
     headers: ureq::http::HeaderMap,
-    body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Reply {
@@ -199,7 +205,7 @@ impl Reply {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    fn ok(self) -> anyhow::Result<Reply> {
+    pub(crate) fn ok(self) -> anyhow::Result<Reply> {
         if (200..300).contains(&self.status) {
             return Ok(self);
         }
@@ -219,13 +225,13 @@ impl Reply {
         bail!("{kind}: {message}")
     }
 
-    fn json(&self) -> anyhow::Result<Value> {
+    pub(crate) fn json(&self) -> anyhow::Result<Value> {
         serde_json::from_slice(&self.body).context("the node answered with invalid JSON")
     }
 }
 
 impl Api {
-    fn new(endpoint: &EndpointArg) -> Self {
+    pub(crate) fn new(endpoint: &EndpointArg) -> Self {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(960)))
@@ -238,8 +244,26 @@ impl Api {
         }
     }
 
-    fn call(
+    pub(crate) fn call(
         &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<Reply> {
+        self.call_as(
+            service_of(method, path, headers),
+            method,
+            path,
+            headers,
+            body,
+        )
+    }
+
+    /// A call signed for `service` (S3's and CloudFormation's, which the path does not tell).
+    pub(crate) fn call_as(
+        &self,
+        service: &str,
         method: &str,
         path: &str,
         headers: &[(&str, &str)],
@@ -247,6 +271,13 @@ impl Api {
     ) -> anyhow::Result<Reply> {
         let url = format!("{}{path}", self.base);
         let body = body.unwrap_or_default();
+        // S3 wants the payload's hash in a header of its own, signed with the rest.
+        let content_hash = nimbus_aws_wire::sigv4::payload_hash(&body);
+        let mut with_hash: Vec<(&str, &str)> = headers.to_vec();
+        if service == "s3" {
+            with_hash.push(("x-amz-content-sha256", content_hash.as_str()));
+        }
+        let headers = with_hash.as_slice();
         let mut builder = ureq::http::Request::builder().method(method).uri(&url);
         for (k, v) in headers {
             builder = builder.header(*k, *v);
@@ -265,7 +296,7 @@ impl Api {
                 raw_path: uri.path(),
                 raw_query: uri.query(),
                 headers: signed_headers,
-                payload_hash: nimbus_aws_wire::sigv4::payload_hash(&body),
+                payload_hash: content_hash.clone(),
             };
             let now = nimbus_types::time::now_ms().div_euclid(1000);
             let (date, authorization) = nimbus_aws_wire::sigv4::sign(
@@ -273,7 +304,7 @@ impl Api {
                 key,
                 secret,
                 nimbus_types::name::DEFAULT_REGION,
-                service_of(method, path, headers),
+                service,
                 now,
             );
             builder = builder
@@ -301,7 +332,7 @@ impl Api {
     }
 }
 
-fn encode_path(segment: &str) -> String {
+pub(crate) fn encode_path(segment: &str) -> String {
     segment
         .bytes()
         .map(|b| match b {
@@ -327,6 +358,9 @@ fn wasm_zip(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
 
 pub fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     let api = Api::new(&args.endpoint);
+    let Some(function_name) = args.name.clone() else {
+        return crate::stack::deploy(&api, &args.manifest, args.dry_run);
+    };
     let (zip, handler) = match (&args.wasm, &args.zip) {
         (Some(wasm), _) => (wasm_zip(wasm)?, "function.wasm".to_owned()),
         (None, Some(zip)) => (
@@ -358,7 +392,7 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     if let Some(d) = &args.description {
         config.insert("Description".into(), json!(d));
     }
-    let name = encode_path(&args.name);
+    let name = encode_path(&function_name);
     let json_header = [("content-type", "application/json")];
     let existing = api.call(
         "GET",
@@ -368,7 +402,7 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     )?;
     let result = if existing.status == 404 {
         let mut create = config.clone();
-        create.insert("FunctionName".into(), json!(args.name));
+        create.insert("FunctionName".into(), json!(function_name));
         create.insert("Role".into(), json!(ensure_default_role(&api)?));
         create.insert("Code".into(), json!({ "ZipFile": zip_b64 }));
         api.call(
@@ -398,7 +432,7 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     let out = result.json()?;
     println!(
         "deployed {} ({}, {} MB, {} s, CodeSha256 {})",
-        out["FunctionName"].as_str().unwrap_or(&args.name),
+        out["FunctionName"].as_str().unwrap_or(&function_name),
         out["Runtime"].as_str().unwrap_or("?"),
         out["MemorySize"],
         out["Timeout"],

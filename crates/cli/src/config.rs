@@ -236,6 +236,9 @@ pub struct WorkerSection {
     pub capacity_mb: u64,
     /// Run the node without its built-in worker: only workers that join host sandboxes.
     pub disabled: bool,
+    /// Runtimes the host does not have, each run on one it has: `{ "python3.13" =
+    /// "python3.11" }`. Templates often name a newer runtime than the host's.
+    pub runtime_aliases: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for NodeConfig {

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod stack;
 mod worker;
 
 use nimbus::{config, node};
@@ -48,8 +49,15 @@ enum Command {
     Worker(worker::WorkerArgs),
     /// Show the node's workers, their capacity and their sandboxes.
     Status(client::StatusArgs),
-    /// Create a function, or update its code and configuration if it exists.
+    /// Deploy the application in template.yaml (AWS SAM, CloudFormation) or serverless.yml as
+    /// a stack; with a function name, create or update that one function.
     Deploy(client::DeployArgs),
+    /// Show a deployed application's stack: status, outputs, endpoints.
+    Info(stack::InfoArgs),
+    /// Delete everything an application's stack made.
+    Remove(stack::RemoveArgs),
+    /// List the stacks.
+    Stacks(stack::StacksArgs),
     /// Invoke a function synchronously and print its result.
     Invoke(client::InvokeArgs),
     /// Print a function's invocation logs.
@@ -124,6 +132,9 @@ fn main() -> ExitCode {
         Command::Worker(args) => worker::run(args).map(|()| ExitCode::SUCCESS),
         Command::Status(args) => client::status(args),
         Command::Deploy(args) => client::deploy(args),
+        Command::Info(args) => stack::info(args),
+        Command::Remove(args) => stack::remove(args),
+        Command::Stacks(args) => stack::stacks(args),
         Command::Invoke(args) => client::invoke(args),
         Command::Logs(args) => client::logs(args),
         Command::Usage(args) => client::usage(args),

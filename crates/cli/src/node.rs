@@ -54,6 +54,28 @@ pub fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>
     })
 }
 
+/// Lets `host` run functions of runtimes it does not have on ones it has, as configured.
+fn apply_runtime_aliases(
+    host: &mut HostRuntimes,
+    aliases: &std::collections::BTreeMap<String, String>,
+) {
+    for (from, to) in aliases {
+        match (
+            nimbus_types::Runtime::parse(from),
+            nimbus_types::Runtime::parse(to),
+        ) {
+            (Ok(_), Ok(target)) if host.has(target) => {
+                tracing::info!(runtime = %from, runs_on = %to, "runtime alias");
+                host.aliases.insert(from.clone(), to.clone());
+            }
+            _ => tracing::warn!(
+                runtime = %from, runs_on = %to,
+                "ignoring a runtime alias: both must be runtime names, and the second one this host has"
+            ),
+        }
+    }
+}
+
 /// Sets up process sandboxes if this host can run them; wasm functions work either way. Their
 /// I/O runs on `io`.
 pub fn process_sandboxes(
@@ -204,6 +226,9 @@ pub async fn serve(
         telemetry,
     ));
     let mut pool = None;
+    // What the built-in worker runs, for `GET /nimbus/v1/runtimes`.
+    let mut runtimes =
+        serde_json::json!({"available": ["wasm32-wasip1", "wasi-http"], "aliases": {}});
     if !config.worker.disabled {
         let process = match config.sandboxes.process {
             // serve runs on the main runtime: sandboxes' I/O stays there.
@@ -223,6 +248,13 @@ pub async fn serve(
             ),
             false => None,
         };
+        let mut process = process;
+        if let Some(p) = &mut process {
+            apply_runtime_aliases(&mut p.host, &config.worker.runtime_aliases);
+            let mut available = vec!["wasm32-wasip1".to_owned(), "wasi-http".to_owned()];
+            available.extend(p.host.names());
+            runtimes = serde_json::json!({"available": available, "aliases": p.host.aliases});
+        }
         pool = process.as_ref().map(|p| p.pool.clone());
         let worker: Arc<dyn Worker> = Arc::new(LocalWorker::new(
             LocalWorkerConfig {
@@ -354,8 +386,20 @@ pub async fn serve(
             domain: "s3.localhost".into(),
         },
     ));
+    let own_address = {
+        let mut a = listener.local_addr()?;
+        if a.ip().is_unspecified() {
+            a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        a
+    };
+    let stacks =
+        nimbus_stacks::Stacks::open(store.clone(), &config.region, &own_address.to_string())
+            .map_err(|e| anyhow::anyhow!("loading the stacks: {e}"))?;
     let router = nimbus_gateway::router(
         Subsystems {
+            stacks: stacks.clone(),
+            runtimes,
             auth,
             identity,
             s3,
@@ -391,6 +435,7 @@ pub async fn serve(
     if let Ok(mut slot) = services.write() {
         *slot = Some(nimbus_gateway::for_sandboxes(router.clone()));
     }
+    stacks.connect(Arc::new(nimbus_gateway::InProcessDispatch(router.clone())));
 
     let address = listener.local_addr()?;
     ready(address)?;

@@ -104,7 +104,10 @@ impl Api {
             Self::Events => (service == "events", "events"),
             Self::Dynamo => (service == "dynamodb", "dynamodb"),
             Self::Cognito => (service == "cognito-idp", "cognito-idp"),
-            Self::Iam => (service == "iam" || service == "sts", "iam"),
+            Self::Iam => (
+                service == "iam" || service == "sts" || service == "cloudformation",
+                "iam",
+            ),
             Self::Gateway => (service == "apigateway", "apigateway"),
             Self::Nimbus | Self::Open => (true, ""),
         };
@@ -119,7 +122,9 @@ impl Api {
             Self::Events => nimbus_api_events::MAX_REQUEST_BYTES,
             Self::Dynamo => nimbus_api_dynamodb::MAX_REQUEST_BYTES,
             Self::Cognito => nimbus_api_cognito::MAX_REQUEST_BYTES,
-            Self::Iam => nimbus_api_iam::MAX_REQUEST_BYTES,
+            Self::Iam => {
+                nimbus_api_iam::MAX_REQUEST_BYTES.max(nimbus_api_cloudformation::MAX_REQUEST_BYTES)
+            }
             Self::Gateway => 1 << 20,
             Self::Nimbus | Self::Open => 1 << 20,
         }
@@ -287,6 +292,10 @@ pub(crate) async fn authenticate(
     next: Next,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
+    if let Some(nimbus_identity::InProcess(caller)) = parts.extensions.get().cloned() {
+        parts.extensions.insert(caller);
+        return next.run(Request::from_parts(parts, body)).await;
+    }
     let Some(cache) = authenticator.keys_for(&parts) else {
         parts
             .extensions

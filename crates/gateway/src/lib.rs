@@ -104,6 +104,10 @@ pub struct Subsystems {
     pub tables: Arc<nimbus_tables::TableStore>,
     /// User pools (Cognito).
     pub cognito: Arc<nimbus_api_cognito::Cognito>,
+    /// Stacks (CloudFormation).
+    pub stacks: Arc<nimbus_stacks::Stacks>,
+    /// The runtimes the built-in worker runs and its runtime aliases.
+    pub runtimes: serde_json::Value,
 }
 
 /// The JSON-protocol services, by `X-Amz-Target` prefix.
@@ -114,6 +118,7 @@ struct JsonServices {
     scheduler: Arc<Scheduler>,
     tables: Arc<nimbus_tables::TableStore>,
     cognito: Arc<nimbus_api_cognito::Cognito>,
+    stacks: Arc<nimbus_stacks::Stacks>,
 }
 
 /// A service named by a `SERVICE.localhost` host.
@@ -286,7 +291,27 @@ async fn json_protocol(State(services): State<Arc<JsonServices>>, request: Reque
         return unknown_target(headers.get("x-amz-target").is_some());
     };
     if headers.get("x-amz-target").is_none() && is_form(&headers) {
-        return nimbus_api_iam::handle(&services.identity, &caller, &headers, body).await;
+        // IAM, STS and CloudFormation share the Query protocol; the action tells them apart.
+        let limit =
+            nimbus_api_cloudformation::MAX_REQUEST_BYTES.max(nimbus_api_iam::MAX_REQUEST_BYTES);
+        let bytes = match nimbus_aws_wire::body::read::<nimbus_api_iam::QueryError>(
+            &headers, body, limit, "Query",
+        )
+        .await
+        {
+            Ok(b) => b,
+            Err(e) => return e.into_response(),
+        };
+        if nimbus_api_cloudformation::is_cloudformation(&bytes) {
+            return nimbus_api_cloudformation::handle(
+                &services.stacks,
+                &caller,
+                &headers,
+                bytes.into(),
+            )
+            .await;
+        }
+        return nimbus_api_iam::handle(&services.identity, &caller, &headers, bytes.into()).await;
     }
     let Some(target) = Target::parse(&headers) else {
         return unknown_target(headers.get("x-amz-target").is_some());
@@ -366,6 +391,8 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
         s3,
         tables,
         cognito,
+        stacks,
+        runtimes,
     } = subsystems;
     let lambda = Arc::new(Lambda::new(
         control.clone(),
@@ -388,6 +415,10 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
         jwt: nimbus_api_apigateway::jwt::Verifier::with_local({
             let cognito = cognito.clone();
             Arc::new(move |issuer: &str| cognito.local_jwks(issuer))
+        })
+        .with_aliases({
+            let cognito = cognito.clone();
+            Arc::new(move |issuer: &str| cognito.local_issuer(issuer))
         }),
     });
     let function_urls = Arc::new(urls::FunctionUrls {
@@ -404,6 +435,7 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
         queues: queues.clone(),
         identity: identity.clone(),
         pricing,
+        runtimes,
     });
     let json = Arc::new(JsonServices {
         identity: identity.clone(),
@@ -412,6 +444,7 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
         scheduler,
         tables,
         cognito: cognito.clone(),
+        stacks,
     });
     Router::new()
         .route("/", post(json_protocol))
@@ -436,6 +469,21 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
             }),
             by_host,
         ))
+}
+
+/// Sends a stack's requests through the node's router, where each carries its caller
+/// ([`nimbus_identity::InProcess`]) instead of a signature.
+pub struct InProcessDispatch(pub Router);
+
+#[async_trait::async_trait]
+impl nimbus_stacks::Dispatch for InProcessDispatch {
+    async fn call(&self, request: Request) -> Response {
+        use tower::ServiceExt as _;
+        match self.0.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
 }
 
 /// The router the node serves over TLS, where its workers connect: a request a worker

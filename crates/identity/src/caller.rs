@@ -36,6 +36,12 @@ pub struct Caller {
     pub grants: Grants,
 }
 
+/// A request made inside the node on a caller's behalf (a stack's resources are made so): the
+/// gateway takes the caller from here instead of from a signature. Only code in the node can
+/// put it on a request; nothing from the network becomes a request extension.
+#[derive(Debug, Clone)]
+pub struct InProcess(pub Caller);
+
 /// A request its caller's policies do not allow: `AccessDeniedException`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]

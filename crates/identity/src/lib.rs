@@ -25,7 +25,7 @@ use nimbus_types::iam::{Role, User};
 use nimbus_types::identity::{AccessKey, Account, valid_access_key_id, valid_account_name};
 use nimbus_types::name::DEFAULT_ACCOUNT;
 
-pub use caller::{Caller, Denied, Grants, Principal};
+pub use caller::{Caller, Denied, Grants, InProcess, Principal};
 pub use iam::IamError;
 pub use session::Claims;
 

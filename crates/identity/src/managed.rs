@@ -40,9 +40,42 @@ const POLICIES: &[(&str, &str)] = &[
         "AmazonDynamoDBFullAccess",
         r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["dynamodb:*"],"Resource":"*"}]}"#,
     ),
+    (
+        "service-role/AWSLambdaDynamoDBExecutionRole",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["dynamodb:DescribeStream","dynamodb:GetRecords","dynamodb:GetShardIterator","dynamodb:ListStreams","logs:CreateLogGroup","logs:CreateLogStream","logs:PutLogEvents"],"Resource":"*"}]}"#,
+    ),
+    (
+        "AmazonDynamoDBReadOnlyAccess",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["dynamodb:BatchGetItem","dynamodb:Describe*","dynamodb:List*","dynamodb:GetItem","dynamodb:Query","dynamodb:Scan"],"Resource":"*"}]}"#,
+    ),
+    (
+        "AmazonS3ReadOnlyAccess",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:Get*","s3:List*"],"Resource":"*"}]}"#,
+    ),
+    (
+        "AmazonSQSReadOnlyAccess",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["sqs:GetQueueAttributes","sqs:GetQueueUrl","sqs:ListDeadLetterSourceQueues","sqs:ListQueues","sqs:ListQueueTags"],"Resource":"*"}]}"#,
+    ),
+    (
+        "AmazonCognitoPowerUser",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["cognito-idp:*"],"Resource":"*"}]}"#,
+    ),
+    (
+        "AWSXrayWriteOnlyAccess",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["xray:PutTraceSegments","xray:PutTelemetryRecords"],"Resource":"*"}]}"#,
+    ),
 ];
 
 const PREFIX: &str = "arn:aws:iam::aws:policy/";
+
+/// The ARN of the managed policy called `name` (`AWSLambdaBasicExecutionRole`, with or
+/// without its `service-role/` path), as SAM resolves the names templates give.
+pub fn arn_of(name: &str) -> Option<String> {
+    POLICIES
+        .iter()
+        .find(|(n, _)| *n == name || n.rsplit('/').next() == Some(name))
+        .map(|(n, _)| format!("{PREFIX}{n}"))
+}
 
 /// The document of the managed policy with this ARN, if it is one this node knows.
 pub fn document(arn: &str) -> Option<&'static str> {

@@ -16,6 +16,8 @@ const OLD_USAGE: TableDefinition<u64, &[u8]> = TableDefinition::new("usage");
 const RULES: TableDefinition<&str, &[u8]> = TableDefinition::new("rules");
 /// HTTP APIs by API id, JSON.
 const APIS: TableDefinition<&str, &[u8]> = TableDefinition::new("http_apis");
+/// Stacks by id.
+const STACKS: TableDefinition<&str, &[u8]> = TableDefinition::new("stacks");
 /// Event source mapping UUID → mapping.
 const MAPPINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("event_source_mappings");
 /// Queue name → queue configuration.
@@ -61,6 +63,7 @@ impl EmbeddedStore {
             txn.open_table(MAPPINGS)?;
             txn.open_table(RULES)?;
             txn.open_table(APIS)?;
+            txn.open_table(STACKS)?;
             txn.open_table(KEYS)?;
             txn.open_table(USERS)?;
             txn.open_table(ROLES)?;
@@ -151,6 +154,20 @@ impl crate::ApiStore for EmbeddedStore {
 
     fn delete_api(&self, api_id: &str) -> Result<bool> {
         self.remove_named(APIS, api_id)
+    }
+}
+
+impl crate::StackStore for EmbeddedStore {
+    fn put_stack(&self, id: &str, record: &serde_json::Value) -> Result<()> {
+        self.put_named(STACKS, id, record)
+    }
+
+    fn stacks(&self) -> Result<Vec<serde_json::Value>> {
+        self.all_named(STACKS)
+    }
+
+    fn delete_stack(&self, id: &str) -> Result<bool> {
+        self.remove_named(STACKS, id)
     }
 }
 

@@ -127,6 +127,13 @@ pub trait ApiStore: Send + Sync {
     fn delete_api(&self, api_id: &str) -> Result<bool>;
 }
 
+/// Stacks (deployed templates), one JSON record per stack id.
+pub trait StackStore: Send + Sync {
+    fn put_stack(&self, id: &str, record: &serde_json::Value) -> Result<()>;
+    fn stacks(&self) -> Result<Vec<serde_json::Value>>;
+    fn delete_stack(&self, id: &str) -> Result<bool>;
+}
+
 pub trait RuleStore: Send + Sync {
     fn put_rule(&self, rule: &nimbus_types::queue::ScheduleRule) -> Result<()>;
     fn rules(&self) -> Result<Vec<nimbus_types::queue::ScheduleRule>>;

@@ -31,6 +31,9 @@ const NODE_BOOTSTRAP: &str = include_str!("../runtimes/node/bootstrap.js");
 pub struct HostRuntimes {
     pub python_minor: Option<u8>,
     pub node_major: Option<u8>,
+    /// Runtimes this host does not have, each run on one it has, as the operator chose
+    /// (`python3.13` → `python3.11`). A function keeps the runtime it asked for.
+    pub aliases: std::collections::BTreeMap<String, String>,
 }
 
 impl HostRuntimes {
@@ -56,7 +59,29 @@ impl HostRuntimes {
         Self {
             python_minor,
             node_major,
+            aliases: Default::default(),
         }
+    }
+
+    /// Whether this host runs `runtime` itself (not through an alias).
+    pub fn has(&self, runtime: Runtime) -> bool {
+        match runtime {
+            Runtime::Python { minor } => Some(minor) == self.python_minor,
+            Runtime::Node { major } => Some(major) == self.node_major,
+            _ => true,
+        }
+    }
+
+    /// The runtime that runs functions of `runtime` here: itself, or its alias.
+    pub fn effective(&self, runtime: Runtime) -> Runtime {
+        if self.has(runtime) {
+            return runtime;
+        }
+        self.aliases
+            .get(&runtime.to_string())
+            .and_then(|target| Runtime::parse(target).ok())
+            .filter(|target| self.has(*target))
+            .unwrap_or(runtime)
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -322,11 +347,25 @@ impl ProcessConfig {
     }
 
     /// The program a runtime starts with, or why this node cannot run it.
-    fn program(&self, runtime: Runtime, code_dir: &Path) -> Result<(PathBuf, Vec<String>)> {
+    fn program(&self, asked: Runtime, code_dir: &Path) -> Result<(PathBuf, Vec<String>)> {
+        let runtime = self.host.effective(asked);
         let unavailable = || {
             Error::InvalidCode(format!(
-                "The runtime {runtime} is not available on this node. Available: wasm32-wasip1, wasi-http, {}",
-                self.host.names().join(", ")
+                "The runtime {asked} is not available on this node. Available: wasm32-wasip1, wasi-http, {}{}",
+                self.host.names().join(", "),
+                if self.host.aliases.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; run on another by the node's [worker] runtime_aliases: {}",
+                        self.host
+                            .aliases
+                            .iter()
+                            .map(|(from, to)| format!("{from} on {to}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
             ))
         };
         match runtime {
