@@ -10,6 +10,7 @@ import io
 import json
 import shutil
 import signal
+import sys
 import subprocess
 import time
 import zipfile
@@ -34,6 +35,15 @@ def make_greeting_wheel(directory: Path, message: str = "hello world") -> None:
         z.writestr("greeting-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: greeting\nVersion: 1.0\n")
         z.writestr("greeting-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
         z.writestr("greeting-1.0.dist-info/RECORD", "")
+
+
+def wait_for(check, timeout: float = 30):
+    """Calls CHECK until it returns something true, and returns that."""
+    def probe():
+        value = check()
+        assert value, "not yet"
+        return value
+    return s.eventually(probe, timeout=timeout)
 
 
 def copy_app(name: str, tmp_path: Path) -> Path:
@@ -109,7 +119,7 @@ def deployer(nimbus_bin, alias_node):
 
 def test_the_sam_hello_world_app_deploys_serves_updates_and_is_removed(alias_node, deployer, tmp_path):
     app = copy_app("sam-hello", tmp_path)
-    make_greeting_wheel(app / "hello_world")
+    make_greeting_wheel(app)
     name = "sam-hello-dev"
     first = deploy(deployer, app)
     assert "runtime python3.13 runs on python3.11 here" in first.stdout
@@ -198,8 +208,8 @@ def test_a_serverless_framework_service_with_an_api_a_schedule_and_a_queue(alias
     def drained():
         attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
         return attrs["ApproximateNumberOfMessages"] == "0" and attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
-    s.eventually(drained, timeout=30)
-    s.eventually(lambda: 'processed {"item": "tea"}' in deployer.ok("logs", "orders-qa-worker").stdout, timeout=30)
+    wait_for(drained, timeout=30)
+    wait_for(lambda: 'processed {"item": "tea"}' in deployer.ok("logs", "orders-qa-worker").stdout, timeout=30)
     mappings = lam.list_event_source_mappings(FunctionName="orders-qa-worker")["EventSourceMappings"]
     assert [m["BatchSize"] for m in mappings] == [5]
     events = client(alias_node, "events", s.ACCESS_KEY, s.SECRET_KEY)
@@ -438,7 +448,7 @@ def test_bad_templates_are_refused_with_the_reason_and_nothing_is_made(node, cas
 
 def test_the_cli_refuses_bad_stages_missing_handlers_and_unknown_runtimes(deployer, tmp_path, nimbus_bin, node):
     app = copy_app("sam-hello", tmp_path)
-    make_greeting_wheel(app / "hello_world")
+    make_greeting_wheel(app)
     bad = deploy(deployer, app, "--stage", "no stage!", ok=False)
     assert bad.returncode != 0 and "not a valid stage name" in bad.stderr
     (app / "template.yaml").write_text((app / "template.yaml").read_text().replace("app.lambda_handler", "missing.handler"))
@@ -553,3 +563,183 @@ def test_a_deploy_cut_short_by_sigkill_rolls_back_or_completes(node_factory, nim
     assert not [f for f in s.list_all_function_names(lam) if f.startswith("fresh-")]
     out = cli.ok("deploy", "-f", str(app / "template.yaml"), "--stack-name", "fresh", timeout=300)
     assert "CREATE_COMPLETE" in out.stdout
+
+
+def test_one_template_with_users_an_api_a_table_and_a_bucket(node, nimbus, tmp_path):
+    app = copy_app("notes", tmp_path)
+    out = deploy(nimbus, app, "--stack-name", "notes-e2e")
+    assert "CREATE_COMPLETE" in out.stdout
+    details = info(nimbus, app, "--stack-name", "notes-e2e")
+    outputs = details["outputs"]
+    assert outputs["Issuer"] == f"https://cognito-idp.us-east-1.amazonaws.com/{outputs['UserPoolId']}"
+    idp = client(node, "cognito-idp", s.ACCESS_KEY, s.SECRET_KEY)
+    idp.admin_create_user(UserPoolId=outputs["UserPoolId"], Username="ana@example.com", MessageAction="SUPPRESS",
+                          UserAttributes=[{"Name": "email", "Value": "ana@example.com"}, {"Name": "email_verified", "Value": "true"}])
+    idp.admin_set_user_password(UserPoolId=outputs["UserPoolId"], Username="ana@example.com",
+                                Password="Long-enough-9", Permanent=True)
+    # A password the template's policy refuses.
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        idp.admin_set_user_password(UserPoolId=outputs["UserPoolId"], Username="ana@example.com",
+                                    Password="Short-9", Permanent=True)
+    assert e.value.response["Error"]["Code"] == "InvalidPasswordException"
+    tokens = idp.initiate_auth(ClientId=outputs["ClientId"], AuthFlow="USER_PASSWORD_AUTH",
+                               AuthParameters={"USERNAME": "ana@example.com", "PASSWORD": "Long-enough-9"})["AuthenticationResult"]
+    sub = idp.get_user(AccessToken=tokens["AccessToken"])["Username"]
+
+    # The route checks the pool's token (the authorizer names the pool by Cognito's issuer URL).
+    write = route_url(details, "POST /notes")
+    status, _ = fetch(node, "POST", write, b'{"text": "first"}', {"content-type": "application/json"})
+    assert status == 401
+    status, body = fetch(node, "POST", write, b'{"text": "first"}',
+                         {"content-type": "application/json", "authorization": tokens["IdToken"]})
+    assert status == 201, body
+    assert json.loads(body) == {"saved": sub}
+    assert fetch(node, "GET", route_url(details, "GET /health"))[0] == 200
+    ddb = client(node, "dynamodb", s.ACCESS_KEY, s.SECRET_KEY)
+    item = ddb.get_item(TableName=outputs["Table"], Key={"id": {"S": sub}})["Item"]
+    assert item["text"] == {"S": "first"} and item["email"] == {"S": "ana@example.com"}
+
+    # Files under incoming/ are recorded by the bucket's notification; others are not.
+    s3 = client(node, "s3", s.ACCESS_KEY, s.SECRET_KEY)
+    s3.put_object(Bucket=outputs["Bucket"], Key="incoming/report.csv", Body=b"a,b\n1,2\n")
+    s3.put_object(Bucket=outputs["Bucket"], Key="other/skip.csv", Body=b"x")
+    wait_for(lambda: "Item" in ddb.get_item(TableName=outputs["Table"], Key={"id": {"S": "upload#incoming/report.csv"}}), timeout=30)
+    time.sleep(0.5)
+    assert "Item" not in ddb.get_item(TableName=outputs["Table"], Key={"id": {"S": "upload#other/skip.csv"}})
+
+    # A bucket that still holds objects is not deleted; emptied, the stack goes entirely.
+    for key in ("incoming/report.csv", "other/skip.csv"):
+        s3.delete_object(Bucket=outputs["Bucket"], Key=key)
+    nimbus.ok("remove", "-f", str(app / "template.yaml"), "--stack-name", "notes-e2e")
+    with pytest.raises(botocore.exceptions.ClientError):
+        idp.describe_user_pool(UserPoolId=outputs["UserPoolId"])
+    with pytest.raises(botocore.exceptions.ClientError):
+        ddb.describe_table(TableName=outputs["Table"])
+    with pytest.raises(botocore.exceptions.ClientError):
+        s3.head_bucket(Bucket=outputs["Bucket"])
+
+
+CANARY = """
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  Checkout:
+    Type: AWS::Serverless::Function
+    Properties:
+      FunctionName: {NAME}
+      Runtime: python3.11
+      Handler: index.handler
+      AutoPublishAlias: live
+      DeploymentPreference:
+        Type: Canary10Percent5Minutes
+      InlineCode: |
+        def handler(event, context):
+            {BODY}
+"""
+
+
+def test_a_canary_deployment_is_rolled_back_by_the_new_versions_errors(node_factory, tmp_path):
+    # Minutes of the preference pass as seconds here, so a 5-minute canary takes 5 s.
+    config = tmp_path / "nimbus.toml"
+    config.write_text("[deploy]\ntraffic_shift_speed = 60.0\ntraffic_shift_max_error_rate = 0.1\n")
+    n = node_factory(config=config)
+    cf = cfn(n)
+    lam = s.lambda_client(n.endpoint)
+    name = s.unique_name("checkout")
+
+    def template(body: str) -> str:
+        return CANARY.replace("{NAME}", name).replace("{BODY}", body)
+
+    cf.create_stack(StackName="shop", TemplateBody=template('return {"version": 1}'))
+    assert wait_stack(cf, "shop")["StackStatus"] == "CREATE_COMPLETE"
+    alias = lam.get_alias(FunctionName=name, Name="live")
+    assert alias["FunctionVersion"] == "1"
+
+    def call_alias(count: int) -> dict:
+        seen: dict = {}
+        for _ in range(count):
+            r = lam.invoke(FunctionName=name, Qualifier="live")
+            executed = r["ExecutedVersion"]
+            seen.setdefault(executed, []).append("FunctionError" in r)
+        return seen
+
+    # A healthy version: 10 % of the alias's traffic for the canary's time, then all of it.
+    cf.update_stack(StackName="shop", TemplateBody=template('return {"version": 2}'))
+    wait_for(lambda: lam.get_alias(FunctionName=name, Name="live").get("RoutingConfig", {}).get("AdditionalVersionWeights"), timeout=30)
+    during = lam.get_alias(FunctionName=name, Name="live")
+    assert during["FunctionVersion"] == "1" and during["RoutingConfig"]["AdditionalVersionWeights"] == {"2": 0.1}
+    seen = call_alias(200)
+    assert set(seen) <= {"1", "2"} and len(seen.get("2", [])) > 0 and len(seen["1"]) > len(seen.get("2", []))
+    assert wait_stack(cf, "shop")["StackStatus"] == "UPDATE_COMPLETE"
+    after = lam.get_alias(FunctionName=name, Name="live")
+    assert after["FunctionVersion"] == "2" and not after.get("RoutingConfig", {}).get("AdditionalVersionWeights")
+
+    # A version that fails: its share of the traffic fails, the alias goes back and the
+    # stack update rolls back, removing the bad version.
+    cf.update_stack(StackName="shop", TemplateBody=template('raise RuntimeError("broken")'))
+    wait_for(lambda: lam.get_alias(FunctionName=name, Name="live").get("RoutingConfig", {}).get("AdditionalVersionWeights"), timeout=30)
+    seen = call_alias(100)
+    assert seen.get("3") and all(seen["3"]) and not any(seen["2"])
+    stack = wait_stack(cf, "shop")
+    assert stack["StackStatus"] == "UPDATE_ROLLBACK_COMPLETE", stack
+    reasons = [e.get("ResourceStatusReason", "") for e in cf.describe_stack_events(StackName="shop")["StackEvents"] if e["ResourceStatus"] == "UPDATE_FAILED"]
+    assert any("traffic shift to version 3 was rolled back" in r for r in reasons), reasons
+    final = lam.get_alias(FunctionName=name, Name="live")
+    assert final["FunctionVersion"] == "2" and not final.get("RoutingConfig", {}).get("AdditionalVersionWeights")
+    versions = [v["Version"] for v in lam.list_versions_by_function(FunctionName=name)["Versions"]]
+    assert "3" not in versions
+    assert json.loads(lam.invoke(FunctionName=name)["Payload"].read()) == {"version": 2}
+    cf.delete_stack(StackName="shop")
+    assert wait_stack_gone(cf, "shop")
+
+
+SAM_VENV = s.REPO_ROOT / ".cache" / "sam-cli-venv"
+SAM_CLI_PACKAGE = "aws-sam-cli==1.170.0"
+
+
+def sam_cli() -> Path:
+    """AWS SAM CLI from PyPI, in a virtual environment of its own (made once)."""
+    sam = SAM_VENV / "bin" / "sam"
+    if not sam.is_file():
+        subprocess.run([sys.executable, "-m", "venv", str(SAM_VENV)], check=True, timeout=300)
+        subprocess.run([str(SAM_VENV / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", SAM_CLI_PACKAGE],
+                       check=True, timeout=1200)
+    return sam
+
+
+def test_unmodified_sam_build_deploy_and_delete(alias_node, tmp_path):
+    sam = sam_cli()
+    app = copy_app("sam-hello", tmp_path)
+    make_greeting_wheel(app)
+    # `sam build` needs the template's runtime on this host; the node would alias it anyway.
+    host_python = f"python3.{sys.version_info.minor}"
+    (app / "template.yaml").write_text((app / "template.yaml").read_text().replace("python3.13", host_python))
+    env = s.clean_env({
+        "AWS_ENDPOINT_URL": alias_node.endpoint, "AWS_ACCESS_KEY_ID": s.ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": s.SECRET_KEY,
+        "AWS_DEFAULT_REGION": "us-east-1", "SAM_CLI_TELEMETRY": "0", "HOME": str(tmp_path),
+    })
+    s3 = client(alias_node, "s3", s.ACCESS_KEY, s.SECRET_KEY)
+    s3.create_bucket(Bucket="sam-artifacts")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        proc = subprocess.run([str(sam), *args], cwd=app, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"sam {' '.join(args)}\n{proc.stdout}\n{proc.stderr}"
+        return proc
+
+    run("build")
+    out = run("deploy", "--stack-name", "sam-cli-app", "--s3-bucket", "sam-artifacts", "--capabilities", "CAPABILITY_IAM",
+              "--no-confirm-changeset", "--no-progressbar")
+    assert "Successfully created/updated stack - sam-cli-app" in out.stdout
+    # The template went to S3 and the stack was made from its URL, as on AWS.
+    assert any(o["Key"].endswith(".template") for o in s3.list_objects_v2(Bucket="sam-artifacts")["Contents"])
+    cf = cfn(alias_node)
+    api_id = next(r["PhysicalResourceId"] for r in cf.describe_stack_resources(StackName="sam-cli-app")["StackResources"]
+                  if r["LogicalResourceId"] == "ServerlessRestApi")
+    status, body = fetch(alias_node, "GET", f"http://{api_id}.execute-api.us-east-1.localhost:{alias_node.port}/Prod/hello")
+    assert status == 200 and json.loads(body)["message"] == "hello world", body
+    # No change: sam says so and the stack is untouched.
+    again = subprocess.run([str(sam), "deploy", "--stack-name", "sam-cli-app", "--s3-bucket", "sam-artifacts",
+                            "--capabilities", "CAPABILITY_IAM", "--no-confirm-changeset", "--no-progressbar"],
+                           cwd=app, env=env, capture_output=True, text=True, timeout=600)
+    assert "No changes to deploy" in again.stdout + again.stderr
+    run("delete", "--stack-name", "sam-cli-app", "--no-prompts", "--s3-bucket", "sam-artifacts")
+    assert wait_stack_gone(cf, "sam-cli-app")

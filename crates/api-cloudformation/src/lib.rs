@@ -709,6 +709,14 @@ fn write_stack(w: &mut Writer, s: &Stack) {
         w.element("StackStatusReason", r);
     }
     w.element("DisableRollback", "false");
+    w.element("EnableTerminationProtection", "false");
+    w.open("NotificationARNs");
+    w.close("NotificationARNs");
+    w.open("RollbackConfiguration");
+    w.close("RollbackConfiguration");
+    w.open("DriftInformation");
+    w.element("StackDriftStatus", "NOT_CHECKED");
+    w.close("DriftInformation");
     w.open("Outputs");
     for o in &s.outputs {
         w.open("member");

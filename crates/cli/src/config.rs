@@ -35,6 +35,28 @@ pub struct NodeConfig {
     pub auth: AuthSection,
     pub urls: UrlsSection,
     pub user_pools: UserPoolsSection,
+    pub deploy: DeploySection,
+}
+
+/// Stacks: how aliases with a `DeploymentPreference` shift traffic to a new version.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeploySection {
+    /// How many times faster than the preference's minutes a shift runs (1: as written; a
+    /// larger value makes a Canary10Percent5Minutes take seconds, for trying a pipeline out).
+    pub traffic_shift_speed: f64,
+    /// The share of the new version's invocations that may fail (0 to 1) during a shift
+    /// before the alias goes back to the old version and the stack rolls back.
+    pub traffic_shift_max_error_rate: f64,
+}
+
+impl Default for DeploySection {
+    fn default() -> Self {
+        Self {
+            traffic_shift_speed: 1.0,
+            traffic_shift_max_error_rate: 0.1,
+        }
+    }
 }
 
 /// User pools: where their tokens say they come from, and how long codes last.
@@ -259,6 +281,7 @@ impl Default for NodeConfig {
             auth: AuthSection::default(),
             urls: UrlsSection::default(),
             user_pools: UserPoolsSection::default(),
+            deploy: DeploySection::default(),
         }
     }
 }

@@ -393,9 +393,18 @@ pub async fn serve(
         }
         a
     };
-    let stacks =
-        nimbus_stacks::Stacks::open(store.clone(), &config.region, &own_address.to_string())
-            .map_err(|e| anyhow::anyhow!("loading the stacks: {e}"))?;
+    let shifts = nimbus_stacks::providers::Shifts {
+        telemetry: Some(telemetry_store.clone()),
+        max_error_rate: config.deploy.traffic_shift_max_error_rate.clamp(0.0, 1.0),
+        speed: config.deploy.traffic_shift_speed.max(0.001),
+    };
+    let stacks = nimbus_stacks::Stacks::open(
+        store.clone(),
+        &config.region,
+        &own_address.to_string(),
+        shifts,
+    )
+    .map_err(|e| anyhow::anyhow!("loading the stacks: {e}"))?;
     let router = nimbus_gateway::router(
         Subsystems {
             stacks: stacks.clone(),

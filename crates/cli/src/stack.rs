@@ -881,8 +881,9 @@ fn build(
                 .arg(requirements.canonicalize()?)
                 .arg("--target")
                 .arg(&deps)
-                // Relative paths in requirements.txt (local wheels) are the code directory's.
-                .current_dir(source)
+                // Relative paths in requirements.txt (local wheels) are the project's, as for
+                // `sam build`.
+                .current_dir(&manifest.dir)
                 .status()
                 .context("running pip")?;
             if !status.success() {

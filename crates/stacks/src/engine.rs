@@ -448,6 +448,7 @@ impl Stacks {
             caller: &caller,
             region: &self.region,
             host: &self.host,
+            shifts: &self.shifts,
             stack_name: &stack_name,
         };
         let mut scope = self.scope(&stack, &plan, &caller.account);
@@ -839,6 +840,7 @@ impl Stacks {
             caller: &caller,
             region: &self.region,
             host: &self.host,
+            shifts: &self.shifts,
             stack_name: &stack_name,
         };
         if stack.status == "DELETE_IN_PROGRESS" {
@@ -901,6 +903,7 @@ impl Stacks {
                 caller: &caller,
                 region: &this.region,
                 host: &this.host,
+                shifts: &this.shifts,
                 stack_name: &stack_name,
             };
             this.delete_resources(&mut stack, &ctx).await;

@@ -235,6 +235,7 @@ pub struct Stacks {
     /// The node's `host:port`, sent as the `Host` of the stack's requests (queue URLs and the
     /// like are made from it).
     host: String,
+    shifts: providers::Shifts,
     stacks: Mutex<HashMap<String, Stack>>,
     /// Held while a stack's record changes, so that two requests cannot both start an operation.
     gate: tokio::sync::Mutex<()>,
@@ -246,6 +247,7 @@ impl Stacks {
         store: Arc<dyn StackStore>,
         region: &str,
         host: &str,
+        shifts: providers::Shifts,
     ) -> Result<Arc<Self>, StackError> {
         let mut stacks = HashMap::new();
         for v in store
@@ -264,6 +266,7 @@ impl Stacks {
             dispatch: OnceLock::new(),
             region: region.to_owned(),
             host: host.to_owned(),
+            shifts,
             stacks: Mutex::new(stacks),
             gate: tokio::sync::Mutex::new(()),
         }))
@@ -432,6 +435,7 @@ impl Stacks {
             caller,
             region: &self.region,
             host: &self.host,
+            shifts: &self.shifts,
             stack_name: "",
         };
         let reply = ctx

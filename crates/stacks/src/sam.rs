@@ -73,6 +73,7 @@ pub fn transform(raw: &mut Map<String, Value>) -> Result<(), StackError> {
         globals,
         implicit_rest: Vec::new(),
         implicit_http: Vec::new(),
+        explicit: Vec::new(),
         declared: resources.clone(),
     };
     // Plain resources pass through; serverless ones are expanded.
@@ -101,7 +102,7 @@ pub fn transform(raw: &mut Map<String, Value>) -> Result<(), StackError> {
             _ => {}
         }
     }
-    out.implicit_apis()?;
+    out.routes()?;
     raw.insert("Resources".into(), Value::Object(out.resources));
     Ok(())
 }
@@ -109,9 +110,12 @@ pub fn transform(raw: &mut Map<String, Value>) -> Result<(), StackError> {
 struct Sam {
     resources: Map<String, Value>,
     globals: Map<String, Value>,
-    /// Routes on the implicit REST API: (function id, event id, method, path, target).
+    /// Routes on the implicit REST API and HTTP API.
     implicit_rest: Vec<Route>,
     implicit_http: Vec<Route>,
+    /// Routes on APIs the template declares, with their function's `Condition` and the like:
+    /// made once every API is, so that their authorizers exist.
+    explicit: Vec<(String, Route, Map<String, Value>)>,
     declared: Map<String, Value>,
 }
 
@@ -185,7 +189,7 @@ fn policy_template(name: &str, args: &Value, at: &str) -> Result<Value, StackErr
     let sub = |pattern: &str, key: &str| -> Result<Value, StackError> {
         Ok(json!({"Fn::Sub": [pattern, {"v": arg(key)?}]}))
     };
-    let statement = |actions: &[&str], resources: Vec<Value>| json!({"Statement": [{"Effect": "Allow", "Action": actions, "Resource": resources}]});
+    let statement = |actions: &[&str], resources: Vec<Value>| json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": resources}]});
     let table = |actions: &[&str]| -> Result<Value, StackError> {
         Ok(statement(
             actions,
@@ -662,7 +666,7 @@ impl Sam {
                                 "{at}: {api_id} is a {api_kind}, not a {want}."
                             )));
                         }
-                        self.route(&api_id, &route, base)?;
+                        self.explicit.push((api_id, route, base.clone()));
                     }
                 }
             }
@@ -1041,9 +1045,13 @@ impl Sam {
         Ok(())
     }
 
-    /// The implicit APIs SAM makes for events that name none: `ServerlessRestApi` (stage
-    /// `Prod`) and `ServerlessHttpApi` (stage `$default`).
-    fn implicit_apis(&mut self) -> Result<(), StackError> {
+    /// The routes of every API event: on the template's own APIs, and on the implicit APIs
+    /// SAM makes for events that name none, `ServerlessRestApi` (stage `Prod`) and
+    /// `ServerlessHttpApi` (stage `$default`).
+    fn routes(&mut self) -> Result<(), StackError> {
+        for (api_id, route, base) in std::mem::take(&mut self.explicit) {
+            self.route(&api_id, &route, &base)?;
+        }
         let base = Map::new();
         let rest = std::mem::take(&mut self.implicit_rest);
         let http = std::mem::take(&mut self.implicit_http);

@@ -72,7 +72,7 @@ pub async fn create(ctx: &Ctx<'_>, kind: &str, name: &str, props: &Value) -> Res
             ))
         }
         "AWS::Lambda::Alias" => {
-            unsupported_shift(props)?;
+            super::shift::preference(props)?;
             let function = required(props, "FunctionName")?;
             let mut body = alias_body(props)?;
             body.insert("Name".into(), json!(required(props, "Name")?));
@@ -230,9 +230,20 @@ pub async fn update(
             Ok(old_made.clone())
         }
         "AWS::Lambda::Alias" => {
-            unsupported_shift(new)?;
             let function = required(new, "FunctionName")?;
             let alias = required(new, "Name")?;
+            let to = required(new, "FunctionVersion")?;
+            if let Some(steps) = super::shift::preference(new)?
+                && old.get("FunctionVersion") != new.get("FunctionVersion")
+            {
+                let path = format!("{FUNCTIONS}/{}/aliases/{}", seg(&function), seg(&alias));
+                let live = ctx.rest(Method::GET, &path, None).await?;
+                let from = text(&live, "FunctionVersion").unwrap_or_default();
+                // A rollback finds the alias back on its old version already.
+                if from != to {
+                    super::shift::shift(ctx, &function, &alias, &from, &to, &steps).await?;
+                }
+            }
             let body = Value::Object(alias_body(new)?);
             ctx.rest(
                 Method::PUT,
@@ -362,19 +373,6 @@ pub async fn delete(ctx: &Ctx<'_>, kind: &str, made: &Made, props: &Value) -> Re
         _ => {}
     }
     Ok(())
-}
-
-/// SAM's gradual deployments are not carried out: refused rather than done all at once.
-fn unsupported_shift(props: &Value) -> Result<()> {
-    match props.get("DeploymentPreference") {
-        None => Ok(()),
-        Some(dp) if dp.get("Type").and_then(Value::as_str) == Some("AllAtOnce") => Ok(()),
-        Some(dp) if dp.get("Enabled") == Some(&Value::Bool(false)) => Ok(()),
-        Some(dp) => Err(ProviderError::new(format!(
-            "DeploymentPreference type {} is not supported by this node (AllAtOnce is).",
-            dp.get("Type").and_then(Value::as_str).unwrap_or("(none)")
-        ))),
-    }
 }
 
 /// A URL's `Ref` (its function's ARN) and attributes, from the API's answer `u`.

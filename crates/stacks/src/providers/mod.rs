@@ -4,6 +4,7 @@
 
 mod lambda;
 mod services;
+mod shift;
 
 use std::collections::BTreeMap;
 
@@ -18,6 +19,30 @@ use crate::intrinsic::Made;
 #[async_trait::async_trait]
 pub trait Dispatch: Send + Sync {
     async fn call(&self, request: Request<Body>) -> Response<Body>;
+}
+
+/// How an alias with a `DeploymentPreference` moves to a new version: the invocations of the
+/// new version are watched while it gets its share, and the alias goes back to the old
+/// version when too many of them fail.
+#[derive(Clone)]
+pub struct Shifts {
+    /// Where the new version's invocations are counted.
+    pub telemetry: Option<std::sync::Arc<dyn nimbus_store::TelemetryStore>>,
+    /// The share of the new version's invocations that may fail (0 to 1) before the shift
+    /// is rolled back.
+    pub max_error_rate: f64,
+    /// How many times faster than the preference's minutes a shift runs (1: as written).
+    pub speed: f64,
+}
+
+impl Default for Shifts {
+    fn default() -> Self {
+        Self {
+            telemetry: None,
+            max_error_rate: 0.1,
+            speed: 1.0,
+        }
+    }
 }
 
 /// Why a provider failed, in the words of the API that refused.
@@ -46,6 +71,8 @@ pub struct Ctx<'a> {
     pub region: &'a str,
     /// The node's `host:port`.
     pub host: &'a str,
+    /// How aliases shift traffic to a new version.
+    pub shifts: &'a Shifts,
     /// The stack's name, for names made up for unnamed resources.
     pub stack_name: &'a str,
 }
