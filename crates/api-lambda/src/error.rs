@@ -124,6 +124,9 @@ impl From<nimbus_control::Error> for ApiError {
             ),
             Error::Conflict(message) => Self::conflict(message),
             Error::NotFound(message) => Self::not_found(message),
+            Error::Denied(message) => {
+                <Self as nimbus_aws_wire::ErrorEnvelope>::access_denied(message)
+            }
             Error::Store(e) => e.into(),
             Error::Manager(e) => e.into(),
             other => Self::internal(nimbus_types::error_chain(&other)),

@@ -13,6 +13,7 @@ mod esm;
 mod event_config;
 pub mod http_event;
 mod invoke;
+mod layer;
 mod stream;
 pub mod url;
 mod versions;
@@ -114,6 +115,30 @@ pub fn router(lambda: Arc<Lambda>) -> Router {
             &format!("{FUNCTIONS}/{{name}}/aliases"),
             get(alias::list).post(alias::create),
         )
+        .route(layer::LAYERS, get(layer::list))
+        .route(
+            &format!("{}/{{name}}/versions", layer::LAYERS),
+            get(layer::list_versions).post(layer::publish),
+        )
+        .route(
+            &format!("{}/{{name}}/versions/{{version}}", layer::LAYERS),
+            get(layer::get).delete(layer::delete),
+        )
+        .route(
+            &format!("{}/{{name}}/versions/{{version}}/content", layer::LAYERS),
+            get(layer::content),
+        )
+        .route(
+            &format!("{}/{{name}}/versions/{{version}}/policy", layer::LAYERS),
+            get(layer::get_policy).post(layer::add_permission),
+        )
+        .route(
+            &format!(
+                "{}/{{name}}/versions/{{version}}/policy/{{sid}}",
+                layer::LAYERS
+            ),
+            axum::routing::delete(layer::remove_permission),
+        )
         .route(
             &format!("{FUNCTIONS}/{{name}}/aliases/{{alias}}"),
             get(alias::get).put(alias::update).delete(alias::delete),
@@ -200,6 +225,10 @@ enum Resource {
     Mapping,
     /// Named in the body: the handler authorizes (CreateFunction).
     InBody,
+    /// The layer in the path (by name: the caller's; by ARN: anyone's).
+    Layer,
+    /// The layer version in the path.
+    LayerVersion,
 }
 
 /// The IAM action of a route and what it acts on.
@@ -222,6 +251,25 @@ fn action(method: &Method, route: &str) -> Option<(&'static str, Resource)> {
         }
         ("DELETE", "/2015-03-31/event-source-mappings/{uuid}", _) => {
             ("DeleteEventSourceMapping", Mapping)
+        }
+        ("GET", "/2018-10-31/layers", _) => ("ListLayers", Any),
+        ("GET", "/2018-10-31/layers/{name}/versions", _) => ("ListLayerVersions", Layer),
+        ("POST", "/2018-10-31/layers/{name}/versions", _) => ("PublishLayerVersion", Layer),
+        ("GET", "/2018-10-31/layers/{name}/versions/{version}", _)
+        | ("GET", "/2018-10-31/layers/{name}/versions/{version}/content", _) => {
+            ("GetLayerVersion", LayerVersion)
+        }
+        ("DELETE", "/2018-10-31/layers/{name}/versions/{version}", _) => {
+            ("DeleteLayerVersion", LayerVersion)
+        }
+        ("GET", "/2018-10-31/layers/{name}/versions/{version}/policy", _) => {
+            ("GetLayerVersionPolicy", LayerVersion)
+        }
+        ("POST", "/2018-10-31/layers/{name}/versions/{version}/policy", _) => {
+            ("AddLayerVersionPermission", LayerVersion)
+        }
+        ("DELETE", "/2018-10-31/layers/{name}/versions/{version}/policy/{sid}", _) => {
+            ("RemoveLayerVersionPermission", LayerVersion)
         }
         ("GET", "/2017-03-31/tags/{name}", _) => ("ListTags", Function),
         ("POST", "/2017-03-31/tags/{name}", _) => ("TagResource", Function),
@@ -411,6 +459,23 @@ fn resource_arn(
             caller.account,
             param("uuid")
         ),
+        Resource::Layer | Resource::LayerVersion => {
+            // A layer named by ARN is another account's; by name, the caller's.
+            let name = param("name");
+            let layer = if name.starts_with("arn:") {
+                name
+            } else {
+                format!(
+                    "arn:aws:lambda:{}:{}:layer:{name}",
+                    lambda.control.region(),
+                    caller.account
+                )
+            };
+            match resource {
+                Resource::LayerVersion => format!("{layer}:{}", param("version")),
+                _ => layer,
+            }
+        }
     }
 }
 

@@ -129,6 +129,8 @@ pub struct FunctionConfiguration {
     pub ephemeral_storage: serde_json::Value,
     pub logging_config: serde_json::Value,
     pub snap_start: serde_json::Value,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<serde_json::Value>,
 }
 
 impl FunctionConfiguration {
@@ -168,6 +170,11 @@ impl FunctionConfiguration {
                 "ApplyOn": f.snap_start.as_str(),
                 "OptimizationStatus": if f.starts_from_snapshot() { "On" } else { "Off" },
             }),
+            layers: f
+                .layers
+                .iter()
+                .map(|l| serde_json::json!({ "Arn": l.arn, "CodeSize": l.code.size }))
+                .collect(),
         }
     }
 }
@@ -202,7 +209,7 @@ fn to_u32(field: &str, value: i64) -> Result<u32, InvalidParameter> {
 }
 
 /// The inline zip of a request: base64, at most Lambda's 50 MB.
-fn decode_zip(field: &str, zip_base64: Option<&str>) -> Result<Vec<u8>, ApiError> {
+pub(crate) fn decode_zip(field: &str, zip_base64: Option<&str>) -> Result<Vec<u8>, ApiError> {
     use base64::Engine;
     let zip_base64 =
         zip_base64.ok_or_else(|| ApiError::invalid_parameter(format!("{field} is required")))?;
@@ -227,9 +234,6 @@ impl CreateFunctionInput {
             return Err(ApiError::invalid_parameter(
                 "PackageType Image is not supported; deploy a zip package",
             ));
-        }
-        if self.layers.as_ref().is_some_and(|l| !l.is_empty()) {
-            return Err(ApiError::invalid_parameter("Layers are not supported"));
         }
         let code = self
             .code
@@ -264,6 +268,7 @@ impl CreateFunctionInput {
                 .transpose()?,
             zip: decode_zip("Code.ZipFile", code.zip_file.as_deref())?,
             tags: self.tags.unwrap_or_default(),
+            layers: self.layers.unwrap_or_default(),
         })
     }
 }
@@ -285,10 +290,8 @@ impl UpdateCodeInput {
 
 impl UpdateConfigInput {
     pub fn into_domain(self) -> Result<ConfigUpdate, ApiError> {
-        if self.layers.as_ref().is_some_and(|l| !l.is_empty()) {
-            return Err(ApiError::invalid_parameter("Layers are not supported"));
-        }
         Ok(ConfigUpdate {
+            layers: self.layers,
             runtime: self.runtime.as_deref().map(Runtime::parse).transpose()?,
             handler: self.handler,
             role: self.role,

@@ -763,6 +763,10 @@ fn package(api: &Api, manifest: &Manifest) -> anyhow::Result<String> {
                 "ContentUri",
                 props.get("ContentUri").cloned().unwrap_or(Value::Null),
             ),
+            "AWS::Lambda::LayerVersion" => (
+                "Content",
+                props.get("Content").cloned().unwrap_or(Value::Null),
+            ),
             _ => continue,
         };
         let Some(local) = local.as_str().filter(|s| !s.starts_with("s3://")) else {
@@ -820,7 +824,9 @@ fn package(api: &Api, manifest: &Manifest) -> anyhow::Result<String> {
             .with_context(|| format!("uploading the package of {id}"))?;
         }
         let location = match kind.as_str() {
-            "AWS::Lambda::Function" => json!({"S3Bucket": bucket, "S3Key": object}),
+            "AWS::Lambda::Function" | "AWS::Lambda::LayerVersion" => {
+                json!({"S3Bucket": bucket, "S3Key": object})
+            }
             _ => json!(format!("s3://{bucket}/{object}")),
         };
         props.insert(key.into(), location);

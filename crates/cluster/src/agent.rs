@@ -159,9 +159,17 @@ impl Agent {
             .with_state(self.clone())
     }
 
-    /// Puts the function's code package in the local store, downloading it from the node.
+    /// Puts the function's code package and its layers' in the local store, downloading them
+    /// from the node.
     async fn ensure_code(&self, function: &FunctionConfig) -> Result<(), Error> {
-        let sha = &function.code.sha256;
+        self.ensure_package(&function.code.sha256).await?;
+        for layer in &function.layers {
+            self.ensure_package(&layer.code.sha256).await?;
+        }
+        Ok(())
+    }
+
+    async fn ensure_package(&self, sha: &str) -> Result<(), Error> {
         if self.code.contains(sha) {
             return Ok(());
         }
@@ -196,7 +204,7 @@ impl Agent {
                 nimbus_store::Error::InvalidCode(m) => Error::InvalidCode(m),
                 other => Error::Internal(other.to_string()),
             })?;
-        if &stored.sha256 != sha {
+        if stored.sha256 != sha {
             let _ = self.code.remove(&stored.sha256);
             return Err(Error::Internal(format!(
                 "the package downloaded for {sha} has digest {}",

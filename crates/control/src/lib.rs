@@ -17,9 +17,11 @@
 #![forbid(unsafe_code)]
 
 mod alias;
+mod layer;
 mod url;
 
 pub use alias::AliasChange;
+pub use layer::NewLayerVersion;
 pub use url::UrlTarget;
 
 use std::collections::{BTreeMap, HashMap};
@@ -60,6 +62,10 @@ pub enum Error {
     /// says what.
     #[error("{0}")]
     NotFound(String),
+    /// The caller may not use something it named (another account's layer); the message
+    /// says what.
+    #[error("{0}")]
+    Denied(String),
     #[error("the function table's lock was poisoned by a panic")]
     Poisoned,
     #[error("a store task failed")]
@@ -84,6 +90,8 @@ pub struct NewFunction {
     /// The code package: a zip, already size-checked by the caller.
     pub zip: Vec<u8>,
     pub tags: BTreeMap<String, String>,
+    /// Layer version ARNs, bottom first.
+    pub layers: Vec<String>,
 }
 
 /// New code for a function.
@@ -108,6 +116,8 @@ pub struct ConfigUpdate {
     pub environment: Option<BTreeMap<String, String>>,
     pub ephemeral_storage_mb: Option<u32>,
     pub snap_start: Option<SnapStart>,
+    /// Layer version ARNs, bottom first; an empty list removes them.
+    pub layers: Option<Vec<String>>,
     pub revision_id: Option<String>,
 }
 
@@ -121,6 +131,7 @@ pub struct ControlPlane {
     url_ids: RwLock<HashMap<String, (String, String)>>,
     /// Published versions by function name and number.
     versions: RwLock<HashMap<String, BTreeMap<u32, Arc<FunctionConfig>>>>,
+    layers: RwLock<layer::Layers>,
     mutations: tokio::sync::Mutex<()>,
 }
 
@@ -158,6 +169,7 @@ impl ControlPlane {
             }
         }
         let url_ids = functions.values().flat_map(|f| url::ids_of(f)).collect();
+        let layers = layer::Layers::load(store.layer_versions()?);
         Ok(Self {
             region,
             store,
@@ -166,6 +178,7 @@ impl ControlPlane {
             url_ids: RwLock::new(url_ids),
             functions: RwLock::new(functions),
             versions: RwLock::new(versions),
+            layers: RwLock::new(layers),
             mutations: tokio::sync::Mutex::new(()),
         })
     }
@@ -334,19 +347,27 @@ impl ControlPlane {
 
     /// Deletes code packages that no function refers to any more.
     async fn collect_code(&self, candidates: Vec<String>) {
+        // A package stays while a function, a version or a layer version holds it (functions
+        // keep the packages of layers deleted after they started using them).
+        let packages = |f: &FunctionConfig| {
+            std::iter::once(f.code.sha256.clone())
+                .chain(f.layers.iter().map(|l| l.code.sha256.clone()))
+                .collect::<Vec<_>>()
+        };
         let mut in_use: Vec<String> = self
             .all()
             .unwrap_or_default()
             .iter()
-            .map(|f| f.code.sha256.clone())
+            .flat_map(|f| packages(f))
             .collect();
         if let Ok(versions) = self.versions.read() {
             in_use.extend(
                 versions
                     .values()
-                    .flat_map(|v| v.values().map(|f| f.code.sha256.clone())),
+                    .flat_map(|v| v.values().flat_map(|f| packages(f))),
             );
         }
+        in_use.extend(self.layer_code_in_use());
         for sha in candidates {
             if !in_use.contains(&sha) {
                 let code = self.code.clone();
@@ -380,6 +401,8 @@ impl ControlPlane {
             return Err(InvalidParameter::new("Code.ZipFile is empty").into());
         }
 
+        let layers = self.resolve_layers(account, &input.layers)?;
+        validate_layers_runtime(runtime, &layers)?;
         let _guard = self.mutations.lock().await;
         if self
             .function(&nimbus_types::name::scoped(account, &input.name))
@@ -412,6 +435,7 @@ impl ControlPlane {
             permissions: Vec::new(),
             aliases: Default::default(),
             snap_start,
+            layers,
         };
         if let Err(e) = self.manager.prepare(&function).await {
             self.collect_code(vec![function.code.sha256.clone()]).await;
@@ -519,6 +543,10 @@ impl ControlPlane {
         if let Some(snap_start) = input.snap_start {
             updated.snap_start = snap_start;
         }
+        if let Some(arns) = input.layers {
+            updated.layers = self.resolve_layers(&old.account, &arns)?;
+        }
+        validate_layers_runtime(updated.runtime, &updated.layers)?;
         // Also when only the runtime changed: SnapStart must suit the new one.
         validate_snap_start(updated.runtime, updated.snap_start)?;
         self.commit_update(&old, updated).await
@@ -864,8 +892,13 @@ impl ControlPlane {
 
     /// The stored zip of a function's code.
     pub async fn code_zip(&self, function: &FunctionConfig) -> Result<Vec<u8>> {
+        self.read_code(&function.code).await
+    }
+
+    /// A stored package (a function's code or a layer's content).
+    pub async fn read_code(&self, reference: &CodeRef) -> Result<Vec<u8>> {
         let code = self.code.clone();
-        let reference = function.code.clone();
+        let reference = reference.clone();
         self.blocking(move || code.read_zip(&reference)).await
     }
 }
@@ -881,6 +914,21 @@ fn same_published(version: &FunctionConfig, latest: &FunctionConfig) -> bool {
         && version.ephemeral_storage_mb == latest.ephemeral_storage_mb
         && version.snap_start == latest.snap_start
         && version.role == latest.role
+        && version.layers == latest.layers
+}
+
+/// Layers are extracted under `/opt` of a process sandbox; WebAssembly functions have none.
+fn validate_layers_runtime(
+    runtime: Runtime,
+    layers: &[nimbus_types::layer::FunctionLayer],
+) -> Result<()> {
+    if !layers.is_empty() && matches!(runtime, Runtime::Wasm32Wasip1 | Runtime::WasiHttp) {
+        return Err(InvalidParameter::new(format!(
+            "Layers are for process runtimes (Python, Node.js, provided); {runtime} functions have no /opt."
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// Finds a function's current configuration by key ([`nimbus_types::name::scoped`]): what the

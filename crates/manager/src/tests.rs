@@ -148,6 +148,7 @@ fn function(name: &str, version: &str) -> FunctionConfig {
         permissions: Vec::new(),
         aliases: Default::default(),
         snap_start: Default::default(),
+        layers: Vec::new(),
     }
 }
 

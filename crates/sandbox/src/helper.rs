@@ -60,6 +60,37 @@ fn bind_readonly(host: &Path, target: &Path) -> Step {
     )
 }
 
+/// The function's layers at `/opt`: one is bound; more are stacked read-only with overlayfs,
+/// a later layer's files over an earlier one's, as Lambda extracts them in order.
+fn mount_layers(dirs: &[std::path::PathBuf], target: &Path) -> Step {
+    match dirs {
+        [] => Ok(()),
+        [one] => bind_readonly(one, target),
+        many => {
+            let mut lower = Vec::with_capacity(many.len());
+            // overlayfs lists the top layer first.
+            for dir in many.iter().rev() {
+                let s = dir
+                    .to_str()
+                    .ok_or_else(|| format!("path {} is not UTF-8", dir.display()))?;
+                if s.contains([':', ',', '\\']) {
+                    return Err(format!(
+                        "layer path {s} has a character overlayfs cannot take"
+                    ));
+                }
+                lower.push(s);
+            }
+            mount(
+                "overlay",
+                target,
+                "overlay",
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+                &format!("lowerdir={}", lower.join(":")),
+            )
+        }
+    }
+}
+
 fn make_dir(path: &Path) -> Step {
     fs::create_dir_all(path).map_err(|e| format!("creating {}: {e}", path.display()))
 }
@@ -221,7 +252,7 @@ fn build_base(config: &HelperConfig) -> Step {
         make_dir(&target)?;
         bind_readonly(&bind.host, &target)?;
     }
-    for dir in ["var/task", "tmp", "proc", ".old-root"] {
+    for dir in ["var/task", "opt", "tmp", "proc", ".old-root"] {
         make_dir(&root.join(dir))?;
     }
     Ok(())
@@ -232,6 +263,7 @@ fn finish_root(config: &HelperConfig, spec: &JailSpec) -> Step {
     let root = &config.root_dir;
     finish_etc(root, spec.uid, spec.gid)?;
     bind_readonly(&spec.code_dir, &root.join("var/task"))?;
+    mount_layers(&spec.opt_dirs, &root.join("opt"))?;
     mount(
         "tmpfs",
         &root.join("tmp"),

@@ -76,6 +76,10 @@ pub struct Bind {
 pub struct JailSpec {
     /// The unpacked code, mounted read-only at `/var/task`.
     pub code_dir: PathBuf,
+    /// The function's layers, unpacked, bottom first: seen at `/opt`, read-only, each on top of
+    /// the ones before it.
+    #[serde(default)]
+    pub opt_dirs: Vec<PathBuf>,
     /// The program to run, as seen inside the sandbox, and its arguments.
     pub program: PathBuf,
     pub args: Vec<String>,

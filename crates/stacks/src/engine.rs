@@ -39,6 +39,20 @@ pub fn load(text: &str) -> Result<Template, StackError> {
     Template::from_raw(&Value::Object(map))
 }
 
+/// The name a resource the template does not name gets: `{stack}-{logical id}-{random}`,
+/// except a layer's, whose versions share one name (`{stack}-{logical id}`) so that a new
+/// version of the same resource is the next number of the same layer.
+fn made_name(ctx: &Ctx<'_>, kind: &str, id: &str) -> String {
+    if kind == "AWS::Lambda::LayerVersion" {
+        return format!("{}-{id}", ctx.stack_name)
+            .chars()
+            .take(140)
+            .collect();
+    }
+    let (max, lower) = name_rules(kind);
+    ctx.made_name(id, max, lower)
+}
+
 /// The most characters of a made-up name, and whether it must be lower case, per type.
 fn name_rules(kind: &str) -> (usize, bool) {
     match kind {
@@ -566,8 +580,7 @@ impl Stacks {
                             ),
                         ));
                     }
-                    let (max, lower) = name_rules(&r.kind);
-                    let name = ctx.made_name(id, max, lower);
+                    let name = made_name(ctx, &r.kind, id);
                     stack.journal.push(Step::Replace {
                         logical_id: id.clone(),
                         before: d.clone(),
@@ -588,8 +601,7 @@ impl Stacks {
                     }
                 }
                 None => {
-                    let (max, lower) = name_rules(&r.kind);
-                    let name = ctx.made_name(id, max, lower);
+                    let name = made_name(ctx, &r.kind, id);
                     stack.journal.push(Step::Create {
                         logical_id: id.clone(),
                         kind: r.kind.clone(),
@@ -1080,4 +1092,238 @@ fn outputs(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use axum::body::Body;
+    use axum::http::{Request, Response};
+    use nimbus_identity::Caller;
+
+    use super::*;
+
+    /// Answers the node's APIs from a script: tables and queues are made and deleted; a queue
+    /// named `boom` is refused. Every call is remembered as `Service.Operation`.
+    #[derive(Default)]
+    struct Fake {
+        calls: Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl providers::Dispatch for Fake {
+        async fn call(&self, request: Request<Body>) -> Response<Body> {
+            let target = request
+                .headers()
+                .get("x-amz-target")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let body = axum::body::to_bytes(request.into_body(), 1 << 20)
+                .await
+                .unwrap_or_default();
+            let input: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            self.calls.lock().unwrap().push(target.clone());
+            let (status, answer) = match target.as_str() {
+                "AmazonSQS.CreateQueue" if input["QueueName"] == "boom" => (
+                    400,
+                    serde_json::json!({"__type": "InvalidAttributeValue", "message": "no booms"}),
+                ),
+                "AmazonSQS.CreateQueue" => (
+                    200,
+                    serde_json::json!({"QueueUrl": format!("http://node/000000000000/{}", input["QueueName"].as_str().unwrap_or(""))}),
+                ),
+                "DynamoDB_20120810.DescribeTable" => (
+                    200,
+                    serde_json::json!({"Table": {"TableArn": format!("arn:aws:dynamodb:us-east-1:000000000000:table/{}", input["TableName"].as_str().unwrap_or(""))}}),
+                ),
+                _ => (200, serde_json::json!({})),
+            };
+            Response::builder()
+                .status(status)
+                .body(Body::from(answer.to_string()))
+                .unwrap()
+        }
+    }
+
+    fn stacks() -> (Arc<Stacks>, Arc<Fake>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Arc::new(nimbus_store::EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
+        let stacks = Stacks::open(
+            store,
+            "us-east-1",
+            "node:9000",
+            providers::Shifts::default(),
+        )
+        .unwrap();
+        let fake = Arc::new(Fake::default());
+        stacks.connect(fake.clone());
+        (stacks, fake, dir)
+    }
+
+    async fn settle(stacks: &Stacks, name: &str) -> Stack {
+        for _ in 0..500 {
+            let s = stacks.find("000000000000", name).unwrap();
+            if !s.in_progress() {
+                return s;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("stack {name} did not settle");
+    }
+
+    const TWO: &str = "Resources:\n  Table:\n    Type: AWS::DynamoDB::Table\n    Properties:\n      KeySchema: [{AttributeName: id, KeyType: HASH}]\n      AttributeDefinitions: [{AttributeName: id, AttributeType: S}]\n  Queue:\n    Type: AWS::SQS::Queue\n    Properties:\n      QueueName: QNAME\n      Tags: [{Key: t, Value: !Ref Table}]\n";
+
+    #[tokio::test]
+    async fn a_failed_step_deletes_what_was_made_before_it() {
+        let (stacks, fake, _dir) = stacks();
+        let root = Caller::root("000000000000");
+        stacks
+            .create_change_set(
+                &root,
+                "app",
+                "c1",
+                Some("CREATE"),
+                &TWO.replace("QNAME", "boom"),
+                BTreeMap::new(),
+                None,
+                BTreeMap::new(),
+            )
+            .await
+            .unwrap();
+        stacks
+            .execute_change_set(&root, Some("app"), "c1")
+            .await
+            .unwrap();
+        let stack = settle(&stacks, "app").await;
+        assert_eq!(stack.status, "ROLLBACK_COMPLETE");
+        assert!(stack.resources.is_empty() && stack.journal.is_empty());
+        let calls = fake.calls.lock().unwrap().clone();
+        assert_eq!(
+            calls,
+            vec![
+                "DynamoDB_20120810.CreateTable",
+                "DynamoDB_20120810.DescribeTable",
+                "AmazonSQS.CreateQueue",
+                "AmazonSQS.DeleteQueue",
+                "DynamoDB_20120810.DeleteTable",
+            ]
+        );
+        let failed: Vec<_> = stack
+            .events
+            .iter()
+            .filter(|e| e.status == "CREATE_FAILED")
+            .collect();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].logical_id, "Queue");
+        assert!(
+            failed[0]
+                .reason
+                .as_deref()
+                .unwrap_or_default()
+                .contains("no booms")
+        );
+    }
+
+    #[tokio::test]
+    async fn change_sets_say_what_is_added_modified_replaced_and_removed() {
+        let (stacks, _fake, _dir) = stacks();
+        let root = Caller::root("000000000000");
+        stacks
+            .create_change_set(
+                &root,
+                "app",
+                "c1",
+                Some("CREATE"),
+                &TWO.replace("QNAME", "jobs"),
+                BTreeMap::new(),
+                None,
+                BTreeMap::new(),
+            )
+            .await
+            .unwrap();
+        stacks
+            .execute_change_set(&root, Some("app"), "c1")
+            .await
+            .unwrap();
+        assert_eq!(settle(&stacks, "app").await.status, "CREATE_COMPLETE");
+        // Rename the queue (a replacement), drop the table's reference, add a second queue.
+        let next = "Resources:\n  Queue:\n    Type: AWS::SQS::Queue\n    Properties:\n      QueueName: work\n  Extra:\n    Type: AWS::SQS::Queue\n";
+        stacks
+            .create_change_set(
+                &root,
+                "app",
+                "c2",
+                None,
+                next,
+                BTreeMap::new(),
+                None,
+                BTreeMap::new(),
+            )
+            .await
+            .unwrap();
+        let (_, c) = stacks
+            .change_set("000000000000", Some("app"), "c2")
+            .unwrap();
+        let summary: Vec<(String, String, Option<String>)> = c
+            .changes
+            .iter()
+            .map(|x| {
+                (
+                    x.action.clone(),
+                    x.logical_id.clone(),
+                    x.replacement.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("Add".to_owned(), "Extra".to_owned(), None),
+                (
+                    "Modify".to_owned(),
+                    "Queue".to_owned(),
+                    Some("True".to_owned())
+                ),
+                ("Remove".to_owned(), "Table".to_owned(), None),
+            ]
+        );
+        // The same template again is no change at all.
+        stacks
+            .execute_change_set(&root, Some("app"), "c2")
+            .await
+            .unwrap();
+        let stack = settle(&stacks, "app").await;
+        assert_eq!(stack.status, "UPDATE_COMPLETE");
+        assert_eq!(
+            stack.resources["Queue"].made.reference,
+            "http://node/000000000000/work"
+        );
+        stacks
+            .create_change_set(
+                &root,
+                "app",
+                "c3",
+                None,
+                next,
+                BTreeMap::new(),
+                None,
+                BTreeMap::new(),
+            )
+            .await
+            .unwrap();
+        let (_, c) = stacks
+            .change_set("000000000000", Some("app"), "c3")
+            .unwrap();
+        assert_eq!(c.status, "FAILED");
+        assert!(c.changes.is_empty());
+        // A change set that changes nothing cannot be executed.
+        let err = stacks
+            .execute_change_set(&root, Some("app"), "c3")
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, "InvalidChangeSetStatus");
+    }
 }

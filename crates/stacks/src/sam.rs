@@ -94,6 +94,7 @@ pub fn transform(raw: &mut Map<String, Value>) -> Result<(), StackError> {
             "AWS::Serverless::HttpApi" => out.http_api(id, &props, &base)?,
             "AWS::Serverless::Api" => out.rest_api(id, &props, &base)?,
             "AWS::Serverless::SimpleTable" => out.simple_table(id, &props, &base)?,
+            "AWS::Serverless::LayerVersion" => out.layer_version(id, &props, &base)?,
             k if k.starts_with("AWS::Serverless::") => {
                 return Err(err(format!(
                     "Resource {id}: type {k} is not supported by this node."
@@ -1078,6 +1079,73 @@ impl Sam {
             }
         }
         Ok(())
+    }
+
+    /// A layer version: its content from `ContentUri`, kept when replaced or removed unless
+    /// `RetentionPolicy: Delete`, as SAM does.
+    fn layer_version(
+        &mut self,
+        id: &str,
+        props: &Value,
+        base: &Map<String, Value>,
+    ) -> Result<(), StackError> {
+        const KNOWN: &[&str] = &[
+            "ContentUri",
+            "LayerName",
+            "Description",
+            "CompatibleRuntimes",
+            "CompatibleArchitectures",
+            "LicenseInfo",
+            "RetentionPolicy",
+        ];
+        if let Some(k) = props
+            .as_object()
+            .and_then(|m| m.keys().find(|k| !KNOWN.contains(&k.as_str())))
+        {
+            return Err(err(format!(
+                "Resource {id} (AWS::Serverless::LayerVersion): property {k} is not supported."
+            )));
+        }
+        let content = match props.get("ContentUri") {
+            Some(Value::String(uri)) => {
+                match uri.strip_prefix("s3://").and_then(|r| r.split_once('/')) {
+                    Some((bucket, key)) => json!({"S3Bucket": bucket, "S3Key": key}),
+                    None => {
+                        return Err(err(format!(
+                            "Resource {id}: ContentUri {uri} is a local path; package it first (nimbus deploy does it)."
+                        )));
+                    }
+                }
+            }
+            Some(Value::Object(loc)) => json!({
+                "S3Bucket": loc.get("Bucket").cloned().unwrap_or(Value::Null),
+                "S3Key": loc.get("Key").cloned().unwrap_or(Value::Null),
+            }),
+            _ => return Err(err(format!("Resource {id}: ContentUri is required."))),
+        };
+        let mut layer = Map::new();
+        layer.insert("Content".into(), content);
+        // SAM names a layer after its resource unless told otherwise.
+        layer.insert(
+            "LayerName".into(),
+            props.get("LayerName").cloned().unwrap_or_else(|| json!(id)),
+        );
+        for key in [
+            "Description",
+            "CompatibleRuntimes",
+            "CompatibleArchitectures",
+            "LicenseInfo",
+        ] {
+            if let Some(v) = props.get(key) {
+                layer.insert(key.into(), v.clone());
+            }
+        }
+        let mut r = resource("AWS::Lambda::LayerVersion", Value::Object(layer), base);
+        let retain = props.get("RetentionPolicy").and_then(Value::as_str) != Some("Delete");
+        if retain && !base.contains_key("DeletionPolicy") {
+            r["DeletionPolicy"] = json!("Retain");
+        }
+        self.add(id.to_owned(), r)
     }
 
     fn simple_table(

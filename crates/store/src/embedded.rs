@@ -18,6 +18,12 @@ const RULES: TableDefinition<&str, &[u8]> = TableDefinition::new("rules");
 const APIS: TableDefinition<&str, &[u8]> = TableDefinition::new("http_apis");
 /// Stacks by id.
 const STACKS: TableDefinition<&str, &[u8]> = TableDefinition::new("stacks");
+/// Layer versions by `{account}/{name}/{version, ten digits}`.
+const LAYERS: TableDefinition<&str, &[u8]> = TableDefinition::new("layer_versions");
+
+fn layer_key(account: &str, name: &str, version: u64) -> String {
+    format!("{account}/{name}/{version:010}")
+}
 /// Event source mapping UUID → mapping.
 const MAPPINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("event_source_mappings");
 /// Queue name → queue configuration.
@@ -64,6 +70,7 @@ impl EmbeddedStore {
             txn.open_table(RULES)?;
             txn.open_table(APIS)?;
             txn.open_table(STACKS)?;
+            txn.open_table(LAYERS)?;
             txn.open_table(KEYS)?;
             txn.open_table(USERS)?;
             txn.open_table(ROLES)?;
@@ -270,6 +277,22 @@ impl crate::IamStore for EmbeddedStore {
 }
 
 impl FunctionStore for EmbeddedStore {
+    fn put_layer_version(&self, layer: &nimbus_types::layer::LayerVersion) -> Result<()> {
+        self.put_named(
+            LAYERS,
+            &layer_key(&layer.account, &layer.name, layer.version),
+            layer,
+        )
+    }
+
+    fn layer_versions(&self) -> Result<Vec<nimbus_types::layer::LayerVersion>> {
+        self.all_named(LAYERS)
+    }
+
+    fn delete_layer_version(&self, account: &str, name: &str, version: u64) -> Result<bool> {
+        self.remove_named(LAYERS, &layer_key(account, name, version))
+    }
+
     fn create_function(&self, function: &FunctionConfig) -> Result<()> {
         let txn = self.db.begin_write()?;
         {
@@ -382,6 +405,7 @@ mod tests {
             permissions: Vec::new(),
             aliases: Default::default(),
             snap_start: Default::default(),
+            layers: Vec::new(),
         }
     }
 

@@ -81,6 +81,11 @@ pub trait FunctionStore: Send + Sync {
     /// Every published version of every function, by name then number.
     fn all_versions(&self) -> Result<Vec<FunctionConfig>>;
     fn delete_version(&self, name: &str, version: &str) -> Result<bool>;
+    /// Stores a layer version (new, or with a changed policy).
+    fn put_layer_version(&self, layer: &nimbus_types::layer::LayerVersion) -> Result<()>;
+    /// Every layer version of every account.
+    fn layer_versions(&self) -> Result<Vec<nimbus_types::layer::LayerVersion>>;
+    fn delete_layer_version(&self, account: &str, name: &str, version: u64) -> Result<bool>;
 }
 
 /// The queues served through the SQS API, by name.

@@ -169,6 +169,9 @@ pub struct FunctionConfig {
     /// Whether published versions start from a snapshot of their initialised state.
     #[serde(default, skip_serializing_if = "SnapStart::is_off")]
     pub snap_start: SnapStart,
+    /// The layers under `/opt`, bottom first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<crate::layer::FunctionLayer>,
 }
 
 /// Lambda's SnapStart setting (`ApplyOn`).

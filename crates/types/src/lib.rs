@@ -15,6 +15,7 @@ pub mod http_api;
 pub mod iam;
 pub mod identity;
 pub mod invocation;
+pub mod layer;
 pub mod limits;
 pub mod name;
 pub mod net;

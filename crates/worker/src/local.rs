@@ -141,8 +141,12 @@ impl LocalWorker {
         Ok(template)
     }
 
-    /// Unpacks a process function's code and checks that its runtime can start here.
-    async fn code_dir_for(&self, function: &FunctionConfig) -> Result<std::path::PathBuf> {
+    /// Unpacks a process function's code and its layers (bottom first), and checks that its
+    /// runtime can start here.
+    async fn code_dir_for(
+        &self,
+        function: &FunctionConfig,
+    ) -> Result<(std::path::PathBuf, Vec<std::path::PathBuf>)> {
         let process = self.config.process.clone().ok_or_else(|| {
             Error::InvalidCode(format!(
                 "The runtime {} needs process sandboxes, which this node cannot run",
@@ -157,7 +161,16 @@ impl LocalWorker {
                 other => Error::Internal(format!("{other:#}")),
             })?;
             process.check(&function, &root)?;
-            Ok(root)
+            let layers = function
+                .layers
+                .iter()
+                .map(|l| {
+                    code.unpacked(&l.code).map_err(|e| {
+                        Error::Internal(format!("unpacking the layer {}: {e:#}", l.arn))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok((root, layers))
         })
         .await
         .map_err(|e| Error::Internal(format!("preparing code panicked: {e}")))?
@@ -474,7 +487,7 @@ impl Worker for LocalWorker {
         let started = Instant::now();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let kind = if function.runtime.is_process() {
-            let code_dir = self.code_dir_for(function).await?;
+            let (code_dir, opt_dirs) = self.code_dir_for(function).await?;
             let process = self
                 .config
                 .process
@@ -485,6 +498,7 @@ impl Worker for LocalWorker {
                     process,
                     function,
                     code_dir,
+                    opt_dirs,
                     id,
                     &self.config.region,
                     init_type,

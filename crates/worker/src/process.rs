@@ -442,8 +442,20 @@ fn environment(
             "/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib"
                 .to_owned(),
         ),
-        ("PYTHONPATH", format!("/var/runtime:{}", crate::sdk::PYTHON_SDK_MOUNT)),
-        ("NODE_PATH", "/opt/nodejs/node_modules:/var/runtime/node_modules:/var/runtime:/var/task".to_owned()),
+        // Layers' packages come before the runtime's, as on Lambda.
+        ("PYTHONPATH", match function.runtime {
+            Runtime::Python { minor } => format!(
+                "/opt/python/lib/python3.{minor}/site-packages:/opt/python:/var/runtime:{}",
+                crate::sdk::PYTHON_SDK_MOUNT
+            ),
+            _ => format!("/var/runtime:{}", crate::sdk::PYTHON_SDK_MOUNT),
+        }),
+        ("NODE_PATH", match function.runtime {
+            Runtime::Node { major } => format!(
+                "/opt/nodejs/node{major}/node_modules:/opt/nodejs/node_modules:/var/runtime/node_modules:/var/runtime:/var/task"
+            ),
+            _ => "/opt/nodejs/node_modules:/var/runtime/node_modules:/var/runtime:/var/task".to_owned(),
+        }),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -559,6 +571,7 @@ impl ProcessSandbox {
         config: &ProcessConfig,
         function: &FunctionConfig,
         code_dir: PathBuf,
+        opt_dirs: Vec<PathBuf>,
         sandbox_id: u64,
         region: &str,
         init_type: InitType,
@@ -582,6 +595,7 @@ impl ProcessSandbox {
             .and_then(|issuer| issuer.issue(function));
         let spec = JailSpec {
             code_dir,
+            opt_dirs,
             program,
             args,
             env: environment(

@@ -109,6 +109,35 @@ pub async fn create(ctx: &Ctx<'_>, kind: &str, name: &str, props: &Value) -> Res
             let arn = text(&u, "FunctionArn").unwrap_or_default();
             Ok(url_made(&u, arn))
         }
+        "AWS::Lambda::LayerVersion" => {
+            let layer = text(props, "LayerName").unwrap_or_else(|| name.to_owned());
+            let content = props
+                .get("Content")
+                .ok_or_else(|| ProviderError::new("Property Content is required."))?;
+            let zip = s3_package(ctx, content, "Content").await?;
+            let mut body = pick(
+                props,
+                &[
+                    "Description",
+                    "CompatibleRuntimes",
+                    "CompatibleArchitectures",
+                    "LicenseInfo",
+                ],
+            );
+            body.insert(
+                "Content".into(),
+                json!({"ZipFile": base64::engine::general_purpose::STANDARD.encode(zip)}),
+            );
+            let l = ctx
+                .rest(
+                    Method::POST,
+                    &format!("/2018-10-31/layers/{}/versions", seg(&layer)),
+                    Some(&Value::Object(body)),
+                )
+                .await?;
+            let arn = text(&l, "LayerVersionArn").unwrap_or_default();
+            Ok(made(arn.clone(), &[("LayerVersionArn", json!(arn))]))
+        }
         "AWS::Lambda::EventSourceMapping" => {
             let body = Value::Object(pick(props, ESM_PROPERTIES));
             let m = ctx
@@ -362,6 +391,16 @@ pub async fn delete(ctx: &Ctx<'_>, kind: &str, made: &Made, props: &Value) -> Re
             ctx.rest(Method::DELETE, &url_path(&function, props), None)
                 .await?;
         }
+        "AWS::Lambda::LayerVersion" => {
+            let (_, layer, version) = nimbus_types::layer::parse_layer_version_arn(&made.reference)
+                .map_err(|e| ProviderError::new(e.to_string()))?;
+            ctx.rest(
+                Method::DELETE,
+                &format!("/2018-10-31/layers/{}/versions/{version}", seg(&layer)),
+                None,
+            )
+            .await?;
+        }
         "AWS::Lambda::EventSourceMapping" => {
             ctx.rest(
                 Method::DELETE,
@@ -553,27 +592,34 @@ async fn code_zip(ctx: &Ctx<'_>, props: &Value) -> Result<Vec<u8>> {
             .map_err(|e| ProviderError::new(e.to_string()))?;
         return Ok(cursor.into_inner());
     }
-    let (Some(bucket), Some(key)) = (text(code, "S3Bucket"), text(code, "S3Key")) else {
-        return Err(ProviderError::new(
-            "Code needs ZipFile, or S3Bucket and S3Key.",
-        ));
-    };
     if code.get("ImageUri").is_some() {
         return Err(ProviderError::new(
             "Code.ImageUri: container images are not supported by this node.",
         ));
     }
+    s3_package(ctx, code, "Code").await
+}
+
+/// A package in the node's S3 (`S3Bucket`, `S3Key`, `S3ObjectVersion` of `location`), read
+/// as the stack's caller.
+async fn s3_package(ctx: &Ctx<'_>, location: &Value, what: &str) -> Result<Vec<u8>> {
+    let (Some(bucket), Some(key)) = (text(location, "S3Bucket"), text(location, "S3Key")) else {
+        return Err(ProviderError::new(format!(
+            "{what} needs S3Bucket and S3Key{}.",
+            if what == "Code" { " (or ZipFile)" } else { "" }
+        )));
+    };
     let mut path = format!(
         "/{}/{}",
         seg(&bucket),
         key.split('/').map(seg).collect::<Vec<_>>().join("/")
     );
-    if let Some(v) = text(code, "S3ObjectVersion") {
+    if let Some(v) = text(location, "S3ObjectVersion") {
         path.push_str(&format!("?versionId={}", seg(&v)));
     }
     let reply = ctx.s3(Method::GET, &path, Vec::new()).await.map_err(|e| {
         ProviderError::new(format!(
-            "Code at s3://{bucket}/{key} could not be read: {}",
+            "{what} at s3://{bucket}/{key} could not be read: {}",
             e.message
         ))
     })?;

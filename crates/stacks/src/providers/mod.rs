@@ -283,6 +283,7 @@ pub const TYPES: &[&str] = &[
     "AWS::Lambda::Permission",
     "AWS::Lambda::Url",
     "AWS::Lambda::EventSourceMapping",
+    "AWS::Lambda::LayerVersion",
     "AWS::SQS::Queue",
     "AWS::DynamoDB::Table",
     "AWS::IAM::Role",
@@ -334,6 +335,14 @@ pub fn properties_of(kind: &str) -> &'static [&'static str] {
             "InvokeMode",
         ],
         "AWS::Lambda::EventSourceMapping" => lambda::ESM_PROPERTIES,
+        "AWS::Lambda::LayerVersion" => &[
+            "LayerName",
+            "Content",
+            "Description",
+            "CompatibleRuntimes",
+            "CompatibleArchitectures",
+            "LicenseInfo",
+        ],
         other => services::properties_of(other),
     }
 }
@@ -346,6 +355,7 @@ pub fn attributes_of(kind: &str) -> &'static [&'static str] {
         "AWS::Lambda::Alias" => &["AliasArn"],
         "AWS::Lambda::Url" => &["FunctionUrl", "FunctionArn"],
         "AWS::Lambda::EventSourceMapping" => &["Id", "EventSourceMappingArn"],
+        "AWS::Lambda::LayerVersion" => &["LayerVersionArn"],
         "AWS::Lambda::Permission" => &[],
         other => services::attributes_of(other),
     }
