@@ -242,3 +242,17 @@ def test_a_queue_mapping_and_an_async_invoke_on_an_alias(lambda_client, node, tw
     lambda_client.invoke(FunctionName=name, Qualifier="worker", InvocationType="Event",
                          Payload=json.dumps({"async": "yes"}).encode())
     until(lambda: "2" in lines_with(node.endpoint, name, "ASYNC "), timeout=40)
+
+
+def test_a_weighted_alias_follows_its_weights_over_2000_invocations(lambda_client, two_versions):
+    name = two_versions
+    lambda_client.create_alias(FunctionName=name, Name="tenth", FunctionVersion="1",
+                               RoutingConfig={"AdditionalVersionWeights": {"2": 0.1}})
+    seen = {"1": 0, "2": 0}
+    for _ in range(2000):
+        r = lambda_client.invoke(FunctionName=name, Qualifier="tenth", Payload=b"{}")
+        seen[r["ExecutedVersion"]] += 1
+    # Within 3 points of 10 %: a fair draw strays that far about once in 100,000 runs.
+    share = seen["2"] / 2000
+    assert 0.07 <= share <= 0.13, seen
+    lambda_client.delete_alias(FunctionName=name, Name="tenth")

@@ -743,3 +743,47 @@ def test_unmodified_sam_build_deploy_and_delete(alias_node, tmp_path):
     assert "No changes to deploy" in again.stdout + again.stderr
     run("delete", "--stack-name", "sam-cli-app", "--no-prompts", "--s3-bucket", "sam-artifacts")
     assert wait_stack_gone(cf, "sam-cli-app")
+
+
+def test_dry_run_prints_the_plan_and_makes_nothing(node, nimbus, tmp_path):
+    app = copy_app("notes", tmp_path)
+    out = nimbus.ok("deploy", "-f", str(app / "template.yaml"), "--stack-name", "dry-notes", "--dry-run")
+    assert "Add     NotesFunction" in out.stdout and "Dry run: nothing applied." in out.stdout
+    assert "dry-notes" not in nimbus.ok("stacks").stdout
+    with pytest.raises(botocore.exceptions.ClientError):
+        cfn(node).describe_stacks(StackName="dry-notes")
+
+
+def test_node_dependencies_are_installed_into_the_package(node, nimbus, lambda_client, tmp_path):
+    """package.json's dependencies installed with npm (here a local tarball, so nothing leaves
+    the machine), devDependencies left out."""
+    import tarfile
+    app = tmp_path / "node-app"
+    app.mkdir()
+    vendor = tmp_path / "vendor"
+    vendor.mkdir()
+    for pkg, body in (("shout", "module.exports = (s) => s.toUpperCase();\n"), ("devtool", "module.exports = 1;\n")):
+        src = tmp_path / f"{pkg}-src" / "package"
+        src.mkdir(parents=True)
+        (src / "package.json").write_text(json.dumps({"name": pkg, "version": "1.0.0", "main": "index.js"}))
+        (src / "index.js").write_text(body)
+        with tarfile.open(vendor / f"{pkg}-1.0.0.tgz", "w:gz") as t:
+            t.add(src, arcname="package")
+    (app / "package.json").write_text(json.dumps({
+        "name": "node-app", "version": "1.0.0",
+        "dependencies": {"shout": f"file:{vendor / 'shout-1.0.0.tgz'}"},
+        "devDependencies": {"devtool": f"file:{vendor / 'devtool-1.0.0.tgz'}"},
+    }))
+    (app / "index.js").write_text("const shout = require('shout');\nexports.handler = async (e) => shout(e.text);\n")
+    name = s.unique_name("npm-app")
+    (app / "template.yaml").write_text(
+        "Transform: AWS::Serverless-2016-10-31\nResources:\n  Fn:\n    Type: AWS::Serverless::Function\n"
+        f"    Properties:\n      FunctionName: {name}\n      CodeUri: .\n      Handler: index.handler\n      Runtime: nodejs20.x\n")
+    nimbus.ok("deploy", "-f", str(app / "template.yaml"), timeout=300)
+    out = json.loads(lambda_client.invoke(FunctionName=name, Payload=b'{"text": "npm"}')["Payload"].read())
+    assert out == "NPM"
+    s3 = client(node, "s3", s.ACCESS_KEY, s.SECRET_KEY)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="nimbus-deployments-000000000000", Prefix="node-app-dev/")["Contents"]]
+    names = zipfile.ZipFile(io.BytesIO(s3.get_object(Bucket="nimbus-deployments-000000000000", Key=keys[0])["Body"].read())).namelist()
+    assert "node_modules/shout/index.js" in names and not any(n.startswith("node_modules/devtool") for n in names)
+    nimbus.ok("remove", "-f", str(app / "template.yaml"))
