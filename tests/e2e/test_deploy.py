@@ -238,6 +238,10 @@ Parameters:
     Type: String
     Default: dev
     AllowedValues: [dev, prod]
+  Secret:
+    Type: String
+    NoEcho: true
+    Default: hunter2
 Conditions:
   IsProd: !Equals [!Ref Stage, prod]
 Resources:
@@ -302,6 +306,9 @@ def test_aws_cloudformation_deploy_parameters_exports_and_templates(node, tmp_pa
     cf = cfn(node)
     stack = cf.describe_stacks(StackName=name)["Stacks"][0]
     assert stack["StackStatus"] == "CREATE_COMPLETE"
+    # A NoEcho parameter's value is never shown.
+    shown = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
+    assert shown == {"Stage": "dev", "Secret": "****"}
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
     assert outputs["StreamArn"].startswith(f"arn:aws:dynamodb:us-east-1:000000000000:table/{outputs['TableName']}/stream/")
     lam = s.lambda_client(node.endpoint)
@@ -430,6 +437,11 @@ BAD_TEMPLATES = {
     "attribute": ("Resources:\n  Q:\n    Type: AWS::SQS::Queue\nOutputs:\n  X:\n    Value: !GetAtt Q.Nope\n", "does not support attribute type Nope"),
     "intrinsic": ("Resources:\n  Q:\n    Type: AWS::SQS::Queue\n    Properties:\n      QueueName: {'Fn::Transmogrify': x}\n", "Fn::Transmogrify"),
     "transform": ("Transform: AWS::Include\nResources:\n  Q:\n    Type: AWS::SQS::Queue\n", "Transform AWS::Include is not supported"),
+    "aliases": ("Base: &base {VisibilityTimeout: 30}\nResources:\n  Q:\n    Type: AWS::SQS::Queue\n    Properties: *base\n",
+                "YAML anchors and aliases are not supported"),
+    "pattern": ("Parameters:\n  P:\n    Type: String\n    Default: x\n    AllowedPattern: '(?i)x'\nResources:\n  Q:\n    Type: AWS::SQS::Queue\n",
+                "regular-expression features this node does not read"),
+    "policy": ("Resources:\n  Q:\n    Type: AWS::SQS::Queue\n    DeletionPolicy: !If [C, Retain, Delete]\n", "intrinsic functions are not supported there"),
 }
 
 

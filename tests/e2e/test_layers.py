@@ -227,3 +227,20 @@ def test_layers_declared_in_a_sam_template(nimbus, lambda_client, tmp_path):
     nimbus.ok("remove", "-f", str(app / "template.yaml"), timeout=300)
     layer_name = newer.split(":")[6]
     assert lambda_client.list_layer_versions(LayerName=layer_name)["LayerVersions"] == []
+
+
+def test_version_numbers_are_never_given_again(node_factory):
+    n = node_factory()
+    lam = s.lambda_client(n.endpoint)
+    content = {"ZipFile": zipped({"python/x.py": "X = 1\n"})}
+    assert [lam.publish_layer_version(LayerName="numbers", Content=content)["Version"] for _ in range(2)] == [1, 2]
+    lam.delete_layer_version(LayerName="numbers", VersionNumber=2)
+    n.stop()
+    n.start()
+    lam = s.lambda_client(n.endpoint)
+    assert lam.publish_layer_version(LayerName="numbers", Content=content)["Version"] == 3
+    assert [v["Version"] for v in lam.list_layer_versions(LayerName="numbers")["LayerVersions"]] == [3, 1]
+    # A share limited to an organization is refused: this node has none.
+    fails(lambda: lam.add_layer_version_permission(LayerName="numbers", VersionNumber=3, StatementId="org",
+                                                   Action="lambda:GetLayerVersion", Principal="*",
+                                                   OrganizationId="o-abcdefghij"), "InvalidParameterValueException")

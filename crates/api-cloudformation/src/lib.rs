@@ -274,9 +274,25 @@ async fn dispatch(stacks: &Arc<Stacks>, caller: &Caller, p: &Params) -> Result<R
         return Err(CfnError::unknown_operation(action));
     }
     let stack_name = p.get("StackName");
-    let resource = match stack_name {
-        Some(n) => stack_arn(stacks, caller, n),
-        None => format!(
+    let change_set_name = p.get("ChangeSetName");
+    if stack_name.is_none() && change_set_name.is_some_and(|c| !c.starts_with("arn:")) {
+        return Err(CfnError::invalid(
+            "StackName must be specified if ChangeSetName is not specified as an ARN.",
+        ));
+    }
+    // Authorized on the stack's real id when it exists, whichever way the request names it.
+    let existing = match (stack_name, change_set_name) {
+        (Some(n), _) => stacks.find(&caller.account, n).map(|s| s.id),
+        (None, Some(c)) => stacks
+            .change_set(&caller.account, None, c)
+            .ok()
+            .map(|(s, _)| s.id),
+        (None, None) => None,
+    };
+    let resource = match (existing, stack_name) {
+        (Some(id), _) => id,
+        (None, Some(n)) => stack_arn(stacks, caller, n),
+        (None, None) => format!(
             "arn:aws:cloudformation:{}:{}:stack/*",
             stacks.region(),
             caller.account
@@ -364,7 +380,7 @@ async fn dispatch(stacks: &Arc<Stacks>, caller: &Caller, p: &Params) -> Result<R
                     w,
                     "Parameters",
                     ("ParameterKey", "ParameterValue"),
-                    &c.parameters,
+                    &masked(&c.template_body, &c.parameters),
                 );
                 capabilities(w);
                 w.open("Changes");
@@ -604,17 +620,11 @@ async fn dispatch(stacks: &Arc<Stacks>, caller: &Caller, p: &Params) -> Result<R
                     if let Some(d) = decl
                         .get("Default")
                         .and_then(nimbus_stacks::intrinsic::scalar_text)
+                        .filter(|_| !no_echo(decl))
                     {
                         w.element("DefaultValue", &d);
                     }
-                    w.element(
-                        "NoEcho",
-                        if decl.get("NoEcho").is_some_and(|v| v == true || v == "true") {
-                            "true"
-                        } else {
-                            "false"
-                        },
-                    );
+                    w.element("NoEcho", if no_echo(decl) { "true" } else { "false" });
                     if let Some(d) = decl.get("Description").and_then(|d| d.as_str()) {
                         w.element("Description", d);
                     }
@@ -671,6 +681,31 @@ fn iso8601_millis(ms: i64) -> String {
     format!("{}.{:03}Z", base.trim_end_matches('Z'), ms.rem_euclid(1000))
 }
 
+/// Whether a parameter's declaration hides its value (`NoEcho`).
+fn no_echo(decl: &serde_json::Value) -> bool {
+    decl.get("NoEcho")
+        .is_some_and(|v| v == true || v.as_str().is_some_and(|s| s.eq_ignore_ascii_case("true")))
+}
+
+/// Parameter values as they may be shown: those the template declares `NoEcho` as `****`.
+fn masked(template: &str, values: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let declared = nimbus_stacks::yaml::parse(template).ok();
+    values
+        .iter()
+        .map(|(k, v)| {
+            let hidden = declared
+                .as_ref()
+                .and_then(|t| t.get("Parameters"))
+                .and_then(|p| p.get(k))
+                .is_some_and(no_echo);
+            (
+                k.clone(),
+                if hidden { "****".to_owned() } else { v.clone() },
+            )
+        })
+        .collect()
+}
+
 /// A list of key-value structures: `<list><member><K>…</K><V>…</V></member>…</list>`.
 fn pairs(w: &mut Writer, list: &str, (key, value): (&str, &str), items: &BTreeMap<String, String>) {
     w.open(list);
@@ -700,7 +735,7 @@ fn write_stack(w: &mut Writer, s: &Stack) {
         w,
         "Parameters",
         ("ParameterKey", "ParameterValue"),
-        &s.parameters,
+        &masked(&s.template_body, &s.parameters),
     );
     w.element("CreationTime", &iso8601(s.created_ms));
     w.element("LastUpdatedTime", &iso8601(s.updated_ms));

@@ -81,12 +81,58 @@ fn own(caller: &Caller, owner: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Whether another account's layer version (`resource`, its canonical ARN) is one whose
+/// policy lets `caller` use it, and the caller's own policies allow reading it: how a shared
+/// version is read by its ARN.
+pub(crate) fn shared_with(f: &Shared, caller: &Caller, resource: &str) -> bool {
+    let Ok((owner, name, version)) = nimbus_types::layer::parse_layer_version_arn(resource) else {
+        return false;
+    };
+    owner != caller.account
+        && f.control
+            .layer_version(&caller.account, &owner, &name, version)
+            .is_ok()
+        && caller.authorize_with_resource_policy("lambda:GetLayerVersion", resource, true)
+}
+
+/// Checks that `caller` may use each layer it names for a function: its own policies must
+/// allow `lambda:GetLayerVersion` on the version, and another account's version must be
+/// shared with it.
+pub(crate) fn check_use(f: &Shared, caller: &Caller, arns: &[String]) -> Result<(), ApiError> {
+    for arn in arns {
+        let Ok((owner, name, version)) = nimbus_types::layer::parse_layer_version_arn(arn) else {
+            continue; // the control plane refuses it with Lambda's message
+        };
+        let canonical = format!(
+            "arn:aws:lambda:{}:{owner}:layer:{name}:{version}",
+            f.control.region()
+        );
+        let allowed = if owner == caller.account {
+            caller
+                .authorize("lambda:GetLayerVersion", &canonical)
+                .is_ok()
+        } else {
+            shared_with(f, caller, &canonical)
+        };
+        if !allowed {
+            return Err(ApiError::access_denied(format!(
+                "User: {} is not authorized to perform: lambda:GetLayerVersion on resource: {canonical}",
+                caller.arn()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// `(owner account, name)` of a layer named in a path by name or ARN.
-fn layer_of(caller: &Caller, raw: &str) -> Result<(String, String), ApiError> {
+pub(crate) fn layer_of(caller: &Caller, raw: &str) -> Result<(String, String), ApiError> {
     if raw.starts_with("arn:") {
         let parts: Vec<&str> = raw.split(':').collect();
         return match parts.as_slice() {
-            ["arn", _, "lambda", _, account, "layer", name] => {
+            ["arn", _, "lambda", _, account, "layer", name]
+                if account.len() == 12 && account.chars().all(|c| c.is_ascii_digit()) =>
+            {
+                nimbus_types::layer::validate_layer_name(name)?;
                 Ok(((*account).to_owned(), (*name).to_owned()))
             }
             _ => Err(ApiError::invalid_parameter(format!(
@@ -114,11 +160,11 @@ fn version_json(f: &Shared, l: &LayerVersion) -> Value {
         "LayerVersionArn": l.version_arn(region),
         "Version": l.version,
         "Description": l.description,
-        "CreatedDate": nimbus_types::time::iso8601_millis_local(l.created_ms),
+        "CreatedDate": nimbus_types::time::lambda_timestamp(l.created_ms),
         "CompatibleRuntimes": l.compatible_runtimes,
         "CompatibleArchitectures": l.compatible_architectures,
         "Content": {
-            "Location": format!("{LAYERS}/{}/versions/{}/content", l.name, l.version),
+            "Location": format!("{LAYERS}/{}/versions/{}/content", l.layer_arn(region), l.version),
             "CodeSha256": crate::wire::sha256_base64(&l.code.sha256),
             "CodeSize": l.code.size,
         },
@@ -250,6 +296,8 @@ pub(crate) async fn list(
             .arn
             .ok_or_else(|| ApiError::invalid_parameter("Arn is required"))?;
         let (owner, name, version) = nimbus_types::layer::parse_layer_version_arn(&arn)?;
+        // Authorized as GetLayerVersion on the version, not as the listing it is routed with.
+        check_use(&f, &caller, std::slice::from_ref(&arn))?;
         let layer = f
             .control
             .layer_version(&caller.account, &owner, &name, version)?;
@@ -348,14 +396,26 @@ pub(crate) async fn add_permission(
             "Action must be lambda:GetLayerVersion",
         ));
     }
+    if input.organization_id.is_some() {
+        return Err(ApiError::invalid_parameter(
+            "OrganizationId is not supported: this node has no organizations",
+        ));
+    }
+    let principal = input
+        .principal
+        .ok_or_else(|| ApiError::invalid_parameter("Principal is required"))?;
+    // An account's root ARN names the account.
+    let principal = principal
+        .strip_prefix("arn:aws:iam::")
+        .and_then(|p| p.strip_suffix(":root"))
+        .map(str::to_owned)
+        .unwrap_or(principal);
     let statement = LayerStatement {
         sid: input
             .statement_id
             .ok_or_else(|| ApiError::invalid_parameter("StatementId is required"))?,
-        principal: input
-            .principal
-            .ok_or_else(|| ApiError::invalid_parameter("Principal is required"))?,
-        organization_id: input.organization_id,
+        principal,
+        organization_id: None,
     };
     let version = version_of(&params)?;
     let layer = f

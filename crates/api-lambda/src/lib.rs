@@ -375,10 +375,14 @@ async fn authorize(
     if matches!(resource, Resource::InBody) {
         return next.run(request).await;
     }
+    let layer_read = matches!(resource, Resource::LayerVersion) && action == "GetLayerVersion";
     let resource = resource_arn(&lambda, &caller, resource, route.as_str(), request.uri());
     let action = format!("lambda:{action}");
     match caller.authorize(&action, &resource) {
         Ok(()) => next.run(request).await,
+        Err(_) if layer_read && layer::shared_with(&lambda, &caller, &resource) => {
+            next.run(request).await
+        }
         Err(denied) => match granted_by_function_policy(&lambda, &caller, &action, &resource) {
             Some(owner) => {
                 let mut request = request;
@@ -431,15 +435,14 @@ fn resource_arn(
     route: &str,
     uri: &axum::http::Uri,
 ) -> String {
+    // A parameter is the path's segment at the position its `{name}` has in the route (no
+    // route here has a greedy parameter).
     let param = |name: &str| -> String {
-        let prefix = route
-            .split(&format!("{{{name}}}"))
-            .next()
-            .unwrap_or_default();
-        let raw = uri
-            .path()
-            .strip_prefix(prefix)
-            .and_then(|rest| rest.split('/').next())
+        let wanted = format!("{{{name}}}");
+        let raw = route
+            .split('/')
+            .position(|segment| segment == wanted)
+            .and_then(|i| uri.path().split('/').nth(i))
             .unwrap_or_default();
         percent_decode(raw).unwrap_or_else(|| raw.to_owned())
     };
@@ -460,19 +463,21 @@ fn resource_arn(
             param("uuid")
         ),
         Resource::Layer | Resource::LayerVersion => {
-            // A layer named by ARN is another account's; by name, the caller's.
-            let name = param("name");
-            let layer = if name.starts_with("arn:") {
-                name
-            } else {
-                format!(
-                    "arn:aws:lambda:{}:{}:layer:{name}",
-                    lambda.control.region(),
-                    caller.account
-                )
+            // Rebuilt from its parts, so that however the path spells a layer (by name, by an
+            // ARN of any partition or region, a version with leading zeros) a statement about
+            // its canonical ARN applies.
+            let Ok((owner, name)) = layer::layer_of(caller, &param("name")) else {
+                return "*".to_owned();
             };
+            let layer = format!(
+                "arn:aws:lambda:{}:{owner}:layer:{name}",
+                lambda.control.region()
+            );
             match resource {
-                Resource::LayerVersion => format!("{layer}:{}", param("version")),
+                Resource::LayerVersion => match param("version").parse::<u64>() {
+                    Ok(v) => format!("{layer}:{v}"),
+                    Err(_) => layer,
+                },
                 _ => layer,
             }
         }
@@ -641,6 +646,7 @@ async fn create_function(
         )
         .map_err(|d| ApiError::access_denied(d.message))?;
     check_role(&f, &caller, &new.role)?;
+    layer::check_use(&f, &caller, &new.layers)?;
     let mut function = f.control.create(&caller.account, new).await?;
     if publish {
         function = f
@@ -734,6 +740,11 @@ async fn update_function_configuration(
     let current = resolve(&f, &name, None)?;
     if let Some(role) = &input.role {
         check_role(&f, &caller, role)?;
+    }
+    if let Some(layers) = &input.layers {
+        // The caller's rights, not the function's owner's: another account allowed to change
+        // the function may not give it layers the caller could not read.
+        layer::check_use(&f, &caller, layers)?;
     }
     let function = f
         .control

@@ -835,7 +835,13 @@ fn package(api: &Api, manifest: &Manifest) -> anyhow::Result<String> {
         .pointer_mut("/Globals/Function")
         .and_then(Value::as_object_mut)
     {
-        g.remove("CodeUri");
+        // Packaged per function above when it was a local path; an S3 location stays.
+        if g.get("CodeUri")
+            .and_then(Value::as_str)
+            .is_some_and(|u| !u.starts_with("s3://"))
+        {
+            g.remove("CodeUri");
+        }
     }
     Ok(serde_json::to_string(&template)?)
 }

@@ -39,11 +39,14 @@ impl Layers {
             let key = (v.account.clone(), v.name.clone());
             let high = layers.highest.entry(key.clone()).or_default();
             *high = (*high).max(v.version);
-            layers
-                .by_name
-                .entry(key)
-                .or_default()
-                .insert(v.version, Arc::new(v));
+            // A deleted version's record keeps its number taken.
+            if !v.deleted {
+                layers
+                    .by_name
+                    .entry(key)
+                    .or_default()
+                    .insert(v.version, Arc::new(v));
+            }
         }
         layers
     }
@@ -89,8 +92,10 @@ impl ControlPlane {
                 .into());
             }
         }
-        let code = self.store_zip(input.zip).await?;
+        // The lock first: the code collector runs under it and must not see the package before
+        // the version that holds it.
         let _guard = self.mutations.lock().await;
+        let code = self.store_zip(input.zip).await?;
         let key = (account.to_owned(), input.name.clone());
         let version = {
             let layers = self.layers.read().map_err(|_| Error::Poisoned)?;
@@ -108,11 +113,17 @@ impl ControlPlane {
             created_ms: nimbus_types::time::now_ms(),
             policy: Vec::new(),
             revision_id: uuid::Uuid::new_v4().to_string(),
+            deleted: false,
         };
         let store = self.store.clone();
         let record = layer.clone();
-        self.blocking(move || store.put_layer_version(&record))
-            .await?;
+        if let Err(e) = self
+            .blocking(move || store.put_layer_version(&record))
+            .await
+        {
+            self.collect_code(vec![layer.code.sha256.clone()]).await;
+            return Err(e);
+        }
         let layer = Arc::new(layer);
         let mut layers = self.layers.write().map_err(|_| Error::Poisoned)?;
         layers.highest.insert(key.clone(), version);
@@ -136,18 +147,24 @@ impl ControlPlane {
     ) -> Result<Arc<LayerVersion>> {
         let layers = self.layers.read().map_err(|_| Error::Poisoned)?;
         let arn = format!("{}:{version}", self.layer_arn(owner, name));
+        let denied = || {
+            Error::Denied(format!(
+                "User: arn:aws:iam::{caller}:root is not authorized to perform: lambda:GetLayerVersion on resource: {arn}"
+            ))
+        };
         let found = layers
             .by_name
             .get(&(owner.to_owned(), name.to_owned()))
             .and_then(|v| v.get(&version))
-            .cloned()
-            .ok_or_else(|| not_found(&arn))?;
-        if !found.usable_by(caller) {
-            return Err(Error::Denied(format!(
-                "User: arn:aws:iam::{caller}:root is not authorized to perform: lambda:GetLayerVersion on resource: {arn}"
-            )));
+            .cloned();
+        match found {
+            Some(found) if found.usable_by(caller) => Ok(found),
+            Some(_) => Err(denied()),
+            None if caller == owner => Err(not_found(&arn)),
+            // Another account learns nothing of what is not shared with it, not even whether
+            // it exists.
+            None => Err(denied()),
         }
-        Ok(found)
     }
 
     /// `ListLayerVersions`: the versions of `owner`'s layer, newest first, optionally only
@@ -215,17 +232,30 @@ impl ControlPlane {
         let Some(removed) = removed else {
             return Ok(());
         };
+        // The record stays, marked deleted, so that the number is never given again.
+        let mut tombstone = (*removed).clone();
+        tombstone.deleted = true;
+        tombstone.policy.clear();
         let store = self.store.clone();
-        let (a, n) = (account.to_owned(), name.to_owned());
-        self.blocking(move || store.delete_layer_version(&a, &n, version))
-            .await?;
+        if let Err(e) = self
+            .blocking(move || store.put_layer_version(&tombstone))
+            .await
+        {
+            if let Ok(mut layers) = self.layers.write() {
+                layers
+                    .by_name
+                    .entry((account.to_owned(), name.to_owned()))
+                    .or_default()
+                    .insert(version, removed);
+            }
+            return Err(e);
+        }
         self.collect_code(vec![removed.code.sha256.clone()]).await;
         tracing::info!(layer = %name, version, "layer version deleted");
         Ok(())
     }
 
-    /// `AddLayerVersionPermission`: another account (or `*`, optionally within an
-    /// organization) may use the version.
+    /// `AddLayerVersionPermission`: another account (or `*`, everyone) may use the version.
     pub async fn add_layer_permission(
         &self,
         account: &str,
@@ -252,8 +282,11 @@ impl ControlPlane {
         if !principal_ok {
             return Err(InvalidParameter::new("Principal must be an account id or *").into());
         }
-        if statement.organization_id.is_some() && statement.principal != "*" {
-            return Err(InvalidParameter::new("OrganizationId goes with the principal *").into());
+        if statement.organization_id.is_some() {
+            return Err(InvalidParameter::new(
+                "OrganizationId is not supported: this node has no organizations",
+            )
+            .into());
         }
         self.change_layer_policy(account, name, version, revision_id, |policy| {
             if policy.iter().any(|s| s.sid == statement.sid) {
@@ -334,11 +367,17 @@ impl ControlPlane {
             .into());
         }
         let mut out = Vec::with_capacity(arns.len());
+        let mut seen: Vec<(String, String)> = Vec::with_capacity(arns.len());
         for arn in arns {
             let (owner, name, version) = parse_layer_version_arn(arn)?;
-            if out.iter().any(|l: &FunctionLayer| l.arn == *arn) {
-                return Err(InvalidParameter::new(format!("Layer {arn} is listed twice.")).into());
+            // Compared on the parsed parts, however the ARN is spelled: one layer once.
+            if seen.contains(&(owner.clone(), name.clone())) {
+                return Err(InvalidParameter::new(format!(
+                    "Two versions of the layer {name}, or one version twice, cannot be used together ({arn})."
+                ))
+                .into());
             }
+            seen.push((owner.clone(), name.clone()));
             let layer = self
                 .layer_version(account, &owner, &name, version)
                 .map_err(|e| match e {

@@ -349,22 +349,17 @@ impl ControlPlane {
     async fn collect_code(&self, candidates: Vec<String>) {
         // A package stays while a function, a version or a layer version holds it (functions
         // keep the packages of layers deleted after they started using them).
-        let packages = |f: &FunctionConfig| {
-            std::iter::once(f.code.sha256.clone())
-                .chain(f.layers.iter().map(|l| l.code.sha256.clone()))
-                .collect::<Vec<_>>()
-        };
         let mut in_use: Vec<String> = self
             .all()
             .unwrap_or_default()
             .iter()
-            .flat_map(|f| packages(f))
+            .flat_map(|f| packages_of(f))
             .collect();
         if let Ok(versions) = self.versions.read() {
             in_use.extend(
                 versions
                     .values()
-                    .flat_map(|v| v.values().flat_map(|f| packages(f))),
+                    .flat_map(|v| v.values().flat_map(|f| packages_of(f))),
             );
         }
         in_use.extend(self.layer_code_in_use());
@@ -401,9 +396,10 @@ impl ControlPlane {
             return Err(InvalidParameter::new("Code.ZipFile is empty").into());
         }
 
+        let _guard = self.mutations.lock().await;
+        // Under the lock, so that a layer version deleted meanwhile is not half-used.
         let layers = self.resolve_layers(account, &input.layers)?;
         validate_layers_runtime(runtime, &layers)?;
-        let _guard = self.mutations.lock().await;
         if self
             .function(&nimbus_types::name::scoped(account, &input.name))
             .is_some()
@@ -471,8 +467,19 @@ impl ControlPlane {
         self.blocking(move || store.put_function(&record)).await?;
         self.cache(&updated)?;
         self.manager.retire(&updated.qualified_name()).await;
+        // What the old configuration held and the new one does not: its code, and the
+        // packages of layers it dropped (kept only by it if their version was deleted).
+        let mut dropped: Vec<String> = old
+            .layers
+            .iter()
+            .map(|l| l.code.sha256.clone())
+            .filter(|sha| !updated.layers.iter().any(|l| &l.code.sha256 == sha))
+            .collect();
         if old.code.sha256 != updated.code.sha256 {
-            self.collect_code(vec![old.code.sha256.clone()]).await;
+            dropped.push(old.code.sha256.clone());
+        }
+        if !dropped.is_empty() {
+            self.collect_code(dropped).await;
         }
         tracing::info!(function = %updated.name, revision = %updated.revision_id, "function updated");
         Ok(Arc::new(updated))
@@ -689,7 +696,7 @@ impl ControlPlane {
         }
         self.manager.set_provisioned(version.clone(), 0).await;
         self.manager.retire(&version.qualified_name()).await;
-        self.collect_code(vec![version.code.sha256.clone()]).await;
+        self.collect_code(packages_of(&version)).await;
         Ok(())
     }
 
@@ -853,8 +860,8 @@ impl ControlPlane {
             self.manager.set_provisioned(v.clone(), 0).await;
         }
         self.manager.remove_function(name).await;
-        let mut codes = vec![old.code.sha256.clone()];
-        codes.extend(versions.iter().map(|v| v.code.sha256.clone()));
+        let mut codes = packages_of(&old);
+        codes.extend(versions.iter().flat_map(|v| packages_of(v)));
         self.collect_code(codes).await;
         tracing::info!(function = %name, "function deleted");
         Ok(())
@@ -915,6 +922,13 @@ fn same_published(version: &FunctionConfig, latest: &FunctionConfig) -> bool {
         && version.snap_start == latest.snap_start
         && version.role == latest.role
         && version.layers == latest.layers
+}
+
+/// The packages a function's configuration holds: its code and its layers'.
+fn packages_of(f: &FunctionConfig) -> Vec<String> {
+    std::iter::once(f.code.sha256.clone())
+        .chain(f.layers.iter().map(|l| l.code.sha256.clone()))
+        .collect()
 }
 
 /// Layers are extracted under `/opt` of a process sandbox; WebAssembly functions have none.

@@ -67,8 +67,9 @@ fn mount_layers(dirs: &[std::path::PathBuf], target: &Path) -> Step {
         [] => Ok(()),
         [one] => bind_readonly(one, target),
         many => {
-            let mut lower = Vec::with_capacity(many.len());
-            // overlayfs lists the top layer first.
+            let mut lower: Vec<&str> = Vec::with_capacity(many.len());
+            // overlayfs lists the top layer first, and refuses a directory twice (two layers
+            // with the same package): the topmost copy is the one that counts.
             for dir in many.iter().rev() {
                 let s = dir
                     .to_str()
@@ -78,7 +79,12 @@ fn mount_layers(dirs: &[std::path::PathBuf], target: &Path) -> Step {
                         "layer path {s} has a character overlayfs cannot take"
                     ));
                 }
-                lower.push(s);
+                if !lower.contains(&s) {
+                    lower.push(s);
+                }
+            }
+            if let [one] = lower.as_slice() {
+                return bind_readonly(Path::new(one), target);
             }
             mount(
                 "overlay",

@@ -13,6 +13,9 @@ use crate::{
     Change, ChangeSet, Deployed, Output, Stack, StackError, Stacks, Step, check_stack_name,
 };
 
+/// The most change sets a stack keeps (each holds a template).
+const MAX_CHANGE_SETS: usize = 20;
+
 /// A template loaded and bound: what planning and executing share.
 pub struct Plan {
     pub template: Template,
@@ -159,7 +162,26 @@ impl Stacks {
         let mut changes = Vec::new();
         for id in &plan.order {
             let r = &plan.template.resources[id];
-            let props = scope.value(&r.properties, &format!("Resources.{id}.Properties"))?;
+            let props = match scope.value(&r.properties, &format!("Resources.{id}.Properties")) {
+                Ok(p) => p,
+                // A value that depends on a resource not made yet (or about to change) can be
+                // known only when the change set runs, which checks it then.
+                Err(e) => {
+                    let mut names = std::collections::BTreeSet::new();
+                    crate::intrinsic::references(
+                        &r.properties,
+                        &plan.template.resources.keys().cloned().collect(),
+                        &mut names,
+                    );
+                    if names.is_empty() {
+                        return Err(e);
+                    }
+                    Value::String(format!(
+                        "{{{{unknown until the change set runs: {}}}}}",
+                        e.message
+                    ))
+                }
+            };
             match stack.resources.get(id) {
                 None => changes.push(Change {
                     action: "Add".into(),
@@ -319,6 +341,12 @@ impl Stacks {
         } else {
             ("CREATE_COMPLETE", None, "AVAILABLE")
         };
+        if stack.change_sets.len() >= MAX_CHANGE_SETS {
+            return Err(StackError::validation(format!(
+                "Stack {} already has {MAX_CHANGE_SETS} change sets; delete some first.",
+                stack.name
+            )));
+        }
         stack.change_sets.push(ChangeSet {
             id: id.clone(),
             name: change_set_name.to_owned(),
@@ -381,7 +409,7 @@ impl Stacks {
     ) -> Result<(), StackError> {
         let _gate = self.gate.lock().await;
         let (mut stack, c) = self.change_set(account, stack_name, name)?;
-        if c.execution_status == "EXECUTE_IN_PROGRESS" {
+        if stack.in_progress() || c.execution_status == "EXECUTE_IN_PROGRESS" {
             return Err(StackError::validation(
                 "A change set that is executing cannot be deleted.",
             ));
@@ -473,16 +501,29 @@ impl Stacks {
         };
         match outputs {
             Ok(outputs) => {
+                // The new state is recorded before the old resources go, so that a stop during
+                // the cleanup resumes it (see `recover`).
+                stack.outputs = outputs;
+                stack.order = plan.order.clone();
+                stack.template_body = change_set.template_body.clone();
+                // Every parameter with the value it took (a default too), as DescribeStacks
+                // shows them.
+                stack.parameters = plan
+                    .parameters
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            crate::intrinsic::scalar_text(v).unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+                stack.description = plan.template.description.clone();
                 if !creating {
                     stack.set_status("UPDATE_COMPLETE_CLEANUP_IN_PROGRESS", None);
                     self.save(&stack);
                 }
-                self.cleanup(&mut stack, &plan, &ctx).await;
-                stack.outputs = outputs;
-                stack.order = plan.order.clone();
-                stack.template_body = change_set.template_body.clone();
-                stack.parameters = change_set.parameters.clone();
-                stack.description = plan.template.description.clone();
+                self.cleanup(&mut stack, &ctx).await;
                 stack.journal.clear();
                 stack.before = None;
                 // As CloudFormation does, an executed stack keeps no change sets.
@@ -542,6 +583,11 @@ impl Stacks {
                 && d.properties == props
             {
                 scope.resources.insert(id.clone(), d.made.clone());
+                // Unchanged, but its policies are the template's as it is now.
+                if let Some(current) = stack.resources.get_mut(id) {
+                    current.retain = r.retain;
+                    current.retain_on_replace = r.retain_on_replace;
+                }
                 continue;
             }
             match previous {
@@ -584,6 +630,7 @@ impl Stacks {
                     stack.journal.push(Step::Replace {
                         logical_id: id.clone(),
                         before: d.clone(),
+                        kind: r.kind.clone(),
                         name: name.clone(),
                         properties: props.clone(),
                         made: None,
@@ -597,7 +644,13 @@ impl Stacks {
                             }
                             self.record(stack, scope, id, r, props, made, "UPDATE_COMPLETE");
                         }
-                        Err(e) => return Err(fail(stack, "UPDATE_FAILED", "", e.message)),
+                        Err(e) => {
+                            // Refused by its API: nothing was made (providers undo their own
+                            // partial work), so there is nothing to undo, and nothing that
+                            // merely has the name may be deleted.
+                            stack.journal.pop();
+                            return Err(fail(stack, "UPDATE_FAILED", "", e.message));
+                        }
                     }
                 }
                 None => {
@@ -618,7 +671,11 @@ impl Stacks {
                             }
                             self.record(stack, scope, id, r, props, made, "CREATE_COMPLETE");
                         }
-                        Err(e) => return Err(fail(stack, "CREATE_FAILED", "", e.message)),
+                        Err(e) => {
+                            // As above: nothing made, nothing to undo.
+                            stack.journal.pop();
+                            return Err(fail(stack, "CREATE_FAILED", "", e.message));
+                        }
                     }
                 }
             }
@@ -649,13 +706,17 @@ impl Stacks {
                 status: status.into(),
                 updated_ms: nimbus_types::time::now_ms(),
                 retain: r.retain,
+                retain_on_replace: r.retain_on_replace,
             },
         );
         self.save(stack);
     }
 
     /// Deletes what the new template no longer has and what was replaced, newest first.
-    async fn cleanup(&self, stack: &mut Stack, plan: &Plan, ctx: &Ctx<'_>) {
+    /// The stack's record says what it has now (`resources`, `order`); what it had before the
+    /// operation is in `before` and the journal's replacements, so a node that stops in the
+    /// middle of this resumes it.
+    async fn cleanup(&self, stack: &mut Stack, ctx: &Ctx<'_>) {
         let before = stack.before.clone().unwrap_or_default();
         let replaced: BTreeMap<String, Deployed> = stack
             .journal
@@ -673,19 +734,26 @@ impl Stacks {
                 order.push(id.clone());
             }
         }
+        let current = stack.order.clone();
         for id in order.iter().rev() {
-            let old = match (replaced.get(id), plan.order.contains(id)) {
-                (Some(old), _) => old.clone(),
+            let (old, retained) = match (replaced.get(id), current.contains(id)) {
+                (Some(old), _) => (old.clone(), old.retain_on_replace),
                 (None, false) => match before.get(id) {
-                    Some(d) => d.clone(),
+                    Some(d) => (d.clone(), d.retain),
                     None => continue,
                 },
                 (None, true) => continue,
             };
-            if !plan.order.contains(id) {
+            if !current.contains(id) {
                 stack.resources.remove(id);
             }
-            if old.retain {
+            // Two resources of the stack can name one physical resource (a version published
+            // again unchanged is the same version): one still in use is not deleted.
+            let shared = stack
+                .resources
+                .values()
+                .any(|d| d.kind == old.kind && d.made.reference == old.made.reference);
+            if retained || shared {
                 stack.event(id, &old.made.reference, &old.kind, "DELETE_SKIPPED", None);
                 continue;
             }
@@ -729,21 +797,47 @@ impl Stacks {
                 }
                 | Step::Replace {
                     logical_id,
-                    before: Deployed { kind, .. },
+                    kind,
                     name,
                     properties,
                     made,
+                    ..
                 } => {
+                    // Records from before `Replace` kept its kind had the old one's.
+                    let kind = match &step {
+                        Step::Replace { before, kind, .. } if kind.is_empty() => &before.kind,
+                        _ => kind,
+                    };
+                    let named_by_template = providers::name_property(kind)
+                        .and_then(|p| providers::text(properties, p))
+                        .is_some();
+                    let shared = matches!(&step, Step::Replace { before, made: Some(m), .. }
+                        if before.kind == *kind && before.made.reference == m.reference);
                     let target = match made {
-                        Some(m) => m.clone(),
+                        Some(m) if !shared => m.clone(),
+                        // The same physical resource as the one it replaced: nothing to undo.
+                        Some(_) => {
+                            stack.journal.pop();
+                            self.save(stack);
+                            continue;
+                        }
                         // Cut short before the API answered: if it made the resource, it has
-                        // the name it was given.
+                        // the name it was given. A name the template chose may be another
+                        // resource's, made before the stack: that is left alone.
+                        None if named_by_template => {
+                            stack.event(
+                                logical_id,
+                                "",
+                                kind,
+                                "DELETE_SKIPPED",
+                                Some("The step was cut short; a resource named by the template is not deleted by its name.".into()),
+                            );
+                            stack.journal.pop();
+                            self.save(stack);
+                            continue;
+                        }
                         None => Made {
-                            reference: providers::text(
-                                properties,
-                                providers::name_property(kind).unwrap_or("-"),
-                            )
-                            .unwrap_or_else(|| name.clone()),
+                            reference: name.clone(),
                             attributes: BTreeMap::new(),
                         },
                     };
@@ -796,15 +890,12 @@ impl Stacks {
                         "UPDATE_IN_PROGRESS",
                         None,
                     );
-                    match providers::update(
-                        ctx,
-                        &before.kind,
-                        &before.made,
-                        after,
-                        &before.properties,
-                    )
-                    .await
-                    {
+                    // Back at once: a rollback does not shift traffic step by step.
+                    let mut target = before.properties.clone();
+                    if let Some(props) = target.as_object_mut() {
+                        props.remove("DeploymentPreference");
+                    }
+                    match providers::update(ctx, &before.kind, &before.made, after, &target).await {
                         Ok(_) => stack.event(
                             logical_id,
                             &before.made.reference,
@@ -861,9 +952,11 @@ impl Stacks {
         }
         let creating = stack.status.starts_with("CREATE") || stack.status.starts_with("ROLLBACK");
         if stack.status == "UPDATE_COMPLETE_CLEANUP_IN_PROGRESS" {
-            // Everything new is in place; only the old resources' deletes were left.
+            // Everything new is in place and recorded; the old resources' deletes go on.
+            self.cleanup(&mut stack, &ctx).await;
             stack.journal.clear();
             stack.before = None;
+            stack.change_sets.clear();
             stack.set_status("UPDATE_COMPLETE", None);
             self.save(&stack);
             return;
@@ -1207,7 +1300,8 @@ mod tests {
                 "DynamoDB_20120810.CreateTable",
                 "DynamoDB_20120810.DescribeTable",
                 "AmazonSQS.CreateQueue",
-                "AmazonSQS.DeleteQueue",
+                // The queue was refused: nothing called `boom` is deleted (it may be someone
+                // else's).
                 "DynamoDB_20120810.DeleteTable",
             ]
         );

@@ -32,6 +32,9 @@ pub struct Scope<'a> {
 
 pub const NO_VALUE: &str = "AWS::NoValue";
 
+/// The longest string `Fn::Join` or `Fn::Sub` may make.
+const MAX_STRING_BYTES: usize = 1 << 20;
+
 impl Scope<'_> {
     /// The pseudo parameters of a stack.
     pub fn pseudo_for(
@@ -167,7 +170,11 @@ impl Scope<'_> {
                     .iter()
                     .map(|i| scalar_text(i).ok_or_else(|| bad("can join only strings")))
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok(Some(Value::String(parts.join(delimiter))))
+                let joined = parts.join(delimiter);
+                if joined.len() > MAX_STRING_BYTES {
+                    return Err(bad("makes a string longer than 1 MiB"));
+                }
+                Ok(Some(Value::String(joined)))
             }
             "Fn::Select" => {
                 let Value::Array(a) = args else {
@@ -412,6 +419,11 @@ impl Scope<'_> {
                         "Template error: Fn::Sub at {at}: ${{{name}}} is not a string."
                     ))
                 })?);
+            }
+            if out.len() > MAX_STRING_BYTES {
+                return Err(StackError::validation(format!(
+                    "Template error: Fn::Sub at {at} makes a string longer than 1 MiB."
+                )));
             }
             rest = &after[end + 1..];
         }

@@ -75,6 +75,9 @@ pub struct Deployed {
     pub status: String,
     pub updated_ms: i64,
     pub retain: bool,
+    /// Left in place when a replacement takes its place (`UpdateReplacePolicy: Retain`).
+    #[serde(default)]
+    pub retain_on_replace: bool,
 }
 
 /// One planned change.
@@ -145,10 +148,13 @@ pub enum Step {
         before: Deployed,
         after: Value,
     },
-    /// A new resource made beside `before`, which stays until the operation completes.
+    /// A new resource (of type `kind`) made beside `before`, which stays until the operation
+    /// completes.
     Replace {
         logical_id: String,
         before: Deployed,
+        #[serde(default)]
+        kind: String,
         name: String,
         properties: Value,
         made: Option<Made>,

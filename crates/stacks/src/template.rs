@@ -20,6 +20,9 @@ pub struct Resource {
     pub condition: Option<String>,
     /// `Retain`: left in place when the stack no longer has it.
     pub retain: bool,
+    /// `UpdateReplacePolicy: Retain`: the old resource is left in place when replaced.
+    #[serde(default)]
+    pub retain_on_replace: bool,
 }
 
 /// A template after the SAM transform, its sections split out.
@@ -45,6 +48,13 @@ const SECTIONS: &[&str] = &[
     "Outputs",
     "Globals",
 ];
+
+/// The most resources a (transformed) template may hold.
+pub const MAX_RESOURCES: usize = 2000;
+/// The longest parameter value, as CloudFormation allows.
+pub const MAX_PARAMETER_BYTES: usize = 4096;
+/// The longest `AllowedPattern`.
+const MAX_PATTERN_CHARS: usize = 1024;
 
 const RESOURCE_KEYS: &[&str] = &[
     "Type",
@@ -110,6 +120,24 @@ impl Template {
                 "Template format error: At least one Resources member must be defined.",
             ));
         }
+        if declared.len() > MAX_RESOURCES {
+            return Err(StackError::validation(format!(
+                "Template format error: the template declares {} resources (after the SAM transform); at most {MAX_RESOURCES} are allowed.",
+                declared.len()
+            )));
+        }
+        for (name, max) in [
+            ("Parameters", 200),
+            ("Conditions", 200),
+            ("Outputs", 200),
+            ("Mappings", 200),
+        ] {
+            if section(raw, name)?.len() > max {
+                return Err(StackError::validation(format!(
+                    "Template format error: at most {max} {name} are allowed."
+                )));
+            }
+        }
         for (id, r) in &declared {
             if !id.chars().all(|c| c.is_ascii_alphanumeric()) || id.len() > 255 {
                 return Err(StackError::validation(format!(
@@ -169,15 +197,24 @@ impl Template {
                     )));
                 }
             };
-            let retain = match r.get("DeletionPolicy").and_then(Value::as_str) {
-                None | Some("Delete") => false,
-                Some("Retain" | "RetainExceptOnCreate") => true,
-                Some(other) => {
-                    return Err(StackError::validation(format!(
-                        "DeletionPolicy {other} of {id} is not supported (Delete and Retain are)."
-                    )));
+            let policy = |key: &str| -> Result<bool, StackError> {
+                match r.get(key) {
+                    None => Ok(false),
+                    Some(Value::String(p)) if p == "Delete" => Ok(false),
+                    Some(Value::String(p)) if p == "Retain" || p == "RetainExceptOnCreate" => {
+                        Ok(true)
+                    }
+                    Some(Value::String(other)) => Err(StackError::validation(format!(
+                        "{key} {other} of {id} is not supported (Delete and Retain are)."
+                    ))),
+                    // Refused rather than read as Delete: a policy decides what data survives.
+                    Some(_) => Err(StackError::validation(format!(
+                        "{key} of {id} must be Delete or Retain written out; intrinsic functions are not supported there."
+                    ))),
                 }
             };
+            let retain = policy("DeletionPolicy")?;
+            let retain_on_replace = policy("UpdateReplacePolicy")?;
             resources.insert(
                 id.clone(),
                 Resource {
@@ -186,6 +223,7 @@ impl Template {
                     depends_on,
                     condition,
                     retain,
+                    retain_on_replace,
                 },
             );
         }
@@ -230,6 +268,11 @@ impl Template {
                     }
                 },
             };
+            if text.len() > MAX_PARAMETER_BYTES {
+                return Err(StackError::validation(format!(
+                    "Parameter '{name}' is longer than {MAX_PARAMETER_BYTES} bytes."
+                )));
+            }
             out.insert(name.clone(), check_parameter(name, decl, &text)?);
         }
         if !missing.is_empty() {
@@ -406,10 +449,17 @@ fn check_parameter(name: &str, decl: &Value, text: &str) -> Result<Value, StackE
             )));
         }
     }
-    if let Some(pattern) = decl.get("AllowedPattern").and_then(Value::as_str)
-        && !simple_pattern_matches(pattern, text)
-    {
-        return Err(invalid(format!("must match pattern {pattern}")));
+    if let Some(pattern) = decl.get("AllowedPattern").and_then(Value::as_str) {
+        match simple_pattern_matches(pattern, text) {
+            Some(true) => {}
+            Some(false) => return Err(invalid(format!("must match pattern {pattern}"))),
+            None => {
+                return Err(invalid(format!(
+                    "has an AllowedPattern ({pattern}) with regular-expression features this node does not read \
+                     (literals, ., classes, \\d \\w \\s and their negations, * + ? {{m,n}}, top-level | and one enclosing group are)"
+                )));
+            }
+        }
     }
     let len = text.chars().count();
     if let Some(min) = decl.get("MinLength").and_then(as_u64)
@@ -459,16 +509,25 @@ fn as_f64(v: &Value) -> Option<f64> {
 
 /// `AllowedPattern`s as templates write them: a regular expression anchored at both ends.
 /// The common forms are handled: literals, `.`, classes `[a-z0-9_-]` (with `^` negation),
-/// `\d \w \s`, quantifiers `* + ? {m,n}`, alternation of whole patterns with `|`.
-pub fn simple_pattern_matches(pattern: &str, text: &str) -> bool {
+/// `\d \w \s` and `\D \W \S`, quantifiers `* + ? {m,n}`, alternation of whole patterns
+/// with `|`, one group around the whole. `None`: a pattern this cannot read (refused).
+/// Matching takes time linear in the pattern times the text, whatever the pattern.
+pub fn simple_pattern_matches(pattern: &str, text: &str) -> Option<bool> {
+    if pattern.chars().count() > MAX_PATTERN_CHARS {
+        return None;
+    }
     let p = pattern.strip_prefix('^').unwrap_or(pattern);
     let p = p.strip_suffix('$').unwrap_or(p);
-    let alternatives = split_top_level(p);
+    let p = match p.strip_prefix('(').and_then(|x| x.strip_suffix(')')) {
+        Some(inner) if !inner.contains(['(', ')']) => inner,
+        _ => p,
+    };
     let chars: Vec<char> = text.chars().collect();
-    alternatives.iter().any(|alt| match parse_atoms(alt) {
-        Some(atoms) => matches_from(&atoms, &chars),
-        None => true, // a pattern this cannot read is not enforced
-    })
+    let mut any = false;
+    for alt in split_top_level(p) {
+        any |= matches_all(&parse_atoms(&alt)?, &chars);
+    }
+    Some(any)
 }
 
 fn split_top_level(p: &str) -> Vec<String> {
@@ -504,13 +563,15 @@ struct Atom {
     max: usize,
 }
 
-fn class_escape(c: char) -> Option<Vec<(char, char)>> {
-    Some(match c {
+/// The set of a class escape and whether it is negated (`\D`, `\W`, `\S`).
+fn class_escape(c: char) -> Option<(Vec<(char, char)>, bool)> {
+    let set = match c.to_ascii_lowercase() {
         'd' => vec![('0', '9')],
         'w' => vec![('a', 'z'), ('A', 'Z'), ('0', '9'), ('_', '_')],
         's' => vec![(' ', ' '), ('\t', '\t'), ('\n', '\n'), ('\r', '\r')],
         _ => return None,
-    })
+    };
+    Some((set, c.is_ascii_uppercase()))
 }
 
 fn parse_atoms(p: &str) -> Option<Vec<Atom>> {
@@ -532,7 +593,13 @@ fn parse_atoms(p: &str) -> Option<Vec<Atom>> {
             }
             '\\' => {
                 let e = *c.get(i + 1)?;
-                atom.set = class_escape(e).unwrap_or_else(|| vec![(e, e)]);
+                match class_escape(e) {
+                    Some((set, negated)) => {
+                        atom.set = set;
+                        atom.negated = negated;
+                    }
+                    None => atom.set = vec![(e, e)],
+                }
                 i += 2;
             }
             '[' => {
@@ -547,9 +614,14 @@ fn parse_atoms(p: &str) -> Option<Vec<Atom>> {
                     let lo = if c[i] == '\\' {
                         let e = *c.get(i + 1)?;
                         i += 2;
-                        if let Some(set) = class_escape(e) {
-                            atom.set.extend(set);
-                            continue;
+                        match class_escape(e) {
+                            Some((set, false)) => {
+                                atom.set.extend(set);
+                                continue;
+                            }
+                            // `[\D…]` is not read.
+                            Some((_, true)) => return None,
+                            None => {}
                         }
                         e
                     } else {
@@ -619,26 +691,38 @@ fn atom_accepts(a: &Atom, ch: char) -> bool {
     inside != a.negated
 }
 
-fn matches_from(atoms: &[Atom], text: &[char]) -> bool {
-    let Some((first, rest)) = atoms.split_first() else {
-        return text.is_empty();
-    };
-    let mut taken = 0;
-    while taken < first.min {
-        if taken >= text.len() || !atom_accepts(first, text[taken]) {
-            return false;
+/// Whether `atoms` match all of `text`, by dynamic programming from the last atom back:
+/// `next[j]` says whether the atoms after the current one match `text[j..]`.
+fn matches_all(atoms: &[Atom], text: &[char]) -> bool {
+    let n = text.len();
+    let mut next = vec![false; n + 1];
+    next[n] = true;
+    for atom in atoms.iter().rev() {
+        // How many of `next` are true before each position, for range queries.
+        let mut before = vec![0usize; n + 2];
+        for j in 0..=n {
+            before[j + 1] = before[j] + usize::from(next[j]);
         }
-        taken += 1;
+        // How many characters from each position the atom accepts in a row.
+        let mut run = vec![0usize; n + 1];
+        for j in (0..n).rev() {
+            run[j] = if atom_accepts(atom, text[j]) {
+                run[j + 1] + 1
+            } else {
+                0
+            };
+        }
+        let mut current = vec![false; n + 1];
+        for j in 0..=n {
+            if atom.min > run[j] {
+                continue;
+            }
+            let (lo, hi) = (j + atom.min, j + atom.max.min(run[j]));
+            current[j] = before[hi + 1] > before[lo];
+        }
+        next = current;
     }
-    loop {
-        if matches_from(rest, &text[taken..]) {
-            return true;
-        }
-        if taken >= first.max || taken >= text.len() || !atom_accepts(first, text[taken]) {
-            return false;
-        }
-        taken += 1;
-    }
+    next[0]
 }
 
 #[cfg(test)]
@@ -741,11 +825,20 @@ mod tests {
 
     #[test]
     fn patterns() {
-        assert!(simple_pattern_matches("^[a-zA-Z0-9-]+$", "my-stage-1"));
-        assert!(!simple_pattern_matches("^[a-zA-Z0-9-]+$", "my stage"));
-        assert!(simple_pattern_matches("[a-z]{3,5}", "abcd"));
-        assert!(!simple_pattern_matches("[a-z]{3,5}", "ab"));
-        assert!(simple_pattern_matches("dev|prod", "prod"));
-        assert!(simple_pattern_matches("\\d+\\.\\d+", "3.14"));
+        let m = |p: &str, t: &str| simple_pattern_matches(p, t);
+        assert_eq!(m("^[a-zA-Z0-9-]+$", "my-stage-1"), Some(true));
+        assert_eq!(m("^[a-zA-Z0-9-]+$", "my stage"), Some(false));
+        assert_eq!(m("[a-z]{3,5}", "abcd"), Some(true));
+        assert_eq!(m("[a-z]{3,5}", "ab"), Some(false));
+        assert_eq!(m("dev|prod", "prod"), Some(true));
+        assert_eq!(m("^(dev|prod)$", "qa"), Some(false));
+        assert_eq!(m("\\d+\\.\\d+", "3.14"), Some(true));
+        assert_eq!(m("\\S+", "a b"), Some(false));
+        assert_eq!(m("(a)(b)", "ab"), None);
+        // Patterns that make a backtracking matcher take exponential time or deep recursion
+        // are linear here.
+        let stars = "a*".repeat(20) + "b";
+        assert_eq!(m(&stars, &"a".repeat(4000)), Some(false));
+        assert_eq!(m(&"a?".repeat(500), ""), Some(true));
     }
 }

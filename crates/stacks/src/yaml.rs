@@ -44,12 +44,75 @@ pub fn parse(text: &str) -> Result<Value, StackError> {
             ))
         });
     }
+    if let Some(line) = alias_line(text) {
+        // As CloudFormation: no anchors or aliases (which also keeps a small text from
+        // expanding into a huge value).
+        return Err(StackError::validation(format!(
+            "Template format error: YAML anchors and aliases are not supported (line {line})."
+        )));
+    }
     let yaml: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
         StackError::validation(format!(
             "Template format error: YAML not well-formed. ({e})"
         ))
     })?;
     convert(yaml, &mut Vec::new())
+}
+
+/// The first line (from 1) holding a YAML anchor (`&name`) or alias (`*name`) where a node
+/// starts, outside quotes, comments and block scalars.
+fn alias_line(text: &str) -> Option<usize> {
+    let mut block: Option<usize> = None; // indentation a block scalar's lines exceed
+    for (n, line) in text.lines().enumerate() {
+        let indent = line.len() - line.trim_start().len();
+        if let Some(min) = block {
+            if line.trim().is_empty() || indent > min {
+                continue;
+            }
+            block = None;
+        }
+        let bytes = line.as_bytes();
+        let mut quote: Option<u8> = None;
+        let mut previous = b' ';
+        let mut last_significant = b'\n'; // the line's start
+        for (i, &b) in bytes.iter().enumerate() {
+            match quote {
+                Some(q) if b == q => quote = None,
+                Some(_) => {}
+                None => match b {
+                    b'\'' | b'"' if matches!(previous, b' ' | b':' | b'-' | b'[' | b',' | b'{') => {
+                        quote = Some(b)
+                    }
+                    b'#' if previous == b' ' || i == 0 => break,
+                    b'&' | b'*'
+                        if matches!(
+                            last_significant,
+                            b'\n' | b':' | b'-' | b'[' | b',' | b'{' | b'?'
+                        ) && (previous == b' '
+                            || matches!(previous, b'[' | b',' | b'{')
+                            || i == indent)
+                            && bytes
+                                .get(i + 1)
+                                .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_') =>
+                    {
+                        return Some(n + 1);
+                    }
+                    _ => {}
+                },
+            }
+            if !b.is_ascii_whitespace() {
+                last_significant = b;
+            }
+            previous = b;
+        }
+        // A block scalar starts after `|` or `>` (with its modifiers) at the end of a line.
+        let trimmed = line.trim_end();
+        let tail = trimmed.trim_end_matches(|c: char| c == '-' || c == '+' || c.is_ascii_digit());
+        if quote.is_none() && (tail.ends_with('|') || tail.ends_with('>')) {
+            block = Some(indent);
+        }
+    }
+    None
 }
 
 fn where_(path: &[String]) -> String {
@@ -178,6 +241,26 @@ mod tests {
                 "K": {"Condition": "L"},
             })
         );
+    }
+
+    #[test]
+    fn anchors_and_aliases_are_refused_but_lookalikes_are_not() {
+        assert!(
+            parse("A: &x {B: 1}\nC: *x\n")
+                .unwrap_err()
+                .message
+                .contains("line 1")
+        );
+        assert!(
+            parse("A:\n  - 1\nB:\n  - *x\n")
+                .unwrap_err()
+                .message
+                .contains("anchors")
+        );
+        // Stars and ampersands that are text.
+        let ok = "Code: |\n  *emphasis* & more\n  x = a * b\nName: 'a *b'\nSub: !Sub '${A}&${B}'\nGlob: 'src/*'\n";
+        assert!(parse(ok).is_ok(), "{:?}", parse(ok).err());
+        assert!(parse("Pattern: \"*.py\"\nText: rock & roll\n").is_ok());
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub struct LayerVersion {
     /// Changes with every change of the policy.
     #[serde(default)]
     pub revision_id: String,
+    /// Deleted: kept as a record only so that its number is never given again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
 }
 
 /// A statement of a layer version's policy: an account (or `*`, everyone; optionally only an
@@ -50,13 +53,13 @@ impl LayerVersion {
         format!("{}:{}", self.layer_arn(region), self.version)
     }
 
-    /// Whether `account` may use this version.
+    /// Whether `account` may use this version. A statement limited to an organization
+    /// matches no one: this node has no organizations.
     pub fn usable_by(&self, account: &str) -> bool {
         account == self.account
-            || self
-                .policy
-                .iter()
-                .any(|s| s.principal == "*" || s.principal == account)
+            || self.policy.iter().any(|s| {
+                s.organization_id.is_none() && (s.principal == "*" || s.principal == account)
+            })
     }
 }
 

@@ -160,7 +160,6 @@ impl LocalWorker {
                 nimbus_store::Error::InvalidCode(m) => Error::InvalidCode(m),
                 other => Error::Internal(format!("{other:#}")),
             })?;
-            process.check(&function, &root)?;
             let layers = function
                 .layers
                 .iter()
@@ -170,6 +169,7 @@ impl LocalWorker {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
+            process.check(&function, &root, &layers)?;
             Ok((root, layers))
         })
         .await

@@ -347,7 +347,12 @@ impl ProcessConfig {
     }
 
     /// The program a runtime starts with, or why this node cannot run it.
-    fn program(&self, asked: Runtime, code_dir: &Path) -> Result<(PathBuf, Vec<String>)> {
+    fn program(
+        &self,
+        asked: Runtime,
+        code_dir: &Path,
+        opt_dirs: &[PathBuf],
+    ) -> Result<(PathBuf, Vec<String>)> {
         let runtime = self.host.effective(asked);
         let unavailable = || {
             Error::InvalidCode(format!(
@@ -370,21 +375,27 @@ impl ProcessConfig {
         };
         match runtime {
             Runtime::Provided(_) => {
-                let bootstrap = code_dir.join("bootstrap");
-                let executable = std::fs::metadata(&bootstrap)
-                    .map(|m| {
-                        std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
-                            && m.is_file()
-                    })
-                    .unwrap_or(false);
-                if !executable {
-                    return Err(Error::InvalidCode(
+                let executable = |dir: &Path| {
+                    std::fs::metadata(dir.join("bootstrap"))
+                        .map(|m| {
+                            std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+                                && m.is_file()
+                        })
+                        .unwrap_or(false)
+                };
+                // The package's own bootstrap, else a layer's (a runtime shipped as a layer),
+                // as Lambda looks for them.
+                if executable(code_dir) {
+                    Ok((PathBuf::from("/var/task/bootstrap"), vec![]))
+                } else if opt_dirs.iter().any(|d| executable(d)) {
+                    Ok((PathBuf::from("/opt/bootstrap"), vec![]))
+                } else {
+                    Err(Error::InvalidCode(
                         "a provided runtime needs an executable file named bootstrap at the root of the \
-                         code package"
+                         code package or of one of its layers"
                             .into(),
-                    ));
+                    ))
                 }
-                Ok((PathBuf::from("/var/task/bootstrap"), vec![]))
             }
             Runtime::Python { minor } if Some(minor) == self.host.python_minor => Ok((
                 PathBuf::from(format!("/usr/bin/python3.{minor}")),
@@ -399,9 +410,15 @@ impl ProcessConfig {
     }
 
     /// Checks that a function of this runtime can start here, without starting it.
-    pub(crate) fn check(&self, function: &FunctionConfig, code_dir: &Path) -> Result<()> {
+    pub(crate) fn check(
+        &self,
+        function: &FunctionConfig,
+        code_dir: &Path,
+        opt_dirs: &[PathBuf],
+    ) -> Result<()> {
         nimbus_sandbox::check_support().map_err(|e| Error::InvalidCode(e.to_string()))?;
-        self.program(function.runtime, code_dir).map(|_| ())
+        self.program(function.runtime, code_dir, opt_dirs)
+            .map(|_| ())
     }
 }
 
@@ -576,7 +593,7 @@ impl ProcessSandbox {
         region: &str,
         init_type: InitType,
     ) -> Result<Self> {
-        let (program, args) = config.program(function.runtime, &code_dir)?;
+        let (program, args) = config.program(function.runtime, &code_dir, &opt_dirs)?;
         let day = nimbus_types::time::lambda_timestamp(nimbus_types::time::now_ms());
         let log_stream = format!(
             "{}/[{}]{sandbox_id:016x}",
