@@ -444,7 +444,10 @@ pub async fn serve(
     if let Ok(mut slot) = services.write() {
         *slot = Some(nimbus_gateway::for_sandboxes(router.clone()));
     }
-    stacks.connect(Arc::new(nimbus_gateway::InProcessDispatch(router.clone())));
+    // Held here for as long as the node serves: the stacks hold it weakly (it holds them).
+    let in_process: Arc<dyn nimbus_stacks::Dispatch> =
+        Arc::new(nimbus_gateway::InProcessDispatch(router.clone()));
+    stacks.connect(&in_process);
 
     let address = listener.local_addr()?;
     ready(address)?;

@@ -1252,7 +1252,9 @@ mod tests {
         )
         .unwrap();
         let fake = Arc::new(Fake::default());
-        stacks.connect(fake.clone());
+        let dispatch: Arc<dyn providers::Dispatch> = fake.clone();
+        // `fake` (the same allocation) keeps it alive for the test.
+        stacks.connect(&dispatch);
         (stacks, fake, dir)
     }
 

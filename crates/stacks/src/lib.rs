@@ -236,7 +236,9 @@ impl Stack {
 /// The node's stacks.
 pub struct Stacks {
     store: Arc<dyn StackStore>,
-    dispatch: OnceLock<Arc<dyn Dispatch>>,
+    /// The node's router, which holds the stacks in turn: held weakly, so that a stopped
+    /// node's parts (and its store's file lock) are released; the node keeps it alive.
+    dispatch: OnceLock<std::sync::Weak<dyn Dispatch>>,
     region: String,
     /// The node's `host:port`, sent as the `Host` of the stack's requests (queue URLs and the
     /// like are made from it).
@@ -279,8 +281,9 @@ impl Stacks {
     }
 
     /// Connects the stacks to the node's APIs, and rolls back any operation a stop cut short.
-    pub fn connect(self: &Arc<Self>, dispatch: Arc<dyn Dispatch>) {
-        if self.dispatch.set(dispatch).is_err() {
+    /// The caller keeps `dispatch` alive for as long as the node serves.
+    pub fn connect(self: &Arc<Self>, dispatch: &Arc<dyn Dispatch>) {
+        if self.dispatch.set(Arc::downgrade(dispatch)).is_err() {
             return;
         }
         let interrupted: Vec<Stack> = self
@@ -359,7 +362,7 @@ impl Stacks {
     fn dispatch(&self) -> Result<Arc<dyn Dispatch>, StackError> {
         self.dispatch
             .get()
-            .cloned()
+            .and_then(std::sync::Weak::upgrade)
             .ok_or_else(|| StackError::internal("The node's APIs are not ready."))
     }
 }

@@ -123,11 +123,15 @@ impl TestNode {
                 let shutdown = async move {
                     let _ = stop_rx.await;
                 };
-                nimbus::node::serve(config, listener, shutdown, move |addr| {
+                let served = nimbus::node::serve(config, listener, shutdown, move |addr| {
                     let _ = addr_tx.send(addr);
                     Ok(())
                 })
-                .await
+                .await;
+                if let Err(e) = &served {
+                    eprintln!("the node stopped: {e:#}");
+                }
+                served
             })
         });
         let addr = addr_rx
