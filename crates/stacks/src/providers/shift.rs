@@ -22,29 +22,21 @@ pub fn steps(kind: &str) -> Result<Vec<(u32, f64)>> {
     if kind == "AllAtOnce" {
         return Ok(Vec::new());
     }
-    let number = |s: &str| s.parse::<u32>().ok().filter(|n| *n > 0);
-    if let Some(rest) = kind.strip_prefix("Canary") {
-        let (percent, minutes) = rest.split_once("Percent").ok_or_else(bad)?;
+    // `{percent}{separator}{minutes}Minute(s)`: the share (1–99) and the minutes (from 1).
+    let parse = |rest: &str, separator: &str| -> Option<(u32, u32)> {
+        let number = |s: &str| s.parse::<u32>().ok().filter(|n| *n > 0);
+        let (percent, minutes) = rest.split_once(separator)?;
         let minutes = minutes
             .strip_suffix("Minutes")
-            .or_else(|| minutes.strip_suffix("Minute"))
-            .ok_or_else(bad)?;
-        let (p, m) = (
-            number(percent).filter(|p| *p < 100).ok_or_else(bad)?,
-            number(minutes).ok_or_else(bad)?,
-        );
+            .or_else(|| minutes.strip_suffix("Minute"))?;
+        Some((number(percent).filter(|p| *p < 100)?, number(minutes)?))
+    };
+    if let Some(rest) = kind.strip_prefix("Canary") {
+        let (p, m) = parse(rest, "Percent").ok_or_else(bad)?;
         return Ok(vec![(p, f64::from(m))]);
     }
     if let Some(rest) = kind.strip_prefix("Linear") {
-        let (percent, minutes) = rest.split_once("PercentEvery").ok_or_else(bad)?;
-        let minutes = minutes
-            .strip_suffix("Minutes")
-            .or_else(|| minutes.strip_suffix("Minute"))
-            .ok_or_else(bad)?;
-        let (p, m) = (
-            number(percent).filter(|p| *p < 100).ok_or_else(bad)?,
-            number(minutes).ok_or_else(bad)?,
-        );
+        let (p, m) = parse(rest, "PercentEvery").ok_or_else(bad)?;
         return Ok((1..)
             .map(|i| i * p)
             .take_while(|share| *share < 100)
