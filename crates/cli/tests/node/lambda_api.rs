@@ -1,12 +1,7 @@
 //! Lambda's control plane and Invoke API, driven over HTTP against an in-process node.
 
-// Test helpers panic on what a test did not expect.
-#![allow(clippy::unwrap_used)]
-
-mod support;
-
+use crate::support::TestNode;
 use serde_json::{Value, json};
-use support::TestNode;
 
 #[test]
 fn functions_are_created_read_updated_invoked_and_deleted() {
@@ -81,7 +76,7 @@ fn bad_input_gets_lambdas_error_codes_and_changes_nothing() {
     node.deploy("kept", "echo", json!({}));
     let base = json!({
         "FunctionName": "f", "Runtime": "wasm32-wasip1", "Handler": "function.wasm",
-        "Role": "arn:aws:iam::000000000000:role/test", "Code": {"ZipFile": support::wasm_zip_base64("echo")},
+        "Role": "arn:aws:iam::000000000000:role/test", "Code": {"ZipFile": crate::support::wasm_zip_base64("echo")},
     });
     let with = |k: &str, v: Value| {
         let mut b = base.clone();
@@ -227,7 +222,7 @@ fn tags_follow_lambdas_rules_and_bad_ones_change_nothing() {
         json!({
             "FunctionName": "nope", "Runtime": "wasm32-wasip1", "Handler": "function.wasm",
             "Role": "arn:aws:iam::000000000000:role/test", "Tags": {"aws:x": "y"},
-            "Code": {"ZipFile": support::wasm_zip_base64("echo")},
+            "Code": {"ZipFile": crate::support::wasm_zip_base64("echo")},
         }),
     );
     r.expect_status(400);

@@ -2,13 +2,8 @@
 //! and their trust, inline and managed policies, and the checks every other API makes with
 //! them.
 
-// Test helpers panic on what a test did not expect.
-#![allow(clippy::unwrap_used)]
-
-mod support;
-
+use crate::support::{LAMBDA_TRUST, TestNode};
 use serde_json::json;
-use support::{LAMBDA_TRUST, TestNode};
 
 const ACCOUNT: &str = "000000000000";
 
@@ -298,7 +293,7 @@ fn functions_need_a_role_lambda_may_assume_and_may_pass() {
             "/2015-03-31/functions",
             json!({
                 "FunctionName": "f", "Runtime": "wasm32-wasip1", "Handler": "function.wasm",
-                "Role": role, "Code": {"ZipFile": support::wasm_zip_base64("echo")},
+                "Role": role, "Code": {"ZipFile": crate::support::wasm_zip_base64("echo")},
             }),
         )
     };
@@ -347,7 +342,7 @@ fn functions_need_a_role_lambda_may_assume_and_may_pass() {
     );
     let body = json!({
         "FunctionName": "g", "Runtime": "wasm32-wasip1", "Handler": "function.wasm",
-        "Role": role, "Code": {"ZipFile": support::wasm_zip_base64("echo")},
+        "Role": role, "Code": {"ZipFile": crate::support::wasm_zip_base64("echo")},
     })
     .to_string();
     let r = node.call_as(

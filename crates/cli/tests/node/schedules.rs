@@ -1,14 +1,9 @@
 //! Schedules through EventBridge's JSON protocol against an in-process node.
 
-// Test helpers panic on what a test did not expect.
-#![allow(clippy::unwrap_used)]
-
-mod support;
-
+use crate::support::TestNode;
 use serde_json::json;
-use support::TestNode;
 
-fn events(node: &TestNode, operation: &str, input: serde_json::Value) -> support::Reply {
+fn events(node: &TestNode, operation: &str, input: serde_json::Value) -> crate::support::Reply {
     node.target("AWSEvents", "1.1", operation, input)
 }
 

@@ -2,13 +2,8 @@
 //! and touches only its own functions, versions, queues, rules, mappings, logs and usage, even
 //! where names are the same.
 
-// Test helpers panic on what a test did not expect.
-#![allow(clippy::unwrap_used)]
-
-mod support;
-
+use crate::support::{LAMBDA_TRUST, TEST_KEY_ID, TEST_SECRET, TestNode};
 use serde_json::{Value, json};
-use support::{LAMBDA_TRUST, TEST_KEY_ID, TEST_SECRET, TestNode};
 
 const OPERATOR: (&str, &str) = (TEST_KEY_ID, TEST_SECRET);
 
@@ -49,14 +44,14 @@ fn create_function(node: &TestNode, key: (&str, &str), account: &str, name: &str
         json!({
             "FunctionName": name, "Runtime": "wasm32-wasip1", "Handler": "function.wasm",
             "Role": format!("arn:aws:iam::{account}:role/test"),
-            "Code": {"ZipFile": support::wasm_zip_base64("echo")},
+            "Code": {"ZipFile": crate::support::wasm_zip_base64("echo")},
         }),
     );
     r.expect_status(201);
     r.json()
 }
 
-fn function_names(reply: &support::Reply) -> Vec<String> {
+fn function_names(reply: &crate::support::Reply) -> Vec<String> {
     reply.json()["Functions"]
         .as_array()
         .unwrap()
@@ -157,7 +152,7 @@ fn accounts_are_created_by_the_operator_and_see_only_their_own() {
         );
     }
     // Its own `orders` answers B; the default account's is unchanged.
-    let request_id = |r: &support::Reply| {
+    let request_id = |r: &crate::support::Reply| {
         r.expect_status(200);
         r.header("x-amzn-RequestId").unwrap().to_owned()
     };
@@ -196,13 +191,13 @@ fn accounts_are_created_by_the_operator_and_see_only_their_own() {
         r.expect_status(200);
         r.json()
     };
-    let ours = support::eventually(std::time::Duration::from_secs(10), || {
+    let ours = crate::support::eventually(std::time::Duration::from_secs(10), || {
         let u = usage(OPERATOR, "");
         (u["total"]["invocations"] == 1).then_some(u)
     });
     assert_eq!(ours["account"], "000000000000");
     assert_eq!(ours["functions"][0]["function"], "orders");
-    let theirs_usage = support::eventually(std::time::Duration::from_secs(10), || {
+    let theirs_usage = crate::support::eventually(std::time::Duration::from_secs(10), || {
         let u = usage(tb, "");
         (u["total"]["invocations"] == 2).then_some(u)
     });

@@ -1,15 +1,10 @@
 //! The queue service (SQS's JSON protocol), asynchronous invocation with retries and
 //! destinations, and event source mappings, against an in-process node.
 
-// Test helpers panic on what a test did not expect.
-#![allow(clippy::unwrap_used)]
-
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::{TestNode, eventually};
 use serde_json::{Value, json};
-use support::{TestNode, eventually};
 
 fn create_queue(node: &TestNode, name: &str, attributes: Value) -> (String, String) {
     let created = node.sqs(

@@ -2,13 +2,8 @@
 //! (before the operation, as with an oversized body, or in it), and requests are told apart by
 //! Host, X-Amz-Target and path.
 
-// Test helpers panic on what a test did not expect.
-#![allow(clippy::unwrap_used)]
-
-mod support;
-
+use crate::support::TestNode;
 use serde_json::json;
-use support::TestNode;
 
 /// Sends a request that declares `length` bytes of body but carries only its first bytes, as
 /// a client streaming a large body does, and reads the answer the node gives before reading
@@ -203,7 +198,7 @@ fn queue_urls_use_the_host_the_client_named() {
 
 #[test]
 fn requests_must_be_signed_by_a_known_key() {
-    use support::{TEST_KEY_ID, TEST_SECRET};
+    use crate::support::{TEST_KEY_ID, TEST_SECRET};
     let node = TestNode::start();
     let list =
         |key: Option<(&str, &str)>| node.call_as(key, "GET", "/2015-03-31/functions", &[], b"");
