@@ -29,6 +29,9 @@ deps:
 		command -v $$tool >/dev/null 2>&1 || missing=yes; done; \
 	if [ -n "$$missing" ]; then \
 		apt-get update -qq && apt-get install -y -qq cmake autoconf automake libtool g++ make >/dev/null; fi
+	# The console's tests drive Debian's Chromium through its chromedriver (nothing downloaded).
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; fi
 
 fixtures:
 	bash tests/fixtures/build.sh

@@ -49,6 +49,7 @@ pub fn router(nimbus: Arc<Nimbus>) -> Router {
         .route("/nimbus/v1/functions/{name}/logs", get(logs))
         .route("/nimbus/v1/functions/{name}/code", get(download_code))
         .route("/nimbus/v1/functions/{name}/events", get(events))
+        .route("/nimbus/v1/functions/{name}/metrics", get(function_metrics))
         .route(
             "/nimbus/v1/functions/{name}/events/{id}/replay",
             post(replay),
@@ -59,6 +60,7 @@ pub fn router(nimbus: Arc<Nimbus>) -> Router {
             get(list_accounts).post(create_account),
         )
         .route("/nimbus/v1/queues", get(queues))
+        .route("/nimbus/v1/queues/{name}/messages", get(peek_messages))
         .route(
             "/nimbus/v1/runtimes",
             get(|State(f): State<Shared>| async move { Json(f.runtimes.clone()) }),
@@ -371,6 +373,156 @@ async fn queues(
     ))
 }
 
+#[derive(Debug, Deserialize)]
+struct PeekQuery {
+    limit: Option<usize>,
+}
+
+/// A queue's messages, oldest first, read without being received: their receive counts and
+/// visibility stay as they were.
+async fn peek_messages(
+    State(f): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    Query(q): Query<PeekQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = q.limit.unwrap_or(10).clamp(1, 100);
+    let Some(messages) = f.queues.peek(&caller.account, &name, limit)? else {
+        return Err(ApiError::not_found(format!("no queue {name}")));
+    };
+    let messages: Vec<serde_json::Value> = messages
+        .into_iter()
+        .map(|d| {
+            serde_json::json!({
+                "id": d.id,
+                "sent_ms": d.sent_ms,
+                "receive_count": d.receive_count,
+                "body": String::from_utf8_lossy(&d.body),
+            })
+        })
+        .collect();
+    Ok(Json(
+        serde_json::json!({ "queue": name, "messages": messages }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct MetricsQuery {
+    /// Unix time in milliseconds of the first period (default: an hour ago).
+    since_ms: Option<i64>,
+    /// Seconds per point (default 60).
+    period_s: Option<i64>,
+}
+
+/// The most usage records one metrics answer reads; a busier window is cut at this many
+/// (oldest first) and says so.
+const MAX_METRIC_RECORDS: usize = 200_000;
+/// The most points one metrics answer has.
+const MAX_METRIC_POINTS: i64 = 1440;
+
+/// A function's invocations, errors, cold starts and durations per period, from its usage
+/// records: what charts are drawn from.
+async fn function_metrics(
+    State(f): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    Query(q): Query<MetricsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (key, name) = function_key(&caller, &name)?;
+    if f.control.function(&key).is_none() {
+        return Err(ApiError::not_found(format!(
+            "Function not found: {}",
+            f.control.arn(&key)
+        )));
+    }
+    let now = nimbus_types::time::now_ms();
+    let since = q.since_ms.unwrap_or(now - 3_600_000);
+    let period_s = q.period_s.unwrap_or(60);
+    if !(1..=86_400).contains(&period_s) {
+        return Err(ApiError::bad_request("period_s must be 1 to 86400"));
+    }
+    if since > now || since < 0 {
+        return Err(ApiError::bad_request(
+            "since_ms must be a time in the past, in milliseconds since 1970",
+        ));
+    }
+    let period_ms = period_s * 1000;
+    let points = (now - since) / period_ms + 1;
+    if points > MAX_METRIC_POINTS {
+        return Err(ApiError::bad_request(format!(
+            "{points} points asked for; at most {MAX_METRIC_POINTS}: a longer period_s or a later since_ms"
+        )));
+    }
+    let telemetry = f.telemetry.clone();
+    let lookup = key.clone();
+    let records = tokio::task::spawn_blocking(move || {
+        telemetry.usage_records(&lookup, since, MAX_METRIC_RECORDS)
+    })
+    .await??;
+    let truncated = records.len() >= MAX_METRIC_RECORDS;
+    #[derive(Default)]
+    struct Period {
+        invocations: u64,
+        errors: u64,
+        cold_starts: u64,
+        durations_us: Vec<u64>,
+        inits_us: Vec<u64>,
+    }
+    let mut periods: Vec<Period> = (0..points).map(|_| Period::default()).collect();
+    for r in &records {
+        let Some(p) = usize::try_from((r.time_ms - since) / period_ms)
+            .ok()
+            .and_then(|i| periods.get_mut(i))
+        else {
+            continue;
+        };
+        p.invocations += 1;
+        p.errors += u64::from(r.outcome != nimbus_types::OutcomeKind::Success);
+        p.cold_starts += u64::from(r.cold);
+        p.durations_us.push(r.duration_us);
+        if let Some(init) = r.init_duration_us {
+            p.inits_us.push(init);
+        }
+    }
+    let ms = |us: Option<u64>| us.map(|v| v as f64 / 1000.0);
+    let points: Vec<serde_json::Value> = periods
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut p)| {
+            p.durations_us.sort_unstable();
+            p.inits_us.sort_unstable();
+            serde_json::json!({
+                "time_ms": since + i as i64 * period_ms,
+                "invocations": p.invocations,
+                "errors": p.errors,
+                "cold_starts": p.cold_starts,
+                "p50_ms": ms(percentile(&p.durations_us, 50)),
+                "p99_ms": ms(percentile(&p.durations_us, 99)),
+                "max_ms": ms(p.durations_us.last().copied()),
+                "init_p50_ms": ms(percentile(&p.inits_us, 50)),
+                "init_max_ms": ms(p.inits_us.last().copied()),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "function": name,
+        "since_ms": since,
+        "period_s": period_s,
+        "points": points,
+        "throttles_since_start": f.control.manager().throttles(&key),
+        "truncated": truncated,
+    })))
+}
+
+/// The nearest-rank percentile of sorted values.
+fn percentile(sorted: &[u64], pct: usize) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (sorted.len() * pct).div_ceil(100).max(1);
+    sorted.get(rank - 1).copied()
+}
+
 /// The code of `$LATEST` as a zip, where GetFunction's `Code.Location` points.
 async fn download_code(
     State(f): State<Shared>,
@@ -441,4 +593,19 @@ async fn metrics(State(f): State<Shared>, Extension(caller): Extension<Caller>) 
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        assert_eq!(percentile(&[], 50), None);
+        assert_eq!(percentile(&[7], 99), Some(7));
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 50), Some(50));
+        assert_eq!(percentile(&v, 99), Some(99));
+        assert_eq!(percentile(&[1, 2, 3], 50), Some(2));
+    }
 }

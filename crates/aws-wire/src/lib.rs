@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod body;
+pub mod dispatch;
 pub mod envelope;
 pub mod eventstream;
 pub mod query;

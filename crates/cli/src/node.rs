@@ -405,8 +405,14 @@ pub async fn serve(
         shifts,
     )
     .map_err(|e| anyhow::anyhow!("loading the stacks: {e}"))?;
+    let console = nimbus_console::Console::new(
+        identity.clone(),
+        matches!(auth, nimbus_gateway::Auth::Disabled),
+        own_address.to_string(),
+    );
     let router = nimbus_gateway::router(
         Subsystems {
+            console: console.clone(),
             stacks: stacks.clone(),
             runtimes,
             auth,
@@ -448,6 +454,7 @@ pub async fn serve(
     let in_process: Arc<dyn nimbus_stacks::Dispatch> =
         Arc::new(nimbus_gateway::InProcessDispatch(router.clone()));
     stacks.connect(&in_process);
+    console.connect(&in_process);
 
     let address = listener.local_addr()?;
     ready(address)?;

@@ -49,13 +49,17 @@ enum Api {
     /// API Gateway's control plane (`/v2/…`).
     Gateway,
     Nimbus,
-    /// The cluster's routes (signed with the cluster secret) and the health check.
+    /// The cluster's routes (signed with the cluster secret), the health check, and the
+    /// console (whose sessions are its own).
     Open,
 }
 
 impl Api {
     fn of(method: &Method, path: &str, headers: &HeaderMap) -> Self {
-        if path.starts_with("/nimbus/cluster/") || path == "/nimbus/v1/health" {
+        if path.starts_with("/nimbus/cluster/")
+            || path == "/nimbus/v1/health"
+            || crate::is_console(path)
+        {
             return Self::Open;
         }
         if method == Method::GET && nimbus_api_cognito::is_issuer_document(path) {

@@ -17,7 +17,8 @@
 //!    `SERVICE.localhost` that this node does not serve is answered in Lambda's format.
 //! 2. **`X-Amz-Target`** on `POST /`: the JSON 1.0/1.1 services (SQS, EventBridge, DynamoDB,
 //!    Cognito user pools), by the target's service prefix.
-//! 3. **Path**: Lambda's dated paths, nimbus's `/nimbus/v1/…` and `/metrics`, a user pool's
+//! 3. **Path**: Lambda's dated paths, nimbus's `/nimbus/v1/…` and `/metrics`, the console's
+//!    `/console/…` (which signs its users in itself), a user pool's
 //!    `/{pool id}/.well-known/…` documents, and the cluster's routes. Anything else gets
 //!    Lambda's `UnknownOperationException`.
 //!
@@ -108,6 +109,8 @@ pub struct Subsystems {
     pub stacks: Arc<nimbus_stacks::Stacks>,
     /// The runtimes the built-in worker runs and its runtime aliases.
     pub runtimes: serde_json::Value,
+    /// The web console, at `/console`.
+    pub console: Arc<nimbus_console::Console>,
 }
 
 /// The JSON-protocol services, by `X-Amz-Target` prefix.
@@ -195,11 +198,13 @@ pub fn is_s3(request: &Request) -> bool {
                 "/lambda-url/",
                 "/execute-api/",
                 "/metrics",
+                "/console",
             ]
             .iter()
             .any(|p| path.starts_with(p));
     }
     request.method() == axum::http::Method::POST
+        && !is_console(request.uri().path())
         && headers
             .get(axum::http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -208,6 +213,12 @@ pub fn is_s3(request: &Request) -> bool {
                     .to_ascii_lowercase()
                     .starts_with("multipart/form-data")
             })
+}
+
+/// Whether a path is the console's (which signs its users in itself). Its upload form is a
+/// browser's `multipart/form-data` POST, which is not S3's there.
+pub fn is_console(path: &str) -> bool {
+    path == "/console" || path.starts_with("/console/")
 }
 
 /// The service of a SigV4 credential (`KEY/DATE/REGION/SERVICE/aws4_request`).
@@ -227,11 +238,23 @@ struct FrontDoor {
 /// error format.
 async fn by_host(State(door): State<Arc<FrontDoor>>, request: Request, next: Next) -> Response {
     let urls = &door.urls;
+    // What functions and buckets return is served on the console's own origin when it is
+    // reached by path on the node's host: such answers are sandboxed (see `sandboxed`).
+    let node_host = HostService::of(nimbus_aws_wire::host(request.headers())) == HostService::Any;
+    let by_path = node_host
+        && [
+            nimbus_api_lambda::url::URL_PATH_PREFIX,
+            nimbus_api_lambda::url::API_PATH_PREFIX,
+        ]
+        .iter()
+        .any(|p| request.uri().path().starts_with(p));
     if let Some((id, path)) = urls.target_of(&request) {
-        return urls.serve(&id, &path, request).await;
+        let r = urls.serve(&id, &path, request).await;
+        return if by_path { sandboxed(r) } else { r };
     }
     if let Some((id, path)) = urls.api_of(&request) {
-        return nimbus_api_apigateway::serve(&urls.api_gateway, &id, &path, request).await;
+        let r = nimbus_api_apigateway::serve(&urls.api_gateway, &id, &path, request).await;
+        return if by_path { sandboxed(r) } else { r };
     }
     if nimbus_api_cognito::is_preflight(request.method(), request.uri().path(), request.headers()) {
         return nimbus_api_cognito::preflight();
@@ -243,12 +266,28 @@ async fn by_host(State(door): State<Arc<FrontDoor>>, request: Request, next: Nex
         } else {
             nimbus_api_s3::Trust::Open
         };
-        return door.s3.serve(Request::from_parts(parts, body), trust).await;
+        let r = door.s3.serve(Request::from_parts(parts, body), trust).await;
+        return if node_host { sandboxed(r) } else { r };
     }
     match HostService::of(nimbus_aws_wire::host(request.headers())) {
         HostService::Any | HostService::S3 => next.run(request).await,
         HostService::Unknown => nimbus_api_lambda::unknown_operation(),
     }
+}
+
+/// An answer whose body came from a function or a bucket, served on the node's own host and
+/// so on the console's origin: the browser is told to give it an origin of its own (CSP
+/// `sandbox` without `allow-same-origin`), so a page there can still run its scripts but
+/// cannot read the console or send it the signed-in user's cookie. Added to any policy the
+/// function set (a browser enforces every policy it gets).
+fn sandboxed(mut response: Response) -> Response {
+    response.headers_mut().append(
+        axum::http::header::CONTENT_SECURITY_POLICY,
+        axum::http::HeaderValue::from_static(
+            "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads",
+        ),
+    );
+    response
 }
 
 /// Whether a request's body is a form (the Query protocol's requests).
@@ -393,6 +432,7 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
         cognito,
         stacks,
         runtimes,
+        console,
     } = subsystems;
     let lambda = Arc::new(Lambda::new(
         control.clone(),
@@ -453,6 +493,7 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
         .merge(nimbus_api_nimbus::router(nimbus))
         .merge(nimbus_api_apigateway::router(api_gateway))
         .merge(nimbus_api_cognito::router(cognito))
+        .merge(nimbus_console::router(console))
         .merge(extra)
         .fallback(|| async { nimbus_api_lambda::unknown_operation() })
         // Each API reads its bodies with its own limits, so that an oversized request gets
@@ -476,7 +517,7 @@ pub fn router(subsystems: Subsystems, extra: Router) -> Router {
 pub struct InProcessDispatch(pub Router);
 
 #[async_trait::async_trait]
-impl nimbus_stacks::Dispatch for InProcessDispatch {
+impl nimbus_aws_wire::dispatch::Dispatch for InProcessDispatch {
     async fn call(&self, request: Request) -> Response {
         use tower::ServiceExt as _;
         match self.0.clone().oneshot(request).await {
@@ -512,9 +553,10 @@ pub fn for_sandboxes(router: Router) -> Router {
     router.layer(axum::middleware::from_fn(as_sandbox))
 }
 
-/// Serves a request as a sandbox's: never a cluster route, always authenticated.
+/// Serves a request as a sandbox's: never a cluster route or the console, always
+/// authenticated.
 async fn as_sandbox(mut request: Request, next: Next) -> Response {
-    if request.uri().path().starts_with("/nimbus/cluster/") {
+    if request.uri().path().starts_with("/nimbus/cluster/") || is_console(request.uri().path()) {
         nimbus_api_lambda::unknown_operation()
     } else {
         request.extensions_mut().insert(auth::FromSandbox);

@@ -152,6 +152,13 @@ impl WorkerManager {
         self.metrics.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// How many of a function's invocations were throttled since the node started.
+    pub fn throttles(&self, function_key: &str) -> u64 {
+        self.function_metrics()
+            .get(function_key)
+            .map_or(0, |m| m.throttles.values().sum())
+    }
+
     /// Everything in Prometheus's text format.
     pub fn render_metrics(&self) -> String {
         let mut out = String::new();

@@ -763,6 +763,22 @@ impl SqsQueues {
         Ok((handle, moved))
     }
 
+    /// Up to `limit` of a queue's messages, oldest first, without receiving them: nothing
+    /// about them changes (receive counts, visibility). `None` if there is no such queue.
+    pub fn peek(&self, account: &str, name: &str, limit: usize) -> Result<Option<Vec<Delivery>>> {
+        let key = {
+            let configs = self.configs.read().map_err(|_| Error::Poisoned)?;
+            match configs
+                .values()
+                .find(|q| q.account == account && q.name == name)
+            {
+                Some(q) => q.key(),
+                None => return Ok(None),
+            }
+        };
+        Ok(Some(self.queue.peek_all(&storage_name(&key), limit)?))
+    }
+
     /// Every queue of `account` with its depths, by name.
     pub fn depths(&self, account: &str) -> Result<Vec<QueueDepth>> {
         let mut configs: Vec<QueueConfig> = self

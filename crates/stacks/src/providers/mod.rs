@@ -9,17 +9,13 @@ mod shift;
 use std::collections::BTreeMap;
 
 use axum::body::Body;
-use axum::http::{Method, Request, Response};
+use axum::http::{Method, Request};
 use nimbus_identity::{Caller, InProcess};
 use serde_json::{Map, Value};
 
 use crate::intrinsic::Made;
 
-/// Sends a request through the node's router, as an in-process caller.
-#[async_trait::async_trait]
-pub trait Dispatch: Send + Sync {
-    async fn call(&self, request: Request<Body>) -> Response<Body>;
-}
+pub use nimbus_aws_wire::dispatch::Dispatch;
 
 /// How an alias with a `DeploymentPreference` moves to a new version: the invocations of the
 /// new version are watched while it gets its share, and the alias goes back to the old
