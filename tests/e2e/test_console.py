@@ -182,6 +182,13 @@ def test_the_console_in_a_browser(console_node, browser, nimbus_bin, wasm_fixtur
     matches = until(lambda: (browser.find_elements(By.CSS_SELECTOR, "#matches li")
                              or (browser.refresh() or None)))
     assert len(matches) == 1 and request_id in matches[0].text, [m.text for m in matches]
+    # The live tail: entries logged after the page was drawn stream in.
+    toggle = browser.find_element(By.ID, "tail-toggle")
+    toggle.click()
+    until(lambda: toggle.text == "Stop live tail")
+    tailed = s.invoke(client, name, {"tail": "me"}).request_id
+    until(lambda: any(tailed in li.text for li in browser.find_elements(By.CSS_SELECTOR, "#tail li")))
+    toggle.click()
     shot(browser, "logs")
 
     # A failed asynchronous event: seen with its attempts and error, then replayed.
@@ -462,3 +469,26 @@ def test_the_console_shows_buckets_tables_user_pools_stacks_and_queues(node, tmp
     got = sqs.receive_message(QueueUrl=url, AttributeNames=["ApproximateReceiveCount"])["Messages"][0]
     assert got["Attributes"]["ApproximateReceiveCount"] == "1", "peeking received nothing"
     assert c.http.get(f"{endpoint}/console/queues/{s.unique_name('none')}").status_code == 404
+
+
+def test_another_accounts_console_sees_only_its_own(node, deploy):
+    import http.client
+    from urllib.parse import urlparse
+
+    mine = deploy("echo")
+    u = urlparse(node.endpoint)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    conn.request("POST", "/nimbus/v1/accounts", body=json.dumps({"name": s.unique_name("tenant")}),
+                 headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    created = json.loads(r.read())
+    assert r.status == 201, created
+    c = Console(node.endpoint)
+    assert c.sign_in(created["access_key_id"], created["secret_access_key"]).status_code == 303
+    listed = c.http.get(f"{node.endpoint}/console/functions")
+    assert listed.status_code == 200 and mine not in listed.text
+    assert f"arn:aws:iam::{created['account']['id']}:root" in listed.text
+    other = c.http.get(f"{node.endpoint}/console/functions/{mine}")
+    assert other.status_code == 404 and "ResourceNotFoundException" in other.text
+    fleet = c.http.get(f"{node.endpoint}/console/fleet")
+    assert fleet.status_code == 403 and "only the node" in fleet.text

@@ -172,7 +172,12 @@ impl Sessions {
 }
 
 fn live(s: &Session, now: Instant) -> bool {
-    now - s.seen < IDLE && now - s.created < MAX_AGE
+    fresh(now - s.seen, now - s.created)
+}
+
+/// Whether a session idle for `idle` and opened `age` ago still counts.
+fn fresh(idle: Duration, age: Duration) -> bool {
+    idle < IDLE && age < MAX_AGE
 }
 
 #[cfg(test)]
@@ -192,6 +197,14 @@ mod tests {
         assert!(sessions.get("not-a-session").is_none());
         sessions.close(&id);
         assert!(sessions.get(&id).is_none());
+    }
+
+    #[test]
+    fn sessions_end_when_idle_or_old() {
+        let minute = Duration::from_secs(60);
+        assert!(fresh(minute, minute));
+        assert!(!fresh(IDLE + minute, IDLE + minute), "idle too long");
+        assert!(!fresh(minute, MAX_AGE + minute), "busy but too old");
     }
 
     #[test]

@@ -289,6 +289,21 @@ impl Authenticator {
     }
 }
 
+/// Whether a caller may use nimbus's own API at `path`: `nimbus:Admin` of its account, and for
+/// the fleet's status (every account's sandboxes, the node's capacity) the node's operator.
+fn nimbus_allowed(caller: &Caller, path: &str) -> Result<(), String> {
+    caller
+        .authorize("nimbus:Admin", "*")
+        .map_err(|d| d.message)?;
+    if path == "/nimbus/v1/cluster" && caller.account != nimbus_types::name::DEFAULT_ACCOUNT {
+        return Err(format!(
+            "User: {} is not authorized to read the fleet's status: only the node's operator may",
+            caller.arn()
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a request's signature, then passes it on with its [`Caller`].
 pub(crate) async fn authenticate(
     State(authenticator): State<Arc<Authenticator>>,
@@ -299,9 +314,9 @@ pub(crate) async fn authenticate(
     if let Some(nimbus_identity::InProcess(caller)) = parts.extensions.get().cloned() {
         // Made in the node for a caller: the caller's own rights, as if signed.
         if Api::of(&parts.method, parts.uri.path(), &parts.headers) == Api::Nimbus
-            && let Err(denied) = caller.authorize("nimbus:Admin", "*")
+            && let Err(denied) = nimbus_allowed(&caller, parts.uri.path())
         {
-            return nimbus_api_nimbus::ApiError::access_denied(denied.message).into_response();
+            return nimbus_api_nimbus::ApiError::access_denied(denied).into_response();
         }
         parts.extensions.insert(caller);
         return next.run(Request::from_parts(parts, body)).await;
@@ -331,9 +346,9 @@ pub(crate) async fn authenticate(
         }
     };
     if api == Api::Nimbus
-        && let Err(denied) = caller.authorize("nimbus:Admin", "*")
+        && let Err(denied) = nimbus_allowed(&caller, parts.uri.path())
     {
-        return nimbus_api_nimbus::ApiError::access_denied(denied.message).into_response();
+        return nimbus_api_nimbus::ApiError::access_denied(denied).into_response();
     }
     parts.extensions.insert(caller);
     next.run(Request::from_parts(parts, Body::from(bytes)))
