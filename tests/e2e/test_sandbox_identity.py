@@ -61,6 +61,7 @@ def test_a_function_calls_sqs_with_its_roles_credentials(node, lambda_client):
     iam.delete_role_policy(RoleName=role, PolicyName="send")
     iam.delete_role(RoleName=role)
     after = s.invoke(lambda_client, name, {"queue_url": queue_url}).json()
+    assert "send" in after, f"the function failed instead of calling SQS: {after}"
     assert after["send"]["status"] == 403, after
     assert after["send"]["query_error"] == "InvalidClientTokenId;Sender"
 

@@ -62,6 +62,8 @@ pub struct Ctx {
     set_cookie: Option<String>,
     /// The request's path, for links back after an action.
     pub path: String,
+    /// The browser takes gzip: large pages are sent compressed.
+    gzip: bool,
 }
 
 impl Console {
@@ -123,6 +125,7 @@ impl Console {
             theme,
             set_cookie,
             path: path.to_owned(),
+            gzip: takes_gzip(headers),
         })
     }
 }
@@ -221,9 +224,55 @@ pub(crate) fn secure(mut r: Response) -> Response {
     r
 }
 
+/// Pages larger than this are compressed for browsers that take gzip.
+const COMPRESS_FROM_BYTES: usize = 8 << 10;
+
+/// Whether `Accept-Encoding` takes gzip (not with `q=0`).
+fn takes_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            parts.next().is_some_and(|c| c.eq_ignore_ascii_case("gzip"))
+                && !parts.any(|p| {
+                    p.strip_prefix("q=")
+                        .and_then(|q| q.parse::<f32>().ok())
+                        .is_some_and(|q| q == 0.0)
+                })
+        })
+}
+
+/// `body` gzipped at a fast level (a page's rows repeat themselves, so even that shrinks it
+/// about tenfold).
+fn gzip(body: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 8),
+        flate2::Compression::fast(),
+    );
+    encoder.write_all(body).ok()?;
+    encoder.finish().ok()
+}
+
 /// An HTML answer with the session's cookie when this request opened one.
 pub(crate) fn html_response(ctx: Option<&Ctx>, status: StatusCode, markup: String) -> Response {
-    let mut r = (status, markup).into_response();
+    let compressed = ctx
+        .filter(|c| c.gzip && markup.len() >= COMPRESS_FROM_BYTES)
+        .and_then(|_| gzip(markup.as_bytes()));
+    let mut r = match compressed {
+        Some(body) => {
+            let mut r = (status, body).into_response();
+            r.headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            r
+        }
+        None => (status, markup).into_response(),
+    };
+    r.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
@@ -305,6 +354,27 @@ mod tests {
         ] {
             assert_eq!(safe_next(bad), "/console/functions", "{bad:?}");
         }
+    }
+
+    #[test]
+    fn gzip_is_used_when_the_browser_takes_it() {
+        let with = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::ACCEPT_ENCODING, v.parse().unwrap());
+            takes_gzip(&m)
+        };
+        assert!(with("gzip, deflate, br, zstd"));
+        assert!(with("br;q=1.0, GZIP;q=0.5"));
+        assert!(!with("gzip;q=0"));
+        assert!(!with("br, deflate"));
+        assert!(!takes_gzip(&HeaderMap::new()));
+        let page = "<tr><td>fn-0001</td></tr>".repeat(1000);
+        let packed = gzip(page.as_bytes()).unwrap();
+        assert!(packed.len() * 10 < page.len());
+        let mut back = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&packed[..]), &mut back)
+            .unwrap();
+        assert_eq!(back, page);
     }
 
     #[test]
