@@ -12,6 +12,16 @@ pub enum JsonVersion {
 }
 
 impl JsonVersion {
+    /// The version the service of an `X-Amz-Target` value speaks: 1.0 for SQS and DynamoDB
+    /// (and its streams), 1.1 for EventBridge and Cognito.
+    pub fn of_target(target: &str) -> Self {
+        if target.starts_with("DynamoDB") || target.starts_with("AmazonSQS") {
+            Self::V1_0
+        } else {
+            Self::V1_1
+        }
+    }
+
     pub fn content_type(self) -> [(&'static str, &'static str); 1] {
         match self {
             Self::V1_0 => [("content-type", "application/x-amz-json-1.0")],

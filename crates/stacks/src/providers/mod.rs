@@ -136,11 +136,8 @@ impl Ctx<'_> {
 
     /// A JSON-protocol call by `X-Amz-Target` (SQS, DynamoDB, EventBridge, Cognito).
     pub async fn target(&self, target: &str, body: &Value) -> Result<Value> {
-        let content_type = if target.starts_with("DynamoDB") || target.starts_with("AmazonSQS") {
-            "application/x-amz-json-1.0"
-        } else {
-            "application/x-amz-json-1.1"
-        };
+        let [(_, content_type)] =
+            nimbus_aws_wire::target::JsonVersion::of_target(target).content_type();
         let reply = self
             .send(
                 Method::POST,
