@@ -492,3 +492,31 @@ def test_another_accounts_console_sees_only_its_own(node, deploy):
     assert other.status_code == 404 and "ResourceNotFoundException" in other.text
     fleet = c.http.get(f"{node.endpoint}/console/fleet")
     assert fleet.status_code == 403 and "only the node" in fleet.text
+
+
+def test_the_metrics_and_peek_apis_refuse_bad_input(node, deploy):
+    import http.client
+    from urllib.parse import urlparse
+
+    name = deploy("echo")
+    u = urlparse(node.endpoint)
+
+    def get(path):
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, json.loads(r.read() or b"{}")
+
+    now_ms = int(time.time() * 1000)
+    for query, fragment in (("period_s=0", "period_s must be 1 to 86400"),
+                            ("period_s=90000", "period_s must be 1 to 86400"),
+                            (f"since_ms={now_ms + 3_600_000}", "since_ms must be a time in the past"),
+                            ("since_ms=0&period_s=1", "at most 1440")):
+        status, body = get(f"/nimbus/v1/functions/{name}/metrics?{query}")
+        assert status == 400 and fragment in body["Message"], (query, status, body)
+    status, body = get(f"/nimbus/v1/functions/{s.unique_name('none')}/metrics")
+    assert status == 404 and body["Type"] and "Function not found" in body["Message"]
+    status, body = get(f"/nimbus/v1/functions/{name}/metrics")
+    assert status == 200 and len(body["points"]) == 61 and body["truncated"] is False
+    status, body = get(f"/nimbus/v1/queues/{s.unique_name('none')}/messages")
+    assert status == 404 and "no queue" in body["Message"]
