@@ -70,10 +70,15 @@ class Client:
         return elapsed, float(m.group(1)) if m else None
 
 
-def start_node(binary: str, data_dir: str):
+def start_node(binary: str, data_dir: str, config: str | None = None):
+    """Starts a node on a free port with the benchmarks' configuration (or CONFIG's path)."""
+    config = config or os.path.join(os.path.dirname(os.path.abspath(__file__)), "nimbus-bench.toml")
     proc = subprocess.Popen([binary, "up", "--listen", "127.0.0.1:0", "--data-dir", data_dir,
-                             "--config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "nimbus-bench.toml")],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                             "--config", config],
+                            stdout=subprocess.PIPE, text=True,
+                            # NIMBUS_BENCH_LOG=FILE keeps the node's log (set NIMBUS_LOG for detail).
+                            stderr=open(os.environ["NIMBUS_BENCH_LOG"], "w")
+                            if os.environ.get("NIMBUS_BENCH_LOG") else subprocess.DEVNULL)
     line = proc.stdout.readline()
     m = re.search(r"http://127\.0\.0\.1:(\d+)", line)
     if not m:

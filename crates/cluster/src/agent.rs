@@ -148,6 +148,7 @@ impl Agent {
         Router::new()
             .route("/v1/status", get(status))
             .route("/v1/prepare", post(prepare))
+            .route("/v1/forget", post(forget))
             .route("/v1/sandboxes", post(init))
             .route("/v1/sandboxes/{id}/invoke", post(invoke))
             .route("/v1/sandboxes/{id}", delete(release))
@@ -477,6 +478,19 @@ async fn prepare(State(a): State<Shared>, body: Bytes) -> Response {
     match result {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => wire_error(&e),
+    }
+}
+
+/// Drops what the worker keeps for a version or a function (its snapshots).
+async fn forget(State(a): State<Shared>, body: Bytes) -> Response {
+    match std::str::from_utf8(&body) {
+        Ok(qualified) if !qualified.is_empty() && qualified.len() <= 512 => {
+            a.worker.forget(qualified).await;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        _ => wire_error(&Error::Internal(
+            "malformed request from the node: a version or function name".into(),
+        )),
     }
 }
 

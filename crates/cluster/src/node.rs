@@ -637,6 +637,21 @@ impl Worker for RemoteWorker {
         })
     }
 
+    async fn forget(&self, qualified: &str) {
+        let result = self
+            .call(
+                Method::POST,
+                "/v1/forget",
+                &[("content-type", "text/plain".into())],
+                Bytes::from(qualified.to_owned()),
+                Some(Duration::from_secs(30)),
+            )
+            .await;
+        if let Err(e) = result {
+            tracing::debug!(worker = %self.name, qualified, error = %e, "forget failed");
+        }
+    }
+
     async fn release(&self, sandbox: SandboxId) {
         let result = self
             .call(

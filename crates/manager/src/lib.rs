@@ -183,6 +183,14 @@ impl WorkerManager {
             .map(FunctionPool::retire)
             .unwrap_or_default();
         release_all(retired).await;
+        self.forget_on_workers(qualified).await;
+    }
+
+    /// Tells every worker to drop what it keeps for `qualified` (a version's snapshot).
+    async fn forget_on_workers(&self, qualified: &str) {
+        for entry in self.live_workers() {
+            entry.worker.forget(qualified).await;
+        }
     }
 
     /// Retires every version of a deleted function and forgets its reservation.
@@ -198,6 +206,8 @@ impl WorkerManager {
             self.retire(&key).await;
             self.pools().remove(&key);
         }
+        // Versions never invoked have no pool, but may have snapshots.
+        self.forget_on_workers(name).await;
         self.concurrency.remove(name);
         self.function_metrics().remove(name);
     }

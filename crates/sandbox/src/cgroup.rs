@@ -214,7 +214,7 @@ impl Cgroup {
         }
     }
 
-    fn pids(&self) -> Vec<i32> {
+    pub(crate) fn pids(&self) -> Vec<i32> {
         let Some(dir) = self.dirs.first() else {
             return Vec::new();
         };

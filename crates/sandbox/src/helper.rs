@@ -13,18 +13,24 @@ use std::path::Path;
 
 use crate::{HelperConfig, JailSpec};
 
-type Step<T = ()> = std::result::Result<T, String>;
+pub(crate) type Step<T = ()> = std::result::Result<T, String>;
 
-fn cstr(path: &Path) -> Step<CString> {
+pub(crate) fn cstr(path: &Path) -> Step<CString> {
     CString::new(path.as_os_str().as_bytes())
         .map_err(|_| format!("path {} contains NUL", path.display()))
 }
 
-fn errno(what: &str) -> String {
+pub(crate) fn errno(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
 }
 
-fn mount(source: &str, target: &Path, fstype: &str, flags: libc::c_ulong, data: &str) -> Step {
+pub(crate) fn mount(
+    source: &str,
+    target: &Path,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> Step {
     let source = CString::new(source).map_err(|e| e.to_string())?;
     let fstype = CString::new(fstype).map_err(|e| e.to_string())?;
     let data = CString::new(data).map_err(|e| e.to_string())?;
@@ -264,8 +270,8 @@ fn build_base(config: &HelperConfig) -> Step {
     Ok(())
 }
 
-/// The function's part: its code, its /tmp, its user; then the root is sealed.
-fn finish_root(config: &HelperConfig, spec: &JailSpec) -> Step {
+/// The function's part: its code, its layers, its /tmp, its user.
+pub(crate) fn mount_function(config: &HelperConfig, spec: &JailSpec) -> Step {
     let root = &config.root_dir;
     finish_etc(root, spec.uid, spec.gid)?;
     bind_readonly(&spec.code_dir, &root.join("var/task"))?;
@@ -276,7 +282,11 @@ fn finish_root(config: &HelperConfig, spec: &JailSpec) -> Step {
         "tmpfs",
         libc::MS_NOSUID | libc::MS_NODEV,
         &format!("size={}m,mode=1777", spec.tmp_mb),
-    )?;
+    )
+}
+
+/// Makes `root` the root of the mount namespace, hides the host's and seals it read-only.
+fn seal_root(root: &Path) -> Step {
     let old = root.join(".old-root");
     let (root_c, old_c) = (cstr(root)?, cstr(&old)?);
     // SAFETY: both arguments are valid paths; pivot_root has no other preconditions.
@@ -297,6 +307,11 @@ fn finish_root(config: &HelperConfig, spec: &JailSpec) -> Step {
         libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
         "size=1m,mode=755",
     )?;
+    set_hostname()
+}
+
+/// Every sandbox is called `sandbox` in its own uts namespace.
+pub(crate) fn set_hostname() -> Step {
     let hostname = b"sandbox";
     // SAFETY: the pointer and length describe a valid buffer.
     if unsafe { libc::sethostname(hostname.as_ptr().cast(), hostname.len()) } != 0 {
@@ -406,13 +421,13 @@ fn exec_program(
     errno(&format!("executing {}", spec.program.display()))
 }
 
-fn report(fd: i32, message: &str) {
+pub(crate) fn report(fd: i32, message: &str) {
     // SAFETY: fd is the inherited write end of the report pipe; a File takes ownership of it.
     let mut file = unsafe { <fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     let _ = file.write_all(message.as_bytes());
 }
 
-fn wait_for(pid: libc::pid_t) -> i32 {
+pub(crate) fn wait_for(pid: libc::pid_t) -> i32 {
     let mut status = 0;
     loop {
         // SAFETY: status is a valid out-pointer.
@@ -481,6 +496,19 @@ fn init(config: &HelperConfig, spec: &JailSpec, filters: &[seccompiler::BpfProgr
             } else {
                 127
             };
+            if spec.template {
+                // The environments restored from a template live in pid namespaces below this
+                // one, which the kernel ends with it: they outlive their template, and the
+                // worker ends this jail once the last of them is gone. Until then, reap.
+                loop {
+                    // SAFETY: status is a valid out-pointer.
+                    if unsafe { libc::waitpid(-1, &mut status, 0) } < 0
+                        && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD)
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                }
+            }
             // SAFETY: as PID 1, kill(-1) reaches every other process in the namespace.
             unsafe {
                 libc::kill(-1, libc::SIGKILL);
@@ -491,24 +519,42 @@ fn init(config: &HelperConfig, spec: &JailSpec, filters: &[seccompiler::BpfProgr
     result
 }
 
+fn read_spec() -> Step<Option<JailSpec>> {
+    let mut spec_json = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut spec_json)
+        .map_err(|e| format!("reading the sandbox spec: {e}"))?;
+    if spec_json.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_slice(&spec_json)
+        .map(Some)
+        .map_err(|e| format!("parsing the sandbox spec: {e}"))
+}
+
 fn run(config: &HelperConfig) -> Step<i32> {
     let pid = std::process::id().to_string();
     for procs in &config.cgroup_procs {
         fs::write(procs, &pid).map_err(|e| format!("joining cgroup {}: {e}", procs.display()))?;
     }
     build_base(config)?;
-    let filters = crate::seccomp::filters()?;
+    if let Some(owner) = config.restore {
+        let spec = read_spec()?.ok_or("the restore jail was given no spec")?;
+        return crate::restore::run_helper(config, &spec, owner);
+    }
+    let filters = crate::seccomp::filters(false)?;
     // Prepared ahead of need: wait here for the function this sandbox will run.
-    let mut spec_json = Vec::new();
-    std::io::Read::read_to_end(&mut std::io::stdin(), &mut spec_json)
-        .map_err(|e| format!("reading the sandbox spec: {e}"))?;
-    if spec_json.is_empty() {
+    let Some(spec) = read_spec()? else {
         // The worker let the prepared sandbox go unused.
         return Ok(0);
-    }
-    let spec: JailSpec =
-        serde_json::from_slice(&spec_json).map_err(|e| format!("parsing the sandbox spec: {e}"))?;
-    finish_root(config, &spec)?;
+    };
+    // A template's processes enter the jails of the environments restored from it.
+    let filters = if spec.template {
+        crate::seccomp::filters(true)?
+    } else {
+        filters
+    };
+    mount_function(config, &spec)?;
+    seal_root(&config.root_dir)?;
     // SAFETY: fork in a single-threaded process; the child is PID 1 of the new pid namespace.
     let child = unsafe { libc::fork() };
     if child < 0 {

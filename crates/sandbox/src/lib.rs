@@ -19,6 +19,7 @@ pub mod egress;
 mod helper;
 mod netlink;
 mod netns;
+pub mod restore;
 mod seccomp;
 
 use std::io::Read;
@@ -26,7 +27,7 @@ use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -89,6 +90,10 @@ pub struct JailSpec {
     pub pids_max: u32,
     pub uid: u32,
     pub gid: u32,
+    /// The program is a snapshot template: processes it forks enter jails of their own
+    /// ([`restore`]), so its filter lets it call `setns`.
+    #[serde(default)]
+    pub template: bool,
 }
 
 /// Internal: what the helper receives on its command line; the [`JailSpec`] follows on stdin.
@@ -101,6 +106,10 @@ pub(crate) struct HelperConfig {
     pub cgroup_procs: Vec<PathBuf>,
     /// The write end of the exec-report pipe: closed by a successful exec, or given an error.
     pub report_fd: i32,
+    /// Set for a jail that a process forked from a snapshot template enters, instead of one
+    /// that executes a program: the owner of its user namespace (the template's uid and gid).
+    #[serde(default)]
+    pub restore: Option<restore::Owner>,
 }
 
 /// A sandbox made ahead of need: namespaces, cgroup and helper exist, waiting for a function.
@@ -130,15 +139,58 @@ pub struct Jail {
     cgroup: cgroup::Cgroup,
     listener: Option<TcpListener>,
     services: Vec<TcpListener>,
+    /// The read ends of the program's stdout and stderr.
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
     root_dir: PathBuf,
     /// How long the cold path took: limits, mounts and the exec of the program.
     pub setup: Duration,
     /// How long preparing the namespaces, cgroup and helper took before that.
     pub prepare: Duration,
+    /// A restore jail's init ([`restore`]).
+    restore_init: Option<u32>,
 }
 
 fn helper_path() -> Result<PathBuf> {
     std::env::current_exe().map_err(os("locating the sandbox helper"))
+}
+
+/// In the helper's process before exec: the report pipe survives into the helper (which
+/// closes it on its final exec), and the helper dies with the worker. Only async-signal-safe
+/// system calls.
+pub(crate) fn keep_report_and_parent(report_fd: i32) -> std::io::Result<()> {
+    // SAFETY: fcntl and prctl on this process with integer arguments.
+    unsafe {
+        if libc::fcntl(report_fd, libc::F_SETFD, 0) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The command that starts the sandbox helper with `config`, its spec to come on stdin, and
+/// the program's stdout and stderr piped to the worker (`output`) or discarded.
+pub(crate) fn helper_command(config: &HelperConfig, output: bool) -> Result<Command> {
+    let config = serde_json::to_string(config).map_err(|e| Error::Exec(e.to_string()))?;
+    let mut command = Command::new(helper_path()?);
+    let out = || {
+        if output {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        }
+    };
+    command
+        .arg(HELPER_ARG)
+        .arg(config)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(out())
+        .stderr(out());
+    Ok(command)
 }
 
 /// Whether this host can run process sandboxes, with the reason if not.
@@ -194,31 +246,16 @@ impl PreparedJail {
             binds,
             cgroup_procs: cgroup.procs_files(),
             report_fd: report_write.as_raw_fd(),
+            restore: None,
         };
-        let config = serde_json::to_string(&config).map_err(|e| Error::Exec(e.to_string()))?;
-
-        let mut command = Command::new(helper_path()?);
-        command
-            .arg(HELPER_ARG)
-            .arg(config)
-            .env_clear()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut command = helper_command(&config, true)?;
         let net_fd = netns.as_raw_fd();
         let report_fd = report_write.as_raw_fd();
         // SAFETY: the closure runs in the forked child before exec and only makes system calls
         // (fcntl, prctl, setns, unshare), which are async-signal-safe; it allocates nothing.
         unsafe {
             command.pre_exec(move || {
-                // The report pipe must survive into the helper; the helper closes it on its
-                // final exec.
-                if libc::fcntl(report_fd, libc::F_SETFD, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                keep_report_and_parent(report_fd)?;
                 if libc::setns(net_fd, libc::CLONE_NEWNET) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -248,6 +285,16 @@ impl PreparedJail {
         })
     }
 
+    /// Binds [`restore::TEMPLATE_SOCKET`] in the prepared sandbox's network namespace, before
+    /// a snapshot template starts there.
+    pub fn bind_template_socket(&self) -> Result<std::os::unix::net::UnixListener> {
+        let parts = self
+            .parts
+            .as_ref()
+            .ok_or_else(|| Error::Exec("the prepared sandbox was already used".into()))?;
+        restore::bind_template_socket(parts.helper.id())
+    }
+
     /// Gives the prepared sandbox its function and returns once the program was executed;
     /// with `egress`, the sandbox is first connected to the outside through it.
     pub fn start(
@@ -274,15 +321,21 @@ impl PreparedJail {
             },
             None => None,
         };
+        let mut helper = parts.helper;
+        let stdout = helper.stdout.take().map(OwnedFd::from);
+        let stderr = helper.stderr.take().map(OwnedFd::from);
         let mut jail = Jail {
             egress: link,
-            helper: parts.helper,
+            helper,
+            stdout,
+            stderr,
             cgroup: parts.cgroup,
             listener: Some(parts.listener),
             services: parts.services,
             root_dir: self.root_dir.clone(),
             setup: Duration::ZERO,
             prepare: self.prepare,
+            restore_init: None,
         };
         if let Err(e) = jail.cgroup.set_limits(spec.memory_mb, spec.pids_max) {
             jail.kill();
@@ -346,12 +399,12 @@ impl Jail {
         self.listener.take()
     }
 
-    pub fn take_stdout(&mut self) -> Option<ChildStdout> {
-        self.helper.stdout.take()
+    pub fn take_stdout(&mut self) -> Option<OwnedFd> {
+        self.stdout.take()
     }
 
-    pub fn take_stderr(&mut self) -> Option<ChildStderr> {
-        self.helper.stderr.take()
+    pub fn take_stderr(&mut self) -> Option<OwnedFd> {
+        self.stderr.take()
     }
 
     /// The helper's pid; it exits with the program's status (128 + signal if it was killed).
@@ -394,7 +447,7 @@ type SpawnJob = (Command, std::sync::mpsc::SyncSender<std::io::Result<Child>>);
 /// Spawns a helper from one long-lived thread. The helper asks to be killed when its parent
 /// dies (PR_SET_PDEATHSIG), and Linux means the parent *thread*: spawned from a pool thread
 /// that later exits, a healthy sandbox would be killed with it.
-fn spawn_from_keeper(command: Command) -> std::io::Result<Child> {
+pub(crate) fn spawn_from_keeper(command: Command) -> std::io::Result<Child> {
     static KEEPER: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<SpawnJob>>> =
         std::sync::OnceLock::new();
     let keeper = KEEPER.get_or_init(|| {
@@ -421,7 +474,7 @@ fn spawn_from_keeper(command: Command) -> std::io::Result<Child> {
     reply_rx.recv().map_err(|_| gone())?
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0i32; 2];
     // SAFETY: pipe2 writes two descriptors into the array on success.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {

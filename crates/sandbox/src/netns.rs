@@ -38,6 +38,46 @@ pub(crate) fn create_with_listeners(ports: Vec<u16>) -> Result<(OwnedFd, Vec<Tcp
         .map_err(|_| Error::Unsupported("the namespace thread panicked".into()))?
 }
 
+/// Runs `work` on a short-lived thread inside the network namespace of process `pid`, so that
+/// sockets it makes belong to that namespace while the rest of the process stays in its own.
+pub(crate) fn within<T: Send + 'static>(
+    pid: u32,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let ns = File::open(format!("/proc/{pid}/ns/net"))
+        .map_err(os("opening the sandbox's network namespace"))?;
+    std::thread::Builder::new()
+        .name("nimbus-netns".into())
+        .spawn(move || -> Result<T> {
+            // SAFETY: setns on a namespace descriptor we own; it moves only this thread.
+            if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) } != 0
+            {
+                return Err(os("entering the sandbox's network namespace")(
+                    std::io::Error::last_os_error(),
+                ));
+            }
+            work()
+        })
+        .map_err(os("starting the namespace thread"))?
+        .join()
+        .map_err(|_| Error::Unsupported("the namespace thread panicked".into()))?
+}
+
+/// Brings loopback up in the network namespace of `pid` and binds `127.0.0.1:PORT` there for
+/// each port.
+pub(crate) fn listeners_in(pid: u32, ports: Vec<u16>) -> Result<Vec<TcpListener>> {
+    within(pid, move || {
+        loopback_up()?;
+        ports
+            .into_iter()
+            .map(|port| {
+                TcpListener::bind(("127.0.0.1", port))
+                    .map_err(os("binding a listener in the sandbox's namespace"))
+            })
+            .collect()
+    })
+}
+
 fn loopback_up() -> Result<()> {
     // SAFETY: socket has no preconditions; the result is checked below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };

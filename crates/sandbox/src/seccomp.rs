@@ -18,6 +18,8 @@ const DENIED: &[libc::c_long] = &[
     libc::SYS_ptrace,
     libc::SYS_process_vm_readv,
     libc::SYS_process_vm_writev,
+    libc::SYS_pidfd_getfd,
+    libc::SYS_process_madvise,
     libc::SYS_kcmp,
     libc::SYS_kexec_load,
     libc::SYS_kexec_file_load,
@@ -80,8 +82,15 @@ fn program(
         .map_err(|e| format!("compiling the seccomp filter: {e:?}"))
 }
 
-pub(crate) fn filters() -> Result<Vec<BpfProgram>, String> {
-    let mut denied: BTreeMap<i64, Vec<SeccompRule>> = DENIED.iter().map(|s| (*s, vec![])).collect();
+/// The filters of a sandbox's program. A snapshot template's (`template`) also lets it call
+/// `setns`: the processes it forks enter the namespaces of their own jails with it, then add
+/// a filter that takes `setns` away again ([`RESTORED_FILTERS`] in all).
+pub(crate) fn filters(template: bool) -> Result<Vec<BpfProgram>, String> {
+    let mut denied: BTreeMap<i64, Vec<SeccompRule>> = DENIED
+        .iter()
+        .filter(|s| !(template && **s == libc::SYS_setns))
+        .map(|s| (*s, vec![]))
+        .collect();
     let mut clone_rules = Vec::new();
     for flag in NAMESPACE_FLAGS {
         let condition = SeccompCondition::new(
@@ -106,6 +115,10 @@ pub(crate) fn filters() -> Result<Vec<BpfProgram>, String> {
     Ok(vec![eperm, enosys])
 }
 
+/// How many filters a process restored from a template has: its template's two and the one
+/// it adds after entering its jail, which refuses `setns`.
+pub const RESTORED_FILTERS: u32 = 3;
+
 /// Installs filters built earlier with [`filters`]: building them takes longer than a cold
 /// start should wait, so the helper builds them while it waits for its function.
 pub(crate) fn apply(filters: &[BpfProgram]) -> Result<(), String> {
@@ -120,8 +133,14 @@ pub(crate) fn apply(filters: &[BpfProgram]) -> Result<(), String> {
 mod tests {
     #[test]
     fn filters_compile() {
-        let filters = super::filters().unwrap();
-        assert_eq!(filters.len(), 2);
-        assert!(filters.iter().all(|f| !f.is_empty()));
+        for template in [false, true] {
+            let filters = super::filters(template).unwrap();
+            assert_eq!(filters.len(), 2);
+            assert!(filters.iter().all(|f| !f.is_empty()));
+        }
+        // The template's filter lacks exactly the rule for setns.
+        let strict = super::filters(false).unwrap();
+        let template = super::filters(true).unwrap();
+        assert!(template[0].len() < strict[0].len());
     }
 }

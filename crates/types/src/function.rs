@@ -207,17 +207,18 @@ impl SnapStart {
     }
 }
 
-/// Checks that a runtime can start from snapshots on this platform: WebAssembly modules, which
-/// are pre-initialised through their `wizer.initialize` export. Process runtimes are refused
-/// rather than accepted and run as usual.
+/// Checks that a runtime can start from snapshots on this platform: Python (a template process
+/// forked into each environment's jail) and WebAssembly modules (pre-initialised through their
+/// `wizer.initialize` export). Other runtimes are refused rather than accepted and run as usual.
 pub fn validate_snap_start(
     runtime: Runtime,
     snap_start: SnapStart,
 ) -> Result<(), InvalidParameter> {
-    if snap_start == SnapStart::PublishedVersions && runtime != Runtime::Wasm32Wasip1 {
+    let supported = matches!(runtime, Runtime::Wasm32Wasip1 | Runtime::Python { .. });
+    if snap_start == SnapStart::PublishedVersions && !supported {
         return Err(InvalidParameter::new(format!(
             "SnapStart is not supported for runtime {runtime} on this node: it applies to \
-             wasm32-wasip1 modules that export `wizer.initialize`"
+             Python functions and to wasm32-wasip1 modules that export `wizer.initialize`"
         )));
     }
     Ok(())

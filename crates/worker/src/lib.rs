@@ -71,4 +71,7 @@ pub trait Worker: Send + Sync {
     async fn invoke(&self, sandbox: SandboxId, request: InvokeRequest) -> Result<InvokeOutcome>;
     /// Shuts a sandbox down and frees what it reserved.
     async fn release(&self, sandbox: SandboxId);
+    /// Drops what the worker keeps for a function version (`name:version`) or for every version
+    /// of a function (`name`) beyond its sandboxes: the snapshots of SnapStart versions.
+    async fn forget(&self, _qualified: &str) {}
 }

@@ -19,7 +19,9 @@ use nimbus_types::{
 };
 
 use crate::log::{Report, frame};
-use crate::process::{ProcessConfig, ProcessResult, ProcessSandbox, describe_exit};
+use crate::process::{
+    ProcessConfig, ProcessResult, ProcessSandbox, SnapshotTemplate, describe_exit,
+};
 use crate::{Error, Result, SandboxId, SandboxInit, Worker, WorkerStatus};
 
 #[derive(Debug, Clone)]
@@ -57,6 +59,11 @@ struct Sandbox {
     kind: SandboxKind,
     /// Set until the first invocation has reported the sandbox's init duration.
     init_duration_us: Mutex<Option<u64>>,
+    /// It started from its version's snapshot: the init is reported as a restore.
+    restored: bool,
+    /// Lines for the first invocation's log before the function's own output: a snapshot's
+    /// init log, or why a restore fell back to a normal init.
+    preface: Mutex<Option<String>>,
     busy: AtomicBool,
 }
 
@@ -66,7 +73,11 @@ pub struct LocalWorker {
     wasm: Arc<WasmRuntime>,
     sandboxes: Mutex<HashMap<SandboxId, Arc<Sandbox>>>,
     prepared: Mutex<HashSet<String>>,
-    next_id: AtomicU64,
+    /// The snapshot templates of SnapStart versions of process functions, by qualified name.
+    templates: Mutex<HashMap<String, Arc<SnapshotTemplate>>>,
+    /// One snapshot is made at a time.
+    snapshotting: tokio::sync::Mutex<()>,
+    next_id: Arc<AtomicU64>,
     reserved_mb: AtomicU64,
 }
 
@@ -81,7 +92,9 @@ impl LocalWorker {
             wasm,
             sandboxes: Mutex::new(HashMap::new()),
             prepared: Mutex::new(HashSet::new()),
-            next_id: AtomicU64::new(config.first_sandbox_id.max(1)),
+            templates: Mutex::new(HashMap::new()),
+            snapshotting: tokio::sync::Mutex::new(()),
+            next_id: Arc::new(AtomicU64::new(config.first_sandbox_id.max(1))),
             reserved_mb: AtomicU64::new(0),
             config,
         }
@@ -139,6 +152,152 @@ impl LocalWorker {
         .await
         .map_err(|e| Error::Internal(format!("preparing code panicked: {e}")))??;
         Ok(template)
+    }
+
+    /// The running snapshot template of a SnapStart version, made now if there is none (its
+    /// version was published before this worker started). One that died is made again if
+    /// `remake` (publishing), else forgotten with an error: the cold start that found it falls
+    /// back to a normal init rather than wait for a new snapshot.
+    async fn template(
+        &self,
+        function: &FunctionConfig,
+        remake: bool,
+    ) -> Result<Arc<SnapshotTemplate>> {
+        let key = function.qualified_name();
+        // A template of this configuration that still runs; one that died is forgotten and
+        // this start falls back to a normal init (the next one makes a new snapshot).
+        let current = |worker: &Self| -> Result<Option<Arc<SnapshotTemplate>>> {
+            let mut templates = worker
+                .templates
+                .lock()
+                .map_err(|_| Error::Internal("template table poisoned".into()))?;
+            match templates.get(&key) {
+                Some(t) if t.fingerprint != crate::process::snapshot_fingerprint(function) => {
+                    Ok(None)
+                }
+                Some(t) if t.alive() => Ok(Some(t.clone())),
+                Some(_) => {
+                    if let Some(dead) = templates.remove(&key) {
+                        drop_off_executor(dead);
+                    }
+                    if remake {
+                        Ok(None)
+                    } else {
+                        Err(Error::Internal(
+                            "the snapshot's template process exited".into(),
+                        ))
+                    }
+                }
+                None => Ok(None),
+            }
+        };
+        if let Some(template) = current(self)? {
+            return Ok(template);
+        }
+        let _one_at_a_time = self.snapshotting.lock().await;
+        if let Some(template) = current(self)? {
+            return Ok(template);
+        }
+        let (code_dir, opt_dirs) = self.code_dir_for(function).await?;
+        let process = self
+            .config
+            .process
+            .as_ref()
+            .ok_or_else(|| Error::Internal("no process config".into()))?;
+        let template = Arc::new(
+            ProcessSandbox::start_template(
+                process,
+                function,
+                code_dir,
+                opt_dirs,
+                self.next_id.clone(),
+                &self.config.region,
+            )
+            .await?,
+        );
+        template.refill_in_background();
+        tracing::info!(
+            function = %function.name,
+            version = %function.version,
+            init_us = template.init_duration_us,
+            memory_bytes = template.memory_bytes(),
+            "snapshot template ready"
+        );
+        let replaced = self
+            .templates
+            .lock()
+            .map_err(|_| Error::Internal("template table poisoned".into()))?
+            .insert(key, template.clone());
+        if let Some(old) = replaced {
+            drop_off_executor(old);
+        }
+        Ok(template)
+    }
+
+    /// Starts a process sandbox of a SnapStart version from its snapshot; if that fails, starts
+    /// it normally and says why in its first log. Returns the sandbox, whether it was restored
+    /// and the log's preface.
+    async fn start_process(
+        &self,
+        function: &FunctionConfig,
+        id: SandboxId,
+        init_type: InitType,
+    ) -> Result<(ProcessSandbox, bool, Option<String>)> {
+        let process = self
+            .config
+            .process
+            .as_ref()
+            .ok_or_else(|| Error::Internal("no process config".into()))?;
+        let (code_dir, opt_dirs) = self.code_dir_for(function).await?;
+        let mut preface = None;
+        if function.starts_from_snapshot() {
+            let restored = match self.template(function, false).await {
+                Ok(template) => ProcessSandbox::start_restored(
+                    process,
+                    function,
+                    &template,
+                    code_dir.clone(),
+                    opt_dirs.clone(),
+                    id,
+                    &self.config.region,
+                    init_type,
+                )
+                .await
+                .map(|sandbox| (sandbox, template)),
+                Err(e) => Err(e),
+            };
+            match restored {
+                Ok((sandbox, template)) => {
+                    let preface = template.take_init_log().map(|log| {
+                        format!(
+                            "INIT_START Runtime Version: nimbus:{}\tPhase: snapshot\tInit Duration: {}.{:02} ms\n{}",
+                            function.runtime,
+                            template.init_duration_us / 1000,
+                            (template.init_duration_us % 1000) / 10,
+                            String::from_utf8_lossy(&log)
+                        )
+                    });
+                    return Ok((sandbox, true, preface));
+                }
+                Err(e) => {
+                    tracing::warn!(function = %function.name, version = %function.version, error = %e, "restore from snapshot failed; initialising normally");
+                    preface = Some(format!(
+                        "RESTORE_FAILED The environment could not be restored from the snapshot ({e}); it was initialised normally.\n"
+                    ));
+                }
+            }
+        }
+        let sandbox = ProcessSandbox::start(
+            process,
+            function,
+            code_dir,
+            opt_dirs,
+            id,
+            &self.config.region,
+            init_type,
+        )
+        .await?;
+        Ok((sandbox, false, preface))
     }
 
     /// Unpacks a process function's code and its layers (bottom first), and checks that its
@@ -232,6 +391,7 @@ impl LocalWorker {
             reusable: true,
             error_line,
             http: None,
+            restored: function.starts_from_snapshot(),
         })
     }
 
@@ -277,6 +437,7 @@ impl LocalWorker {
                     reusable: true,
                     error_line: true,
                     http: None,
+                    restored: false,
                 });
             }
         };
@@ -350,6 +511,7 @@ impl LocalWorker {
             reusable: true,
             error_line,
             http,
+            restored: function.starts_from_snapshot(),
         })
     }
 
@@ -474,6 +636,9 @@ impl Worker for LocalWorker {
     async fn prepare(&self, function: &FunctionConfig) -> Result<()> {
         if function.runtime.is_process() {
             self.code_dir_for(function).await?;
+            if function.starts_from_snapshot() {
+                self.template(function, true).await?;
+            }
         } else {
             self.template_for(function).await?;
         }
@@ -486,26 +651,16 @@ impl Worker for LocalWorker {
     async fn init(&self, function: &FunctionConfig, init_type: InitType) -> Result<SandboxInit> {
         let started = Instant::now();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let restored;
+        let mut preface = None;
         let kind = if function.runtime.is_process() {
-            let (code_dir, opt_dirs) = self.code_dir_for(function).await?;
-            let process = self
-                .config
-                .process
-                .as_ref()
-                .ok_or_else(|| Error::Internal("no process config".into()))?;
-            SandboxKind::Process(Box::new(
-                ProcessSandbox::start(
-                    process,
-                    function,
-                    code_dir,
-                    opt_dirs,
-                    id,
-                    &self.config.region,
-                    init_type,
-                )
-                .await?,
-            ))
+            let (sandbox, from_snapshot, note) =
+                self.start_process(function, id, init_type).await?;
+            restored = from_snapshot;
+            preface = note;
+            SandboxKind::Process(Box::new(sandbox))
         } else {
+            restored = function.starts_from_snapshot();
             let env = self.environment(function, id, init_type);
             match self.template_for(function).await? {
                 Template::Module(template) => SandboxKind::Wasm { template, env },
@@ -536,6 +691,8 @@ impl Worker for LocalWorker {
             init_duration_us: Mutex::new(
                 (init_type == InitType::OnDemand).then_some(init_duration_us),
             ),
+            restored,
+            preface: Mutex::new(preface),
             busy: AtomicBool::new(false),
         });
         self.sandboxes
@@ -592,11 +749,40 @@ impl Worker for LocalWorker {
                 .await
             }
             SandboxKind::Process(process) => {
-                invoke_process(&sandbox.function, process, request, init_duration_us).await
+                let preface = sandbox.preface.lock().ok().and_then(|mut p| p.take());
+                invoke_process(
+                    &sandbox.function,
+                    process,
+                    request,
+                    init_duration_us,
+                    sandbox.restored,
+                    preface,
+                )
+                .await
             }
         };
         sandbox.busy.store(false, Ordering::Release);
         Ok(outcome)
+    }
+
+    async fn forget(&self, qualified: &str) {
+        let prefix = format!("{qualified}:");
+        let retired: Vec<Arc<SnapshotTemplate>> = self
+            .templates
+            .lock()
+            .map(|mut templates| {
+                let keys: Vec<String> = templates
+                    .keys()
+                    .filter(|k| *k == qualified || k.starts_with(&prefix))
+                    .cloned()
+                    .collect();
+                keys.iter().filter_map(|k| templates.remove(k)).collect()
+            })
+            .unwrap_or_default();
+        for template in retired {
+            template.retire();
+            drop_off_executor(template);
+        }
     }
 
     async fn release(&self, sandbox: SandboxId) {
@@ -621,12 +807,24 @@ impl Worker for LocalWorker {
     }
 }
 
+/// Drops a snapshot template (killing its jail waits on the kernel) on the blocking pool.
+fn drop_off_executor(template: Arc<SnapshotTemplate>) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            handle.spawn_blocking(move || drop(template));
+        }
+        Err(_) => drop(template),
+    }
+}
+
 /// Runs one invocation in a process sandbox and measures it.
 async fn invoke_process(
     function: &FunctionConfig,
     process: &ProcessSandbox,
     request: InvokeRequest,
     init_duration_us: Option<u64>,
+    restored: bool,
+    preface: Option<String>,
 ) -> InvokeOutcome {
     let request_id = request.request_id;
     let timeout = Duration::from_secs(function.timeout_s as u64);
@@ -700,10 +898,18 @@ async fn invoke_process(
         }
     };
     let mut output = Vec::new();
+    if let Some(preface) = preface {
+        output.extend_from_slice(preface.as_bytes());
+    }
     if init_duration_us.is_some() {
         output.extend_from_slice(
             format!(
-                "INIT_START Runtime Version: nimbus:{}\tSandbox Setup: {}.{:02} ms\n",
+                "{} Runtime Version: nimbus:{}\tSandbox Setup: {}.{:02} ms\n",
+                if restored {
+                    "RESTORE_START"
+                } else {
+                    "INIT_START"
+                },
                 function.runtime,
                 process.setup_us / 1000,
                 (process.setup_us % 1000) / 10
@@ -726,6 +932,7 @@ async fn invoke_process(
         // A killed or crashed runtime gets Lambda's timestamped line; a handled error does not.
         error_line: !reusable,
         http: None,
+        restored,
     })
 }
 
@@ -742,6 +949,8 @@ struct Measured<'a> {
     init_duration_us: Option<u64>,
     peak_memory_bytes: u64,
     reusable: bool,
+    /// The sandbox started from a snapshot.
+    restored: bool,
     /// Whether the error also gets Lambda's timestamped line in the log.
     error_line: bool,
     /// A `wasi-http` function's answer to a request that came as HTTP.
@@ -776,7 +985,7 @@ fn finish(m: Measured<'_>) -> InvokeOutcome {
             memory_mb: function.memory_mb,
             max_memory_used_mb,
             init_duration_us: m.init_duration_us,
-            restored: function.starts_from_snapshot(),
+            restored: m.restored,
         },
         m.output,
         extra.as_deref(),

@@ -201,6 +201,54 @@ impl std::fmt::Debug for JailPool {
     }
 }
 
+/// Runs `work` on `owner` on a thread named `name`, unless the flag `running` picks out says
+/// one is at it already; the flag is cleared when it is done.
+fn on_one_thread<S: Send + Sync + 'static>(
+    owner: &Arc<S>,
+    running: fn(&S) -> &std::sync::atomic::AtomicBool,
+    name: &str,
+    work: fn(&S),
+) {
+    use std::sync::atomic::Ordering;
+    if running(owner).swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let on_thread = owner.clone();
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            work(&on_thread);
+            running(&on_thread).store(false, Ordering::Release);
+        });
+    if spawned.is_err() {
+        running(owner).store(false, Ordering::Release);
+    }
+}
+
+/// Makes things with `make` into `ready` until it holds `target` of them, while `wanted`;
+/// stops at the first failure, which it logs (`what` names the things). Blocking.
+fn fill<T>(
+    ready: &Mutex<Vec<T>>,
+    target: usize,
+    wanted: impl Fn() -> bool,
+    mut make: impl FnMut() -> Result<T>,
+    what: &str,
+) {
+    while wanted() && ready.lock().map(|r| r.len()).unwrap_or(usize::MAX) < target {
+        match make() {
+            Ok(made) => {
+                if let Ok(mut ready) = ready.lock() {
+                    ready.push(made);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not prepare {what} ahead of need");
+                break;
+            }
+        }
+    }
+}
+
 /// The SDK directories on the host bound into every sandbox, where installed.
 #[derive(Debug, Clone, Default)]
 pub struct Sdks {
@@ -275,41 +323,23 @@ impl JailPool {
 
     /// Tops the pool up to its target on a background thread.
     pub fn refill_in_background(self: &Arc<Self>) {
-        if self.target == 0
-            || self
-                .refilling
-                .swap(true, std::sync::atomic::Ordering::AcqRel)
-        {
+        if self.target == 0 {
             return;
         }
-        let pool = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("nimbus-jail-pool".into())
-            .spawn(move || {
-                loop {
-                    let len = pool.ready.lock().map(|r| r.len()).unwrap_or(usize::MAX);
-                    if len >= pool.target {
-                        break;
-                    }
-                    match pool.prepare_one() {
-                        Ok(jail) => {
-                            if let Ok(mut ready) = pool.ready.lock() {
-                                ready.push(jail);
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "could not prepare a sandbox ahead of need");
-                            break;
-                        }
-                    }
-                }
-                pool.refilling
-                    .store(false, std::sync::atomic::Ordering::Release);
-            });
-        if spawned.is_err() {
-            self.refilling
-                .store(false, std::sync::atomic::Ordering::Release);
-        }
+        on_one_thread(
+            self,
+            |p| &p.refilling,
+            "nimbus-jail-pool",
+            |pool| {
+                fill(
+                    &pool.ready,
+                    pool.target,
+                    || true,
+                    || pool.prepare_one(),
+                    "a sandbox",
+                )
+            },
+        );
     }
 
     /// Tears down every prepared sandbox.
@@ -500,6 +530,374 @@ fn environment(
     env
 }
 
+/// What every start of a sandbox works out first: its log stream, uid, credentials and the
+/// services router.
+struct Launch {
+    function: FunctionConfig,
+    region: String,
+    log_stream: String,
+    uid: u32,
+    init_type: InitType,
+    credentials: Option<SessionCredentials>,
+    services: Option<axum::Router>,
+}
+
+impl Launch {
+    fn new(
+        config: &ProcessConfig,
+        function: &FunctionConfig,
+        sandbox_id: u64,
+        region: &str,
+        init_type: InitType,
+    ) -> Self {
+        let day = nimbus_types::time::lambda_timestamp(nimbus_types::time::now_ms());
+        let log_stream = format!(
+            "{}/[{}]{sandbox_id:016x}",
+            day.get(..10).unwrap_or("1970-01-01").replace('-', "/"),
+            function.version
+        );
+        Self {
+            function: function.clone(),
+            region: region.to_owned(),
+            log_stream,
+            uid: UID_BASE + (sandbox_id % UID_RANGE) as u32,
+            init_type,
+            credentials: config
+                .credentials
+                .as_ref()
+                .and_then(|issuer| issuer.issue(function)),
+            services: config
+                .services
+                .read()
+                .ok()
+                .and_then(|router| router.clone()),
+        }
+    }
+
+    /// The jail's spec; a template's (`template`) initialises for a snapshot.
+    fn spec(
+        &self,
+        config: &ProcessConfig,
+        code_dir: PathBuf,
+        opt_dirs: Vec<PathBuf>,
+        template: bool,
+    ) -> Result<(JailSpec, Option<axum::Router>)> {
+        let function = &self.function;
+        let (program, args) = config.program(function.runtime, &code_dir, &opt_dirs)?;
+        let mut env = environment(
+            function,
+            &self.region,
+            &self.log_stream,
+            self.init_type,
+            self.services.is_some(),
+            self.credentials.as_ref(),
+        );
+        if function.starts_from_snapshot() {
+            // As on Lambda: a SnapStart version's environments say so, from init on.
+            for (key, value) in env.iter_mut() {
+                if key == "AWS_LAMBDA_INITIALIZATION_TYPE" && self.init_type == InitType::OnDemand {
+                    *value = "snap-start".to_owned();
+                }
+            }
+        }
+        if template {
+            env.push(("_NIMBUS_SNAPSHOT".to_owned(), "template".to_owned()));
+        }
+        Ok((
+            JailSpec {
+                code_dir,
+                opt_dirs,
+                program,
+                args,
+                env,
+                memory_mb: function.memory_mb,
+                tmp_mb: function.ephemeral_storage_mb,
+                pids_max: PIDS_MAX,
+                uid: self.uid,
+                gid: self.uid,
+                template,
+            },
+            self.services.clone(),
+        ))
+    }
+}
+
+/// The error that refuses a SnapStart version whose initialisation failed, with what the
+/// init printed last.
+fn init_refusal(error: Option<FunctionError>, output: &[u8]) -> Error {
+    let (kind, message) = error
+        .map(|e| (e.error_type, e.error_message))
+        .unwrap_or_else(|| ("Runtime.Unknown".into(), "the init failed".into()));
+    let message = message.trim_start_matches("RequestId:  Error: ").to_owned();
+    let log = String::from_utf8_lossy(output);
+    let tail: String = log
+        .lines()
+        .rev()
+        .take(5)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
+    Error::InvalidCode(if tail.is_empty() {
+        format!("The snapshot could not be made: the function's init failed ({kind}): {message}")
+    } else {
+        format!(
+            "The snapshot could not be made: the function's init failed ({kind}): {message}. Its log ended: {tail}"
+        )
+    })
+}
+
+/// What a snapshot depends on: the code, layers, runtime, handler and the settings its init
+/// sees. Publishing gives the version a revision of its own, so the revision cannot say
+/// whether a template made while publishing is the version's.
+pub(crate) fn snapshot_fingerprint(function: &FunctionConfig) -> String {
+    serde_json::json!({
+        "account": function.account,
+        "code": function.code.sha256,
+        "layers": function.layers.iter().map(|l| &l.code.sha256).collect::<Vec<_>>(),
+        "runtime": function.runtime.to_string(),
+        "handler": function.handler,
+        "memory": function.memory_mb,
+        "tmp": function.ephemeral_storage_mb,
+        "timeout": function.timeout_s,
+        "environment": function.environment,
+        "tags": function.tags.get(nimbus_types::function::EGRESS_TAG),
+    })
+    .to_string()
+}
+
+/// A SnapStart version's snapshot: a runtime that ran the version's initialisation in a jail of
+/// its own and now forks a copy of itself into each new environment's jail
+/// ([`nimbus_sandbox::restore`]). The copies share the template's pages until they write.
+pub(crate) struct SnapshotTemplate {
+    sandbox: ProcessSandbox,
+    /// The connection the template waits on for fork requests; one request at a time.
+    control: Mutex<std::os::unix::net::UnixStream>,
+    /// The template's pid as the worker sees it: each copy must be its child.
+    pid: u32,
+    pub(crate) owner: nimbus_sandbox::restore::Owner,
+    /// What it was initialised from ([`snapshot_fingerprint`]).
+    pub(crate) fingerprint: String,
+    pub(crate) init_duration_us: u64,
+    /// What the initialisation printed, given to the first restored environment's log.
+    init_log: Mutex<Option<Vec<u8>>>,
+    /// The spec of each environment's jail but its uid; its way out, if it has one.
+    copy_spec: JailSpec,
+    copy_egress: Option<Arc<nimbus_sandbox::Egress>>,
+    /// Where jails are made (their directory, the binds, the node's port).
+    jails: Arc<JailPool>,
+    /// The worker's sandbox ids, from which each copy's uid comes.
+    ids: Arc<std::sync::atomic::AtomicU64>,
+    /// Copies restored ahead of need: in their jails and confined, without their variables,
+    /// credentials or hooks yet.
+    ready: Mutex<Vec<PreparedCopy>>,
+    refilling: std::sync::atomic::AtomicBool,
+    /// Its version is gone: no more copies are made.
+    retired: std::sync::atomic::AtomicBool,
+}
+
+/// How many copies of a template wait restored ahead of need.
+const READY_COPIES: usize = 1;
+
+/// A copy of a template in its own jail, confined, waiting for its environment's variables.
+pub(crate) struct PreparedCopy {
+    jail: nimbus_sandbox::Jail,
+    channel: std::os::unix::net::UnixStream,
+}
+
+impl PreparedCopy {
+    /// Gives the copy its variables (credentials, log stream and the rest): it re-seeds its
+    /// random numbers, runs the after-restore hooks and asks for its first invocation.
+    fn claim(self, env: &[(String, String)]) -> Result<nimbus_sandbox::Jail> {
+        let env: serde_json::Map<String, serde_json::Value> = env
+            .iter()
+            .filter(|(k, _)| k != "_NIMBUS_SNAPSHOT")
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        let mut message = serde_json::to_vec(&serde_json::json!({ "env": env }))
+            .map_err(|e| Error::Internal(format!("encoding the environment: {e}")))?;
+        message.push(b'\n');
+        std::io::Write::write_all(&mut &self.channel, &message).map_err(|e| {
+            Error::Internal(format!(
+                "restoring from the snapshot: the copy is gone: {e}"
+            ))
+        })?;
+        Ok(self.jail)
+    }
+}
+
+impl SnapshotTemplate {
+    /// Whether the template still runs: its end of the control socket is open. (Its jail's
+    /// init outlives it, holding its output open, for the environments below it.)
+    pub(crate) fn alive(&self) -> bool {
+        let Ok(control) = self.control.lock() else {
+            return false;
+        };
+        // The template sends nothing after it is ready: a read sees only its end.
+        match std::io::Read::read(&mut &*control, &mut [0u8; 16]) {
+            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+            Ok(n) => n > 0,
+        }
+    }
+
+    /// Memory the template holds, which its environments share.
+    pub(crate) fn memory_bytes(&self) -> u64 {
+        self.sandbox.peak_memory_bytes()
+    }
+
+    /// What the template's init printed, once.
+    pub(crate) fn take_init_log(&self) -> Option<Vec<u8>> {
+        self.init_log.lock().ok().and_then(|mut l| l.take())
+    }
+
+    /// Stops making copies: the version is gone.
+    pub(crate) fn retire(&self) {
+        self.retired
+            .store(true, std::sync::atomic::Ordering::Release);
+        if let Ok(mut ready) = self.ready.lock() {
+            ready.clear();
+        }
+    }
+
+    /// A copy restored ahead of need, or one restored now; and whether it was ready. Blocking.
+    fn take_copy(&self) -> Result<(PreparedCopy, bool)> {
+        if let Some(copy) = self.ready.lock().ok().and_then(|mut r| r.pop()) {
+            return Ok((copy, true));
+        }
+        self.prepare_copy().map(|copy| (copy, false))
+    }
+
+    /// Restores copies ahead of need on a background thread, up to [`READY_COPIES`].
+    pub(crate) fn refill_in_background(self: &Arc<Self>) {
+        on_one_thread(
+            self,
+            |t| &t.refilling,
+            "nimbus-snapshot-pool",
+            |template| {
+                fill(
+                    &template.ready,
+                    READY_COPIES,
+                    || {
+                        template.alive()
+                            && !template.retired.load(std::sync::atomic::Ordering::Acquire)
+                    },
+                    || template.prepare_copy(),
+                    "an environment restored from a snapshot",
+                )
+            },
+        );
+    }
+
+    /// Makes a jail for a new environment and forks the template into it. Blocking.
+    fn prepare_copy(&self) -> Result<PreparedCopy> {
+        let id = self.ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let uid = UID_BASE + (id % UID_RANGE) as u32;
+        let spec = JailSpec {
+            uid,
+            gid: uid,
+            ..self.copy_spec.clone()
+        };
+        let name = format!("{}-r{id}", std::process::id());
+        let target = nimbus_sandbox::Jail::for_restore(
+            &name,
+            self.jails.sandbox_dir.join(&name),
+            self.jails.binds.clone(),
+            &self.jails.alias_ports,
+            &spec,
+            self.owner,
+            self.copy_egress.as_ref(),
+        )
+        .map_err(|e| Error::Internal(format!("{e:#}")))?;
+        self.fork_into(target, &spec)
+    }
+
+    /// Forks the template into `target` and waits until the copy is confined in it. Blocking.
+    fn fork_into(
+        &self,
+        target: nimbus_sandbox::restore::RestoreTarget,
+        spec: &JailSpec,
+    ) -> Result<PreparedCopy> {
+        use nimbus_sandbox::restore::{parent_of, pass_credentials, recv_with_pid, send_with_fds};
+        use std::os::fd::AsRawFd;
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            Error::Internal(format!("restoring from the snapshot: {what}: {e}"))
+        };
+        let (ours, theirs) =
+            std::os::unix::net::UnixStream::pair().map_err(|e| failed("socket pair", &e))?;
+        pass_credentials(&ours).map_err(|e| failed("socket pair", &e))?;
+        ours.set_read_timeout(Some(INIT_TIMEOUT))
+            .map_err(|e| failed("socket pair", &e))?;
+        {
+            let control = self
+                .control
+                .lock()
+                .map_err(|_| Error::Internal("template lock poisoned".into()))?;
+            send_with_fds(&control, b"F\n", &[theirs.as_raw_fd()])
+                .map_err(|e| failed("asking the template to fork", &e))?;
+        }
+        drop(theirs);
+        let (hello, pid) = recv_with_pid(&ours)
+            .map_err(|e| failed("waiting for the copy", &e))?
+            .ok_or_else(|| failed("waiting for the copy", &"the template is gone"))?;
+        if hello != b"hello\n" || parent_of(pid) != Some(self.pid) {
+            return Err(failed(
+                "waiting for the copy",
+                &format!("process {pid} is not a copy of the template"),
+            ));
+        }
+        target
+            .jail
+            .adopt(pid)
+            .map_err(|e| failed("moving the copy into its cgroup", &e))?;
+        let mut message = serde_json::to_vec(&serde_json::json!({
+            "uid": spec.uid,
+            "gid": spec.gid,
+        }))
+        .map_err(|e| failed("encoding the environment", &e))?;
+        message.push(b'\n');
+        send_with_fds(
+            &ours,
+            &message,
+            &[
+                target.pidfd.as_raw_fd(),
+                target.stdout.as_raw_fd(),
+                target.stderr.as_raw_fd(),
+            ],
+        )
+        .map_err(|e| failed("handing the copy its jail", &e))?;
+        let jail = target.jail;
+        drop((target.pidfd, target.stdout, target.stderr));
+        let (ok, _) = recv_with_pid(&ours)
+            .map_err(|e| failed("waiting for the copy to enter its jail", &e))?
+            .ok_or_else(|| {
+                failed(
+                    "waiting for the copy to enter its jail",
+                    &"it exited before it was in",
+                )
+            })?;
+        if ok != b"ok\n" {
+            let said = String::from_utf8_lossy(&ok);
+            return Err(failed("entering the jail", &said.trim()));
+        }
+        jail.verify_restored(spec.uid, spec.gid)
+            .map_err(|e| failed("checking the restored environment", &e))?;
+        // From here the copy waits for its variables without a deadline.
+        ours.set_read_timeout(None)
+            .map_err(|e| failed("socket pair", &e))?;
+        Ok(PreparedCopy {
+            jail,
+            channel: ours,
+        })
+    }
+}
+
+impl Drop for SnapshotTemplate {
+    fn drop(&mut self) {
+        self.sandbox.destroy();
+    }
+}
+
 /// How an invocation in a process sandbox ended.
 pub(crate) enum ProcessResult {
     Response(Bytes),
@@ -524,9 +922,14 @@ pub(crate) struct ProcessSandbox {
     pipes: [Pipe; 2],
     exited: watch::Receiver<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// How many of `tasks`, first, serve the Runtime API and the services (the rest pump).
+    serving: usize,
     function_arn: String,
     pub(crate) setup_us: u64,
     init_failure: Mutex<Option<(Bytes, FunctionError)>>,
+    /// The template a restored sandbox came from: its jail (the parent of this one's pid
+    /// namespace) must outlive this sandbox.
+    template: Option<Arc<SnapshotTemplate>>,
 }
 
 /// A sandbox's stdout or stderr, once its pump has opened it.
@@ -593,46 +996,12 @@ impl ProcessSandbox {
         region: &str,
         init_type: InitType,
     ) -> Result<Self> {
-        let (program, args) = config.program(function.runtime, &code_dir, &opt_dirs)?;
-        let day = nimbus_types::time::lambda_timestamp(nimbus_types::time::now_ms());
-        let log_stream = format!(
-            "{}/[{}]{sandbox_id:016x}",
-            day.get(..10).unwrap_or("1970-01-01").replace('-', "/"),
-            function.version
-        );
-        let uid = UID_BASE + (sandbox_id % UID_RANGE) as u32;
-        let services = config
-            .services
-            .read()
-            .ok()
-            .and_then(|router| router.clone());
-        let credentials = config
-            .credentials
-            .as_ref()
-            .and_then(|issuer| issuer.issue(function));
-        let spec = JailSpec {
-            code_dir,
-            opt_dirs,
-            program,
-            args,
-            env: environment(
-                function,
-                region,
-                &log_stream,
-                init_type,
-                services.is_some(),
-                credentials.as_ref(),
-            ),
-            memory_mb: function.memory_mb,
-            tmp_mb: function.ephemeral_storage_mb,
-            pids_max: PIDS_MAX,
-            uid,
-            gid: uid,
-        };
+        let launch = Launch::new(config, function, sandbox_id, region, init_type);
+        let (spec, services) = launch.spec(config, code_dir, opt_dirs, false)?;
         let pool = config.pool.clone();
         let egress = config.egress.clone();
         let function_for_egress = function.clone();
-        let mut jail = tokio::task::spawn_blocking(move || {
+        let jail = tokio::task::spawn_blocking(move || {
             let way_out = egress.for_function(&function_for_egress)?;
             let started = pool
                 .take()?
@@ -643,8 +1012,179 @@ impl ProcessSandbox {
         })
         .await
         .map_err(|e| Error::Internal(format!("starting a sandbox panicked: {e}")))??;
-        let setup_us = jail.setup.as_micros() as u64;
+        let sandbox = Self::serve(config, function, jail, services, region)?;
+        sandbox.wait_ready().await;
+        Ok(sandbox)
+    }
 
+    /// Starts the snapshot template of a SnapStart version: its runtime initialises the
+    /// function, runs the before-snapshot hooks and connects to the worker, waiting to be
+    /// forked. Fails with the init's error as a normal start would report it.
+    pub(crate) async fn start_template(
+        config: &ProcessConfig,
+        function: &FunctionConfig,
+        code_dir: PathBuf,
+        opt_dirs: Vec<PathBuf>,
+        ids: Arc<std::sync::atomic::AtomicU64>,
+        region: &str,
+    ) -> Result<SnapshotTemplate> {
+        let started = Instant::now();
+        let sandbox_id = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let launch = Launch::new(config, function, sandbox_id, region, InitType::OnDemand);
+        let (spec, services) = launch.spec(config, code_dir, opt_dirs, true)?;
+        let (uid, gid) = (spec.uid, spec.gid);
+        // What each environment's jail is made from (its uid and variables are its own).
+        let copy_spec = JailSpec {
+            env: Vec::new(),
+            template: false,
+            ..spec.clone()
+        };
+        let copy_egress = config.egress.for_function(function)?;
+        let pool = config.pool.clone();
+        let egress = config.egress.clone();
+        let function_for_egress = function.clone();
+        let (jail, socket) = tokio::task::spawn_blocking(move || {
+            let way_out = egress.for_function(&function_for_egress)?;
+            let prepared = pool.take()?;
+            let socket = prepared
+                .bind_template_socket()
+                .map_err(|e| Error::Internal(format!("{e:#}")))?;
+            let started = prepared
+                .start(spec, way_out.as_ref())
+                .map_err(|e| Error::Internal(format!("{e:#}")));
+            pool.refill_in_background();
+            started.map(|jail| (jail, socket))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("starting a sandbox panicked: {e}")))??;
+        let sandbox = Self::serve(config, function, jail, services, region)?;
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| Error::Internal(format!("template socket: {e}")))?;
+        let socket = tokio::net::UnixListener::from_std(socket)
+            .map_err(|e| Error::Internal(format!("template socket: {e}")))?;
+        let mut exited = sandbox.exited.clone();
+        let failure = tokio::select! {
+            accepted = socket.accept() => match accepted {
+                Ok((stream, _)) => Ok(stream),
+                Err(e) => Err(Error::Internal(format!("template socket: {e}"))),
+            },
+            _ = sandbox.api.init_failed.notified() => {
+                let error = sandbox.api.init_error.lock().ok().and_then(|mut e| e.take());
+                Err(init_refusal(error.map(|(_, e)| e), &sandbox.take_output()))
+            }
+            () = wait_exit(&mut exited) => {
+                let status = sandbox.exit_status().await;
+                Err(init_refusal(Some(FunctionError::new(
+                    "Runtime.ExitError",
+                    format!("Runtime exited with error: {}", describe_exit(status)),
+                )), &sandbox.take_output()))
+            }
+            _ = tokio::time::sleep(INIT_TIMEOUT) => Err(init_refusal(Some(FunctionError::new(
+                "Sandbox.Timedout",
+                format!("Task timed out after {}.00 seconds during init", INIT_TIMEOUT.as_secs()),
+            )), &sandbox.take_output())),
+        };
+        let stream = match failure {
+            Ok(stream) => stream,
+            Err(e) => {
+                tokio::task::spawn_blocking(move || sandbox.destroy())
+                    .await
+                    .ok();
+                return Err(e);
+            }
+        };
+        let control = stream
+            .into_std()
+            .and_then(|s| s.set_nonblocking(false).map(|()| s))
+            .map_err(|e| Error::Internal(format!("template socket: {e}")))?;
+        let pid = nimbus_sandbox::restore::peer_pid(&control)
+            .map_err(|e| Error::Internal(format!("template socket: {e}")))?;
+        control
+            .set_read_timeout(Some(INIT_TIMEOUT))
+            .map_err(|e| Error::Internal(format!("template socket: {e}")))?;
+        let mut ready = [0u8; 6];
+        std::io::Read::read_exact(&mut &control, &mut ready)
+            .map_err(|e| Error::Internal(format!("the template did not say it was ready: {e}")))?;
+        if &ready != b"ready\n" {
+            return Err(Error::Internal(
+                "the template said something else than ready".into(),
+            ));
+        }
+        // Fork requests are small enough never to block; reads only check that it is alive.
+        control
+            .set_nonblocking(true)
+            .map_err(|e| Error::Internal(format!("template socket: {e}")))?;
+        // Initialised: the template has no more use for its Runtime API or the services, and
+        // its copies reach their own.
+        sandbox.stop_serving();
+        let init_log = sandbox.take_output();
+        Ok(SnapshotTemplate {
+            sandbox,
+            control: Mutex::new(control),
+            pid,
+            owner: nimbus_sandbox::restore::Owner { uid, gid, pid },
+            fingerprint: snapshot_fingerprint(function),
+            init_duration_us: started.elapsed().as_micros() as u64,
+            init_log: Mutex::new(Some(init_log)),
+            copy_spec,
+            copy_egress,
+            jails: config.pool.clone(),
+            ids,
+            ready: Mutex::new(Vec::new()),
+            refilling: std::sync::atomic::AtomicBool::new(false),
+            retired: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Starts an environment of a SnapStart version from its template: a jail of its own, into
+    /// which a fork of the template moves; it re-seeds, runs the after-restore hooks and asks
+    /// for its first invocation.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn start_restored(
+        config: &ProcessConfig,
+        function: &FunctionConfig,
+        template: &Arc<SnapshotTemplate>,
+        code_dir: PathBuf,
+        opt_dirs: Vec<PathBuf>,
+        sandbox_id: u64,
+        region: &str,
+        init_type: InitType,
+    ) -> Result<Self> {
+        let launch = Launch::new(config, function, sandbox_id, region, init_type);
+        let (spec, services) = launch.spec(config, code_dir, opt_dirs, false)?;
+        let started = Instant::now();
+        let taken = template.clone();
+        let (copy, prepared) = tokio::task::spawn_blocking(move || taken.take_copy())
+            .await
+            .map_err(|e| Error::Internal(format!("restoring a sandbox panicked: {e}")))??;
+        template.refill_in_background();
+        let taken_us = started.elapsed().as_micros() as u64;
+        let jail = copy.claim(&spec.env)?;
+        let claimed_us = started.elapsed().as_micros() as u64;
+        let mut sandbox = Self::serve(config, function, jail, services, region)?;
+        sandbox.template = Some(template.clone());
+        let served_us = started.elapsed().as_micros() as u64;
+        sandbox.wait_ready().await;
+        tracing::debug!(claimed_us, served_us, "claimed");
+        tracing::debug!(
+            prepared,
+            taken_us,
+            ready_us = started.elapsed().as_micros() as u64,
+            "restored sandbox ready"
+        );
+        Ok(sandbox)
+    }
+
+    /// Serves a started jail's Runtime API and services, and pumps its output.
+    fn serve(
+        config: &ProcessConfig,
+        function: &FunctionConfig,
+        mut jail: nimbus_sandbox::Jail,
+        services: Option<axum::Router>,
+        region: &str,
+    ) -> Result<Self> {
+        let setup_us = jail.setup.as_micros() as u64;
         let (api, queue) = RuntimeApi::new();
         let listener = jail
             .take_listener()
@@ -690,10 +1230,11 @@ impl ProcessSandbox {
         let exited_tx = Arc::new(exited_tx);
         let open = Arc::new(std::sync::atomic::AtomicUsize::new(2));
         let pipes: [Pipe; 2] = Default::default();
+        let serving = tasks.len();
         let stdout = jail.take_stdout();
         tasks.push(pump(
             &config.io,
-            move || stdout.map(std::os::fd::OwnedFd::from),
+            move || stdout,
             pipes[0].clone(),
             output.clone(),
             open.clone(),
@@ -702,7 +1243,7 @@ impl ProcessSandbox {
         let stderr = jail.take_stderr();
         tasks.push(pump(
             &config.io,
-            move || stderr.map(std::os::fd::OwnedFd::from),
+            move || stderr,
             pipes[1].clone(),
             output.clone(),
             open.clone(),
@@ -716,11 +1257,12 @@ impl ProcessSandbox {
             pipes,
             exited,
             tasks,
+            serving,
             function_arn: function.arn(region),
             setup_us,
             init_failure: Mutex::new(None),
+            template: None,
         };
-        sandbox.wait_ready().await;
         Ok(sandbox)
     }
 
@@ -858,6 +1400,13 @@ impl ProcessSandbox {
         result
     }
 
+    /// Closes the sandbox's Runtime API and services ports.
+    fn stop_serving(&self) {
+        for task in self.tasks.iter().take(self.serving) {
+            task.abort();
+        }
+    }
+
     /// Kills the sandbox and removes what it left on the host. Blocking.
     pub(crate) fn destroy(&self) {
         for task in &self.tasks {
@@ -889,5 +1438,96 @@ fn signal_name(signal: i32) -> &'static str {
         11 => "segmentation fault",
         15 => "terminated",
         _ => "killed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(n: &str) -> FunctionConfig {
+        FunctionConfig {
+            name: "f".into(),
+            account: nimbus_types::name::DEFAULT_ACCOUNT.into(),
+            runtime: Runtime::Python { minor: 11 },
+            handler: "app.handler".into(),
+            role: String::new(),
+            description: String::new(),
+            memory_mb: 128,
+            timeout_s: 3,
+            environment: Default::default(),
+            ephemeral_storage_mb: 512,
+            code: nimbus_types::function::CodeRef {
+                sha256: "00".repeat(32),
+                size: 1,
+            },
+            revision_id: format!("revision-{n}"),
+            last_modified_ms: 0,
+            version: n.into(),
+            event_invoke: None,
+            last_published: 0,
+            reserved_concurrency: None,
+            provisioned: Default::default(),
+            tags: Default::default(),
+            urls: Default::default(),
+            permissions: Vec::new(),
+            aliases: Default::default(),
+            snap_start: nimbus_types::function::SnapStart::PublishedVersions,
+            layers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_snapshot_made_while_publishing_is_the_published_versions() {
+        // Publishing gives the version a revision of its own: the snapshot made for the
+        // candidate must still count as the version's.
+        let candidate = version("1");
+        let mut published = candidate.clone();
+        published.revision_id = "another".into();
+        published.description = "described".into();
+        assert_eq!(
+            snapshot_fingerprint(&candidate),
+            snapshot_fingerprint(&published)
+        );
+    }
+
+    #[test]
+    fn anything_the_init_sees_makes_another_snapshot() {
+        let base = snapshot_fingerprint(&version("1"));
+        let mut changed = Vec::new();
+        let mut f = version("1");
+        f.code.sha256 = "11".repeat(32);
+        changed.push(f);
+        let mut f = version("1");
+        f.environment.insert("TABLE".into(), "primes".into());
+        changed.push(f);
+        let mut f = version("1");
+        f.handler = "other.handler".into();
+        changed.push(f);
+        let mut f = version("1");
+        f.memory_mb = 256;
+        changed.push(f);
+        let mut f = version("1");
+        f.account = "111111111111".into();
+        changed.push(f);
+        for f in changed {
+            assert_ne!(snapshot_fingerprint(&f), base, "{f:?}");
+        }
+    }
+
+    #[test]
+    fn a_refused_init_names_its_error_and_the_end_of_its_log() {
+        let error = init_refusal(
+            Some(FunctionError::new(
+                "RuntimeError",
+                "RequestId:  Error: no database",
+            )),
+            b"line 1\nline 2\n",
+        );
+        let Error::InvalidCode(message) = error else {
+            panic!("not the user's error");
+        };
+        assert!(message.contains("(RuntimeError): no database"), "{message}");
+        assert!(message.ends_with("line 1\nline 2"), "{message}");
     }
 }

@@ -85,6 +85,9 @@ pub(crate) fn router(api: Shared) -> Router {
         )
         .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
         .route("/2018-06-01/runtime/init/error", post(init_error))
+        // A restored environment's after-restore hooks failed: for this sandbox, as an init
+        // failure is.
+        .route("/2018-06-01/runtime/restore/error", post(init_error))
         .fallback(|| async {
             runtime_error(StatusCode::NOT_FOUND, "InvalidRequest", "Unknown path")
         })

@@ -100,13 +100,20 @@ fn cached(
     Ok(dir)
 }
 
-/// The directory holding boto3 for `python3.MINOR` under `cache`, installed from PyPI the
-/// first time. Blocking; takes a few seconds once per machine and Python version.
+/// The release of AWS's `snapshot_restore_py` (SnapStart's runtime hooks for Python) functions
+/// get, as Lambda's Python runtimes include it.
+const SNAPSHOT_RESTORE_PY_VERSION: &str = "1.0.0";
+
+/// The directory holding boto3 and snapshot_restore_py for `python3.MINOR` under `cache`,
+/// installed from PyPI the first time. Blocking; takes a few seconds once per machine and
+/// Python version.
 pub fn ensure_python_sdk(cache: &Path, minor: u8) -> Result<PathBuf, String> {
-    let name = format!("python-sdk/boto3-{BOTO3_VERSION}-py3.{minor}");
+    let name =
+        format!("python-sdk/boto3-{BOTO3_VERSION}-srp-{SNAPSHOT_RESTORE_PY_VERSION}-py3.{minor}");
     cached(cache, &name, |staging| {
         let python = format!("/usr/bin/python3.{minor}");
         let pin = format!("boto3=={BOTO3_VERSION}");
+        let hooks = format!("snapshot-restore-py=={SNAPSHOT_RESTORE_PY_VERSION}");
         let common = [
             "-m",
             "pip",
@@ -118,7 +125,11 @@ pub fn ensure_python_sdk(cache: &Path, minor: u8) -> Result<PathBuf, String> {
         ];
         // The functions' own Python first; if it has no pip, another pip that fetches wheels
         // for that version (boto3 and its dependencies are pure Python).
-        run(Command::new(&python).args(common).arg(staging).arg(&pin)).or_else(|first| {
+        run(Command::new(&python)
+            .args(common)
+            .arg(staging)
+            .args([&pin, &hooks]))
+        .or_else(|first| {
             let _ = std::fs::remove_dir_all(staging);
             run(Command::new("python3")
                 .args(common)
@@ -128,7 +139,7 @@ pub fn ensure_python_sdk(cache: &Path, minor: u8) -> Result<PathBuf, String> {
                     "--python-version",
                     &format!("3.{minor}"),
                 ])
-                .arg(&pin))
+                .args([&pin, &hooks]))
             .map_err(|second| format!("{first}; then {second}"))
         })?;
         // Bytecode for the functions' Python, since the sandbox cannot write it.

@@ -27,6 +27,8 @@ class Api:
         self.buffer = b""
 
     def _connect(self):
+        if self.sock is not None:
+            return
         sock = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
         sock.connect(self.address)
         sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
@@ -170,14 +172,14 @@ def error_object(exc, request_id=""):
     }
 
 
-def post_init_error(api, error_type, message, exc=None):
+def post_init_error(api, error_type, message, exc=None, path="/init/error"):
     body = {"errorMessage": message, "errorType": error_type, "requestId": "", "stackTrace": []}
     if exc is not None:
         body["stackTrace"] = user_frames(exc)
     sys.stderr.write(f"[ERROR] {error_type}: {message}\n")
     api.call(
         "POST",
-        "/init/error",
+        path,
         json.dumps(body).encode(),
         {"Lambda-Runtime-Function-Error-Type": error_type, "Content-Type": "application/json"},
     )
@@ -206,9 +208,234 @@ def load_handler(api):
     return function
 
 
+def run_hooks(api, kind):
+    """Runs the hooks registered with AWS's snapshot_restore_py (the copy the function imported,
+    if it bundles its own), in the order they were registered."""
+    try:
+        import snapshot_restore_py
+    except ImportError:
+        return
+    hooks = snapshot_restore_py.get_before_snapshot() if kind == "before" else snapshot_restore_py.get_after_restore()
+    for hook, args, kwargs in list(hooks):
+        try:
+            hook(*args, **kwargs)
+        except Exception as exc:
+            if kind == "before":
+                post_init_error(api, "Runtime.BeforeSnapshotError", f"{type(exc).__name__}: {exc}", exc)
+            post_init_error(api, "Runtime.AfterRestoreError", f"{type(exc).__name__}: {exc}", exc, "/restore/error")
+
+
+# Namespaces a restored environment enters through its jail's pidfd.
+_CLONE_NEWNS, _CLONE_NEWUTS, _CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+_CLONE_NEWUSER, _CLONE_NEWPID, _CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
+_JAIL_NAMESPACES = _CLONE_NEWNS | _CLONE_NEWUTS | _CLONE_NEWIPC | _CLONE_NEWUSER | _CLONE_NEWPID | _CLONE_NEWNET
+
+
+def _receive(sock, size, max_fds):
+    import array
+    import socket
+
+    fds = array.array("i")
+    data, ancillary, _, _ = sock.recvmsg(size, socket.CMSG_SPACE(max_fds * fds.itemsize))
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - (len(payload) % fds.itemsize)])
+    return data, list(fds)
+
+
+def _refuse_setns(libc):
+    """Adds a seccomp filter that refuses setns: the template's own filter allowed it."""
+    import ctypes
+    import struct
+
+    program = b"".join(
+        struct.pack("HBBI", *insn)
+        for insn in (
+            (0x20, 0, 0, 4),  # load the architecture
+            (0x15, 0, 3, 0xC000003E),  # x86-64, else allow (the template's filter decides)
+            (0x20, 0, 0, 0),  # load the system call number
+            (0x15, 0, 1, 308),  # setns?
+            (0x06, 0, 0, 0x00050000 | 1),  # fail it with EPERM
+            (0x06, 0, 0, 0x7FFF0000),  # allow
+        )
+    )
+
+    class Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+
+    prog = Program(len(program) // 8, program)
+    if libc.prctl(22, 2, ctypes.byref(prog), 0, 0) != 0:  # PR_SET_SECCOMP, FILTER
+        raise OSError(ctypes.get_errno(), "installing the restored seccomp filter")
+
+
+def _enter_jail(chan, libc):
+    """In a copy of the template: asks the worker for its jail, enters it, gives up every
+    privilege and forks twice so that the runtime is a child of the jail's init. Returns in the
+    runtime's process with the environment the worker sent; the intermediate processes exit."""
+    import ctypes
+
+    chan.sendall(b"hello\n")
+    data, fds = _receive(chan, 1 << 20, 3)
+    while not data.endswith(b"\n"):
+        more = chan.recv(1 << 20)
+        if not more:
+            os._exit(70)
+        data += more
+    message = json.loads(data)
+    if len(fds) != 3:
+        raise RuntimeError(f"{len(fds)} descriptors came with the jail, not 3")
+    pidfd, out, err = fds
+    if libc.setns(pidfd, _JAIL_NAMESPACES) != 0:
+        raise OSError(ctypes.get_errno(), "entering the jail")
+    os.close(pidfd)
+    uid, gid = message["uid"], message["gid"]
+    for cap in range(64):
+        libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP
+    libc.prctl(47, 4, 0, 0, 0)  # PR_CAP_AMBIENT, CLEAR_ALL
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    # From root inside the namespace to another uid: the capabilities go too.
+    os.setresuid(uid, uid, uid)
+    _refuse_setns(libc)
+    # Entering a pid namespace places one's children in it, not oneself.
+    child = os.fork()
+    if child:
+        os.close(out)
+        os.close(err)
+        os.waitpid(child, 0)
+        os._exit(0)
+    if os.fork():
+        os._exit(0)
+    # The runtime: adopted by the jail's init once its parent exits.
+    while os.getppid() != 1:
+        time.sleep(0.0002)
+    libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+    os.setsid()
+    os.dup2(out, 1)
+    os.dup2(err, 2)
+    os.close(out)
+    os.close(err)
+    return message
+
+
+def _rehearse():
+    """Runs the runtime's own per-invocation code on made-up values, so that the pages it
+    writes to are copied before the environment is claimed rather than during its first
+    invocation (user code is not run)."""
+    api = Api()
+    api.buffer = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLambda-Runtime-Aws-Request-Id: r\r\n"
+        b"Lambda-Runtime-Deadline-Ms: 1\r\nContent-Length: 2\r\n\r\n{}"
+    )
+    lines = api._read_until(b"\r\n\r\n").decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    api._read_exact(int(headers.get("content-length", "0")))
+    context = Context("r", 1, "arn", {"custom": {}}, {"cognitoIdentityId": ""})
+    context.get_remaining_time_in_millis()
+    json.dumps(json.loads(b'{"a": [1, 2.5, "x", null, true]}')).encode()
+    f"GET {RUNTIME}/invocation/next HTTP/1.1\r\nHost: {API}\r\nContent-Length: 0\r\n".encode("latin-1")
+
+
+def serve_snapshot(api):
+    """The template of a SnapStart version: initialised, it runs the before-snapshot hooks, then
+    forks a copy of itself for every environment the worker restores; each copy enters a jail
+    of its own, takes the environment's variables and credentials, re-seeds its random numbers,
+    runs the after-restore hooks and serves invocations."""
+    import ctypes
+    import random
+    import signal
+    import socket
+    import stat
+
+    run_hooks(api, "before")
+    libc = ctypes.CDLL(None, use_errno=True)
+    # Every environment shares the template's pages until it writes to one. The collector
+    # writes to every object it examines: what the init made is frozen out of its reach, so
+    # that the first collection in an environment does not copy the whole heap.
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    control.connect("\0nimbus-snapshot")
+    if api.sock is not None:
+        api.sock.close()
+        api.sock = None
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    control.sendall(b"ready\n")
+    while True:
+        data, fds = _receive(control, 16, 1)
+        if not data:
+            os._exit(0)  # the worker retired the snapshot
+        if len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            continue
+        if os.fork():
+            os.close(fds[0])
+            continue
+        chan = None
+        try:
+            control.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            chan = socket.socket(fileno=fds[0])
+            message = _enter_jail(chan, libc)
+            # Connections made at init belong to the template's namespace: none survive.
+            for name in os.listdir("/proc/self/fd"):
+                fd = int(name)
+                if fd <= 2 or fd == chan.fileno():
+                    continue
+                try:
+                    if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                        os.close(fd)
+                except OSError:
+                    pass
+            os.chdir(os.environ.get("LAMBDA_TASK_ROOT", "/var/task"))
+            chan.sendall(b"ok\n")
+            # Copies the pages that taking its variables writes to now, while nobody waits for
+            # it: the template's variables go out and back in the same way.
+            warm = dict(os.environ)
+            os.environ.clear()
+            os.environ.update(json.loads(json.dumps({"env": warm}))["env"])
+            random.seed()
+            _rehearse()
+            # The Runtime API's listener already waits in the jail: connect now, so that the
+            # first request goes out as soon as the variables are in.
+            try:
+                api._connect()
+            except OSError:
+                api.sock = None
+            # Confined; restored ahead of need, the copy waits here for its variables and
+            # credentials (the worker closes the channel if it is never needed).
+            data = b""
+            while not data.endswith(b"\n"):
+                more = chan.recv(1 << 20)
+                if not more:
+                    os._exit(0)
+                data += more
+            chan.close()
+            os.environ.clear()
+            os.environ.update(json.loads(data)["env"])
+            random.seed()
+            return
+        except BaseException as exc:
+            # The worker gives up on this environment and says why.
+            try:
+                chan.sendall(f"error {type(exc).__name__}: {exc}\n".encode())
+            except Exception:
+                pass
+            os._exit(72)
+
+
 def main():
     api = Api()
     handler = load_handler(api)
+    if os.environ.get("_NIMBUS_SNAPSHOT") == "template":
+        serve_snapshot(api)
+        run_hooks(api, "after")
     while True:
         status, headers, body = api.call("GET", "/invocation/next")
         if status != 200:
