@@ -103,20 +103,24 @@ def invoke(lambda_client, name, qualifier=None, payload=None):
 def templates_of(name: str) -> list[int]:
     """Pids of the snapshot templates the node runs for function `name` (this test shares the
     machine with its node). Environments restored from a template carry its initial environment
-    block too, but live one pid namespace deeper."""
+    block too, but live one pid namespace deeper; a copy on its way there is the template's
+    child."""
     found = []
+    parents = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/environ", "rb") as f:
                 env = f.read().split(b"\0")
             with open(f"/proc/{pid}/status") as f:
-                depth = next(len(l.split()) - 1 for l in f if l.startswith("NSpid:"))
+                status = f.read().splitlines()
+            depth = next(len(l.split()) - 1 for l in status if l.startswith("NSpid:"))
+            parents[int(pid)] = next(int(l.split()[1]) for l in status if l.startswith("PPid:"))
         except (OSError, StopIteration):
             continue
         if b"_NIMBUS_SNAPSHOT=template" in env and f"AWS_LAMBDA_FUNCTION_NAME={name}".encode() in env \
                 and depth == 2:
             found.append(int(pid))
-    return found
+    return [pid for pid in found if parents.get(pid) not in found]
 
 
 def test_a_published_python_version_starts_from_its_snapshot(lambda_client):

@@ -23,7 +23,8 @@
 //! ```
 //!
 //! Other sandboxes are in `100.64/10` and so refused like any private address. IPv6 is off on
-//! both ends of every pair.
+//! both ends of every pair, and the host's end filters by reverse path (`rp_filter = 1`): what
+//! comes from a sandbox carries its own address or is dropped.
 //!
 //! NAT makes the kernel track every connection of the host, so the table does not outlive its
 //! use: a node that stops, or starts, with no sandbox link left on the host
@@ -133,6 +134,10 @@ impl Egress {
         let (host, inside) = addresses(slot);
         let name = host_name(slot);
         let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
+        // Strict reverse-path filtering on the host's end: a packet from the sandbox must come
+        // from its own /30, so nothing in it (even with raw sockets) sends as another address.
+        std::fs::write(format!("/proc/sys/net/ipv4/conf/{name}/rp_filter"), "1")
+            .map_err(os("turning on reverse-path filtering for a sandbox link"))?;
         let index = if_index(&name)?;
         route.request(
             "configuring the host's end of a veth pair",

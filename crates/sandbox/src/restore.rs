@@ -22,10 +22,14 @@
 //!    process in its cgroup has the environment's uid, no capabilities, `no_new_privs` and the
 //!    restored filters ([`Jail::verify_restored`]); otherwise the environment is killed.
 //!
-//! The template's own filter allows `setns` (nothing else more than a sandbox's): code its
-//! function ran at init shares the template's process and could intercept a pidfd meant for a
-//! copy; the most it gains is capabilities inside the fresh user namespace of one of its own
-//! environments, which the check above then refuses.
+//! The template's own filter allows `setns` with exactly the flags a copy uses (which only a
+//! pidfd takes) and refuses `pidfd_open`: the template cannot enter its environments' jails on
+//! its own. The jail's init is open to its uid only between sealing the root and adopting the
+//! runtime. Code the function ran at init shares the template's process, though, and could
+//! intercept the pidfd the worker hands a copy: as the owner of that environment's user
+//! namespace it would then hold capabilities inside that one environment's namespaces (its
+//! network namespace among them), not outside them. The check above refuses an environment
+//! whose runtime is missing or not confined.
 
 use std::ffi::CString;
 use std::io::{IoSlice, Read};
@@ -62,6 +66,45 @@ pub const TEMPLATE_SOCKET: &str = "nimbus-snapshot";
 /// 1, the process that mounts its `/proc` 2, the copy's first fork 3, and that one's fork,
 /// which the init adopts, 4.
 const RESTORED_PID: libc::pid_t = 4;
+
+/// How long building a restore jail may take before it is given up (its processes may be
+/// stopped by the template, which shares their uid and pid namespace).
+const REPORT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Reads a pipe until its writers close it or `deadline` passes; what came so far.
+fn read_until_closed(pipe: OwnedFd, deadline: Duration) -> String {
+    let until = Instant::now() + deadline;
+    let mut said = Vec::new();
+    let mut file = std::fs::File::from(pipe);
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            said.extend_from_slice(b" (given up: the jail was not ready in time)");
+            break;
+        }
+        let mut poll = libc::pollfd {
+            fd: file.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let ready = unsafe { libc::poll(&mut poll, 1, left.as_millis().max(1) as i32) };
+        if ready < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            break;
+        }
+        if ready <= 0 {
+            continue;
+        }
+        let mut buf = [0u8; 1024];
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => said.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&said).into_owned()
+}
 
 /// A restore jail, ready for a copy of its template.
 pub struct RestoreTarget {
@@ -154,8 +197,7 @@ impl Jail {
         if let Some(mut stdin) = jail.helper.stdin.take() {
             let _ = std::io::Write::write_all(&mut stdin, &spec_json);
         }
-        let mut said = String::new();
-        let _ = std::fs::File::from(report_read).read_to_string(&mut said);
+        let said = read_until_closed(report_read, REPORT_DEADLINE);
         let init_pid: u32 = match said.strip_prefix("ready ").map(|p| p.trim().parse()) {
             Some(Ok(pid)) => pid,
             _ => {
@@ -224,6 +266,17 @@ impl Jail {
             ));
         }
         let helper = self.helper.id() as i32;
+        let init = self
+            .restore_init
+            .ok_or_else(|| Error::Exec("not a restore jail".into()))?;
+        let namespaces = |pid: u32| -> Vec<Option<std::path::PathBuf>> {
+            ["user", "mnt", "net", "pid", "uts", "ipc"]
+                .iter()
+                .map(|ns| std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).ok())
+                .collect()
+        };
+        let jail_namespaces = namespaces(init);
+        let mut runtime = false;
         for pid in pids {
             let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
                 continue; // gone since it was listed
@@ -234,14 +287,23 @@ impl Jail {
                 .lines()
                 .find_map(|l| l.strip_prefix("PPid:"))
                 .and_then(|p| p.trim().parse::<i32>().ok());
-            if pid == helper || parent == Some(helper) || Some(pid as u32) == self.restore_init {
+            if pid == helper || parent == Some(helper) || pid as u32 == init {
                 continue;
+            }
+            // The runtime: adopted by the jail's init, in all of the jail's namespaces.
+            if parent == Some(init as i32) && namespaces(pid as u32) == jail_namespaces {
+                runtime = true;
             }
             if let Err(what) = confined(&status, uid, gid) {
                 return Err(Error::Exec(format!(
                     "process {pid} of the restored environment is not confined: {what}"
                 )));
             }
+        }
+        if !runtime || jail_namespaces.iter().any(Option::is_none) {
+            return Err(Error::Exec(
+                "the restored environment's runtime is not in its jail".into(),
+            ));
         }
         Ok(())
     }
@@ -267,6 +329,9 @@ fn confined(status: &str, uid: u32, gid: u32) -> std::result::Result<(), String>
         if u64::from_str_radix(caps, 16) != Ok(0) {
             return Err(format!("{name} is {caps}"));
         }
+    }
+    if !field("Groups")?.is_empty() {
+        return Err("it has supplementary groups".into());
     }
     if field("NoNewPrivs")? != "1" {
         return Err("no_new_privs is not set".into());
@@ -407,18 +472,11 @@ fn create_namespaces(
         if libc::setresuid(owner.uid, owner.uid, owner.uid) != 0 {
             return Err(errno("setresuid"));
         }
-        // Changing credentials cleared the parent-death signal, and made the process
-        // undumpable: the init must stay open to the copy (same uid), which enters the jail
-        // through a pidfd of it (the kernel asks for ptrace read access).
+        // Changing credentials cleared the parent-death signal. It also made the process
+        // undumpable, which it stays: its root and working directory are still the host's
+        // and the template (same uid, same pid namespace) must not reach them through /proc.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        libc::prctl(libc::PR_SET_DUMPABLE, 1);
-        let flags = libc::CLONE_NEWUSER
-            | libc::CLONE_NEWNS
-            | libc::CLONE_NEWNET
-            | libc::CLONE_NEWUTS
-            | libc::CLONE_NEWIPC
-            | libc::CLONE_NEWPID;
-        if libc::unshare(flags) != 0 {
+        if libc::unshare(crate::seccomp::JAIL_NAMESPACES) != 0 {
             return Err(errno("creating the restore jail's namespaces"));
         }
     }
@@ -451,8 +509,14 @@ fn create_namespaces(
             libc::close(ready);
         }
         // The jail is built: reaping needs no privilege (and the kernel ends every process
-        // of the namespace when its init exits).
+        // of the namespace when its init exits). Only now, inside the jail, does the init
+        // open itself to the copy (same uid), which enters through a pidfd of it: the kernel
+        // asks for ptrace read access. It closes again once it has adopted the runtime.
         let code = if sealed.is_ok() && drop_capabilities().is_ok() {
+            // SAFETY: prctl on this process.
+            unsafe {
+                libc::prctl(libc::PR_SET_DUMPABLE, 1);
+            }
             init_restored()
         } else {
             127
@@ -622,10 +686,21 @@ fn drop_capabilities() -> Step {
 /// PID 1 of a restore jail: waits for the restored runtime to be adopted, reaps it and every
 /// orphan, and ends the namespace with the runtime's status when it exits.
 fn init_restored() -> i32 {
+    let mut adopted = false;
     loop {
         let mut status = 0;
+        // Until the runtime is adopted, look without waiting; then close up and wait.
+        let flags = if adopted { 0 } else { libc::WNOHANG };
         // SAFETY: status is a valid out-pointer.
-        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+        let pid = unsafe { libc::waitpid(-1, &mut status, flags) };
+        if pid == 0 {
+            adopted = true;
+            // SAFETY: prctl on this process.
+            unsafe {
+                libc::prctl(libc::PR_SET_DUMPABLE, 0);
+            }
+            continue;
+        }
         if pid < 0 {
             match std::io::Error::last_os_error().raw_os_error() {
                 Some(libc::EINTR) => continue,
@@ -831,7 +906,7 @@ mod tests {
 
     fn status(uid: u32, caps: &str, filters: u32) -> String {
         format!(
-            "Name:\tpython3\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\nGid:\t{uid}\t{uid}\t{uid}\t{uid}\n\
+            "Name:\tpython3\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\nGid:\t{uid}\t{uid}\t{uid}\t{uid}\nGroups:\t\n\
              CapInh:\t0000000000000000\nCapPrm:\t{caps}\nCapEff:\t{caps}\nCapBnd:\t0000000000000000\n\
              CapAmb:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t2\nSeccomp_filters:\t{filters}\n"
         )

@@ -178,6 +178,7 @@ impl LocalWorker {
                 Some(t) if t.alive() => Ok(Some(t.clone())),
                 Some(_) => {
                     if let Some(dead) = templates.remove(&key) {
+                        dead.retire();
                         drop_off_executor(dead);
                     }
                     if remake {
@@ -229,6 +230,7 @@ impl LocalWorker {
             .map_err(|_| Error::Internal("template table poisoned".into()))?
             .insert(key, template.clone());
         if let Some(old) = replaced {
+            old.retire();
             drop_off_executor(old);
         }
         Ok(template)

@@ -237,7 +237,10 @@ fn fill<T>(
     while wanted() && ready.lock().map(|r| r.len()).unwrap_or(usize::MAX) < target {
         match make() {
             Ok(made) => {
-                if let Ok(mut ready) = ready.lock() {
+                // Not wanted any more while it was made (its template retired): drop it.
+                if let Ok(mut ready) = ready.lock()
+                    && wanted()
+                {
                     ready.push(made);
                 }
             }
@@ -1094,27 +1097,46 @@ impl ProcessSandbox {
                 return Err(e);
             }
         };
-        let control = stream
-            .into_std()
-            .and_then(|s| s.set_nonblocking(false).map(|()| s))
-            .map_err(|e| Error::Internal(format!("template socket: {e}")))?;
-        let pid = nimbus_sandbox::restore::peer_pid(&control)
-            .map_err(|e| Error::Internal(format!("template socket: {e}")))?;
-        control
-            .set_read_timeout(Some(INIT_TIMEOUT))
-            .map_err(|e| Error::Internal(format!("template socket: {e}")))?;
-        let mut ready = [0u8; 6];
-        std::io::Read::read_exact(&mut &control, &mut ready)
-            .map_err(|e| Error::Internal(format!("the template did not say it was ready: {e}")))?;
-        if &ready != b"ready\n" {
-            return Err(Error::Internal(
-                "the template said something else than ready".into(),
-            ));
-        }
-        // Fork requests are small enough never to block; reads only check that it is alive.
-        control
-            .set_nonblocking(true)
-            .map_err(|e| Error::Internal(format!("template socket: {e}")))?;
+        // The template says it is ready; the read may wait, so not on the executor.
+        let handshake = tokio::task::spawn_blocking(move || {
+            let fail = |e: std::io::Error| Error::Internal(format!("template socket: {e}"));
+            let control = stream
+                .into_std()
+                .and_then(|s| s.set_nonblocking(false).map(|()| s))
+                .map_err(fail)?;
+            let pid = nimbus_sandbox::restore::peer_pid(&control).map_err(fail)?;
+            control
+                .set_read_timeout(Some(INIT_TIMEOUT))
+                .map_err(fail)?;
+            let mut ready = [0u8; 6];
+            std::io::Read::read_exact(&mut &control, &mut ready).map_err(|e| {
+                Error::InvalidCode(format!(
+                    "The snapshot could not be made: the runtime did not say it was initialised ({e})"
+                ))
+            })?;
+            if &ready != b"ready\n" {
+                return Err(Error::InvalidCode(
+                    "The snapshot could not be made: the runtime did not say it was initialised"
+                        .into(),
+                ));
+            }
+            // Fork requests are small enough never to block; reads only check that it is
+            // alive.
+            control.set_nonblocking(true).map_err(fail)?;
+            Ok((control, pid))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("the template's handshake panicked: {e}")))
+        .and_then(|r| r);
+        let (control, pid) = match handshake {
+            Ok(done) => done,
+            Err(e) => {
+                tokio::task::spawn_blocking(move || sandbox.destroy())
+                    .await
+                    .ok();
+                return Err(e);
+            }
+        };
         // Initialised: the template has no more use for its Runtime API or the services, and
         // its copies reach their own.
         sandbox.stop_serving();
@@ -1158,15 +1180,14 @@ impl ProcessSandbox {
         let (copy, prepared) = tokio::task::spawn_blocking(move || taken.take_copy())
             .await
             .map_err(|e| Error::Internal(format!("restoring a sandbox panicked: {e}")))??;
-        template.refill_in_background();
         let taken_us = started.elapsed().as_micros() as u64;
         let jail = copy.claim(&spec.env)?;
-        let claimed_us = started.elapsed().as_micros() as u64;
         let mut sandbox = Self::serve(config, function, jail, services, region)?;
         sandbox.template = Some(template.clone());
-        let served_us = started.elapsed().as_micros() as u64;
         sandbox.wait_ready().await;
-        tracing::debug!(claimed_us, served_us, "claimed");
+        // The next copy is restored once this one is ready, so as not to compete with it for
+        // the CPU.
+        template.refill_in_background();
         tracing::debug!(
             prepared,
             taken_us,
