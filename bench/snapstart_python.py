@@ -54,10 +54,10 @@ def handler(event, context):
 '''
 
 
-def zipped(source: bytes) -> str:
+def zipped(source: bytes, file: str = "app.py") -> str:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr("app.py", source)
+        z.writestr(file, source)
     return base64.b64encode(buf.getvalue()).decode()
 
 
@@ -78,8 +78,11 @@ class Node:
         return r.status, dict(r.getheaders()), r.read()
 
     def create(self, name, source, role, snap):
-        spec = {"FunctionName": name, "Runtime": python_runtime(), "Handler": "app.handler",
-                "Role": role, "Timeout": 60, "MemorySize": 256, "Code": {"ZipFile": zipped(source)}}
+        """`source` is a handler's code, Python's; or (runtime, handler, file name, code)."""
+        runtime, handler, file, code = (
+            source if isinstance(source, tuple) else (python_runtime(), "app.handler", "app.py", source))
+        spec = {"FunctionName": name, "Runtime": runtime, "Handler": handler,
+                "Role": role, "Timeout": 60, "MemorySize": 256, "Code": {"ZipFile": zipped(code, file)}}
         if snap:
             spec["SnapStart"] = {"ApplyOn": "PublishedVersions"}
         status, _, body = self.call("POST", "/2015-03-31/functions", json.dumps(spec).encode())
@@ -187,14 +190,22 @@ def warm_pss(node, name, version, n=20):
     return kib / 1024 / max(1, procs), procs
 
 
-def host_import(code, n=10):
+def host_run(command, n=10):
+    """Median wall time of `command` on the host, with the SDKs nimbus gives functions on its
+    paths."""
     times = []
     for _ in range(n):
         started = time.perf_counter()
-        subprocess.run(["/usr/bin/python3", "-c", code], check=True,
-                       env={"PYTHONPATH": boto3_path(), "PATH": "/usr/bin"})
+        subprocess.run(command, check=True,
+                       env={"PYTHONPATH": boto3_path(), "NODE_PATH": node_sdk_path(), "PATH": "/usr/bin"})
         times.append((time.perf_counter() - started) * 1000)
     return statistics.median(times)
+
+
+def node_sdk_path():
+    cache = os.path.expanduser("~/.cache/nimbus/node-sdk")
+    dirs = sorted(d for d in os.listdir(cache) if d.startswith("aws-sdk-js-")) if os.path.isdir(cache) else []
+    return os.path.join(cache, dirs[-1], "node_modules") if dirs else ""
 
 
 def boto3_path():
@@ -203,7 +214,12 @@ def boto3_path():
     return os.path.join(cache, dirs[-1]) if dirs else ""
 
 
-def main():
+def main(kinds=None, peers=None):
+    """`kinds`: (name, source) of the two functions, the second one measured in the burst and
+    for memory too; `peers`: (label, command) run on the host."""
+    kinds = kinds or [("hello", HELLO), ("boto3", BOTO3)]
+    peers = peers or [("python3 -c 0", ["/usr/bin/python3", "-c", "0"]),
+                      ("python3 -c 'import boto3'", ["/usr/bin/python3", "-c", "import boto3"])]
     binary = sys.argv[1]
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 10
     rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 5  # 0: only the burst and the memory
@@ -218,7 +234,7 @@ def main():
             node = Node(port)
             role = bench_role.ensure(port)
             functions = {}
-            for kind, source in [("hello", HELLO), ("boto3", BOTO3)]:
+            for kind, source in kinds:
                 for snap in (True, False):
                     name = f"{kind}-{'snap' if snap else 'plain'}"
                     version, publish_ms = node.create(name, source, role, snap)
@@ -226,11 +242,10 @@ def main():
                     print(f"{name}: published version {version} in {publish_ms:.0f} ms", flush=True)
             results = {key: ([], []) for key in functions}
             for r in range(rounds):
-                for kind in ("hello", "boto3"):
+                for kind, source in kinds:
                     for snap in (True, False):
                         name, version = functions[(kind, snap)]
                         field = "Restore Duration" if snap else "Init Duration"
-                        source = HELLO if kind == "hello" else BOTO3
                         client, phase = cold_round(node, kind, source, role, snap, n, field)
                         results[(kind, snap)][0].extend(client)
                         results[(kind, snap)][1].extend(phase)
@@ -242,20 +257,20 @@ def main():
                 print(f"| {kind}, {'SnapStart' if snap else 'no SnapStart'} (n={len(client)}) | "
                       f"first invoke p50 {statistics.median(client):.1f} ms, p99 {pct(client, 99):.1f} ms | "
                       f"{field} p50 {statistics.median(phase):.1f} ms, p99 {pct(phase, 99):.1f} ms |")
-            if rounds:
-                print(f"| host: python3 -c 0 | {host_import('0'):.1f} ms |")
-                print(f"| host: python3 -c 'import boto3' | {host_import('import boto3'):.1f} ms |")
+            for label, command in peers if rounds else []:
+                print(f"| host: {label} | {host_run(command):.1f} ms |")
+            heavy = kinds[1][0]
             for snap in (True, False):
-                name, version = functions[("boto3", snap)]
+                name, version = functions[(heavy, snap)]
                 time.sleep(1)
                 total, p50, errors = burst(node, name, version)
-                print(f"| burst of 200, boto3, {'SnapStart' if snap else 'no SnapStart'} | all answered in "
+                print(f"| burst of 200, {heavy}, {'SnapStart' if snap else 'no SnapStart'} | all answered in "
                       f"{total:,.0f} ms (p50 of the successes {p50:,.0f} ms); errors: {errors or 'none'} |",
                       flush=True)
             for snap in (True, False):
-                name, version = functions[("boto3", snap)]
+                name, version = functions[(heavy, snap)]
                 mib, procs = warm_pss(node, name, version)
-                print(f"| PSS per warm environment, boto3, {'restored' if snap else 'initialised'} | "
+                print(f"| PSS per warm environment, {heavy}, {'restored' if snap else 'initialised'} | "
                       f"{mib:.1f} MiB ({procs} processes) |", flush=True)
         finally:
             stop_node(proc)

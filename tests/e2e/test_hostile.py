@@ -14,9 +14,21 @@ import process_support as p
 PYTHON = p.host_python_runtime()
 
 
-@pytest.fixture(scope="module")
-def hostile(lambda_client):
-    return p.deploy(lambda_client, "python-hostile", PYTHON, "app.handler", Timeout=30, MemorySize=1024)
+@pytest.fixture(scope="module", params=["initialised", "restored"])
+def hostile(request, lambda_client):
+    """The hostile function, in a sandbox that initialised it or in an environment restored
+    from a SnapStart version's snapshot (a copy of the template in a jail of its own), which
+    must hold as well."""
+    if request.param == "initialised":
+        return p.deploy(lambda_client, "python-hostile", PYTHON, "app.handler", Timeout=30, MemorySize=1024)
+    name = p.deploy(lambda_client, "python-hostile", PYTHON, "app.handler", Timeout=30, MemorySize=1024,
+                    SnapStart={"ApplyOn": "PublishedVersions"})
+    lambda_client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=s.WAITER_CONFIG)
+    version = lambda_client.publish_version(FunctionName=name)["Version"]
+    first = lambda_client.invoke(FunctionName=f"{name}:{version}", LogType="Tail",
+                                 Payload=b'{"attack": "syscalls"}')
+    assert "Restore Duration" in s.decode_log_result(first.get("LogResult")), "restored, not initialised"
+    return f"{name}:{version}"
 
 
 def attack(client, name, **event):

@@ -207,18 +207,21 @@ impl SnapStart {
     }
 }
 
-/// Checks that a runtime can start from snapshots on this platform: Python (a template process
-/// forked into each environment's jail) and WebAssembly modules (pre-initialised through their
+/// Checks that a runtime can start from snapshots on this platform: Python and Node.js (a
+/// template process forked into each environment's jail) and WebAssembly modules (pre-initialised through their
 /// `wizer.initialize` export). Other runtimes are refused rather than accepted and run as usual.
 pub fn validate_snap_start(
     runtime: Runtime,
     snap_start: SnapStart,
 ) -> Result<(), InvalidParameter> {
-    let supported = matches!(runtime, Runtime::Wasm32Wasip1 | Runtime::Python { .. });
+    let supported = matches!(
+        runtime,
+        Runtime::Wasm32Wasip1 | Runtime::Python { .. } | Runtime::Node { .. }
+    );
     if snap_start == SnapStart::PublishedVersions && !supported {
         return Err(InvalidParameter::new(format!(
             "SnapStart is not supported for runtime {runtime} on this node: it applies to \
-             Python functions and to wasm32-wasip1 modules that export `wizer.initialize`"
+             Python and Node.js functions and to wasm32-wasip1 modules that export `wizer.initialize`"
         )));
     }
     Ok(())
@@ -537,5 +540,23 @@ mod tests {
         assert!(validate_timeout(0).is_err());
         assert!(validate_timeout(900).is_ok());
         assert!(validate_timeout(901).is_err());
+    }
+
+    #[test]
+    fn snap_start_applies_where_a_snapshot_can_be_made() {
+        let on = SnapStart::PublishedVersions;
+        for runtime in [
+            Runtime::Python { minor: 12 },
+            Runtime::Node { major: 20 },
+            Runtime::Wasm32Wasip1,
+        ] {
+            assert!(validate_snap_start(runtime, on).is_ok(), "{runtime}");
+        }
+        let refused =
+            validate_snap_start(Runtime::Provided(ProvidedFlavor::Al2023), on).unwrap_err();
+        assert!(refused.to_string().contains("SnapStart is not supported"));
+        assert!(
+            validate_snap_start(Runtime::Provided(ProvidedFlavor::Al2023), SnapStart::None).is_ok()
+        );
     }
 }

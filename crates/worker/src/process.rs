@@ -25,6 +25,10 @@ const UID_RANGE: u64 = 100_000;
 
 const PYTHON_BOOTSTRAP: &str = include_str!("../runtimes/python/bootstrap.py");
 const NODE_BOOTSTRAP: &str = include_str!("../runtimes/node/bootstrap.js");
+/// The Node.js runtime's SnapStart hooks module, `require("snapshot-restore-node")`.
+const NODE_HOOKS: &str = include_str!("../runtimes/node/snapshot-restore-node.js");
+/// The Node.js runtime's SnapStart addon (`runtimes/node/snapshot.rs`, built by `build.rs`).
+const NODE_SNAPSHOT_ADDON: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/snapshot.node"));
 
 /// The language runtimes this host can serve, found at start-up.
 #[derive(Debug, Clone)]
@@ -367,6 +371,17 @@ impl ProcessConfig {
             std::fs::create_dir_all(&path)?;
             std::fs::write(path.join(file), content)?;
         }
+        std::fs::write(
+            self.runtime_dir.join("snapshot-restore-node.js"),
+            NODE_HOOKS,
+        )?;
+        // Replaced, not rewritten: a runtime of another node on this directory may have the
+        // addon mapped.
+        let addon = self.runtime_dir.join("node").join("snapshot.node");
+        let fresh = addon.with_extension(format!("node.{}", std::process::id()));
+        std::fs::write(&fresh, NODE_SNAPSHOT_ADDON)?;
+        set_mode(&fresh, 0o644)?;
+        std::fs::rename(&fresh, &addon)?;
         // Where the SDKs are bound (empty directories when there are none).
         std::fs::create_dir_all(self.runtime_dir.join("python").join("sdk"))?;
         std::fs::create_dir_all(self.runtime_dir.join("node_modules"))?;
@@ -586,7 +601,12 @@ impl Launch {
         template: bool,
     ) -> Result<(JailSpec, Option<axum::Router>)> {
         let function = &self.function;
-        let (program, args) = config.program(function.runtime, &code_dir, &opt_dirs)?;
+        let (program, mut args) = config.program(function.runtime, &code_dir, &opt_dirs)?;
+        if template && matches!(function.runtime, Runtime::Node { .. }) {
+            // A copy of a Node template has its main thread only: V8 must not hand work to
+            // background threads (which would never run it).
+            args.insert(0, "--single-threaded".to_owned());
+        }
         let mut env = environment(
             function,
             &self.region,

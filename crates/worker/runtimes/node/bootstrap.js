@@ -31,22 +31,34 @@ class RuntimeApi {
       const socket = net.connect({ host: this.host, port: this.port, noDelay: true });
       socket.once('connect', () => {
         socket.removeListener('error', reject);
-        socket.on('error', () => {});
-        this.socket = socket;
-        this.buffer = Buffer.alloc(0);
+        this.adopt(socket);
         resolve();
       });
       socket.once('error', reject);
-      socket.on('data', (chunk) => {
-        this.buffer = this.buffer.length ? Buffer.concat([this.buffer, chunk]) : chunk;
-        this.parse();
-      });
-      socket.on('close', () => {
-        if (this.socket === socket) this.socket = null;
-        const pending = this.pending;
-        this.pending = null;
-        if (pending) pending.reject(new Error('the Runtime API closed the connection'));
-      });
+      this.listen(socket);
+    });
+  }
+
+  // Takes `socket`, connected, as the connection to the Runtime API.
+  adopt(socket) {
+    socket.on('error', () => {});
+    this.socket = socket;
+    this.buffer = Buffer.alloc(0);
+  }
+
+  listen(socket) {
+    socket.on('data', (chunk) => {
+      this.buffer = this.buffer.length ? Buffer.concat([this.buffer, chunk]) : chunk;
+      this.parse();
+    });
+    socket.on('close', () => {
+      // Only the current connection's end fails the exchange in progress: one given up
+      // earlier (or the template's, closed before a copy was forked) may end at any time.
+      if (this.socket !== socket) return;
+      this.socket = null;
+      const pending = this.pending;
+      this.pending = null;
+      if (pending) pending.reject(new Error('the Runtime API closed the connection'));
     });
   }
 
@@ -285,10 +297,10 @@ function errorObject(err) {
   };
 }
 
-async function initError(type, message, err) {
+async function initError(type, message, err, route = '/init/error') {
   const body = { errorType: type, errorMessage: message, trace: err && err.stack ? err.stack.split('\n') : [] };
   console.error(`[ERROR] ${type}: ${message}`);
-  await call('POST', '/init/error', JSON.stringify(body), {
+  await call('POST', route, JSON.stringify(body), {
     'Lambda-Runtime-Function-Error-Type': type,
     'Content-Type': 'application/json',
   });
@@ -349,31 +361,198 @@ function runHandler(fn, event, context) {
   });
 }
 
+// The context object of the invocation whose next-invocation headers are `h`.
+function makeContext(h) {
+  const deadline = Number(h['lambda-runtime-deadline-ms'] || 0);
+  return {
+    awsRequestId: h['lambda-runtime-aws-request-id'],
+    functionName: process.env.AWS_LAMBDA_FUNCTION_NAME,
+    functionVersion: process.env.AWS_LAMBDA_FUNCTION_VERSION,
+    invokedFunctionArn: h['lambda-runtime-invoked-function-arn'],
+    memoryLimitInMB: process.env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
+    logGroupName: process.env.AWS_LAMBDA_LOG_GROUP_NAME,
+    logStreamName: process.env.AWS_LAMBDA_LOG_STREAM_NAME,
+    clientContext: h['lambda-runtime-client-context'] ? JSON.parse(h['lambda-runtime-client-context']) : undefined,
+    identity: h['lambda-runtime-cognito-identity'] ? JSON.parse(h['lambda-runtime-cognito-identity']) : undefined,
+    callbackWaitsForEmptyEventLoop: true,
+    getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()),
+  };
+}
+
+// SnapStart: the hooks registered through `snapshot-restore-node` (kept on the global object),
+// before ones in the reverse order of registration, after ones in order.
+async function runHooks(kind) {
+  const hooks = globalThis[Symbol.for('nimbus.snapstart.hooks')];
+  if (!hooks) return;
+  const list = kind === 'before' ? hooks.before.slice().reverse() : hooks.after.slice();
+  for (const [hook, args] of list) {
+    try {
+      await hook(...args);
+    } catch (err) {
+      const e = errorObject(err);
+      if (kind === 'before') await initError('Runtime.BeforeSnapshotError', `${e.errorType}: ${e.errorMessage}`, err);
+      await initError('Runtime.AfterRestoreError', `${e.errorType}: ${e.errorMessage}`, err, '/restore/error');
+    }
+  }
+}
+
+// Reads from `channel` until a whole line is in; null if it closes first.
+function readLine(native, channel, first) {
+  let data = first;
+  while (data.length === 0 || data[data.length - 1] !== 10) {
+    const more = native.receive(channel, 1 << 20, 0).data;
+    if (more.length === 0) return null;
+    data = Buffer.concat([data, more]);
+  }
+  return data;
+}
+
+// What must differ between environments restored from one snapshot: Math.random's state and
+// the UUIDs crypto.randomUUID buffers are in the template's memory, shared by every copy.
+// Math.random draws from the kernel's randomness through OpenSSL instead (which reseeds in a
+// process whose pid differs from the one that seeded it: a copy's always does), and randomUUID
+// skips its buffer. Each call starts a fresh pool.
+let randomUUID = null;
+function reseed() {
+  const crypto = require('crypto');
+  const pool = new Uint32Array(1024);
+  let next = pool.length;
+  Math.random = function random() {
+    if (next + 2 > pool.length) {
+      crypto.randomFillSync(pool);
+      next = 0;
+    }
+    const high = pool[next++] >>> 5;
+    const low = pool[next++] >>> 6;
+    return (high * 67108864 + low) / 9007199254740992;
+  };
+  if (randomUUID === null) {
+    randomUUID = crypto.randomUUID;
+    crypto.randomUUID = function (options) {
+      return randomUUID({ ...options, disableEntropyCache: true });
+    };
+    if (globalThis.crypto && typeof globalThis.crypto.randomUUID === 'function') {
+      Object.defineProperty(globalThis.crypto, 'randomUUID', {
+        value: () => randomUUID({ disableEntropyCache: true }),
+        writable: true,
+        configurable: true,
+      });
+    }
+  }
+}
+
+function setEnvironment(env) {
+  for (const key of Object.keys(process.env)) delete process.env[key];
+  Object.assign(process.env, env);
+}
+
+// Runs the runtime's own code for taking an invocation on made-up values (user code is not
+// run): in a template, so that it is compiled before the snapshot rather than in every
+// environment; in a copy waiting to be claimed, so that the pages it writes to are copied
+// then rather than during its first invocation.
+function rehearse() {
+  const fake = new RuntimeApi(HOST, Number(PORT));
+  const body = '{"a":[1,2.5,"x",null,true]}';
+  fake.buffer = Buffer.from(
+    'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLambda-Runtime-Aws-Request-Id: r\r\n' +
+      `Lambda-Runtime-Deadline-Ms: 1\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+    'latin1',
+  );
+  let answer = null;
+  fake.pending = { resolve: (r) => (answer = r), reject: () => {}, head: null };
+  fake.parse();
+  const context = makeContext(answer.headers);
+  context.getRemainingTimeInMillis();
+  JSON.stringify(JSON.parse(answer.body.toString('utf8')));
+  JSON.parse(JSON.stringify({ env: process.env }));
+  Buffer.concat([Buffer.from(`GET ${RUNTIME}/invocation/next HTTP/1.1\r\n`, 'latin1'), Buffer.alloc(0)]);
+  errorObject(new Error('rehearsal'));
+  reseed();
+  Math.random();
+  require('crypto').randomUUID();
+}
+
+// The template of a SnapStart version: initialised, it runs the before-snapshot hooks, then
+// forks a copy of itself for every environment the worker restores (in the addon: Node has no
+// fork). Each copy enters a jail of its own, takes the environment's variables and
+// credentials, gets fresh random numbers and runs the after-restore hooks. Returns in a copy.
+async function serveSnapshot() {
+  await runHooks('before');
+  const native = require('/var/runtime/node/snapshot.node');
+  rehearse();
+  // One real exchange with the Runtime API (an unknown path: a 404), for the same reason.
+  await call('GET', '/snapshot/rehearsal').catch(() => {});
+  if (api.socket) {
+    const socket = api.socket;
+    api.socket = null;
+    socket.destroy();
+  }
+  const channel = native.serve('nimbus-snapshot');
+  let env;
+  try {
+    native.send(channel, Buffer.from('hello\n'));
+    const jail = native.receive(channel, 1 << 20, 3);
+    const line = readLine(native, channel, jail.data);
+    if (line === null) native.exit(70);
+    const message = JSON.parse(line.toString('utf8'));
+    if (jail.fds.length !== 3) throw new Error(`${jail.fds.length} descriptors came with the jail, not 3`);
+    const [pidfd, out, err] = jail.fds;
+    native.enterJail(pidfd, message.uid, message.gid, out, err);
+    // A copy has the template's main thread only: Node's own exit would wait for threads that
+    // are not there, so every way out ends the process at once.
+    process.reallyExit = (code) => native.exit(code === undefined ? 0 : code);
+    process.on('uncaughtException', (error) => {
+      console.error(error);
+      native.exit(1);
+    });
+    Object.defineProperty(process, 'pid', { value: native.getpid(), enumerable: true, configurable: true });
+    native.dropSockets(channel);
+    process.chdir(process.env.LAMBDA_TASK_ROOT || '/var/task');
+    native.send(channel, Buffer.from('ok\n'));
+    rehearse();
+    setEnvironment(JSON.parse(JSON.stringify(process.env)));
+    // The Runtime API's listener already waits in the jail: connected now (without a turn of
+    // the event loop, which would run the init's timers before the copy is claimed), the
+    // first request goes out as soon as the variables are in.
+    try {
+      const socket = new net.Socket({ fd: native.connect(Number(PORT)), readable: true, writable: true });
+      socket.setNoDelay(true);
+      api.listen(socket);
+      api.adopt(socket);
+    } catch (_) {
+      api.socket = null;
+    }
+    // Confined; restored ahead of need, the copy waits here for its variables and credentials
+    // (the worker closes the channel if it is never needed).
+    const vars = readLine(native, channel, Buffer.alloc(0));
+    if (vars === null) native.exit(0);
+    env = JSON.parse(vars.toString('utf8')).env;
+  } catch (error) {
+    try {
+      native.send(channel, Buffer.from(`error ${error.name}: ${error.message}\n`));
+    } catch (_) {}
+    native.exit(72);
+  }
+  native.close(channel);
+  setEnvironment(env);
+  reseed();
+}
+
 async function main() {
   const fn = await loadHandler();
+  if (process.env._NIMBUS_SNAPSHOT === 'template') {
+    await serveSnapshot();
+    await runHooks('after');
+  }
   for (;;) {
     const next = await call('GET', '/invocation/next');
     if (next.status !== 200) {
       console.error(`runtime API answered ${next.status} to next`);
       continue;
     }
-    const h = next.headers;
-    const requestId = h['lambda-runtime-aws-request-id'];
-    const deadline = Number(h['lambda-runtime-deadline-ms'] || 0);
-    process.env._X_AMZN_TRACE_ID = h['lambda-runtime-trace-id'] || '';
-    const context = {
-      awsRequestId: requestId,
-      functionName: process.env.AWS_LAMBDA_FUNCTION_NAME,
-      functionVersion: process.env.AWS_LAMBDA_FUNCTION_VERSION,
-      invokedFunctionArn: h['lambda-runtime-invoked-function-arn'],
-      memoryLimitInMB: process.env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
-      logGroupName: process.env.AWS_LAMBDA_LOG_GROUP_NAME,
-      logStreamName: process.env.AWS_LAMBDA_LOG_STREAM_NAME,
-      clientContext: h['lambda-runtime-client-context'] ? JSON.parse(h['lambda-runtime-client-context']) : undefined,
-      identity: h['lambda-runtime-cognito-identity'] ? JSON.parse(h['lambda-runtime-cognito-identity']) : undefined,
-      callbackWaitsForEmptyEventLoop: true,
-      getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()),
-    };
+    const requestId = next.headers['lambda-runtime-aws-request-id'];
+    process.env._X_AMZN_TRACE_ID = next.headers['lambda-runtime-trace-id'] || '';
+    const context = makeContext(next.headers);
     if (fn[STREAMING] === 'response') {
       let outcome;
       try {
