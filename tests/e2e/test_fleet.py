@@ -320,6 +320,24 @@ def test_built_in_worker_and_joined_workers_together(fleet, make_zip):
     assert s.invoke(client, name, {"k": 1}).json() == {"k": 1}
 
 
+def test_a_remote_workers_snapshots_are_reported_and_deleted(fleet, make_zip):
+    """A SnapStart version's pre-initialised module is made on the worker that prepares it;
+    the worker's heartbeats carry what it keeps, and deleting the function deletes it there."""
+    node, _ = fleet([("w1", 512)])
+    client = s.lambda_client(node.endpoint)
+    name = s.unique_name("snapfleet")
+    client.create_function(
+        FunctionName=name, Runtime=s.RUNTIME, Role=s.ROLE, Handler="preinit.wasm",
+        Code={"ZipFile": make_zip("preinit")}, SnapStart={"ApplyOn": "PublishedVersions"})
+    client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=s.WAITER_CONFIG)
+    version = client.publish_version(FunctionName=name)["Version"]
+    assert json.loads(client.invoke(FunctionName=name, Qualifier=version)["Payload"].read())["preinitialized"]
+    key = 'nimbus_worker_snapshot_disk_bytes{worker="w1"}'
+    fs.wait_for(lambda: fs.metric(node, key) > 0)
+    client.delete_function(FunctionName=name)
+    fs.wait_for(lambda: fs.metric(node, key) == 0)
+
+
 def signed(node, method: str, path: str, body: bytes | None = None):
     """A request to the node signed with its cluster secret, as a worker signs one."""
     import hashlib

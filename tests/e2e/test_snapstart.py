@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import e2e_support as s
+import fleet_support as fs
 import process_support as p
 
 
@@ -63,6 +64,37 @@ def test_a_published_version_starts_from_its_initialised_state(lambda_client, ma
     assert plain["SnapStart"] == {"ApplyOn": "None", "OptimizationStatus": "Off"}
     echoed = lambda_client.invoke(FunctionName=name, Qualifier=plain["Version"], Payload=b'{"a":1}')
     assert json.loads(echoed["Payload"].read()) == {"a": 1}
+
+
+def test_snapshots_are_reported_and_deleted_with_their_version(lambda_client, make_zip, node):
+    """Each published version's pre-initialised module is a file of its own on the worker,
+    reported in the metrics, and deleted with its version or its function."""
+    def disk():
+        return fs.metric(node, 'nimbus_worker_snapshot_disk_bytes{worker="local"}')
+
+    before = disk()
+    name = s.unique_name("snapdisk")
+    lambda_client.create_function(
+        FunctionName=name, Runtime=s.RUNTIME, Role=s.ROLE, Handler="preinit.wasm",
+        Code={"ZipFile": make_zip("preinit")}, SnapStart={"ApplyOn": "PublishedVersions"})
+    lambda_client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=s.WAITER_CONFIG)
+    v1 = lambda_client.publish_version(FunctionName=name)["Version"]
+    one = disk() - before
+    assert one > 0, "the snapshot's bytes are reported"
+    lambda_client.update_function_configuration(FunctionName=name, Environment={"Variables": {"SECOND": "2"}})
+    s.wait_updated(lambda_client, name)
+    v2 = lambda_client.publish_version(FunctionName=name)["Version"]
+    assert v2 != v1
+    two = disk() - before - one
+    assert two > 0, "the second version's snapshot is a file of its own"
+    assert invoke(lambda_client, name, v2)[0]["preinitialized"] is True
+
+    lambda_client.delete_function(FunctionName=name, Qualifier=v1)
+    fs.wait_for(lambda: disk() - before == two)
+    # The remaining version still starts from its snapshot.
+    assert invoke(lambda_client, name, v2)[0]["preinitialized"] is True
+    lambda_client.delete_function(FunctionName=name)
+    fs.wait_for(lambda: disk() == before)
 
 
 def test_snapstart_settings_that_cannot_apply_are_refused(lambda_client, raw_lambda_client, make_zip):

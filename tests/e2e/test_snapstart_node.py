@@ -114,6 +114,8 @@ def test_a_published_node_version_starts_from_its_snapshot(lambda_client):
         assert got["key"] and got["key"] != got["init"]["key"], "fresh credentials after restore"
         assert got["stream"] != got["init"]["stream"]
         assert got["cwd"] == "/var/task" and got["pool"] == "node"
+        environ = snap.environ_showing(f"AWS_LAMBDA_LOG_STREAM_NAME={got['stream']}")
+        assert got["init"]["key"].encode() not in environ and got["init"]["stream"].encode() not in environ
         assert got["status"]["CapEff"] == "0000000000000000" and got["status"]["CapBnd"] == "0000000000000000"
         assert got["status"]["NoNewPrivs"] == "1" and int(got["status"]["Seccomp_filters"]) >= 3
         assert got["pids"] == [1, got["pid"]], (got["pids"], got["pid"])

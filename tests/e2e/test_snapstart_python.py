@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 
 import e2e_support as s
+import fleet_support as fs
 import process_support as p
 
 APP = b'''
@@ -103,9 +104,9 @@ def invoke(lambda_client, name, qualifier=None, payload=None, error=False):
 
 def templates_of(name: str) -> list[int]:
     """Pids of the snapshot templates the node runs for function `name` (this test shares the
-    machine with its node). Environments restored from a template carry its initial environment
-    block too, but live one pid namespace deeper; a copy on its way there is the template's
-    child."""
+    machine with its node). Environments restored from a template live one pid namespace deeper
+    (and rewrite the environment block they started with); a copy on its way there is the
+    template's child and still shows the template's."""
     found = []
     parents = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -122,6 +123,21 @@ def templates_of(name: str) -> list[int]:
                 and depth == 2:
             found.append(int(pid))
     return [pid for pid in found if parents.get(pid) not in found]
+
+
+def environ_showing(entry: str) -> bytes:
+    """The one process on this machine whose /proc/PID/environ holds `entry`: its environ."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read()
+        except OSError:
+            continue
+        if entry.encode() in env.split(b"\0"):
+            found.append(env)
+    assert len(found) == 1, (entry, len(found))
+    return found[0]
 
 
 def test_a_published_python_version_starts_from_its_snapshot(lambda_client):
@@ -160,6 +176,10 @@ def test_a_published_python_version_starts_from_its_snapshot(lambda_client):
         assert got["key"] and got["key"] != got["init"]["key"], "fresh credentials after restore"
         assert got["stream"] != got["init"]["stream"]
         assert got["cwd"] == "/var/task"
+        # What /proc shows (to the host: the copy cannot read its own) as the variables it
+        # started with is its own, not the template's.
+        environ = environ_showing(f"AWS_LAMBDA_LOG_STREAM_NAME={got['stream']}")
+        assert got["init"]["key"].encode() not in environ and got["init"]["stream"].encode() not in environ
         # Confined as a fresh sandbox: no capabilities, the restored filters, no namespace calls,
         # and no other process of the node in sight.
         assert got["status"]["CapEff"] == "0000000000000000" and got["status"]["CapBnd"] == "0000000000000000"
@@ -178,10 +198,16 @@ def test_a_published_python_version_starts_from_its_snapshot(lambda_client):
     assert again["count"] == 2 and "Restore Duration" not in log
 
 
-def test_a_new_version_snapshots_the_new_code_and_deleting_a_version_drops_its_snapshot(lambda_client):
+def test_a_new_version_snapshots_the_new_code_and_deleting_a_version_drops_its_snapshot(lambda_client, node):
+    def reported(kind):
+        return fs.metric(node, f'nimbus_worker_snapshot_{kind}{{worker="local"}}')
+
+    templates_before = reported("templates")
     name = s.unique_name("snapver")
     create(lambda_client, name, app("one"))
     v1 = lambda_client.publish_version(FunctionName=name)["Version"]
+    assert reported("templates") == templates_before + 1
+    assert reported("memory_bytes") > 0, "the templates' memory is reported"
     lambda_client.update_function_code(FunctionName=name, ZipFile=app("two"))
     s.wait_updated(lambda_client, name)
     v2 = lambda_client.publish_version(FunctionName=name)["Version"]
@@ -198,8 +224,10 @@ def test_a_new_version_snapshots_the_new_code_and_deleting_a_version_drops_its_s
         return check
 
     s.eventually(templates(1))
+    assert reported("templates") == templates_before + 1
     lambda_client.delete_function(FunctionName=name)
     s.eventually(templates(0))
+    assert reported("templates") == templates_before
 
 
 def test_provisioned_concurrency_on_a_snapstart_version_restores_its_environments(lambda_client):

@@ -293,6 +293,7 @@ impl Agent {
             incarnation: incarnation.to_owned(),
             capacity_mb: self.config.capacity_mb,
             sandboxes: status.sandboxes,
+            snapshots: status.snapshots,
         })
         .unwrap_or_default();
         let reply = self

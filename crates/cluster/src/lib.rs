@@ -178,6 +178,9 @@ pub struct Heartbeat {
     pub incarnation: String,
     pub capacity_mb: u64,
     pub sandboxes: u32,
+    /// What the worker keeps for SnapStart versions (absent from older workers).
+    #[serde(default)]
+    pub snapshots: nimbus_worker::SnapshotUse,
 }
 
 /// An error between node and worker: `{"kind","message"}`.

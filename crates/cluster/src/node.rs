@@ -280,6 +280,7 @@ async fn heartbeat(
             if (128..=1 << 24).contains(&beat.capacity_mb) {
                 c.manager.set_capacity(id, beat.capacity_mb);
             }
+            c.manager.set_snapshots(id, beat.snapshots);
             StatusCode::NO_CONTENT.into_response()
         }
         // Declared lost meanwhile: it must join again with a clean slate.
@@ -548,6 +549,8 @@ impl Worker for RemoteWorker {
             capacity_mb: 0,
             reserved_mb: 0,
             sandboxes: self.sandboxes.load(Ordering::Relaxed),
+            // Reported by the worker's heartbeats, kept by the manager.
+            snapshots: Default::default(),
         }
     }
 

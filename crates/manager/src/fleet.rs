@@ -25,6 +25,9 @@ pub struct WorkerEntry {
     reserved_mb: AtomicU64,
     sandboxes: AtomicU32,
     invocations: AtomicU64,
+    /// What a remote worker last reported keeping for SnapStart versions (a local one is
+    /// asked).
+    snapshots: std::sync::Mutex<Option<nimbus_worker::SnapshotUse>>,
     lost: watch::Sender<bool>,
     is_lost: AtomicBool,
 }
@@ -96,6 +99,12 @@ impl WorkerEntry {
             reserved_mb: self.reserved_mb(),
             sandboxes: self.sandboxes.load(Ordering::Relaxed),
             invocations: self.invocations.load(Ordering::Relaxed),
+            snapshots: self
+                .snapshots
+                .lock()
+                .ok()
+                .and_then(|s| *s)
+                .unwrap_or_else(|| self.worker.status().snapshots),
         }
     }
 }
@@ -208,6 +217,7 @@ pub struct WorkerSummary {
     pub reserved_mb: u64,
     pub sandboxes: u32,
     pub invocations: u64,
+    pub snapshots: nimbus_worker::SnapshotUse,
 }
 
 impl WorkerManager {
@@ -240,6 +250,7 @@ impl WorkerManager {
             reserved_mb: AtomicU64::new(0),
             sandboxes: AtomicU32::new(0),
             invocations: AtomicU64::new(0),
+            snapshots: std::sync::Mutex::new(None),
             lost: watch::channel(false).0,
             is_lost: AtomicBool::new(false),
         });
@@ -253,6 +264,15 @@ impl WorkerManager {
     pub fn set_capacity(&self, id: u64, capacity_mb: u64) {
         if let Some(w) = self.worker(id) {
             w.capacity_mb.store(capacity_mb, Ordering::Relaxed);
+        }
+    }
+
+    /// Records what a remote worker's heartbeat says it keeps for SnapStart versions.
+    pub fn set_snapshots(&self, id: u64, snapshots: nimbus_worker::SnapshotUse) {
+        if let Some(w) = self.worker(id)
+            && let Ok(mut s) = w.snapshots.lock()
+        {
+            *s = Some(snapshots);
         }
     }
 

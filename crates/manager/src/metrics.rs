@@ -268,6 +268,21 @@ impl WorkerManager {
                 "Sandboxes a worker hosts.",
                 |w| w.sandboxes as u64,
             ),
+            (
+                "nimbus_worker_snapshot_templates",
+                "Snapshot templates of SnapStart versions a worker runs.",
+                |w| w.snapshots.templates as u64,
+            ),
+            (
+                "nimbus_worker_snapshot_memory_bytes",
+                "Memory a worker's snapshot templates hold (shared by their environments).",
+                |w| w.snapshots.memory_bytes,
+            ),
+            (
+                "nimbus_worker_snapshot_disk_bytes",
+                "Disk a worker's pre-initialised WebAssembly modules take.",
+                |w| w.snapshots.disk_bytes,
+            ),
         ] {
             family(&mut out, name, "gauge", help);
             for w in &summaries {

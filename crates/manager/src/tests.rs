@@ -63,6 +63,7 @@ impl Worker for FakeWorker {
             capacity_mb: 0,
             reserved_mb: 0,
             sandboxes: self.live() as u32,
+            snapshots: Default::default(),
         }
     }
     fn has_code(&self, _: &str) -> bool {

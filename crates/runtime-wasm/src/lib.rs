@@ -81,10 +81,51 @@ pub struct WasmRuntime {
     modules: Mutex<HashMap<String, Module>>,
     /// Compiled components, likewise.
     components: Mutex<HashMap<String, wasmtime::component::Component>>,
-    /// Templates of pre-initialised modules by their cache key.
+    /// Templates of pre-initialised modules by their cache name ([`preinit_name`]).
     preinitialized: Mutex<HashMap<String, WasmTemplate>>,
     /// One initialisation at a time: each may hold a function's whole memory.
     initializing: Mutex<()>,
+}
+
+/// The start of the cache names of a function's pre-initialised modules (`function` is its
+/// key), or of one version's.
+fn preinit_prefix(function: &str, version: Option<&str>) -> String {
+    let function = &artifact::digest(function.as_bytes())[..32];
+    match version {
+        Some(v) => {
+            let v: String = v.chars().filter(char::is_ascii_alphanumeric).collect();
+            format!("preinit-{function}-{v}-")
+        }
+        None => format!("preinit-{function}-"),
+    }
+}
+
+/// The cache name of a pre-initialised module of `owner` (`function:version`): its function
+/// and version can be found from the name, so that deleting them deletes it, after a restart
+/// too.
+fn preinit_name(owner: &str, key: &str) -> String {
+    let (function, version) = owner.rsplit_once(':').unwrap_or((owner, ""));
+    format!("{}{key}.preinit", preinit_prefix(function, Some(version)))
+}
+
+/// The bytes of pre-initialised modules in `dir`. With `migrate`, those cached under an older
+/// naming (which could not be told apart by version) are deleted: they are made again when
+/// needed.
+fn preinit_disk_use(dir: &Path, migrate: bool) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut total = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let preinit = name.ends_with(".preinit") || name.ends_with(".preinit.sha256");
+        if migrate && preinit && !name.starts_with("preinit-") {
+            let _ = std::fs::remove_file(entry.path());
+        } else if name.starts_with("preinit-") && name.ends_with(".preinit") {
+            total += entry.metadata().map(|m| m.len()).unwrap_or(0);
+        }
+    }
+    total
 }
 
 /// A module linked against WASI and ready to instantiate: the warm state of a wasm sandbox.
@@ -179,6 +220,7 @@ impl WasmRuntime {
                 }
             })
             .map_err(|e| Error::Engine(format!("could not start the epoch thread: {e}")))?;
+        preinit_disk_use(&config.cache_dir, true);
         Ok(Self {
             engine,
             linker,
@@ -189,6 +231,49 @@ impl WasmRuntime {
             preinitialized: Mutex::new(HashMap::new()),
             initializing: Mutex::new(()),
         })
+    }
+
+    /// Bytes the pre-initialised modules (the snapshots of SnapStart versions) take on disk.
+    /// Reads the cache directory: what is there, whatever happened to it.
+    pub fn preinitialized_disk_bytes(&self) -> u64 {
+        preinit_disk_use(&self.cache_dir, false)
+    }
+
+    /// Deletes the pre-initialised modules of a function version (`function:version`) or of
+    /// every version of a function (`function`), with their checksums and compiled forms.
+    /// Returns the bytes freed. Blocking.
+    pub fn forget_preinitialized(&self, qualified: &str) -> u64 {
+        let prefix = match qualified.rsplit_once(':') {
+            Some((function, version)) => preinit_prefix(function, Some(version)),
+            None => preinit_prefix(qualified, None),
+        };
+        if let Ok(mut memo) = self.preinitialized.lock() {
+            memo.retain(|name, _| !name.starts_with(&prefix));
+        }
+        let Ok(entries) = std::fs::read_dir(&self.cache_dir) else {
+            return 0;
+        };
+        let mut freed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with(&prefix) {
+                continue;
+            }
+            if name.ends_with(".preinit")
+                && let Ok(bytes) = std::fs::read(entry.path())
+            {
+                // Its compiled form is a cache like any other: another version whose
+                // initialisation left the same bytes compiles it again if it needs it.
+                let compiled = artifact::digest(&bytes);
+                for suffix in ["cwasm", "cwasm.sha256"] {
+                    let _ =
+                        std::fs::remove_file(self.cache_dir.join(format!("{compiled}.{suffix}")));
+                }
+                freed += bytes.len() as u64;
+            }
+            let _ = std::fs::remove_file(entry.path());
+        }
+        freed
     }
 
     /// Compiles the module at `path` (or loads its cached artifact) and checks that it is a WASI
@@ -229,7 +314,7 @@ impl WasmRuntime {
             keyed.extend_from_slice(artifact::digest(k.as_bytes()).as_bytes());
             keyed.extend_from_slice(artifact::digest(v.as_bytes()).as_bytes());
         }
-        let key = format!("{}.preinit", artifact::digest(&keyed));
+        let key = preinit_name(owner, &artifact::digest(&keyed));
         if let Some(found) = self
             .preinitialized
             .lock()

@@ -730,6 +730,55 @@ mod tests {
             RunStatus::Exited(0)
         );
 
+        // Each version's snapshot is its own file, counted, and deleted with its version or its
+        // function (found by name, so after a restart too), and no other.
+        let prepare_as = |owner: &'static str| {
+            let runtime = runtime.clone();
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || {
+                runtime.prepare_preinitialized(owner, &path, &[], 64 << 20, Duration::from_secs(5))
+            })
+        };
+        prepare_as("fn:2").await.unwrap().unwrap();
+        prepare_as("other:1").await.unwrap().unwrap();
+        let snapshots = || {
+            let mut names: Vec<String> = std::fs::read_dir(dir.path().join("cache"))
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".preinit"))
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(snapshots().len(), 3);
+        let one = std::fs::metadata(dir.path().join("cache").join(&snapshots()[0]))
+            .unwrap()
+            .len();
+        assert!(runtime.preinitialized_disk_bytes() >= 2 * one);
+        let before = runtime.preinitialized_disk_bytes();
+        assert!(runtime.forget_preinitialized("fn:1") > 0);
+        assert_eq!(snapshots().len(), 2);
+        assert!(runtime.preinitialized_disk_bytes() < before);
+        let restarted = WasmRuntime::new(&WasmConfig {
+            max_instances: 4,
+            cache_dir: dir.path().join("cache"),
+        })
+        .unwrap();
+        assert_eq!(
+            restarted.preinitialized_disk_bytes(),
+            runtime.preinitialized_disk_bytes()
+        );
+        assert!(restarted.forget_preinitialized("fn") > 0);
+        assert_eq!(snapshots().len(), 1, "{:?}", snapshots());
+        assert_eq!(restarted.forget_preinitialized("fn"), 0);
+        // The other function's snapshot is still there and still runs.
+        let other = prepare_as("other:1").await.unwrap().unwrap();
+        assert_eq!(
+            runtime.run(&other, input()).await.status,
+            RunStatus::Exited(0)
+        );
+
         // A module without the export is refused with a message for the user.
         let without = dir.path().join("n.wasm");
         std::fs::write(&without, module(false)).unwrap();

@@ -55,6 +55,20 @@ pub struct WorkerStatus {
     pub capacity_mb: u64,
     pub reserved_mb: u64,
     pub sandboxes: u32,
+    /// What it keeps for SnapStart versions.
+    #[serde(default)]
+    pub snapshots: SnapshotUse,
+}
+
+/// What a worker keeps for SnapStart versions beyond their sandboxes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotUse {
+    /// Snapshot templates of process functions (one running process each).
+    pub templates: u32,
+    /// Memory those templates hold, which their environments share.
+    pub memory_bytes: u64,
+    /// Pre-initialised WebAssembly modules on disk.
+    pub disk_bytes: u64,
 }
 
 #[async_trait]

@@ -621,10 +621,25 @@ fn sandbox_error(
 #[async_trait]
 impl Worker for LocalWorker {
     fn status(&self) -> WorkerStatus {
+        let (templates, memory_bytes) = self
+            .templates
+            .lock()
+            .map(|t| {
+                (
+                    t.len() as u32,
+                    t.values().map(|template| template.memory_bytes()).sum(),
+                )
+            })
+            .unwrap_or_default();
         WorkerStatus {
             capacity_mb: self.config.capacity_mb,
             reserved_mb: self.reserved_mb.load(Ordering::Relaxed),
             sandboxes: self.sandboxes.lock().map(|s| s.len() as u32).unwrap_or(0),
+            snapshots: crate::SnapshotUse {
+                templates,
+                memory_bytes,
+                disk_bytes: self.wasm.preinitialized_disk_bytes(),
+            },
         }
     }
 
@@ -784,6 +799,14 @@ impl Worker for LocalWorker {
         for template in retired {
             template.retire();
             drop_off_executor(template);
+        }
+        // The wasm versions' pre-initialised modules.
+        let wasm = self.wasm.clone();
+        let qualified = qualified.to_owned();
+        let freed =
+            tokio::task::spawn_blocking(move || wasm.forget_preinitialized(&qualified)).await;
+        if let Ok(freed @ 1..) = freed {
+            tracing::info!(bytes = freed, "deleted pre-initialised modules");
         }
     }
 

@@ -535,6 +535,7 @@ async function serveSnapshot() {
   }
   native.close(channel);
   setEnvironment(env);
+  native.rewriteEnviron(Buffer.from(Object.entries(env).map(([k, v]) => `${k}=${v}\0`).join('')));
   reseed();
 }
 

@@ -503,6 +503,41 @@ fn connect_local(port: u16) -> Result<c_int, String> {
     }
 }
 
+/// `/proc/PID/environ` shows the block of variables a process started with: in a copy, the
+/// template's (its init's credentials among them). Overwrites it with as many of `block`'s
+/// NUL-terminated entries as fit, NULs after them. Nothing points into the block any more
+/// once every variable was unset and set again, as the runtime does first.
+fn rewrite_environ_block(block: &[u8]) -> Result<(), String> {
+    let stat =
+        std::fs::read_to_string("/proc/self/stat").map_err(|e| format!("/proc/self/stat: {e}"))?;
+    // After the command's closing parenthesis, the fields from the third on: env_start and
+    // env_end are the 50th and 51st.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let (Some(Ok(start)), Some(Ok(end))) = (
+        fields.get(47).map(|f| f.parse::<usize>()),
+        fields.get(48).map(|f| f.parse::<usize>()),
+    ) else {
+        return Err("no environment block in /proc/self/stat".into());
+    };
+    if end <= start || end - start > 1 << 20 {
+        return Err("an implausible environment block".into());
+    }
+    let size = end - start;
+    let fits = block[..block.len().min(size)]
+        .iter()
+        .rposition(|&b| b == 0)
+        .map_or(0, |last| last + 1);
+    let mut data = block[..fits].to_vec();
+    data.resize(size, 0);
+    // SAFETY: [start, end) is this process's environment block, in its stack mapping, which is
+    // writable; `data` is exactly its size.
+    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), start as *mut u8, size) };
+    Ok(())
+}
+
 // ---- Node-API glue ----
 
 unsafe fn args<const N: usize>(env: napi_env, info: napi_callback_info) -> [napi_value; N] {
@@ -658,6 +693,23 @@ unsafe extern "C" fn js_connect(env: napi_env, info: napi_callback_info) -> napi
     answer(env, result)
 }
 
+unsafe extern "C" fn js_rewrite_environ(env: napi_env, info: napi_callback_info) -> napi_value {
+    let [buffer] = args::<1>(env, info);
+    let mut data = null_mut();
+    let mut len = 0;
+    let result = if napi_get_buffer_info(env, buffer, &mut data, &mut len) != 0 {
+        Err("expected a Buffer".to_owned())
+    } else {
+        let block = if len == 0 {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts(data.cast::<u8>(), len)
+        };
+        rewrite_environ_block(block).map(|()| undefined(env))
+    };
+    answer(env, result)
+}
+
 unsafe extern "C" fn js_exit(env: napi_env, info: napi_callback_info) -> napi_value {
     let [code] = args::<1>(env, info);
     _exit(int(env, code).unwrap_or(1))
@@ -671,7 +723,8 @@ unsafe extern "C" fn js_getpid(env: napi_env, _info: napi_callback_info) -> napi
 /// The addon's entry point, found by Node when it loads the file.
 #[no_mangle]
 pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_value) -> napi_value {
-    let functions: [(&std::ffi::CStr, napi_callback); 9] = [
+    let functions: [(&std::ffi::CStr, napi_callback); 10] = [
+        (c"rewriteEnviron", js_rewrite_environ),
         (c"connect", js_connect),
         (c"exit", js_exit),
         (c"serve", js_serve),

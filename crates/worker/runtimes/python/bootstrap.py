@@ -318,6 +318,29 @@ def _enter_jail(chan, libc):
     return message
 
 
+def _rewrite_environ_block(env):
+    """/proc/PID/environ shows the block of variables a process started with: in a copy, the
+    template's (its init's credentials among them). Overwrites it with as many of `env`'s
+    entries as fit, NULs after them. Nothing points into the block any more once every variable
+    was unset and set again, as the copy does first."""
+    import ctypes
+
+    with open("/proc/self/stat", "rb") as f:
+        # After the command's closing parenthesis, the fields from the third on: env_start and
+        # env_end are the 50th and 51st.
+        fields = f.read().rsplit(b")", 1)[1].split()
+    start, end = int(fields[47]), int(fields[48])
+    if not 0 < end - start <= 1 << 20:
+        return
+    block = b""
+    for key, value in env.items():
+        entry = f"{key}={value}".encode() + b"\0"
+        if len(block) + len(entry) > end - start:
+            break
+        block += entry
+    ctypes.memmove(start, block.ljust(end - start, b"\0"), end - start)
+
+
 def _rehearse():
     """Runs the runtime's own per-invocation code on made-up values, so that the pages it
     writes to are copied before the environment is claimed rather than during its first
@@ -419,6 +442,7 @@ def serve_snapshot(api):
             chan.close()
             os.environ.clear()
             os.environ.update(json.loads(data)["env"])
+            _rewrite_environ_block(os.environ)
             random.seed()
             return
         except BaseException as exc:
