@@ -28,6 +28,12 @@ pub struct WorkerEntry {
     /// What a remote worker last reported keeping for SnapStart versions (a local one is
     /// asked).
     snapshots: std::sync::Mutex<Option<nimbus_worker::SnapshotUse>>,
+    /// Memory its snapshot templates hold, in MB, as last looked at: they take room that
+    /// sandboxes cannot have.
+    snapshot_mb: AtomicU64,
+    /// When `snapshot_mb` was last looked at, in ms since `joined` (0: never).
+    snapshot_checked_ms: AtomicU64,
+    joined: std::time::Instant,
     lost: watch::Sender<bool>,
     is_lost: AtomicBool,
 }
@@ -42,7 +48,36 @@ impl WorkerEntry {
     }
 
     fn free_mb(&self) -> u64 {
-        self.capacity_mb().saturating_sub(self.reserved_mb())
+        self.capacity_mb()
+            .saturating_sub(self.reserved_mb())
+            .saturating_sub(self.snapshot_mb())
+    }
+
+    /// What the worker keeps for SnapStart versions: a remote worker's last heartbeat, or the
+    /// local worker's own figures.
+    fn snapshots(&self) -> nimbus_worker::SnapshotUse {
+        self.snapshots
+            .lock()
+            .ok()
+            .and_then(|s| *s)
+            .unwrap_or_else(|| self.worker.status().snapshots)
+    }
+
+    /// Memory the worker's snapshot templates hold, in MB, looked at again at most once a
+    /// second (placement asks on every cold start).
+    pub(crate) fn snapshot_mb(&self) -> u64 {
+        let now = self.joined.elapsed().as_millis() as u64 + 1;
+        let last = self.snapshot_checked_ms.load(Ordering::Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= 1000)
+            && self
+                .snapshot_checked_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let mb = self.snapshots().memory_bytes.div_ceil(1 << 20);
+            self.snapshot_mb.store(mb, Ordering::Relaxed);
+        }
+        self.snapshot_mb.load(Ordering::Relaxed)
     }
 
     pub(crate) fn is_lost(&self) -> bool {
@@ -99,12 +134,7 @@ impl WorkerEntry {
             reserved_mb: self.reserved_mb(),
             sandboxes: self.sandboxes.load(Ordering::Relaxed),
             invocations: self.invocations.load(Ordering::Relaxed),
-            snapshots: self
-                .snapshots
-                .lock()
-                .ok()
-                .and_then(|s| *s)
-                .unwrap_or_else(|| self.worker.status().snapshots),
+            snapshots: self.snapshots(),
         }
     }
 }
@@ -251,6 +281,9 @@ impl WorkerManager {
             sandboxes: AtomicU32::new(0),
             invocations: AtomicU64::new(0),
             snapshots: std::sync::Mutex::new(None),
+            snapshot_mb: AtomicU64::new(0),
+            snapshot_checked_ms: AtomicU64::new(0),
+            joined: std::time::Instant::now(),
             lost: watch::channel(false).0,
             is_lost: AtomicBool::new(false),
         });
@@ -273,6 +306,8 @@ impl WorkerManager {
             && let Ok(mut s) = w.snapshots.lock()
         {
             *s = Some(snapshots);
+            w.snapshot_mb
+                .store(snapshots.memory_bytes.div_ceil(1 << 20), Ordering::Relaxed);
         }
     }
 

@@ -288,7 +288,8 @@ impl WorkerManager {
                 .iter()
                 .map(|w| WorkerView {
                     capacity_mb: w.capacity_mb(),
-                    reserved_mb: w.reserved_mb(),
+                    // Snapshot templates take room as sandboxes do.
+                    reserved_mb: w.reserved_mb() + w.snapshot_mb(),
                     healthy: !w.is_lost(),
                     has_code: w.worker.has_code(&function.code.sha256),
                     sandboxes_of_function: per_worker.get(&w.id).copied().unwrap_or(0),

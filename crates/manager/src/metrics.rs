@@ -260,8 +260,12 @@ impl WorkerManager {
             ),
             (
                 "nimbus_worker_free_mb",
-                "Memory a worker has left for new sandboxes.",
-                |w| w.capacity_mb.saturating_sub(w.reserved_mb),
+                "Memory a worker has left for new sandboxes (its snapshot templates take room).",
+                |w| {
+                    w.capacity_mb
+                        .saturating_sub(w.reserved_mb)
+                        .saturating_sub(w.snapshots.memory_bytes.div_ceil(1 << 20))
+                },
             ),
             (
                 "nimbus_worker_sandboxes",

@@ -26,6 +26,8 @@ struct FakeWorker {
     hold_inits: AtomicBool,
     invoking: Notify,
     initing: Notify,
+    /// Memory its snapshot templates hold, as its status reports it.
+    template_mb: AtomicU64,
 }
 
 const HANG: &[u8] = b"\"hang\"";
@@ -39,6 +41,7 @@ impl FakeWorker {
             hold_inits: AtomicBool::new(false),
             invoking: Notify::new(),
             initing: Notify::new(),
+            template_mb: AtomicU64::new(0),
         })
     }
 
@@ -63,7 +66,11 @@ impl Worker for FakeWorker {
             capacity_mb: 0,
             reserved_mb: 0,
             sandboxes: self.live() as u32,
-            snapshots: Default::default(),
+            snapshots: nimbus_worker::SnapshotUse {
+                templates: 1,
+                memory_bytes: self.template_mb.load(Ordering::Relaxed) << 20,
+                disk_bytes: 0,
+            },
         }
     }
     fn has_code(&self, _: &str) -> bool {
@@ -217,6 +224,35 @@ async fn concurrent_invocations_spread_over_workers_within_capacity() {
         m.render_metrics()
             .contains("nimbus_throttles_total{function=\"f\",reason=\"CapacityExhausted\"} 1")
     );
+}
+
+#[tokio::test]
+async fn snapshot_templates_take_room_on_their_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(&dir, 100);
+    let w = FakeWorker::new(0);
+    w.template_mb.store(300, Ordering::Relaxed);
+    m.add_worker("w", w.clone(), 512, false);
+    let f = FunctionConfig {
+        memory_mb: 256,
+        ..function("f", "$LATEST")
+    };
+    // 512 MB, of which templates hold 300: no room for 256 more.
+    assert!(matches!(
+        m.invoke(&f, request("1")).await,
+        Err(Error::NoCapacity(256))
+    ));
+    let metrics = m.render_metrics();
+    assert!(
+        metrics.contains("nimbus_worker_free_mb{worker=\"w\"} 212"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("nimbus_worker_snapshot_memory_bytes{worker=\"w\"} 314572800"));
+    // The templates went (their versions were deleted): the figure is looked at again.
+    w.template_mb.store(0, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(m.invoke(&f, request("2")).await.is_ok());
+    assert_eq!(w.live(), 1);
 }
 
 async fn futures_join<T: Send + 'static>(
