@@ -31,6 +31,12 @@ const INIT = {
 };
 const TABLE = Array.from({ length: 200000 }, (_, i) => i * i);
 fs.writeFileSync('/tmp/written-at-init', 'init');
+// A connection made at init, as a client library's pool keeps one (here to the Runtime API),
+// without an error handler: in an environment it must end, not fail (which would be thrown).
+let KEPT = 'open';
+const kept = require('net').connect(Number(process.env.AWS_LAMBDA_RUNTIME_API.split(':')[1]), '127.0.0.1');
+kept.on('data', () => {});
+kept.on('close', () => { KEPT = 'closed'; });
 // The thread pool runs at init: a copy has none of its threads and must start its own.
 fs.promises.readdir('/var/task').then(() => EVENTS.push('pool'));
 console.log('initialising');
@@ -65,7 +71,7 @@ exports.handler = async (event, context) => {
     version: process.env.AWS_LAMBDA_FUNCTION_VERSION, tmp: fs.readdirSync('/tmp').sort(),
     status: status(), pids: fs.readdirSync('/proc').filter((d) => /^[0-9]+$/.test(d)).map(Number).sort((a, b) => a - b),
     cwd: process.cwd(), pool: (await fs.promises.readFile('/proc/self/comm', 'utf8')).trim(),
-    remaining: context.getRemainingTimeInMillis() > 0,
+    remaining: context.getRemainingTimeInMillis() > 0, kept: KEPT,
   };
 };
 '''
@@ -114,6 +120,7 @@ def test_a_published_node_version_starts_from_its_snapshot(lambda_client):
         assert got["key"] and got["key"] != got["init"]["key"], "fresh credentials after restore"
         assert got["stream"] != got["init"]["stream"]
         assert got["cwd"] == "/var/task" and got["pool"] == "node"
+        assert got["kept"] == "closed", got["kept"]
         environ = snap.environ_showing(f"AWS_LAMBDA_LOG_STREAM_NAME={got['stream']}")
         assert got["init"]["key"].encode() not in environ and got["init"]["stream"].encode() not in environ
         assert got["status"]["CapEff"] == "0000000000000000" and got["status"]["CapBnd"] == "0000000000000000"

@@ -31,6 +31,9 @@ INIT = {
     "random": random.random(),
 }
 TABLE = [i * i for i in range(200000)]
+# A connection made at init, as a client library's pool keeps one (here to the Runtime API).
+import socket
+KEPT = socket.create_connection(("127.0.0.1", int(os.environ["AWS_LAMBDA_RUNTIME_API"].rpartition(":")[2])))
 with open("/tmp/written-at-init", "w") as f:
     f.write("init")
 print("initialising", flush=True)
@@ -60,6 +63,16 @@ def refused(call):
     rc = call(libc)
     return rc != 0 and ctypes.get_errno() == 1
 
+def kept():
+    """What the init's connection is in an environment: ended (it belonged to the template's
+    network), never another connection of the environment's."""
+    try:
+        return "ended" if KEPT.recv(1, socket.MSG_DONTWAIT) == b"" else "data"
+    except BlockingIOError:
+        return "open"
+    except OSError as e:
+        return type(e).__name__
+
 def handler(event, context):
     global COUNT
     COUNT += 1
@@ -76,7 +89,7 @@ def handler(event, context):
         "status": status(), "pids": sorted(int(d) for d in os.listdir("/proc") if d.isdigit()),
         "setns_refused": refused(lambda c: c.setns(os.open("/proc/self/ns/net", os.O_RDONLY), 0)),
         "unshare_refused": refused(lambda c: c.unshare(0x10000000)),
-        "cwd": os.getcwd(),
+        "cwd": os.getcwd(), "kept": kept(),
     }
 '''
 
@@ -176,6 +189,7 @@ def test_a_published_python_version_starts_from_its_snapshot(lambda_client):
         assert got["key"] and got["key"] != got["init"]["key"], "fresh credentials after restore"
         assert got["stream"] != got["init"]["stream"]
         assert got["cwd"] == "/var/task"
+        assert got["kept"] == "ended", got["kept"]
         # What /proc shows (to the host: the copy cannot read its own) as the variables it
         # started with is its own, not the template's.
         environ = environ_showing(f"AWS_LAMBDA_LOG_STREAM_NAME={got['stream']}")

@@ -82,6 +82,7 @@ extern "C" {
     fn uv_loop_fork(uv_loop: *mut c_void) -> c_int;
 
     fn socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int;
+    fn socketpair(domain: c_int, kind: c_int, protocol: c_int, fds: *mut c_int) -> c_int;
     fn connect(fd: c_int, address: *const c_void, len: u32) -> c_int;
     fn recvmsg(fd: c_int, message: *mut MsgHdr, flags: c_int) -> isize;
     fn write(fd: c_int, buf: *const c_void, count: usize) -> isize;
@@ -441,9 +442,10 @@ fn enter_jail(
 }
 
 /// Connections made at init belong to the template's network namespace: each socket but
-/// `keep` (and 0–2) is replaced by an unconnected one, so that the handle Node keeps for it
-/// fails on its next use instead of reaching a socket the environment must not share, and its
-/// number is not reused by another connection while Node still holds it.
+/// `keep` (and 0–2) is replaced by one whose peer has closed, so that the handle Node keeps
+/// for it ends (as a connection the server closed does: its reader sees the end, a write
+/// fails) instead of reaching a socket the environment must not share, and its number is not
+/// reused by another connection while Node still holds it.
 fn drop_sockets(keep: c_int) -> Result<(), String> {
     let entries = std::fs::read_dir("/proc/self/fd").map_err(|e| format!("/proc/self/fd: {e}"))?;
     let fds: Vec<c_int> = entries
@@ -459,10 +461,12 @@ fn drop_sockets(keep: c_int) -> Result<(), String> {
             continue;
         }
         unsafe {
-            let fresh = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-            if fresh < 0 {
-                return Err(os_error("socket"));
+            let mut pair = [0 as c_int; 2];
+            if socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair.as_mut_ptr()) != 0 {
+                return Err(os_error("socketpair"));
             }
+            let [fresh, peer] = pair;
+            close(peer);
             same_blocking(fd, fresh);
             if dup2(fresh, fd) < 0 {
                 return Err(os_error("dup2"));

@@ -406,14 +406,21 @@ def serve_snapshot(api):
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             chan = socket.socket(fileno=fds[0])
             message = _enter_jail(chan, libc)
-            # Connections made at init belong to the template's namespace: none survive.
+            # Connections made at init belong to the template's namespace: none survive. Each
+            # is replaced by a socket whose peer has closed, not closed: the init's socket
+            # objects still hold the numbers, and one reused by a new connection (the Runtime
+            # API's) would carry their traffic. A client sees its connection ended, as if the
+            # server had closed it, and makes a new one.
             for name in os.listdir("/proc/self/fd"):
                 fd = int(name)
                 if fd <= 2 or fd == chan.fileno():
                     continue
                 try:
                     if stat.S_ISSOCK(os.fstat(fd).st_mode):
-                        os.close(fd)
+                        ended, peer = _socket.socketpair()
+                        peer.close()
+                        os.dup2(ended.fileno(), fd)
+                        ended.close()
                 except OSError:
                     pass
             os.chdir(os.environ.get("LAMBDA_TASK_ROOT", "/var/task"))
