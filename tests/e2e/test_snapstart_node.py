@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import e2e_support as s
 import process_support as p
@@ -88,44 +87,14 @@ def create(lambda_client, name, code, **extra):
 def test_a_published_node_version_starts_from_its_snapshot(lambda_client):
     name = s.unique_name("snapnode")
     create(lambda_client, name, app("one"))
-    got = lambda_client.get_function_configuration(FunctionName=name)
-    assert got["SnapStart"] == {"ApplyOn": "PublishedVersions", "OptimizationStatus": "Off"}
-
-    # $LATEST initialises as usual and runs no hooks.
-    latest, log = invoke(lambda_client, name)
-    assert latest["events"] == ["pool"] and latest["type"] == "on-demand"
-    assert "Init Duration" in log and "Restore Duration" not in log, log
-
-    version = lambda_client.publish_version(FunctionName=name)["Version"]
-    got = lambda_client.get_function_configuration(FunctionName=name, Qualifier=version)
-    assert got["SnapStart"] == {"ApplyOn": "PublishedVersions", "OptimizationStatus": "On"}
-    assert len(templates_of(name)) == 1, "the snapshot was made when the version was published"
-
-    with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda _: invoke(lambda_client, name, version, {"sleep": 1.5}), range(2)))
+    version, results = snap.publish_and_restore_two(lambda_client, name, latest_events=["pool"])
     (a, log_a), (b, log_b) = results
     for got, log in results:
-        assert got["marker"] == "one" and got["version"] == version
-        assert got["table"] == 200000, "state built at init is there"
         # Before hooks in the reverse order of registration, after hooks in order.
         assert got["events"] == ["pool", "before:second", "before:first", "after:first", "after:second"], got
-        assert got["count"] == 1 and got["remaining"]
-        assert got["type"] == "snap-start" and got["init"]["type"] == "snap-start"
-        assert "Restore Duration:" in log and "Billed Restore Duration:" in log, log
-        assert "Init Duration" not in log.split("REPORT")[-1], log
-        assert "RESTORE_START Runtime Version: nimbus:nodejs" in log, log
-        assert "invoked 1" in log
-        assert got["uid"] != got["init"]["uid"]
-        assert got["tmp"] == [], "/tmp is the environment's own, not the template's"
-        assert got["key"] and got["key"] != got["init"]["key"], "fresh credentials after restore"
-        assert got["stream"] != got["init"]["stream"]
-        assert got["cwd"] == "/var/task" and got["pool"] == "node"
+        snap.assert_restored(got, log, version, "nodejs")
+        assert got["remaining"] and got["pool"] == "node"
         assert got["kept"] == "closed", got["kept"]
-        environ = snap.environ_showing(f"AWS_LAMBDA_LOG_STREAM_NAME={got['stream']}")
-        assert got["init"]["key"].encode() not in environ and got["init"]["stream"].encode() not in environ
-        assert got["status"]["CapEff"] == "0000000000000000" and got["status"]["CapBnd"] == "0000000000000000"
-        assert got["status"]["NoNewPrivs"] == "1" and int(got["status"]["Seccomp_filters"]) >= 3
-        assert got["pids"] == [1, got["pid"]], (got["pids"], got["pid"])
     assert a["uid"] != b["uid"]
     # Unique: nothing random is shared between two copies of one snapshot, even what the
     # template's init had drawn from already.
@@ -196,6 +165,17 @@ def test_node_init_and_hook_failures(lambda_client):
     err = s.assert_client_error(lambda: lambda_client.publish_version(FunctionName=name),
                                 "InvalidParameterValueException", 400)
     assert "no database" in err.response["Error"]["Message"]
+
+    # A hook that is not a function is refused where it is registered: an init error.
+    notfn = s.unique_name("snapnnotfn")
+    create(lambda_client, notfn, s.zip_bytes({"index.js": b"""
+require('snapshot-restore-node').registerAfterRestore('reconnect');
+exports.handler = async () => 1;
+"""}))
+    err = s.assert_client_error(lambda: lambda_client.publish_version(FunctionName=notfn),
+                                "InvalidParameterValueException", 400)
+    assert "a runtime hook must be a function" in err.response["Error"]["Message"], err.response
+    assert [v["Version"] for v in lambda_client.list_versions_by_function(FunctionName=notfn)["Versions"]] == ["$LATEST"]
 
     hooks = s.unique_name("snapnhook")
     create(lambda_client, hooks, s.zip_bytes({"index.js": b'''

@@ -153,53 +153,64 @@ def environ_showing(entry: str) -> bytes:
     return found[0]
 
 
-def test_a_published_python_version_starts_from_its_snapshot(lambda_client):
-    name = s.unique_name("snappy")
-    create(lambda_client, name, app("one"))
+def publish_and_restore_two(lambda_client, name, latest_events):
+    """Checks that $LATEST initialises as usual (running no hooks: its events are
+    `latest_events`), publishes a version (its snapshot made then) and invokes it twice at once:
+    two environments restored from the one initialisation. Returns the version and both
+    (answer, log)."""
     got = lambda_client.get_function_configuration(FunctionName=name)
     assert got["SnapStart"] == {"ApplyOn": "PublishedVersions", "OptimizationStatus": "Off"}
-
-    # $LATEST initialises as usual and runs no hooks.
     latest, log = invoke(lambda_client, name)
-    assert latest["events"] == [] and latest["type"] == "on-demand"
+    assert latest["events"] == latest_events and latest["type"] == "on-demand"
     assert "Init Duration" in log and "Restore Duration" not in log, log
 
     version = lambda_client.publish_version(FunctionName=name)["Version"]
     got = lambda_client.get_function_configuration(FunctionName=name, Qualifier=version)
     assert got["SnapStart"] == {"ApplyOn": "PublishedVersions", "OptimizationStatus": "On"}
     assert len(templates_of(name)) == 1, "the snapshot was made when the version was published"
-
-    # Two environments at once: both restored from the one initialisation.
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda _: invoke(lambda_client, name, version, {"sleep": 1.5}), range(2)))
+    return version, results
+
+
+def assert_restored(got, log, version, runtime_prefix):
+    """What every restored environment must be, whatever its runtime: the init's state, its own
+    uid, /tmp, credentials, log stream and variables, confined as a fresh sandbox."""
+    assert got["marker"] == "one" and got["version"] == version
+    assert got["table"] == 200000, "state built at init is there"
+    assert got["count"] == 1, "per-invocation state starts from the snapshot's"
+    assert got["type"] == "snap-start" and got["init"]["type"] == "snap-start"
+    assert "Restore Duration:" in log and "Billed Restore Duration:" in log, log
+    assert "Init Duration" not in log.split("REPORT")[-1], log
+    assert f"RESTORE_START Runtime Version: nimbus:{runtime_prefix}" in log, log
+    assert "invoked 1" in log
+    # Its own: uid, /tmp, credentials, log stream; never the template's.
+    assert got["uid"] != got["init"]["uid"]
+    assert got["tmp"] == [], "/tmp is the environment's own, not the template's"
+    assert got["key"] and got["key"] != got["init"]["key"], "fresh credentials after restore"
+    assert got["stream"] != got["init"]["stream"]
+    assert got["cwd"] == "/var/task"
+    # What /proc shows (to the host: the copy cannot read its own) as the variables it
+    # started with is its own, not the template's.
+    environ = environ_showing(f"AWS_LAMBDA_LOG_STREAM_NAME={got['stream']}")
+    assert got["init"]["key"].encode() not in environ and got["init"]["stream"].encode() not in environ
+    # Confined as a fresh sandbox: no capabilities, the restored filters, and no other process
+    # of the node in sight.
+    assert got["status"]["CapEff"] == "0000000000000000" and got["status"]["CapBnd"] == "0000000000000000"
+    assert got["status"]["NoNewPrivs"] == "1" and int(got["status"]["Seccomp_filters"]) >= 3
+    assert got["pids"] == [1, got["pid"]], (got["pids"], got["pid"])
+
+
+def test_a_published_python_version_starts_from_its_snapshot(lambda_client):
+    name = s.unique_name("snappy")
+    create(lambda_client, name, app("one"))
+    version, results = publish_and_restore_two(lambda_client, name, latest_events=[])
     (a, log_a), (b, log_b) = results
     for got, log in results:
-        assert got["marker"] == "one" and got["version"] == version
-        assert got["table"] == 200000, "state built at init is there"
         assert got["events"] == ["before", "after:first", "after:second"], got["events"]
-        assert got["count"] == 1, "per-invocation state starts from the snapshot's"
-        assert got["type"] == "snap-start" and got["init"]["type"] == "snap-start"
-        assert "Restore Duration:" in log and "Billed Restore Duration:" in log, log
-        assert "Init Duration" not in log.split("REPORT")[-1], log
-        assert "RESTORE_START Runtime Version: nimbus:python3." in log, log
-        assert "invoked 1" in log
-        # Its own: uid, /tmp, credentials, log stream; never the template's.
-        assert got["uid"] != got["init"]["uid"]
-        assert got["tmp"] == [], "/tmp is the environment's own, not the template's"
-        assert got["key"] and got["key"] != got["init"]["key"], "fresh credentials after restore"
-        assert got["stream"] != got["init"]["stream"]
-        assert got["cwd"] == "/var/task"
+        assert_restored(got, log, version, "python3.")
         assert got["kept"] == "ended", got["kept"]
-        # What /proc shows (to the host: the copy cannot read its own) as the variables it
-        # started with is its own, not the template's.
-        environ = environ_showing(f"AWS_LAMBDA_LOG_STREAM_NAME={got['stream']}")
-        assert got["init"]["key"].encode() not in environ and got["init"]["stream"].encode() not in environ
-        # Confined as a fresh sandbox: no capabilities, the restored filters, no namespace calls,
-        # and no other process of the node in sight.
-        assert got["status"]["CapEff"] == "0000000000000000" and got["status"]["CapBnd"] == "0000000000000000"
-        assert got["status"]["NoNewPrivs"] == "1" and int(got["status"]["Seccomp_filters"]) >= 3
         assert got["setns_refused"] and got["unshare_refused"]
-        assert got["pids"] == [1, got["pid"]], got["pids"]
     assert a["uid"] != b["uid"]
     assert a["uuid"] != b["uuid"] and a["random"] != b["random"] and a["urandom"] != b["urandom"]
     assert a["stream"] != b["stream"] and a["key"] != b["key"]
