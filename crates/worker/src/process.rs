@@ -248,6 +248,12 @@ fn fill<T>(
                     ready.push(made);
                 }
             }
+            // A version deleted while its copy was being made takes the copy's code with it:
+            // that is no failure worth a warning.
+            Err(e) if !wanted() => {
+                tracing::debug!(error = %e, "stopped preparing {what}: no longer wanted");
+                break;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "could not prepare {what} ahead of need");
                 break;
@@ -604,8 +610,14 @@ impl Launch {
         let (program, mut args) = config.program(function.runtime, &code_dir, &opt_dirs)?;
         if template && matches!(function.runtime, Runtime::Node { .. }) {
             // A copy of a Node template has its main thread only: V8 must not hand work to
-            // background threads (which would never run it).
-            args.insert(0, "--single-threaded".to_owned());
+            // background threads (which would never run it). Nor may V8's memory reducer run:
+            // its timer, armed in the template and due by the time a copy runs its event loop,
+            // would start a full collection of the inherited heap in every copy at once, each
+            // writing to (so copying) every page it marks.
+            args.splice(
+                0..0,
+                ["--single-threaded", "--no-memory-reducer"].map(str::to_owned),
+            );
         }
         let mut env = environment(
             function,
