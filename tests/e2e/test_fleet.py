@@ -338,21 +338,58 @@ def test_a_remote_workers_snapshots_are_reported_and_deleted(fleet, make_zip):
     fs.wait_for(lambda: fs.metric(node, key) == 0)
 
 
-def signed(node, method: str, path: str, body: bytes | None = None):
-    """A request to the node signed with its cluster secret, as a worker signs one."""
+def signed(node, method: str, path: str, body: bytes | None = None, worker: str | None = None):
+    """A request to the node signed with its cluster secret, as a worker signs one; or, to the
+    worker at the address `worker`, as the node signs one."""
     import hashlib
     import hmac
 
     secret = (node.data_dir / "cluster.secret").read_text().strip().encode()
     now = int(time.time())
     mac = hmac.new(secret, f"{now}\n{method}\n{path}".encode(), hashlib.sha256).hexdigest()
-    req = urllib.request.Request(f"{tls_url(node.endpoint)}{path}", data=body, method=method)
+    base = f"https://{worker}" if worker else tls_url(node.endpoint)
+    req = urllib.request.Request(f"{base}{path}", data=body, method=method)
     req.add_header("x-nimbus-cluster-auth", f"v1 {now} {mac}")
     try:
         with urllib.request.urlopen(req, timeout=10, context=ANY_CERT) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+def test_a_worker_refuses_malformed_requests_from_the_node(fleet, make_zip):
+    """Even signed with the secret, what the node would never send gets a 400 with the reason,
+    and nothing on the worker changes: a SnapStart version keeps its snapshot."""
+    node, workers = fleet([("w1", 512)])
+    client = s.lambda_client(node.endpoint)
+    name = s.unique_name("fleetforget")
+    client.create_function(
+        FunctionName=name, Runtime=s.RUNTIME, Role=s.ROLE, Handler="preinit.wasm",
+        Code={"ZipFile": make_zip("preinit")}, SnapStart={"ApplyOn": "PublishedVersions"})
+    client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=s.WAITER_CONFIG)
+    version = client.publish_version(FunctionName=name)["Version"]
+    key = 'nimbus_worker_snapshot_disk_bytes{worker="w1"}'
+    fs.wait_for(lambda: fs.metric(node, key) > 0)
+    kept = fs.metric(node, key)
+    address = workers["w1"].address
+    for path, body, reason in [
+        ("/v1/forget", b"", "1 to 512 bytes"),
+        ("/v1/forget", b"\xff\xfe", "1 to 512 bytes"),
+        ("/v1/forget", b"f" * 513, "1 to 512 bytes"),
+        ("/v1/prepare", b"{not json", "malformed request from the node"),
+        ("/v1/sandboxes", b"[]", "malformed request from the node"),
+        ("/v1/sandboxes/1/invoke", b"{}", "x-nimbus-request-id"),
+    ]:
+        status, answer = signed(node, "POST", path, body, worker=address)
+        assert status == 400, (path, body, status, answer)
+        assert reason in json.loads(answer)["message"], (path, answer)
+    # A name that is no version of anything there forgets nothing.
+    status, _ = signed(node, "POST", "/v1/forget", b"no-such-function:1", worker=address)
+    assert status == 204
+    time.sleep(1.5)
+    assert fs.metric(node, key) == kept
+    out = json.loads(client.invoke(FunctionName=name, Qualifier=version)["Payload"].read())
+    assert out["preinitialized"] is True and out["init_runs"] == 1, out
 
 
 def test_bad_registrations_and_heartbeats_are_refused(fleet, nimbus_bin, tmp_path):

@@ -46,6 +46,7 @@ def test_a_published_version_starts_from_its_initialised_state(lambda_client, ma
     assert (first["primes"], first["last"]) == (20_000, 224_737)
     assert first["version"] == version["Version"], "the environment is the invocation's, not the snapshot's"
     assert first["log_stream"], "the sandbox's own variables are there"
+    assert first["init_version"] == int(version["Version"]), "the init saw the version's variables"
     assert "Restore Duration:" in log and "Billed Restore Duration:" in log and "Init Duration" not in log, log
     second, _ = invoke(lambda_client, name, version["Version"])
     assert second["preinitialized"] is True and second["init_runs"] == 1
@@ -101,3 +102,46 @@ def test_snapstart_settings_that_cannot_apply_are_refused(lambda_client, raw_lam
     s.assert_client_error(lambda: raw_lambda_client.create_function(
         FunctionName=s.unique_name("snapbad"), Runtime=s.RUNTIME, Role=s.ROLE, Handler="preinit.wasm",
         Code={"ZipFile": make_zip("preinit")}, SnapStart={"ApplyOn": "Sometimes"}), "ValidationException", 400)
+
+
+def test_snapshots_stay_within_the_workers_disk_limit(node_factory, make_zip, tmp_path):
+    """`[worker] snapshot_disk_mb` bounds what a worker keeps on disk for snapshots: making room
+    for a new one deletes the least recently used, whose version still starts initialised; one
+    larger than the limit alone refuses the publish with the reason, and nothing is lost."""
+    config = tmp_path / "nimbus.toml"
+    config.write_text("[worker]\nsnapshot_disk_mb = 1\n")
+    node = node_factory(config=config, name="snapdisk")
+    client = s.lambda_client(node.endpoint)
+
+    def disk():
+        return fs.metric(node, 'nimbus_worker_snapshot_disk_bytes{worker="local"}')
+
+    name = s.unique_name("snapbound")
+    client.create_function(
+        FunctionName=name, Runtime=s.RUNTIME, Role=s.ROLE, Handler="preinit.wasm",
+        Code={"ZipFile": make_zip("preinit")}, SnapStart={"ApplyOn": "PublishedVersions"},
+        Environment={"Variables": {"BALLAST_KB": "600"}})
+    client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=s.WAITER_CONFIG)
+    v1 = client.publish_version(FunctionName=name)["Version"]
+    one = disk()
+    assert 600 * 1024 < one <= 1 << 20, one
+    client.update_function_configuration(
+        FunctionName=name, Environment={"Variables": {"BALLAST_KB": "600", "SECOND": "2"}})
+    s.wait_updated(client, name)
+    v2 = client.publish_version(FunctionName=name)["Version"]
+    assert 600 * 1024 < disk() <= 1 << 20, "the first version's snapshot made room for the second"
+    for version in (v1, v2):
+        out, _ = invoke(client, name, version)
+        assert out["preinitialized"] is True and out["init_runs"] == 1, out
+        assert out["ballast"] == 600 * 1024, out
+
+    # Too large for the limit on its own: refused with the reason; the others are untouched.
+    client.update_function_configuration(FunctionName=name, Environment={"Variables": {"BALLAST_KB": "1500"}})
+    s.wait_updated(client, name)
+    err = s.assert_client_error(lambda: client.publish_version(FunctionName=name),
+                                "InvalidParameterValueException", 400)
+    assert "1 MB this worker keeps for snapshots" in str(err), err
+    assert [v["Version"] for v in client.list_versions_by_function(FunctionName=name)["Versions"]] \
+        == ["$LATEST", v1, v2]
+    assert 600 * 1024 < disk() <= 1 << 20
+    assert invoke(client, name, v2)[0]["preinitialized"] is True

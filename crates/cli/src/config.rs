@@ -252,15 +252,32 @@ impl Sandboxes {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-#[derive(Default)]
 pub struct WorkerSection {
     /// Memory the built-in worker offers to sandboxes; 0 means the machine's memory.
     pub capacity_mb: u64,
+    /// Disk the built-in worker's snapshots of SnapStart versions (pre-initialised wasm
+    /// modules) may take together, in MB; the least recently used are deleted first and made
+    /// again when needed. 0: no bound.
+    pub snapshot_disk_mb: u64,
     /// Run the node without its built-in worker: only workers that join host sandboxes.
     pub disabled: bool,
     /// Runtimes the host does not have, each run on one it has: `{ "python3.13" =
     /// "python3.11" }`. Templates often name a newer runtime than the host's.
     pub runtime_aliases: std::collections::BTreeMap<String, String>,
+}
+
+/// [`WorkerSection::snapshot_disk_mb`] unless configured.
+pub const DEFAULT_SNAPSHOT_DISK_MB: u64 = 10_240;
+
+impl Default for WorkerSection {
+    fn default() -> Self {
+        Self {
+            capacity_mb: 0,
+            snapshot_disk_mb: DEFAULT_SNAPSHOT_DISK_MB,
+            disabled: false,
+            runtime_aliases: Default::default(),
+        }
+    }
 }
 
 impl Default for NodeConfig {

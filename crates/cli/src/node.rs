@@ -202,6 +202,7 @@ pub async fn serve(
         WasmRuntime::new(&WasmConfig {
             max_instances: config.sandboxes.max_wasm_instances(&config.limits),
             cache_dir: data.join("cache").join("wasm"),
+            snapshot_disk_limit: config.worker.snapshot_disk_mb.saturating_mul(1 << 20),
         })
         .context("starting the wasm runtime")?,
     );

@@ -20,6 +20,10 @@ pub struct WorkerArgs {
     /// Memory in MB this worker offers to sandboxes [default: the machine's memory].
     #[arg(long)]
     capacity_mb: Option<u64>,
+    /// Disk in MB this worker's snapshots of SnapStart versions may take together (the least
+    /// recently used go first); 0 for no bound.
+    #[arg(long, default_value_t = nimbus::config::DEFAULT_SNAPSHOT_DISK_MB)]
+    snapshot_disk_mb: u64,
     /// The worker's name in the fleet [default: worker-PID].
     #[arg(long)]
     name: Option<String>,
@@ -71,6 +75,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
             WasmRuntime::new(&WasmConfig {
                 max_instances: 1000,
                 cache_dir: data.join("cache").join("wasm"),
+                snapshot_disk_limit: args.snapshot_disk_mb.saturating_mul(1 << 20),
             })
             .context("starting the wasm runtime")?,
         );

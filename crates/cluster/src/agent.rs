@@ -459,12 +459,17 @@ async fn status(State(a): State<Shared>) -> Response {
     axum::Json(a.worker.status()).into_response()
 }
 
+/// A request the node should never have sent: 400, and nothing done.
+fn malformed(what: impl std::fmt::Display) -> Response {
+    let body = WireError {
+        kind: "malformed".to_owned(),
+        message: format!("malformed request from the node: {what}"),
+    };
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+}
+
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
-    serde_json::from_slice(body).map_err(|e| {
-        Box::new(wire_error(&Error::Internal(format!(
-            "malformed request from the node: {e}"
-        ))))
-    })
+    serde_json::from_slice(body).map_err(|e| Box::new(malformed(e)))
 }
 
 async fn prepare(State(a): State<Shared>, body: Bytes) -> Response {
@@ -489,9 +494,7 @@ async fn forget(State(a): State<Shared>, body: Bytes) -> Response {
             a.worker.forget(qualified).await;
             StatusCode::NO_CONTENT.into_response()
         }
-        _ => wire_error(&Error::Internal(
-            "malformed request from the node: a version or function name".into(),
-        )),
+        _ => malformed("expected a function or version name of 1 to 512 bytes of UTF-8"),
     }
 }
 
@@ -531,7 +534,7 @@ async fn invoke(
             .map(str::to_owned)
     };
     let Some(request_id) = text("x-nimbus-request-id") else {
-        return wire_error(&Error::Internal("no request id".into()));
+        return malformed("no x-nimbus-request-id");
     };
     let client_context = text("x-nimbus-client-context")
         .and_then(|c| base64::engine::general_purpose::STANDARD.decode(c).ok())
@@ -546,7 +549,7 @@ async fn invoke(
                 .and_then(|h| serde_json::from_slice::<nimbus_types::http::HttpCall>(&h).ok());
             match call {
                 Some(call) => Some(call),
-                None => return wire_error(&Error::Internal("a malformed x-nimbus-http".into())),
+                None => return malformed("an x-nimbus-http that is not a call"),
             }
         }
     };

@@ -64,6 +64,10 @@ pub struct WasmConfig {
     pub max_instances: u32,
     /// Where compiled artifacts are cached.
     pub cache_dir: PathBuf,
+    /// Bytes the pre-initialised modules of SnapStart versions may take on disk together; 0
+    /// for no bound. The least recently used go first (made again from their version's code
+    /// when next needed); one larger than the bound alone is refused.
+    pub snapshot_disk_limit: u64,
 }
 
 struct StoreState {
@@ -77,6 +81,8 @@ pub struct WasmRuntime {
     linker: Linker<StoreState>,
     http_linker: wasmtime::component::Linker<http::HttpState>,
     cache_dir: PathBuf,
+    /// [`WasmConfig::snapshot_disk_limit`].
+    snapshot_disk_limit: u64,
     /// Compiled modules by the sha256 of their bytes; `Module` is a cheap handle.
     modules: Mutex<HashMap<String, Module>>,
     /// Compiled components, likewise.
@@ -108,24 +114,34 @@ fn preinit_name(owner: &str, key: &str) -> String {
     format!("{}{key}.preinit", preinit_prefix(function, Some(version)))
 }
 
-/// The bytes of pre-initialised modules in `dir`. With `migrate`, those cached under an older
-/// naming (which could not be told apart by version) are deleted: they are made again when
-/// needed.
-fn preinit_disk_use(dir: &Path, migrate: bool) -> u64 {
+/// The pre-initialised modules in `dir`: name, bytes and when last made or read, least
+/// recently first. With `migrate`, those cached under an older naming (which could not be told
+/// apart by version) are deleted: they are made again when needed.
+fn preinit_files(dir: &Path, migrate: bool) -> Vec<(String, u64, std::time::SystemTime)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
+        return Vec::new();
     };
-    let mut total = 0;
+    let mut files = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let preinit = name.ends_with(".preinit") || name.ends_with(".preinit.sha256");
         if migrate && preinit && !name.starts_with("preinit-") {
             let _ = std::fs::remove_file(entry.path());
-        } else if name.starts_with("preinit-") && name.ends_with(".preinit") {
-            total += entry.metadata().map(|m| m.len()).unwrap_or(0);
+        } else if name.starts_with("preinit-")
+            && name.ends_with(".preinit")
+            && let Ok(meta) = entry.metadata()
+        {
+            let used = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+            files.push((name, meta.len(), used));
         }
     }
-    total
+    files.sort_by(|a, b| a.2.cmp(&b.2).then_with(|| a.0.cmp(&b.0)));
+    files
+}
+
+/// Whole megabytes, rounded up, for messages.
+fn megabytes(bytes: u64) -> u64 {
+    bytes.div_ceil(1 << 20)
 }
 
 /// A module linked against WASI and ready to instantiate: the warm state of a wasm sandbox.
@@ -220,8 +236,9 @@ impl WasmRuntime {
                 }
             })
             .map_err(|e| Error::Engine(format!("could not start the epoch thread: {e}")))?;
-        preinit_disk_use(&config.cache_dir, true);
+        preinit_files(&config.cache_dir, true);
         Ok(Self {
+            snapshot_disk_limit: config.snapshot_disk_limit,
             engine,
             linker,
             http_linker,
@@ -236,7 +253,72 @@ impl WasmRuntime {
     /// Bytes the pre-initialised modules (the snapshots of SnapStart versions) take on disk.
     /// Reads the cache directory: what is there, whatever happened to it.
     pub fn preinitialized_disk_bytes(&self) -> u64 {
-        preinit_disk_use(&self.cache_dir, false)
+        preinit_files(&self.cache_dir, false)
+            .iter()
+            .map(|f| f.1)
+            .sum()
+    }
+
+    /// Deletes one pre-initialised module (by its cache name), its checksum and its compiled
+    /// form; returns its bytes. Templates made from it before keep working.
+    fn delete_preinitialized(&self, name: &str) -> u64 {
+        let path = self.cache_dir.join(name);
+        let mut freed = 0;
+        if let Ok(bytes) = std::fs::read(&path) {
+            // Its compiled form is a cache like any other: another version whose
+            // initialisation left the same bytes compiles it again if it needs it.
+            let compiled = artifact::digest(&bytes);
+            for suffix in ["cwasm", "cwasm.sha256"] {
+                let _ = std::fs::remove_file(self.cache_dir.join(format!("{compiled}.{suffix}")));
+            }
+            freed = bytes.len() as u64;
+        }
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(self.cache_dir.join(format!("{name}.sha256")));
+        freed
+    }
+
+    /// Makes room on disk for a new pre-initialised module of `bytes` under `name`, within
+    /// [`WasmConfig::snapshot_disk_limit`]: the least recently used others are deleted (each is
+    /// made again from its version's code when next needed); a module larger than the limit
+    /// alone is refused. Called with `initializing` held, so no two make room at once.
+    fn make_room_for(&self, name: &str, bytes: u64) -> Result<()> {
+        let limit = self.snapshot_disk_limit;
+        if limit == 0 {
+            return Ok(());
+        }
+        if bytes > limit {
+            return Err(Error::InvalidModule(format!(
+                "the initialised module takes {} MB, more than the {} MB this worker keeps for \
+                 snapshots",
+                megabytes(bytes),
+                megabytes(limit)
+            )));
+        }
+        let files = preinit_files(&self.cache_dir, false);
+        let mut total = bytes
+            + files
+                .iter()
+                .filter(|f| f.0 != name)
+                .map(|f| f.1)
+                .sum::<u64>();
+        for (other, size, _) in files {
+            if total <= limit {
+                break;
+            }
+            if other == name {
+                continue;
+            }
+            self.delete_preinitialized(&other);
+            total = total.saturating_sub(size);
+            tracing::info!(
+                snapshot = %other,
+                bytes = size,
+                limit,
+                "deleted the least recently used pre-initialised module to stay within the limit"
+            );
+        }
+        Ok(())
     }
 
     /// Deletes the pre-initialised modules of a function version (`function:version`) or of
@@ -259,19 +341,11 @@ impl WasmRuntime {
             if !name.starts_with(&prefix) {
                 continue;
             }
-            if name.ends_with(".preinit")
-                && let Ok(bytes) = std::fs::read(entry.path())
-            {
-                // Its compiled form is a cache like any other: another version whose
-                // initialisation left the same bytes compiles it again if it needs it.
-                let compiled = artifact::digest(&bytes);
-                for suffix in ["cwasm", "cwasm.sha256"] {
-                    let _ =
-                        std::fs::remove_file(self.cache_dir.join(format!("{compiled}.{suffix}")));
-                }
-                freed += bytes.len() as u64;
+            if name.ends_with(".preinit") {
+                freed += self.delete_preinitialized(&name);
+            } else {
+                let _ = std::fs::remove_file(entry.path());
             }
-            let _ = std::fs::remove_file(entry.path());
         }
         freed
     }
@@ -328,7 +402,14 @@ impl WasmRuntime {
             .lock()
             .map_err(|_| Error::Engine("an earlier initialisation panicked".into()))?;
         let initialized = match artifact::load_bytes(&self.cache_dir, &key) {
-            Some(found) => found,
+            Some(found) => {
+                // Used: the last to go when room is made for another.
+                let _ = std::fs::File::options()
+                    .write(true)
+                    .open(self.cache_dir.join(&key))
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                found
+            }
             None => {
                 let handle = tokio::runtime::Handle::try_current()
                     .map_err(|e| Error::Engine(format!("no runtime to initialise in: {e}")))?;
@@ -345,6 +426,7 @@ impl WasmRuntime {
                     bytes = made.len(),
                     "module pre-initialised"
                 );
+                self.make_room_for(&key, made.len() as u64)?;
                 artifact::store_bytes(&self.cache_dir, &key, &made);
                 made
             }

@@ -690,6 +690,7 @@ mod tests {
             WasmRuntime::new(&WasmConfig {
                 max_instances: 4,
                 cache_dir: dir.path().join("cache"),
+                snapshot_disk_limit: 0,
             })
             .unwrap(),
         );
@@ -763,6 +764,7 @@ mod tests {
         let restarted = WasmRuntime::new(&WasmConfig {
             max_instances: 4,
             cache_dir: dir.path().join("cache"),
+            snapshot_disk_limit: 0,
         })
         .unwrap();
         assert_eq!(
@@ -786,5 +788,97 @@ mod tests {
             Err(crate::Error::InvalidModule(m)) => assert!(m.contains(INIT_EXPORT), "{m}"),
             other => panic!("expected a refusal, got {:?}", other.err()),
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn snapshots_stay_within_their_disk_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.wasm");
+        std::fs::write(&path, module(true)).unwrap();
+        let runtime = |cache: &str, limit: u64| {
+            std::sync::Arc::new(
+                WasmRuntime::new(&WasmConfig {
+                    max_instances: 4,
+                    cache_dir: dir.path().join(cache),
+                    snapshot_disk_limit: limit,
+                })
+                .unwrap(),
+            )
+        };
+        let prepare = |runtime: &std::sync::Arc<WasmRuntime>, owner: &'static str| {
+            let runtime = runtime.clone();
+            let path = path.clone();
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    runtime.prepare_preinitialized(
+                        owner,
+                        &path,
+                        &[],
+                        64 << 20,
+                        Duration::from_secs(5),
+                    )
+                })
+                .await
+                .unwrap()
+            }
+        };
+        let names = |cache: &str| {
+            let mut names: Vec<String> = std::fs::read_dir(dir.path().join(cache))
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".preinit"))
+                .collect();
+            names.sort();
+            names
+        };
+        let named = |owner: &str| {
+            let (function, version) = owner.split_once(':').unwrap();
+            crate::preinit_prefix(function, Some(version))
+        };
+        let has =
+            |cache: &str, owner: &str| names(cache).iter().any(|n| n.starts_with(&named(owner)));
+        // File times are only as fine as the kernel's clock tick: apart, so that the order of
+        // use is the order of the files' times.
+        let apart = || std::thread::sleep(Duration::from_millis(30));
+
+        let probe = runtime("probe", 0);
+        prepare(&probe, "probe:1").await.unwrap();
+        let one = probe.preinitialized_disk_bytes();
+        assert!(one > 0);
+
+        // Room for two: the third deletes the least recently made, whose template still runs.
+        let bounded = runtime("bounded", one * 5 / 2);
+        let a = prepare(&bounded, "a:1").await.unwrap();
+        apart();
+        prepare(&bounded, "b:1").await.unwrap();
+        apart();
+        prepare(&bounded, "c:1").await.unwrap();
+        assert!(!has("bounded", "a:1") && has("bounded", "b:1") && has("bounded", "c:1"));
+        assert!(bounded.preinitialized_disk_bytes() <= one * 5 / 2);
+        assert_eq!(bounded.run(&a, input()).await.status, RunStatus::Exited(0));
+
+        // After a restart: reading b's from disk makes it the most recently used, so making
+        // a's again deletes c's; a's runs from its initialised state again.
+        apart();
+        let restarted = runtime("bounded", one * 5 / 2);
+        prepare(&restarted, "b:1").await.unwrap();
+        apart();
+        let again = prepare(&restarted, "a:1").await.unwrap();
+        assert!(has("bounded", "a:1") && has("bounded", "b:1") && !has("bounded", "c:1"));
+        assert_eq!(
+            restarted.run(&again, input()).await.status,
+            RunStatus::Exited(0)
+        );
+
+        // A snapshot larger than the limit alone is refused, and nothing is written or deleted.
+        let small = runtime("small", one / 2);
+        match prepare(&small, "d:1").await {
+            Err(crate::Error::InvalidModule(m)) => {
+                assert!(m.contains("MB this worker keeps for snapshots"), "{m}")
+            }
+            other => panic!("expected a refusal, got {:?}", other.err()),
+        }
+        assert!(names("small").is_empty());
     }
 }

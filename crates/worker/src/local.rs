@@ -105,6 +105,14 @@ impl LocalWorker {
     async fn template_for(&self, function: &FunctionConfig) -> Result<Template> {
         let code = self.code.clone();
         let wasm = self.wasm.clone();
+        // What a SnapStart version's initialisation sees: the variables every environment of
+        // the version has (its own and the runtime's), none of those of one environment. A
+        // module that keeps what it read (wasi-libc caches the environment) keeps true values.
+        let init_env: Vec<(String, String)> = self
+            .environment(function, 0, InitType::OnDemand)
+            .into_iter()
+            .filter(|(k, _)| !PER_ENVIRONMENT_VARIABLES.contains(&k.as_str()))
+            .collect();
         let function = function.clone();
         let template = tokio::task::spawn_blocking(move || {
             let root = code.unpacked(&function.code).map_err(|e| match e {
@@ -125,22 +133,16 @@ impl LocalWorker {
             match function.runtime {
                 // A published version with SnapStart starts from its initialised state, made
                 // once with the function's own variables (never the per-sandbox ones).
-                Runtime::Wasm32Wasip1 if function.starts_from_snapshot() => {
-                    let env: Vec<(String, String)> = function
-                        .environment
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect();
-                    wasm.prepare_preinitialized(
+                Runtime::Wasm32Wasip1 if function.starts_from_snapshot() => wasm
+                    .prepare_preinitialized(
                         &function.qualified_name(),
                         &path,
-                        &env,
+                        &init_env,
                         u64::from(function.memory_mb) << 20,
                         std::time::Duration::from_secs(u64::from(function.timeout_s)),
                     )
                     .map(Template::Module)
-                    .map_err(refused)
-                }
+                    .map_err(refused),
                 Runtime::Wasm32Wasip1 => wasm.prepare(&path).map(Template::Module).map_err(refused),
                 Runtime::WasiHttp => wasm
                     .prepare_http(&path)
@@ -517,6 +519,7 @@ impl LocalWorker {
         })
     }
 
+    /// The variables every sandbox of a function version has, its own and the runtime's.
     fn environment(
         &self,
         function: &FunctionConfig,
@@ -563,6 +566,12 @@ impl LocalWorker {
         env
     }
 }
+
+/// The variables of [`LocalWorker::environment`] that differ between sandboxes of one version.
+const PER_ENVIRONMENT_VARIABLES: [&str; 2] = [
+    "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_LAMBDA_INITIALIZATION_TYPE",
+];
 
 fn sandbox_error(
     request_id: &str,
