@@ -556,6 +556,17 @@ def create_function(
     return resp
 
 
+def create_preinit_function(client, make_zip, prefix: str, variables: Optional[dict] = None) -> str:
+    """A wasm function of the `preinit` fixture with SnapStart on, active; returns its name."""
+    name = unique_name(prefix)
+    extra = {"Environment": {"Variables": variables}} if variables else {}
+    client.create_function(
+        FunctionName=name, Runtime=RUNTIME, Role=ROLE, Handler="preinit.wasm",
+        Code={"ZipFile": make_zip("preinit")}, SnapStart={"ApplyOn": "PublishedVersions"}, **extra)
+    client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=WAITER_CONFIG)
+    return name
+
+
 def wait_updated(client, name: str) -> None:
     client.get_waiter("function_updated_v2").wait(
         FunctionName=name, WaiterConfig=WAITER_CONFIG

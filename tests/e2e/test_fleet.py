@@ -325,11 +325,7 @@ def test_a_remote_workers_snapshots_are_reported_and_deleted(fleet, make_zip):
     the worker's heartbeats carry what it keeps, and deleting the function deletes it there."""
     node, _ = fleet([("w1", 512)])
     client = s.lambda_client(node.endpoint)
-    name = s.unique_name("snapfleet")
-    client.create_function(
-        FunctionName=name, Runtime=s.RUNTIME, Role=s.ROLE, Handler="preinit.wasm",
-        Code={"ZipFile": make_zip("preinit")}, SnapStart={"ApplyOn": "PublishedVersions"})
-    client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=s.WAITER_CONFIG)
+    name = s.create_preinit_function(client, make_zip, "snapfleet")
     version = client.publish_version(FunctionName=name)["Version"]
     assert json.loads(client.invoke(FunctionName=name, Qualifier=version)["Payload"].read())["preinitialized"]
     key = 'nimbus_worker_snapshot_disk_bytes{worker="w1"}'
@@ -362,11 +358,7 @@ def test_a_worker_refuses_malformed_requests_from_the_node(fleet, make_zip):
     and nothing on the worker changes: a SnapStart version keeps its snapshot."""
     node, workers = fleet([("w1", 512)])
     client = s.lambda_client(node.endpoint)
-    name = s.unique_name("fleetforget")
-    client.create_function(
-        FunctionName=name, Runtime=s.RUNTIME, Role=s.ROLE, Handler="preinit.wasm",
-        Code={"ZipFile": make_zip("preinit")}, SnapStart={"ApplyOn": "PublishedVersions"})
-    client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=s.WAITER_CONFIG)
+    name = s.create_preinit_function(client, make_zip, "fleetforget")
     version = client.publish_version(FunctionName=name)["Version"]
     key = 'nimbus_worker_snapshot_disk_bytes{worker="w1"}'
     fs.wait_for(lambda: fs.metric(node, key) > 0)

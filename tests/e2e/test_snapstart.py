@@ -74,11 +74,7 @@ def test_snapshots_are_reported_and_deleted_with_their_version(lambda_client, ma
         return fs.metric(node, 'nimbus_worker_snapshot_disk_bytes{worker="local"}')
 
     before = disk()
-    name = s.unique_name("snapdisk")
-    lambda_client.create_function(
-        FunctionName=name, Runtime=s.RUNTIME, Role=s.ROLE, Handler="preinit.wasm",
-        Code={"ZipFile": make_zip("preinit")}, SnapStart={"ApplyOn": "PublishedVersions"})
-    lambda_client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=s.WAITER_CONFIG)
+    name = s.create_preinit_function(lambda_client, make_zip, "snapdisk")
     v1 = lambda_client.publish_version(FunctionName=name)["Version"]
     one = disk() - before
     assert one > 0, "the snapshot's bytes are reported"
@@ -116,12 +112,7 @@ def test_snapshots_stay_within_the_workers_disk_limit(node_factory, make_zip, tm
     def disk():
         return fs.metric(node, 'nimbus_worker_snapshot_disk_bytes{worker="local"}')
 
-    name = s.unique_name("snapbound")
-    client.create_function(
-        FunctionName=name, Runtime=s.RUNTIME, Role=s.ROLE, Handler="preinit.wasm",
-        Code={"ZipFile": make_zip("preinit")}, SnapStart={"ApplyOn": "PublishedVersions"},
-        Environment={"Variables": {"BALLAST_KB": "600"}})
-    client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=s.WAITER_CONFIG)
+    name = s.create_preinit_function(client, make_zip, "snapbound", {"BALLAST_KB": "600"})
     v1 = client.publish_version(FunctionName=name)["Version"]
     one = disk()
     assert 600 * 1024 < one <= 1 << 20, one

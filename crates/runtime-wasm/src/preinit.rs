@@ -651,6 +651,18 @@ mod tests {
         assert_eq!((count, segments), (Some(3), 3));
     }
 
+    /// The names of the pre-initialised modules in a cache directory, sorted.
+    fn snapshot_files(cache: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(cache)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".preinit"))
+            .collect();
+        names.sort();
+        names
+    }
+
     fn input() -> RunInput {
         RunInput {
             stdin: bytes::Bytes::new(),
@@ -742,16 +754,7 @@ mod tests {
         };
         prepare_as("fn:2").await.unwrap().unwrap();
         prepare_as("other:1").await.unwrap().unwrap();
-        let snapshots = || {
-            let mut names: Vec<String> = std::fs::read_dir(dir.path().join("cache"))
-                .unwrap()
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.ends_with(".preinit"))
-                .collect();
-            names.sort();
-            names
-        };
+        let snapshots = || snapshot_files(&dir.path().join("cache"));
         assert_eq!(snapshots().len(), 3);
         let one = std::fs::metadata(dir.path().join("cache").join(&snapshots()[0]))
             .unwrap()
@@ -822,16 +825,7 @@ mod tests {
                 .unwrap()
             }
         };
-        let names = |cache: &str| {
-            let mut names: Vec<String> = std::fs::read_dir(dir.path().join(cache))
-                .unwrap()
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.ends_with(".preinit"))
-                .collect();
-            names.sort();
-            names
-        };
+        let names = |cache: &str| snapshot_files(&dir.path().join(cache));
         let named = |owner: &str| {
             let (function, version) = owner.split_once(':').unwrap();
             crate::preinit_prefix(function, Some(version))

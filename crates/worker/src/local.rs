@@ -108,11 +108,14 @@ impl LocalWorker {
         // What a SnapStart version's initialisation sees: the variables every environment of
         // the version has (its own and the runtime's), none of those of one environment. A
         // module that keeps what it read (wasi-libc caches the environment) keeps true values.
-        let init_env: Vec<(String, String)> = self
-            .environment(function, 0, InitType::OnDemand)
-            .into_iter()
-            .filter(|(k, _)| !PER_ENVIRONMENT_VARIABLES.contains(&k.as_str()))
-            .collect();
+        let init_env: Vec<(String, String)> = if function.starts_from_snapshot() {
+            self.environment(function, 0, InitType::OnDemand)
+                .into_iter()
+                .filter(|(k, _)| !PER_ENVIRONMENT_VARIABLES.contains(&k.as_str()))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let function = function.clone();
         let template = tokio::task::spawn_blocking(move || {
             let root = code.unpacked(&function.code).map_err(|e| match e {
@@ -132,7 +135,7 @@ impl LocalWorker {
             };
             match function.runtime {
                 // A published version with SnapStart starts from its initialised state, made
-                // once with the function's own variables (never the per-sandbox ones).
+                // once with `init_env`.
                 Runtime::Wasm32Wasip1 if function.starts_from_snapshot() => wasm
                     .prepare_preinitialized(
                         &function.qualified_name(),
